@@ -1,0 +1,109 @@
+// engine/config.h: the parsed TOML config (shape fixed by DESIGN.md "The config file").
+// load_config() rejects anything else with "FILE:LINE: what is wrong". Secrets never live here.
+// Plain values; thread-safe once built.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/status.h"
+
+namespace orch {
+
+struct GateSpec {
+  enum class Type { kHumanApproval, kCiGreen, kPrOpen, kPrApproved, kPrMerged, kArtifacts, kCommand, kAll, kAny };
+  Type type = Type::kCiGreen;
+  std::vector<std::string> paths;  // artifacts
+  std::vector<std::string> argv;   // command
+  std::vector<GateSpec> of;        // all / any
+};
+const char* gate_type_name(GateSpec::Type t);
+std::optional<GateSpec::Type> parse_gate_type(std::string_view s);
+bool gate_is_human(const GateSpec& g);  // any human_approval inside it
+
+struct AgentSpec {
+  std::string name;
+  std::vector<std::string> argv;
+  std::chrono::seconds timeout{std::chrono::minutes(30)};
+  int max_attempts = 3;
+  std::map<std::string, std::string> env;
+};
+
+struct StageSpec {
+  std::string name;
+  std::string agent;  // "" = no agent
+  std::optional<GateSpec> gate;
+  bool human = false;
+  bool open_pr = false;
+  std::optional<std::chrono::seconds> grace;
+  std::string on_reject;             // rollback edge taken on Rejected ("" = none)
+  std::string on_changes_requested;  // rollback edge taken on a changes-requested review ("" = none)
+};
+
+struct PlaneStateNames {
+  std::string in_progress = "In Progress";
+  std::string approved = "Approved";
+  std::string rejected = "Rejected";
+};
+
+struct ProjectSpec {
+  std::string name;
+  std::string gitea_repo;  // owner/name
+  std::string clone_url;   // "" = <gitea base_url>/<gitea_repo>.git
+  std::string default_branch = "main";
+  std::string plane_workspace;
+  std::string plane_project_id;
+  PlaneStateNames plane_states;
+};
+
+struct ServerSpec {
+  std::string listen = "127.0.0.1:8080";
+  std::string data_dir = "./var";
+  std::size_t max_body_bytes = 1024 * 1024;
+};
+
+struct ReconcilerSpec {
+  bool enabled = true;
+  bool plane_enabled = true;
+  std::chrono::seconds interval{60};
+  std::chrono::seconds grace_default{std::chrono::minutes(15)};
+  bool notify_unblock = true;
+  int max_candidates_per_pass = 500;
+};
+
+struct JobsSpec {
+  int workers = 2;
+  std::chrono::seconds heartbeat_stale{150};
+  std::chrono::seconds dispatch_timeout{std::chrono::minutes(5)};
+  std::chrono::seconds queued_ttl{std::chrono::hours(2)};
+  int sweep_batch = 500;
+};
+
+struct Config {
+  std::string source_path;  // the file it was read from
+  ServerSpec server;
+  std::string plane_base_url;
+  std::string gitea_base_url;
+  std::string telegram_api_base = "https://api.telegram.org";
+  std::string store_url;  // [store] url; "" = embedded SQLite
+  ReconcilerSpec reconciler;
+  JobsSpec jobs;
+  std::vector<ProjectSpec> projects;
+  std::map<std::string, AgentSpec> agents;
+  std::vector<StageSpec> stages;  // in order; `created` and `done` are implicit
+
+  const ProjectSpec* find_project(std::string_view name) const;
+  const ProjectSpec* find_project_by_repo(std::string_view gitea_repo) const;
+  const ProjectSpec* find_project_by_plane_id(std::string_view plane_project_id) const;
+};
+
+// Parses and validates; every error names the file and line: "orch.toml:12: unknown key 'gaet' in [[stages]]".
+Result<Config> parse_config(const std::string& text, const std::string& filename);
+Result<Config> load_config(const std::string& path);
+// Durations are strings with a unit: "90s", "15m", "2h", "1d". nullopt if malformed.
+std::optional<std::chrono::seconds> parse_duration(std::string_view s);
+
+}  // namespace orch

@@ -1,0 +1,187 @@
+// engine/model.h: the domain model shared by every layer: tasks, jobs, deliveries, transitions, notifications.
+// Closed sets are enum classes, converted to text only at the SQL and JSON edges (the *_name / parse_* pairs).
+// Stage names are config data: they travel as strings validated against the Pipeline (engine/pipeline.h).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "engine/clock.h"
+
+namespace orch {
+
+using TaskId = std::int64_t;
+using JobId = std::int64_t;
+using DeliverySeq = std::int64_t;
+using NotificationId = std::int64_t;
+
+inline constexpr std::string_view kStageCreated = "created";
+inline constexpr std::string_view kStageDone = "done";
+
+// Why a stage changed; every transition row carries one.
+enum class Cause { kWebhook, kAgent, kReconciler, kManual };
+const char* cause_name(Cause c);
+std::optional<Cause> parse_cause(std::string_view s);
+
+enum class JobStatus { kQueued, kRunning, kSucceeded, kFailed };
+const char* job_status_name(JobStatus s);
+std::optional<JobStatus> parse_job_status(std::string_view s);
+
+enum class Source { kPlane, kGitea };
+const char* source_name(Source s);
+std::optional<Source> parse_source(std::string_view s);
+
+enum class DeliveryStatus { kPending, kHandled, kIgnored, kFailed };
+const char* delivery_status_name(DeliveryStatus s);
+std::optional<DeliveryStatus> parse_delivery_status(std::string_view s);
+
+enum class NotificationStatus { kPending, kSent, kFailed };
+const char* notification_status_name(NotificationStatus s);
+std::optional<NotificationStatus> parse_notification_status(std::string_view s);
+
+// The tracker's verdict on a task in a human stage, as last seen (webhook or poll).
+enum class PrState { kNone, kOpen, kClosed, kMerged };
+const char* pr_state_name(PrState s);
+std::optional<PrState> parse_pr_state(std::string_view s);
+
+enum class ReviewState { kNone, kApproved, kChangesRequested };
+const char* review_state_name(ReviewState s);
+std::optional<ReviewState> parse_review_state(std::string_view s);
+
+// What a new task is created from: the tracker issue. Title and description are attacker-controlled text:
+// they go into the database and the agent's JSON file, never into a path, a branch or a command line.
+struct NewTask {
+  std::string project;        // config project name
+  std::string work_item_id;   // Plane issue uuid: unique across tasks
+  std::string work_item_key;  // e.g. SHOP-42
+  std::string title;
+  std::string description;
+  std::string branch;         // derived from the sanitised key / id, never the title
+};
+
+struct TaskRow {
+  TaskId id = 0;
+  std::string project;
+  std::string work_item_id;
+  std::string work_item_key;
+  std::string title;
+  std::string description;
+  std::string stage;
+  int visit = 1;  // bumped by every transition: a job belongs to one visit of a stage (see NewJob)
+  std::string branch;
+  bool blocked = false;
+  std::string blocked_reason;
+  std::string rejection_reason;
+  std::optional<std::int64_t> pr_number;
+  PrState pr_state = PrState::kNone;
+  ReviewState review_state = ReviewState::kNone;
+  std::string head_sha;
+  std::string tracker_state;  // last known Plane state id, "" when unknown
+  TimePoint created_at{};
+  TimePoint entered_stage_at{};
+  TimePoint updated_at{};
+};
+
+struct Claim {
+  TaskRow task;
+  bool created = false;  // true only for the one caller that won the create-claim
+};
+
+// Facts learned from Gitea / Plane events; each present field overwrites the stored one. Bumps updated_at.
+struct TaskFacts {
+  std::optional<std::int64_t> pr_number;
+  std::optional<PrState> pr_state;
+  std::optional<ReviewState> review_state;
+  std::optional<std::string> head_sha;
+  std::optional<std::string> tracker_state;
+};
+
+struct TransitionRow {
+  std::int64_t id = 0;
+  TaskId task_id = 0;
+  std::string work_item_key;
+  std::string from;
+  std::string to;
+  Cause cause = Cause::kManual;
+  std::string detail;
+  TimePoint at{};
+};
+
+struct JobRow {
+  JobId id = 0;
+  TaskId task_id = 0;
+  int visit = 1;
+  std::string stage;
+  std::string agent;
+  JobStatus status = JobStatus::kQueued;
+  int attempt = 1;
+  std::string error;
+  std::string worker;  // who claimed it: "<pid>/<n>"
+  TimePoint created_at{};
+  TimePoint run_after{};  // not claimable before this (retry backoff)
+  std::optional<TimePoint> started_at;
+  std::optional<TimePoint> heartbeat_at;
+  std::optional<TimePoint> finished_at;
+};
+
+// (task_id, visit, attempt) is unique: enqueueing the first attempt of the current visit twice, by a replay or
+// a restart, creates one job; a rollback into the same stage is a new visit and so gets a new job.
+struct NewJob {
+  TaskId task_id = 0;
+  int visit = 1;
+  std::string stage;
+  std::string agent;
+  int attempt = 1;
+  TimePoint run_after{};
+};
+
+struct NewDelivery {
+  Source source = Source::kPlane;
+  std::string delivery_id;  // the sender's id header
+  std::string event;        // X-Plane-Event or X-Gitea-Event-Type
+  std::string body_digest;  // hex sha256 of the raw body: Plane retries carry a new id but the same bytes
+  std::string body;
+  TimePoint received_at{};
+};
+
+struct DeliveryRow {
+  DeliverySeq seq = 0;  // arrival order
+  Source source = Source::kPlane;
+  std::string delivery_id;
+  std::string event;
+  std::string body;
+  DeliveryStatus status = DeliveryStatus::kPending;
+  std::string error;  // failure message or the reason it was ignored
+  int attempts = 0;
+  TimePoint received_at{};
+  std::optional<TimePoint> handled_at;
+};
+
+struct InboxInsert {
+  DeliverySeq seq = 0;
+  bool duplicate = false;
+};
+
+struct InboxCounts {
+  std::int64_t received = 0, pending = 0, handled = 0, ignored = 0, failed = 0;
+};
+
+struct NotificationRow {
+  NotificationId id = 0;
+  std::string dedup_key;  // the same key enqueued twice is one notification
+  std::string text;
+  NotificationStatus status = NotificationStatus::kPending;
+  int attempts = 0;
+  std::string error;
+  TimePoint created_at{};
+  TimePoint next_attempt_at{};
+  std::optional<TimePoint> sent_at;
+};
+
+struct OutboxCounts {
+  std::int64_t pending = 0, sent = 0, failed = 0;
+};
+
+}  // namespace orch

@@ -1,0 +1,128 @@
+// engine/store.h: the Store seam. Every method is one whole operation in one transaction, so that a PostgreSQL
+// implementation can follow without touching callers. Role interfaces let a class take only what it uses.
+// Implementations are thread-safe: any thread may call any method concurrently.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/model.h"
+#include "engine/status.h"
+
+namespace orch {
+
+struct TransitionRequest {
+  TaskId task_id = 0;
+  std::string from;  // compare-and-set: refused with kConflict if the task is no longer here
+  std::string to;
+  Cause cause = Cause::kManual;
+  std::string detail;
+  std::optional<std::string> rejection_reason;  // set on a rollback edge; cleared ("") on a forward move
+  TimePoint now{};
+};
+
+// Resume point of the idle-task scan: (updated_at, id) of the last row returned.
+struct IdleCursor {
+  TimePoint updated_at{};
+  TaskId id = 0;
+};
+
+struct ProjectRow {
+  std::string name;
+  std::string plane_identifier;                  // e.g. SHOP, read once from Plane
+  std::optional<TimePoint> tracker_horizon;      // tracker side: newest updated_at seen by the last pass
+  std::optional<TimePoint> tracker_full_sweep;   // when the last full sweep finished
+};
+
+struct TaskStore {
+  virtual ~TaskStore() = default;
+  // Atomic create-claim on the unique work item id: exactly one racing caller (thread or process) gets created=true.
+  // The new task starts in `created`, visit 1.
+  virtual Result<Claim> create_task_atomic(const NewTask& task, TimePoint now) = 0;
+  virtual Result<std::optional<TaskRow>> find_task(TaskId id) = 0;
+  virtual Result<std::optional<TaskRow>> find_task_by_work_item(const std::string& work_item_id) = 0;
+  virtual Result<std::optional<TaskRow>> find_task_by_branch(const std::string& project, const std::string& branch) = 0;
+  virtual Result<std::vector<TaskRow>> tasks_in_stage(const std::string& project, const std::string& stage) = 0;
+  // Non-terminal tasks (stage != done) by id, for the start-up replay; page with `after`.
+  virtual Result<std::vector<TaskRow>> non_terminal_tasks(TaskId after, int limit) = 0;
+  // Non-terminal tasks and those that reached done at or after `done_since`, for /queue.
+  virtual Result<std::vector<TaskRow>> tasks_for_queue(TimePoint done_since) = 0;
+  // Non-terminal tasks with no queued or running job and updated_at < idle_before, ordered by (updated_at, id),
+  // strictly after `after`. A range scan over a partial index: cost grows with candidates, not with history.
+  virtual Result<std::vector<TaskRow>> idle_tasks(TimePoint idle_before, IdleCursor after, int limit) = 0;
+  // Stage change + transition row in one transaction; bumps visit, entered_stage_at, updated_at; clears blocked.
+  virtual Result<TaskRow> apply_transition(const TransitionRequest& request) = 0;
+  virtual Status record_facts(TaskId id, const TaskFacts& facts, TimePoint now) = 0;
+  virtual Status set_blocked(TaskId id, bool blocked, const std::string& reason, TimePoint now) = 0;
+  virtual Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) = 0;
+  virtual Result<std::vector<TransitionRow>> recent_transitions(int limit) = 0;  // newest first
+  virtual Result<std::int64_t> count_tasks() = 0;
+
+  // Branch heads learned from push / pull-request events: the sha -> branch map for Gitea status events.
+  virtual Status record_branch_head(const std::string& repo, const std::string& branch, const std::string& sha,
+                                    TimePoint now) = 0;
+  virtual Result<std::vector<std::string>> branches_with_head(const std::string& repo, const std::string& sha) = 0;
+
+  virtual Result<std::optional<ProjectRow>> find_project(const std::string& name) = 0;
+  virtual Status save_project(const ProjectRow& row) = 0;
+};
+
+struct JobStore {
+  virtual ~JobStore() = default;
+  // Idempotent: (task, visit, attempt) is unique, so enqueueing an existing one returns nullopt and changes nothing.
+  virtual Result<std::optional<JobRow>> enqueue_job(const NewJob& job, TimePoint now) = 0;
+  // Atomically moves the oldest claimable queued job (run_after <= now) to running for `worker`.
+  virtual Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now) = 0;
+  virtual Status heartbeat_job(JobId id, TimePoint now) = 0;
+  // Only a running job finishes; kConflict if the sweeper (or anyone) already finished it.
+  virtual Status finish_job(JobId id, JobStatus status, const std::string& error, TimePoint now) = 0;
+  virtual Status requeue_job(JobId id, TimePoint now) = 0;  // running -> queued (start-up recovery)
+  virtual Result<std::optional<JobRow>> find_job(JobId id) = 0;
+  virtual Result<std::vector<JobRow>> jobs_for_task(TaskId id) = 0;
+  virtual Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) = 0;  // oldest first
+  virtual Result<std::vector<JobRow>> recent_failed_jobs(int limit) = 0;                   // newest first
+  // Sweeper rules, each capped at `limit` rows so a large backlog never holds a long transaction.
+  virtual Result<std::vector<JobRow>> fail_stale_running(TimePoint heartbeat_before, int limit,
+                                                         const std::string& reason, TimePoint now) = 0;
+  virtual Result<std::vector<JobRow>> fail_expired_queued(TimePoint created_before, int limit,
+                                                          const std::string& reason, TimePoint now) = 0;
+};
+
+struct InboxStore {
+  virtual ~InboxStore() = default;
+  // Dedup claim + insert in one transaction: a delivery whose (source, delivery_id) was seen, or, when
+  // dedup_on_digest, whose (source, body_digest) was seen, is a duplicate and nothing is written.
+  virtual Result<InboxInsert> insert_delivery(const NewDelivery& delivery, bool dedup_on_digest) = 0;
+  // Group commit: several deliveries in one transaction; results in the same order.
+  virtual Result<std::vector<InboxInsert>> insert_deliveries(const std::vector<NewDelivery>& deliveries,
+                                                             const std::vector<bool>& dedup_on_digest) = 0;
+  virtual Result<std::optional<DeliveryRow>> next_pending_delivery(DeliverySeq after) = 0;  // arrival order
+  virtual Status finish_delivery(DeliverySeq seq, DeliveryStatus status, const std::string& error, TimePoint now) = 0;
+  virtual Result<std::optional<DeliveryRow>> find_delivery(const std::string& delivery_id) = 0;
+  virtual Status requeue_delivery(DeliverySeq seq) = 0;  // back to pending, for replay
+  virtual Result<InboxCounts> inbox_counts() = 0;
+  virtual Result<std::vector<DeliveryRow>> failed_deliveries(int limit) = 0;  // newest first
+};
+
+struct OutboxStore {
+  virtual ~OutboxStore() = default;
+  // Returns false (and writes nothing) when a notification with this key already exists.
+  virtual Result<bool> enqueue_notification(const std::string& dedup_key, const std::string& text, TimePoint now) = 0;
+  virtual Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) = 0;
+  virtual Status mark_notification_sent(NotificationId id, TimePoint now) = 0;
+  virtual Status mark_notification_retry(NotificationId id, const std::string& error, TimePoint next_attempt) = 0;
+  virtual Status mark_notification_failed(NotificationId id, const std::string& error) = 0;
+  virtual Result<std::vector<NotificationRow>> all_notifications() = 0;
+  virtual Result<OutboxCounts> outbox_counts() = 0;
+};
+
+struct SettingsStore {
+  virtual ~SettingsStore() = default;
+  virtual Result<std::optional<std::string>> get_setting(const std::string& key) = 0;
+  virtual Status set_setting(const std::string& key, const std::string& value) = 0;
+};
+
+struct Store : TaskStore, JobStore, InboxStore, OutboxStore, SettingsStore {};
+
+}  // namespace orch
