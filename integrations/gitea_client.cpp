@@ -1,0 +1,236 @@
+// DESIGN: listings page with an explicit limit and a page counter. The Link header's URLs are built from Gitea's
+// configured AppURL, which behind a proxy need not be the base URL we were given, so we only read whether a
+// rel="next" exists and request page+1 ourselves; without any Link header, a full page means "maybe more".
+#include "integrations/gitea_client.h"
+
+#include <map>
+
+namespace orch {
+
+namespace {
+
+using nlohmann::json;
+
+std::string str_or_empty(const json& j, const char* key) {
+  if (!j.is_object()) return {};
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return {};
+  return it->get<std::string>();
+}
+
+// Whether to ask for the next page after one holding `count` items.
+bool has_next_page(const HttpResponse& r, size_t count, int limit) {
+  auto link = r.header("Link");
+  if (link) return link->find("rel=\"next\"") != std::string::npos;
+  return count >= static_cast<size_t>(limit);
+}
+
+std::string with_page(const std::string& target, int page, int limit) {
+  return target + (target.find('?') == std::string::npos ? "?" : "&") + "limit=" + std::to_string(limit) +
+         "&page=" + std::to_string(page);
+}
+
+}  // namespace
+
+CiState combine_ci_states(const std::vector<std::string>& states) {
+  if (states.empty()) return CiState::kPending;
+  bool all_green = true;
+  for (const auto& s : states) {
+    if (s == "error" || s == "failure" || s == "warning") return CiState::kFailure;
+    if (s != "success" && s != "skipped") all_green = false;
+  }
+  return all_green ? CiState::kSuccess : CiState::kPending;
+}
+
+Result<PullRequestInfo> parse_gitea_pull_request(const json& j) {
+  if (!j.is_object()) return invalid("gitea pull request is not an object");
+  auto num = j.find("number");
+  if (num == j.end() || !num->is_number_integer()) return invalid("gitea pull request without a number");
+  PullRequestInfo pr;
+  pr.number = num->get<std::int64_t>();
+  pr.open = str_or_empty(j, "state") == "open";
+  if (auto m = j.find("merged"); m != j.end() && m->is_boolean()) pr.merged = m->get<bool>();
+  if (auto h = j.find("head"); h != j.end()) {
+    pr.head_ref = str_or_empty(*h, "ref");
+    pr.head_sha = str_or_empty(*h, "sha");
+  }
+  if (auto b = j.find("base"); b != j.end()) pr.base_ref = str_or_empty(*b, "ref");
+  pr.html_url = str_or_empty(j, "html_url");
+  return pr;
+}
+
+GiteaClient::GiteaClient(HttpClient& http, Secret token, GiteaClientOptions options)
+    : http_(http), token_(std::move(token)), options_(options) {}
+
+Result<std::string> GiteaClient::repo_path(const std::string& repo) const {
+  auto slash = repo.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == repo.size() ||
+      repo.find('/', slash + 1) != std::string::npos)
+    return invalid("gitea: repository must be owner/name, got '" + repo + "'");
+  return "/api/v1/repos/" + url_escape(repo.substr(0, slash)) + "/" + url_escape(repo.substr(slash + 1));
+}
+
+HttpRequest GiteaClient::request(std::string method, std::string target, const nlohmann::json* body) const {
+  HttpRequest r = body ? HttpRequest::json(std::move(method), std::move(target), *body)
+                       : HttpRequest::get(std::move(target));
+  r.headers.push_back({"Authorization", "token " + token_.reveal()});
+  return r;
+}
+
+Status GiteaClient::list_pages(const std::string& first_target, const std::string& what, int max_pages,
+                               const std::function<bool(const json&)>& visit) {
+  for (int page = 1; page <= max_pages; ++page) {
+    auto r = http_.send(request("GET", with_page(first_target, page, options_.limit)));
+    if (!r.ok()) return r.status();
+    auto j = parse_json_body(r.value(), what);
+    if (!j.ok()) return j.status();
+    if (!j.value().is_array()) return unavailable(what + ": malformed answer: not an array");
+    for (const auto& item : j.value())
+      if (!visit(item)) return {};
+    if (j.value().empty() || !has_next_page(r.value(), j.value().size(), options_.limit)) return {};
+  }
+  return {};
+}
+
+Result<CiState> GiteaClient::combined_status(const std::string& repo, const std::string& ref) {
+  auto base = repo_path(repo);
+  if (!base.ok()) return base.status();
+  const std::string what = "gitea: combined status of " + repo + "@" + ref;
+  const std::string target = base.value() + "/commits/" + url_escape(ref) + "/status";
+  std::map<std::string, std::string> by_context;  // latest per context; a context repeated across pages counts once
+  std::vector<std::string> states;
+  for (int page = 1; page <= options_.max_pages; ++page) {
+    auto r = http_.send(request("GET", with_page(target, page, options_.limit)));
+    if (!r.ok()) return r.status();
+    auto j = parse_json_body(r.value(), what);
+    if (!j.ok()) return j.status();
+    if (!j.value().is_object()) return unavailable(what + ": malformed answer: not an object");
+    auto st = j.value().find("statuses");
+    if (st == j.value().end() || st->is_null()) break;  // no statuses at all: pending
+    if (!st->is_array()) return unavailable(what + ": malformed answer: statuses is not an array");
+    for (const auto& s : *st) {
+      std::string context = str_or_empty(s, "context");
+      by_context[context.empty() ? "#" + std::to_string(by_context.size()) : context] = str_or_empty(s, "status");
+    }
+    if (st->empty() || !has_next_page(r.value(), st->size(), options_.limit)) break;
+  }
+  for (const auto& [context, state] : by_context) states.push_back(state);
+  return combine_ci_states(states);
+}
+
+Result<std::string> GiteaClient::branch_head(const std::string& repo, const std::string& branch) {
+  auto base = repo_path(repo);
+  if (!base.ok()) return base.status();
+  // The route is /branches/*: a branch name keeps its slashes.
+  auto r = http_.send(request("GET", base.value() + "/branches/" + url_escape(branch, /*keep_slash=*/true)));
+  if (!r.ok()) return r.status();
+  auto j = parse_json_body(r.value(), "gitea: branch " + repo + ":" + branch);
+  if (!j.ok()) return j.status();
+  std::string sha = j.value().is_object() && j.value().contains("commit") ? str_or_empty(j.value()["commit"], "id") : "";
+  if (sha.empty()) return unavailable("gitea: branch " + repo + ":" + branch + ": malformed answer: no commit.id");
+  return sha;
+}
+
+Result<std::vector<PullRequestInfo>> GiteaClient::open_pull_requests(const std::string& repo) {
+  auto base = repo_path(repo);
+  if (!base.ok()) return base.status();
+  std::vector<PullRequestInfo> out;
+  Status bad;
+  // state=open always: an omitted state lists every PR, whatever the swagger says.
+  Status s = list_pages(base.value() + "/pulls?state=open", "gitea: open pull requests of " + repo, options_.max_pages,
+                        [&](const json& item) {
+                          auto pr = parse_gitea_pull_request(item);
+                          if (!pr.ok()) {
+                            bad = pr.status();
+                            return false;
+                          }
+                          out.push_back(pr.value());
+                          return true;
+                        });
+  if (!s.ok()) return s;
+  if (!bad.ok()) return bad;
+  return out;
+}
+
+Result<std::optional<PullRequestInfo>> GiteaClient::pull_request_for_branch(const std::string& repo,
+                                                                            const std::string& branch) {
+  auto open = open_pull_requests(repo);
+  if (!open.ok()) return open.status();
+  for (const auto& pr : open.value())
+    if (pr.head_ref == branch) return std::optional<PullRequestInfo>(pr);
+  auto base = repo_path(repo);
+  std::optional<PullRequestInfo> found;
+  // Newest first (Gitea's default order). Once the head branch is deleted, head.ref reads refs/pull/<n>/head,
+  // but head.label still names the branch.
+  Status s = list_pages(base.value() + "/pulls?state=all", "gitea: pull requests of " + repo,
+                        options_.closed_search_max_pages, [&](const json& item) {
+                          std::string ref = item.contains("head") ? str_or_empty(item["head"], "ref") : "";
+                          std::string label = item.contains("head") ? str_or_empty(item["head"], "label") : "";
+                          if (ref != branch && label != branch) return true;
+                          auto pr = parse_gitea_pull_request(item);
+                          if (!pr.ok()) return true;
+                          found = pr.value();
+                          found->head_ref = branch;
+                          return false;
+                        });
+  if (!s.ok()) return s;
+  return found;
+}
+
+Result<bool> GiteaClient::pull_request_approved(const std::string& repo, std::int64_t number) {
+  auto base = repo_path(repo);
+  if (!base.ok()) return base.status();
+  struct Latest {
+    std::string state;
+    bool dismissed = false;
+  };
+  std::map<std::string, Latest> by_user;
+  // Reviews come oldest first, so a reviewer's later review overwrites the earlier one. A review request or a
+  // pending draft is not a verdict, and neither is a plain COMMENT review: Gitea keeps a reviewer's approval
+  // or change request standing across their later comments.
+  Status s = list_pages(base.value() + "/pulls/" + std::to_string(number) + "/reviews",
+                        "gitea: reviews of " + repo + "#" + std::to_string(number), options_.max_pages,
+                        [&](const json& review) {
+                          std::string state = str_or_empty(review, "state");
+                          if (state != "APPROVED" && state != "REQUEST_CHANGES") return true;
+                          const json* user = review.contains("user") ? &review["user"] : nullptr;
+                          if (!user || !user->is_object()) return true;  // a team review request
+                          std::string who = user->contains("id") ? (*user)["id"].dump() : str_or_empty(*user, "login");
+                          bool dismissed = review.value("dismissed", false);
+                          by_user[who] = {state, dismissed};
+                          return true;
+                        });
+  if (!s.ok()) return s;
+  bool approved = false;
+  for (const auto& [who, latest] : by_user) {
+    if (latest.dismissed) continue;
+    if (latest.state == "REQUEST_CHANGES") return false;
+    if (latest.state == "APPROVED") approved = true;
+  }
+  return approved;
+}
+
+Result<PullRequestInfo> GiteaClient::create_pull_request(const std::string& repo, const std::string& head,
+                                                         const std::string& base_branch, const std::string& title,
+                                                         const std::string& body) {
+  auto base = repo_path(repo);
+  if (!base.ok()) return base.status();
+  json payload = {{"head", head}, {"base", base_branch}, {"title", title}, {"body", body}};
+  HttpRequest req = request("POST", base.value() + "/pulls", &payload);
+  req.idempotent = false;  // a retried create would 409 anyway; adoption below covers it
+  auto r = http_.send(req);
+  if (r.ok()) {
+    auto j = parse_json_body(r.value(), "gitea: created pull request " + repo + ":" + head);
+    if (!j.ok()) return j.status();
+    return parse_gitea_pull_request(j.value());
+  }
+  if (r.status().code != Code::kConflict) return r.status();
+  // 409: an open PR for this head and base exists already (perhaps our own earlier, timed-out create): adopt it.
+  auto open = open_pull_requests(repo);
+  if (!open.ok()) return open.status();
+  for (const auto& pr : open.value())
+    if (pr.head_ref == head && pr.base_ref == base_branch) return pr;
+  return r.status();
+}
+
+}  // namespace orch

@@ -1,0 +1,534 @@
+// DESIGN: a claimed job is the worker's until it writes the job's final status; everything that can go wrong in
+// between becomes an attempt that failed (retried with exponential backoff up to the agent's max_attempts, then the
+// task is blocked and a notification enqueued), except what retrying cannot fix (no agent or project configured,
+// the program cannot start), which blocks at once. The task row decides whether the job still matters: a task that
+// moved to another stage or visit meanwhile abandons the job without a retry.
+//
+// The agent is data-driven from the outside world, so it gets nothing of ours: a fresh environment (DESIGN.md's
+// ORCH_* variables, its agent's `env` table, a minimal PATH, HOME = the worktree), no file descriptors (the process
+// runner closes them), its own process group (a timeout kills everything it started), and the task's
+// attacker-controlled text (title, description) only inside the JSON file named by ORCH_TASK_JSON.
+//
+// Output goes through a pipe that a pump thread drains into the job's log, so the agent never blocks on a full log
+// and the log never grows past its cap: the first part of a run's output is kept, then its last 64 KiB. The child
+// opens the pipe's write end as /proc/self/fd/N (the process runner opens `log_path` in the child, before it closes
+// inherited descriptors), which needs Linux's /proc like the runner's pidfd does.
+#include "integrations/worker_pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+namespace orch {
+namespace {
+
+namespace fs = std::filesystem;
+using Steady = std::chrono::steady_clock;
+
+constexpr int kRecoveryScanLimit = 5000;
+constexpr std::size_t kMaxPrTitle = 200;
+// After the agent's group is gone, how long the pump waits for the pipe to close: a process that left the group
+// (setsid) and kept the pipe open must not hold the worker forever.
+constexpr auto kPumpDrainLimit = std::chrono::seconds(2);
+
+void write_all(int fd, const char* data, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, data, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return;  // a full disk loses log lines, not the job
+    }
+    data += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+// Drains a child's stdout/stderr from a pipe into the job's log file, keeping at most the cap (see DESIGN above).
+class LogPump {
+ public:
+  static Result<std::unique_ptr<LogPump>> open(const fs::path& path, std::size_t cap, const std::string& header) {
+    std::error_code ec;
+    fs::create_directories(path.parent_path(), ec);
+    int file = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (file < 0) return unavailable("cannot open the job log " + path.string() + ": " + std::strerror(errno));
+    write_all(file, header.data(), header.size());
+    struct stat st {};
+    std::size_t existing = ::fstat(file, &st) == 0 ? static_cast<std::size_t>(st.st_size) : 0;
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      ::close(file);
+      return unavailable(std::string("cannot create the output pipe: ") + std::strerror(errno));
+    }
+    int done = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (done < 0) {
+      ::close(file);
+      ::close(fds[0]);
+      ::close(fds[1]);
+      return unavailable(std::string("cannot create an eventfd: ") + std::strerror(errno));
+    }
+    return std::unique_ptr<LogPump>(new LogPump(file, fds[0], fds[1], done, cap, existing));
+  }
+
+  ~LogPump() {
+    finish("");
+    ::close(file_);
+    ::close(read_);
+    ::close(done_);
+  }
+
+  // Where the child opens its stdout: our pipe's write end.
+  std::string child_path() const { return "/proc/self/fd/" + std::to_string(write_); }
+
+  // The child has its own copy now; ours must go, or the pipe never reports end-of-file.
+  void close_write_end() {
+    int fd = write_.exchange(-1);
+    if (fd >= 0) ::close(fd);
+  }
+
+  // Waits (bounded) for the output to end, writes the kept tail and `footer`. Idempotent.
+  void finish(const std::string& footer) {
+    if (!thread_.joinable()) return;
+    close_write_end();
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(done_, &one, sizeof one);
+    thread_.join();
+    write_all(file_, footer.data(), footer.size());
+  }
+
+ private:
+  LogPump(int file, int read, int write, int done, std::size_t cap, std::size_t existing)
+      : file_(file), read_(read), write_(write), done_(done) {
+    tail_keep_ = std::min<std::size_t>(64 * 1024, cap / 4);
+    head_budget_ = cap > existing + tail_keep_ ? cap - existing - tail_keep_ : 0;
+    thread_ = std::thread([this] { pump(); });
+  }
+
+  void pump() {
+    char buf[16 * 1024];
+    bool finishing = false;
+    Steady::time_point give_up{};
+    while (true) {
+      int timeout = -1;
+      if (finishing) {
+        auto left = std::chrono::ceil<Millis>(give_up - Steady::now()).count();
+        if (left <= 0) break;
+        timeout = static_cast<int>(left);
+      }
+      pollfd fds[2] = {{read_, POLLIN, 0}, {finishing ? -1 : done_, POLLIN, 0}};
+      int ready = ::poll(fds, 2, timeout);
+      if (ready < 0 && errno != EINTR) break;
+      if (ready > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t n = ::read(read_, buf, sizeof buf);
+        if (n == 0) break;  // every writer is gone
+        if (n < 0 && errno != EINTR && errno != EAGAIN) break;
+        if (n > 0) consume(buf, static_cast<std::size_t>(n));
+      }
+      if (ready > 0 && !finishing && (fds[1].revents & POLLIN)) {
+        finishing = true;
+        give_up = Steady::now() + kPumpDrainLimit;
+      }
+    }
+    if (dropped_ > 0) {
+      std::size_t kept = std::min(tail_.size(), tail_keep_);
+      std::string marker = "\n[orch: " + std::to_string(dropped_ - kept) +
+                           " bytes of output omitted here: the job log is capped]\n";
+      write_all(file_, marker.data(), marker.size());
+      write_all(file_, tail_.data() + (tail_.size() - kept), kept);
+    }
+  }
+
+  void consume(const char* data, std::size_t n) {
+    if (written_ < head_budget_) {
+      std::size_t take = std::min(n, head_budget_ - written_);
+      write_all(file_, data, take);
+      written_ += take;
+      data += take;
+      n -= take;
+    }
+    if (n == 0) return;
+    dropped_ += n;
+    tail_.append(data, n);
+    if (tail_.size() > 2 * tail_keep_) tail_.erase(0, tail_.size() - tail_keep_);
+  }
+
+  const int file_, read_;
+  std::atomic<int> write_;
+  const int done_;
+  std::size_t tail_keep_ = 0, head_budget_ = 0;
+  std::size_t written_ = 0, dropped_ = 0;  // touched by the pump thread only
+  std::string tail_;                       // touched by the pump thread only
+  std::thread thread_;
+};
+
+// "<pid>/<n>" -> pid; nullopt for anything else.
+std::optional<pid_t> worker_pid(const std::string& worker) {
+  auto slash = worker.find('/');
+  if (slash == std::string::npos || slash == 0) return std::nullopt;
+  long pid = 0;
+  auto [end, ec] = std::from_chars(worker.data(), worker.data() + slash, pid);
+  if (ec != std::errc() || end != worker.data() + slash || pid <= 0) return std::nullopt;
+  return static_cast<pid_t>(pid);
+}
+
+bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+
+}  // namespace
+
+WorkerOptions worker_options_from(const JobsSpec& jobs) {
+  WorkerOptions o;
+  o.workers = std::max(1, jobs.workers);
+  o.heartbeat_interval = std::clamp<Millis>(std::chrono::duration_cast<Millis>(jobs.heartbeat_stale) / 10,
+                                            std::chrono::seconds(1), std::chrono::seconds(10));
+  return o;
+}
+
+const char* job_outcome_name(JobOutcome o) {
+  switch (o) {
+    case JobOutcome::kSucceeded: return "succeeded";
+    case JobOutcome::kRetrying: return "retrying";
+    case JobOutcome::kBlocked: return "blocked";
+    case JobOutcome::kRequeued: return "requeued";
+    case JobOutcome::kAbandoned: return "abandoned";
+  }
+  return "unknown";
+}
+
+JobRunner::JobRunner(Store& store, StageEngine& engine, GitWorkspaces& git, ProcessRunner& processes,
+                     CodeHost& code_host, const Config& config, const DataLayout& layout, const Clock& clock,
+                     spdlog::logger& log, WorkerOptions options)
+    : store_(store),
+      engine_(engine),
+      git_(git),
+      processes_(processes),
+      code_host_(code_host),
+      config_(config),
+      layout_(layout),
+      clock_(clock),
+      log_(log),
+      options_(options) {}
+
+Seconds JobRunner::backoff(int attempt) const {
+  Seconds wait = options_.retry_backoff;
+  for (int i = 1; i < attempt && wait < options_.retry_backoff_max; ++i) wait *= 2;
+  return std::min(wait, options_.retry_backoff_max);
+}
+
+JobResult JobRunner::run(const JobRow& job, std::stop_token stop) {
+  try {
+    return run_claimed(job, stop);
+  } catch (const std::exception& e) {  // escaped an adapter: this job only
+    log_.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
+    (void)store_.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), clock_.now());
+    return {JobOutcome::kAbandoned, e.what()};
+  }
+}
+
+JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop) {
+  auto found = store_.find_task(job.task_id);
+  if (!found.ok()) {
+    // The store is failing: leave the job running; its heartbeat stops and the sweeper fails it as orphaned.
+    log_.warn("jobs: job {} cannot read its task: {}", job.id, found.status().to_string());
+    return {JobOutcome::kAbandoned, found.status().message};
+  }
+  if (!found.value()) {
+    (void)store_.finish_job(job.id, JobStatus::kFailed, "task not found", clock_.now());
+    return {JobOutcome::kAbandoned, "task not found"};
+  }
+  const TaskRow task = *found.value();
+  if (task.stage != job.stage || task.visit != job.visit) {
+    std::string why = "superseded: task is in " + task.stage + " (visit " + std::to_string(task.visit) + ")";
+    (void)store_.finish_job(job.id, JobStatus::kFailed, why, clock_.now());
+    return {JobOutcome::kAbandoned, why};
+  }
+  const Pipeline& pipeline = engine_.pipeline();
+  const StageSpec* stage = pipeline.stage(job.stage);
+  const AgentSpec* agent = pipeline.agent_of(job.stage);
+  if (!stage || !agent || agent->name != job.agent)
+    return attempt_failed(job, "agent " + job.agent + " is not configured for stage " + job.stage, Retry::kNo);
+  const ProjectSpec* project = config_.find_project(task.project);
+  if (!project) return attempt_failed(job, "project " + task.project + " is not configured", Retry::kNo);
+
+  auto worktree = git_.ensure_worktree(*project, task);
+  if (!worktree.ok())
+    return attempt_failed(job, "worktree: " + worktree.status().message, retry_unless_invalid(worktree.status()));
+  const std::string dir = worktree.value().path.string();
+  if (Status s = write_task_json(job, task, dir); !s.ok()) return attempt_failed(job, s.message, Retry::kAfterBackoff);
+
+  const std::string header = "[orch] job " + std::to_string(job.id) + ": " + agent->name + " for " +
+                             task.work_item_key + " in " + job.stage + ", attempt " + std::to_string(job.attempt) +
+                             ", started " + format_rfc3339(clock_.now()) + "\n";
+  auto pump = LogPump::open(layout_.job_log(job.id), options_.log_cap_bytes, header);
+  if (!pump.ok()) return attempt_failed(job, pump.status().message, Retry::kAfterBackoff);
+
+  std::stop_source halt;  // stops the agent: the pool is stopping, or the job was finished elsewhere
+  std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
+  std::atomic<bool> lost{false};
+  ProcessSpec spec;
+  spec.argv = agent->argv;
+  spec.cwd = dir;
+  spec.env = agent_environment(job, task, *agent, dir);
+  spec.log_path = pump.value()->child_path();
+  spec.timeout = agent->timeout;
+  spec.kill_grace = options_.kill_grace;
+  spec.heartbeat_interval = options_.heartbeat_interval;
+  spec.heartbeat = [&] {
+    Status s = store_.heartbeat_job(job.id, clock_.now());
+    if (s.code == Code::kConflict || s.code == Code::kNotFound) {
+      lost = true;  // the sweeper (or an operator) finished it: our result would be refused
+      halt.request_stop();
+    } else if (!s.ok()) {
+      log_.warn("jobs: heartbeat of job {} failed: {}", job.id, s.to_string());
+    }
+  };
+  LogPump& log_pump = *pump.value();
+  spec.on_start = [&log_pump](pid_t) { log_pump.close_write_end(); };
+  spec.stop = halt.get_token();
+  Result<int> code = processes_.run(spec);
+  log_pump.finish("[orch] " + (code.ok() ? "exit " + std::to_string(code.value()) : code.status().message) + "\n");
+
+  if (stop.stop_requested()) {
+    Status s = store_.requeue_job(job.id, clock_.now());
+    if (!s.ok()) log_.warn("jobs: cannot requeue job {} at shutdown: {}", job.id, s.to_string());
+    return {JobOutcome::kRequeued, "stopped at shutdown"};
+  }
+  if (lost) return attempt_failed(job, "stopped: the job was finished elsewhere", Retry::kAfterBackoff);
+  if (!code.ok()) return attempt_failed(job, code.status().message, retry_unless_invalid(code.status()));
+  if (code.value() != 0) return attempt_failed(job, "agent exited " + std::to_string(code.value()), Retry::kAfterBackoff);
+  return finish_success(job, task, *project, *agent, *stage);
+}
+
+JobResult JobRunner::finish_success(const JobRow& job, const TaskRow& task, const ProjectSpec& project,
+                                    const AgentSpec& agent, const StageSpec& stage) {
+  if (Status s = git_.push_branch(project, task); !s.ok()) return attempt_failed(job, "push: " + s.message, Retry::kAfterBackoff);
+
+  TaskFacts facts;
+  auto head = git_.branch_head(project, task.branch);
+  if (head.ok()) {
+    facts.head_sha = head.value();
+    // The sha -> branch map lets a CI status event (which names no branch) find this task.
+    if (Status s = store_.record_branch_head(project.gitea_repo, task.branch, head.value(), clock_.now()); !s.ok())
+      log_.warn("jobs: cannot record the head of {}: {}", task.branch, s.to_string());
+  }
+  if (stage.open_pr && !task.pr_number) {
+    std::string title = task.work_item_key + ": " + task.title;
+    if (title.size() > kMaxPrTitle) title.resize(kMaxPrTitle);
+    auto pr = code_host_.create_pull_request(project.gitea_repo, task.branch, project.default_branch, title,
+                                             "Opened by orch for " + task.work_item_key + ".");
+    if (!pr.ok())
+      return attempt_failed(job, "open pull request: " + pr.status().message, retry_unless_invalid(pr.status()));
+    facts.pr_number = pr.value().number;
+    facts.pr_state = pr.value().merged ? PrState::kMerged : pr.value().open ? PrState::kOpen : PrState::kClosed;
+    log_.info("jobs: pull request #{} for {}", pr.value().number, task.work_item_key);
+  }
+  if (facts.head_sha || facts.pr_number)
+    if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok())
+      log_.warn("jobs: cannot record facts of {}: {}", task.work_item_key, s.to_string());
+
+  if (Status s = store_.finish_job(job.id, JobStatus::kSucceeded, "", clock_.now()); !s.ok())
+    log_.warn("jobs: job {} succeeded but was already finished: {}", job.id, s.to_string());
+
+  auto advanced = engine_.advance_if_gate_passed(task.id, Cause::kAgent, agent.name);
+  if (!advanced.ok()) {
+    // Not a failure of the job: the reconciler evaluates the gate again once the task is idle.
+    if (advanced.status().code != Code::kConflict)
+      log_.warn("jobs: {} succeeded for {}, gate not evaluated: {}", agent.name, task.work_item_key,
+                advanced.status().to_string());
+    return {JobOutcome::kSucceeded, advanced.status().message};
+  }
+  if (!advanced.value().advanced)
+    log_.info("jobs: {} succeeded for {} in {}; waiting: {}", agent.name, task.work_item_key, job.stage,
+              advanced.value().gate.why);
+  return {JobOutcome::kSucceeded, advanced.value().gate.why};
+}
+
+JobResult JobRunner::attempt_failed(const JobRow& job, const std::string& reason, Retry retry) {
+  const TimePoint now = clock_.now();
+  if (Status s = store_.finish_job(job.id, JobStatus::kFailed, reason, now); !s.ok() && s.code != Code::kConflict)
+    log_.warn("jobs: cannot finish job {}: {}", job.id, s.to_string());
+  auto found = store_.find_task(job.task_id);
+  if (!found.ok() || !found.value()) return {JobOutcome::kAbandoned, reason};
+  const TaskRow& task = *found.value();
+  if (task.stage != job.stage || task.visit != job.visit) return {JobOutcome::kAbandoned, reason};
+
+  const AgentSpec* agent = engine_.pipeline().agent_of(job.stage);
+  const int max_attempts = agent ? std::max(1, agent->max_attempts) : 1;
+  const bool retryable = retry != Retry::kNo;
+  if (retryable && job.attempt < max_attempts) {
+    const Seconds wait = retry == Retry::kNow ? Seconds(0) : backoff(job.attempt);
+    NewJob next{job.task_id, job.visit, job.stage, job.agent, job.attempt + 1, now + wait};
+    auto queued = store_.enqueue_job(next, now);
+    if (!queued.ok()) {
+      log_.warn("jobs: cannot queue attempt {} of {} for {}: {}", next.attempt, job.agent, task.work_item_key,
+                queued.status().to_string());
+      return {JobOutcome::kAbandoned, reason};
+    }
+    log_.info("jobs: {} failed for {} in {} (attempt {} of {}): {}; attempt {} in {}s", job.agent,
+              task.work_item_key, job.stage, job.attempt, max_attempts, reason, next.attempt, wait.count());
+    return {JobOutcome::kRetrying, reason};
+  }
+  std::string why = retryable ? job.agent + " failed attempt " + std::to_string(job.attempt) + " of " +
+                                    std::to_string(max_attempts) + ": " + reason
+                              : reason;
+  return block(job, task, why);
+}
+
+JobResult JobRunner::block(const JobRow& job, const TaskRow& task, const std::string& reason) {
+  const TimePoint now = clock_.now();
+  if (Status s = store_.set_blocked(task.id, true, reason, now); !s.ok())
+    log_.warn("jobs: cannot block {}: {}", task.work_item_key, s.to_string());
+  auto queued = store_.enqueue_notification(
+      "blocked:" + std::to_string(task.id) + ":" + std::to_string(task.visit),
+      task.work_item_key + " is blocked in " + job.stage + ": " + reason, now);
+  if (!queued.ok())
+    log_.warn("jobs: cannot enqueue the blocked notification of {}: {}", task.work_item_key,
+              queued.status().to_string());
+  log_.warn("jobs: {} blocked in {}: {}", task.work_item_key, job.stage, reason);
+  return {JobOutcome::kBlocked, reason};
+}
+
+Status JobRunner::write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree) {
+  nlohmann::json j = {
+      {"task_id", task.id},
+      {"job_id", job.id},
+      {"project", task.project},
+      {"work_item_id", task.work_item_id},
+      {"work_item_key", task.work_item_key},
+      {"title", task.title},
+      {"description", task.description},
+      {"stage", job.stage},
+      {"visit", job.visit},
+      {"agent", job.agent},
+      {"branch", task.branch},
+      {"worktree", worktree},
+      {"attempt", job.attempt},
+      {"rejection_reason", task.rejection_reason},
+      {"pr_number", task.pr_number ? nlohmann::json(*task.pr_number) : nlohmann::json(nullptr)},
+      {"head_sha", task.head_sha.empty() ? nlohmann::json(nullptr) : nlohmann::json(task.head_sha)},
+  };
+  // Tracker text is not guaranteed to be valid UTF-8: replace bad bytes rather than fail the job.
+  const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  const fs::path path = layout_.task_json(job.id);
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  const std::string tmp = path.string() + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) return unavailable("cannot write " + tmp + ": " + std::strerror(errno));
+  write_all(fd, text.data(), text.size());
+  ::close(fd);
+  fs::rename(tmp, path, ec);  // the agent never reads a half-written file
+  if (ec) return unavailable("cannot write " + path.string() + ": " + ec.message());
+  return {};
+}
+
+std::vector<std::string> JobRunner::agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
+                                                      const std::string& worktree) const {
+  std::map<std::string, std::string> env = {
+      {"PATH", "/usr/local/bin:/usr/bin:/bin"},
+      {"HOME", worktree},
+  };
+  for (const auto& [k, v] : agent.env) env[k] = v;  // may set PATH or HOME, never an ORCH_* below
+  env["ORCH_TASK_ID"] = std::to_string(task.id);
+  env["ORCH_WORK_ITEM_ID"] = task.work_item_id;
+  env["ORCH_WORK_ITEM_KEY"] = task.work_item_key;
+  env["ORCH_PROJECT"] = task.project;
+  env["ORCH_STAGE"] = job.stage;
+  env["ORCH_BRANCH"] = task.branch;
+  env["ORCH_WORKTREE"] = worktree;
+  env["ORCH_ATTEMPT"] = std::to_string(job.attempt);
+  env["ORCH_REJECTION_REASON"] = task.rejection_reason;
+  env["ORCH_TASK_JSON"] = layout_.task_json(job.id).string();
+  std::vector<std::string> out;
+  out.reserve(env.size());
+  for (const auto& [k, v] : env) {
+    std::string value = v;
+    value.erase(std::remove(value.begin(), value.end(), '\0'), value.end());
+    out.push_back(k + "=" + value);
+  }
+  return out;
+}
+
+RecoveryReport JobRunner::recover_interrupted() {
+  RecoveryReport report;
+  auto running = store_.jobs_with_status(JobStatus::kRunning, kRecoveryScanLimit);
+  if (!running.ok()) {
+    log_.warn("jobs: start-up recovery cannot list running jobs: {}", running.status().to_string());
+    return report;
+  }
+  const pid_t self = ::getpid();
+  for (const JobRow& job : running.value()) {
+    auto pid = worker_pid(job.worker);
+    if (!pid || (*pid != self && process_alive(*pid))) {
+      ++report.skipped;
+      continue;
+    }
+    JobResult r = attempt_failed(job, "interrupted: worker " + job.worker + " exited while it ran", Retry::kNow);
+    if (r.outcome == JobOutcome::kRetrying) ++report.requeued;
+    if (r.outcome == JobOutcome::kBlocked) ++report.blocked;
+  }
+  if (report.requeued + report.blocked > 0)
+    log_.info("jobs: start-up recovery: {} interrupted job(s) queued again, {} blocked", report.requeued,
+              report.blocked);
+  return report;
+}
+
+void WorkerPool::start() {
+  if (!threads_.empty()) return;
+  const int n = std::max(1, runner_.options().workers);
+  const std::string pid = std::to_string(::getpid());
+  for (int i = 0; i < n; ++i) {
+    std::string worker = pid + "/" + std::to_string(i);
+    threads_.emplace_back([this, worker](std::stop_token stop) { run(stop, worker); });
+  }
+}
+
+void WorkerPool::stop() {
+  for (auto& t : threads_) t.request_stop();  // wakes the waits and stops running agents
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  threads_.clear();
+}
+
+void WorkerPool::poke() {
+  {
+    std::lock_guard lock(mu_);
+    ++pokes_;
+  }
+  cv_.notify_all();
+}
+
+void WorkerPool::run(std::stop_token stop, const std::string& worker) {
+  while (!stop.stop_requested()) {
+    unsigned long seen;
+    {
+      std::lock_guard lock(mu_);
+      seen = pokes_;  // read before the claim: a poke that lands during it is not missed
+    }
+    auto claimed = jobs_.claim_job(worker, clock_.now());
+    if (claimed.ok() && claimed.value()) {
+      runner_.run(*claimed.value(), stop);
+      continue;  // drain the queue before waiting
+    }
+    if (!claimed.ok()) log_.warn("jobs: worker {} cannot claim: {}", worker, claimed.status().to_string());
+    std::unique_lock lock(mu_);
+    // Wait, never sleep: stop() and poke() must wake us now, not one poll interval from now.
+    cv_.wait_for(lock, stop, runner_.options().poll_interval, [&] { return pokes_ != seen; });
+  }
+}
+
+}  // namespace orch

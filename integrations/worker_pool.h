@@ -1,0 +1,149 @@
+// integrations/worker_pool.h: the job worker. JobRunner runs one claimed job to its end: the task's worktree, the
+// task JSON file, the agent as its own process group with a clean environment (DESIGN.md "The agent's environment"),
+// heartbeats, the timeout, then push + PR + advance_if_gate_passed on exit 0, or a retry with backoff, then blocked.
+// WorkerPool owns N threads that claim jobs atomically (claim_job: never one job twice, even across processes) and
+// hand each to the JobRunner. JobRunner is thread-safe (one run() per claimed job, from any thread); WorkerPool's
+// start()/stop() are for its owner only, poke() for any thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <spdlog/logger.h>
+
+#include "engine/clock.h"
+#include "engine/config.h"
+#include "engine/event_bus.h"
+#include "engine/facts.h"
+#include "engine/layout.h"
+#include "engine/stage_engine.h"
+#include "engine/store.h"
+#include "integrations/git.h"
+#include "integrations/process_runner.h"
+
+namespace orch {
+
+struct WorkerOptions {
+  int workers = 2;  // JobsSpec::workers
+  // Heartbeats must come well inside JobsSpec::heartbeat_stale (150 s by default), or the sweeper fails the job.
+  Millis heartbeat_interval{std::chrono::seconds(10)};
+  // An idle worker claims again this often without a poke: jobs enqueued by other processes, backoffs coming due.
+  Millis poll_interval{std::chrono::seconds(5)};
+  Millis kill_grace{std::chrono::seconds(10)};  // between SIGTERM and SIGKILL to the agent's group
+  // The per-job log keeps the first (cap - 64 KiB) and the last 64 KiB of each run's output, with a marker line
+  // saying how much was dropped between them; the agent is never blocked on its output.
+  std::size_t log_cap_bytes = 1024 * 1024;
+  Seconds retry_backoff{30};  // attempt n+1 waits retry_backoff * 2^(n-1), at most retry_backoff_max
+  Seconds retry_backoff_max{std::chrono::minutes(30)};
+};
+
+// The config's [jobs] table as worker options: its worker count, and a heartbeat a tenth of the stale threshold
+// (between 1 s and 10 s) so that a few lost heartbeats never look like a dead worker to the sweeper.
+WorkerOptions worker_options_from(const JobsSpec& jobs);
+
+enum class JobOutcome {
+  kSucceeded,  // exit 0, pushed (and PR opened); the gate was evaluated (red is fine)
+  kRetrying,   // failed; the next attempt is queued with a backoff
+  kBlocked,    // failed its last attempt (or cannot run at all): the task is blocked, a notification enqueued
+  kRequeued,   // the pool is stopping: the agent was stopped and the job put back in the queue
+  kAbandoned,  // nothing to do: the task is gone or has moved on, or the job was finished elsewhere
+};
+const char* job_outcome_name(JobOutcome o);
+
+struct JobResult {
+  JobOutcome outcome = JobOutcome::kAbandoned;
+  std::string detail;  // the failure reason, or why it was abandoned
+};
+
+struct RecoveryReport {
+  int requeued = 0;  // interrupted jobs whose next attempt was queued
+  int blocked = 0;   // interrupted on their last attempt: the task is blocked
+  int skipped = 0;   // claimed by a process that is still alive on this host: not ours to touch
+};
+
+class JobRunner {
+ public:
+  JobRunner(Store& store, StageEngine& engine, GitWorkspaces& git, ProcessRunner& processes, CodeHost& code_host,
+            const Config& config, const DataLayout& layout, const Clock& clock, spdlog::logger& log,
+            WorkerOptions options = {});
+
+  // Runs a job claimed by the caller (status running) to its end and records the outcome. Never throws.
+  // A stop request (pool shutdown) stops the agent and requeues the job.
+  JobResult run(const JobRow& job, std::stop_token stop = {});
+
+  // Start-up, before any pool of this process starts: jobs left `running` by a process that is gone (its worker
+  // id "<pid>/<n>" names a dead pid, or ours from a previous incarnation) count their interrupted run as an attempt:
+  // the next attempt is queued at once, or, past max_attempts, the task is blocked with a notification.
+  // Jobs of live processes are left alone; the sweeper's heartbeat rule covers other hosts.
+  RecoveryReport recover_interrupted();
+
+  const WorkerOptions& options() const { return options_; }
+
+ private:
+  JobResult run_claimed(const JobRow& job, std::stop_token stop);
+  JobResult finish_success(const JobRow& job, const TaskRow& task, const ProjectSpec& project, const AgentSpec& agent,
+                           const StageSpec& stage);
+  enum class Retry { kNo, kAfterBackoff, kNow };  // kNo: retrying cannot help (configuration, cannot start)
+  // kInvalid says retrying will not help (status.h): block at once instead of burning the attempts.
+  static Retry retry_unless_invalid(const Status& s) { return s.code == Code::kInvalid ? Retry::kNo : Retry::kAfterBackoff; }
+  JobResult attempt_failed(const JobRow& job, const std::string& reason, Retry retry);
+  JobResult block(const JobRow& job, const TaskRow& task, const std::string& reason);
+  Status write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree);
+  std::vector<std::string> agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
+                                             const std::string& worktree) const;
+  Seconds backoff(int attempt) const;
+
+  Store& store_;
+  StageEngine& engine_;
+  GitWorkspaces& git_;
+  ProcessRunner& processes_;
+  CodeHost& code_host_;
+  const Config& config_;
+  const DataLayout& layout_;
+  const Clock& clock_;
+  spdlog::logger& log_;
+  const WorkerOptions options_;
+};
+
+class WorkerPool {
+ public:
+  WorkerPool(JobRunner& runner, JobStore& jobs, const Clock& clock, spdlog::logger& log)
+      : runner_(runner), jobs_(jobs), clock_(clock), log_(log) {}
+  ~WorkerPool() { stop(); }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // Starts options().workers threads, with worker ids "<pid>/0" ... "<pid>/<n-1>".
+  void start();
+  // Stops promptly: running agents are stopped (SIGTERM, grace, SIGKILL) and their jobs requeued. Idempotent, joins.
+  void stop();
+  // A job may be claimable now (after an enqueue): idle workers try a claim at once.
+  void poke();
+  // Pokes on every transition: the job scheduler subscribed before us may just have enqueued the stage's agent.
+  void subscribe_to(EventBus& bus) {
+    bus.subscribe("worker pool", [this](const TransitionFired&) {
+      poke();
+      return Status{};
+    });
+  }
+
+ private:
+  void run(std::stop_token stop, const std::string& worker);
+
+  JobRunner& runner_;
+  JobStore& jobs_;
+  const Clock& clock_;
+  spdlog::logger& log_;
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  unsigned long pokes_ = 0;            // guarded by mu_: a generation, so one poke wakes every idle worker
+  std::vector<std::jthread> threads_;  // last member, so they are stopped before the others are destroyed
+};
+
+}  // namespace orch

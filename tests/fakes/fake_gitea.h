@@ -1,0 +1,104 @@
+// tests/fakes/fake_gitea.h: a fake Gitea 1.27 speaking REST API v1 and webhooks as shared/reference/gitea.md
+// describes: combined status per sha or branch (latest per context, paged, `statuses: null` when none), branches,
+// pull requests (state filter with the "omitted means all" quirk, Link / X-Total-Count paging, 409 on a duplicate
+// create), reviews; token checks. It sends signed webhooks with Gitea's headers and MarshalIndent bytes, and has
+// builders for the payloads orch handles. Thread-safe: tables may change while the server answers.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tests/fakes/fake_server.h"
+
+namespace orch::testing {
+
+struct GiteaPull {
+  std::int64_t number = 0;  // 0 = the next index
+  std::string head_ref{};
+  std::string head_sha{};   // "" = the head branch's current sha
+  std::string base_ref = "main";
+  std::string title = "A change";
+  std::string body{};
+  std::string state = "open";  // open / closed
+  bool merged = false;
+  bool head_branch_deleted = false;  // head.ref then reads refs/pull/<n>/head; head.label keeps the branch
+  std::string user = "orch-bot";
+};
+
+struct GiteaReview {
+  std::string user = "reviewer";
+  std::int64_t user_id = 0;  // 0 = derived from the login
+  std::string state = "APPROVED";  // APPROVED, REQUEST_CHANGES, COMMENT, PENDING, REQUEST_REVIEW
+  bool dismissed = false;
+  bool stale = false;
+  std::string body{};
+};
+
+class FakeGitea final : public FakeServer {
+ public:
+  FakeGitea();
+  ~FakeGitea() override;
+
+  void set_token(const std::string& token);  // then requests need Authorization: token <token> ("" = no check)
+  void add_repo(const std::string& repo);     // "owner/name"; any other call on a repo adds it too
+  void set_branch(const std::string& repo, const std::string& branch, const std::string& sha);
+  void delete_branch(const std::string& repo, const std::string& branch);
+  // Appends a commit status; a later one for the same context supersedes the earlier one.
+  void add_status(const std::string& repo, const std::string& sha, const std::string& context, const std::string& state);
+  std::int64_t add_pull(const std::string& repo, GiteaPull pull);  // returns its number
+  void update_pull(const std::string& repo, std::int64_t number, const std::function<void(GiteaPull&)>& change);
+  std::optional<GiteaPull> pull(const std::string& repo, std::int64_t number) const;
+  std::vector<GiteaPull> pulls(const std::string& repo) const;
+  void add_review(const std::string& repo, std::int64_t number, GiteaReview review);
+
+  // Webhooks: X-Gitea-Event derived from the precise event type (gitea.md §1.5), body = MarshalIndent bytes.
+  DeliveryResult send_webhook(const std::string& url, const std::string& secret, const std::string& event_type,
+                              const nlohmann::ordered_json& payload);
+  static std::string coarse_event(const std::string& event_type);
+
+  // Payload builders (Gitea's field order). Repository / user objects are filled with plausible values.
+  static nlohmann::ordered_json push_payload(const std::string& repo, const std::string& branch,
+                                             const std::string& before, const std::string& after,
+                                             const std::string& message = "Change\n");
+  // action: opened, synchronized (with before/after), closed (merged per pull.merged), reopened, edited.
+  nlohmann::ordered_json pull_request_payload(const std::string& repo, std::int64_t number, const std::string& action,
+                                              const std::string& before = "") const;
+  // Event type pull_request_review_approved (approved) or pull_request_review_rejected.
+  nlohmann::ordered_json review_payload(const std::string& repo, std::int64_t number, bool approved,
+                                        const std::string& reviewer = "reviewer",
+                                        const std::string& content = "LGTM") const;
+  static nlohmann::ordered_json status_payload(const std::string& repo, const std::string& sha,
+                                               const std::string& context, const std::string& state,
+                                               const std::string& target_url = "https://ci.example.com/b/1");
+
+ private:
+  struct Status {
+    std::int64_t index;
+    std::string context, state;
+    TimePoint at;
+  };
+  struct Repo {
+    std::map<std::string, std::string> branches;           // name -> sha
+    std::map<std::string, std::vector<Status>> statuses;   // sha -> in creation order
+    std::vector<GiteaPull> pulls;
+    std::map<std::int64_t, std::vector<GiteaReview>> reviews;
+    std::int64_t next_index = 1;
+  };
+
+  void install_routes();
+  bool authorised(const httplib::Request& req, httplib::Response& res) const;
+  Repo* repo_locked(const std::string& owner, const std::string& name);
+  nlohmann::ordered_json pull_json_locked(const std::string& repo, const GiteaPull& p) const;
+  static nlohmann::ordered_json repo_json(const std::string& repo);
+  static nlohmann::ordered_json user_json(const std::string& login, std::int64_t id = 0);
+  void paged(const httplib::Request& req, httplib::Response& res, const std::vector<nlohmann::ordered_json>& all);
+  std::string default_error_body(int status) const override;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Repo> repos_;  // by "owner/name"; guarded by mu_
+  std::string token_;                  // guarded by mu_
+};
+
+}  // namespace orch::testing

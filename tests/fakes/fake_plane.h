@@ -1,0 +1,107 @@
+// tests/fakes/fake_plane.h: a fake Plane CE speaking REST API v1 and webhooks v1 exactly as shared/reference/plane.md
+// describes: states and work items in the paginated envelope (offset = page * per_page, per_page defaulting to
+// 1000, next_cursor still set on the last page), get / PATCH / comments, project detail with its identifier,
+// the slashless-URL 301, X-API-Key checks, and 429 with Retry-After. It sends signed issue webhooks with Plane's
+// exact bytes. Thread-safe: tables may be changed from the test while the server answers.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tests/fakes/fake_server.h"
+
+namespace orch::testing {
+
+struct PlaneWorkItemSeed {
+  std::string id{};  // "" = a fresh uuid
+  std::string name = "Work item";
+  std::string state_id;  // "" = the project's default state
+  std::string description_html = "<p></p>";
+  std::optional<TimePoint> created_at{};  // default: the fake's now
+  std::optional<TimePoint> updated_at{};  // default: created_at
+  std::int64_t sequence_id = 0;         // 0 = next in the project
+};
+
+struct PlaneActor {
+  std::string id = "7d1e0b9a-55aa-4c3e-8f0e-1b2c3d4e5f60";
+  std::string first_name = "Ada";
+  std::string last_name = "Lovelace";
+  std::string email = "ada@example.com";
+  std::string display_name = "ada";
+};
+
+struct PlaneIssueWebhook {
+  std::string action = "updated";             // created / updated / deleted (legacy: create / update / delete)
+  std::optional<std::string> field = "state";  // "state" (API) or "state_id" (web UI); nullopt on created
+  nlohmann::ordered_json old_value = nullptr;
+  std::optional<nlohmann::ordered_json> new_value;  // default for a state field: the item's current state id
+  PlaneActor actor;
+  std::string webhook_id = "3c2c32ac-82df-48b3-be2a-a3e21dbe8692";
+};
+
+class FakePlane final : public FakeServer {
+ public:
+  FakePlane();
+  ~FakePlane() override;
+
+  // Tables. Every project gets the seed states Backlog (default), Todo, In Progress, Done, Cancelled.
+  void add_project(const std::string& workspace_slug, const std::string& project_id, const std::string& identifier,
+                   const std::string& workspace_id = "d2d97c94-a6ad-4012-b526-5577c0d7c769");
+  std::string add_state(const std::string& project_id, const std::string& name, const std::string& group);
+  void remove_state(const std::string& project_id, const std::string& name);
+  std::string state_id(const std::string& project_id, const std::string& name) const;  // "" if none
+  std::string add_work_item(const std::string& project_id, PlaneWorkItemSeed seed = {});  // returns its id
+  void set_work_item_state(const std::string& work_item_id, const std::string& state_id,
+                           std::optional<TimePoint> updated_at = {});
+  std::optional<nlohmann::ordered_json> work_item(const std::string& work_item_id) const;  // the REST object
+  std::vector<nlohmann::ordered_json> comments(const std::string& work_item_id) const;
+  void set_now(TimePoint now);              // the time PATCHes and new rows get; default: the system clock
+  void set_api_key(const std::string& key);  // then requests must carry X-API-Key: key ("" = no check)
+
+  // Plane-shaped faults.
+  void rate_limit_next(int times, int retry_after_seconds);  // 429 + Retry-After + RATE_LIMIT_EXCEEDED body
+  void malform_next(int times, std::string body = R"({"grouped_by": null, "results": [{"id": )");  // 200, broken JSON
+
+  // Webhooks. The body is built from the current tables (Plane's data is a fresh read).
+  std::string issue_webhook_body(const std::string& work_item_id, const PlaneIssueWebhook& hook = {}) const;
+  DeliveryResult send_issue_webhook(const std::string& url, const std::string& secret,
+                                    const std::string& work_item_id, const PlaneIssueWebhook& hook = {});
+  // Posts a body as Plane does: a fresh X-Plane-Delivery every call (Plane's retries re-send identical bytes).
+  DeliveryResult deliver(const std::string& url, const std::string& secret, const std::string& event,
+                         const std::string& body);
+
+ private:
+  struct State {
+    std::string id, name, group, color;
+    double sequence = 0;
+    bool is_default = false;
+  };
+  struct Project {
+    std::string workspace_slug, workspace_id, id, identifier;
+    std::vector<State> states;
+    std::vector<std::string> items;  // work item ids, in creation order
+    std::int64_t next_sequence = 1;
+  };
+  struct Item {
+    nlohmann::ordered_json json;  // REST shape
+    TimePoint created_at{}, updated_at{};
+    std::vector<nlohmann::ordered_json> comments;
+  };
+
+  void install_routes();
+  TimePoint now_locked() const;
+  bool authorised(const httplib::Request& req, httplib::Response& res) const;  // takes mu_
+  Project* project_locked(const std::string& slug, const std::string& id);
+  nlohmann::ordered_json state_json_locked(const Project& p, const State& s) const;
+  std::string default_error_body(int status) const override;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Project> projects_;  // by project id; guarded by mu_
+  std::map<std::string, Item> items_;        // by work item id; guarded by mu_
+  std::optional<TimePoint> now_;             // guarded by mu_
+  std::string api_key_;                      // guarded by mu_
+};
+
+}  // namespace orch::testing

@@ -1,0 +1,242 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "integrations/git.h"
+#include "integrations/worktree_lifecycle.h"
+#include "tests/support/engine_fixture.h"
+
+using namespace orch;
+using namespace orch::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Runs git for the test's own setup and checks (not through the code under test); returns its trimmed output.
+std::string git(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& scratch) {
+  ProcessRunner runner;
+  ProcessSpec spec;
+  spec.argv = {"git"};
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.cwd = cwd.string();
+  spec.env = std::vector<std::string>{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + scratch.string(),
+                                      "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+                                      "GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.com",
+                                      "GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.com"};
+  const fs::path out = scratch / "git-test.out";
+  spec.log_path = out.string();
+  std::error_code ec;
+  fs::remove(out, ec);
+  auto code = runner.run(spec);
+  std::ifstream in(out);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  if (!code.ok() || code.value() != 0)
+    throw std::runtime_error("git " + args.front() + " failed: " + text + " " + code.status().message);
+  return text;
+}
+
+// A bare repository with one commit on main, made in `dir`: the project's remote.
+fs::path make_remote(const fs::path& dir) {
+  fs::create_directories(dir / "scratch");
+  git({"init", "--quiet", "--bare", "-b", "main", (dir / "remote.git").string()}, dir, dir / "scratch");
+  git({"init", "--quiet", "-b", "main", (dir / "seed").string()}, dir, dir / "scratch");
+  std::ofstream(dir / "seed" / "README.md") << "hello\n";
+  git({"add", "README.md"}, dir / "seed", dir / "scratch");
+  git({"commit", "--quiet", "-m", "initial"}, dir / "seed", dir / "scratch");
+  git({"push", "--quiet", (dir / "remote.git").string(), "main"}, dir / "seed", dir / "scratch");
+  return dir / "remote.git";
+}
+
+Config config_with_remote(const fs::path& remote) {
+  Config c = default_config();
+  c.projects[0].clone_url = remote.string();
+  return c;
+}
+
+TaskRow task_row(const std::string& key) {
+  TaskRow t;
+  t.id = 1;
+  t.project = "shop";
+  t.work_item_id = "wi-" + key;
+  t.work_item_key = key;
+  t.branch = branch_for(key, t.work_item_id);
+  t.stage = "analysis";
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("ensure_worktree makes the clone, branch and worktree once, and a second call or a new instance runs no git") {
+  TempDir dir;
+  fs::path remote = make_remote(dir.path());
+  TestLog log;
+  DataLayout layout(dir.path() / "data");
+  ProcessRunner runner;
+  ProjectSpec project = config_with_remote(remote).projects[0];
+  TaskRow task = task_row("SHOP-7");
+
+  GitWorkspaces git_a(layout, runner, Secret(), log);
+  auto made = git_a.ensure_worktree(project, task);
+  REQUIRE_MESSAGE(made.ok(), made.status().to_string());
+  CHECK(made.value().created);
+  CHECK(made.value().path == layout.worktree(task));
+  CHECK(made.value().branch == "orch/shop-7");
+  CHECK(fs::exists(layout.worktree(task) / "README.md"));
+  CHECK(git({"rev-parse", "--abbrev-ref", "HEAD"}, layout.worktree(task), dir.path() / "scratch") == "orch/shop-7");
+  CHECK(git({"rev-parse", "orch/shop-7"}, layout.clone("shop"), dir.path() / "scratch") ==
+        git({"rev-parse", "main"}, remote, dir.path() / "scratch"));
+  const int ran = git_a.commands_run();
+  CHECK(ran > 0);
+
+  auto again = git_a.ensure_worktree(project, task);
+  REQUIRE(again.ok());
+  CHECK_FALSE(again.value().created);
+  CHECK(git_a.commands_run() == ran);
+
+  GitWorkspaces git_b(layout, runner, Secret(), log);  // a restart
+  auto restarted = git_b.ensure_worktree(project, task);
+  REQUIRE(restarted.ok());
+  CHECK_FALSE(restarted.value().created);
+  CHECK(git_b.commands_run() == 0);
+  CHECK(git_b.ensure_clone(project).ok());
+  CHECK(git_b.commands_run() == 0);
+}
+
+TEST_CASE("remove_worktree removes the worktree and keeps the branch, and a second removal does nothing") {
+  TempDir dir;
+  fs::path remote = make_remote(dir.path());
+  TestLog log;
+  DataLayout layout(dir.path() / "data");
+  ProcessRunner runner;
+  ProjectSpec project = config_with_remote(remote).projects[0];
+  TaskRow task = task_row("SHOP-8");
+  GitWorkspaces git_ws(layout, runner, Secret(), log);
+  REQUIRE(git_ws.ensure_worktree(project, task).ok());
+  std::ofstream(layout.worktree(task) / "scratch.txt") << "uncommitted\n";
+
+  CHECK(git_ws.remove_worktree(project, task).ok());
+  CHECK_FALSE(fs::exists(layout.worktree(task)));
+  CHECK_FALSE(git({"rev-parse", "--verify", "refs/heads/orch/shop-8"}, layout.clone("shop"), dir.path() / "scratch")
+                  .empty());
+  const int ran = git_ws.commands_run();
+  CHECK(git_ws.remove_worktree(project, task).ok());
+  CHECK(git_ws.commands_run() == ran);
+
+  auto back = git_ws.ensure_worktree(project, task);  // re-entering a stage later finds the branch again
+  REQUIRE_MESSAGE(back.ok(), back.status().to_string());
+  CHECK(back.value().created);
+
+  fs::remove_all(layout.worktree(task));  // deleted by hand: git still has it registered; prune and add again
+  auto rebuilt = git_ws.ensure_worktree(project, task);
+  REQUIRE_MESSAGE(rebuilt.ok(), rebuilt.status().to_string());
+  CHECK(rebuilt.value().created);
+  CHECK(fs::exists(layout.worktree(task) / "README.md"));
+}
+
+TEST_CASE("push_branch publishes the task branch, and a branch already on the remote is continued, not restarted") {
+  TempDir dir;
+  fs::path remote = make_remote(dir.path());
+  TestLog log;
+  DataLayout layout(dir.path() / "data");
+  ProcessRunner runner;
+  ProjectSpec project = config_with_remote(remote).projects[0];
+  TaskRow task = task_row("SHOP-9");
+  GitWorkspaces git_ws(layout, runner, Secret(), log);
+  REQUIRE(git_ws.ensure_worktree(project, task).ok());
+  std::ofstream(layout.worktree(task) / "work.txt") << "work\n";
+  git({"add", "work.txt"}, layout.worktree(task), dir.path() / "scratch");
+  git({"commit", "--quiet", "-m", "work"}, layout.worktree(task), dir.path() / "scratch");
+
+  REQUIRE(git_ws.push_branch(project, task).ok());
+  auto head = git_ws.branch_head(project, task.branch);
+  REQUIRE(head.ok());
+  CHECK(head.value().size() == 40);
+  CHECK(git({"rev-parse", "refs/heads/orch/shop-9"}, remote, dir.path() / "scratch") == head.value());
+  CHECK(git_ws.push_branch(project, task).ok());  // up to date: fine
+
+  // The data directory is lost; the pushed branch is on the remote: the new worktree continues from it.
+  TempDir fresh;
+  DataLayout layout2(fresh.path() / "data");
+  GitWorkspaces git2(layout2, runner, Secret(), log);
+  auto again = git2.ensure_worktree(project, task);
+  REQUIRE_MESSAGE(again.ok(), again.status().to_string());
+  CHECK(fs::exists(layout2.worktree(task) / "work.txt"));
+}
+
+TEST_CASE("git failures are values with git's own words, the token never shows, and unsafe branch names run no git") {
+  TempDir dir;
+  TestLog log;
+  DataLayout layout(dir.path() / "data");
+  ProcessRunner runner;
+  ProjectSpec missing;
+  missing.name = "shop";
+  missing.clone_url = (dir.path() / "no-such-repo.git").string();
+  GitWorkspaces git_ws(layout, runner, Secret("s3cret-token-value"), log);
+  Status s = git_ws.ensure_clone(missing);
+  CHECK(s.code == Code::kUnavailable);
+  CHECK(s.message.find("git clone") != std::string::npos);
+  CHECK(s.message.find("does not exist") != std::string::npos);
+  CHECK_FALSE(fs::exists(layout.clone("shop")));
+  CHECK_FALSE(fs::exists(layout.clone("shop").string() + ".partial"));
+
+  ProjectSpec http = missing;
+  http.clone_url = "http://127.0.0.1:9/acme/shop.git";  // nothing listens on the discard port
+  Status h = git_ws.ensure_clone(http);
+  CHECK_FALSE(h.ok());
+  CHECK(h.message.find("s3cret") == std::string::npos);
+  CHECK(log.all().find("s3cret") == std::string::npos);
+
+  TaskRow bad = task_row("SHOP-1");
+  const int ran = git_ws.commands_run();
+  for (const char* name : {"--upload-pack=touch", "orch/../x", "orch/a b", "orch/x.lock", "-x", "orch/$(id)"}) {
+    bad.branch = name;
+    CHECK(git_ws.ensure_worktree(missing, bad).status().code == Code::kInvalid);
+    CHECK(git_ws.push_branch(missing, bad).code == Code::kInvalid);
+  }
+  CHECK(git_ws.commands_run() == ran);
+  CHECK(is_safe_branch_name(branch_for("../../$(touch pwned)", "x")));
+}
+
+TEST_CASE("the worktree lifecycle creates the worktree on entering a working stage, once under replay and restart, "
+          "and removes it at done") {
+  TempDir remote_dir;
+  fs::path remote = make_remote(remote_dir.path());
+  EngineFixture f(config_with_remote(remote));
+  ProcessRunner runner;
+  GitWorkspaces git_ws(f.layout, runner, Secret(), f.log);
+  WorktreeLifecycle lifecycle(git_ws, f.config, f.pipeline);
+  lifecycle.subscribe_to(f.bus);
+
+  TaskRow task = f.task_in("analysis", "SHOP-42");
+  CHECK(fs::exists(f.layout.worktree(task) / ".git"));
+  const int ran = git_ws.commands_run();
+  CHECK(ran > 0);
+
+  auto replayed = f.engine.replay_non_terminal();  // start-up replay: a self-transition per task
+  REQUIRE(replayed.ok());
+  CHECK(replayed.value() == 1);
+  CHECK(git_ws.commands_run() == ran);
+  CHECK(lifecycle.on_transition(TransitionFired{task, "analysis", "analysis", Cause::kManual, std::nullopt, true})
+            .ok());  // a duplicate event
+  CHECK(git_ws.commands_run() == ran);
+
+  GitWorkspaces git_after_restart(f.layout, runner, Secret(), f.log);
+  WorktreeLifecycle restarted(git_after_restart, f.config, f.pipeline);
+  CHECK(restarted.on_transition(TransitionFired{task, "analysis", "analysis", Cause::kManual, std::nullopt, true})
+            .ok());
+  CHECK(git_after_restart.commands_run() == 0);
+
+  for (const char* stage : {"development", "review", "done"}) {
+    AdvanceRequest r;
+    r.to = stage;
+    REQUIRE(f.engine.advance_stage(task.id, r).ok());
+    if (std::string(stage) != "done") CHECK(fs::exists(f.layout.worktree(task) / ".git"));
+  }
+  CHECK_FALSE(fs::exists(f.layout.worktree(task)));
+  CHECK_FALSE(git({"rev-parse", "--verify", "refs/heads/orch/shop-42"}, f.layout.clone("shop"),
+                  remote_dir.path() / "scratch")
+                  .empty());
+  CHECK_FALSE(f.log.contains("subscriber worktree lifecycle failed"));
+}

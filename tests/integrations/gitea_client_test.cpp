@@ -1,0 +1,237 @@
+#include "integrations/gitea_client.h"
+
+#include <doctest/doctest.h>
+
+#include "tests/fakes/fake_gitea.h"
+#include "tests/fakes/recording_sleeper.h"
+#include "tests/support/manual_clock.h"
+#include "tests/support/test_log.h"
+
+using namespace orch;
+using namespace orch::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kToken = "gitea-token-7f3a9c0e5b2d4f6a8c1e3b5d7f9a0c2e";
+const std::string kRepo = "acme/shop";
+const std::string kShaA = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d";
+const std::string kShaB = "3a1f0c6e9d2b4e7f8a9b0c1d2e3f4a5b6c7d8e9f";
+const std::string kShaMain = "1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e";
+
+struct Fixture {
+  FakeGitea gitea;
+  ManualClock clock;
+  RecordingSleeper sleeper{clock};
+  TestLog log;
+  std::unique_ptr<HttpClient> http;
+  std::unique_ptr<GiteaClient> client;
+
+  Fixture() {
+    gitea.set_token(kToken);
+    gitea.set_branch(kRepo, "main", kShaMain);
+    HttpClientOptions o;
+    o.name = "gitea";
+    o.base_url = gitea.base_url();
+    o.redact = {Secret(kToken)};
+    http = std::make_unique<HttpClient>(o, sleeper, clock, log.logger());
+    client = std::make_unique<GiteaClient>(*http, Secret(kToken));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("combine_ci_states follows Gitea 1.27: failure wins, green needs every context, none is pending") {
+  CHECK(combine_ci_states({}) == CiState::kPending);
+  CHECK(combine_ci_states({"success"}) == CiState::kSuccess);
+  CHECK(combine_ci_states({"success", "skipped"}) == CiState::kSuccess);
+  CHECK(combine_ci_states({"success", "pending"}) == CiState::kPending);
+  CHECK(combine_ci_states({"success", "warning"}) == CiState::kFailure);
+  CHECK(combine_ci_states({"pending", "error"}) == CiState::kFailure);
+  CHECK(combine_ci_states({"failure"}) == CiState::kFailure);
+  CHECK(combine_ci_states({"success", ""}) == CiState::kPending);
+}
+
+TEST_CASE("combined_status computes the state from the per-context statuses of a sha or a branch") {
+  Fixture f;
+  f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
+  SUBCASE("no statuses at all (statuses: null) is pending") {
+    CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kPending);
+  }
+  SUBCASE("all green") {
+    f.gitea.add_status(kRepo, kShaA, "ci/build", "success");
+    f.gitea.add_status(kRepo, kShaA, "ci/lint", "skipped");
+    CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kSuccess);
+    CHECK(f.client->combined_status(kRepo, "orch/shop-42").value() == CiState::kSuccess);  // by branch
+  }
+  SUBCASE("a later status for a context supersedes the earlier one") {
+    f.gitea.add_status(kRepo, kShaA, "ci/build", "failure");
+    f.gitea.add_status(kRepo, kShaA, "ci/build", "success");
+    CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kSuccess);
+  }
+  SUBCASE("a warning is a failure") {
+    f.gitea.add_status(kRepo, kShaA, "ci/build", "success");
+    f.gitea.add_status(kRepo, kShaA, "ci/cov", "warning");
+    CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kFailure);
+  }
+  SUBCASE("one pending keeps it pending") {
+    f.gitea.add_status(kRepo, kShaA, "ci/build", "success");
+    f.gitea.add_status(kRepo, kShaA, "ci/e2e", "pending");
+    CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kPending);
+  }
+  auto reqs = f.gitea.requests_to("/status");
+  REQUIRE_FALSE(reqs.empty());
+  CHECK(reqs[0].path == "/api/v1/repos/acme/shop/commits/" + kShaA + "/status");
+  CHECK(reqs[0].param("limit") == "50");
+  CHECK(reqs[0].header("Authorization") == "token " + kToken);
+}
+
+TEST_CASE("combined_status pages through more contexts than one page holds") {
+  Fixture f;
+  for (int i = 0; i < 120; ++i) f.gitea.add_status(kRepo, kShaA, "ctx/" + std::to_string(1000 + i), "success");
+  CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kSuccess);
+  CHECK(f.gitea.requests_to("/status").size() == 3);
+  f.gitea.add_status(kRepo, kShaA, "ctx/9999", "failure");  // sorts last: only on the third page
+  CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kFailure);
+}
+
+TEST_CASE("combined_status of an unknown ref is kNotFound — a malformed answer is an error value") {
+  Fixture f;
+  CHECK(f.client->combined_status(kRepo, "no-such-branch").status().code == Code::kNotFound);
+  f.gitea.fail_next(1, 200, "{\"state\": \"success\", \"statuses\": [");
+  auto r = f.client->combined_status(kRepo, kShaMain);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().message.find("not JSON") != std::string::npos);
+  CHECK(f.client->combined_status("not-a-repo", kShaA).status().code == Code::kInvalid);
+}
+
+TEST_CASE("branch_head reads commit.id — a branch name keeps its slashes") {
+  Fixture f;
+  f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
+  CHECK(f.client->branch_head(kRepo, "orch/shop-42").value() == kShaA);
+  CHECK(f.gitea.requests().back().path == "/api/v1/repos/acme/shop/branches/orch/shop-42");
+  CHECK(f.client->branch_head(kRepo, "gone").status().code == Code::kNotFound);
+}
+
+TEST_CASE("open_pull_requests asks for state=open and pages through them") {
+  Fixture f;
+  for (int i = 0; i < 120; ++i) f.gitea.add_pull(kRepo, {.head_ref = "b" + std::to_string(i), .head_sha = kShaA});
+  for (int i = 0; i < 10; ++i)
+    f.gitea.add_pull(kRepo, {.head_ref = "c" + std::to_string(i), .head_sha = kShaB, .state = "closed"});
+  auto prs = f.client->open_pull_requests(kRepo);
+  REQUIRE(prs.ok());
+  CHECK(prs.value().size() == 120);
+  for (const auto& pr : prs.value()) CHECK(pr.open);
+  auto reqs = f.gitea.requests_to("/pulls");
+  REQUIRE(reqs.size() == 3);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    CHECK(reqs[i].param("state") == "open");
+    CHECK(reqs[i].param("page") == std::to_string(i + 1));
+  }
+}
+
+TEST_CASE("pull_request_for_branch prefers the open PR, then the newest closed or merged one") {
+  Fixture f;
+  f.gitea.set_branch(kRepo, "orch/shop-1", kShaA);
+  f.gitea.set_branch(kRepo, "orch/shop-2", kShaB);
+  f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-1", .state = "closed"});
+  std::int64_t open = f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-1"});
+  std::int64_t merged =
+      f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-2", .state = "closed", .merged = true, .head_branch_deleted = true});
+
+  auto a = f.client->pull_request_for_branch(kRepo, "orch/shop-1");
+  REQUIRE(a.ok());
+  REQUIRE(a.value().has_value());
+  CHECK(a.value()->number == open);
+  CHECK(a.value()->open);
+  CHECK(a.value()->head_sha == kShaA);
+  CHECK(a.value()->base_ref == "main");
+
+  f.gitea.clear_requests();
+  auto b = f.client->pull_request_for_branch(kRepo, "orch/shop-2");
+  REQUIRE(b.ok());
+  REQUIRE(b.value().has_value());
+  CHECK(b.value()->number == merged);
+  CHECK(b.value()->merged);
+  CHECK_FALSE(b.value()->open);
+  CHECK(b.value()->head_ref == "orch/shop-2");  // not refs/pull/N/head
+  auto reqs = f.gitea.requests_to("/pulls");
+  REQUIRE(reqs.size() == 2);
+  CHECK(reqs[1].param("state") == "all");
+
+  auto none = f.client->pull_request_for_branch(kRepo, "orch/never");
+  REQUIRE(none.ok());
+  CHECK_FALSE(none.value().has_value());
+}
+
+TEST_CASE("pull_request_approved counts each reviewer's latest verdict") {
+  Fixture f;
+  auto pr = [&] { return f.gitea.add_pull(kRepo, {.head_ref = "x", .head_sha = kShaA}); };
+  auto approved = [&](std::int64_t n) { return f.client->pull_request_approved(kRepo, n).value(); };
+
+  std::int64_t none = pr();
+  CHECK_FALSE(approved(none));
+
+  std::int64_t one = pr();
+  f.gitea.add_review(kRepo, one, {.user = "bob", .state = "APPROVED"});
+  CHECK(approved(one));
+
+  std::int64_t blocked = pr();
+  f.gitea.add_review(kRepo, blocked, {.user = "bob", .state = "APPROVED"});
+  f.gitea.add_review(kRepo, blocked, {.user = "eve", .state = "REQUEST_CHANGES"});
+  CHECK_FALSE(approved(blocked));
+
+  std::int64_t changed_mind = pr();
+  f.gitea.add_review(kRepo, changed_mind, {.user = "eve", .state = "REQUEST_CHANGES"});
+  f.gitea.add_review(kRepo, changed_mind, {.user = "eve", .state = "APPROVED"});
+  CHECK(approved(changed_mind));
+
+  std::int64_t dismissed = pr();
+  f.gitea.add_review(kRepo, dismissed, {.user = "bob", .state = "APPROVED", .dismissed = true});
+  CHECK_FALSE(approved(dismissed));
+
+  std::int64_t noise = pr();
+  f.gitea.add_review(kRepo, noise, {.user = "bob", .state = "APPROVED"});
+  f.gitea.add_review(kRepo, noise, {.user = "bob", .state = "COMMENT"});
+  f.gitea.add_review(kRepo, noise, {.user = "bob", .state = "PENDING"});
+  f.gitea.add_review(kRepo, noise, {.user = "carol", .state = "REQUEST_REVIEW"});
+  CHECK(approved(noise));
+
+  CHECK(f.client->pull_request_approved(kRepo, 999).status().code == Code::kNotFound);
+}
+
+TEST_CASE("create_pull_request creates, and on 409 adopts the open PR for that head") {
+  Fixture f;
+  f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
+  auto created = f.client->create_pull_request(kRepo, "orch/shop-42", "main", "SHOP-42: Fix login", "body");
+  REQUIRE(created.ok());
+  CHECK(created.value().open);
+  CHECK(created.value().head_ref == "orch/shop-42");
+  CHECK(created.value().head_sha == kShaA);
+  auto post = f.gitea.requests_to("/pulls").at(0);
+  CHECK(post.method == "POST");
+  auto body = nlohmann::json::parse(post.body);
+  CHECK(body["head"] == "orch/shop-42");
+  CHECK(body["base"] == "main");
+  CHECK(body["title"] == "SHOP-42: Fix login");
+
+  auto again = f.client->create_pull_request(kRepo, "orch/shop-42", "main", "SHOP-42: Fix login", "body");
+  REQUIRE(again.ok());
+  CHECK(again.value().number == created.value().number);
+  CHECK(f.gitea.pulls(kRepo).size() == 1);
+
+  CHECK(f.client->create_pull_request(kRepo, "no-branch", "main", "t", "").status().code == Code::kNotFound);
+}
+
+TEST_CASE("a Gitea 5xx is retried — a bad token is kInvalid and never shown") {
+  Fixture f;
+  f.gitea.fail_next(2, 503);
+  CHECK(f.client->branch_head(kRepo, "main").value() == kShaMain);
+  CHECK(f.sleeper.waits().size() == 2);
+  f.gitea.set_token("another-token");
+  auto r = f.client->branch_head(kRepo, "main");
+  CHECK(r.status().code == Code::kInvalid);
+  CHECK(r.status().message.find("401") != std::string::npos);
+  CHECK(r.status().message.find(kToken) == std::string::npos);
+  CHECK(f.log.all().find(kToken) == std::string::npos);
+}

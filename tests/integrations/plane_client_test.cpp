@@ -1,0 +1,278 @@
+#include "integrations/plane_client.h"
+
+#include <doctest/doctest.h>
+
+#include "tests/fakes/fake_plane.h"
+#include "tests/fakes/recording_sleeper.h"
+#include "tests/support/manual_clock.h"
+#include "tests/support/test_log.h"
+
+using namespace orch;
+using namespace orch::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kProjectId = "22b6fc9c-1849-45da-b103-52a3e3a6b4c1";
+const std::string kApiKey = "plane_api_0123456789abcdef0123456789abcdef";
+
+struct Fixture {
+  FakePlane plane;
+  ManualClock clock;
+  RecordingSleeper sleeper{clock};
+  TestLog log;
+  std::unique_ptr<HttpClient> http;
+  std::unique_ptr<PlaneClient> client;
+  ProjectSpec project;
+  std::string in_progress, approved, rejected, todo;
+
+  explicit Fixture(bool with_rejected = true) {
+    plane.add_project("acme", kProjectId, "SHOP");
+    plane.set_api_key(kApiKey);
+    in_progress = plane.state_id(kProjectId, "In Progress");
+    todo = plane.state_id(kProjectId, "Todo");
+    approved = plane.add_state(kProjectId, "Approved", "completed");
+    if (with_rejected) rejected = plane.add_state(kProjectId, "Rejected", "cancelled");
+    HttpClientOptions o;
+    o.name = "plane";
+    o.base_url = plane.base_url();
+    o.redact = {Secret(kApiKey)};
+    http = std::make_unique<HttpClient>(o, sleeper, clock, log.logger());
+    client = std::make_unique<PlaneClient>(*http, Secret(kApiKey));
+    project.name = "shop";
+    project.plane_workspace = "acme";
+    project.plane_project_id = kProjectId;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("states are resolved by name from one listing per project, then cached") {
+  Fixture f;
+  CHECK(f.client->classify_state(f.project, f.in_progress).value() == TrackerState::kInProgress);
+  CHECK(f.client->classify_state(f.project, f.approved).value() == TrackerState::kApproved);
+  CHECK(f.client->classify_state(f.project, f.rejected).value() == TrackerState::kRejected);
+  CHECK(f.client->classify_state(f.project, f.todo).value() == TrackerState::kOther);
+  CHECK(f.client->classify_state(f.project, "").value() == TrackerState::kOther);
+  auto reqs = f.plane.requests_to("/states/");
+  REQUIRE(reqs.size() == 1);
+  CHECK(reqs[0].path == "/api/v1/workspaces/acme/projects/" + kProjectId + "/states/");
+  CHECK(reqs[0].param("per_page") == "100");
+  CHECK(reqs[0].header("X-API-Key") == kApiKey);
+}
+
+TEST_CASE("custom state names from the project spec are honoured") {
+  Fixture f;
+  std::string custom = f.plane.add_state(kProjectId, "Doing", "started");
+  f.project.plane_states.in_progress = "Doing";
+  CHECK(f.client->classify_state(f.project, custom).value() == TrackerState::kInProgress);
+  CHECK(f.client->classify_state(f.project, f.in_progress).value() == TrackerState::kOther);
+}
+
+TEST_CASE("a missing state name is a clear kInvalid naming the project and the state") {
+  Fixture f(/*with_rejected=*/false);
+  auto r = f.client->classify_state(f.project, f.in_progress);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code == Code::kInvalid);
+  CHECK(r.status().message.find("'shop'") != std::string::npos);
+  CHECK(r.status().message.find("'Rejected'") != std::string::npos);
+  CHECK(r.status().message.find("In Progress") != std::string::npos);  // lists what exists
+  Status s = f.client->list_work_items(f.project, true, [](const WorkItem&, TrackerState) { return true; });
+  CHECK(s.code == Code::kInvalid);
+}
+
+TEST_CASE("2000 work items are listed over 20 pages of the same per_page, one page in memory at a time") {
+  Fixture f;
+  // Item i is updated at base + i s, so -updated_at lists it at position 1999 - i; every fourth is in Todo.
+  const TimePoint base = kMonday9am;
+  std::map<std::string, int> index_of;
+  for (int i = 0; i < 2000; ++i) {
+    PlaneWorkItemSeed seed;
+    seed.name = "item " + std::to_string(i);
+    seed.state_id = i % 4 == 3 ? f.todo : i % 4 == 0 ? f.in_progress : i % 4 == 1 ? f.approved : f.rejected;
+    seed.created_at = base - 24h + std::chrono::seconds(2000 - i);
+    seed.updated_at = base + std::chrono::seconds(i) + 250ms;
+    index_of[f.plane.add_work_item(kProjectId, seed)] = i;
+  }
+  f.plane.clear_requests();
+  int visited = 0;
+  int last_index = 2000;
+  bool lazily_paged = true;
+  Status s = f.client->list_work_items(f.project, true, [&](const WorkItem& w, TrackerState st) {
+    ++visited;
+    int i = index_of.at(w.id);
+    CHECK(i < last_index);  // newest updated first
+    last_index = i;
+    int page = (1999 - i) / 100;
+    // The page holding this item is the last one fetched: nothing was read ahead.
+    if (static_cast<int>(f.plane.requests_to("/work-items/").size()) != page + 1) lazily_paged = false;
+    CHECK(st != TrackerState::kOther);
+    CHECK(w.updated_at == base + std::chrono::seconds(i) + 250ms);
+    CHECK(w.project_id == kProjectId);
+    return true;
+  });
+  REQUIRE(s.ok());
+  CHECK(visited == 1500);
+  CHECK(lazily_paged);
+  auto reqs = f.plane.requests_to("/work-items/");
+  REQUIRE(reqs.size() == 20);
+  for (size_t p = 0; p < reqs.size(); ++p) {
+    CHECK(reqs[p].param("per_page") == "100");
+    CHECK(reqs[p].param("order_by") == "-updated_at");
+    CHECK(reqs[p].header("X-API-Key") == kApiKey);
+    if (p == 0) CHECK_FALSE(reqs[p].has_param("cursor"));
+    else CHECK(reqs[p].param("cursor") == "100:" + std::to_string(p) + ":0");
+  }
+  CHECK(f.plane.requests_to("/states/").size() == 1);
+}
+
+TEST_CASE("listing oldest-created-first asks for -created_at") {
+  Fixture f;
+  f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
+  int visited = 0;
+  REQUIRE(f.client->list_work_items(f.project, false, [&](const WorkItem&, TrackerState) { return ++visited, true; }).ok());
+  CHECK(visited == 1);
+  CHECK(f.plane.requests_to("/work-items/").at(0).param("order_by") == "-created_at");
+}
+
+TEST_CASE("the listing stops on next_page_results, even though next_cursor is still set") {
+  Fixture f;
+  for (int i = 0; i < 100; ++i) f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
+  int visited = 0;
+  REQUIRE(f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited, true; }).ok());
+  CHECK(visited == 100);
+  CHECK(f.plane.requests_to("/work-items/").size() == 1);  // exactly one full page: no empty follow-up
+}
+
+TEST_CASE("visit returning false stops the listing early") {
+  Fixture f;
+  for (int i = 0; i < 350; ++i) f.plane.add_work_item(kProjectId, {.state_id = f.approved});
+  int visited = 0;
+  REQUIRE(f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited < 5; }).ok());
+  CHECK(visited == 5);
+  CHECK(f.plane.requests_to("/work-items/").size() == 1);
+}
+
+TEST_CASE("a malformed page ends the listing with an error value") {
+  Fixture f;
+  for (int i = 0; i < 450; ++i) f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
+  SUBCASE("not JSON") {
+    Fault pass;
+    pass.then_answer_normally = true;
+    pass.path_contains = "/work-items/";
+    f.plane.inject(pass, 2);
+    Fault broken;
+    broken.status = 200;
+    broken.body = R"({"grouped_by": null, "results": [{"id": )";
+    broken.path_contains = "/work-items/";
+    f.plane.inject(broken);
+    int visited = 0;
+    Status s = f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited, true; });
+    CHECK_FALSE(s.ok());
+    CHECK(s.message.find("not JSON") != std::string::npos);
+    CHECK(visited == 200);
+  }
+  SUBCASE("no results array") {
+    Fault broken;
+    broken.status = 200;
+    broken.body = R"({"next_page_results": true, "next_cursor": "100:1:0"})";
+    broken.path_contains = "/work-items/";
+    f.plane.inject(broken);
+    Status s = f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return true; });
+    CHECK_FALSE(s.ok());
+    CHECK(s.message.find("no results") != std::string::npos);
+  }
+}
+
+TEST_CASE("a 429 in the middle of a listing is waited out per Retry-After and the listing completes") {
+  Fixture f;
+  for (int i = 0; i < 250; ++i) f.plane.add_work_item(kProjectId, {.state_id = f.rejected});
+  REQUIRE(f.client->state_ids(f.project).ok());  // cached: the faults below meet the work-item pages only
+  Fault pass;
+  pass.then_answer_normally = true;
+  pass.path_contains = "/work-items/";
+  f.plane.inject(pass, 1);
+  f.plane.rate_limit_next(1, 12);
+  int visited = 0;
+  REQUIRE(f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited, true; }).ok());
+  CHECK(visited == 250);
+  CHECK(f.sleeper.waits() == std::vector<Millis>{12000ms});
+  auto reqs = f.plane.requests_to("/work-items/");
+  REQUIRE(reqs.size() == 4);  // page 0, page 1 (429), page 1 again, page 2
+  CHECK(reqs[1].param("cursor") == reqs[2].param("cursor"));
+}
+
+TEST_CASE("get_work_item reads one work item, its state a bare id") {
+  Fixture f;
+  std::string id = f.plane.add_work_item(
+      kProjectId, {.name = "Fix <b>login</b>", .state_id = f.approved, .description_html = "<p>Steps</p>"});
+  auto w = f.client->get_work_item(f.project, id);
+  REQUIRE(w.ok());
+  CHECK(w.value().id == id);
+  CHECK(w.value().name == "Fix <b>login</b>");
+  CHECK(w.value().state_id == f.approved);
+  CHECK(w.value().description == "<p>Steps</p>");
+  CHECK(w.value().sequence_id == 1);
+  CHECK(f.plane.requests_to("/work-items/").at(0).path.back() == '/');
+  auto missing = f.client->get_work_item(f.project, "00000000-0000-4000-8000-000000000000");
+  CHECK(missing.status().code == Code::kNotFound);
+}
+
+TEST_CASE("a REST work item's updated_at may carry an offset and any fraction") {
+  nlohmann::json j = {{"id", "x"}, {"state", "s"}, {"sequence_id", 42}, {"updated_at", "2026-11-23T14:30:00.5+05:30"}};
+  auto w = parse_plane_work_item(j);
+  REQUIRE(w.ok());
+  CHECK(w.value().updated_at == kMonday9am + 500ms);
+  j["updated_at"] = "2026-11-23T09:00:00Z";
+  CHECK(parse_plane_work_item(j).value().updated_at == kMonday9am);
+  j["state"] = {{"id", "s2"}, {"name", "In Progress"}};
+  CHECK(parse_plane_work_item(j).value().state_id == "s2");
+  CHECK_FALSE(parse_plane_work_item(nlohmann::json::array()).ok());
+}
+
+TEST_CASE("move_work_item PATCHes the resolved state id, with the trailing slash") {
+  Fixture f;
+  std::string id = f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
+  REQUIRE(f.client->move_work_item(f.project, id, TrackerState::kApproved).ok());
+  CHECK(f.plane.work_item(id).value()["state"] == f.approved);
+  auto patches = f.plane.requests_to("/work-items/" + id + "/");
+  REQUIRE(patches.size() == 1);
+  CHECK(patches[0].method == "PATCH");
+  CHECK(nlohmann::json::parse(patches[0].body) == nlohmann::json{{"state", f.approved}});
+  CHECK(patches[0].header("Content-Type").find("application/json") != std::string::npos);
+  CHECK(f.client->move_work_item(f.project, id, TrackerState::kOther).code == Code::kInvalid);
+}
+
+TEST_CASE("add_comment posts comment_html and is not retried after a 5xx") {
+  Fixture f;
+  std::string id = f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
+  REQUIRE(f.client->add_comment(f.project, id, "<p>orch: analysis done</p>").ok());
+  auto comments = f.plane.comments(id);
+  REQUIRE(comments.size() == 1);
+  CHECK(comments[0]["comment_html"] == "<p>orch: analysis done</p>");
+  f.plane.fail_next(1, 500);
+  CHECK(f.client->add_comment(f.project, id, "<p>again</p>").code == Code::kUnavailable);
+  CHECK(f.plane.comments(id).size() == 1);
+  CHECK(f.plane.requests_to("/comments/").size() == 2);
+}
+
+TEST_CASE("project_identifier is read once and cached") {
+  Fixture f;
+  CHECK(f.client->project_identifier(f.project).value() == "SHOP");
+  CHECK(f.client->project_identifier(f.project).value() == "SHOP");
+  auto reqs = f.plane.requests();
+  CHECK(std::count_if(reqs.begin(), reqs.end(), [](const RecordedRequest& r) {
+          return r.path == "/api/v1/workspaces/acme/projects/" + kProjectId + "/";
+        }) == 1);
+}
+
+TEST_CASE("a rejected API key is kInvalid and the key appears in no message or log line") {
+  Fixture f;
+  f.plane.set_api_key("plane_api_someone_else");
+  auto r = f.client->project_identifier(f.project);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code == Code::kInvalid);
+  CHECK(r.status().message.find("403") != std::string::npos);
+  CHECK(r.status().message.find(kApiKey) == std::string::npos);
+  CHECK(f.log.all().find(kApiKey) == std::string::npos);
+}

@@ -1,0 +1,484 @@
+#include <doctest/doctest.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "integrations/git.h"
+#include "integrations/worker_pool.h"
+#include "tests/support/engine_fixture.h"
+
+using namespace orch;
+using namespace orch::testing;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Runs git for the test's own setup and checks; returns its trimmed output.
+std::string git(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& scratch) {
+  ProcessRunner runner;
+  ProcessSpec spec;
+  spec.argv = {"git"};
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.cwd = cwd.string();
+  spec.env = std::vector<std::string>{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + scratch.string(),
+                                      "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+                                      "GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.com",
+                                      "GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.com"};
+  const fs::path out = scratch / "git-test.out";
+  std::error_code ec;
+  fs::remove(out, ec);
+  spec.log_path = out.string();
+  auto code = runner.run(spec);
+  std::string text = read_file(out);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  if (!code.ok() || code.value() != 0)
+    throw std::runtime_error("git " + args.front() + " failed: " + text + " " + code.status().message);
+  return text;
+}
+
+fs::path make_remote(const fs::path& dir) {
+  fs::create_directories(dir / "scratch");
+  git({"init", "--quiet", "--bare", "-b", "main", (dir / "remote.git").string()}, dir, dir / "scratch");
+  git({"init", "--quiet", "-b", "main", (dir / "seed").string()}, dir, dir / "scratch");
+  std::ofstream(dir / "seed" / "README.md") << "hello\n";
+  git({"add", "README.md"}, dir / "seed", dir / "scratch");
+  git({"commit", "--quiet", "-m", "initial"}, dir / "seed", dir / "scratch");
+  git({"push", "--quiet", (dir / "remote.git").string(), "main"}, dir / "seed", dir / "scratch");
+  return dir / "remote.git";
+}
+
+fs::path write_script(const fs::path& dir, const std::string& name, const std::string& body) {
+  fs::create_directories(dir);
+  fs::path p = dir / name;
+  std::ofstream(p) << "#!/bin/sh\n" << body;
+  fs::permissions(p, fs::perms::owner_all);
+  return p;
+}
+
+using Scripts = std::map<std::string, std::string>;  // agent name -> body of its /bin/sh script
+
+// The real engine over a bare remote made in the test, with the agents' argv pointing at scripts the test writes.
+struct WorkerFixture {
+  explicit WorkerFixture(const Scripts& scripts, WorkerOptions o = fast_options(),
+                         const std::function<void(Config&)>& tweak = {})
+      : remote(make_remote(remote_dir.path())), f(config_for(remote, remote_dir.path(), scripts, tweak)),
+        git_ws(f.layout, processes, Secret(), f.log), options(o),
+        runner(*f.store, f.engine, git_ws, processes, f.gitea, f.config, f.layout, f.clock, f.log, options) {}
+
+  static WorkerOptions fast_options() {
+    WorkerOptions o;
+    o.heartbeat_interval = 50ms;
+    o.poll_interval = 200ms;
+    o.kill_grace = 300ms;
+    o.retry_backoff = 30s;
+    return o;
+  }
+
+  static Config config_for(const fs::path& remote, const fs::path& dir,
+                           const Scripts& scripts,
+                           const std::function<void(Config&)>& tweak) {
+    Config c = default_config();
+    c.projects[0].clone_url = remote.string();
+    for (const auto& [agent, body] : scripts) c.agents[agent].argv = {write_script(dir / "agents", agent, body).string()};
+    for (auto& [name, agent] : c.agents) agent.env = {{"OUT", (dir / "out").string()}, {"MODEL", "large"}};
+    fs::create_directories(dir / "out");
+    if (tweak) tweak(c);
+    return c;
+  }
+
+  // Claims the next job for `stage`, running (and so abandoning) superseded jobs of earlier stages on the way.
+  JobRow claim(const std::string& stage) {
+    while (true) {
+      auto claimed = f.store->claim_job("test/0", f.clock.now());
+      REQUIRE(claimed.ok());
+      REQUIRE_MESSAGE(claimed.value(), "no claimable job for " << stage);
+      if (claimed.value()->stage == stage) return *claimed.value();
+      CHECK(runner.run(*claimed.value()).outcome == JobOutcome::kAbandoned);
+    }
+  }
+
+  fs::path out() const { return remote_dir.path() / "out"; }
+
+  TempDir remote_dir;
+  fs::path remote;
+  EngineFixture f;
+  ProcessRunner processes;
+  GitWorkspaces git_ws;
+  WorkerOptions options;
+  JobRunner runner;
+};
+
+bool group_gone(pid_t pgid) { return ::kill(-pgid, 0) == -1 && errno == ESRCH; }
+
+}  // namespace
+
+TEST_CASE("an agent that succeeds gets its work pushed, the PR opened, and the task advanced through its gate") {
+  WorkerFixture w(Scripts{{"developer",
+                    "set -e\n"
+                    "echo \"work for $ORCH_WORK_ITEM_KEY\" > work.txt\n"
+                    "git add work.txt\n"
+                    "git -c user.name=agent -c user.email=agent@example.com commit -q -m work\n"
+                    "echo done\n"}});
+  TaskRow task = w.f.task_in("development", "SHOP-5");
+  w.f.gitea.set_branch(task.branch, "cafe123");  // CI is green on the pushed head
+  w.f.gitea.set_status("cafe123", CiState::kSuccess);
+
+  JobRow job = w.claim("development");
+  JobResult r = w.runner.run(job);
+  CHECK_MESSAGE(r.outcome == JobOutcome::kSucceeded, r.detail);
+
+  TaskRow after = w.f.reload(task.id);
+  CHECK(after.stage == "review");
+  REQUIRE(after.pr_number);
+  CHECK(*after.pr_number == 1);
+  const std::string pushed = git({"rev-parse", "refs/heads/orch/shop-5"}, w.remote, w.remote_dir.path() / "scratch");
+  CHECK(after.head_sha == pushed);
+  CHECK(git({"show", "refs/heads/orch/shop-5:work.txt"}, w.remote, w.remote_dir.path() / "scratch") ==
+        "work for SHOP-5");
+  auto transitions = w.f.store->transitions_for_task(task.id).value();
+  CHECK(transitions.back().from == "development");
+  CHECK(transitions.back().to == "review");
+  CHECK(transitions.back().cause == Cause::kAgent);
+  CHECK(w.f.store->find_job(job.id).value()->status == JobStatus::kSucceeded);
+  auto queued = w.f.store->jobs_with_status(JobStatus::kQueued, 10).value();
+  REQUIRE(queued.size() == 1);  // the reviewer, queued by the scheduler on the transition
+  CHECK(queued[0].agent == "reviewer");
+  const std::string log = read_file(w.f.layout.job_log(job.id));
+  CHECK(log.find("[orch] job " + std::to_string(job.id) + ": developer for SHOP-5") != std::string::npos);
+  CHECK(log.find("done\n") != std::string::npos);
+  CHECK(log.find("[orch] exit 0") != std::string::npos);
+}
+
+TEST_CASE("a red gate after a successful agent is not a failure: the task waits in its stage") {
+  WorkerFixture w(Scripts{{"developer", "exit 0\n"}});
+  TaskRow task = w.f.task_in("development", "SHOP-6");
+  JobRow job = w.claim("development");
+  JobResult r = w.runner.run(job);
+  CHECK(r.outcome == JobOutcome::kSucceeded);
+  TaskRow after = w.f.reload(task.id);
+  CHECK(after.stage == "development");
+  CHECK_FALSE(after.blocked);
+  CHECK(w.f.store->find_job(job.id).value()->status == JobStatus::kSucceeded);
+  CHECK(w.f.log.contains("jobs: developer succeeded for SHOP-6 in development; waiting"));
+}
+
+TEST_CASE("a failing agent is retried with exponential backoff, then the task is blocked with one notification") {
+  WorkerFixture w(Scripts{{"analyst", "echo \"$ORCH_ATTEMPT\" >> \"$OUT/attempts\"\nexit 3\n"}});
+  TaskRow task = w.f.task_in("analysis", "SHOP-3");
+
+  JobRow first = w.claim("analysis");
+  JobResult r1 = w.runner.run(first);
+  CHECK(r1.outcome == JobOutcome::kRetrying);
+  CHECK(w.f.store->find_job(first.id).value()->status == JobStatus::kFailed);
+  CHECK(w.f.store->find_job(first.id).value()->error == "agent exited 3");
+  CHECK_FALSE(w.f.store->claim_job("test/0", w.f.clock.now()).value());  // backing off
+  w.f.clock.advance(29s);
+  CHECK_FALSE(w.f.store->claim_job("test/0", w.f.clock.now()).value());
+  w.f.clock.advance(1s);
+  auto second = w.f.store->claim_job("test/0", w.f.clock.now()).value();
+  REQUIRE(second);
+  CHECK(second->attempt == 2);
+  CHECK(w.runner.run(*second).outcome == JobOutcome::kRetrying);
+  w.f.clock.advance(59s);  // the second wait is twice the first
+  CHECK_FALSE(w.f.store->claim_job("test/0", w.f.clock.now()).value());
+  w.f.clock.advance(1s);
+  auto third = w.f.store->claim_job("test/0", w.f.clock.now()).value();
+  REQUIRE(third);
+  CHECK(third->attempt == 3);
+  JobResult r3 = w.runner.run(*third);
+  CHECK(r3.outcome == JobOutcome::kBlocked);
+
+  TaskRow after = w.f.reload(task.id);
+  CHECK(after.blocked);
+  CHECK(after.stage == "analysis");
+  CHECK(after.blocked_reason == "analyst failed attempt 3 of 3: agent exited 3");
+  auto notes = w.f.store->all_notifications().value();
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].dedup_key == "blocked:" + std::to_string(task.id) + ":" + std::to_string(task.visit));
+  CHECK(notes[0].text.find("SHOP-3 is blocked in analysis") != std::string::npos);
+  CHECK(read_file(w.out() / "attempts") == "1\n2\n3\n");
+  w.f.clock.advance(24h);
+  CHECK_FALSE(w.f.store->claim_job("test/0", w.f.clock.now()).value());  // no fourth attempt
+  CHECK(w.f.log.contains("jobs: SHOP-3 blocked in analysis"));
+}
+
+TEST_CASE("a hanging agent is killed at its timeout with its whole process group, heartbeating until then") {
+  ProcessRunner::become_child_subreaper();  // so the killed background child is reaped here, not left a zombie
+  WorkerFixture w(Scripts{{"analyst",
+                    "echo $$ > \"$OUT/pgid\"\n"
+                    "sleep 1000 &\n"
+                    "echo $! > \"$OUT/child\"\n"
+                    "sleep 1000\n"}},
+                  WorkerFixture::fast_options(), [](Config& c) { c.agents["analyst"].timeout = 2s; });
+  w.f.task_in("analysis", "SHOP-4");
+  JobRow job = w.claim("analysis");
+
+  JobResult result;
+  std::thread worker([&] { result = w.runner.run(job); });
+  REQUIRE(eventually([&] { return fs::exists(w.out() / "child") && fs::file_size(w.out() / "child") > 0; }, 10s));
+  w.f.clock.advance(10s);
+  const TimePoint later = w.f.clock.now();
+  CHECK(eventually([&] { return w.f.store->find_job(job.id).value()->heartbeat_at == later; }, 5s));
+  worker.join();
+
+  CHECK(result.outcome == JobOutcome::kRetrying);
+  CHECK(result.detail.find("timed out") != std::string::npos);
+  const pid_t pgid = std::stoi(read_file(w.out() / "pgid"));
+  const pid_t child = std::stoi(read_file(w.out() / "child"));
+  CHECK(group_gone(pgid));
+  CHECK((::kill(child, 0) == -1 && errno == ESRCH));
+  JobRow after = *w.f.store->find_job(job.id).value();
+  CHECK(after.status == JobStatus::kFailed);
+  CHECK(after.error.find("timed out") != std::string::npos);
+}
+
+TEST_CASE("hostile text in the title reaches the agent only as data, and names stay sanitised") {
+  const std::string hostile_title = "$(touch pwned) `touch pwned` ../../etc/passwd; rm -rf /";
+  const std::string hostile_key = "../../$(touch pwned)";
+  WorkerFixture w(Scripts{{"analyst", "cp \"$ORCH_TASK_JSON\" \"$OUT/task.json\"\nenv > \"$OUT/env.txt\"\n"}});
+  ::setenv("ORCH_TEST_LEAK", "leaked", 1);  // set in orch's own environment: the agent must not see it
+
+  NewTask t{"shop", "../wi-$(touch pwned)", hostile_key, hostile_title, "desc with $(touch pwned)\n\"quoted\"",
+            branch_for(hostile_key, "../wi-$(touch pwned)")};
+  auto claim = w.f.store->create_task_atomic(t, w.f.clock.now());
+  REQUIRE(claim.ok());
+  AdvanceRequest enter;
+  enter.to = "analysis";
+  REQUIRE(w.f.engine.advance_stage(claim.value().task.id, enter).ok());
+  TaskRow task = w.f.reload(claim.value().task.id);
+
+  JobRow job = w.claim("analysis");
+  JobResult r = w.runner.run(job);
+  ::unsetenv("ORCH_TEST_LEAK");
+  CHECK_MESSAGE(r.outcome == JobOutcome::kSucceeded, r.detail);
+
+  CHECK_FALSE(fs::exists(fs::current_path() / "pwned"));  // where a shell run by orch itself would have made it
+  for (const fs::path& root : {w.remote_dir.path(), w.f.dir.path()})
+    for (const auto& entry : fs::recursive_directory_iterator(root))
+      CHECK_MESSAGE(entry.path().filename() != "pwned", entry.path().string());
+
+  auto json = nlohmann::json::parse(read_file(w.out() / "task.json"), nullptr, false);
+  REQUIRE_FALSE(json.is_discarded());
+  CHECK(json["title"] == hostile_title);
+  CHECK(json["description"] == "desc with $(touch pwned)\n\"quoted\"");
+  CHECK(json["work_item_key"] == hostile_key);
+  CHECK(json["task_id"] == task.id);
+  CHECK(json["job_id"] == job.id);
+  CHECK(json["stage"] == "analysis");
+  CHECK(json["attempt"] == 1);
+  CHECK(json["branch"] == "orch/touch-pwned");
+  CHECK(json["pr_number"].is_null());
+  CHECK(json.contains("rejection_reason"));
+  CHECK(json.contains("head_sha"));
+  CHECK(json.contains("project"));
+  CHECK(json.contains("work_item_id"));
+
+  CHECK(task.branch == "orch/touch-pwned");
+  const fs::path worktree = w.f.layout.worktree(task);
+  CHECK(worktree.parent_path() == w.f.layout.root() / "worktrees" / "shop");
+  CHECK(worktree.filename() == "touch-pwned");
+  CHECK(fs::exists(worktree / ".git"));
+
+  const std::string env = read_file(w.out() / "env.txt");
+  CHECK(env.find("ORCH_TEST_LEAK") == std::string::npos);
+  std::set<std::string> names;
+  std::istringstream lines(env);
+  for (std::string line; std::getline(lines, line);)
+    if (auto eq = line.find('='); eq != std::string::npos && eq > 0) names.insert(line.substr(0, eq));
+  const std::set<std::string> allowed = {
+      "ORCH_TASK_ID", "ORCH_WORK_ITEM_ID", "ORCH_WORK_ITEM_KEY", "ORCH_PROJECT", "ORCH_STAGE", "ORCH_BRANCH",
+      "ORCH_WORKTREE", "ORCH_ATTEMPT", "ORCH_REJECTION_REASON", "ORCH_TASK_JSON", "PATH", "HOME", "OUT", "MODEL",
+      "PWD", "OLDPWD", "SHLVL", "_"};  // the last four are the shell's own
+  for (const auto& n : names) CHECK_MESSAGE(allowed.count(n) == 1, "unexpected variable " << n);
+  CHECK(env.find("ORCH_TASK_ID=" + std::to_string(task.id) + "\n") != std::string::npos);
+  CHECK(env.find("ORCH_STAGE=analysis\n") != std::string::npos);
+  CHECK(env.find("ORCH_BRANCH=orch/touch-pwned\n") != std::string::npos);
+  CHECK(env.find("ORCH_WORKTREE=" + worktree.string() + "\n") != std::string::npos);
+  CHECK(env.find("HOME=" + worktree.string() + "\n") != std::string::npos);
+  CHECK(env.find("PATH=/usr/local/bin:/usr/bin:/bin\n") != std::string::npos);
+  CHECK(env.find("ORCH_ATTEMPT=1\n") != std::string::npos);
+  CHECK(env.find("MODEL=large\n") != std::string::npos);
+  CHECK(env.find("ORCH_TASK_JSON=" + w.f.layout.task_json(job.id).string() + "\n") != std::string::npos);
+}
+
+TEST_CASE("the job log is capped: the start and the end of the output are kept, the middle is dropped") {
+  WorkerOptions o = WorkerFixture::fast_options();
+  o.log_cap_bytes = 64 * 1024;
+  WorkerFixture w(Scripts{{"analyst", "echo FIRST-LINE\nhead -c 3000000 /dev/zero | tr '\\0' x\necho\necho LAST-LINE\n"}}, o);
+  w.f.task_in("analysis", "SHOP-2");
+  JobRow job = w.claim("analysis");
+  CHECK(w.runner.run(job).outcome == JobOutcome::kSucceeded);
+  const fs::path log = w.f.layout.job_log(job.id);
+  CHECK(fs::file_size(log) <= o.log_cap_bytes + 1024);
+  const std::string text = read_file(log);
+  CHECK(text.find("FIRST-LINE") != std::string::npos);
+  CHECK(text.find("LAST-LINE") != std::string::npos);
+  CHECK(text.find("bytes of output omitted here: the job log is capped") != std::string::npos);
+  CHECK(text.find("[orch] exit 0") != std::string::npos);
+}
+
+TEST_CASE("a job whose task moved on is abandoned without running its agent or retrying") {
+  WorkerFixture w(Scripts{{"analyst", "touch \"$OUT/ran\"\n"}});
+  TaskRow task = w.f.task_in("analysis", "SHOP-9");
+  AdvanceRequest r;
+  r.to = "development";
+  REQUIRE(w.f.engine.advance_stage(task.id, r).ok());
+  auto claimed = w.f.store->claim_job("test/0", w.f.clock.now()).value();
+  REQUIRE(claimed);
+  CHECK(claimed->stage == "analysis");
+  JobResult result = w.runner.run(*claimed);
+  CHECK(result.outcome == JobOutcome::kAbandoned);
+  CHECK(result.detail.find("superseded") != std::string::npos);
+  CHECK_FALSE(fs::exists(w.out() / "ran"));
+  CHECK(w.f.store->find_job(claimed->id).value()->status == JobStatus::kFailed);
+  CHECK_FALSE(w.f.reload(task.id).blocked);
+}
+
+TEST_CASE("start-up recovery queues the next attempt of jobs a dead worker left running, blocks those on their last "
+          "attempt, and leaves live workers' jobs alone") {
+  WorkerFixture w(Scripts{{"analyst", "exit 0\n"}});
+  TaskRow a = w.f.task_in("analysis", "SHOP-1");
+  TaskRow b = w.f.task_in("analysis", "SHOP-2");
+  TaskRow c = w.f.task_in("analysis", "SHOP-3");
+  // SHOP-2's interrupted job is its last attempt (3 of 3): attempt 1 failed, attempt 3 enqueued and claimed by hand.
+  auto dead1 = w.f.store->claim_job("99999999/0", w.f.clock.now()).value();  // SHOP-1, a pid that cannot exist
+  REQUIRE(dead1);
+  CHECK(dead1->task_id == a.id);
+  auto b1 = w.f.store->claim_job("99999999/1", w.f.clock.now()).value();
+  REQUIRE(b1);
+  CHECK(w.f.store->finish_job(b1->id, JobStatus::kFailed, "x", w.f.clock.now()).ok());
+  auto live = w.f.store->claim_job("1/0", w.f.clock.now()).value();  // SHOP-3: pid 1 is alive
+  REQUIRE(live);
+  CHECK(live->task_id == c.id);
+  REQUIRE(w.f.store->enqueue_job({b.id, b.visit, "analysis", "analyst", 3, w.f.clock.now()}, w.f.clock.now()).ok());
+  auto b3 = w.f.store->claim_job("99999999/1", w.f.clock.now()).value();
+  REQUIRE(b3);
+  CHECK(b3->attempt == 3);
+
+  RecoveryReport report = w.runner.recover_interrupted();
+  CHECK(report.requeued == 1);
+  CHECK(report.blocked == 1);
+  CHECK(report.skipped == 1);
+
+  auto a_jobs = w.f.store->jobs_for_task(a.id).value();
+  REQUIRE(a_jobs.size() == 2);
+  CHECK(a_jobs[0].status == JobStatus::kFailed);
+  CHECK(a_jobs[0].error.find("interrupted") != std::string::npos);
+  CHECK(a_jobs[1].status == JobStatus::kQueued);
+  CHECK(a_jobs[1].attempt == 2);
+  CHECK(a_jobs[1].run_after == w.f.clock.now());  // an interruption is not the agent's fault: no backoff
+  CHECK(w.f.reload(b.id).blocked);
+  CHECK(w.f.store->find_job(live->id).value()->status == JobStatus::kRunning);
+  CHECK(w.f.log.contains("jobs: start-up recovery: 1 interrupted job(s) queued again, 1 blocked"));
+
+  RecoveryReport second = w.runner.recover_interrupted();  // a second pass changes nothing
+  CHECK(second.requeued + second.blocked == 0);
+}
+
+TEST_CASE("the pool runs queued jobs on its threads, wakes on poke, and stops promptly, requeueing a running agent") {
+  WorkerFixture w(Scripts{{"analyst", "touch \"$OUT/started-$ORCH_TASK_ID\"\nsleep 1000\n"},
+                   {"developer", "touch \"$OUT/dev-$ORCH_TASK_ID\"\n"}});
+  WorkerOptions o = w.options;
+  o.workers = 1;
+  o.poll_interval = std::chrono::hours(1);  // only a poke can wake an idle worker in this test
+  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock,
+                   w.f.log, o);
+  WorkerPool pool(runner, *w.f.store, w.f.clock, w.f.log);
+  pool.start();
+  TaskRow task = w.f.task_in("development", "SHOP-1");  // an analysis job (superseded) and a development job
+  pool.poke();
+  CHECK(eventually([&] { return fs::exists(w.out() / ("dev-" + std::to_string(task.id))); }, 20s));
+  CHECK(eventually([&] { return w.f.store->jobs_with_status(JobStatus::kQueued, 10).value().empty() &&
+                                w.f.store->jobs_with_status(JobStatus::kRunning, 10).value().empty(); }, 20s));
+
+  TaskRow hanging = w.f.task_in("analysis", "SHOP-2");
+  pool.poke();
+  REQUIRE(eventually([&] { return fs::exists(w.out() / ("started-" + std::to_string(hanging.id))); }, 20s));
+  auto before = std::chrono::steady_clock::now();
+  pool.stop();
+  CHECK(std::chrono::steady_clock::now() - before < 5s);
+  auto jobs = w.f.store->jobs_for_task(hanging.id).value();
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].status == JobStatus::kQueued);  // put back for the next start
+  CHECK(jobs[0].attempt == 1);
+}
+
+TEST_CASE("two worker pools on one database file never run the same job twice") {
+  // One echo is one write(2) with O_APPEND (">>"): lines from concurrent agents never interleave.
+  WorkerFixture w(Scripts{{"analyst", "id=$(grep -o '\"job_id\": [0-9]*' \"$ORCH_TASK_JSON\" | tr -dc '0-9')\n"
+                               "echo \"$id\" >> \"$OUT/ids\"\n"}});
+  // 100 jobs over 10 tasks: attempts 1..10 of each task's analysis visit, all due now.
+  std::set<JobId> expected;
+  for (int t = 1; t <= 10; ++t) {
+    TaskRow task = w.f.task_in("analysis", "SHOP-" + std::to_string(t));
+    w.f.plane.set_item(WorkItem{task.work_item_id, "p", t, "x", "", "In Progress", std::nullopt});  // gate stays red
+    for (int attempt = 2; attempt <= 10; ++attempt)
+      REQUIRE(w.f.store->enqueue_job({task.id, task.visit, "analysis", "analyst", attempt, w.f.clock.now()},
+                                     w.f.clock.now()).ok());
+  }
+  const auto queued = w.f.store->jobs_with_status(JobStatus::kQueued, 1000);  // named: value() of a temporary dangles
+  REQUIRE(queued.ok());
+  for (const JobRow& j : queued.value()) expected.insert(j.id);
+  REQUIRE(expected.size() == 100);
+
+  // A second process, as far as the database is concerned: its own SqliteStore on the same file, its own engine.
+  auto store2 = SqliteStore::open(w.f.dir.file("orch.db"));
+  REQUIRE(store2.ok());
+  EventBus bus2(w.f.log);
+  StageEngine engine2(*store2.value(), w.f.pipeline, w.f.gates, bus2, w.f.clock, w.f.log);
+  GitWorkspaces git2(w.f.layout, w.processes, Secret(), w.f.log);
+  WorkerOptions o = w.options;
+  o.workers = 4;
+  JobRunner runner1(*w.f.store, w.f.engine, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock,
+                    w.f.log, o);
+  JobRunner runner2(*store2.value(), engine2, git2, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock,
+                    w.f.log, o);
+  WorkerPool pool1(runner1, *w.f.store, w.f.clock, w.f.log);
+  WorkerPool pool2(runner2, *store2.value(), w.f.clock, w.f.log);
+  pool1.start();
+  pool2.start();
+  bool all_done = eventually(
+      [&] { return w.f.store->jobs_with_status(JobStatus::kSucceeded, 1000).value().size() == expected.size(); },
+      180s);
+  pool1.stop();
+  pool2.stop();
+  REQUIRE(all_done);
+
+  std::map<JobId, int> runs;
+  std::istringstream lines(read_file(w.out() / "ids"));
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) ++runs[std::stoll(line)];
+  CHECK(runs.size() == expected.size());
+  for (JobId id : expected) CHECK_MESSAGE(runs[id] == 1, "job " << id << " ran " << runs[id] << " times");
+  CHECK(w.f.store->jobs_with_status(JobStatus::kFailed, 1000).value().empty());
+}
+
+TEST_CASE("worker options from the [jobs] table heartbeat well inside the stale threshold") {
+  JobsSpec jobs;  // 2 workers, stale after 150 s
+  WorkerOptions o = worker_options_from(jobs);
+  CHECK(o.workers == 2);
+  CHECK(o.heartbeat_interval == 10s);
+  jobs.heartbeat_stale = 20s;
+  jobs.workers = 0;
+  o = worker_options_from(jobs);
+  CHECK(o.heartbeat_interval == 2s);
+  CHECK(o.workers == 1);
+}
