@@ -1,0 +1,162 @@
+// DESIGN: one pass = switches -> gate side -> tracker side -> sweeper -> what an operator sees. The sides decide and
+// act; this file only makes their unblocks visible (a log line, an outbox notification whose dedup key names the
+// one transition, so a repeated pass or a second process cannot double it) and keeps the snapshot that /queue and
+// `orch status` read. The switches are re-read from the settings table every pass, so `orch reconcile disable`
+// run against the same database takes effect on the server's next pass without a restart.
+#include "reconciler/reconciler.h"
+
+#include <exception>
+
+#include <nlohmann/json.hpp>
+
+// Only for the setting keys, which /queue.json and the kill-switch CLI share with us (header-only constants).
+#include "engine/setting_keys.h"
+#include "integrations/telegram_notifier.h"
+
+namespace orch {
+
+std::vector<std::string> PassReport::lines(bool dry_run) const {
+  std::vector<std::string> out;
+  for (const Unblock& u : unblocked) {
+    std::string verb;
+    if (u.action == "advance") verb = dry_run ? "would advance" : "advanced";
+    else if (u.action == "start") verb = dry_run ? "would start" : "started";
+    else if (u.action == "approve") verb = dry_run ? "would approve" : "approved";
+    else verb = dry_run ? "would reject" : "rejected";
+    if (u.action == "advance")
+      out.push_back(verb + " " + u.work_item_key + " from " + u.from + " to " + u.to + " (" + u.why + ") via " + u.via);
+    else
+      out.push_back(verb + " " + u.work_item_key + " (" + u.from + " -> " + u.to + ") via " + u.via);
+  }
+  return out;
+}
+
+ReconcilePass::ReconcilePass(SettingsStore& settings, OutboxStore& outbox, GateSide& gate, TrackerSide* tracker,
+                             Sweeper* sweeper, const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults)
+    : settings_(settings),
+      outbox_(outbox),
+      gate_(gate),
+      tracker_(tracker),
+      sweeper_(sweeper),
+      clock_(clock),
+      log_(log),
+      defaults_(defaults) {}
+
+bool ReconcilePass::read_switch(const char* key, bool fallback, bool& ok) {
+  auto v = settings_.get_setting(key);
+  if (!v.ok()) {
+    ok = false;
+    log_.warn("reconciler: cannot read {}: {}; skipping this pass", key, v.status().message);
+    return false;
+  }
+  if (!v.value()) return fallback;
+  const std::string& s = *v.value();
+  if (s == "1" || s == "true") return true;
+  if (s == "0" || s == "false") return false;
+  log_.warn("reconciler: {} is '{}', not 1 or 0; using the start-up default", key, s);
+  return fallback;
+}
+
+PassReport ReconcilePass::run_once(PassOptions options) {
+  PassReport report;
+  const TimePoint started = clock_.now();
+  bool ok = true;
+  report.enabled = read_switch(kSettingReconcileEnabled, defaults_.enabled, ok);
+  report.plane_enabled = ok && read_switch(kSettingReconcilePlaneEnabled, defaults_.plane_enabled, ok);
+  // Unsure whether the operator switched us off: do nothing rather than override a kill switch.
+  if (!ok || !report.enabled) return report;
+  report.ran = true;
+  auto note = [&](const std::string& error) {
+    if (report.error.empty() && !error.empty()) report.error = error;
+  };
+
+  try {
+    report.gate = gate_.run_once(options.dry_run);
+  } catch (const std::exception& e) {
+    log_.warn("reconciler: gate side failed: {}", e.what());
+    note(std::string("gate side: ") + e.what());
+  }
+  note(report.gate.first_error);
+  for (const Unblock& u : report.gate.unblocked) report.unblocked.push_back(u);
+
+  if (tracker_ && report.plane_enabled) {
+    try {
+      report.tracker = tracker_->run_once(options.dry_run, options.full_sweep);
+      note(report.tracker->first_error);
+      for (const Unblock& u : report.tracker->unblocked) report.unblocked.push_back(u);
+    } catch (const std::exception& e) {
+      log_.warn("reconciler: tracker side failed: {}", e.what());
+      note(std::string("tracker side: ") + e.what());
+    }
+  }
+
+  if (options.dry_run) return report;  // changes nothing: no sweep, no notification, no snapshot
+
+  const TimePoint now = clock_.now();
+  for (const Unblock& u : report.unblocked) report_unblock(u, now, report);
+
+  if (sweeper_) {
+    try {
+      report.sweep = sweeper_->run_once();
+      if (report.sweep->errors > 0) note("sweeper: " + std::to_string(report.sweep->errors) + " rule(s) failed");
+    } catch (const std::exception& e) {
+      log_.warn("reconciler: sweeper failed: {}", e.what());
+      note(std::string("sweeper: ") + e.what());
+    }
+  }
+  write_snapshot(started, report);
+  return report;
+}
+
+void ReconcilePass::report_unblock(const Unblock& u, TimePoint now, PassReport& report) {
+  log_.info("reconciler: {} {} unblocked (lost webhook) via {}", u.work_item_key, u.from, u.via);
+  if (!defaults_.notify_unblock) return;
+  const std::string key = "unblock:" + std::to_string(u.task_id) + ":" + std::to_string(u.visit);
+  const std::string text = "<b>" + telegram_escape(u.work_item_key) + "</b> unblocked (lost webhook): " +
+                           telegram_escape(u.from) + " → " + telegram_escape(u.to) + " via " + u.via;
+  auto queued = outbox_.enqueue_notification(key, text, now);
+  if (!queued.ok()) {
+    log_.warn("reconciler: cannot queue the unblock notification for {}: {}", u.work_item_key,
+              queued.status().message);
+    if (report.error.empty()) report.error = "notification for " + u.work_item_key + ": " + queued.status().message;
+  }
+}
+
+void ReconcilePass::write_snapshot(TimePoint started, const PassReport& report) {
+  using nlohmann::json;
+  // The total survives restarts and is shared with `orch reconcile --once`: read, add, write.
+  auto previous = settings_.get_setting(kSettingReconcileSnapshot);
+  if (!previous.ok()) {
+    log_.warn("reconciler: cannot read the status snapshot: {}", previous.status().message);
+    return;
+  }
+  json old = previous.value() ? json::parse(*previous.value(), nullptr, false) : json::object();
+  if (!old.is_object()) old = json::object();
+  long long total = old.value("unblocked_total", 0LL);
+  json last_unblocked = old.contains("last_unblocked") ? old["last_unblocked"] : json(nullptr);
+  total += static_cast<long long>(report.unblocked.size());
+  if (!report.unblocked.empty()) last_unblocked = report.unblocked.back().work_item_key;
+
+  const auto duration = std::chrono::duration<double>(clock_.now() - started).count();
+  json snap = {{"last_pass_started_at", format_rfc3339(started)},
+               {"last_pass_duration_s", duration},
+               {"unblocked_total", total},
+               {"last_unblocked", last_unblocked},
+               {"last_error", report.error.empty() ? json(nullptr) : json(report.error)},
+               {"interval_s", static_cast<long long>(defaults_.interval.count())}};
+  if (Status s = settings_.set_setting(kSettingReconcileSnapshot, snap.dump()); !s.ok())
+    log_.warn("reconciler: cannot write the status snapshot: {}", s.message);
+}
+
+Reconciler::Reconciler(ReconcilePass& pass, std::chrono::milliseconds interval, spdlog::logger& log)
+    : pass_(pass), log_(log), periodic_("reconciler", interval, [this] { tick(); }) {}
+
+void Reconciler::tick() {
+  try {
+    (void)pass_.run_once();
+  } catch (const std::exception& e) {  // run_once contains its failures; this keeps the thread alive regardless
+    log_.error("reconciler: pass failed: {}", e.what());
+  }
+}
+
+}  // namespace orch

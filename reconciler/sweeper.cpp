@@ -1,0 +1,82 @@
+// DESIGN: the sweeper is the backstop for the worker. A worker that dies (crash, OOM kill, host reboot) leaves its
+// job `running` forever; the task then looks busy and the reconciler skips it. Failing such jobs makes the task
+// idle again, and the reconciler's gate side takes it from there. The rules are ordered: orphaned first (a dead
+// worker is the common case), then timed out (a live worker that failed to kill its agent), then expired queue
+// entries. A job finished by its worker between our read and our write is left alone (finish_job's kConflict).
+#include "reconciler/sweeper.h"
+
+#include <algorithm>
+#include <exception>
+
+namespace orch {
+namespace {
+
+// Running jobs are bounded by workers x processes, so one page covers them in practice; the cap keeps a runaway
+// table from turning a pass into an unbounded read.
+constexpr int kRunningScanLimit = 5000;
+
+}  // namespace
+
+SweepReport Sweeper::run_once() {
+  SweepReport report;
+  const TimePoint now = clock_.now();
+  const int batch = std::max(1, spec_.sweep_batch);
+
+  auto orphaned = jobs_.fail_stale_running(now - spec_.heartbeat_stale, batch, "orphaned: no heartbeat", now);
+  if (orphaned.ok()) {
+    report.orphaned = static_cast<int>(orphaned.value().size());
+  } else {
+    ++report.errors;
+    log_.warn("sweeper: cannot fail orphaned jobs: {}", orphaned.status().to_string());
+  }
+
+  try {
+    report.timed_out = sweep_timed_out(now, report);
+  } catch (const std::exception& e) {
+    ++report.errors;
+    log_.warn("sweeper: timed-out rule failed: {}", e.what());
+  }
+
+  auto expired = jobs_.fail_expired_queued(now - spec_.queued_ttl, batch, "expired: queued too long", now);
+  if (expired.ok()) {
+    report.expired = static_cast<int>(expired.value().size());
+  } else {
+    ++report.errors;
+    log_.warn("sweeper: cannot fail expired jobs: {}", expired.status().to_string());
+  }
+
+  if (report.changed() > 0)
+    log_.info("sweeper: failed {} orphaned, {} timed out, {} expired job(s)", report.orphaned, report.timed_out,
+              report.expired);
+  return report;
+}
+
+int Sweeper::sweep_timed_out(TimePoint now, SweepReport& report) {
+  auto running = jobs_.jobs_with_status(JobStatus::kRunning, kRunningScanLimit);
+  if (!running.ok()) {
+    ++report.errors;
+    log_.warn("sweeper: cannot list running jobs: {}", running.status().to_string());
+    return 0;
+  }
+  const int batch = std::max(1, spec_.sweep_batch);
+  int failed = 0;
+  for (const JobRow& job : running.value()) {
+    if (failed >= batch) break;
+    const AgentSpec* agent = pipeline_.agent_of(job.stage);
+    // An agent renamed or removed from the config: no timeout to apply; the heartbeat rule still covers the job.
+    if (!agent || agent->name != job.agent || !job.started_at) continue;
+    if (now <= *job.started_at + agent->timeout + spec_.dispatch_timeout) continue;
+    Status s = jobs_.finish_job(job.id, JobStatus::kFailed,
+                                "timed out: running longer than " + std::to_string(agent->timeout.count()) + "s",
+                                now);
+    if (s.ok()) {
+      ++failed;
+    } else if (s.code != Code::kConflict) {  // kConflict: its worker finished it meanwhile
+      ++report.errors;
+      log_.warn("sweeper: cannot fail timed-out job {}: {}", job.id, s.to_string());
+    }
+  }
+  return failed;
+}
+
+}  // namespace orch

@@ -1,0 +1,46 @@
+// reconciler/sweeper.h: Sweeper fails jobs that can no longer finish on their own, so their tasks become idle and
+// visible to the reconciler again: running jobs whose heartbeat stopped ("orphaned"), running jobs past their
+// agent's timeout plus a buffer ("timed out"), queued jobs older than the queued TTL ("expired").
+// Each rule fails at most `sweep_batch` jobs per pass, so a large backlog never holds a long transaction.
+// Stateless over the store, so any thread may call it; in practice the reconciler thread or `orch sweep --once`.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include "engine/clock.h"
+#include "engine/config.h"
+#include "engine/pipeline.h"
+#include "engine/store.h"
+
+namespace orch {
+
+struct SweepReport {
+  int orphaned = 0;   // running, heartbeat older than heartbeat_stale
+  int timed_out = 0;  // running, past the agent's timeout + buffer
+  int expired = 0;    // queued longer than queued_ttl
+  int errors = 0;     // rules or jobs that could not be swept this pass (logged; the next pass tries again)
+  int changed() const { return orphaned + timed_out + expired; }
+};
+
+class Sweeper {
+ public:
+  // The running-past-timeout buffer is jobs.dispatch_timeout: time for a worker to notice its agent's timeout,
+  // kill the process group (SIGTERM, grace, SIGKILL) and report, before the sweeper overrules it.
+  Sweeper(JobStore& jobs, const Pipeline& pipeline, const JobsSpec& spec, const Clock& clock, spdlog::logger& log)
+      : jobs_(jobs), pipeline_(pipeline), spec_(spec), clock_(clock), log_(log) {}
+
+  // One pass over the three rules. Logs one info line with the counts when it failed any job, nothing otherwise
+  // (a warning per rule that could not run).
+  SweepReport run_once();
+
+ private:
+  int sweep_timed_out(TimePoint now, SweepReport& report);
+
+  JobStore& jobs_;
+  const Pipeline& pipeline_;
+  const JobsSpec& spec_;
+  const Clock& clock_;
+  spdlog::logger& log_;
+};
+
+}  // namespace orch
