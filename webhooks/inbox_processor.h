@@ -1,0 +1,95 @@
+// webhooks/inbox_processor.h: InboxProcessor handles the stored deliveries in arrival order on its own thread,
+// from start() until stop(). All logic is in run_once(); poke() (after a delivery is stored) wakes it at once, and it
+// also looks every poll_interval for deliveries stored by another process. Pending deliveries left by a crash are
+// simply the first ones it finds. Only the owner calls start() and stop(); poke() and replay() from any thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+
+#include <spdlog/logger.h>
+
+#include "engine/clock.h"
+#include "engine/store.h"
+#include "webhooks/handlers/dispatcher.h"
+
+namespace orch {
+
+struct InboxProcessorOptions {
+  // A transient failure (kUnavailable: Gitea or Plane down, SQLITE_BUSY) is retried in place up to this many
+  // attempts in all, waiting first_backoff, then twice that, ...; then the delivery is marked failed (replayable).
+  // The delivery stays at the head of the line meanwhile: later events for the same item must not overtake it.
+  int max_attempts = 3;
+  std::chrono::milliseconds first_backoff{500};
+  // How often the thread looks without being poked (deliveries stored by another process, e.g. a requeue).
+  std::chrono::milliseconds poll_interval{1000};
+  int max_per_pass = 1000;  // a pass yields after this many, so stop() stays prompt under a backlog
+};
+
+struct InboxPass {
+  int handled = 0, ignored = 0, failed = 0;
+  std::optional<TimePoint> retry_at;  // set when the head delivery waits for a retry (or the store failed)
+};
+
+struct DeliveryResult {
+  DeliveryStatus status = DeliveryStatus::kPending;
+  std::string detail;  // the reason it was ignored, the error it failed with, or what it changed
+};
+
+class InboxProcessor {
+ public:
+  InboxProcessor(InboxStore& inbox, DeliveryHandler& handler, const Clock& clock, spdlog::logger& log,
+                 InboxProcessorOptions options = {})
+      : inbox_(inbox), handler_(handler), clock_(clock), log_(log), options_(options) {}
+  ~InboxProcessor() { stop(); }
+  InboxProcessor(const InboxProcessor&) = delete;
+  InboxProcessor& operator=(const InboxProcessor&) = delete;
+
+  // Handles pending deliveries in arrival order until none is left, the head one waits for a retry, or
+  // max_per_pass. Each delivery is one unit of work: an error or exception marks it failed and the pass goes on.
+  InboxPass run_once();
+
+  // Handles one stored delivery again now, whatever its status (`orch replay`, /admin/deliveries/{id}/replay), and
+  // records the new outcome. kNotFound for an unknown id. One attempt: a transient error marks it failed again.
+  // The row never goes back to pending, so a processor in another process cannot pick it up at the same time.
+  Result<DeliveryResult> replay(const std::string& delivery_id);
+
+  void start();
+  void stop();  // idempotent; joins
+  void poke();
+
+ private:
+  struct Retry {
+    int attempts = 0;
+    TimePoint at{};
+  };
+  void run(std::stop_token stop);
+  Result<HandleOutcome> handle_guarded(const DeliveryRow& row);
+  DeliveryResult to_result(const DeliveryRow& row, const Result<HandleOutcome>& outcome);
+
+  InboxStore& inbox_;
+  DeliveryHandler& handler_;
+  const Clock& clock_;
+  spdlog::logger& log_;
+  const InboxProcessorOptions options_;
+
+  std::mutex handle_mu_;                    // run_once() and replay() never handle at the same time
+  std::map<DeliverySeq, Retry> retries_;    // guarded by handle_mu_
+
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  bool poked_ = false;  // guarded by mu_
+  std::jthread thread_;  // last member: stopped before the others are destroyed
+};
+
+// Puts a stored delivery back to pending for the running processor to handle in its turn (an alternative to
+// InboxProcessor::replay for a process that cannot handle deliveries itself). kNotFound for an unknown id.
+Status requeue_delivery_by_id(InboxStore& inbox, const std::string& delivery_id);
+
+}  // namespace orch
