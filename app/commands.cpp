@@ -1,0 +1,182 @@
+#include "app/commands.h"
+
+#include <signal.h>
+
+#include <iostream>
+#include <map>
+
+#include "app/logging.h"
+#include "app/queue_document.h"
+#include "app/settings.h"
+#include "app/wiring.h"
+
+namespace orch {
+namespace {
+
+constexpr int kOk = 0;
+constexpr int kFailed = 1;
+
+int fail(const std::string& command, const Status& s) {
+  std::cerr << "orch " << command << ": " << s.message << "\n";
+  return kFailed;
+}
+
+Result<Settings> settings_for(const CommonOptions& common) { return load_settings(common.config, process_env()); }
+
+QueueDefaults queue_defaults(const Settings& s) {
+  return {s.reconciler.enabled, s.reconciler.plane_enabled, static_cast<long long>(s.reconciler.interval.count())};
+}
+
+}  // namespace
+
+int cmd_check_config(const std::string& file) {
+  auto config = load_config(file);
+  if (!config.ok()) {
+    std::cerr << config.status().message << "\n";
+    return kFailed;
+  }
+  std::cout << file << ": ok (" << config.value().projects.size() << " project(s), " << config.value().stages.size()
+            << " stage(s), " << config.value().agents.size() << " agent(s))\n";
+  return kOk;
+}
+
+int cmd_serve(const CommonOptions& common) {
+  auto settings = settings_for(common);
+  if (!settings.ok()) return fail("serve", settings.status());
+  auto log = make_logger(settings.value().log_json);
+
+  // Block the shutdown signals in every thread (threads inherit the mask), and take them here with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto app = App::open(std::move(settings).value(), *log);
+  if (!app.ok()) {
+    log->error("cannot start: {}", app.status().message);
+    return kFailed;
+  }
+  if (Status s = app.value()->start(); !s.ok()) {
+    log->error("cannot start: {}", s.message);
+    return kFailed;
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  log->info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  app.value()->stop();
+  return kOk;
+}
+
+int cmd_migrate(const CommonOptions& common) {
+  auto settings = settings_for(common);
+  if (!settings.ok()) return fail("migrate", settings.status());
+  auto store = open_store(settings.value());
+  if (!store.ok()) return fail("migrate", store.status());
+  std::cout << "database " << store.value()->path() << " is at schema version " << SqliteStore::kSchemaVersion
+            << "\n";
+  return kOk;
+}
+
+int cmd_status(const CommonOptions& common, bool json) {
+  auto settings = settings_for(common);
+  if (!settings.ok()) return fail("status", settings.status());
+  auto store = open_store(settings.value());
+  if (!store.ok()) return fail("status", store.status());
+  SystemClock clock;
+  auto doc = queue_document(*store.value(), clock.now(), queue_defaults(settings.value()));
+  if (!doc.ok()) return fail("status", doc.status());
+  const auto& d = doc.value();
+  if (json) {
+    std::cout << d.dump(2) << "\n";
+    return kOk;
+  }
+  std::map<std::string, int> by_stage;
+  for (const auto& t : d["tasks"]) by_stage[t["stage"].get<std::string>()]++;
+  std::cout << "tasks by stage:";
+  if (by_stage.empty()) std::cout << " none";
+  for (const auto& [stage, n] : by_stage) std::cout << " " << stage << "=" << n;
+  std::cout << "\n";
+  for (const auto& t : d["tasks"])
+    if (t["blocked"].get<bool>())
+      std::cout << "  blocked: " << t["work_item_key"].get<std::string>() << " in " << t["stage"].get<std::string>()
+                << ": " << t["blocked_reason"].get<std::string>() << "\n";
+  std::map<std::string, int> by_status;
+  for (const auto& j : d["jobs"]) by_status[j["status"].get<std::string>()]++;
+  std::cout << "jobs:";
+  if (by_status.empty()) std::cout << " none";
+  for (const auto& [status, n] : by_status) std::cout << " " << status << "=" << n;
+  std::cout << "\n";
+  const auto& r = d["reconciler"];
+  std::cout << "reconciler: " << (r["enabled"].get<bool>() ? "enabled" : "DISABLED") << ", tracker side "
+            << (r["plane_enabled"].get<bool>() ? "enabled" : "DISABLED") << ", unblocked "
+            << r["unblocked_total"].dump() << "\n";
+  const auto& inbox = d["inbox"];
+  std::cout << "inbox: received " << inbox["received"] << ", pending " << inbox["pending"] << ", failed "
+            << inbox["failed"] << "\n";
+  std::cout << "notifications: pending " << d["notifications"]["pending"] << ", sent " << d["notifications"]["sent"]
+            << ", failed " << d["notifications"]["failed"] << "\n";
+  return kOk;
+}
+
+int cmd_reconcile_switch(const CommonOptions& common, bool enable, bool plane_only) {
+  auto settings = settings_for(common);
+  if (!settings.ok()) return fail("reconcile", settings.status());
+  auto store = open_store(settings.value());
+  if (!store.ok()) return fail("reconcile", store.status());
+  const char* key = plane_only ? kSettingReconcilePlaneEnabled : kSettingReconcileEnabled;
+  if (Status s = store.value()->set_setting(key, enable ? "1" : "0"); !s.ok()) return fail("reconcile", s);
+  std::cout << "reconciler" << (plane_only ? " tracker side" : "") << (enable ? " enabled" : " disabled")
+            << " (a running server applies it on its next pass)\n";
+  return kOk;
+}
+
+// The one-shot commands build the same App as `orch serve` (same handlers, same engine) without starting it.
+namespace {
+Result<std::unique_ptr<App>> quiet_app(const CommonOptions& common, std::shared_ptr<spdlog::logger>& log) {
+  auto settings = settings_for(common);
+  if (!settings.ok()) return settings.status();
+  log = make_logger(settings.value().log_json, spdlog::level::warn);
+  return App::open(std::move(settings).value(), *log);
+}
+}  // namespace
+
+int cmd_replay(const CommonOptions& common, const std::string& delivery_id) {
+  std::shared_ptr<spdlog::logger> log;
+  auto app = quiet_app(common, log);
+  if (!app.ok()) return fail("replay", app.status());
+  auto result = app.value()->inbox().replay(delivery_id);
+  if (!result.ok()) return fail("replay", result.status());
+  std::cout << "delivery " << delivery_id << ": " << delivery_status_name(result.value().status);
+  if (!result.value().detail.empty()) std::cout << " (" << result.value().detail << ")";
+  std::cout << "\n";
+  return result.value().status == DeliveryStatus::kFailed ? kFailed : kOk;
+}
+
+int cmd_reconcile_once(const CommonOptions& common, bool dry_run) {
+  std::shared_ptr<spdlog::logger> log;
+  auto app = quiet_app(common, log);
+  if (!app.ok()) return fail("reconcile", app.status());
+  PassReport report = app.value()->reconcile_pass().run_once(PassOptions{.dry_run = dry_run, .full_sweep = true});
+  if (!report.ran) {
+    std::cout << (report.error.empty() ? "reconciler is disabled; nothing done" : "reconciler did not run") << "\n";
+    return report.error.empty() ? kOk : fail("reconcile", internal(report.error));
+  }
+  for (const std::string& line : report.lines(dry_run)) std::cout << line << "\n";
+  if (report.unblocked.empty()) std::cout << (dry_run ? "nothing would change" : "nothing to do") << "\n";
+  if (!report.error.empty()) return fail("reconcile", unavailable(report.error));
+  return kOk;
+}
+
+int cmd_sweep_once(const CommonOptions& common) {
+  std::shared_ptr<spdlog::logger> log;
+  auto app = quiet_app(common, log);
+  if (!app.ok()) return fail("sweep", app.status());
+  SweepReport r = app.value()->sweeper().run_once();
+  std::cout << "sweep: " << r.orphaned << " orphaned, " << r.timed_out << " timed out, " << r.expired
+            << " expired\n";
+  return r.errors > 0 ? kFailed : kOk;
+}
+
+}  // namespace orch

@@ -1,0 +1,29 @@
+// app/commands.h: one function per `orch` subcommand. Each returns the process exit code:
+// 0 success, 1 failure (the reason is printed on stderr), 2 bad usage.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace orch {
+
+struct CommonOptions {
+  std::optional<std::string> config;  // --config, else ORCH_CONFIG
+};
+
+struct ReconcileOptions {
+  bool once = false;
+  bool dry_run = false;
+  bool plane_only = false;
+};
+
+int cmd_check_config(const std::string& file);
+int cmd_serve(const CommonOptions& common);
+int cmd_migrate(const CommonOptions& common);
+int cmd_status(const CommonOptions& common, bool json);
+int cmd_replay(const CommonOptions& common, const std::string& delivery_id);
+int cmd_reconcile_switch(const CommonOptions& common, bool enable, bool plane_only);
+int cmd_reconcile_once(const CommonOptions& common, bool dry_run);
+int cmd_sweep_once(const CommonOptions& common);
+
+}  // namespace orch

@@ -1,0 +1,80 @@
+// app/main.cpp: the `orch` command line. Exit codes: 0 success, 1 failure, 2 bad usage (DESIGN.md).
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include "app/commands.h"
+
+int main(int argc, char** argv) {
+  using namespace orch;
+  CLI::App cli{"orch: a webhook-driven pipeline engine with a drift reconciler"};
+  cli.require_subcommand(1);
+  CommonOptions common;
+  auto add_config = [&](CLI::App* sub) {
+    sub->add_option("--config", common.config, "TOML config file (else ORCH_CONFIG)");
+  };
+
+  auto* serve = cli.add_subcommand("serve", "run the engine: webhooks, workers, reconciler, /queue");
+  add_config(serve);
+
+  std::string check_file;
+  auto* check = cli.add_subcommand("check-config", "validate a config file; errors name the line");
+  check->add_option("FILE", check_file, "the TOML file")->required();
+
+  auto* migrate = cli.add_subcommand("migrate", "create or upgrade the database schema");
+  add_config(migrate);
+
+  bool status_json = false;
+  auto* status = cli.add_subcommand("status", "tasks by stage, the job queue, the reconciler (from the database)");
+  add_config(status);
+  status->add_flag("--json", status_json, "print /queue.json's document");
+
+  std::string delivery_id;
+  auto* replay = cli.add_subcommand("replay", "handle a stored delivery again (e.g. a failed one)");
+  add_config(replay);
+  replay->add_option("DELIVERY_ID", delivery_id, "the sender's delivery id")->required();
+
+  ReconcileOptions reconcile_opts;
+  auto* reconcile = cli.add_subcommand("reconcile", "run one reconcile pass, or flip the kill switches");
+  add_config(reconcile);
+  reconcile->add_flag("--once", reconcile_opts.once, "run one pass now");
+  reconcile->add_flag("--dry-run", reconcile_opts.dry_run, "with --once: print what would change, change nothing");
+  auto* enable = reconcile->add_subcommand("enable", "enable the reconciler (or only its tracker side)");
+  enable->add_flag("--plane", reconcile_opts.plane_only, "only the tracker (Plane) side");
+  auto* disable = reconcile->add_subcommand("disable", "disable the reconciler (or only its tracker side)");
+  disable->add_flag("--plane", reconcile_opts.plane_only, "only the tracker (Plane) side");
+
+  bool sweep_once = false;
+  auto* sweep = cli.add_subcommand("sweep", "fail orphaned, timed-out and expired jobs");
+  add_config(sweep);
+  sweep->add_flag("--once", sweep_once, "run one sweep now")->required();
+
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return cli.exit(e) == 0 ? 0 : 2;
+  } catch (const CLI::CallForAllHelp& e) {
+    return cli.exit(e) == 0 ? 0 : 2;
+  } catch (const CLI::ParseError& e) {
+    cli.exit(e);
+    return 2;
+  }
+
+  if (*check) return cmd_check_config(check_file);
+  if (*serve) return cmd_serve(common);
+  if (*migrate) return cmd_migrate(common);
+  if (*status) return cmd_status(common, status_json);
+  if (*replay) return cmd_replay(common, delivery_id);
+  if (*reconcile) {
+    if (*enable || *disable) return cmd_reconcile_switch(common, enable->parsed(), reconcile_opts.plane_only);
+    if (!reconcile_opts.once) {
+      std::cerr << "orch reconcile: say --once, enable or disable (see --help)\n";
+      return 2;
+    }
+    return cmd_reconcile_once(common, reconcile_opts.dry_run);
+  }
+  if (*sweep) return cmd_sweep_once(common);
+  return 2;
+}

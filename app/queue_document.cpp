@@ -1,0 +1,124 @@
+#include "app/queue_document.h"
+
+namespace orch {
+namespace {
+
+using nlohmann::json;
+
+json time_or_null(const std::optional<TimePoint>& t) { return t ? json(format_rfc3339(*t)) : json(nullptr); }
+
+json task_json(const TaskRow& t) {
+  return {{"id", t.id},
+          {"project", t.project},
+          {"work_item_id", t.work_item_id},
+          {"work_item_key", t.work_item_key},
+          {"title", t.title},
+          {"stage", t.stage},
+          {"blocked", t.blocked},
+          {"blocked_reason", t.blocked ? json(t.blocked_reason) : json(nullptr)},
+          {"branch", t.branch},
+          {"pr_number", t.pr_number ? json(*t.pr_number) : json(nullptr)},
+          {"pr_state", pr_state_name(t.pr_state)},
+          {"head_sha", t.head_sha.empty() ? json(nullptr) : json(t.head_sha)},
+          {"rejection_reason", t.rejection_reason.empty() ? json(nullptr) : json(t.rejection_reason)},
+          {"entered_stage_at", format_rfc3339(t.entered_stage_at)},
+          {"created_at", format_rfc3339(t.created_at)},
+          {"updated_at", format_rfc3339(t.updated_at)}};
+}
+
+json job_json(const JobRow& j) {
+  return {{"id", j.id},
+          {"task_id", j.task_id},
+          {"stage", j.stage},
+          {"agent", j.agent},
+          {"status", job_status_name(j.status)},
+          {"attempt", j.attempt},
+          {"created_at", format_rfc3339(j.created_at)},
+          {"started_at", time_or_null(j.started_at)},
+          {"heartbeat_at", time_or_null(j.heartbeat_at)},
+          {"finished_at", time_or_null(j.finished_at)},
+          {"error", j.error.empty() ? json(nullptr) : json(j.error)}};
+}
+
+}  // namespace
+
+Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& defaults) {
+  json doc;
+  doc["generated_at"] = format_rfc3339(now);
+
+  auto tasks = store.tasks_for_queue(now - std::chrono::hours(24));
+  if (!tasks.ok()) return tasks.status();
+  doc["tasks"] = json::array();
+  for (const TaskRow& t : tasks.value()) doc["tasks"].push_back(task_json(t));
+
+  doc["jobs"] = json::array();
+  for (JobStatus s : {JobStatus::kRunning, JobStatus::kQueued}) {
+    auto jobs = store.jobs_with_status(s, 500);
+    if (!jobs.ok()) return jobs.status();
+    for (const JobRow& j : jobs.value()) doc["jobs"].push_back(job_json(j));
+  }
+  auto failed = store.recent_failed_jobs(20);
+  if (!failed.ok()) return failed.status();
+  for (const JobRow& j : failed.value()) doc["jobs"].push_back(job_json(j));
+
+  json reconciler = {{"enabled", defaults.enabled},
+                     {"plane_enabled", defaults.plane_enabled},
+                     {"interval_s", defaults.interval_s},
+                     {"last_pass_started_at", nullptr},
+                     {"last_pass_duration_s", nullptr},
+                     {"unblocked_total", 0},
+                     {"last_unblocked", nullptr},
+                     {"last_error", nullptr}};
+  auto flag = [&](const char* key, const char* field) -> Status {
+    auto v = store.get_setting(key);
+    if (!v.ok()) return v.status();
+    if (v.value()) reconciler[field] = *v.value() == "1";
+    return {};
+  };
+  if (Status s = flag(kSettingReconcileEnabled, "enabled"); !s.ok()) return s;
+  if (Status s = flag(kSettingReconcilePlaneEnabled, "plane_enabled"); !s.ok()) return s;
+  auto snapshot = store.get_setting(kSettingReconcileSnapshot);
+  if (!snapshot.ok()) return snapshot.status();
+  if (snapshot.value()) {
+    json snap = json::parse(*snapshot.value(), nullptr, false);
+    if (snap.is_object())
+      for (const auto& [k, v] : snap.items())
+        if (k != "enabled" && k != "plane_enabled") reconciler[k] = v;
+  }
+  doc["reconciler"] = reconciler;
+
+  auto counts = store.inbox_counts();
+  if (!counts.ok()) return counts.status();
+  json inbox = {{"received", counts.value().received}, {"pending", counts.value().pending},
+                {"handled", counts.value().handled},   {"ignored", counts.value().ignored},
+                {"failed", counts.value().failed},     {"failed_deliveries", json::array()}};
+  auto failed_deliveries = store.failed_deliveries(50);
+  if (!failed_deliveries.ok()) return failed_deliveries.status();
+  for (const DeliveryRow& d : failed_deliveries.value())
+    inbox["failed_deliveries"].push_back({{"source", source_name(d.source)},
+                                          {"delivery_id", d.delivery_id},
+                                          {"event", d.event},
+                                          {"error", d.error},
+                                          {"received_at", format_rfc3339(d.received_at)}});
+  doc["inbox"] = inbox;
+
+  auto transitions = store.recent_transitions(200);
+  if (!transitions.ok()) return transitions.status();
+  doc["transitions"] = json::array();
+  for (const TransitionRow& t : transitions.value())
+    doc["transitions"].push_back({{"task_id", t.task_id},
+                                  {"work_item_key", t.work_item_key},
+                                  {"from", t.from},
+                                  {"to", t.to},
+                                  {"cause", cause_name(t.cause)},
+                                  {"detail", t.detail},
+                                  {"at", format_rfc3339(t.at)}});
+
+  auto outbox = store.outbox_counts();
+  if (!outbox.ok()) return outbox.status();
+  doc["notifications"] = {
+      {"pending", outbox.value().pending}, {"sent", outbox.value().sent}, {"failed", outbox.value().failed}};
+  return doc;
+}
+
+}  // namespace orch

@@ -1,0 +1,21 @@
+// app/queue_document.h: the /queue.json document (a contract: DESIGN.md "/queue.json"; fields are only ever
+// added). Built from the database alone, so `orch status --json` prints the same thing without a server.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "engine/clock.h"
+#include "engine/setting_keys.h"
+#include "engine/store.h"
+
+namespace orch {
+
+struct QueueDefaults {  // what the reconcile block says before the reconciler ever wrote a snapshot
+  bool enabled = true;
+  bool plane_enabled = true;
+  long long interval_s = 60;
+};
+
+Result<nlohmann::json> queue_document(Store& store, TimePoint now, const QueueDefaults& defaults);
+
+}  // namespace orch

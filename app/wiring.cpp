@@ -1,0 +1,163 @@
+#include "app/wiring.h"
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+namespace orch {
+namespace {
+
+HttpClientOptions client_options(const std::string& name, const std::string& base_url, const Secret& secret,
+                                 int max_attempts) {
+  HttpClientOptions o;
+  o.name = name;
+  o.base_url = base_url;
+  o.max_attempts = max_attempts;
+  if (!secret.empty()) o.redact.push_back(secret);
+  return o;
+}
+
+GitOptions git_options(const Settings& s) {
+  GitOptions o;
+  o.gitea_base_url = s.gitea_base_url;
+  return o;
+}
+
+WebhookRouteOptions route_options(const Settings& s) {
+  WebhookRouteOptions o;
+  o.max_body_bytes = s.config.server.max_body_bytes;
+  return o;
+}
+
+GraceFn grace_fn(const Settings& s) {
+  return [&s](const std::string& stage) { return s.grace_for(stage); };
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SqliteStore>> open_store(const Settings& settings) {
+  if (!settings.database_url.empty())
+    return invalid("ORCH_DATABASE_URL='" + settings.database_url.substr(0, settings.database_url.find(':')) +
+                   ":…' is not supported by this build: only the embedded SQLite store is available");
+  std::error_code ec;
+  std::filesystem::create_directories(settings.data_dir, ec);
+  if (ec) return invalid("cannot create data directory " + settings.data_dir + ": " + ec.message());
+  return SqliteStore::open(DataLayout(settings.data_dir).database().string());
+}
+
+Result<std::unique_ptr<App>> App::open(Settings settings, spdlog::logger& log) {
+  auto store = open_store(settings);
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<App>(new App(std::move(settings), log, std::move(store).value()));
+}
+
+App::App(Settings settings, spdlog::logger& log, std::unique_ptr<SqliteStore> store)
+    : settings_(std::move(settings)),
+      log_(log),
+      store_(std::move(store)),
+      pipeline_(settings_.config),
+      layout_(settings_.data_dir),
+      plane_http_(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4), sleeper_, clock_, log_),
+      gitea_http_(client_options("gitea", settings_.gitea_base_url, settings_.gitea_token, 4), sleeper_, clock_, log_),
+      // The outbox, not the request, waits and retries Telegram: one attempt per send.
+      telegram_http_(client_options("telegram", settings_.telegram_api_base, settings_.telegram_bot_token, 1),
+                     sleeper_, clock_, log_),
+      plane_(plane_http_, settings_.plane_api_key),
+      gitea_(gitea_http_, settings_.gitea_token),
+      gates_(settings_.config, gitea_, plane_, processes_, layout_),
+      bus_(log_),
+      engine_(*store_, pipeline_, gates_, bus_, clock_, log_),
+      scheduler_(*store_, pipeline_, clock_, log_),
+      git_(layout_, processes_, settings_.gitea_token, log_, git_options(settings_)),
+      lifecycle_(git_, settings_.config, pipeline_),
+      job_runner_(*store_, engine_, git_, processes_, gitea_, settings_.config, layout_, clock_, log_,
+                  worker_options_from(settings_.config.jobs)),
+      pool_(job_runner_, *store_, clock_, log_),
+      handlers_(*store_, engine_, plane_, gitea_, settings_.config, clock_, log_),
+      dispatcher_(handlers_, settings_.config),
+      inbox_(*store_, dispatcher_, clock_, log_),
+      webhook_routes_(*store_, clock_, log_,
+                      WebhookSecrets{settings_.plane_webhook_secret, settings_.gitea_webhook_secret,
+                                     settings_.allow_unsigned_webhooks},
+                      route_options(settings_)),
+      gate_side_(*store_, *store_, engine_, clock_, log_, grace_fn(settings_),
+                 GateSideOptions{.max_candidates_per_pass = settings_.reconciler.max_candidates_per_pass}),
+      tracker_side_(settings_.config.projects, pipeline_, plane_, handlers_, *store_, *store_, clock_, log_,
+                    grace_fn(settings_)),
+      sweeper_(*store_, pipeline_, settings_.config.jobs, clock_, log_),
+      pass_(*store_, *store_, gate_side_, &tracker_side_, &sweeper_, clock_, log_,
+            ReconcileDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
+                              settings_.reconciler.notify_unblock, settings_.reconciler.interval}),
+      reconciler_(pass_, settings_.reconciler.interval, log_),
+      sender_(settings_.telegram_bot_token.empty()
+                  ? std::unique_ptr<NotificationSender>(std::make_unique<LogOnlySender>(log_))
+                  : std::make_unique<TelegramSender>(telegram_http_, settings_.telegram_bot_token,
+                                                     settings_.telegram_chat_id)),
+      outbox_(*store_, *sender_, clock_, log_),
+      outbox_thread_("outbox", std::chrono::seconds(5), [this] { outbox_.drain_once(); }) {
+  // Order matters: the worktree exists before the first job is queued, and the pool is poked after the enqueue.
+  subscribe_audit_log(bus_, log_);
+  lifecycle_.subscribe_to(bus_);
+  scheduler_.subscribe_to(bus_);
+  pool_.subscribe_to(bus_);
+  webhook_routes_.set_on_stored([this] { inbox_.poke(); });
+  register_routes();
+}
+
+App::~App() { stop(); }
+
+void App::register_routes() {
+  auto& r = http_.routes();
+  webhook_routes_.register_routes(r);
+  r.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(R"({"status":"ok"})", "application/json");
+  });
+}
+
+Status App::start() {
+  if (started_) return {};
+  for (const std::string& w : settings_.warnings) log_.warn("settings: {}", w);
+  if (settings_.telegram_bot_token.empty())
+    log_.warn("notifications: ORCH_TELEGRAM_BOT_TOKEN is not set; notifications are logged instead of sent");
+
+  // Agents' orphaned grandchildren are re-parented to us and reaped, not to init.
+  ProcessRunner::become_child_subreaper();
+  RecoveryReport recovered = job_runner_.recover_interrupted();
+  if (recovered.requeued + recovered.blocked > 0)
+    log_.info("start-up: {} interrupted job(s) requeued, {} task(s) blocked", recovered.requeued, recovered.blocked);
+  auto replayed = engine_.replay_non_terminal();
+  if (!replayed.ok()) return replayed.status();
+  log_.info("start-up: replayed {} non-terminal task(s) through the bus", replayed.value());
+
+  // Consumers first, then producers: nothing is accepted before what handles it runs.
+  outbox_thread_.start();
+  inbox_.start();
+  pool_.start();
+  reconciler_.start();
+  webhook_routes_.start();
+  if (Status s = http_.start(settings_.listen_host, settings_.listen_port); !s.ok()) {
+    stop_threads();
+    return s;
+  }
+  started_ = true;
+  log_.info("orch serving on {}:{} (data in {})", settings_.listen_host, http_.port(), settings_.data_dir);
+  return {};
+}
+
+void App::stop_threads() {
+  webhook_routes_.stop();  // commits what was already accepted
+  reconciler_.stop();      // before the pool (issue 7)
+  pool_.stop();            // stops running agents and requeues their jobs
+  inbox_.stop();
+  outbox_thread_.stop();
+}
+
+void App::stop() {
+  if (!started_) return;
+  http_.stop();  // nothing new arrives
+  stop_threads();
+  started_ = false;
+  log_.info("orch stopped");
+}
+
+}  // namespace orch

@@ -1,0 +1,109 @@
+// app/wiring.h: App builds every component of `orch serve` and the CLI, owns them all, and outlives them all.
+// Construction order is dependency order; stop() tears the threads down in reverse (HTTP first, so nothing new
+// arrives; then the reconciler, the workers, the inbox processor and the outbox). No component below app/
+// creates a thread of its own: every thread is started here, in start(), and joined here, in stop().
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <spdlog/logger.h>
+
+#include "app/http_server.h"
+#include "app/settings.h"
+#include "engine/clock.h"
+#include "engine/event_bus.h"
+#include "engine/gates.h"
+#include "engine/job_scheduler.h"
+#include "engine/layout.h"
+#include "engine/periodic.h"
+#include "engine/pipeline.h"
+#include "engine/sqlite_store.h"
+#include "engine/stage_engine.h"
+#include "integrations/gitea_client.h"
+#include "integrations/http_client.h"
+#include "integrations/plane_client.h"
+#include "integrations/process_runner.h"
+#include "integrations/git.h"
+#include "integrations/telegram_notifier.h"
+#include "integrations/worker_pool.h"
+#include "integrations/worktree_lifecycle.h"
+#include "reconciler/gate_side.h"
+#include "reconciler/reconciler.h"
+#include "reconciler/sweeper.h"
+#include "reconciler/tracker_side.h"
+#include "webhooks/handlers/dispatcher.h"
+#include "webhooks/handlers/handlers.h"
+#include "webhooks/inbox_processor.h"
+#include "webhooks/webhook_routes.h"
+
+namespace orch {
+
+// Opens the configured store: the embedded SQLite file under the data directory (created if needed).
+Result<std::unique_ptr<SqliteStore>> open_store(const Settings& settings);
+
+class App {
+ public:
+  // Builds every component and opens (migrating) the database. Nothing runs until start().
+  static Result<std::unique_ptr<App>> open(Settings settings, spdlog::logger& log);
+  ~App();
+
+  // Replays non-terminal tasks through the bus, starts the threads, then the HTTP server. Fails (and leaves
+  // nothing running) when the listen address is taken.
+  Status start();
+  void stop();  // idempotent; prompt: every thread waits on a condition variable
+  int port() const { return http_.port(); }
+
+  Store& store() { return *store_; }
+  StageEngine& engine() { return engine_; }
+  const Settings& settings() const { return settings_; }
+  // The same code paths the CLI and the admin endpoints use.
+  InboxProcessor& inbox() { return inbox_; }
+  ReconcilePass& reconcile_pass() { return pass_; }
+  Reconciler& reconciler() { return reconciler_; }
+  Sweeper& sweeper() { return sweeper_; }
+  JobRunner& job_runner() { return job_runner_; }
+
+ private:
+  App(Settings settings, spdlog::logger& log, std::unique_ptr<SqliteStore> store);
+  void register_routes();
+  void stop_threads();
+
+  Settings settings_;
+  spdlog::logger& log_;
+  SystemClock clock_;
+  RealSleeper sleeper_;
+  std::unique_ptr<SqliteStore> store_;
+  Pipeline pipeline_;
+  DataLayout layout_;
+  HttpClient plane_http_;
+  HttpClient gitea_http_;
+  HttpClient telegram_http_;
+  PlaneClient plane_;
+  GiteaClient gitea_;
+  ProcessRunner processes_;
+  GateEvaluator gates_;
+  EventBus bus_;
+  StageEngine engine_;
+  JobScheduler scheduler_;
+  GitWorkspaces git_;
+  WorktreeLifecycle lifecycle_;
+  JobRunner job_runner_;
+  WorkerPool pool_;
+  Handlers handlers_;
+  Dispatcher dispatcher_;
+  InboxProcessor inbox_;
+  WebhookRoutes webhook_routes_;
+  GateSide gate_side_;
+  TrackerSide tracker_side_;
+  Sweeper sweeper_;
+  ReconcilePass pass_;
+  Reconciler reconciler_;
+  std::unique_ptr<NotificationSender> sender_;
+  OutboxDrainer outbox_;
+  Periodic outbox_thread_;
+  HttpServer http_;
+  bool started_ = false;
+};
+
+}  // namespace orch
