@@ -38,7 +38,7 @@ char32_t next_code_point(std::string_view s, size_t& i) {
 }
 
 std::string u_escape(unsigned v) {
-  char buf[8];
+  char buf[16];
   std::snprintf(buf, sizeof buf, "\\u%04x", v);
   return buf;
 }
@@ -383,7 +383,7 @@ std::string python_isoformat(TimePoint t) {
   std::time_t tt = static_cast<std::time_t>(secs);
   std::tm tm{};
   gmtime_r(&tt, &tm);
-  char buf[48];
+  char buf[128];
   if (frac == 0) {
     std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
                   tm.tm_hour, tm.tm_min, tm.tm_sec);
