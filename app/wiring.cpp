@@ -87,7 +87,8 @@ App::App(Settings settings, spdlog::logger& log, std::unique_ptr<SqliteStore> st
       sweeper_(*store_, pipeline_, settings_.config.jobs, clock_, log_),
       pass_(*store_, *store_, gate_side_, &tracker_side_, &sweeper_, clock_, log_,
             ReconcileDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
-                              settings_.reconciler.notify_unblock, settings_.reconciler.interval}),
+                              settings_.reconciler.notify_unblock, settings_.reconciler.interval},
+            store_.get()),
       reconciler_(pass_, settings_.reconciler.interval, log_),
       sender_(settings_.telegram_bot_token.empty()
                   ? std::unique_ptr<NotificationSender>(std::make_unique<LogOnlySender>(log_))

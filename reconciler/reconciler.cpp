@@ -32,12 +32,14 @@ std::vector<std::string> PassReport::lines(bool dry_run) const {
 }
 
 ReconcilePass::ReconcilePass(SettingsStore& settings, OutboxStore& outbox, GateSide& gate, TrackerSide* tracker,
-                             Sweeper* sweeper, const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults)
+                             Sweeper* sweeper, const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults,
+                             InboxStore* inbox)
     : settings_(settings),
       outbox_(outbox),
       gate_(gate),
       tracker_(tracker),
       sweeper_(sweeper),
+      inbox_(inbox),
       clock_(clock),
       log_(log),
       defaults_(defaults) {}
@@ -70,7 +72,21 @@ PassReport ReconcilePass::run_once(PassOptions options) {
     if (report.error.empty() && !error.empty()) report.error = error;
   };
 
-  try {
+  // The webhook path is behind, not broken: what is pending in the inbox will be handled through the same
+  // handlers. Reconciling now would race it and count its events as lost. The inbox drains on its own (a failing
+  // delivery ends as failed after its retries), so this defers the sides by at most that long.
+  if (inbox_) {
+    auto counts = inbox_->inbox_counts();
+    if (!counts.ok()) {
+      note("inbox: " + counts.status().message);
+    } else if (counts.value().pending > 0) {
+      report.deferred_for_inbox = counts.value().pending;
+      log_.debug("reconciler: {} deliveries pending in the inbox; gate and tracker sides wait", report.deferred_for_inbox);
+    }
+  }
+  const bool sides = report.deferred_for_inbox == 0;
+
+  if (sides) try {
     report.gate = gate_.run_once(options.dry_run);
   } catch (const std::exception& e) {
     log_.warn("reconciler: gate side failed: {}", e.what());
@@ -79,7 +95,7 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   note(report.gate.first_error);
   for (const Unblock& u : report.gate.unblocked) report.unblocked.push_back(u);
 
-  if (tracker_ && report.plane_enabled) {
+  if (sides && tracker_ && report.plane_enabled) {
     try {
       report.tracker = tracker_->run_once(options.dry_run, options.full_sweep);
       note(report.tracker->first_error);

@@ -43,6 +43,9 @@ struct PassReport {
   std::optional<SweepReport> sweep;          // absent: no sweeper wired, or a dry run
   std::vector<Unblock> unblocked;            // both sides, in order (a dry run: what it would do)
   std::string error;                         // the pass's first error, "" when none
+  // Deliveries acknowledged but not yet handled when the pass began. While there are any, both sides wait: the
+  // event is not lost, only queued, and replaying it now would report a lost webhook that was never lost.
+  std::int64_t deferred_for_inbox = 0;
 
   // One line per entry of `unblocked`: "would advance SHOP-1 from development to review (ci success on 3f9a0c5)",
   // "would start SHOP-42 (created -> analysis)", "would approve SHOP-7 (analysis -> development)", ... In a real
@@ -54,7 +57,7 @@ class ReconcilePass {
  public:
   // tracker and sweeper may be null (no Plane configured; sweeping done elsewhere). All references outlive this.
   ReconcilePass(SettingsStore& settings, OutboxStore& outbox, GateSide& gate, TrackerSide* tracker, Sweeper* sweeper,
-                const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults);
+                const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults, InboxStore* inbox = nullptr);
 
   // One pass. Never throws; each side contains its own failures. Reads the switches first (so a flip from another
   // process applies on the next pass); when enabled: gate side, tracker side if plane-enabled, then the sweeper.
@@ -73,6 +76,7 @@ class ReconcilePass {
   GateSide& gate_;
   TrackerSide* tracker_;
   Sweeper* sweeper_;
+  InboxStore* inbox_;  // null: no inbox to wait for (tests of one side)
   const Clock& clock_;
   spdlog::logger& log_;
   const ReconcileDefaults defaults_;

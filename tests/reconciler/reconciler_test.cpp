@@ -366,3 +366,27 @@ TEST_CASE("convergence: with no loss the reconciler never unblocks anything") {
   CHECK(c.unblocked_total == 0);
   CHECK(c.notifications == 0);
 }
+
+TEST_CASE("deliveries still queued in the inbox defer both sides: a queued event is not a lost one") {
+  Rig f;
+  ReconcilePass pass(*f.store, *f.store, f.gate_side, &f.tracker_side, nullptr, f.clock, f.log, {}, f.store.get());
+  TaskRow t = f.stuck_in_development("SHOP-1", "abc1234");
+  f.clock.advance(31min);
+  // The CI webhook arrived and was acknowledged, but the inbox processor has not reached it yet.
+  NewDelivery d{Source::kGitea, "d-1", "status", "digest-1", "{}", f.clock.now()};
+  REQUIRE(f.store->insert_delivery(d, false).ok());
+  PassReport deferred = pass.run_once();
+  CHECK(deferred.ran);
+  CHECK(deferred.deferred_for_inbox == 1);
+  CHECK(deferred.unblocked.empty());
+  CHECK(f.gitea.calls() == 0);
+  CHECK(f.reload(t.id).stage == "development");
+  CHECK(f.store->all_notifications().value().empty());
+
+  auto row = f.store->next_pending_delivery(0).value();
+  REQUIRE(f.store->finish_delivery(row->seq, DeliveryStatus::kHandled, "", f.clock.now()).ok());
+  PassReport after = pass.run_once();  // the inbox is drained: a still-stuck task is now truly stuck
+  CHECK(after.deferred_for_inbox == 0);
+  CHECK(after.unblocked.size() == 1);
+  CHECK(f.reload(t.id).stage == "review");
+}

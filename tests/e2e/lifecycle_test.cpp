@@ -1,0 +1,118 @@
+// End to end against the real binary (issue 4): the start race (one Plane In Progress event delivered 50 times at
+// once under different delivery ids and bodies) and a SIGTERM while an agent runs.
+#include <doctest/doctest.h>
+
+#include <errno.h>
+#include <signal.h>
+
+#include <fstream>
+#include <latch>
+#include <set>
+
+#include "tests/e2e/e2e_world.h"
+
+using namespace orch::testing;
+using namespace orch::testing::e2e;
+using namespace std::chrono_literals;
+
+namespace {
+
+long long inbox_pending(World& w) {
+  return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'");
+}
+
+}  // namespace
+
+TEST_CASE("e2e start race: 50 concurrent In Progress deliveries make one task / one branch / one first job") {
+  World w;
+  REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
+  const std::string item = w.add_item("Race me");
+  w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "In Progress"));
+
+  // The same event, each copy with another delivery id and a different harmless field, so that neither the
+  // delivery-id nor the body-digest dedup hides the race: every copy reaches the handler.
+  auto base = nlohmann::ordered_json::parse(w.plane.issue_webhook_body(item));
+  constexpr int kCopies = 50;
+  std::vector<std::string> bodies;
+  for (int i = 0; i < kCopies; ++i) {
+    auto b = base;
+    b["data"]["sort_order"] = 65535.0 + i;
+    bodies.push_back(python_json_dumps(b));
+  }
+  std::vector<DeliveryResult> results(kCopies);
+  std::latch go(kCopies);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCopies; ++i)
+    threads.emplace_back([&, i] {
+      go.arrive_and_wait();
+      results[i] = w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", bodies[i]);
+    });
+  for (auto& t : threads) t.join();
+  int accepted = 0;
+  for (const auto& r : results) accepted += r.status == 202 ? 1 : 0;
+  CHECK(accepted == kCopies);
+
+  REQUIRE_MESSAGE(eventually([&] { return inbox_pending(w) == 0; }, 30s), w.orch->log_tail());
+  CHECK(w.count("SELECT COUNT(*) FROM deliveries") == kCopies);
+  CHECK(w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'failed'") == 0);
+  CHECK(w.count("SELECT COUNT(*) FROM tasks") == 1);
+  CHECK(w.count("SELECT COUNT(DISTINCT branch) FROM tasks") == 1);
+  CHECK(w.count("SELECT COUNT(*) FROM jobs") == 1);
+  CHECK(w.count("SELECT COUNT(*) FROM transitions WHERE to_stage = 'analysis'") == 1);
+
+  // The one analyst job runs, and its push leaves exactly one task branch on the remote.
+  REQUIRE_MESSAGE(eventually([&] { return w.count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") == 1; }, 60s),
+                  w.orch->log_tail());
+  std::vector<std::string> task_branches;
+  for (const auto& b : w.bare_branches())
+    if (b != "main") task_branches.push_back(b);
+  CHECK(task_branches == std::vector<std::string>{"orch/shop-1"});
+  CHECK(w.count("SELECT COUNT(*) FROM jobs") == 1);
+  auto status = w.orch->status_json();
+  REQUIRE(status.is_object());
+  REQUIRE(status["tasks"].size() == 1);
+  CHECK(status["tasks"][0]["stage"] == "analysis");
+  CHECK(status["tasks"][0]["branch"] == "orch/shop-1");
+  CHECK(status["inbox"]["received"] == kCopies);
+  CHECK(w.orch->terminate() == std::optional<int>(0));
+}
+
+TEST_CASE("e2e SIGTERM: orch serve exits 0 within seconds while an agent runs / and the agent process group is gone") {
+  TempDir scratch;
+  const std::string pid_file = scratch.file("agent.pid");
+  WorldOptions options;
+  options.analyst = "sleeper.sh";
+  options.analyst_env = {{"E2E_PID_FILE", pid_file}};
+  World w(options);
+  REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
+  const std::string item = w.add_item("Sleep on it");
+  w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "In Progress"));
+  REQUIRE(w.plane.send_issue_webhook(w.plane_url(), kPlaneSecret, item).status == 202);
+
+  pid_t agent = 0;
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        std::ifstream in(pid_file);
+                        long p = 0;
+                        if (!(in >> p) || p <= 0) return false;
+                        agent = static_cast<pid_t>(p);
+                        return true;
+                      },
+                      30s),
+                  w.orch->log_tail());
+  // The runner puts the agent in its own process group, led by the agent.
+  REQUIRE(kill(-agent, 0) == 0);
+  CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 1);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  std::optional<int> code = w.orch->terminate(15s);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK_MESSAGE(code == std::optional<int>(0), w.orch->log_tail());
+  CHECK(took < 5s);
+  MESSAGE("orch serve stopped in " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  // No process of the agent's group is left (the sleeping child included).
+  CHECK(eventually([&] { return kill(-agent, 0) == -1 && errno == ESRCH; }, 2s));
+  // The interrupted job went back to the queue, to be run again by the next start.
+  CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 0);
+  CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'queued'") == 1);
+}

@@ -1,0 +1,191 @@
+#include "tests/support/orch_process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "tests/support/temp_dir.h"
+
+namespace orch::testing {
+namespace {
+
+std::vector<std::string> env_lines(const std::map<std::string, std::string>& env) {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+std::vector<char*> c_array(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  for (auto& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+std::map<std::string, std::string> with_defaults(std::map<std::string, std::string> env) {
+  if (!env.count("PATH")) env["PATH"] = std::getenv("PATH") ? std::getenv("PATH") : "/usr/local/bin:/usr/bin:/bin";
+  if (!env.count("HOME")) env["HOME"] = std::getenv("HOME") ? std::getenv("HOME") : "/tmp";
+  return env;
+}
+
+// fork + execve with stdout/stderr redirected to fds; the child gets its own process group.
+pid_t spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env, int out_fd,
+            int err_fd) {
+  std::vector<std::string> args = argv;
+  std::vector<std::string> envs = env_lines(env);
+  std::vector<char*> cargs = c_array(args);
+  std::vector<char*> cenv = c_array(envs);
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  setpgid(0, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  int devnull = open("/dev/null", O_RDONLY);
+  if (devnull >= 0) dup2(devnull, 0);
+  if (out_fd >= 0) dup2(out_fd, 1);
+  if (err_fd >= 0) dup2(err_fd, 2);
+  execve(cargs[0], cargs.data(), cenv.data());
+  _exit(127);
+}
+
+}  // namespace
+
+int free_loopback_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    socklen_t len = sizeof addr;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+int run_capture(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+                std::string* out, std::chrono::milliseconds timeout) {
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) != 0) return -1;
+  pid_t pid = spawn(argv, with_defaults(env), pipefd[1], -1);
+  close(pipefd[1]);
+  if (pid < 0) {
+    close(pipefd[0]);
+    return -1;
+  }
+  std::string data;
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(pipefd[0], buf, sizeof buf)) > 0) data.append(buf, static_cast<size_t>(n));
+  close(pipefd[0]);
+  int status = 0;
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > until) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (out) *out = std::move(data);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+OrchProcess::OrchProcess(std::string config_path, std::map<std::string, std::string> env, std::string log_path)
+    : config_path_(std::move(config_path)), env_(with_defaults(std::move(env))), log_path_(std::move(log_path)) {}
+
+OrchProcess::~OrchProcess() { kill_hard(); }
+
+bool OrchProcess::start(std::chrono::milliseconds deadline) {
+  if (pid_ > 0) return false;
+  std::map<std::string, std::string> env = env_;
+  if (auto it = env.find("ORCH_LISTEN"); it != env.end()) {
+    port_ = std::stoi(it->second.substr(it->second.rfind(':') + 1));
+  } else {
+    port_ = free_loopback_port();
+    env["ORCH_LISTEN"] = "127.0.0.1:" + std::to_string(port_);
+  }
+  int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  pid_ = spawn({ORCH_BINARY, "serve", "--config", config_path_}, env, log_fd, log_fd);
+  if (log_fd >= 0) close(log_fd);
+  if (pid_ < 0) return false;
+  return eventually(
+      [&] {
+        if (pid_ <= 0) return false;
+        int status = 0;
+        if (waitpid(pid_, &status, WNOHANG) == pid_) {
+          pid_ = -1;  // died during start-up
+          return true;
+        }
+        httplib::Client c("127.0.0.1", port_);
+        c.set_connection_timeout(std::chrono::milliseconds(200));
+        auto r = c.Get("/healthz");
+        return r && r->status == 200;
+      },
+      deadline) &&
+         pid_ > 0;
+}
+
+std::optional<int> OrchProcess::wait_exit(std::chrono::milliseconds deadline) {
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  int status = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) return -WTERMSIG(status);
+      return -1000;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return std::nullopt;
+}
+
+std::optional<int> OrchProcess::terminate(std::chrono::milliseconds deadline) {
+  if (pid_ <= 0) return std::nullopt;
+  kill(pid_, SIGTERM);
+  auto code = wait_exit(deadline);
+  if (!code) kill_hard();
+  return code;
+}
+
+void OrchProcess::kill_hard() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+nlohmann::json OrchProcess::status_json() const {
+  std::string out;
+  int code = run_capture({ORCH_BINARY, "status", "--json", "--config", config_path_}, env_, &out);
+  if (code != 0) return nullptr;
+  return nlohmann::json::parse(out, nullptr, false);
+}
+
+std::string OrchProcess::log_tail(std::size_t max_bytes) const {
+  std::ifstream in(log_path_, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  return s.size() > max_bytes ? s.substr(s.size() - max_bytes) : s;
+}
+
+}  // namespace orch::testing
