@@ -5,6 +5,7 @@
 #include <iostream>
 #include <map>
 
+#include "app/admin_actions.h"
 #include "app/logging.h"
 #include "app/queue_document.h"
 #include "app/settings.h"
@@ -125,8 +126,7 @@ int cmd_reconcile_switch(const CommonOptions& common, bool enable, bool plane_on
   if (!settings.ok()) return fail("reconcile", settings.status());
   auto store = open_store(settings.value());
   if (!store.ok()) return fail("reconcile", store.status());
-  const char* key = plane_only ? kSettingReconcilePlaneEnabled : kSettingReconcileEnabled;
-  if (Status s = store.value()->set_setting(key, enable ? "1" : "0"); !s.ok()) return fail("reconcile", s);
+  if (Status s = set_reconcile_switch(*store.value(), enable, plane_only); !s.ok()) return fail("reconcile", s);
   std::cout << "reconciler" << (plane_only ? " tracker side" : "") << (enable ? " enabled" : " disabled")
             << " (a running server applies it on its next pass)\n";
   return kOk;

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+
 namespace orch {
 namespace {
 
@@ -95,12 +96,18 @@ App::App(Settings settings, spdlog::logger& log, std::unique_ptr<SqliteStore> st
                   : std::make_unique<TelegramSender>(telegram_http_, settings_.telegram_bot_token,
                                                      settings_.telegram_chat_id)),
       outbox_(*store_, *sender_, clock_, log_),
-      outbox_thread_("outbox", std::chrono::seconds(5), [this] { outbox_.drain_once(); }) {
+      outbox_thread_("outbox", std::chrono::seconds(5), [this] { outbox_.drain_once(); }),
+      metrics_(*store_),
+      queue_page_(*store_, clock_, settings_.config, layout_,
+                  QueueDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
+                                static_cast<long long>(settings_.reconciler.interval.count())},
+                  QueueLinks{settings_.plane_base_url, settings_.gitea_base_url}) {
   // Order matters: the worktree exists before the first job is queued, and the pool is poked after the enqueue.
   subscribe_audit_log(bus_, log_);
   lifecycle_.subscribe_to(bus_);
   scheduler_.subscribe_to(bus_);
   pool_.subscribe_to(bus_);
+  metrics_.subscribe_to(bus_);
   webhook_routes_.set_on_stored([this] { inbox_.poke(); });
   register_routes();
 }
@@ -113,6 +120,62 @@ void App::register_routes() {
   r.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(R"({"status":"ok"})", "application/json");
   });
+  metrics_.instrument(r);
+  metrics_.register_routes(r, settings_.metrics_token);
+  queue_page_.register_routes(r, settings_.admin_token);
+  register_admin_routes(r, settings_.admin_token,
+                        AdminDeps{*store_, inbox_, reconciler_, pool_, pipeline_, clock_, log_});
+  register_readiness(r, readiness_checks());
+}
+
+// Readiness. The reconciler and outbox threads expose their last tick; the inbox processor and the worker pool
+// expose no liveness, so their stalls are read from the store: work that waited too long while they should have
+// taken it.
+std::vector<ReadinessCheck> App::readiness_checks() {
+  constexpr auto kWaitedTooLong = std::chrono::minutes(2);
+  auto ticking = [](const char* what, bool running, std::chrono::steady_clock::time_point last,
+                    std::chrono::milliseconds interval) -> std::string {
+    if (!running) return std::string(what) + " thread is not running";
+    auto since = std::chrono::steady_clock::now() - last;
+    if (since > stall_threshold(interval))
+      return std::string(what) + " stalled: last tick " +
+             std::to_string(std::chrono::duration_cast<std::chrono::seconds>(since).count()) + " s ago";
+    return "";
+  };
+  return {
+      {"database",
+       [this]() -> std::string {
+         auto n = store_->count_tasks();
+         return n.ok() ? "" : "database unreachable: " + n.status().message;
+       }},
+      {"inbox_processor",
+       [this, kWaitedTooLong]() -> std::string {
+         auto head = store_->next_pending_delivery(0);
+         if (!head.ok()) return "cannot read the inbox: " + head.status().message;
+         if (head.value() && clock_.now() - head.value()->received_at > kWaitedTooLong)
+           return "stalled: delivery " + head.value()->delivery_id + " pending since " +
+                  format_rfc3339(head.value()->received_at);
+         return "";
+       }},
+      {"worker_pool",
+       [this, kWaitedTooLong]() -> std::string {
+         auto queued = store_->jobs_with_status(JobStatus::kQueued, 100);
+         auto running = store_->jobs_with_status(JobStatus::kRunning, job_runner_.options().workers);
+         if (!queued.ok() || !running.ok()) return "cannot read the job queue";
+         if (static_cast<int>(running.value().size()) >= job_runner_.options().workers) return "";  // all busy
+         for (const JobRow& j : queued.value())
+           if (clock_.now() - j.run_after > kWaitedTooLong)
+             return "stalled: job " + std::to_string(j.id) + " claimable since " + format_rfc3339(j.run_after) +
+                    " with a worker free";
+         return "";
+       }},
+      {"reconciler",
+       [this, ticking] { return ticking("reconciler", reconciler_.running(), reconciler_.last_tick(),
+                                        reconciler_.interval()); }},
+      {"outbox",
+       [this, ticking] { return ticking("outbox", outbox_thread_.running(), outbox_thread_.last_tick(),
+                                        outbox_thread_.interval()); }},
+  };
 }
 
 Status App::start() {

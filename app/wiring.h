@@ -9,7 +9,10 @@
 
 #include <spdlog/logger.h>
 
+#include "app/admin_routes.h"
 #include "app/http_server.h"
+#include "app/metrics.h"
+#include "app/queue_page.h"
 #include "app/settings.h"
 #include "engine/clock.h"
 #include "engine/event_bus.h"
@@ -63,10 +66,14 @@ class App {
   Reconciler& reconciler() { return reconciler_; }
   Sweeper& sweeper() { return sweeper_; }
   JobRunner& job_runner() { return job_runner_; }
+  WorkerPool& pool() { return pool_; }
+  const Pipeline& pipeline() const { return pipeline_; }
+  Metrics& metrics() { return metrics_; }
 
  private:
   App(Settings settings, spdlog::logger& log, std::unique_ptr<SqliteStore> store);
   void register_routes();
+  std::vector<ReadinessCheck> readiness_checks();
   void stop_threads();
 
   Settings settings_;
@@ -102,6 +109,8 @@ class App {
   std::unique_ptr<NotificationSender> sender_;
   OutboxDrainer outbox_;
   Periodic outbox_thread_;
+  Metrics metrics_;
+  QueuePage queue_page_;
   HttpServer http_;
   bool started_ = false;
 };

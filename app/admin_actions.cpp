@@ -1,0 +1,41 @@
+#include "app/admin_actions.h"
+
+#include <algorithm>
+
+#include "engine/setting_keys.h"
+
+namespace orch {
+
+Status set_reconcile_switch(SettingsStore& settings, bool enable, bool plane_only) {
+  const char* key = plane_only ? kSettingReconcilePlaneEnabled : kSettingReconcileEnabled;
+  return settings.set_setting(key, enable ? "1" : "0");
+}
+
+Result<JobRow> retry_blocked_task(Store& store, const Pipeline& pipeline, TaskId id, TimePoint now) {
+  auto task = store.find_task(id);
+  if (!task.ok()) return task.status();
+  if (!task.value()) return Status{Code::kNotFound, "no task " + std::to_string(id)};
+  const TaskRow& t = *task.value();
+  if (!t.blocked) return Status{Code::kConflict, "task " + t.work_item_key + " is not blocked"};
+  const StageSpec* stage = pipeline.stage(t.stage);
+  if (!stage || stage->agent.empty())
+    return Status{Code::kInvalid, "stage '" + t.stage + "' of " + t.work_item_key + " has no agent to retry"};
+  auto jobs = store.jobs_for_task(id);
+  if (!jobs.ok()) return jobs.status();
+  int attempt = 0;
+  for (const JobRow& j : jobs.value())
+    if (j.visit == t.visit) attempt = std::max(attempt, j.attempt);
+  NewJob job{.task_id = id, .visit = t.visit, .stage = t.stage, .agent = stage->agent, .attempt = attempt + 1,
+             .run_after = now};
+  // Unblock first: a worker that claims the new job at once must not find the task still blocked.
+  if (Status s = store.set_blocked(id, false, "", now); !s.ok()) return s;
+  auto enqueued = store.enqueue_job(job, now);
+  if (!enqueued.ok()) {
+    (void)store.set_blocked(id, true, t.blocked_reason, now);  // best effort: back to what the operator saw
+    return enqueued.status();
+  }
+  if (!enqueued.value()) return Status{Code::kConflict, "attempt " + std::to_string(attempt + 1) + " already exists"};
+  return *enqueued.value();
+}
+
+}  // namespace orch

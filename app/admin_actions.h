@@ -1,0 +1,21 @@
+// app/admin_actions.h: the operator's write actions, shared by the CLI (`orch reconcile enable|disable [--plane]`)
+// and the admin endpoints (/admin/...), so both doors do exactly the same thing to the same rows.
+// Stateless; thread-safe as the Store is.
+#pragma once
+
+#include "engine/clock.h"
+#include "engine/model.h"
+#include "engine/pipeline.h"
+#include "engine/store.h"
+
+namespace orch {
+
+// Persists the kill switch (kSettingReconcileEnabled, or kSettingReconcilePlaneEnabled when plane_only). A running
+// reconciler reads it at the start of its next pass; the admin endpoint also pokes it so that this is now.
+Status set_reconcile_switch(SettingsStore& settings, bool enable, bool plane_only);
+
+// Gives a blocked task one more attempt: enqueues the next attempt number of the current visit with its stage's
+// agent, then clears `blocked`. kNotFound: no such task; kConflict: not blocked; kInvalid: its stage has no agent.
+Result<JobRow> retry_blocked_task(Store& store, const Pipeline& pipeline, TaskId id, TimePoint now);
+
+}  // namespace orch

@@ -1,0 +1,121 @@
+#include "app/admin_routes.h"
+
+#include <charconv>
+
+#include <nlohmann/json.hpp>
+
+#include "app/admin_actions.h"
+#include "app/auth.h"
+
+namespace orch {
+namespace {
+
+using nlohmann::json;
+
+int http_status(Code c) {
+  switch (c) {
+    case Code::kOk: return 200;
+    case Code::kInvalid: return 400;
+    case Code::kNotFound: return 404;
+    case Code::kConflict: return 409;
+    case Code::kUnavailable: return 503;
+    case Code::kInternal: return 500;
+  }
+  return 500;
+}
+
+void answer(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void answer_error(httplib::Response& res, const Status& s) { answer(res, http_status(s.code), {{"error", s.message}}); }
+
+// A browser that holds the admin credentials (basic auth is cached per origin) would send them with a POST that
+// another site's page makes: refuse what the browser itself marks as coming from elsewhere. curl and scripts send
+// no Sec-Fetch-Site and are unaffected.
+httplib::Server::Handler from_this_site(httplib::Server::Handler handler) {
+  return [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+    const std::string site = req.get_header_value("Sec-Fetch-Site");
+    if (site == "cross-site" || site == "same-site")
+      return answer(res, 403, {{"error", "cross-site admin requests are refused"}});
+    handler(req, res);
+  };
+}
+
+httplib::Server::Handler admin_post(const Secret& token, httplib::Server::Handler handler) {
+  return require_token(token, from_this_site(std::move(handler)));
+}
+
+}  // namespace
+
+void register_admin_routes(httplib::Server& server, const Secret& admin_token, AdminDeps deps) {
+  auto flip = [deps](bool enable) {
+    return [deps, enable](const httplib::Request& req, httplib::Response& res) {
+      std::string side = req.get_param_value("side");
+      if (!side.empty() && side != "plane")
+        return answer(res, 400, {{"error", "side must be 'plane' or absent"}});
+      bool plane_only = side == "plane";
+      if (Status s = set_reconcile_switch(deps.store, enable, plane_only); !s.ok()) return answer_error(res, s);
+      deps.log.info("admin: reconciler{} {}", plane_only ? " tracker side" : "", enable ? "enabled" : "disabled");
+      deps.reconciler.poke();
+      answer(res, 200, {{plane_only ? "plane_enabled" : "enabled", enable}});
+    };
+  };
+  server.Post("/admin/reconcile/enable", admin_post(admin_token, flip(true)));
+  server.Post("/admin/reconcile/disable", admin_post(admin_token, flip(false)));
+
+  server.Post(R"(/admin/deliveries/([^/]+)/replay)",
+              admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
+                std::string id = req.matches[1];
+                auto result = deps.inbox.replay(id);
+                if (!result.ok()) return answer_error(res, result.status());
+                deps.log.info("admin: delivery {} replayed: {}", id, delivery_status_name(result.value().status));
+                answer(res, 200,
+                       {{"delivery_id", id},
+                        {"status", delivery_status_name(result.value().status)},
+                        {"detail", result.value().detail}});
+              }));
+
+  server.Post(R"(/admin/tasks/(\d+)/retry)",
+              admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
+                std::string raw = req.matches[1];
+                TaskId id = 0;
+                auto [p, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), id);
+                if (ec != std::errc() || p != raw.data() + raw.size())
+                  return answer(res, 400, {{"error", "bad task id"}});
+                auto job = retry_blocked_task(deps.store, deps.pipeline, id, deps.clock.now());
+                if (!job.ok()) return answer_error(res, job.status());
+                deps.pool.poke();
+                deps.log.info("admin: task {} retried as job {} (attempt {})", id, job.value().id,
+                              job.value().attempt);
+                answer(res, 200,
+                       {{"task_id", id}, {"job_id", job.value().id}, {"attempt", job.value().attempt},
+                        {"status", job_status_name(job.value().status)}});
+              }));
+}
+
+void register_readiness(httplib::Server& server, std::vector<ReadinessCheck> checks) {
+  server.Get("/readyz", [checks = std::move(checks)](const httplib::Request&, httplib::Response& res) {
+    json body = {{"ready", true}, {"checks", json::object()}};
+    for (const ReadinessCheck& c : checks) {
+      std::string why;
+      try {
+        why = c.check();
+      } catch (const std::exception& e) {
+        why = e.what();
+      }
+      body["checks"][c.name] = why.empty() ? "ok" : why;
+      if (!why.empty()) body["ready"] = false;
+    }
+    res.status = body["ready"].get<bool>() ? 200 : 503;
+    res.set_content(body.dump(), "application/json");
+  });
+}
+
+std::chrono::milliseconds stall_threshold(std::chrono::milliseconds interval) {
+  // A pass may legitimately take a while (the tracker side talks to Plane): allow two intervals and two minutes.
+  return 2 * interval + std::chrono::minutes(2);
+}
+
+}  // namespace orch

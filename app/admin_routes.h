@@ -1,0 +1,48 @@
+// app/admin_routes.h: the authenticated POST endpoints of DESIGN.md "The operator's interface": the kill switches,
+// replaying a delivery, retrying a blocked task. Each goes through the same function as the CLI (admin_actions.h,
+// InboxProcessor::replay) and answers JSON. Also /readyz (open): one check per dependency, 503 naming the failing ones.
+// Handlers run on any server thread; everything they touch is thread-safe.
+#pragma once
+
+#include <httplib.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <spdlog/logger.h>
+
+#include "engine/clock.h"
+#include "engine/pipeline.h"
+#include "engine/secret.h"
+#include "engine/store.h"
+#include "integrations/worker_pool.h"
+#include "reconciler/reconciler.h"
+#include "webhooks/inbox_processor.h"
+
+namespace orch {
+
+struct AdminDeps {
+  Store& store;
+  InboxProcessor& inbox;
+  Reconciler& reconciler;
+  WorkerPool& pool;
+  const Pipeline& pipeline;
+  const Clock& clock;
+  spdlog::logger& log;
+};
+
+void register_admin_routes(httplib::Server& server, const Secret& admin_token, AdminDeps deps);
+
+// One readiness check: "" when healthy, else why not (it names no secret).
+struct ReadinessCheck {
+  std::string name;
+  std::function<std::string()> check;
+};
+// GET /readyz: 200 {"ready":true,"checks":{name:"ok"}} or 503 with each failing check's reason.
+void register_readiness(httplib::Server& server, std::vector<ReadinessCheck> checks);
+
+// A thread ticking every `interval` is stalled when its last tick started longer ago than this.
+std::chrono::milliseconds stall_threshold(std::chrono::milliseconds interval);
+
+}  // namespace orch

@@ -1,0 +1,198 @@
+// DESIGN: counters that must not miss an event are fed by hooks (requests, transitions); everything that is state
+// (queues, switches, the last reconcile pass) is read from the store when Prometheus scrapes, so a second process
+// (the CLI) changing it is reflected too. The reconcile pass histogram and unblock counter are derived from the
+// snapshot the pass writes: a pass that started and was overwritten between two scrapes is not observed.
+#include "app/metrics.h"
+
+#include <chrono>
+
+#include <nlohmann/json.hpp>
+#include <prometheus/text_serializer.h>
+
+#include "app/auth.h"
+#include "engine/clock.h"
+#include "engine/setting_keys.h"
+
+namespace orch {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+thread_local std::chrono::steady_clock::time_point request_started;
+
+// A bounded label: the route, never the raw path (ids in admin paths would grow the series without bound).
+std::string route_of(const std::string& path) {
+  if (path == "/webhooks/plane" || path == "/webhooks/gitea" || path == "/queue" || path == "/queue.json" ||
+      path == "/metrics" || path == "/healthz" || path == "/readyz")
+    return path;
+  if (path.rfind("/admin/reconcile/", 0) == 0) return "/admin/reconcile";
+  if (path.rfind("/admin/deliveries/", 0) == 0) return "/admin/deliveries/replay";
+  if (path.rfind("/admin/tasks/", 0) == 0) return "/admin/tasks/retry";
+  return "other";
+}
+
+}  // namespace
+
+Metrics::Metrics(Store& store)
+    : store_(store),
+      registry_(std::make_shared<prometheus::Registry>()),
+      deliveries_(BuildCounter()
+                      .Name("orch_webhook_deliveries_received_total")
+                      .Help("Webhook requests by source and outcome (stored, duplicate, refused)")
+                      .Register(*registry_)),
+      request_seconds_(BuildHistogram()
+                           .Name("orch_http_request_duration_seconds")
+                           .Help("Time to answer an HTTP request, by route (webhook routes include the commit)")
+                           .Register(*registry_)),
+      transitions_(BuildCounter()
+                       .Name("orch_transitions_total")
+                       .Help("Stage transitions by from, to and cause")
+                       .Register(*registry_)),
+      jobs_(BuildGauge().Name("orch_jobs").Help("Jobs by status (queued, running)").Register(*registry_)),
+      inbox_(BuildGauge().Name("orch_inbox_deliveries").Help("Stored deliveries by status").Register(*registry_)),
+      notifications_(
+          BuildGauge().Name("orch_notifications").Help("Outbox notifications by status").Register(*registry_)),
+      outbox_depth_(BuildGauge()
+                        .Name("orch_notification_outbox_depth")
+                        .Help("Notifications waiting to be sent")
+                        .Register(*registry_)
+                        .Add({})),
+      reconcile_enabled_(BuildGauge()
+                             .Name("orch_reconcile_enabled")
+                             .Help("1 when the reconciler kill switch is on")
+                             .Register(*registry_)
+                             .Add({})),
+      reconcile_plane_enabled_(BuildGauge()
+                                   .Name("orch_reconcile_plane_enabled")
+                                   .Help("1 when the reconciler's tracker side is on")
+                                   .Register(*registry_)
+                                   .Add({})),
+      reconcile_last_pass_(BuildGauge()
+                               .Name("orch_reconcile_last_pass_timestamp_seconds")
+                               .Help("Unix time the last reconcile pass started (0: never)")
+                               .Register(*registry_)
+                               .Add({})),
+      reconcile_pass_seconds_(BuildHistogram()
+                                  .Name("orch_reconcile_pass_duration_seconds")
+                                  .Help("Duration of the reconcile passes observed at scrape time")
+                                  .Register(*registry_)
+                                  .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.5, 1, 5, 15,
+                                                                                   60})),
+      reconcile_unblocks_(BuildCounter()
+                              .Name("orch_reconcile_unblocks_total")
+                              .Help("Tasks the reconciler unblocked (lost webhooks), from its snapshot")
+                              .Register(*registry_)
+                              .Add({})),
+      store_up_(BuildGauge()
+                    .Name("orch_store_up")
+                    .Help("1 when the last scrape could read the database")
+                    .Register(*registry_)
+                    .Add({})) {}
+
+void Metrics::subscribe_to(EventBus& bus) {
+  bus.subscribe("metrics", [this](const TransitionFired& e) {
+    if (!e.replay) transitions_.Add({{"from", e.from}, {"to", e.to}, {"cause", cause_name(e.cause)}}).Increment();
+    return Status{};
+  });
+}
+
+void Metrics::observe_request(const std::string& path, int status, double seconds) {
+  std::string route = route_of(path);
+  static const prometheus::Histogram::BucketBoundaries kBuckets{0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                                0.05,  0.1,    0.25,  0.5,  1,    2.5};
+  request_seconds_.Add({{"route", route}}, kBuckets).Observe(seconds);
+  if (route == "/webhooks/plane" || route == "/webhooks/gitea") {
+    const char* outcome = status == 202 ? "stored" : status == 200 ? "duplicate" : "refused";
+    deliveries_.Add({{"source", route.substr(10)}, {"outcome", outcome}}).Increment();
+  }
+}
+
+void Metrics::instrument(httplib::Server& server) {
+  server.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+    request_started = std::chrono::steady_clock::now();
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  // The logger runs after the response was written, on the thread that routed the request.
+  server.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    std::chrono::duration<double> took = std::chrono::steady_clock::now() - request_started;
+    observe_request(req.path, res.status, took.count());
+  });
+}
+
+void Metrics::register_routes(httplib::Server& server, const Secret& token) {
+  server.Get("/metrics", require_token_if_set(token, [this](const httplib::Request&, httplib::Response& res) {
+               res.set_content(scrape(), "text/plain; version=0.0.4; charset=utf-8");
+             }));
+}
+
+void Metrics::collect_from_store() {
+  bool up = true;
+  for (JobStatus s : {JobStatus::kQueued, JobStatus::kRunning}) {
+    auto jobs = store_.jobs_with_status(s, 1000000);
+    if (jobs.ok())
+      jobs_.Add({{"status", job_status_name(s)}}).Set(static_cast<double>(jobs.value().size()));
+    else
+      up = false;
+  }
+  if (auto c = store_.inbox_counts(); c.ok()) {
+    inbox_.Add({{"status", "pending"}}).Set(static_cast<double>(c.value().pending));
+    inbox_.Add({{"status", "handled"}}).Set(static_cast<double>(c.value().handled));
+    inbox_.Add({{"status", "ignored"}}).Set(static_cast<double>(c.value().ignored));
+    inbox_.Add({{"status", "failed"}}).Set(static_cast<double>(c.value().failed));
+  } else {
+    up = false;
+  }
+  if (auto c = store_.outbox_counts(); c.ok()) {
+    notifications_.Add({{"status", "pending"}}).Set(static_cast<double>(c.value().pending));
+    notifications_.Add({{"status", "sent"}}).Set(static_cast<double>(c.value().sent));
+    notifications_.Add({{"status", "failed"}}).Set(static_cast<double>(c.value().failed));
+    outbox_depth_.Set(static_cast<double>(c.value().pending));
+  } else {
+    up = false;
+  }
+  auto flag = [&](const char* key, prometheus::Gauge& g) {
+    auto v = store_.get_setting(key);
+    if (!v.ok()) {
+      up = false;
+      return;
+    }
+    if (v.value()) g.Set(*v.value() == "1" ? 1 : 0);
+  };
+  reconcile_enabled_.Set(1);  // the start-up default unless a switch was persisted
+  reconcile_plane_enabled_.Set(1);
+  flag(kSettingReconcileEnabled, reconcile_enabled_);
+  flag(kSettingReconcilePlaneEnabled, reconcile_plane_enabled_);
+  auto snapshot = store_.get_setting(kSettingReconcileSnapshot);
+  if (!snapshot.ok()) {
+    up = false;
+  } else if (snapshot.value()) {
+    auto snap = nlohmann::json::parse(*snapshot.value(), nullptr, false);
+    if (snap.is_object()) {
+      std::string started = snap.value("last_pass_started_at", std::string());
+      if (auto t = parse_rfc3339(started))
+        reconcile_last_pass_.Set(std::chrono::duration<double>(t->time_since_epoch()).count());
+      if (!started.empty() && started != last_pass_seen_) {
+        last_pass_seen_ = started;
+        if (snap["last_pass_duration_s"].is_number())
+          reconcile_pass_seconds_.Observe(snap["last_pass_duration_s"].get<double>());
+      }
+      if (snap["unblocked_total"].is_number()) {
+        double total = snap["unblocked_total"].get<double>();
+        if (total > unblocked_seen_) reconcile_unblocks_.Increment(total - unblocked_seen_);
+        unblocked_seen_ = total;
+      }
+    }
+  }
+  store_up_.Set(up ? 1 : 0);
+}
+
+std::string Metrics::scrape() {
+  std::lock_guard lock(scrape_mu_);
+  collect_from_store();
+  prometheus::TextSerializer serializer;
+  return serializer.Serialize(registry_->Collect());
+}
+
+}  // namespace orch

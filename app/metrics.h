@@ -1,0 +1,68 @@
+// app/metrics.h: /metrics in the Prometheus text format. Counters are fed as things happen (webhook requests through
+// the HTTP server's routing hooks, transitions through an EventBus subscriber); the rest is read from the Store at
+// scrape time (jobs by status, inbox and outbox depth, the reconciler's snapshot), so no layer below app/ knows
+// about metrics. Thread-safe: the hooks run on any server thread, the subscriber on any publishing thread.
+#pragma once
+
+#include <httplib.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "engine/event_bus.h"
+#include "engine/secret.h"
+#include "engine/store.h"
+
+namespace orch {
+
+class Metrics {
+ public:
+  explicit Metrics(Store& store);
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // Counts transitions by from / to / cause (start-up replays are not transitions and are not counted).
+  void subscribe_to(EventBus& bus);
+  // Times every request by route, and counts webhook deliveries by source and outcome (stored / duplicate /
+  // refused). Installs the server's pre-routing handler and logger: call once, before the server starts.
+  void instrument(httplib::Server& server);
+  // GET /metrics: open when `token` is empty (ORCH_METRICS_TOKEN unset), bearer / basic otherwise.
+  void register_routes(httplib::Server& server, const Secret& token);
+
+  // The exposition text, after refreshing what is read from the store.
+  std::string scrape();
+
+  void observe_request(const std::string& path, int status, double seconds);
+
+ private:
+  void collect_from_store();
+
+  Store& store_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& deliveries_;
+  prometheus::Family<prometheus::Histogram>& request_seconds_;
+  prometheus::Family<prometheus::Counter>& transitions_;
+  prometheus::Family<prometheus::Gauge>& jobs_;
+  prometheus::Family<prometheus::Gauge>& inbox_;
+  prometheus::Family<prometheus::Gauge>& notifications_;
+  prometheus::Gauge& outbox_depth_;
+  prometheus::Gauge& reconcile_enabled_;
+  prometheus::Gauge& reconcile_plane_enabled_;
+  prometheus::Gauge& reconcile_last_pass_;
+  prometheus::Histogram& reconcile_pass_seconds_;
+  prometheus::Counter& reconcile_unblocks_;
+  prometheus::Gauge& store_up_;
+
+  std::mutex scrape_mu_;                 // one collect at a time
+  std::string last_pass_seen_;           // guarded by scrape_mu_: the snapshot's last_pass_started_at
+  double unblocked_seen_ = 0;            // guarded by scrape_mu_
+};
+
+}  // namespace orch

@@ -1,0 +1,307 @@
+#include "app/queue_page.h"
+
+#include <fstream>
+
+#include "app/auth.h"
+
+namespace orch {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::size_t kLogTailBytes = 4096;
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// The page. Every value from the document is put in the DOM with textContent or as a URL component through
+// encodeURIComponent; innerHTML is never given data.
+constexpr const char* kPageHead = R"HTML(<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>orch queue</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:1rem 2rem;color:#222;background:#fafafa}
+h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.1rem;margin:1.4rem 0 .4rem;border-bottom:1px solid #ccc}
+h3{font-size:1rem;margin:.8rem 0 .2rem}
+table{border-collapse:collapse;width:100%;background:#fff}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#eee}tr.blocked td{background:#ffe0e0}tr.blocked td.stage::after{content:" BLOCKED";color:#b00;font-weight:bold}
+.bad{color:#b00;font-weight:bold}.good{color:#070;font-weight:bold}.muted{color:#777}
+pre{margin:0;max-height:12rem;overflow:auto;background:#222;color:#eee;padding:4px;font-size:12px;white-space:pre-wrap}
+button{font-size:12px}#status{font-size:12px;color:#555}dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px}
+dt{font-weight:bold}dd{margin:0}
+</style></head><body>
+<h1>orch queue</h1><div id="status" data-source="embedded">loading…</div>
+<section id="reconciler"><h2>Reconciler</h2><div class="body"></div></section>
+<section id="tasks"><h2>Tasks</h2><div class="body"></div></section>
+<section id="jobs"><h2>Jobs</h2><div class="body"></div></section>
+<section id="inbox"><h2>Inbox</h2><div class="body"></div></section>
+<section id="notifications"><h2>Notifications</h2><div class="body"></div></section>
+<section id="transitions"><h2>Recent transitions</h2><div class="body"></div></section>
+<script type="application/json" id="orch-config">)HTML";
+
+constexpr const char* kPageMiddle = R"HTML(</script>
+<script type="application/json" id="orch-data">)HTML";
+
+constexpr const char* kPageScript = R"HTML(</script>
+<script>
+"use strict";
+const CONFIG = JSON.parse(document.getElementById('orch-config').textContent);
+const REFRESH_MS = 5000;
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === 'class') e.className = v; else if (k === 'onclick') e.onclick = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    e.appendChild(typeof c === 'object' ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+function link(text, url) { return url ? el('a', {href: url}, text) : document.createTextNode(text); }
+// Absolute and without user:password@ (a page opened as http://user:token@host/queue has them in its own URL, and
+// fetch refuses such URLs); the browser still sends the credentials it authenticated the page with.
+function api(p) { return location.origin + p; }
+function seg(s) { return encodeURIComponent(String(s)); }
+function path(s) { return String(s).split('/').map(seg).join('/'); }
+function planeUrl(t) {
+  const p = CONFIG.projects[t.project];
+  if (!CONFIG.plane_base || !p || !p.workspace || !p.project_id || !t.work_item_id) return null;
+  return CONFIG.plane_base + '/' + seg(p.workspace) + '/projects/' + seg(p.project_id) + '/issues/' + seg(t.work_item_id);
+}
+function repoUrl(t) {
+  const p = CONFIG.projects[t.project];
+  return (CONFIG.gitea_base && p && p.repo) ? CONFIG.gitea_base + '/' + path(p.repo) : null;
+}
+function ago(from, to) {
+  if (!from) return '';
+  let s = Math.max(0, Math.round((Date.parse(to) - Date.parse(from)) / 1000));
+  const d = Math.floor(s / 86400); s %= 86400;
+  const h = Math.floor(s / 3600); s %= 3600;
+  const m = Math.floor(s / 60); s %= 60;
+  return d ? d + 'd ' + h + 'h' : h ? h + 'h ' + m + 'm' : m ? m + 'm ' + s + 's' : s + 's';
+}
+function table(headers, rows) {
+  if (!rows.length) return el('p', {class: 'muted'}, 'none');
+  return el('table', {}, el('thead', {}, el('tr', {}, ...headers.map(h => el('th', {}, h)))), el('tbody', {}, ...rows));
+}
+function setBody(id, ...nodes) {
+  const body = document.querySelector('#' + id + ' .body');
+  body.replaceChildren(...nodes);
+}
+async function post(url, label) {
+  const status = document.getElementById('status');
+  try {
+    const r = await fetch(api(url), {method: 'POST', credentials: 'same-origin'});
+    const body = await r.json().catch(() => ({}));
+    status.textContent = label + ': ' + (r.ok ? (body.status || 'ok') : ('HTTP ' + r.status + ' ' + (body.error || '')));
+    status.setAttribute('data-last-action', label + (r.ok ? ' ok' : ' failed'));
+  } catch (e) {
+    status.textContent = label + ' failed: ' + e;
+  }
+  refresh();
+}
+function replay(id) { return post('/admin/deliveries/' + seg(id) + '/replay', 'replay ' + id); }
+function retry(taskId) { return post('/admin/tasks/' + seg(taskId) + '/retry', 'retry task ' + taskId); }
+function flip(enable, plane) {
+  return post('/admin/reconcile/' + (enable ? 'enable' : 'disable') + (plane ? '?side=plane' : ''),
+              (enable ? 'enable' : 'disable') + (plane ? ' tracker side' : ' reconciler'));
+}
+function renderReconciler(r) {
+  const onoff = v => el('span', {class: v ? 'good' : 'bad'}, v ? 'enabled' : 'DISABLED');
+  const row = (k, v) => [el('dt', {}, k), el('dd', {}, v)];
+  setBody('reconciler', el('dl', {},
+    ...row('reconciler', onoff(r.enabled)), ...row('tracker side', onoff(r.plane_enabled)),
+    ...row('interval', r.interval_s + ' s'),
+    ...row('last pass', r.last_pass_started_at ? r.last_pass_started_at + ' (' + r.last_pass_duration_s + ' s)' : 'never'),
+    ...row('unblocked total', r.unblocked_total), ...row('last unblocked', r.last_unblocked || '—'),
+    ...row('last error', r.last_error ? el('span', {class: 'bad'}, r.last_error) : '—')),
+    el('p', {},
+      el('button', {class: 'switch', onclick: () => flip(!r.enabled, false)}, r.enabled ? 'Disable reconciler' : 'Enable reconciler'), ' ',
+      el('button', {class: 'switch', onclick: () => flip(!r.plane_enabled, true)}, r.plane_enabled ? 'Disable tracker side' : 'Enable tracker side')));
+}
+function renderTasks(doc) {
+  const byStage = new Map(CONFIG.stages.map(s => [s, []]));
+  for (const t of doc.tasks) { if (!byStage.has(t.stage)) byStage.set(t.stage, []); byStage.get(t.stage).push(t); }
+  const parts = [];
+  for (const [stage, tasks] of byStage) {
+    if (!tasks.length) continue;
+    parts.push(el('h3', {class: 'stage-heading'}, stage + ' (' + tasks.length + ')'));
+    parts.push(table(['item', 'title', 'stage', 'in stage for', 'branch', 'PR', 'blocked', ''], tasks.map(t => {
+      const repo = repoUrl(t);
+      return el('tr', {class: t.blocked ? 'task blocked' : 'task', 'data-task-id': t.id},
+        el('td', {class: 'key'}, link(t.work_item_key || t.work_item_id, planeUrl(t))),
+        el('td', {class: 'title'}, t.title),
+        el('td', {class: 'stage'}, t.stage),
+        el('td', {}, ago(t.entered_stage_at, doc.generated_at)),
+        el('td', {}, t.branch ? link(t.branch, repo ? repo + '/src/branch/' + path(t.branch) : null) : ''),
+        el('td', {}, t.pr_number !== null ? link('#' + t.pr_number + ' ' + t.pr_state, repo ? repo + '/pulls/' + seg(t.pr_number) : null) : ''),
+        el('td', {class: 'bad'}, t.blocked ? (t.blocked_reason || 'blocked') : ''),
+        el('td', {}, t.blocked ? el('button', {class: 'retry', onclick: () => retry(t.id)}, 'Retry') : ''));
+    })));
+  }
+  setBody('tasks', ...(parts.length ? parts : [el('p', {class: 'muted'}, 'no tasks')]));
+}
+function renderJobs(doc) {
+  const keys = new Map(doc.tasks.map(t => [t.id, t.work_item_key]));
+  const active = doc.jobs.filter(j => j.status === 'queued' || j.status === 'running');
+  const failed = doc.jobs.filter(j => j.status === 'failed');
+  setBody('jobs',
+    el('h3', {}, 'Queued and running (' + active.length + ')'),
+    table(['job', 'item', 'stage', 'agent', 'status', 'attempt', 'runtime / waiting'], active.map(j =>
+      el('tr', {class: 'job ' + j.status},
+        el('td', {}, j.id), el('td', {}, keys.get(j.task_id) || ('task ' + j.task_id)), el('td', {}, j.stage),
+        el('td', {}, j.agent), el('td', {}, j.status), el('td', {}, j.attempt),
+        el('td', {}, j.status === 'running' ? ago(j.started_at, doc.generated_at) : ago(j.created_at, doc.generated_at))))),
+    el('h3', {}, 'Last failures (' + failed.length + ')'),
+    table(['job', 'item', 'stage', 'agent', 'attempt', 'finished', 'error', 'log tail'], failed.map(j =>
+      el('tr', {class: 'job failed'},
+        el('td', {}, j.id), el('td', {}, keys.get(j.task_id) || ('task ' + j.task_id)), el('td', {}, j.stage),
+        el('td', {}, j.agent), el('td', {}, j.attempt), el('td', {}, j.finished_at || ''),
+        el('td', {class: 'bad'}, j.error || ''),
+        el('td', {}, j.log_tail ? el('pre', {class: 'log-tail'}, j.log_tail) : el('span', {class: 'muted'}, 'no log'))))));
+}
+function renderInbox(doc) {
+  const i = doc.inbox;
+  setBody('inbox',
+    el('p', {class: 'counts'}, 'received ' + i.received + ', pending ' + i.pending + ', handled ' + i.handled +
+       ', ignored ' + i.ignored + ', failed ' + i.failed),
+    el('h3', {}, 'Failed deliveries'),
+    table(['source', 'delivery', 'event', 'received', 'error', ''], i.failed_deliveries.map(d =>
+      el('tr', {class: 'delivery', 'data-delivery-id': d.delivery_id},
+        el('td', {}, d.source), el('td', {class: 'delivery-id'}, d.delivery_id), el('td', {}, d.event),
+        el('td', {}, d.received_at), el('td', {class: 'bad'}, d.error),
+        el('td', {}, el('button', {class: 'replay', onclick: () => replay(d.delivery_id)}, 'Replay'))))));
+}
+function renderTransitions(doc) {
+  setBody('transitions', table(['at', 'item', 'from', 'to', 'cause', 'detail'], doc.transitions.map(t =>
+    el('tr', {class: 'transition'}, el('td', {}, t.at), el('td', {}, t.work_item_key || ('task ' + t.task_id)),
+       el('td', {}, t.from), el('td', {}, t.to), el('td', {class: 'cause'}, t.cause), el('td', {}, t.detail || '')))));
+}
+function render(doc) {
+  renderReconciler(doc.reconciler);
+  renderTasks(doc);
+  renderJobs(doc);
+  renderInbox(doc);
+  const n = doc.notifications;
+  setBody('notifications', el('p', {}, 'pending ' + n.pending + ', sent ' + n.sent + ', failed ' + n.failed));
+  renderTransitions(doc);
+}
+async function refresh() {
+  const status = document.getElementById('status');
+  try {
+    const r = await fetch(api('/queue.json'), {credentials: 'same-origin', cache: 'no-store'});
+    if (!r.ok) throw new Error('HTTP ' + r.status);
+    const doc = await r.json();
+    render(doc);
+    status.setAttribute('data-source', 'live');
+    status.setAttribute('data-generated-at', doc.generated_at);
+    if (!status.hasAttribute('data-last-action')) status.textContent = 'as of ' + doc.generated_at + ' (refreshes every ' + REFRESH_MS / 1000 + ' s)';
+  } catch (e) {
+    status.textContent = 'refresh failed: ' + e.message + ' (showing older data)';
+  }
+}
+render(JSON.parse(document.getElementById('orch-data').textContent));
+document.getElementById('status').textContent = 'as of page load';
+refresh();
+setInterval(refresh, REFRESH_MS);
+</script></body></html>
+)HTML";
+
+}  // namespace
+
+std::string tail_of_file(const std::string& path, std::size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(0, std::ios::end);
+  std::streamoff size = in.tellg();
+  const auto cap = static_cast<std::streamoff>(max_bytes);
+  std::streamoff start = size > cap ? size - cap : 0;
+  in.seekg(start);
+  std::string data(static_cast<std::size_t>(size - start), '\0');
+  in.read(data.data(), static_cast<std::streamsize>(data.size()));
+  data.resize(static_cast<std::size_t>(in.gcount()));
+  if (start > 0)
+    if (auto nl = data.find('\n'); nl != std::string::npos && nl + 1 < data.size()) data.erase(0, nl + 1);
+  return data;
+}
+
+std::string json_for_script(const json& value) {
+  std::string raw = dump(value);
+  std::string out;
+  out.reserve(raw.size());
+  for (char c : raw) {
+    if (c == '<') out += "\\u003c";
+    else if (c == '>') out += "\\u003e";
+    else if (c == '&') out += "\\u0026";
+    else out += c;
+  }
+  return out;
+}
+
+QueuePage::QueuePage(Store& store, const Clock& clock, const Config& config, const DataLayout& layout,
+                     QueueDefaults defaults, QueueLinks links)
+    : store_(store), clock_(clock), config_(config), layout_(layout), defaults_(defaults), links_(std::move(links)) {}
+
+Result<json> QueuePage::document() {
+  auto doc = queue_document(store_, clock_.now(), defaults_);
+  if (!doc.ok()) return doc.status();
+  json d = doc.value();
+  for (json& j : d["jobs"])
+    if (j["status"] == "failed") {
+      std::string tail = tail_of_file(layout_.job_log(j["id"].get<JobId>()).string(), kLogTailBytes);
+      j["log_tail"] = tail.empty() ? json(nullptr) : json(tail);
+    }
+  return d;
+}
+
+json QueuePage::page_config() const {
+  auto trim = [](std::string s) {
+    while (!s.empty() && s.back() == '/') s.pop_back();
+    return s;
+  };
+  json c = {{"plane_base", trim(links_.plane_base_url)}, {"gitea_base", trim(links_.gitea_base_url)},
+            {"projects", json::object()}, {"stages", json::array({std::string(kStageCreated)})}};
+  for (const ProjectSpec& p : config_.projects)
+    c["projects"][p.name] = {
+        {"workspace", p.plane_workspace}, {"project_id", p.plane_project_id}, {"repo", p.gitea_repo}};
+  for (const StageSpec& s : config_.stages) c["stages"].push_back(s.name);
+  c["stages"].push_back(std::string(kStageDone));
+  return c;
+}
+
+Result<std::string> QueuePage::html() {
+  auto doc = document();
+  if (!doc.ok()) return doc.status();
+  std::string page = kPageHead;
+  page += json_for_script(page_config());
+  page += kPageMiddle;
+  page += json_for_script(doc.value());
+  page += kPageScript;
+  return page;
+}
+
+void QueuePage::register_routes(httplib::Server& server, const Secret& admin_token) {
+  auto unavailable = [](httplib::Response& res, const Status& s) {
+    res.status = s.code == Code::kUnavailable ? 503 : 500;
+    res.set_content(dump(json{{"error", s.message}}), "application/json");
+  };
+  server.Get("/queue", require_token(admin_token, [this, unavailable](const httplib::Request&, httplib::Response& res) {
+               auto page = html();
+               if (!page.ok()) return unavailable(res, page.status());
+               res.set_header("Cache-Control", "no-store");
+               // Nothing external is needed, so nothing external is allowed.
+               res.set_header("Content-Security-Policy",
+                              "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                              "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'");
+               res.set_content(page.value(), "text/html; charset=utf-8");
+             }));
+  server.Get("/queue.json",
+             require_token(admin_token, [this, unavailable](const httplib::Request&, httplib::Response& res) {
+               auto doc = document();
+               if (!doc.ok()) return unavailable(res, doc.status());
+               res.set_header("Cache-Control", "no-store");
+               res.set_content(dump(doc.value()), "application/json");
+             }));
+}
+
+}  // namespace orch

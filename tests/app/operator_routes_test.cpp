@@ -1,0 +1,329 @@
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+#include <cstdlib>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "app/admin_actions.h"
+#include "tests/app/app_harness.h"
+
+namespace orch {
+namespace {
+
+using namespace orch::testing;
+using nlohmann::json;
+
+json get_queue(RunningApp& app) {
+  auto c = app.client();
+  auto res = c.Get("/queue.json", admin());
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  CHECK(res->get_header_value("Content-Type") == "application/json");
+  json doc = json::parse(res->body, nullptr, false);
+  REQUIRE(doc.is_object());
+  return doc;
+}
+
+enum class T { kString, kInt, kNumber, kBool, kStringOrNull, kIntOrNull, kNumberOrNull, kArray, kObject };
+bool has_type(const json& v, T t) {
+  switch (t) {
+    case T::kString: return v.is_string();
+    case T::kInt: return v.is_number_integer();
+    case T::kNumber: return v.is_number();
+    case T::kBool: return v.is_boolean();
+    case T::kStringOrNull: return v.is_string() || v.is_null();
+    case T::kIntOrNull: return v.is_number_integer() || v.is_null();
+    case T::kNumberOrNull: return v.is_number() || v.is_null();
+    case T::kArray: return v.is_array();
+    case T::kObject: return v.is_object();
+  }
+  return false;
+}
+void check_fields(const json& obj, const std::vector<std::pair<const char*, T>>& fields) {
+  REQUIRE(obj.is_object());
+  for (const auto& [name, type] : fields) {
+    CAPTURE(name);
+    REQUIRE(obj.contains(name));
+    CHECK(has_type(obj[name], type));
+  }
+}
+bool is_rfc3339(const json& v) {
+  static const std::regex re(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z)");
+  return v.is_string() && std::regex_match(v.get<std::string>(), re);
+}
+
+void seed(RunningApp& app) {
+  TaskRow dev = app.add_task("SHOP-3", "Build the cart", {"analysis", "development"});
+  app.add_task("SHOP-2", "Analyse checkout", {"analysis"});
+  TaskRow blocked = app.add_task("SHOP-6", kHostileTitle, {"analysis", "development"});
+  REQUIRE(app.store().set_blocked(blocked.id, true, "agent failed 3 times", SystemClock().now()).ok());
+  app.add_failed_job(dev, "line one\n<script>alert(2)</script>\nlast line\n");
+  app.add_failed_delivery("dlv-failed-1", "gitea unavailable");
+  app.set_snapshot(R"({"last_pass_started_at":"2026-11-23T10:00:00Z","last_pass_duration_s":0.012,)"
+                   R"("unblocked_total":3,"last_unblocked":"SHOP-42","last_error":null,"interval_s":60})");
+}
+
+TEST_CASE("/queue.json carries every documented field with its documented type") {
+  RunningApp app;
+  seed(app);
+  app.start();
+  json doc = get_queue(app);
+  check_fields(doc, {{"generated_at", T::kString}, {"tasks", T::kArray}, {"jobs", T::kArray},
+                     {"reconciler", T::kObject}, {"inbox", T::kObject}, {"transitions", T::kArray},
+                     {"notifications", T::kObject}});
+  CHECK(is_rfc3339(doc["generated_at"]));
+  REQUIRE(doc["tasks"].size() == 3);
+  for (const json& t : doc["tasks"]) {
+    check_fields(t, {{"id", T::kInt}, {"project", T::kString}, {"work_item_id", T::kString},
+                     {"work_item_key", T::kString}, {"title", T::kString}, {"stage", T::kString},
+                     {"blocked", T::kBool}, {"blocked_reason", T::kStringOrNull}, {"branch", T::kString},
+                     {"pr_number", T::kIntOrNull}, {"head_sha", T::kStringOrNull},
+                     {"entered_stage_at", T::kString}, {"updated_at", T::kString}});
+    CHECK(is_rfc3339(t["entered_stage_at"]));
+  }
+  REQUIRE_FALSE(doc["jobs"].empty());
+  bool saw_failed = false;
+  for (const json& j : doc["jobs"]) {
+    check_fields(j, {{"id", T::kInt}, {"task_id", T::kInt}, {"stage", T::kString}, {"agent", T::kString},
+                     {"status", T::kString}, {"attempt", T::kInt}, {"started_at", T::kStringOrNull},
+                     {"heartbeat_at", T::kStringOrNull}});
+    CHECK(std::set<std::string>{"queued", "running", "succeeded", "failed"}.count(j["status"].get<std::string>()));
+    if (j["status"] == "failed" && j["error"] == "agent exited with 1") {
+      saw_failed = true;
+      REQUIRE(j.contains("log_tail"));
+      CHECK(j["log_tail"].get<std::string>().find("<script>alert(2)</script>") != std::string::npos);
+    }
+  }
+  CHECK(saw_failed);
+  check_fields(doc["reconciler"], {{"enabled", T::kBool}, {"plane_enabled", T::kBool}, {"interval_s", T::kInt},
+                                   {"last_pass_started_at", T::kStringOrNull},
+                                   {"last_pass_duration_s", T::kNumberOrNull}, {"unblocked_total", T::kInt},
+                                   {"last_unblocked", T::kStringOrNull}, {"last_error", T::kStringOrNull}});
+  CHECK(doc["reconciler"]["unblocked_total"].get<int>() >= 3);
+  CHECK(doc["reconciler"]["last_unblocked"] == "SHOP-42");
+  check_fields(doc["inbox"], {{"received", T::kInt}, {"pending", T::kInt}, {"handled", T::kInt},
+                              {"ignored", T::kInt}, {"failed", T::kInt}, {"failed_deliveries", T::kArray}});
+  REQUIRE(doc["inbox"]["failed_deliveries"].size() == 1);
+  check_fields(doc["inbox"]["failed_deliveries"][0], {{"source", T::kString}, {"delivery_id", T::kString},
+                                                      {"event", T::kString}, {"error", T::kString},
+                                                      {"received_at", T::kString}});
+  REQUIRE_FALSE(doc["transitions"].empty());
+  for (const json& t : doc["transitions"]) {
+    check_fields(t, {{"task_id", T::kInt}, {"from", T::kString}, {"to", T::kString}, {"cause", T::kString},
+                     {"at", T::kString}});
+    CHECK(std::set<std::string>{"webhook", "agent", "reconciler", "manual"}.count(t["cause"].get<std::string>()));
+  }
+  check_fields(doc["notifications"], {{"pending", T::kInt}, {"sent", T::kInt}, {"failed", T::kInt}});
+}
+
+TEST_CASE("replaying a failed delivery through the admin endpoint handles it again and takes it off the list") {
+  RunningApp app;
+  app.add_failed_delivery("dlv-failed-1", "gitea unavailable");
+  app.start();
+  auto c = app.client();
+  auto res = c.Post("/admin/deliveries/dlv-failed-1/replay", admin(), "", "application/json");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  json body = json::parse(res->body, nullptr, false);
+  CHECK(body["delivery_id"] == "dlv-failed-1");
+  CHECK(body["status"] != "failed");
+  json doc = get_queue(app);
+  CHECK(doc["inbox"]["failed_deliveries"].empty());
+  CHECK(doc["inbox"]["failed"] == 0);
+}
+
+TEST_CASE("kill switch flips through the admin endpoints show in /queue.json, the same as through the CLI code") {
+  RunningApp app;
+  app.start();
+  auto c = app.client();
+  CHECK(get_queue(app)["reconciler"]["enabled"] == true);
+  auto off = c.Post("/admin/reconcile/disable", admin(), "", "application/json");
+  REQUIRE(off);
+  CHECK(off->status == 200);
+  CHECK(json::parse(off->body)["enabled"] == false);
+  CHECK(get_queue(app)["reconciler"]["enabled"] == false);
+  CHECK(get_queue(app)["reconciler"]["plane_enabled"] == false);  // ORCH_RECONCILE_PLANE_ENABLED=0 in the harness
+  REQUIRE(c.Post("/admin/reconcile/enable?side=plane", admin(), "", "application/json")->status == 200);
+  CHECK(get_queue(app)["reconciler"]["plane_enabled"] == true);
+  REQUIRE(c.Post("/admin/reconcile/enable", admin(), "", "application/json")->status == 200);
+  CHECK(get_queue(app)["reconciler"]["enabled"] == true);
+  CHECK(c.Post("/admin/reconcile/enable?side=gitea", admin(), "", "application/json")->status == 400);
+  // The CLI goes through the same function: `orch reconcile disable --plane` on the same data, while serving.
+  const std::string cli = "ORCH_DATA_DIR='" + app.dir().path().string() + "' ORCH_CONFIG='" ORCH_SOURCE_DIR
+                          "/examples/orch.toml' '" ORCH_BINARY "' reconcile disable --plane >/dev/null";
+  CHECK(std::system(cli.c_str()) == 0);
+  CHECK(get_queue(app)["reconciler"]["plane_enabled"] == false);
+  REQUIRE(set_reconcile_switch(app.store(), false, false).ok());
+  CHECK(get_queue(app)["reconciler"]["enabled"] == false);
+  CHECK(app.log().contains("admin: reconciler enabled"));
+}
+
+TEST_CASE("retrying a blocked task unblocks it and queues the next attempt of its current visit") {
+  RunningApp app;
+  TaskRow task = app.add_task("SHOP-7", "Retry me", {"analysis", "development"});
+  app.add_failed_job(task, "boom\n");
+  REQUIRE(app.store().set_blocked(task.id, true, "agent failed", SystemClock().now()).ok());
+  TaskRow other = app.add_task("SHOP-8", "Not blocked", {"analysis"});
+  // Not started: the worker pool must not race the assertions on the queued job.
+  auto job = retry_blocked_task(app.store(), app.app().pipeline(), task.id, SystemClock().now());
+  REQUIRE(job.ok());
+  CHECK(job.value().attempt == 2);
+  CHECK(job.value().visit == task.visit);
+  CHECK(job.value().agent == "developer");
+  CHECK(job.value().status == JobStatus::kQueued);
+  CHECK_FALSE(app.store().find_task(task.id).value()->blocked);
+  CHECK(retry_blocked_task(app.store(), app.app().pipeline(), task.id, SystemClock().now()).status().code ==
+        Code::kConflict);
+
+  app.start();
+  auto c = app.client();
+  REQUIRE(app.store().set_blocked(task.id, true, "agent failed again", SystemClock().now()).ok());
+  auto res = c.Post("/admin/tasks/" + std::to_string(task.id) + "/retry", admin(), "", "application/json");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  json body = json::parse(res->body, nullptr, false);
+  CHECK(body["task_id"] == task.id);
+  CHECK(body["attempt"] == 3);
+  auto not_blocked = c.Post("/admin/tasks/" + std::to_string(other.id) + "/retry", admin(), "", "application/json");
+  REQUIRE(not_blocked);
+  CHECK(not_blocked->status == 409);
+}
+
+TEST_CASE("/readyz names each dependency and is ready when all are") {
+  RunningApp app;
+  app.start();
+  auto c = app.client();
+  auto res = c.Get("/readyz");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  json body = json::parse(res->body, nullptr, false);
+  CHECK(body["ready"] == true);
+  for (const char* name : {"database", "inbox_processor", "worker_pool", "reconciler", "outbox"}) {
+    CAPTURE(name);
+    CHECK(body["checks"][name] == "ok");
+  }
+}
+
+TEST_CASE("/readyz fails, naming the inbox processor, when a delivery has waited far too long") {
+  RunningApp app;
+  app.start();
+  app.app().inbox().stop();  // the processor is wedged: nothing takes the delivery below
+  NewDelivery d{.source = Source::kPlane, .delivery_id = "stuck-1", .event = "issue", .body_digest = "d",
+                .body = "{}", .received_at = SystemClock().now() - std::chrono::minutes(10)};
+  REQUIRE(app.store().insert_delivery(d, false).ok());
+  auto res = app.client().Get("/readyz");
+  REQUIRE(res);
+  CHECK(res->status == 503);
+  json body = json::parse(res->body, nullptr, false);
+  CHECK(body["ready"] == false);
+  CHECK(body["checks"]["inbox_processor"].get<std::string>().find("stuck-1") != std::string::npos);
+  CHECK(body["checks"]["database"] == "ok");
+}
+
+// A small checker of the Prometheus text exposition format (0.0.4): every line is blank, a comment (# HELP /
+// # TYPE name kind), or `name{label="value",...} value`; every sample belongs to a family with a # TYPE.
+struct Exposition {
+  std::map<std::string, std::string> types;  // family -> counter|gauge|histogram|summary|untyped
+  std::map<std::string, double> samples;     // "name{labels}" -> value
+  std::vector<std::string> errors;
+};
+Exposition parse_exposition(const std::string& text) {
+  static const std::regex type_re(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped))");
+  static const std::regex help_re(R"(# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .*)");
+  static const std::string name = R"([a-zA-Z_:][a-zA-Z0-9_:]*)";
+  static const std::string label = R"([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*")";
+  static const std::string value = R"([-+]?([0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?|Inf|NaN))";
+  // Groups: 1 name, 2 the {labels} block, 7 the value.
+  static const std::regex sample_re("(" + name + R"()(\{()" + label + "(," + label + R"()*,?)?\})? ()" + value +
+                                    ")( [0-9]+)?");
+  Exposition e;
+  std::istringstream in(text);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    std::smatch m;
+    if (line.empty()) continue;
+    if (std::regex_match(line, m, type_re)) {
+      e.types[m[1]] = m[2];
+    } else if (std::regex_match(line, m, help_re)) {
+    } else if (line[0] == '#') {
+      e.errors.push_back("line " + std::to_string(n) + ": unknown comment: " + line);
+    } else if (std::regex_match(line, m, sample_re)) {
+      std::string name = m[1];
+      std::string family = name;
+      for (const char* suffix : {"_bucket", "_sum", "_count"})
+        if (!e.types.count(family) && family.size() > std::strlen(suffix) &&
+            family.compare(family.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+          family = family.substr(0, family.size() - std::strlen(suffix));
+      if (!e.types.count(family)) e.errors.push_back("line " + std::to_string(n) + ": no # TYPE for " + name);
+      std::string value = m[7];
+      e.samples[name + std::string(m[2])] = value == "+Inf" || value == "Inf" ? 1e308 : std::stod(value);
+    } else {
+      e.errors.push_back("line " + std::to_string(n) + ": not a sample: " + line);
+    }
+  }
+  return e;
+}
+
+TEST_CASE("the exposition checker refuses what Prometheus would") {
+  CHECK(parse_exposition("# TYPE a counter\na 1\n").errors.empty());
+  CHECK(parse_exposition("# TYPE a gauge\na{x=\"1\",y=\"q\\\"\"} 2.5\n").errors.empty());
+  CHECK_FALSE(parse_exposition("a 1\n").errors.empty());                      // no TYPE
+  CHECK_FALSE(parse_exposition("# TYPE a counter\na{x=1} 1\n").errors.empty());  // unquoted label
+  CHECK_FALSE(parse_exposition("# TYPE a counter\na one\n").errors.empty());
+  CHECK_FALSE(parse_exposition("# TYPE a counter\n#bogus\n").errors.empty());
+}
+
+TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs, inbox, outbox and reconciler") {
+  RunningApp app;
+  seed(app);
+  app.start();
+  auto c = app.client();
+  auto stored = c.Post("/webhooks/gitea",
+                       {{"X-Gitea-Delivery", "m-1"}, {"X-Gitea-Event-Type", "push"}},
+                       R"({"ref":"refs/heads/main","after":"abc","repository":{"full_name":"acme/shop"}})",
+                       "application/json");
+  REQUIRE(stored);
+  CHECK(stored->status == 202);
+  auto refused = c.Post("/webhooks/gitea", {{"X-Gitea-Event-Type", "push"}}, "{}", "application/json");
+  REQUIRE(refused);
+  CHECK(refused->status >= 400);
+  // A transition after start-up goes through the bus (the seeded ones were written to the store directly).
+  TaskRow fresh = app.add_task("SHOP-9", "Fresh", {});
+  auto moved = app.app().engine().advance_stage(
+      fresh.id, AdvanceRequest{.cause = Cause::kManual, .to = "analysis", .expected_from = std::nullopt,
+                               .finished_agent = std::nullopt, .rejection_reason = std::nullopt, .detail = "test"});
+  REQUIRE_MESSAGE(moved.ok(), moved.status().message);
+  REQUIRE(c.Post("/admin/reconcile/disable", admin(), "", "application/json")->status == 200);
+
+  auto res = c.Get("/metrics");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  CHECK(res->get_header_value("Content-Type").rfind("text/plain", 0) == 0);
+  Exposition e = parse_exposition(res->body);
+  for (const std::string& err : e.errors) FAIL_CHECK(err);
+  CHECK(e.types["orch_webhook_deliveries_received_total"] == "counter");
+  CHECK(e.samples[R"(orch_webhook_deliveries_received_total{outcome="stored",source="gitea"})"] == 1);
+  CHECK(e.samples[R"(orch_webhook_deliveries_received_total{outcome="refused",source="gitea"})"] == 1);
+  CHECK(e.types["orch_http_request_duration_seconds"] == "histogram");
+  CHECK(e.samples[R"(orch_http_request_duration_seconds_count{route="/webhooks/gitea"})"] == 2);
+  CHECK(e.types["orch_transitions_total"] == "counter");
+  CHECK(e.samples[R"(orch_transitions_total{cause="manual",from="created",to="analysis"})"] == 1);
+  CHECK(e.types["orch_jobs"] == "gauge");
+  CHECK(e.samples.count(R"(orch_jobs{status="queued"})"));
+  CHECK(e.samples.count(R"(orch_jobs{status="running"})"));
+  CHECK(e.samples[R"(orch_inbox_deliveries{status="failed"})"] == 1);
+  CHECK(e.types["orch_notification_outbox_depth"] == "gauge");
+  CHECK(e.samples.count("orch_notification_outbox_depth"));
+  CHECK(e.samples["orch_reconcile_enabled"] == 0);
+  CHECK(e.samples["orch_reconcile_unblocks_total"] >= 3);
+  CHECK(e.types["orch_reconcile_pass_duration_seconds"] == "histogram");
+  CHECK(e.samples["orch_reconcile_pass_duration_seconds_count"] >= 1);
+  CHECK(e.samples["orch_store_up"] == 1);
+}
+
+}  // namespace
+}  // namespace orch

@@ -1,0 +1,241 @@
+// The /queue page in a real browser: Debian's chromium, headless, against a running App. Skipped (with a message)
+// only when chromium is not installed (scripts/install-deps.sh --with-browser installs it).
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/app/app_harness.h"
+
+namespace orch {
+namespace {
+
+using namespace orch::testing;
+
+constexpr const char* kChromium = "/usr/bin/chromium";
+
+std::string run(const std::string& command) {
+  std::string out;
+  FILE* p = popen(command.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+std::string chromium_command(const TempDir& profile, const std::string& extra, const std::string& url) {
+  return std::string(kChromium) +
+         " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking"
+         " --disable-component-update --disable-sync --disable-dev-shm-usage --user-data-dir=" +
+         profile.path().string() + " --virtual-time-budget=3000 " + extra + " '" + url + "' 2>/dev/null";
+}
+
+struct Seeded {
+  TaskRow created, analysis, development, review, done, blocked;
+};
+
+Seeded seed_every_stage(RunningApp& app) {
+  Seeded s;
+  s.created = app.add_task("SHOP-1", "Just arrived", {});
+  s.analysis = app.add_task("SHOP-2", "Analyse checkout", {"analysis"});
+  s.development = app.add_task("SHOP-3", "Build the cart", {"analysis", "development"});
+  REQUIRE(app.store()
+              .record_facts(s.development.id, TaskFacts{.pr_number = 12, .pr_state = PrState::kOpen,
+                                                        .review_state = std::nullopt, .head_sha = "3f9a0c5",
+                                                        .tracker_state = std::nullopt},
+                            SystemClock().now())
+              .ok());
+  s.review = app.add_task("SHOP-4", "Review the payment flow", {"analysis", "development", "review"});
+  s.done = app.add_task("SHOP-5", "Shipped already", {"analysis", "development", "review", "done"});
+  s.blocked = app.add_task("SHOP-6", kHostileTitle, {"analysis", "development"});
+  REQUIRE(app.store().set_blocked(s.blocked.id, true, "agent failed 3 times", SystemClock().now()).ok());
+  app.add_failed_job(s.blocked, "cloning...\n<script>alert(2)</script>\nagent exited with 1\n");
+  app.add_failed_delivery("dlv-failed-1", "gitea unavailable");
+  app.set_snapshot(R"({"last_pass_started_at":"2026-11-23T10:00:00Z","last_pass_duration_s":0.012,)"
+                   R"("unblocked_total":3,"last_unblocked":"SHOP-42","last_error":null,"interval_s":60})");
+  return s;
+}
+
+TEST_CASE("the queue page renders every section in headless chromium, hostile strings as text") {
+  if (!std::filesystem::exists(kChromium)) {
+    MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
+    return;
+  }
+  RunningApp app;
+  seed_every_stage(app);
+  app.start();
+  TempDir profile;
+  const std::string url = "http://admin:" + std::string(kAdminToken) + "@127.0.0.1:" +
+                          std::to_string(app.app().port()) + "/queue";
+  const std::string dom = run(chromium_command(profile, "--dump-dom", url));
+  REQUIRE_MESSAGE(dom.find("<html") != std::string::npos, dom);
+  CAPTURE(dom);
+
+  for (const char* section : {R"(id="reconciler")", R"(id="tasks")", R"(id="jobs")", R"(id="inbox")",
+                              R"(id="notifications")", R"(id="transitions")"})
+    CHECK(dom.find(section) != std::string::npos);
+  // The page re-fetched /queue.json with the browser's credentials and re-rendered.
+  CHECK(dom.find(R"(data-source="live")") != std::string::npos);
+  for (const char* key : {"SHOP-1", "SHOP-2", "SHOP-3", "SHOP-4", "SHOP-5", "SHOP-6"}) CHECK(dom.find(key) != std::string::npos);
+  for (const char* heading : {">created (1)<", ">analysis (1)<", ">development (2)<", ">review (1)<", ">done (1)<"})
+    CHECK(dom.find(heading) != std::string::npos);
+  // The hostile title is text: escaped in the serialised DOM, and no <img> element exists.
+  CHECK(dom.find("&lt;img src=x onerror=alert(1)&gt;") != std::string::npos);
+  CHECK(dom.find("<img") == std::string::npos);
+  CHECK(dom.find("&lt;script&gt;alert(2)&lt;/script&gt;") != std::string::npos);  // the log tail
+  CHECK(dom.find(R"(class="task blocked")") != std::string::npos);
+  CHECK(dom.find("agent failed 3 times") != std::string::npos);
+  // Links to Plane and Gitea.
+  CHECK(dom.find(std::string("href=\"") + kPlaneBase +
+                 "/acme/projects/22b6fc9c-1849-45da-b103-52a3e3a6b4c1/issues/wi-SHOP-3\"") != std::string::npos);
+  CHECK(dom.find(std::string("href=\"") + kGiteaBase + "/acme/shop/src/branch/orch/shop-3\"") != std::string::npos);
+  CHECK(dom.find(std::string("href=\"") + kGiteaBase + "/acme/shop/pulls/12\"") != std::string::npos);
+  // The reconcile block, the inbox with its replay button, the transitions with their cause.
+  CHECK(dom.find("SHOP-42") != std::string::npos);
+  CHECK(dom.find("dlv-failed-1") != std::string::npos);
+  CHECK(dom.find(R"(class="replay")") != std::string::npos);
+  CHECK(dom.find(R"(class="cause">webhook<)") != std::string::npos);
+  CHECK(dom.find("gitea unavailable") != std::string::npos);
+
+  // The screenshot, kept beside the test binaries as an artifact.
+  const std::filesystem::path shot = std::filesystem::path(ORCH_BINARY).parent_path() / "queue.png";
+  std::filesystem::remove(shot);
+  TempDir profile2;
+  run(chromium_command(profile2, "--screenshot=" + shot.string() + " --window-size=1280,1600", url));
+  CHECK(std::filesystem::exists(shot));
+  MESSAGE("screenshot: " << shot.string());
+}
+
+// A minimal Chrome DevTools Protocol client over --remote-debugging-pipe: chromium reads NUL-terminated JSON
+// commands on fd 3 and writes responses and events on fd 4.
+class DevTools {
+ public:
+  explicit DevTools(const TempDir& profile) {
+    int to_chrome[2], from_chrome[2];
+    REQUIRE(pipe(to_chrome) == 0);
+    REQUIRE(pipe(from_chrome) == 0);
+    // Built before fork(): the child of a threaded process may only call async-signal-safe functions.
+    const std::string user_data = "--user-data-dir=" + profile.path().string();
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      int null = open("/dev/null", O_RDWR);
+      dup2(null, 1);
+      dup2(null, 2);
+      int in = fcntl(to_chrome[0], F_DUPFD, 10), out = fcntl(from_chrome[1], F_DUPFD, 10);  // clear of 3 and 4
+      dup2(in, 3);
+      dup2(out, 4);
+      execl(kChromium, kChromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", "--remote-debugging-pipe", user_data.c_str(), "about:blank",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(to_chrome[0]);
+    close(from_chrome[1]);
+    write_fd_ = to_chrome[1];
+    read_fd_ = from_chrome[0];
+  }
+  ~DevTools() {
+    close(write_fd_);
+    close(read_fd_);
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+
+  // Sends one command and returns its `result` (or the error object as {"error": ...}).
+  nlohmann::json call(const std::string& method, nlohmann::json params, const std::string& session = "") {
+    nlohmann::json msg = {{"id", ++next_id_}, {"method", method}, {"params", std::move(params)}};
+    if (!session.empty()) msg["sessionId"] = session;
+    std::string wire = msg.dump();
+    wire.push_back('\0');
+    REQUIRE(write(write_fd_, wire.data(), wire.size()) == static_cast<ssize_t>(wire.size()));
+    const int id = next_id_;
+    while (true) {
+      auto reply = next_message();
+      if (!reply) return {{"error", "no answer to " + method}};
+      if (reply->value("id", -1) == id) return reply->contains("error") ? nlohmann::json{{"error", (*reply)["error"]}}
+                                                                         : (*reply)["result"];
+    }
+  }
+  // Evaluates a JS expression in the page and returns its value.
+  nlohmann::json eval(const std::string& session, const std::string& expression) {
+    auto r = call("Runtime.evaluate", {{"expression", expression}, {"returnByValue", true}}, session);
+    if (!r.contains("result") || !r["result"].contains("value")) return nullptr;
+    return r["result"]["value"];
+  }
+
+ private:
+  std::optional<nlohmann::json> next_message() {
+    while (true) {
+      if (auto nul = buffer_.find('\0'); nul != std::string::npos) {
+        std::string one = buffer_.substr(0, nul);
+        buffer_.erase(0, nul + 1);
+        return nlohmann::json::parse(one, nullptr, false);
+      }
+      pollfd p{read_fd_, POLLIN, 0};
+      if (poll(&p, 1, 20000) <= 0) return std::nullopt;
+      char buf[65536];
+      ssize_t n = read(read_fd_, buf, sizeof buf);
+      if (n <= 0) return std::nullopt;
+      buffer_.append(buf, static_cast<size_t>(n));
+    }
+  }
+
+  pid_t pid_ = -1;
+  int write_fd_ = -1, read_fd_ = -1;
+  int next_id_ = 0;
+  std::string buffer_;
+};
+
+TEST_CASE("clicking Replay on a failed delivery in chromium replays it and the page shows it handled") {
+  if (!std::filesystem::exists(kChromium)) {
+    MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
+    return;
+  }
+  RunningApp app;
+  seed_every_stage(app);
+  app.start();
+  TempDir profile;
+  DevTools chrome(profile);
+  const std::string url = "http://admin:" + std::string(kAdminToken) + "@127.0.0.1:" +
+                          std::to_string(app.app().port()) + "/queue";
+  auto target = chrome.call("Target.createTarget", {{"url", url}});
+  REQUIRE_MESSAGE(target.contains("targetId"), target.dump());
+  auto attached = chrome.call("Target.attachToTarget", {{"targetId", target["targetId"]}, {"flatten", true}});
+  REQUIRE_MESSAGE(attached.contains("sessionId"), attached.dump());
+  const std::string session = attached["sessionId"];
+  auto js = [&](const std::string& expr) { return chrome.eval(session, expr); };
+
+  const std::string row = R"(document.querySelector('tr[data-delivery-id="dlv-failed-1"]'))";
+  REQUIRE(eventually([&] { return js("document.getElementById('status')?.getAttribute('data-source')") == "live"; }));
+  REQUIRE(js(row + " !== null") == true);
+  CHECK(js(row + ".querySelector('button.replay').click(), true") == true);
+  // The button's POST went through the admin endpoint with the page's credentials, and the refresh that follows
+  // no longer lists the delivery.
+  CHECK(eventually([&] {
+    return js("document.getElementById('status').getAttribute('data-last-action')") == "replay dlv-failed-1 ok";
+  }));
+  CHECK(eventually([&] { return js(row + " === null") == true; }));
+  auto delivery = app.store().find_delivery("dlv-failed-1");
+  REQUIRE(delivery.ok());
+  REQUIRE(delivery.value());
+  CHECK(delivery.value()->status != DeliveryStatus::kFailed);
+  CHECK(app.log().contains("admin: delivery dlv-failed-1 replayed"));
+  (void)chrome.call("Browser.close", nlohmann::json::object());
+}
+
+}  // namespace
+}  // namespace orch
