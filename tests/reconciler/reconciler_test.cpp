@@ -20,44 +20,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The Tracker contract lists newest-updated first when asked; the table answers in id order, so sort here.
-class SortedTracker final : public Tracker {
- public:
-  explicit SortedTracker(Tracker& inner) : inner_(inner) {}
-  Result<TrackerState> classify_state(const ProjectSpec& p, const std::string& id) override {
-    return inner_.classify_state(p, id);
-  }
-  Result<WorkItem> get_work_item(const ProjectSpec& p, const std::string& id) override {
-    return inner_.get_work_item(p, id);
-  }
-  Status list_work_items(const ProjectSpec& p, bool newest_first,
-                         const std::function<bool(const WorkItem&, TrackerState)>& visit) override {
-    std::vector<std::pair<WorkItem, TrackerState>> all;
-    Status s = inner_.list_work_items(p, newest_first, [&](const WorkItem& w, TrackerState st) {
-      all.emplace_back(w, st);
-      return true;
-    });
-    if (!s.ok()) return s;
-    if (newest_first)
-      std::stable_sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
-        return a.first.updated_at.value_or(TimePoint::max()) > b.first.updated_at.value_or(TimePoint::max());
-      });
-    for (const auto& [w, st] : all)
-      if (!visit(w, st)) break;
-    return {};
-  }
-  Result<std::string> project_identifier(const ProjectSpec& p) override { return inner_.project_identifier(p); }
-  Status move_work_item(const ProjectSpec& p, const std::string& id, TrackerState to) override {
-    return inner_.move_work_item(p, id, to);
-  }
-  Status add_comment(const ProjectSpec& p, const std::string& id, const std::string& html) override {
-    return inner_.add_comment(p, id, html);
-  }
-
- private:
-  Tracker& inner_;
-};
-
 Settings plain_settings(const Config& config) {
   auto s = make_settings(config, [](const std::string&) -> std::optional<std::string> { return std::nullopt; });
   if (!s.ok()) throw std::runtime_error(s.status().to_string());
@@ -67,10 +29,9 @@ Settings plain_settings(const Config& config) {
 struct Rig : EngineFixture {
   explicit Rig(ReconcileDefaults defaults = {}, bool with_sweeper = false)
       : settings(plain_settings(config)),
-        sorted(plane),
         handlers(*store, engine, plane, gitea, config, clock, log),
         gate_side(*store, *store, engine, clock, log, grace()),
-        tracker_side(config.projects, pipeline, sorted, handlers, *store, *store, clock, log, grace()),
+        tracker_side(config.projects, pipeline, plane, handlers, *store, *store, clock, log, grace()),
         sweeper(*store, pipeline, config.jobs, clock, log),
         pass(*store, *store, gate_side, &tracker_side, with_sweeper ? &sweeper : nullptr, clock, log, defaults) {}
 
@@ -99,7 +60,6 @@ struct Rig : EngineFixture {
   }
 
   Settings settings;
-  SortedTracker sorted;
   Handlers handlers;
   GateSide gate_side;
   TrackerSide tracker_side;

@@ -93,14 +93,11 @@ int run_capture(const std::vector<std::string>& argv, const std::map<std::string
   while ((n = read(pipefd[0], buf, sizeof buf)) > 0) data.append(buf, static_cast<size_t>(n));
   close(pipefd[0]);
   int status = 0;
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > until) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (!eventually([&] { return waitpid(pid, &status, WNOHANG) != 0; },
+                  timeout)) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
   }
   if (out) *out = std::move(data);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -142,19 +139,12 @@ bool OrchProcess::start(std::chrono::milliseconds deadline) {
 }
 
 std::optional<int> OrchProcess::wait_exit(std::chrono::milliseconds deadline) {
-  const auto until = std::chrono::steady_clock::now() + deadline;
   int status = 0;
-  while (std::chrono::steady_clock::now() < until) {
-    pid_t r = waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) {
-      pid_ = -1;
-      if (WIFEXITED(status)) return WEXITSTATUS(status);
-      if (WIFSIGNALED(status)) return -WTERMSIG(status);
-      return -1000;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return std::nullopt;
+  if (!eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, deadline)) return std::nullopt;
+  pid_ = -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return -1000;
 }
 
 std::optional<int> OrchProcess::terminate(std::chrono::milliseconds deadline) {

@@ -3,6 +3,7 @@
 // tests/integrations/). Each records how often it was asked, so tests can assert on traffic. Thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -107,7 +108,9 @@ class TableTracker final : public Tracker {
     if (it == items_.end()) return not_found("no work item " + id);
     return it->second;
   }
-  Status list_work_items(const ProjectSpec& p, bool, const std::function<bool(const WorkItem&, TrackerState)>& visit) override {
+  // Honours the Tracker contract: newest-updated first when asked (an item without a timestamp counts as newest).
+  Status list_work_items(const ProjectSpec& p, bool newest_first,
+                         const std::function<bool(const WorkItem&, TrackerState)>& visit) override {
     std::vector<WorkItem> items;
     {
       std::lock_guard l(mu_);
@@ -115,6 +118,10 @@ class TableTracker final : public Tracker {
       if (fail_) return *fail_;
       for (auto& [id, item] : items_) items.push_back(item);
     }
+    if (newest_first)
+      std::stable_sort(items.begin(), items.end(), [](const WorkItem& a, const WorkItem& b) {
+        return a.updated_at.value_or(TimePoint::max()) > b.updated_at.value_or(TimePoint::max());
+      });
     for (const auto& item : items) {
       auto s = classify_state(p, item.state_id).value();
       if (s != TrackerState::kOther && !visit(item, s)) break;
