@@ -1,7 +1,7 @@
-// integrations/worktree_lifecycle.h: the bus subscriber that gives a task its git worktree. A task in a working
-// stage (entered, or replayed at start-up) gets its clone, branch and worktree, each only if missing; a task that
-// reaches `done` loses its worktree (the branch stays, on the remote and in the clone). Idempotent: a replay, a
-// duplicate event or a second instance after a restart finds everything in place and runs no git.
+// integrations/worktree_lifecycle.h: the bus subscriber that cleans up a task's git worktree: a task that reaches
+// `done` loses its worktree (the branch stays, on the remote and in the clone). Worktrees are made by the worker,
+// before each job (JobRunner, GitWorkspaces::ensure_worktree), not here. Idempotent: a replay, a duplicate event or
+// a second instance after a restart finds nothing to remove and runs no git.
 // Thread-safe: stateless over GitWorkspaces, which serialises git per project.
 #pragma once
 
@@ -14,12 +14,11 @@ namespace orch {
 
 class WorktreeLifecycle {
  public:
-  // Failures are returned to the bus, which logs them; the worker ensures the worktree again before each job.
+  // Failures are returned to the bus, which logs them.
   WorktreeLifecycle(GitWorkspaces& git, const Config& config, const Pipeline& pipeline)
       : git_(git), config_(config), pipeline_(pipeline) {}
 
   Status on_transition(const TransitionFired& event);
-  // Subscribe before the job scheduler, so that a task's worktree exists before its first job is queued.
   void subscribe_to(EventBus& bus) {
     bus.subscribe("worktree lifecycle", [this](const TransitionFired& e) { return on_transition(e); });
   }

@@ -199,8 +199,8 @@ TEST_CASE("git failures are values with git's own words, the token never shows, 
   CHECK(is_safe_branch_name(branch_for("../../$(touch pwned)", "x")));
 }
 
-TEST_CASE("the worktree lifecycle creates the worktree on entering a working stage, once under replay and restart, "
-          "and removes it at done") {
+TEST_CASE("the worktree lifecycle runs no git on entering a working stage or on replay, and removes the worktree at "
+          "done") {
   TempDir remote_dir;
   fs::path remote = make_remote(remote_dir.path());
   EngineFixture f(config_with_remote(remote));
@@ -209,34 +209,38 @@ TEST_CASE("the worktree lifecycle creates the worktree on entering a working sta
   WorktreeLifecycle lifecycle(git_ws, f.config, f.pipeline);
   lifecycle.subscribe_to(f.bus);
 
+  // Entering a working stage makes nothing: the worker makes the worktree before the job runs (ADR 0006), so a
+  // webhook burst or a start-up replay of many tasks runs no git on the threads that handle them.
   TaskRow task = f.task_in("analysis", "SHOP-42");
-  CHECK(fs::exists(f.layout.worktree(task) / ".git"));
-  const int ran = git_ws.commands_run();
-  CHECK(ran > 0);
-
-  auto replayed = f.engine.replay_non_terminal();  // start-up replay: a self-transition per task
+  CHECK_FALSE(fs::exists(f.layout.worktree(task)));
+  auto replayed = f.engine.replay_non_terminal();
   REQUIRE(replayed.ok());
   CHECK(replayed.value() == 1);
-  CHECK(git_ws.commands_run() == ran);
-  CHECK(lifecycle.on_transition(TransitionFired{task, "analysis", "analysis", Cause::kManual, std::nullopt, true})
-            .ok());  // a duplicate event
-  CHECK(git_ws.commands_run() == ran);
+  CHECK(git_ws.commands_run() == 0);
 
-  GitWorkspaces git_after_restart(f.layout, runner, Secret(), f.log);
-  WorktreeLifecycle restarted(git_after_restart, f.config, f.pipeline);
-  CHECK(restarted.on_transition(TransitionFired{task, "analysis", "analysis", Cause::kManual, std::nullopt, true})
-            .ok());
-  CHECK(git_after_restart.commands_run() == 0);
-
-  for (const char* stage : {"development", "review", "done"}) {
+  // What the worker does before a job; then every later stage keeps it, and done removes it.
+  REQUIRE(git_ws.ensure_worktree(*f.config.find_project("shop"), task).ok());
+  CHECK(fs::exists(f.layout.worktree(task) / ".git"));
+  const int ran = git_ws.commands_run();
+  for (const char* stage : {"development", "review"}) {
     AdvanceRequest r;
     r.to = stage;
     REQUIRE(f.engine.advance_stage(task.id, r).ok());
-    if (std::string(stage) != "done") CHECK(fs::exists(f.layout.worktree(task) / ".git"));
+    CHECK(fs::exists(f.layout.worktree(task) / ".git"));
   }
+  CHECK(git_ws.commands_run() == ran);
+  AdvanceRequest done;
+  done.to = "done";
+  REQUIRE(f.engine.advance_stage(task.id, done).ok());
   CHECK_FALSE(fs::exists(f.layout.worktree(task)));
   CHECK_FALSE(git({"rev-parse", "--verify", "refs/heads/orch/shop-42"}, f.layout.clone("shop"),
                   remote_dir.path() / "scratch")
                   .empty());
+  // A duplicate done event finds nothing to remove.
+  const int after_done = git_ws.commands_run();
+  CHECK(lifecycle.on_transition(TransitionFired{*f.store->find_task(task.id).value(), "review", "done",
+                                                Cause::kManual, std::nullopt, false})
+            .ok());
+  CHECK(git_ws.commands_run() == after_done);
   CHECK_FALSE(f.log.contains("subscriber worktree lifecycle failed"));
 }
