@@ -75,8 +75,11 @@ int cmd_migrate(const CommonOptions& common) {
   if (!settings.ok()) return fail("migrate", settings.status());
   auto store = open_store(settings.value());
   if (!store.ok()) return fail("migrate", store.status());
-  std::cout << "database " << store.value()->path() << " is at schema version " << SqliteStore::kSchemaVersion
-            << "\n";
+  const OpenedStore& opened = store.value();
+  std::cout << opened.description << " is at schema version " << opened.schema_version;
+  if (opened.version_at_open != opened.schema_version)
+    std::cout << " (migrated from " << opened.version_at_open << ")";
+  std::cout << "\n";
   return kOk;
 }
 
@@ -86,7 +89,7 @@ int cmd_status(const CommonOptions& common, bool json) {
   auto store = open_store(settings.value());
   if (!store.ok()) return fail("status", store.status());
   SystemClock clock;
-  auto doc = queue_document(*store.value(), clock.now(), queue_defaults(settings.value()));
+  auto doc = queue_document(*store.value().store, clock.now(), queue_defaults(settings.value()));
   if (!doc.ok()) return fail("status", doc.status());
   const auto& d = doc.value();
   if (json) {
@@ -126,7 +129,7 @@ int cmd_reconcile_switch(const CommonOptions& common, bool enable, bool plane_on
   if (!settings.ok()) return fail("reconcile", settings.status());
   auto store = open_store(settings.value());
   if (!store.ok()) return fail("reconcile", store.status());
-  if (Status s = set_reconcile_switch(*store.value(), enable, plane_only); !s.ok()) return fail("reconcile", s);
+  if (Status s = set_reconcile_switch(*store.value().store, enable, plane_only); !s.ok()) return fail("reconcile", s);
   std::cout << "reconciler" << (plane_only ? " tracker side" : "") << (enable ? " enabled" : " disabled")
             << " (a running server applies it on its next pass)\n";
   return kOk;

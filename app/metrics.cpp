@@ -50,6 +50,30 @@ Metrics::Metrics(Store& store)
                        .Name("orch_transitions_total")
                        .Help("Stage transitions by from, to and cause")
                        .Register(*registry_)),
+      api_calls_(BuildCounter()
+                     .Name("orch_api_calls_total")
+                     .Help("Outbound HTTP attempts to Plane, Gitea and Telegram by client and outcome (ok, "
+                           "client_error, rate_limited, server_error, network_error); each retry counts")
+                     .Register(*registry_)),
+      api_call_seconds_(BuildHistogram()
+                            .Name("orch_api_call_duration_seconds")
+                            .Help("Duration of one outbound HTTP attempt, by client")
+                            .Register(*registry_)),
+      agent_run_seconds_(BuildHistogram()
+                             .Name("orch_agent_run_duration_seconds")
+                             .Help("Duration of one agent process run, by agent, stage and outcome (succeeded, "
+                                   "failed, error, stopped)")
+                             .Register(*registry_)),
+      handling_seconds_(BuildHistogram()
+                            .Name("orch_delivery_handling_duration_seconds")
+                            .Help("Time the inbox processor took to handle one stored delivery, by source, event "
+                                  "and outcome (handled, ignored, failed)")
+                            .Register(*registry_)),
+      unblocks_by_stage_(BuildCounter()
+                             .Name("orch_reconcile_unblocks_by_stage_total")
+                             .Help("Tasks this server's reconciler unblocked, by side (gate, tracker) and the stage "
+                                   "they left")
+                             .Register(*registry_)),
       jobs_(BuildGauge().Name("orch_jobs").Help("Jobs by status (queued, running)").Register(*registry_)),
       inbox_(BuildGauge().Name("orch_inbox_deliveries").Help("Stored deliveries by status").Register(*registry_)),
       notifications_(
@@ -107,6 +131,54 @@ void Metrics::observe_request(const std::string& path, int status, double second
     const char* outcome = status == 202 ? "stored" : status == 200 ? "duplicate" : "refused";
     deliveries_.Add({{"source", route.substr(10)}, {"outcome", outcome}}).Increment();
   }
+}
+
+namespace {
+const prometheus::Histogram::BucketBoundaries kApiBuckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+const prometheus::Histogram::BucketBoundaries kAgentBuckets{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200};
+const prometheus::Histogram::BucketBoundaries kHandlingBuckets{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                               0.05,   0.1,   0.25,   0.5,   1,    5};
+
+// A bounded label: event names come from a request header, so anything unexpected is "other".
+std::string event_label(Source source, std::string_view event) {
+  static const char* const kPlane[] = {"issue", "issue_comment", "project", "cycle", "module"};
+  static const char* const kGitea[] = {"push", "pull_request", "pull_request_sync", "pull_request_review_approved",
+                                       "pull_request_review_rejected", "pull_request_review_comment", "status",
+                                       "create", "delete"};
+  if (source == Source::kPlane) {
+    for (const char* e : kPlane)
+      if (event == e) return e;
+  } else {
+    for (const char* e : kGitea)
+      if (event == e) return e;
+  }
+  return "other";
+}
+}  // namespace
+
+void Metrics::api_call(std::string_view client, ApiOutcome outcome, double seconds) {
+  api_calls_.Add({{"client", std::string(client)}, {"outcome", api_outcome_name(outcome)}}).Increment();
+  api_call_seconds_.Add({{"client", std::string(client)}}, kApiBuckets).Observe(seconds);
+}
+
+void Metrics::agent_run(std::string_view agent, std::string_view stage, AgentOutcome outcome, double seconds) {
+  agent_run_seconds_
+      .Add({{"agent", std::string(agent)}, {"stage", std::string(stage)}, {"outcome", agent_outcome_name(outcome)}},
+           kAgentBuckets)
+      .Observe(seconds);
+}
+
+void Metrics::delivery_handled(Source source, std::string_view event, DeliveryStatus outcome, double seconds) {
+  handling_seconds_
+      .Add({{"source", source_name(source)},
+            {"event", event_label(source, event)},
+            {"outcome", delivery_status_name(outcome)}},
+           kHandlingBuckets)
+      .Observe(seconds);
+}
+
+void Metrics::unblocked(std::string_view side, std::string_view stage) {
+  unblocks_by_stage_.Add({{"side", std::string(side)}, {"stage", std::string(stage)}}).Increment();
 }
 
 void Metrics::instrument(httplib::Server& server) {

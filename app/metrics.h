@@ -19,10 +19,11 @@
 #include "engine/event_bus.h"
 #include "engine/secret.h"
 #include "engine/store.h"
+#include "engine/telemetry.h"
 
 namespace orch {
 
-class Metrics {
+class Metrics final : public Telemetry {
  public:
   explicit Metrics(Store& store);
   Metrics(const Metrics&) = delete;
@@ -41,6 +42,12 @@ class Metrics {
 
   void observe_request(const std::string& path, int status, double seconds);
 
+  // Telemetry: fed by the HTTP clients, the job runner, the inbox processor and the reconcile pass.
+  void api_call(std::string_view client, ApiOutcome outcome, double seconds) override;
+  void agent_run(std::string_view agent, std::string_view stage, AgentOutcome outcome, double seconds) override;
+  void delivery_handled(Source source, std::string_view event, DeliveryStatus outcome, double seconds) override;
+  void unblocked(std::string_view side, std::string_view stage) override;
+
  private:
   void collect_from_store();
 
@@ -49,6 +56,11 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& deliveries_;
   prometheus::Family<prometheus::Histogram>& request_seconds_;
   prometheus::Family<prometheus::Counter>& transitions_;
+  prometheus::Family<prometheus::Counter>& api_calls_;
+  prometheus::Family<prometheus::Histogram>& api_call_seconds_;
+  prometheus::Family<prometheus::Histogram>& agent_run_seconds_;
+  prometheus::Family<prometheus::Histogram>& handling_seconds_;
+  prometheus::Family<prometheus::Counter>& unblocks_by_stage_;
   prometheus::Family<prometheus::Gauge>& jobs_;
   prometheus::Family<prometheus::Gauge>& inbox_;
   prometheus::Family<prometheus::Gauge>& notifications_;

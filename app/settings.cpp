@@ -1,5 +1,7 @@
 #include "app/settings.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 
 #include <nlohmann/json.hpp>
@@ -23,6 +25,12 @@ std::optional<long long> parse_int(const std::string& v) {
 
 Status bad_env(const std::string& name, const std::string& value, const std::string& want) {
   return invalid(name + "='" + value + "' is not " + want);
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "orch";
+  return buf;
 }
 
 }  // namespace
@@ -64,6 +72,11 @@ Result<Settings> make_settings(Config config, const EnvLookup& env) {
   s.listen_port = static_cast<int>(*port);
 
   s.database_url = env("ORCH_DATABASE_URL").value_or(s.config.store_url);
+  s.replica_id = env("ORCH_REPLICA_ID").value_or("");
+  if (s.replica_id.empty()) s.replica_id = host_name();
+  if (s.replica_id.size() > 100 || s.replica_id.find_first_of(" \t\r\n/") != std::string::npos)
+    return bad_env("ORCH_REPLICA_ID", s.replica_id, "a name of at most 100 characters without spaces or '/'");
+  s.leader_takeover = s.config.leader_takeover;
   s.plane_base_url = env("ORCH_PLANE_BASE_URL").value_or(s.config.plane_base_url);
   s.gitea_base_url = env("ORCH_GITEA_BASE_URL").value_or(s.config.gitea_base_url);
   s.telegram_api_base = env("ORCH_TELEGRAM_API_BASE").value_or(s.config.telegram_api_base);
@@ -101,6 +114,8 @@ Result<Settings> make_settings(Config config, const EnvLookup& env) {
     return {};
   };
   if (Status st = seconds("ORCH_RECONCILE_INTERVAL_S", s.reconciler.interval); !st.ok()) return st;
+  if (Status st = seconds("ORCH_LEADER_TAKEOVER_S", s.leader_takeover); !st.ok()) return st;
+  if (Status st = seconds("ORCH_INBOX_CLAIM_LEASE_S", s.inbox_claim_lease); !st.ok()) return st;
   if (Status st = seconds("ORCH_RECONCILE_GRACE_DEFAULT_S", s.reconciler.grace_default); !st.ok()) return st;
 
   if (auto raw = env("ORCH_RECONCILE_GRACE_OVERRIDES_JSON"); raw && !raw->empty()) {

@@ -25,6 +25,9 @@ struct Settings {
   std::string listen_host = "127.0.0.1";
   int listen_port = 8080;
   std::string database_url;  // "" = embedded SQLite under data_dir
+  std::string replica_id;    // ORCH_REPLICA_ID, else the host name: names this replica's claims, workers and lock
+  std::chrono::seconds leader_takeover{15};        // ORCH_LEADER_TAKEOVER_S over [store] leader_takeover
+  std::chrono::seconds inbox_claim_lease{300};     // ORCH_INBOX_CLAIM_LEASE_S
   std::string plane_base_url, gitea_base_url, telegram_api_base;
   Secret plane_webhook_secret, gitea_webhook_secret;
   Secret plane_api_key, gitea_token;

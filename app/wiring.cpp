@@ -1,6 +1,7 @@
 #include "app/wiring.h"
 
 #include <filesystem>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -9,8 +10,9 @@ namespace orch {
 namespace {
 
 HttpClientOptions client_options(const std::string& name, const std::string& base_url, const Secret& secret,
-                                 int max_attempts) {
+                                 int max_attempts, Telemetry& telemetry) {
   HttpClientOptions o;
+  o.telemetry = &telemetry;
   o.name = name;
   o.base_url = base_url;
   o.max_attempts = max_attempts;
@@ -27,6 +29,33 @@ GitOptions git_options(const Settings& s) {
 WebhookRouteOptions route_options(const Settings& s) {
   WebhookRouteOptions o;
   o.max_body_bytes = s.config.server.max_body_bytes;
+  // One lane per configured project, whichever source speaks of it: a task's Plane and Gitea events are handled one
+  // at a time, in arrival order, even when several replicas share the inbox.
+  std::map<std::string, std::string> lanes;
+  for (const ProjectSpec& p : s.config.projects) {
+    lanes["plane:" + p.plane_project_id] = "project:" + p.name;
+    lanes["gitea:" + p.gitea_repo] = "project:" + p.name;
+  }
+  o.lane_of = [lanes = std::move(lanes)](Source source, const std::string& key) {
+    std::string raw = std::string(source_name(source)) + ":" + key;
+    auto it = lanes.find(raw);
+    return it != lanes.end() ? it->second : raw;
+  };
+  return o;
+}
+
+WorkerOptions worker_options(const Settings& s, Telemetry& telemetry) {
+  WorkerOptions o = worker_options_from(s.config.jobs);
+  o.telemetry = &telemetry;
+  o.replica_id = s.replica_id;
+  return o;
+}
+
+InboxProcessorOptions inbox_options(const Settings& s, Telemetry& telemetry) {
+  InboxProcessorOptions o;
+  o.claimer = s.replica_id;
+  o.claim_lease = s.inbox_claim_lease;
+  o.telemetry = &telemetry;
   return o;
 }
 
@@ -36,14 +65,22 @@ GraceFn grace_fn(const Settings& s) {
 
 }  // namespace
 
-Result<std::unique_ptr<SqliteStore>> open_store(const Settings& settings) {
+Result<OpenedStore> open_store(const Settings& settings) {
   if (!settings.database_url.empty())
     return invalid("ORCH_DATABASE_URL='" + settings.database_url.substr(0, settings.database_url.find(':')) +
                    ":…' is not supported by this build: only the embedded SQLite store is available");
   std::error_code ec;
   std::filesystem::create_directories(settings.data_dir, ec);
   if (ec) return invalid("cannot create data directory " + settings.data_dir + ": " + ec.message());
-  return SqliteStore::open(DataLayout(settings.data_dir).database().string());
+  const std::string path = DataLayout(settings.data_dir).database().string();
+  auto sqlite = SqliteStore::open(path);
+  if (!sqlite.ok()) return sqlite.status();
+  OpenedStore opened;
+  opened.version_at_open = sqlite.value()->version_at_open();
+  opened.schema_version = SqliteStore::kSchemaVersion;
+  opened.description = "SQLite file " + path;
+  opened.store = std::move(sqlite).value();
+  return opened;
 }
 
 Result<std::unique_ptr<App>> App::open(Settings settings, spdlog::logger& log) {
@@ -52,16 +89,19 @@ Result<std::unique_ptr<App>> App::open(Settings settings, spdlog::logger& log) {
   return std::unique_ptr<App>(new App(std::move(settings), log, std::move(store).value()));
 }
 
-App::App(Settings settings, spdlog::logger& log, std::unique_ptr<SqliteStore> store)
+App::App(Settings settings, spdlog::logger& log, OpenedStore store)
     : settings_(std::move(settings)),
       log_(log),
-      store_(std::move(store)),
+      store_(std::move(store.store)),
+      metrics_(*store_),
       pipeline_(settings_.config),
       layout_(settings_.data_dir),
-      plane_http_(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4), sleeper_, clock_, log_),
-      gitea_http_(client_options("gitea", settings_.gitea_base_url, settings_.gitea_token, 4), sleeper_, clock_, log_),
+      plane_http_(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_), sleeper_,
+                  clock_, log_),
+      gitea_http_(client_options("gitea", settings_.gitea_base_url, settings_.gitea_token, 4, metrics_), sleeper_,
+                  clock_, log_),
       // The outbox, not the request, waits and retries Telegram: one attempt per send.
-      telegram_http_(client_options("telegram", settings_.telegram_api_base, settings_.telegram_bot_token, 1),
+      telegram_http_(client_options("telegram", settings_.telegram_api_base, settings_.telegram_bot_token, 1, metrics_),
                      sleeper_, clock_, log_),
       plane_(plane_http_, settings_.plane_api_key),
       gitea_(gitea_http_, settings_.gitea_token),
@@ -72,11 +112,11 @@ App::App(Settings settings, spdlog::logger& log, std::unique_ptr<SqliteStore> st
       git_(layout_, processes_, settings_.gitea_token, log_, git_options(settings_)),
       lifecycle_(git_, settings_.config, pipeline_),
       job_runner_(*store_, engine_, git_, processes_, gitea_, settings_.config, layout_, clock_, log_,
-                  worker_options_from(settings_.config.jobs)),
+                  worker_options(settings_, metrics_)),
       pool_(job_runner_, *store_, clock_, log_),
       handlers_(*store_, engine_, plane_, gitea_, settings_.config, clock_, log_),
       dispatcher_(handlers_, settings_.config),
-      inbox_(*store_, dispatcher_, clock_, log_),
+      inbox_(*store_, dispatcher_, clock_, log_, inbox_options(settings_, metrics_)),
       webhook_routes_(*store_, clock_, log_,
                       WebhookSecrets{settings_.plane_webhook_secret, settings_.gitea_webhook_secret,
                                      settings_.allow_unsigned_webhooks},
@@ -89,7 +129,7 @@ App::App(Settings settings, spdlog::logger& log, std::unique_ptr<SqliteStore> st
       pass_(*store_, *store_, gate_side_, &tracker_side_, &sweeper_, clock_, log_,
             ReconcileDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
                               settings_.reconciler.notify_unblock, settings_.reconciler.interval},
-            store_.get()),
+            store_.get(), &metrics_),
       reconciler_(pass_, settings_.reconciler.interval, log_),
       sender_(settings_.telegram_bot_token.empty()
                   ? std::unique_ptr<NotificationSender>(std::make_unique<LogOnlySender>(log_))
@@ -97,7 +137,6 @@ App::App(Settings settings, spdlog::logger& log, std::unique_ptr<SqliteStore> st
                                                      settings_.telegram_chat_id)),
       outbox_(*store_, *sender_, clock_, log_),
       outbox_thread_("outbox", std::chrono::seconds(5), [this] { outbox_.drain_once(); }),
-      metrics_(*store_),
       queue_page_(*store_, clock_, settings_.config, layout_,
                   QueueDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
                                 static_cast<long long>(settings_.reconciler.interval.count())},
@@ -128,11 +167,13 @@ void App::register_routes() {
   register_readiness(r, readiness_checks());
 }
 
-// Readiness. The reconciler and outbox threads expose their last tick; the inbox processor and the worker pool
-// expose no liveness, so their stalls are read from the store: work that waited too long while they should have
-// taken it.
+// Readiness. Every thread exposes when it last showed life: the reconciler and outbox threads their last tick, the
+// inbox processor its last progress, each worker its last claim attempt or job heartbeat. The store adds the
+// symptom an operator sees: work that waited too long while a thread should have taken it.
 std::vector<ReadinessCheck> App::readiness_checks() {
   constexpr auto kWaitedTooLong = std::chrono::minutes(2);
+  // A worker runs git (a first clone can be large) outside any heartbeat; give it longer than a handler.
+  constexpr auto kWorkerSilentTooLong = std::chrono::minutes(5);
   auto ticking = [](const char* what, bool running, std::chrono::steady_clock::time_point last,
                     std::chrono::milliseconds interval) -> std::string {
     if (!running) return std::string(what) + " thread is not running";
@@ -142,6 +183,10 @@ std::vector<ReadinessCheck> App::readiness_checks() {
              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(since).count()) + " s ago";
     return "";
   };
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::to_string(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - t).count());
+  };
   return {
       {"database",
        [this]() -> std::string {
@@ -149,16 +194,26 @@ std::vector<ReadinessCheck> App::readiness_checks() {
          return n.ok() ? "" : "database unreachable: " + n.status().message;
        }},
       {"inbox_processor",
-       [this, kWaitedTooLong]() -> std::string {
+       [this, kWaitedTooLong, seconds_since]() -> std::string {
          auto head = store_->next_pending_delivery(0);
          if (!head.ok()) return "cannot read the inbox: " + head.status().message;
-         if (head.value() && clock_.now() - head.value()->received_at > kWaitedTooLong)
+         // A delivery waiting for its retry backoff is not a stall.
+         if (head.value() && head.value()->run_after <= clock_.now() &&
+             clock_.now() - head.value()->received_at > kWaitedTooLong)
            return "stalled: delivery " + head.value()->delivery_id + " pending since " +
-                  format_rfc3339(head.value()->received_at);
+                  format_rfc3339(head.value()->received_at) +
+                  (head.value()->claimed_by.empty() ? "" : ", claimed by " + head.value()->claimed_by);
+         if (!inbox_.running()) return "inbox processor thread is not running";
+         if (std::chrono::steady_clock::now() - inbox_.last_progress() > kWaitedTooLong)
+           return "stalled: no progress for " + seconds_since(inbox_.last_progress()) + " s (stuck in a handler?)";
          return "";
        }},
       {"worker_pool",
-       [this, kWaitedTooLong]() -> std::string {
+       [this, kWaitedTooLong, kWorkerSilentTooLong, seconds_since]() -> std::string {
+         if (!pool_.running()) return "worker pool is not running";
+         for (const auto& w : pool_.liveness())
+           if (std::chrono::steady_clock::now() - w.last_alive > kWorkerSilentTooLong)
+             return "stalled: worker " + w.worker + " silent for " + seconds_since(w.last_alive) + " s";
          auto queued = store_->jobs_with_status(JobStatus::kQueued, 100);
          auto running = store_->jobs_with_status(JobStatus::kRunning, job_runner_.options().workers);
          if (!queued.ok() || !running.ok()) return "cannot read the job queue";

@@ -42,8 +42,18 @@
 
 namespace orch {
 
-// Opens the configured store: the embedded SQLite file under the data directory (created if needed).
-Result<std::unique_ptr<SqliteStore>> open_store(const Settings& settings);
+// The configured store, opened and migrated.
+struct OpenedStore {
+  std::unique_ptr<Store> store;
+  std::string description;  // for logs and `orch migrate`: the SQLite file, or the PostgreSQL target without password
+  int version_at_open = 0;  // the schema version found (0: a new database)
+  int schema_version = 0;   // the version it is at now
+  bool shared = false;      // several replicas may share it (PostgreSQL)
+};
+
+// Opens the configured store: the embedded SQLite file under the data directory (created if needed), or the
+// PostgreSQL database of ORCH_DATABASE_URL / [store] url.
+Result<OpenedStore> open_store(const Settings& settings);
 
 class App {
  public:
@@ -71,7 +81,7 @@ class App {
   Metrics& metrics() { return metrics_; }
 
  private:
-  App(Settings settings, spdlog::logger& log, std::unique_ptr<SqliteStore> store);
+  App(Settings settings, spdlog::logger& log, OpenedStore store);
   void register_routes();
   std::vector<ReadinessCheck> readiness_checks();
   void stop_threads();
@@ -80,7 +90,8 @@ class App {
   spdlog::logger& log_;
   SystemClock clock_;
   RealSleeper sleeper_;
-  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<Store> store_;
+  Metrics metrics_;  // early: the components below report to it (Telemetry)
   Pipeline pipeline_;
   DataLayout layout_;
   HttpClient plane_http_;
@@ -109,7 +120,6 @@ class App {
   std::unique_ptr<NotificationSender> sender_;
   OutboxDrainer outbox_;
   Periodic outbox_thread_;
-  Metrics metrics_;
   QueuePage queue_page_;
   HttpServer http_;
   bool started_ = false;

@@ -700,8 +700,9 @@ Result<Config> parse_config(const std::string& text, const std::string& filename
     read_base_url(r, root, "gitea", "base_url", config.gitea_base_url);
     read_base_url(r, root, "telegram", "api_base", config.telegram_api_base);
     if (const toml::value* store = r.table(root, "store", "'store'")) {
-      r.check_keys(*store, {"url"}, "[store]");
+      r.check_keys(*store, {"url", "leader_takeover"}, "[store]");
       config.store_url = r.string_or(*store, "url", "[store]", "", /*allow_empty=*/true);
+      config.leader_takeover = r.duration_or(*store, "leader_takeover", "[store]", config.leader_takeover);
     }
     config.reconciler = read_reconciler(r, root);
     config.jobs = read_jobs(r, root);

@@ -89,6 +89,9 @@ struct Config {
   std::string gitea_base_url;
   std::string telegram_api_base = "https://api.telegram.org";
   std::string store_url;  // [store] url; "" = embedded SQLite
+  // [store] leader_takeover: with several replicas on PostgreSQL, how soon a follower takes over once the leader's
+  // lock is gone (it retries the lock a third of this apart).
+  std::chrono::seconds leader_takeover{15};
   ReconcilerSpec reconciler;
   JobsSpec jobs;
   std::vector<ProjectSpec> projects;

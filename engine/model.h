@@ -144,6 +144,9 @@ struct NewDelivery {
   std::string body_digest;  // hex sha256 of the raw body: Plane retries carry a new id but the same bytes
   std::string body;
   TimePoint received_at{};
+  // Deliveries of one lane are handled one at a time, in arrival order (InboxStore::claim_delivery). The webhook
+  // route sets it to the project the delivery belongs to, so that one task's events never run side by side.
+  std::string lane = {};
 };
 
 struct DeliveryRow {
@@ -157,6 +160,10 @@ struct DeliveryRow {
   int attempts = 0;
   TimePoint received_at{};
   std::optional<TimePoint> handled_at;
+  std::string lane;
+  TimePoint run_after{};                        // not claimable before this (retry backoff); received_at at first
+  std::string claimed_by;                       // "" unless a processor holds it now
+  std::optional<TimePoint> claim_expires_at;    // the claim lapses then (its holder died): claimable again
 };
 
 struct InboxInsert {

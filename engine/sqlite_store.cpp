@@ -150,6 +150,16 @@ CREATE TABLE settings (
   value TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
 )sql",
+    // 2: inbox claims. A delivery is handled by whoever claims it (several processors, several replicas), one lane
+    // at a time in arrival order; a claim lapses at claim_expires_at so that a dead holder does not stall its lane.
+    R"sql(
+ALTER TABLE deliveries ADD COLUMN lane TEXT NOT NULL DEFAULT '';
+ALTER TABLE deliveries ADD COLUMN run_after INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE deliveries ADD COLUMN claim_expires_at INTEGER;
+-- The claim's "is an earlier delivery of this lane still pending?" probe: one index seek per candidate.
+CREATE INDEX deliveries_pending_lane ON deliveries (lane, seq) WHERE status = 'pending';
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
@@ -161,8 +171,9 @@ static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migrat
 #define ORCH_JOB_COLUMNS                                                                                   \
   "id, task_id, visit, stage, agent, status, attempt, error, worker, created_at, run_after, started_at, " \
   "heartbeat_at, finished_at"
-#define ORCH_DELIVERY_COLUMNS \
-  "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at"
+#define ORCH_DELIVERY_COLUMNS                                                                          \
+  "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at, lane, run_after, " \
+  "claimed_by, claim_expires_at"
 #define ORCH_NOTIFICATION_COLUMNS \
   "id, dedup_key, text, status, attempts, error, created_at, next_attempt_at, sent_at"
 #define ORCH_TRANSITION_SELECT                                                                              \
@@ -298,6 +309,10 @@ DeliveryRow read_delivery(const SQLite::Statement& s) {
   d.attempts = s.getColumn(7).getInt();
   d.received_at = col_time(s, 8);
   d.handled_at = col_opt_time(s, 9);
+  d.lane = col_text(s, 10);
+  d.run_after = col_time(s, 11);
+  d.claimed_by = col_text(s, 12);
+  d.claim_expires_at = col_opt_time(s, 13);
   return d;
 }
 
@@ -941,10 +956,11 @@ InboxInsert insert_one(SqliteStore::Conn& c, const NewDelivery& d, bool dedup_on
   }
   {
     Stmt s(c,
-           "INSERT INTO deliveries (source, delivery_id, event, body_digest, body, received_at) "
-           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, delivery_id) DO NOTHING RETURNING seq");
+           "INSERT INTO deliveries (source, delivery_id, event, body_digest, body, received_at, lane, run_after) "
+           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6) ON CONFLICT (source, delivery_id) DO NOTHING RETURNING seq");
     if (std::optional<std::int64_t> seq =
-            s.bind(source, d.delivery_id, d.event, d.body_digest, Blob{d.body}, d.received_at).one(read_int0))
+            s.bind(source, d.delivery_id, d.event, d.body_digest, Blob{d.body}, d.received_at, d.lane)
+                .one(read_int0))
       return {*seq, false};
   }
   Stmt s(c, "SELECT seq FROM deliveries WHERE source = ? AND delivery_id = ?");
@@ -985,10 +1001,40 @@ Result<std::optional<DeliveryRow>> SqliteStore::next_pending_delivery(DeliverySe
   });
 }
 
+Result<std::optional<DeliveryRow>> SqliteStore::claim_delivery(const std::string& claimer, TimePoint now,
+                                                               Millis lease) {
+  if (claimer.empty()) return invalid("claim_delivery: empty claimer");
+  if (lease <= Millis::zero()) return invalid("claim_delivery: the lease must be positive");
+  return write("claim_delivery", [&](Conn& c) -> Result<std::optional<DeliveryRow>> {
+    // Candidates in arrival order (deliveries_status); the first one that heads its lane and is free wins. A lane
+    // whose head is claimed or waiting for its retry is skipped whole: its later deliveries fail the NOT EXISTS.
+    Stmt s(c,
+           "UPDATE deliveries SET claimed_by = ?1, claim_expires_at = ?2 WHERE seq = ("
+           "SELECT d.seq FROM deliveries d WHERE d.status = 'pending' AND d.run_after <= ?3 "
+           "AND (d.claim_expires_at IS NULL OR d.claim_expires_at <= ?3 OR d.claimed_by = ?1) "
+           "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending' AND e.lane = d.lane "
+           "AND e.seq < d.seq) "
+           "ORDER BY d.seq LIMIT 1) RETURNING " ORCH_DELIVERY_COLUMNS);
+    return s.bind(claimer, now + lease, now).one(read_delivery);
+  });
+}
+
+Status SqliteStore::retry_delivery(DeliverySeq seq, const std::string& error, TimePoint run_after) {
+  return write("retry_delivery", [&](Conn& c) -> Status {
+    Stmt s(c,
+           "UPDATE deliveries SET error = ?, run_after = ?, attempts = attempts + 1, claimed_by = '', "
+           "claim_expires_at = NULL WHERE seq = ? AND status = 'pending'");
+    if (s.bind(error, run_after, seq).exec() == 0)
+      return not_found("delivery " + std::to_string(seq) + " is not pending");
+    return {};
+  });
+}
+
 Status SqliteStore::finish_delivery(DeliverySeq seq, DeliveryStatus status, const std::string& error, TimePoint now) {
   return write("finish_delivery", [&](Conn& c) -> Status {
     Stmt s(c,
-           "UPDATE deliveries SET status = ?, error = ?, handled_at = ?, attempts = attempts + 1 WHERE seq = ?");
+           "UPDATE deliveries SET status = ?, error = ?, handled_at = ?, attempts = attempts + 1, claimed_by = '', "
+           "claim_expires_at = NULL WHERE seq = ?");
     if (s.bind(delivery_status_name(status), error, now, seq).exec() == 0)
       return not_found("delivery " + std::to_string(seq) + " not found");
     return {};
@@ -1013,7 +1059,9 @@ Status SqliteStore::requeue_delivery(DeliverySeq seq) {
     if (*status == "pending") return {};  // already waiting: replaying twice is one replay
     if (*status != "failed")
       return conflict("delivery " + std::to_string(seq) + " is " + *status + "; only a failed delivery is replayed");
-    Stmt s(c, "UPDATE deliveries SET status = 'pending', error = '', handled_at = NULL WHERE seq = ?");
+    Stmt s(c,
+           "UPDATE deliveries SET status = 'pending', error = '', handled_at = NULL, claimed_by = '', "
+           "claim_expires_at = NULL, run_after = received_at WHERE seq = ?");
     s.bind(seq).exec();
     return {};
   });
@@ -1074,6 +1122,20 @@ Result<std::vector<NotificationRow>> SqliteStore::due_notifications(TimePoint no
     Stmt s(c, "SELECT " ORCH_NOTIFICATION_COLUMNS " FROM notifications WHERE status = 'pending' "
               "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?");
     return s.bind(now, limit).all(read_notification);
+  });
+}
+
+Result<std::vector<NotificationRow>> SqliteStore::claim_due_notifications(TimePoint now, Millis lease, int limit) {
+  if (Status s = check_limit(limit, "claim_due_notifications"); !s.ok()) return s;
+  if (lease <= Millis::zero()) return invalid("claim_due_notifications: the lease must be positive");
+  return write("claim_due_notifications", [&](Conn& c) -> Result<std::vector<NotificationRow>> {
+    Stmt s(c,
+           "UPDATE notifications SET next_attempt_at = ?1 WHERE id IN (SELECT id FROM notifications "
+           "WHERE status = 'pending' AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?3) "
+           "RETURNING " ORCH_NOTIFICATION_COLUMNS);
+    std::vector<NotificationRow> rows = s.bind(now + lease, now, limit).all(read_notification);
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.id < b.id; });  // oldest first
+    return rows;
   });
 }
 

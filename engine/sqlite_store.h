@@ -25,7 +25,7 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   // The schema version this binary writes (PRAGMA user_version); migrations only ever move forward.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens (creating the file if needed, not its directory) and migrates to kSchemaVersion in one transaction.
   // kInvalid when the file's schema is newer than this binary.
@@ -86,6 +86,8 @@ class SqliteStore final : public Store {
   Result<std::vector<InboxInsert>> insert_deliveries(const std::vector<NewDelivery>& deliveries,
                                                      const std::vector<bool>& dedup_on_digest) override;
   Result<std::optional<DeliveryRow>> next_pending_delivery(DeliverySeq after) override;
+  Result<std::optional<DeliveryRow>> claim_delivery(const std::string& claimer, TimePoint now, Millis lease) override;
+  Status retry_delivery(DeliverySeq seq, const std::string& error, TimePoint run_after) override;
   Status finish_delivery(DeliverySeq seq, DeliveryStatus status, const std::string& error, TimePoint now) override;
   Result<std::optional<DeliveryRow>> find_delivery(const std::string& delivery_id) override;
   Status requeue_delivery(DeliverySeq seq) override;
@@ -95,6 +97,7 @@ class SqliteStore final : public Store {
   // OutboxStore
   Result<bool> enqueue_notification(const std::string& dedup_key, const std::string& text, TimePoint now) override;
   Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) override;
+  Result<std::vector<NotificationRow>> claim_due_notifications(TimePoint now, Millis lease, int limit) override;
   Status mark_notification_sent(NotificationId id, TimePoint now) override;
   Status mark_notification_retry(NotificationId id, const std::string& error, TimePoint next_attempt) override;
   Status mark_notification_failed(NotificationId id, const std::string& error) override;

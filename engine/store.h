@@ -98,6 +98,17 @@ struct InboxStore {
   virtual Result<std::vector<InboxInsert>> insert_deliveries(const std::vector<NewDelivery>& deliveries,
                                                              const std::vector<bool>& dedup_on_digest) = 0;
   virtual Result<std::optional<DeliveryRow>> next_pending_delivery(DeliverySeq after) = 0;  // arrival order
+  // Claims the next delivery to handle, for `claimer` until now + lease: the oldest pending delivery whose run_after
+  // has come, that heads its lane (no earlier delivery of the same lane is still pending) and that nobody else holds
+  // (no claim, a claim that lapsed because its holder died, or a claim of this same claimer: a restarted replica
+  // takes back its own). Never hands one delivery to two claimers at once, across threads, processes and replicas;
+  // a claimed delivery stays pending, so the rest of its lane waits behind it. nullopt when nothing is claimable.
+  virtual Result<std::optional<DeliveryRow>> claim_delivery(const std::string& claimer, TimePoint now,
+                                                            Millis lease) = 0;
+  // A transient failure of a claimed delivery: it stays pending at the head of its lane, unclaimed, claimable again
+  // at run_after; attempts + 1 and the error are recorded.
+  virtual Status retry_delivery(DeliverySeq seq, const std::string& error, TimePoint run_after) = 0;
+  // The final outcome (handled, ignored, failed); attempts + 1; ends any claim.
   virtual Status finish_delivery(DeliverySeq seq, DeliveryStatus status, const std::string& error, TimePoint now) = 0;
   virtual Result<std::optional<DeliveryRow>> find_delivery(const std::string& delivery_id) = 0;
   virtual Status requeue_delivery(DeliverySeq seq) = 0;  // back to pending, for replay
@@ -109,7 +120,11 @@ struct OutboxStore {
   virtual ~OutboxStore() = default;
   // Returns false (and writes nothing) when a notification with this key already exists.
   virtual Result<bool> enqueue_notification(const std::string& dedup_key, const std::string& text, TimePoint now) = 0;
-  virtual Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) = 0;
+  virtual Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) = 0;  // read only
+  // Claims up to `limit` due notifications (pending, next_attempt_at <= now), oldest first, for one drainer: their
+  // next_attempt_at moves to now + lease in the same statement, so no other drainer (thread, process or replica)
+  // takes them meanwhile. mark_notification_* ends the claim; a drainer that dies lets them come due again.
+  virtual Result<std::vector<NotificationRow>> claim_due_notifications(TimePoint now, Millis lease, int limit) = 0;
   virtual Status mark_notification_sent(NotificationId id, TimePoint now) = 0;
   virtual Status mark_notification_retry(NotificationId id, const std::string& error, TimePoint next_attempt) = 0;
   virtual Status mark_notification_failed(NotificationId id, const std::string& error) = 0;

@@ -7,6 +7,7 @@
 #include "integrations/http_client.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cctype>
 #include <cstdlib>
 #include <thread>
@@ -267,7 +268,19 @@ Result<HttpResponse> HttpClient::send(const HttpRequest& request) {
   const int max_attempts = std::max(1, options_.max_attempts);
   std::string last_failure;
   for (int attempt = 1;; ++attempt) {
+    const auto attempt_started = std::chrono::steady_clock::now();
     Attempt a = perform(request);
+    if (options_.telemetry) {
+      const int st = a.response.status;
+      const ApiOutcome outcome = a.curl != CURLE_OK || a.too_large ? ApiOutcome::kNetworkError
+                                 : st == 429                       ? ApiOutcome::kRateLimited
+                                 : st >= 500                       ? ApiOutcome::kServerError
+                                 : st >= 200 && st < 300           ? ApiOutcome::kOk
+                                                                   : ApiOutcome::kClientError;
+      options_.telemetry->api_call(
+          options_.name, outcome,
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - attempt_started).count());
+    }
     bool retryable = false;
     std::optional<Millis> server_wait;
     if (a.too_large) {

@@ -21,6 +21,7 @@
 #include "engine/clock.h"
 #include "engine/secret.h"
 #include "engine/status.h"
+#include "engine/telemetry.h"
 
 namespace orch {
 
@@ -80,6 +81,7 @@ struct HttpClientOptions {
   std::vector<Secret> redact;              // values replaced by "<redacted>" in every message and log line
   int pool_size = 4;                       // easy handles kept for reuse (each keeps its connections alive)
   std::string user_agent = "orch/0.1";
+  Telemetry* telemetry = nullptr;          // told the outcome and duration of every attempt; null: nobody
 };
 
 class HttpClient {

@@ -109,44 +109,48 @@ Seconds OutboxDrainer::backoff(int attempts) const {
 }
 
 int OutboxDrainer::drain_once() {
-  const TimePoint now = clock_.now();
-  if (now < paused_until_) return 0;
-  auto due = store_.due_notifications(now, options_.batch);
-  if (!due.ok()) {
-    log_.warn("outbox: cannot list due notifications: {}", due.status().message);
-    return 0;
-  }
   int sent = 0;
-  for (const NotificationRow& n : due.value()) {
+  // One row per claim, so that a drain that stops early (an outage, a 429) leaves nothing claimed behind it: with
+  // several replicas (or a CLI) draining one outbox, each row goes to exactly one drainer at a time.
+  for (int n = 0; n < options_.batch; ++n) {
+    const TimePoint now = clock_.now();
+    if (now < paused_until_) return sent;
+    auto due = store_.claim_due_notifications(now, options_.claim_lease, 1);
+    if (!due.ok()) {
+      log_.warn("outbox: cannot claim due notifications: {}", due.status().message);
+      return sent;
+    }
+    if (due.value().empty()) return sent;
+    const NotificationRow& n_row = due.value().front();
     SendResult r;
     try {
-      r = sender_.send(n.text);
+      r = sender_.send(n_row.text);
     } catch (const std::exception& e) {
       r = {internal(std::string("sender threw: ") + e.what()), std::nullopt};
     }
-    const int attempts = n.attempts + 1;
+    const int attempts = n_row.attempts + 1;
     Status written;
     if (r.status.ok()) {
-      written = store_.mark_notification_sent(n.id, clock_.now());
+      written = store_.mark_notification_sent(n_row.id, clock_.now());
       if (written.ok()) ++sent;
     } else if (r.status.code != Code::kUnavailable || attempts >= options_.max_attempts) {
-      log_.error("outbox: notification {} failed after {} attempt(s): {}", n.id, attempts, r.status.message);
-      written = store_.mark_notification_failed(n.id, r.status.message);
+      log_.error("outbox: notification {} failed after {} attempt(s): {}", n_row.id, attempts, r.status.message);
+      written = store_.mark_notification_failed(n_row.id, r.status.message);
     } else {
       Seconds wait = r.retry_after ? std::max(*r.retry_after, Seconds(1)) : backoff(attempts);
       TimePoint next = clock_.now() + wait;
       if (r.retry_after) paused_until_ = next;
-      log_.warn("outbox: notification {} not sent (attempt {}): {}; next attempt in {} s", n.id, attempts,
+      log_.warn("outbox: notification {} not sent (attempt {}): {}; next attempt in {} s", n_row.id, attempts,
                 r.status.message, wait.count());
-      written = store_.mark_notification_retry(n.id, r.status.message, next);
+      written = store_.mark_notification_retry(n_row.id, r.status.message, next);
     }
     if (!written.ok()) {
-      // The row still says pending, so a message that did go out will go out again: unavoidable without a
-      // two-phase send, and rare (the store failed between two statements). Stop until the store is back.
-      log_.warn("outbox: cannot record the outcome of notification {}: {}", n.id, written.message);
+      // The row stays claimed until its lease lapses, so a message that did go out will go out again then:
+      // unavoidable without a two-phase send, and rare (the store failed between two statements).
+      log_.warn("outbox: cannot record the outcome of notification {}: {}", n_row.id, written.message);
       return sent;
     }
-    if (!r.status.ok() && r.status.code == Code::kUnavailable) break;
+    if (!r.status.ok() && r.status.code == Code::kUnavailable) return sent;
   }
   return sent;
 }

@@ -1,5 +1,5 @@
 // integrations/telegram_notifier.h: sending notifications, and draining the outbox they wait in.
-// OutboxDrainer::drain_once() takes the due rows of the outbox, sends each through a NotificationSender and
+// OutboxDrainer::drain_once() claims the due rows of the outbox, sends each through a NotificationSender and
 // marks it sent, due again later (backoff, or Telegram's retry_after), or failed (a permanent error, or too many
 // attempts): an outage delays a message, it neither loses nor repeats it. No thread here: the app owns the one
 // that calls drain_once() (integrations/outbox_thread.h). TelegramSender and LogOnlySender are thread-safe;
@@ -56,10 +56,12 @@ class LogOnlySender final : public NotificationSender {
 };
 
 struct OutboxOptions {
-  int batch = 50;                                   // rows taken per drain_once()
+  int batch = 50;                                   // rows sent at most per drain_once()
   int max_attempts = 50;                            // then failed; with the cap below, about 8 hours of outage
   Seconds backoff_base{5};                          // attempt n waits min(cap, base * 2^(n-1))
   Seconds backoff_cap{std::chrono::minutes(10)};
+  // A claimed row is ours for this long: if the drainer dies before recording the outcome, it comes due again then.
+  Millis claim_lease{std::chrono::minutes(2)};
 };
 
 class OutboxDrainer {

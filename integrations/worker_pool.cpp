@@ -176,14 +176,26 @@ class LogPump {
   std::thread thread_;
 };
 
-// "<pid>/<n>" -> pid; nullopt for anything else.
-std::optional<pid_t> worker_pid(const std::string& worker) {
-  auto slash = worker.find('/');
-  if (slash == std::string::npos || slash == 0) return std::nullopt;
+// A worker id is "<replica>/<pid>/<n>" ("<pid>/<n>" without a replica id, and before replicas existed).
+struct WorkerName {
+  std::string replica;  // "" for the two-part form
+  pid_t pid = 0;
+};
+std::optional<WorkerName> parse_worker(const std::string& worker) {
+  WorkerName w;
+  std::string_view rest = worker;
+  if (std::count(worker.begin(), worker.end(), '/') == 2) {
+    const auto slash = rest.find('/');
+    w.replica = std::string(rest.substr(0, slash));
+    rest.remove_prefix(slash + 1);
+  }
+  const auto slash = rest.find('/');
+  if (slash == std::string_view::npos || slash == 0) return std::nullopt;
   long pid = 0;
-  auto [end, ec] = std::from_chars(worker.data(), worker.data() + slash, pid);
-  if (ec != std::errc() || end != worker.data() + slash || pid <= 0) return std::nullopt;
-  return static_cast<pid_t>(pid);
+  auto [end, ec] = std::from_chars(rest.data(), rest.data() + slash, pid);
+  if (ec != std::errc() || end != rest.data() + slash || pid <= 0) return std::nullopt;
+  w.pid = static_cast<pid_t>(pid);
+  return w;
 }
 
 bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
@@ -229,9 +241,9 @@ Seconds JobRunner::backoff(int attempt) const {
   return std::min(wait, options_.retry_backoff_max);
 }
 
-JobResult JobRunner::run(const JobRow& job, std::stop_token stop) {
+JobResult JobRunner::run(const JobRow& job, std::stop_token stop, const std::function<void()>& alive) {
   try {
-    return run_claimed(job, stop);
+    return run_claimed(job, stop, alive);
   } catch (const std::exception& e) {  // escaped an adapter: this job only
     log_.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
     (void)store_.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), clock_.now());
@@ -239,7 +251,7 @@ JobResult JobRunner::run(const JobRow& job, std::stop_token stop) {
   }
 }
 
-JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop) {
+JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive) {
   auto found = store_.find_task(job.task_id);
   if (!found.ok()) {
     // The store is failing: leave the job running; its heartbeat stops and the sweeper fails it as orphaned.
@@ -288,6 +300,7 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop) {
   spec.kill_grace = options_.kill_grace;
   spec.heartbeat_interval = options_.heartbeat_interval;
   spec.heartbeat = [&] {
+    if (alive) alive();
     Status s = store_.heartbeat_job(job.id, clock_.now());
     if (s.code == Code::kConflict || s.code == Code::kNotFound) {
       lost = true;  // the sweeper (or an operator) finished it: our result would be refused
@@ -299,8 +312,17 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop) {
   LogPump& log_pump = *pump.value();
   spec.on_start = [&log_pump](pid_t) { log_pump.close_write_end(); };
   spec.stop = halt.get_token();
+  const auto agent_started = Steady::now();
   Result<int> code = processes_.run(spec);
   log_pump.finish("[orch] " + (code.ok() ? "exit " + std::to_string(code.value()) : code.status().message) + "\n");
+  if (options_.telemetry) {
+    const AgentOutcome outcome = stop.stop_requested() ? AgentOutcome::kStopped
+                                 : !code.ok()          ? AgentOutcome::kError
+                                 : code.value() == 0   ? AgentOutcome::kSucceeded
+                                                       : AgentOutcome::kFailed;
+    options_.telemetry->agent_run(agent->name, job.stage, outcome,
+                                  std::chrono::duration<double>(Steady::now() - agent_started).count());
+  }
 
   if (stop.stop_requested()) {
     Status s = store_.requeue_job(job.id, clock_.now());
@@ -472,8 +494,11 @@ RecoveryReport JobRunner::recover_interrupted() {
   }
   const pid_t self = ::getpid();
   for (const JobRow& job : running.value()) {
-    auto pid = worker_pid(job.worker);
-    if (!pid || (*pid != self && process_alive(*pid))) {
+    // Only this replica's workers are judged by their pid; another replica's (another host's) are left to the
+    // sweeper's heartbeat rule.
+    auto w = parse_worker(job.worker);
+    const bool ours = w && (w->replica.empty() || w->replica == options_.replica_id);
+    if (!ours || (w->pid != self && process_alive(w->pid))) {
       ++report.skipped;
       continue;
     }
@@ -490,11 +515,22 @@ RecoveryReport JobRunner::recover_interrupted() {
 void WorkerPool::start() {
   if (!threads_.empty()) return;
   const int n = std::max(1, runner_.options().workers);
-  const std::string pid = std::to_string(::getpid());
+  const std::string replica = runner_.options().replica_id;
+  const std::string pid = (replica.empty() ? "" : replica + "/") + std::to_string(::getpid());
+  worker_ids_.clear();
+  alive_ = std::make_unique<std::atomic<Steady::time_point>[]>(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
-    std::string worker = pid + "/" + std::to_string(i);
-    threads_.emplace_back([this, worker](std::stop_token stop) { run(stop, worker); });
+    worker_ids_.push_back(pid + "/" + std::to_string(i));
+    alive_[i].store(Steady::now());
   }
+  for (int i = 0; i < n; ++i)
+    threads_.emplace_back([this, i](std::stop_token stop) { run(stop, worker_ids_[i], alive_[i]); });
+}
+
+std::vector<WorkerPool::WorkerLiveness> WorkerPool::liveness() const {
+  std::vector<WorkerLiveness> out;
+  for (std::size_t i = 0; i < threads_.size(); ++i) out.push_back({worker_ids_[i], alive_[i].load()});
+  return out;
 }
 
 void WorkerPool::stop() {
@@ -512,8 +548,9 @@ void WorkerPool::poke() {
   cv_.notify_all();
 }
 
-void WorkerPool::run(std::stop_token stop, const std::string& worker) {
+void WorkerPool::run(std::stop_token stop, const std::string& worker, std::atomic<Steady::time_point>& alive) {
   while (!stop.stop_requested()) {
+    alive.store(Steady::now());
     unsigned long seen;
     {
       std::lock_guard lock(mu_);
@@ -521,7 +558,7 @@ void WorkerPool::run(std::stop_token stop, const std::string& worker) {
     }
     auto claimed = jobs_.claim_job(worker, clock_.now());
     if (claimed.ok() && claimed.value()) {
-      runner_.run(*claimed.value(), stop);
+      runner_.run(*claimed.value(), stop, [&alive] { alive.store(Steady::now()); });
       continue;  // drain the queue before waiting
     }
     if (!claimed.ok()) log_.warn("jobs: worker {} cannot claim: {}", worker, claimed.status().to_string());

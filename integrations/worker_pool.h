@@ -6,9 +6,12 @@
 // start()/stop() are for its owner only, poke() for any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <stop_token>
 #include <string>
@@ -24,6 +27,7 @@
 #include "engine/layout.h"
 #include "engine/stage_engine.h"
 #include "engine/store.h"
+#include "engine/telemetry.h"
 #include "integrations/git.h"
 #include "integrations/process_runner.h"
 
@@ -41,6 +45,10 @@ struct WorkerOptions {
   std::size_t log_cap_bytes = 1024 * 1024;
   Seconds retry_backoff{30};  // attempt n+1 waits retry_backoff * 2^(n-1), at most retry_backoff_max
   Seconds retry_backoff_max{std::chrono::minutes(30)};
+  Telemetry* telemetry = nullptr;  // told how long each agent ran and how it ended; null: nobody
+  // Worker ids are "<replica_id>/<pid>/<n>" ("<pid>/<n>" when empty): start-up recovery judges only its own
+  // replica's workers by their pid.
+  std::string replica_id;
 };
 
 // The config's [jobs] table as worker options: its worker count, and a heartbeat a tenth of the stale threshold
@@ -74,11 +82,11 @@ class JobRunner {
             WorkerOptions options = {});
 
   // Runs a job claimed by the caller (status running) to its end and records the outcome. Never throws.
-  // A stop request (pool shutdown) stops the agent and requeues the job.
-  JobResult run(const JobRow& job, std::stop_token stop = {});
+  // A stop request (pool shutdown) stops the agent and requeues the job. `alive` is called at each heartbeat.
+  JobResult run(const JobRow& job, std::stop_token stop = {}, const std::function<void()>& alive = {});
 
-  // Start-up, before any pool of this process starts: jobs left `running` by a process that is gone (its worker
-  // id "<pid>/<n>" names a dead pid, or ours from a previous incarnation) count their interrupted run as an attempt:
+  // Start-up, before any pool of this process starts: jobs left `running` by a process of this replica that is gone
+  // (its worker id names a dead pid, or ours from a previous incarnation) count their interrupted run as an attempt:
   // the next attempt is queued at once, or, past max_attempts, the task is blocked with a notification.
   // Jobs of live processes are left alone; the sweeper's heartbeat rule covers other hosts.
   RecoveryReport recover_interrupted();
@@ -86,7 +94,7 @@ class JobRunner {
   const WorkerOptions& options() const { return options_; }
 
  private:
-  JobResult run_claimed(const JobRow& job, std::stop_token stop);
+  JobResult run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive);
   JobResult finish_success(const JobRow& job, const TaskRow& task, const ProjectSpec& project, const AgentSpec& agent,
                            const StageSpec& stage);
   enum class Retry { kNo, kAfterBackoff, kNow };  // kNo: retrying cannot help (configuration, cannot start)
@@ -119,12 +127,21 @@ class WorkerPool {
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
-  // Starts options().workers threads, with worker ids "<pid>/0" ... "<pid>/<n-1>".
+  // Starts options().workers threads, with worker ids "<replica>/<pid>/0" ... "<replica>/<pid>/<n-1>".
   void start();
   // Stops promptly: running agents are stopped (SIGTERM, grace, SIGKILL) and their jobs requeued. Idempotent, joins.
   void stop();
   // A job may be claimable now (after an enqueue): idle workers try a claim at once.
   void poke();
+  // Each worker thread and the steady-clock time it last showed life (a claim attempt, a wait, a job heartbeat):
+  // readiness reports a worker stuck outside an agent run (git, the store) or whose agent stopped heartbeating.
+  struct WorkerLiveness {
+    std::string worker;
+    std::chrono::steady_clock::time_point last_alive;
+  };
+  std::vector<WorkerLiveness> liveness() const;
+  bool running() const { return !threads_.empty(); }
+
   // Pokes on every transition: the job scheduler subscribed before us may just have enqueued the stage's agent.
   void subscribe_to(EventBus& bus) {
     bus.subscribe("worker pool", [this](const TransitionFired&) {
@@ -134,7 +151,7 @@ class WorkerPool {
   }
 
  private:
-  void run(std::stop_token stop, const std::string& worker);
+  void run(std::stop_token stop, const std::string& worker, std::atomic<std::chrono::steady_clock::time_point>& alive);
 
   JobRunner& runner_;
   JobStore& jobs_;
@@ -143,6 +160,9 @@ class WorkerPool {
   std::mutex mu_;
   std::condition_variable_any cv_;
   unsigned long pokes_ = 0;            // guarded by mu_: a generation, so one poke wakes every idle worker
+  // One slot per thread, made in start() before the threads and never resized while they run.
+  std::vector<std::string> worker_ids_;
+  std::unique_ptr<std::atomic<std::chrono::steady_clock::time_point>[]> alive_;
   std::vector<std::jthread> threads_;  // last member, so they are stopped before the others are destroyed
 };
 

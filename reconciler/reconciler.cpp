@@ -33,13 +33,14 @@ std::vector<std::string> PassReport::lines(bool dry_run) const {
 
 ReconcilePass::ReconcilePass(SettingsStore& settings, OutboxStore& outbox, GateSide& gate, TrackerSide* tracker,
                              Sweeper* sweeper, const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults,
-                             InboxStore* inbox)
+                             InboxStore* inbox, Telemetry* telemetry)
     : settings_(settings),
       outbox_(outbox),
       gate_(gate),
       tracker_(tracker),
       sweeper_(sweeper),
       inbox_(inbox),
+      telemetry_(telemetry),
       clock_(clock),
       log_(log),
       defaults_(defaults) {}
@@ -126,6 +127,7 @@ PassReport ReconcilePass::run_once(PassOptions options) {
 
 void ReconcilePass::report_unblock(const Unblock& u, TimePoint now, PassReport& report) {
   log_.info("reconciler: {} {} unblocked (lost webhook) via {}", u.work_item_key, u.from, u.via);
+  if (telemetry_) telemetry_->unblocked(u.via, u.from);
   if (!defaults_.notify_unblock) return;
   const std::string key = "unblock:" + std::to_string(u.task_id) + ":" + std::to_string(u.visit);
   const std::string text = "<b>" + telegram_escape(u.work_item_key) + "</b> unblocked (lost webhook): " +

@@ -14,6 +14,7 @@
 #include "engine/clock.h"
 #include "engine/periodic.h"
 #include "engine/store.h"
+#include "engine/telemetry.h"
 #include "reconciler/gate_side.h"
 #include "reconciler/sweeper.h"
 #include "reconciler/tracker_side.h"
@@ -57,7 +58,8 @@ class ReconcilePass {
  public:
   // tracker and sweeper may be null (no Plane configured; sweeping done elsewhere). All references outlive this.
   ReconcilePass(SettingsStore& settings, OutboxStore& outbox, GateSide& gate, TrackerSide* tracker, Sweeper* sweeper,
-                const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults, InboxStore* inbox = nullptr);
+                const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults, InboxStore* inbox = nullptr,
+                Telemetry* telemetry = nullptr);
 
   // One pass. Never throws; each side contains its own failures. Reads the switches first (so a flip from another
   // process applies on the next pass); when enabled: gate side, tracker side if plane-enabled, then the sweeper.
@@ -77,6 +79,7 @@ class ReconcilePass {
   TrackerSide* tracker_;
   Sweeper* sweeper_;
   InboxStore* inbox_;  // null: no inbox to wait for (tests of one side)
+  Telemetry* telemetry_;  // told each unblock by side and stage; null: nobody
   const Clock& clock_;
   spdlog::logger& log_;
   const ReconcileDefaults defaults_;

@@ -8,6 +8,7 @@
 #include "webhooks/inbox_processor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 
 namespace orch {
@@ -46,48 +47,68 @@ DeliveryResult InboxProcessor::to_result(const DeliveryRow& row, const Result<Ha
 InboxPass InboxProcessor::run_once() {
   std::lock_guard handling(handle_mu_);
   InboxPass pass;
-  DeliverySeq after = 0;
+  auto wait_until = [&pass](TimePoint t) {
+    if (!pass.retry_at || t < *pass.retry_at) pass.retry_at = t;
+  };
   for (int n = 0; n < options_.max_per_pass; ++n) {
-    auto next = inbox_.next_pending_delivery(after);
-    if (!next.ok()) {  // the pass cannot go on: say so once, and look again after a backoff
-      log_.warn("inbox: cannot read pending deliveries: {}", next.status().to_string());
-      pass.retry_at = clock_.now() + options_.first_backoff;
+    const TimePoint now = clock_.now();
+    auto claimed = inbox_.claim_delivery(options_.claimer, now, options_.claim_lease);
+    if (!claimed.ok()) {  // the pass cannot go on: say so once, and look again after a backoff
+      log_.warn("inbox: cannot claim pending deliveries: {}", claimed.status().to_string());
+      wait_until(now + options_.first_backoff);
       break;
     }
-    if (!next.value()) break;
-    const DeliveryRow row = *next.value();
-    after = row.seq;
-    if (auto it = retries_.find(row.seq); it != retries_.end() && it->second.at > clock_.now()) {
-      pass.retry_at = it->second.at;
-      break;
-    }
+    if (!claimed.value()) break;
+    const DeliveryRow row = *claimed.value();
 
+    const auto handling_started = std::chrono::steady_clock::now();
     Result<HandleOutcome> outcome = handle_guarded(row);
+    const double handling_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - handling_started).count();
     if (!outcome.ok() && outcome.status().code == Code::kUnavailable) {
       Retry& retry = retries_[row.seq];
       if (++retry.attempts < options_.max_attempts) {
         retry.at = clock_.now() + options_.first_backoff * (1 << (retry.attempts - 1));
         log_.warn("inbox: {} delivery {} ({}) will be retried (attempt {} of {}): {}", source_name(row.source),
                   row.delivery_id, row.event, retry.attempts + 1, options_.max_attempts, outcome.status().message);
-        pass.retry_at = retry.at;
-        break;
+        if (Status s = inbox_.retry_delivery(row.seq, outcome.status().to_string(), retry.at); !s.ok())
+          log_.warn("inbox: cannot schedule the retry of {} delivery {}: {}", source_name(row.source),
+                    row.delivery_id, s.to_string());
+        wait_until(retry.at);
+        continue;  // its lane waits; the others go on
       }
     }
     retries_.erase(row.seq);
 
     DeliveryResult result = to_result(row, outcome);
+    if (options_.telemetry) options_.telemetry->delivery_handled(row.source, row.event, result.status, handling_seconds);
+    last_progress_.store(std::chrono::steady_clock::now());
     const std::string& error = result.status == DeliveryStatus::kHandled ? std::string() : result.detail;
     if (Status s = inbox_.finish_delivery(row.seq, result.status, error, clock_.now()); !s.ok()) {
-      // Handlers are idempotent: handling it again on the next pass is safe.
+      // Still claimed by us: the next pass claims it again (a claimer takes back its own claims) and, the
+      // handlers being idempotent, handling it a second time is safe.
       log_.warn("inbox: cannot record the outcome of {} delivery {}: {}", source_name(row.source), row.delivery_id,
                 s.to_string());
-      pass.retry_at = clock_.now() + options_.first_backoff;
+      wait_until(clock_.now() + options_.first_backoff);
       break;
     }
     switch (result.status) {
       case DeliveryStatus::kHandled: ++pass.handled; break;
       case DeliveryStatus::kIgnored: ++pass.ignored; break;
       default: ++pass.failed; break;
+    }
+  }
+  // A retry of ours still ahead keeps the thread's wait short; one that came due was claimed above, or was taken
+  // by another claimer (then it is not ours to count any more).
+  const TimePoint now = clock_.now();
+  for (auto it = retries_.begin(); it != retries_.end();) {
+    if (it->second.at > now) {
+      wait_until(it->second.at);
+      ++it;
+    } else if (now - it->second.at > options_.claim_lease) {
+      it = retries_.erase(it);
+    } else {
+      ++it;
     }
   }
   return pass;
@@ -128,6 +149,7 @@ void InboxProcessor::poke() {
 
 void InboxProcessor::run(std::stop_token stop) {
   while (!stop.stop_requested()) {
+    last_progress_.store(std::chrono::steady_clock::now());
     InboxPass pass = run_once();  // contains its own failures; never throws
     auto wait = options_.poll_interval;
     if (pass.retry_at) {

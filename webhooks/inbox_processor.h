@@ -1,9 +1,11 @@
-// webhooks/inbox_processor.h: InboxProcessor handles the stored deliveries in arrival order on its own thread,
-// from start() until stop(). All logic is in run_once(); poke() (after a delivery is stored) wakes it at once, and it
+// webhooks/inbox_processor.h: InboxProcessor claims and handles the stored deliveries, lane by lane in arrival order,
+// on its own thread, from start() until stop(). Claims (InboxStore::claim_delivery) let several processors (replicas)
+// share one inbox: each delivery is handled by one of them, and one lane by one at a time. All logic is in run_once(); poke() (after a delivery is stored) wakes it at once, and it
 // also looks every poll_interval for deliveries stored by another process. Pending deliveries left by a crash are
 // simply the first ones it finds. Only the owner calls start() and stop(); poke() and replay() from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -17,24 +19,33 @@
 
 #include "engine/clock.h"
 #include "engine/store.h"
+#include "engine/telemetry.h"
 #include "webhooks/handlers/dispatcher.h"
 
 namespace orch {
 
 struct InboxProcessorOptions {
+  // Who claims (InboxStore::claim_delivery): the replica id. A restarted replica with the same id takes back its own
+  // claims at once; another replica waits for them to lapse after claim_lease.
+  std::string claimer = "local";
+  // Longer than any handler takes (its HTTP calls are bounded by their timeouts and retries): a lapsed claim is
+  // handled again elsewhere, which the handlers' idempotence makes harmless but wasteful.
+  Millis claim_lease{std::chrono::minutes(5)};
   // A transient failure (kUnavailable: Gitea or Plane down, SQLITE_BUSY) is retried in place up to this many
   // attempts in all, waiting first_backoff, then twice that, ...; then the delivery is marked failed (replayable).
-  // The delivery stays at the head of the line meanwhile: later events for the same item must not overtake it.
+  // The delivery stays at the head of its lane meanwhile: later events for the same project must not overtake it;
+  // other lanes go on.
   int max_attempts = 3;
   std::chrono::milliseconds first_backoff{500};
   // How often the thread looks without being poked (deliveries stored by another process, e.g. a requeue).
   std::chrono::milliseconds poll_interval{1000};
   int max_per_pass = 1000;  // a pass yields after this many, so stop() stays prompt under a backlog
+  Telemetry* telemetry = nullptr;  // told each delivery's outcome and handling time; null: nobody
 };
 
 struct InboxPass {
   int handled = 0, ignored = 0, failed = 0;
-  std::optional<TimePoint> retry_at;  // set when the head delivery waits for a retry (or the store failed)
+  std::optional<TimePoint> retry_at;  // set when a delivery of ours waits for a retry (or the store failed)
 };
 
 struct DeliveryResult {
@@ -51,8 +62,9 @@ class InboxProcessor {
   InboxProcessor(const InboxProcessor&) = delete;
   InboxProcessor& operator=(const InboxProcessor&) = delete;
 
-  // Handles pending deliveries in arrival order until none is left, the head one waits for a retry, or
-  // max_per_pass. Each delivery is one unit of work: an error or exception marks it failed and the pass goes on.
+  // Claims and handles deliveries until none is claimable (all handled, or their lanes wait for a retry or for
+  // another claimer), or max_per_pass. Each delivery is one unit of work: an error or exception marks it failed and
+  // the pass goes on.
   InboxPass run_once();
 
   // Handles one stored delivery again now, whatever its status (`orch replay`, /admin/deliveries/{id}/replay), and
@@ -63,6 +75,10 @@ class InboxProcessor {
   void start();
   void stop();  // idempotent; joins
   void poke();
+  bool running() const { return thread_.joinable(); }
+  // Steady-clock time the thread last made progress (began a pass or finished a delivery): readiness reports a
+  // thread stuck in one handler.
+  std::chrono::steady_clock::time_point last_progress() const { return last_progress_.load(); }
 
  private:
   struct Retry {
@@ -80,7 +96,11 @@ class InboxProcessor {
   const InboxProcessorOptions options_;
 
   std::mutex handle_mu_;                    // run_once() and replay() never handle at the same time
+  // Transient failures of deliveries this processor claimed: the attempt budget is counted here, the backoff is
+  // in the row (run_after), so that every claimer respects it.
   std::map<DeliverySeq, Retry> retries_;    // guarded by handle_mu_
+
+  std::atomic<std::chrono::steady_clock::time_point> last_progress_{std::chrono::steady_clock::now()};
 
   std::mutex mu_;
   std::condition_variable_any cv_;

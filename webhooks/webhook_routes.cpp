@@ -49,26 +49,61 @@ std::optional<std::uint64_t> content_length(const httplib::Request& req) {
   return n;
 }
 
-// A JSON syntax check that builds nothing and remembers where the first error is.
-class JsonSyntaxCheck final : public nlohmann::json_sax<json> {
+// A JSON syntax check that builds nothing, remembers where the first error is, and picks up the one field that names
+// the delivery's project: `data.project` (Plane: the project id) or `repository.full_name` (Gitea).
+class DeliveryScan final : public nlohmann::json_sax<json> {
  public:
+  explicit DeliveryScan(Source source)
+      : outer_(source == Source::kPlane ? "data" : "repository"),
+        inner_(source == Source::kPlane ? "project" : "full_name") {}
   std::size_t error_byte = 0;
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
-  bool start_object(std::size_t) override { return true; }
-  bool key(string_t&) override { return true; }
-  bool end_object() override { return true; }
-  bool start_array(std::size_t) override { return true; }
-  bool end_array() override { return true; }
+  std::string project_key;  // "" when absent
+
+  bool null() override { return value(); }
+  bool boolean(bool) override { return value(); }
+  bool number_integer(number_integer_t) override { return value(); }
+  bool number_unsigned(number_unsigned_t) override { return value(); }
+  bool number_float(number_float_t, const string_t&) override { return value(); }
+  bool string(string_t& v) override {
+    if (at_field() && project_key.empty()) project_key = v;
+    return value();
+  }
+  bool binary(binary_t&) override { return value(); }
+  bool start_object(std::size_t) override {
+    if (depth_ == 1) in_outer_ = key_ == outer_;  // entering the value of a top-level key
+    ++depth_;
+    return true;
+  }
+  bool key(string_t& k) override {
+    key_ = k;
+    return true;
+  }
+  bool end_object() override {
+    --depth_;
+    if (depth_ == 1) in_outer_ = false;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    ++depth_;
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
   bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception&) override {
     error_byte = position;
     return false;
   }
+
+ private:
+  bool at_field() const { return depth_ == 2 && in_outer_ && key_ == inner_; }
+  bool value() { return true; }
+
+  const std::string outer_, inner_;
+  int depth_ = 0;
+  bool in_outer_ = false;
+  std::string key_;
 };
 
 bool is_chunked(const httplib::Request& req) {
@@ -165,10 +200,10 @@ void WebhookRoutes::serve(Source source, const httplib::Request& req, httplib::R
     if (!valid) return refused(401, "invalid signature");
   }
 
-  JsonSyntaxCheck syntax;
-  if (!json::sax_parse(body, &syntax, json::input_format_t::json, /*strict=*/true)) {
-    log_.info("webhooks: refused a {} delivery: malformed JSON at byte {} (400)", name, syntax.error_byte);
-    return reply(res, 400, {{"error", "malformed JSON"}, {"byte", syntax.error_byte}});
+  DeliveryScan scan(source);
+  if (!json::sax_parse(body, &scan, json::input_format_t::json, /*strict=*/true)) {
+    log_.info("webhooks: refused a {} delivery: malformed JSON at byte {} (400)", name, scan.error_byte);
+    return reply(res, 400, {{"error", "malformed JSON"}, {"byte", scan.error_byte}});
   }
 
   const char* id_header = plane ? "X-Plane-Delivery" : "X-Gitea-Delivery";
@@ -187,6 +222,8 @@ void WebhookRoutes::serve(Source source, const httplib::Request& req, httplib::R
   delivery.body_digest = sha256_hex(body);
   delivery.body = std::move(body);
   delivery.received_at = clock_.now();
+  delivery.lane = options_.lane_of ? options_.lane_of(source, scan.project_key)
+                                   : std::string(name) + ":" + scan.project_key;
   auto stored = store(std::move(delivery), /*dedup_on_digest=*/plane);
   if (!stored.ok()) {
     log_.warn("webhooks: a {} delivery was not stored (503, not acknowledged): {}", name, stored.status().to_string());

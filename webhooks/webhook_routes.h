@@ -39,6 +39,10 @@ struct WebhookRouteOptions {
   std::size_t max_body_bytes = 1024 * 1024;  // [server] max_body_bytes; also set as the server's payload limit
   bool group_commit = true;
   std::size_t max_batch = 512;  // deliveries per group-commit transaction
+  // The lane of a delivery (NewDelivery::lane) from its source and the project key its body names (Plane's
+  // data.project id, Gitea's repository.full_name; "" when absent). The app maps both keys of one configured project
+  // to one lane, so that a task's Plane and Gitea events are never handled side by side. Unset: "<source>:<key>".
+  std::function<std::string(Source, const std::string& project_key)> lane_of;
 };
 
 class WebhookRoutes {

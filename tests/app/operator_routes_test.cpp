@@ -8,6 +8,7 @@
 
 #include "app/admin_actions.h"
 #include "tests/app/app_harness.h"
+#include "tests/support/exposition.h"
 
 namespace orch {
 namespace {
@@ -222,52 +223,6 @@ TEST_CASE("/readyz fails, naming the inbox processor, when a delivery has waited
   CHECK(body["checks"]["database"] == "ok");
 }
 
-// A small checker of the Prometheus text exposition format (0.0.4): every line is blank, a comment (# HELP /
-// # TYPE name kind), or `name{label="value",...} value`; every sample belongs to a family with a # TYPE.
-struct Exposition {
-  std::map<std::string, std::string> types;  // family -> counter|gauge|histogram|summary|untyped
-  std::map<std::string, double> samples;     // "name{labels}" -> value
-  std::vector<std::string> errors;
-};
-Exposition parse_exposition(const std::string& text) {
-  static const std::regex type_re(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped))");
-  static const std::regex help_re(R"(# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .*)");
-  static const std::string name = R"([a-zA-Z_:][a-zA-Z0-9_:]*)";
-  static const std::string label = R"([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*")";
-  static const std::string value = R"([-+]?([0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?|Inf|NaN))";
-  // Groups: 1 name, 2 the {labels} block, 7 the value.
-  static const std::regex sample_re("(" + name + R"()(\{()" + label + "(," + label + R"()*,?)?\})? ()" + value +
-                                    ")( [0-9]+)?");
-  Exposition e;
-  std::istringstream in(text);
-  std::string line;
-  int n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    std::smatch m;
-    if (line.empty()) continue;
-    if (std::regex_match(line, m, type_re)) {
-      e.types[m[1]] = m[2];
-    } else if (std::regex_match(line, m, help_re)) {
-    } else if (line[0] == '#') {
-      e.errors.push_back("line " + std::to_string(n) + ": unknown comment: " + line);
-    } else if (std::regex_match(line, m, sample_re)) {
-      std::string name = m[1];
-      std::string family = name;
-      for (const char* suffix : {"_bucket", "_sum", "_count"})
-        if (!e.types.count(family) && family.size() > std::strlen(suffix) &&
-            family.compare(family.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
-          family = family.substr(0, family.size() - std::strlen(suffix));
-      if (!e.types.count(family)) e.errors.push_back("line " + std::to_string(n) + ": no # TYPE for " + name);
-      std::string value = m[7];
-      e.samples[name + std::string(m[2])] = value == "+Inf" || value == "Inf" ? 1e308 : std::stod(value);
-    } else {
-      e.errors.push_back("line " + std::to_string(n) + ": not a sample: " + line);
-    }
-  }
-  return e;
-}
-
 TEST_CASE("the exposition checker refuses what Prometheus would") {
   CHECK(parse_exposition("# TYPE a counter\na 1\n").errors.empty());
   CHECK(parse_exposition("# TYPE a gauge\na{x=\"1\",y=\"q\\\"\"} 2.5\n").errors.empty());
@@ -323,6 +278,78 @@ TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs,
   CHECK(e.types["orch_reconcile_pass_duration_seconds"] == "histogram");
   CHECK(e.samples["orch_reconcile_pass_duration_seconds_count"] >= 1);
   CHECK(e.samples["orch_store_up"] == 1);
+}
+
+}  // namespace
+}  // namespace orch
+
+namespace orch {
+namespace {
+using namespace orch::testing;
+using namespace std::chrono_literals;
+
+TEST_CASE("/metrics counts API calls by client and outcome, agent runs, delivery handling and unblocks by stage") {
+  RunningApp app;
+  app.start();
+  Metrics& m = app.app().metrics();
+  m.api_call("gitea", ApiOutcome::kOk, 0.02);
+  m.api_call("gitea", ApiOutcome::kServerError, 0.5);
+  m.api_call("plane", ApiOutcome::kRateLimited, 0.01);
+  m.agent_run("developer", "development", AgentOutcome::kSucceeded, 42);
+  m.agent_run("developer", "development", AgentOutcome::kFailed, 3);
+  m.delivery_handled(Source::kGitea, "status", DeliveryStatus::kHandled, 0.004);
+  // The event name comes from a request header: an unexpected one is folded into "other", never a new series.
+  m.delivery_handled(Source::kGitea, "x-made-up-event-1", DeliveryStatus::kIgnored, 0.001);
+  m.delivery_handled(Source::kGitea, "x-made-up-event-2", DeliveryStatus::kIgnored, 0.001);
+  m.unblocked("gate", "development");
+  m.unblocked("tracker", "analysis");
+  m.unblocked("tracker", "analysis");
+
+  // A delivery through the real route and inbox thread is timed too (its Gitea call fails fast: a closed port).
+  auto c = app.client();
+  auto stored = c.Post("/webhooks/gitea", {{"X-Gitea-Delivery", "h-1"}, {"X-Gitea-Event-Type", "push"}},
+                       R"({"ref":"refs/heads/main","after":"abc","repository":{"full_name":"acme/shop"}})",
+                       "application/json");
+  REQUIRE(stored);
+  REQUIRE(stored->status == 202);
+  REQUIRE(eventually([&] { return app.store().inbox_counts().value().pending == 0; }, 10s));
+
+  auto res = c.Get("/metrics");
+  REQUIRE(res);
+  Exposition e = parse_exposition(res->body);
+  for (const std::string& err : e.errors) FAIL_CHECK(err);
+  CHECK(e.types["orch_api_calls_total"] == "counter");
+  CHECK(e.samples[R"(orch_api_calls_total{client="gitea",outcome="ok"})"] == 1);
+  CHECK(e.samples[R"(orch_api_calls_total{client="gitea",outcome="server_error"})"] == 1);
+  CHECK(e.samples[R"(orch_api_calls_total{client="plane",outcome="rate_limited"})"] == 1);
+  CHECK(e.types["orch_api_call_duration_seconds"] == "histogram");
+  CHECK(e.samples[R"(orch_api_call_duration_seconds_count{client="gitea"})"] == 2);
+  CHECK(e.types["orch_agent_run_duration_seconds"] == "histogram");
+  CHECK(e.samples[R"(orch_agent_run_duration_seconds_count{agent="developer",outcome="succeeded",stage="development"})"] == 1);
+  CHECK(e.samples[R"(orch_agent_run_duration_seconds_sum{agent="developer",outcome="failed",stage="development"})"] == 3);
+  CHECK(e.types["orch_delivery_handling_duration_seconds"] == "histogram");
+  CHECK(e.samples[R"(orch_delivery_handling_duration_seconds_count{event="status",outcome="handled",source="gitea"})"] == 1);
+  CHECK(e.samples[R"(orch_delivery_handling_duration_seconds_count{event="other",outcome="ignored",source="gitea"})"] == 2);
+  CHECK(e.samples[R"(orch_delivery_handling_duration_seconds_count{event="push",outcome="handled",source="gitea"})"] == 1);
+  CHECK(e.types["orch_reconcile_unblocks_by_stage_total"] == "counter");
+  CHECK(e.samples[R"(orch_reconcile_unblocks_by_stage_total{side="gate",stage="development"})"] == 1);
+  CHECK(e.samples[R"(orch_reconcile_unblocks_by_stage_total{side="tracker",stage="analysis"})"] == 2);
+}
+
+TEST_CASE("/readyz names a stopped inbox processor and a stopped worker pool") {
+  RunningApp app;
+  app.start();
+  auto c = app.client();
+  REQUIRE(c.Get("/readyz")->status == 200);
+  app.app().inbox().stop();
+  app.app().pool().stop();
+  auto res = c.Get("/readyz");
+  REQUIRE(res);
+  CHECK(res->status == 503);
+  json body = json::parse(res->body, nullptr, false);
+  CHECK(body["checks"]["inbox_processor"] == "inbox processor thread is not running");
+  CHECK(body["checks"]["worker_pool"] == "worker pool is not running");
+  CHECK(body["checks"]["database"] == "ok");
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "tests/e2e/e2e_world.h"
+#include "tests/support/exposition.h"
 
 using namespace orch::testing;
 using namespace orch::testing::e2e;
@@ -346,6 +347,34 @@ RunResult run_pipeline(int n, const Loss& loss) {
   for (const auto& t : status["tasks"]) done_in_status += t["stage"] == "done" ? 1 : 0;
   CHECK(done_in_status == n);
   CHECK(status["reconciler"]["unblocked_total"] == result.reconciler_transitions);
+
+  // ---- what /metrics says of the same run: every unblock by side and stage, every agent run, every handled
+  // delivery, and the API calls the run needed ----
+  {
+    httplib::Client c(w.orch->base_url());
+    auto scraped = c.Get("/metrics");
+    REQUIRE(scraped);
+    REQUIRE(scraped->status == 200);
+    Exposition e = parse_exposition(scraped->body);
+    for (const std::string& err : e.errors) FAIL_CHECK(err);
+    CHECK(sum_samples(e, "orch_reconcile_unblocks_by_stage_total") == result.reconciler_transitions);
+    CHECK(sum_samples(e, "orch_reconcile_unblocks_by_stage_total", {R"(side="gate")"}) +
+              sum_samples(e, "orch_reconcile_unblocks_by_stage_total", {R"(side="tracker")"}) ==
+          result.reconciler_transitions);
+    for (const char* agent : {"analyst", "developer", "reviewer"})
+      CHECK_MESSAGE(sum_samples(e, "orch_agent_run_duration_seconds_count",
+                                {std::string("agent=\"") + agent + "\"", R"(outcome="succeeded")"}) == n,
+                    agent);
+    const double handled = status["inbox"]["handled"].get<double>() + status["inbox"]["ignored"].get<double>();
+    CHECK(sum_samples(e, "orch_delivery_handling_duration_seconds_count") == handled);
+    CHECK(sum_samples(e, "orch_delivery_handling_duration_seconds_count",
+                      {R"(source="plane")", R"(event="issue")"}) > 0);
+    CHECK(sum_samples(e, "orch_api_calls_total", {R"(client="plane")", R"(outcome="ok")"}) > 0);
+    CHECK(sum_samples(e, "orch_api_calls_total", {R"(client="gitea")", R"(outcome="ok")"}) > 0);
+    CHECK(sum_samples(e, "orch_api_calls_total", {R"(client="telegram")", R"(outcome="ok")"}) ==
+          static_cast<double>(w.telegram.messages().size()));
+    CHECK(sum_samples(e, "orch_api_call_duration_seconds_count") == sum_samples(e, "orch_api_calls_total"));
+  }
   CHECK(w.orch->terminate() == std::optional<int>(0));
   MESSAGE(n << " items done in " << result.seconds << " s; dropped " << result.dropped << ", racy " << result.racy
             << " (" << racy_by_reconciler << " won by the reconciler), won by the agent's own gate check "

@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <set>
+#include <thread>
+
 #include "engine/sqlite_store.h"
 #include "integrations/gitea_client.h"
 #include "integrations/plane_client.h"
@@ -291,4 +294,43 @@ TEST_CASE("no token or API key appears in any log line or error message, whateve
     auto all = f.store->all_notifications();
     for (const auto& n : all.value()) CHECK(n.error.find(secret) == std::string::npos);
   }
+}
+
+TEST_CASE("two drainers on one outbox (two replicas) send each notification exactly once") {
+  OutboxFixture f;
+  constexpr int kMessages = 40;
+  for (int i = 0; i < kMessages; ++i) f.enqueue("m" + std::to_string(i), "message " + std::to_string(i));
+  // A second drainer over a second connection pool to the same file, as a second process would have.
+  auto second_store = SqliteStore::open(f.dir.file("orch.db"));
+  REQUIRE(second_store.ok());
+  OutboxDrainer second(*second_store.value(), *f.sender, f.clock, f.log.logger());
+  int sent_first = 0, sent_second = 0;
+  std::thread a([&] {
+    for (int n; (n = f.drainer->drain_once()) > 0;) sent_first += n;
+  });
+  std::thread b([&] {
+    for (int n; (n = second.drain_once()) > 0;) sent_second += n;
+  });
+  a.join();
+  b.join();
+  CHECK(sent_first + sent_second == kMessages);
+  auto msgs = f.telegram.messages();
+  CHECK(msgs.size() == kMessages);
+  std::set<std::string> texts;
+  for (const auto& m : msgs) texts.insert(m.text);
+  CHECK(texts.size() == kMessages);  // none twice
+  CHECK(f.store->outbox_counts().value().sent == kMessages);
+}
+
+TEST_CASE("a notification claimed by a drainer that died comes due again after the claim lease") {
+  OutboxOptions o;
+  o.claim_lease = 2min;
+  OutboxFixture f(o);
+  f.enqueue("m", "hello");
+  // A drainer claimed it and died before sending.
+  REQUIRE(f.store->claim_due_notifications(f.clock.now(), 2min, 10).value().size() == 1);
+  CHECK(f.drainer->drain_once() == 0);
+  f.clock.advance(2min);
+  CHECK(f.drainer->drain_once() == 1);
+  CHECK(f.telegram.messages().size() == 1);
 }

@@ -482,3 +482,25 @@ TEST_CASE("worker options from the [jobs] table heartbeat well inside the stale 
   CHECK(o.heartbeat_interval == 2s);
   CHECK(o.workers == 1);
 }
+
+TEST_CASE("start-up recovery leaves a job of another replica alone, and recovers its own replica's dead one") {
+  WorkerFixture w(Scripts{{"analyst", "exit 0\n"}});
+  TaskRow a = w.f.task_in("analysis", "SHOP-1");
+  TaskRow b = w.f.task_in("analysis", "SHOP-2");
+  // Same pid number, different hosts: the pid says nothing about a worker on another replica.
+  auto theirs = w.f.store->claim_job("replica-b/99999999/0", w.f.clock.now()).value();
+  auto ours = w.f.store->claim_job("replica-a/99999999/0", w.f.clock.now()).value();
+  REQUIRE(theirs);
+  REQUIRE(ours);
+  WorkerOptions o = w.options;
+  o.replica_id = "replica-a";
+  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock,
+                   w.f.log, o);
+  RecoveryReport report = runner.recover_interrupted();
+  CHECK(report.requeued == 1);
+  CHECK(report.skipped == 1);
+  CHECK(w.f.store->find_job(theirs->id).value()->status == JobStatus::kRunning);  // the sweeper's, not ours
+  CHECK(w.f.store->find_job(ours->id).value()->status == JobStatus::kFailed);
+  (void)a;
+  (void)b;
+}

@@ -3,8 +3,10 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 #include "tests/webhooks/webhook_harness.h"
 #include "webhooks/inbox_processor.h"
@@ -213,4 +215,111 @@ TEST_CASE("the thread handles a poked delivery promptly and stops promptly") {
   p.processor.stop();
   CHECK(std::chrono::steady_clock::now() - t0 < 2s);
   p.processor.stop();  // idempotent
+}
+
+namespace {
+DeliverySeq add_in_lane(ProcessorFixture& p, const std::string& id, const std::string& lane) {
+  NewDelivery d{Source::kGitea, id, "status", "digest-" + id, "{}", p.f.clock.now(), lane};
+  auto r = p.f.store->insert_delivery(d, false);
+  REQUIRE(r.ok());
+  return r.value().seq;
+}
+}  // namespace
+
+TEST_CASE("a delivery waiting for its retry holds up its own lane only") {
+  ProcessorFixture p;
+  add_in_lane(p, "a1", "project:a");
+  add_in_lane(p, "a2", "project:a");
+  add_in_lane(p, "b1", "project:b");
+  int calls = 0;
+  p.handler.on("a1", [&calls]() -> Result<HandleOutcome> {
+    if (++calls == 1) return unavailable("gitea: 503");
+    return HandleOutcome::noop(0, "fine");
+  });
+  InboxPass pass = p.processor.run_once();
+  REQUIRE(pass.retry_at);
+  CHECK(p.handler.seen() == std::vector<std::string>{"a1", "b1"});  // b1 overtook a2, a2 did not overtake a1
+  CHECK(p.row("a1").status == DeliveryStatus::kPending);
+  CHECK(p.row("a1").run_after == *pass.retry_at);  // the backoff is in the row: every claimer respects it
+  CHECK(p.row("a1").claimed_by.empty());
+  CHECK(p.row("a2").status == DeliveryStatus::kPending);
+  CHECK(p.row("b1").status == DeliveryStatus::kHandled);
+  p.f.clock.advance(1s);
+  p.processor.run_once();
+  CHECK(p.handler.seen() == std::vector<std::string>{"a1", "b1", "a1", "a2"});
+}
+
+TEST_CASE("two processors sharing one inbox never handle one delivery twice, nor two of one lane at once") {
+  EngineFixture f;
+  // Each handler records which lanes are being handled right now; a second delivery of a busy lane is a failure.
+  std::mutex mu;
+  std::map<std::string, int> busy;
+  std::map<std::string, int> handled_count;
+  bool overlap = false;
+  struct LaneHandler final : DeliveryHandler {
+    std::function<Result<HandleOutcome>(const DeliveryRow&)> fn;
+    Result<HandleOutcome> handle_delivery(const DeliveryRow& d) override { return fn(d); }
+  };
+  auto body = [&](const DeliveryRow& d) -> Result<HandleOutcome> {
+    {
+      std::lock_guard l(mu);
+      if (busy[d.lane]++ > 0) overlap = true;
+      ++handled_count[d.delivery_id];
+    }
+    std::this_thread::yield();
+    {
+      std::lock_guard l(mu);
+      --busy[d.lane];
+    }
+    return HandleOutcome::noop(0, "fine");
+  };
+  LaneHandler h1, h2;
+  h1.fn = body;
+  h2.fn = body;
+  InboxProcessorOptions o1, o2;
+  o1.claimer = "replica-1";
+  o2.claimer = "replica-2";
+  InboxProcessor first(*f.store, h1, f.clock, f.log, o1);
+  InboxProcessor second(*f.store, h2, f.clock, f.log, o2);
+  constexpr int kDeliveries = 120;
+  for (int i = 0; i < kDeliveries; ++i) {
+    NewDelivery d{Source::kGitea, "d" + std::to_string(i), "status", "x" + std::to_string(i), "{}", f.clock.now(),
+                  "project:" + std::to_string(i % 3)};
+    REQUIRE(f.store->insert_delivery(d, false).ok());
+  }
+  std::thread a([&] { while (first.run_once().handled > 0) {} });
+  std::thread b([&] { while (second.run_once().handled > 0) {} });
+  a.join();
+  b.join();
+  while (first.run_once().handled > 0) {}  // whatever a lost race left behind
+  CHECK_FALSE(overlap);
+  CHECK(f.store->inbox_counts().value().handled == kDeliveries);
+  CHECK(handled_count.size() == kDeliveries);
+  for (const auto& [id, n] : handled_count) CHECK_MESSAGE(n == 1, id);
+}
+
+TEST_CASE("a claim left by a dead processor lapses after the lease, and a restarted one takes its own back at once") {
+  InboxProcessorOptions o;
+  o.claimer = "replica-1";
+  o.claim_lease = 5min;
+  ProcessorFixture p(o);
+  p.add("held");
+  // replica-1 claimed it and died before recording the outcome.
+  REQUIRE(p.f.store->claim_delivery("replica-1", p.f.clock.now(), 5min).value());
+  ScriptedHandler other_handler;
+  InboxProcessorOptions other_options;
+  other_options.claimer = "replica-2";
+  InboxProcessor other(*p.f.store, other_handler, p.f.clock, p.f.log, other_options);
+  CHECK(other.run_once().handled == 0);  // still claimed by replica-1
+  CHECK(other_handler.seen().empty());
+
+  // replica-1 comes back under the same id: its own claim is its to take at once.
+  CHECK(p.processor.run_once().handled == 1);
+  CHECK(p.handler.seen() == std::vector<std::string>{"held"});
+
+  p.add("held-2");
+  REQUIRE(p.f.store->claim_delivery("replica-1", p.f.clock.now(), 5min).value());
+  p.f.clock.advance(5min);  // replica-1 never came back: the claim lapses
+  CHECK(other.run_once().handled == 1);
+  CHECK(other_handler.seen() == std::vector<std::string>{"held-2"});
 }

@@ -406,3 +406,29 @@ TEST_CASE("64 idle connections do not starve a real delivery") {
   CHECK(took < 2s);  // well inside Gitea's 5 s delivery timeout
   for (int fd : idle) ::close(fd);
 }
+
+TEST_CASE("the route files a delivery under its project's lane, the same lane for Plane and Gitea") {
+  WebhookRouteOptions o;
+  o.lane_of = [](Source source, const std::string& key) -> std::string {
+    if ((source == Source::kPlane && key == kPlaneProjectId) || (source == Source::kGitea && key == kRepo))
+      return "project:shop";
+    return std::string(source_name(source)) + ":" + key;
+  };
+  WebhookStack w(test_secrets(), o);
+  REQUIRE(w.plane(plane_issue_body(PlaneHook{}), "p-1").status == 202);
+  REQUIRE(w.gitea(gitea_status_body("abc", "success"), "g-1", "status").status == 202);
+  PlaneHook other;
+  other.project = "0c0c0c0c-0000-4000-8000-000000000000";
+  REQUIRE(w.plane(plane_issue_body(other), "p-2").status == 202);
+  CHECK(w.delivery("p-1").lane == "project:shop");
+  CHECK(w.delivery("g-1").lane == "project:shop");
+  CHECK(w.delivery("p-2").lane == "plane:0c0c0c0c-0000-4000-8000-000000000000");
+  // A nested object named like the field does not confuse the scan: only the top-level data.project counts.
+  const std::string tricky = R"({"event":"issue","x":{"data":{"project":"wrong"}},"data":{"state":{"project":"no"},)"
+                             R"("project":")" + kPlaneProjectId + R"("}})";
+  REQUIRE(w.plane(tricky, "p-3").status == 202);
+  CHECK(w.delivery("p-3").lane == "project:shop");
+  // No project named at all: the lane says so rather than guessing.
+  REQUIRE(w.plane(R"({"event":"issue"})", "p-4").status == 202);
+  CHECK(w.delivery("p-4").lane == "plane:");
+}

@@ -1,0 +1,50 @@
+// engine/telemetry.h: the Telemetry seam: what the layers below app/ report as it happens (outbound API calls, agent
+// runs, handled deliveries, unblocks), so that /metrics can count what the database does not remember. app/metrics
+// implements it; a component given none (tests, the CLI) reports nowhere. Implementations are thread-safe: every
+// method may be called from any thread, and must be cheap (a counter, a histogram observation).
+#pragma once
+
+#include <string_view>
+
+#include "engine/model.h"
+
+namespace orch {
+
+// How one HTTP attempt to Plane, Gitea or Telegram ended.
+enum class ApiOutcome { kOk, kClientError, kRateLimited, kServerError, kNetworkError };
+inline const char* api_outcome_name(ApiOutcome o) {
+  switch (o) {
+    case ApiOutcome::kOk: return "ok";
+    case ApiOutcome::kClientError: return "client_error";
+    case ApiOutcome::kRateLimited: return "rate_limited";
+    case ApiOutcome::kServerError: return "server_error";
+    case ApiOutcome::kNetworkError: return "network_error";
+  }
+  return "unknown";
+}
+
+// How one agent process ended.
+enum class AgentOutcome { kSucceeded, kFailed, kError, kStopped };  // exit 0, exit != 0, timeout or spawn error, shutdown
+inline const char* agent_outcome_name(AgentOutcome o) {
+  switch (o) {
+    case AgentOutcome::kSucceeded: return "succeeded";
+    case AgentOutcome::kFailed: return "failed";
+    case AgentOutcome::kError: return "error";
+    case AgentOutcome::kStopped: return "stopped";
+  }
+  return "unknown";
+}
+
+struct Telemetry {
+  virtual ~Telemetry() = default;
+  // One attempt of an outbound call; `client` is the HttpClient's name ("plane", "gitea", "telegram").
+  virtual void api_call(std::string_view client, ApiOutcome outcome, double seconds) = 0;
+  // One run of an agent's process, from spawn to exit.
+  virtual void agent_run(std::string_view agent, std::string_view stage, AgentOutcome outcome, double seconds) = 0;
+  // One delivery handled by the inbox processor (a retry in place is not an outcome yet and is not reported).
+  virtual void delivery_handled(Source source, std::string_view event, DeliveryStatus outcome, double seconds) = 0;
+  // One unblock by the reconciler: `side` is "gate" or "tracker", `stage` the stage the task left.
+  virtual void unblocked(std::string_view side, std::string_view stage) = 0;
+};
+
+}  // namespace orch
