@@ -89,7 +89,8 @@ int cmd_status(const CommonOptions& common, bool json) {
   auto store = open_store(settings.value());
   if (!store.ok()) return fail("status", store.status());
   SystemClock clock;
-  auto doc = queue_document(*store.value().store, clock.now(), queue_defaults(settings.value()));
+  auto doc = queue_document(*store.value().store, clock.now(), queue_defaults(settings.value()),
+                            store.value().leadership.get());
   if (!doc.ok()) return fail("status", doc.status());
   const auto& d = doc.value();
   if (json) {

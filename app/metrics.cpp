@@ -35,8 +35,9 @@ std::string route_of(const std::string& path) {
 
 }  // namespace
 
-Metrics::Metrics(Store& store)
+Metrics::Metrics(Store& store, const Leadership& leadership)
     : store_(store),
+      leadership_(leadership),
       registry_(std::make_shared<prometheus::Registry>()),
       deliveries_(BuildCounter()
                       .Name("orch_webhook_deliveries_received_total")
@@ -113,7 +114,16 @@ Metrics::Metrics(Store& store)
                     .Name("orch_store_up")
                     .Help("1 when the last scrape could read the database")
                     .Register(*registry_)
-                    .Add({})) {}
+                    .Add({})),
+      leading_(BuildGauge()
+                   .Name("orch_leader")
+                   .Help("1 when this replica leads (runs the reconciler and the sweeper), 0 when it follows")
+                   .Register(*registry_)
+                   .Add({{"replica", leadership.replica_id()}})),
+      leader_info_(BuildGauge()
+                       .Name("orch_leader_info")
+                       .Help("The replica that leads, as this one last saw it (absent when none is known)")
+                       .Register(*registry_)) {}
 
 void Metrics::subscribe_to(EventBus& bus) {
   bus.subscribe("metrics", [this](const TransitionFired& e) {
@@ -258,6 +268,14 @@ void Metrics::collect_from_store() {
     }
   }
   store_up_.Set(up ? 1 : 0);
+
+  leading_.Set(leadership_.is_leader() ? 1 : 0);
+  const std::string leader = leadership_.leader_id();
+  if (leader != leader_seen_) {
+    if (!leader_seen_.empty()) leader_info_.Remove(&leader_info_.Add({{"leader", leader_seen_}}));
+    if (!leader.empty()) leader_info_.Add({{"leader", leader}}).Set(1);
+    leader_seen_ = leader;
+  }
 }
 
 std::string Metrics::scrape() {

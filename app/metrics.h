@@ -18,6 +18,7 @@
 
 #include "engine/event_bus.h"
 #include "engine/secret.h"
+#include "engine/leadership.h"
 #include "engine/store.h"
 #include "engine/telemetry.h"
 
@@ -25,7 +26,7 @@ namespace orch {
 
 class Metrics final : public Telemetry {
  public:
-  explicit Metrics(Store& store);
+  Metrics(Store& store, const Leadership& leadership);
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
@@ -52,6 +53,7 @@ class Metrics final : public Telemetry {
   void collect_from_store();
 
   Store& store_;
+  const Leadership& leadership_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& deliveries_;
   prometheus::Family<prometheus::Histogram>& request_seconds_;
@@ -71,10 +73,13 @@ class Metrics final : public Telemetry {
   prometheus::Histogram& reconcile_pass_seconds_;
   prometheus::Counter& reconcile_unblocks_;
   prometheus::Gauge& store_up_;
+  prometheus::Gauge& leading_;                       // labelled with this replica's id
+  prometheus::Family<prometheus::Gauge>& leader_info_;  // {leader="<id>"} 1, for the one replica last seen leading
 
   std::mutex scrape_mu_;                 // one collect at a time
   std::string last_pass_seen_;           // guarded by scrape_mu_: the snapshot's last_pass_started_at
   double unblocked_seen_ = 0;            // guarded by scrape_mu_
+  std::string leader_seen_;              // guarded by scrape_mu_: the leader_info_ series present now
 };
 
 }  // namespace orch

@@ -42,7 +42,7 @@ json job_json(const JobRow& j) {
 
 }  // namespace
 
-Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& defaults) {
+Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& defaults, const Leadership* leadership) {
   json doc;
   doc["generated_at"] = format_rfc3339(now);
 
@@ -84,6 +84,12 @@ Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& de
     if (snap.is_object())
       for (const auto& [k, v] : snap.items())
         if (k != "enabled" && k != "plane_enabled") reconciler[k] = v;
+  }
+  if (leadership) {
+    const std::string leader = leadership->leader_id();
+    reconciler["leader"] = leader.empty() ? json(nullptr) : json(leader);
+    reconciler["replica"] = leadership->replica_id();
+    reconciler["leading"] = leadership->is_leader();
   }
   doc["reconciler"] = reconciler;
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/clock.h"
+#include "engine/leadership.h"
 #include "engine/setting_keys.h"
 #include "engine/store.h"
 
@@ -16,6 +17,9 @@ struct QueueDefaults {  // what the reconcile block says before the reconciler e
   long long interval_s = 60;
 };
 
-Result<nlohmann::json> queue_document(Store& store, TimePoint now, const QueueDefaults& defaults);
+// With `leadership`, the reconcile block also says which replica leads (`leader`), which one answered (`replica`)
+// and whether that is the leader (`leading`); the reconciler and the sweeper run only on the leader.
+Result<nlohmann::json> queue_document(Store& store, TimePoint now, const QueueDefaults& defaults,
+                                      const Leadership* leadership = nullptr);
 
 }  // namespace orch

@@ -111,6 +111,9 @@ function renderReconciler(r) {
   const row = (k, v) => [el('dt', {}, k), el('dd', {}, v)];
   setBody('reconciler', el('dl', {},
     ...row('reconciler', onoff(r.enabled)), ...row('tracker side', onoff(r.plane_enabled)),
+    ...(r.replica === undefined ? [] : row('leader', el('span', {class: 'leader'},
+        r.leader ? r.leader + (r.leading ? ' (this replica)' : ' (this page: ' + r.replica + ')')
+                 : el('span', {class: 'bad'}, 'none: no replica holds the lock')))),
     ...row('interval', r.interval_s + ' s'),
     ...row('last pass', r.last_pass_started_at ? r.last_pass_started_at + ' (' + r.last_pass_duration_s + ' s)' : 'never'),
     ...row('unblocked total', r.unblocked_total), ...row('last unblocked', r.last_unblocked || '—'),
@@ -239,11 +242,17 @@ std::string json_for_script(const json& value) {
 }
 
 QueuePage::QueuePage(Store& store, const Clock& clock, const Config& config, const DataLayout& layout,
-                     QueueDefaults defaults, QueueLinks links)
-    : store_(store), clock_(clock), config_(config), layout_(layout), defaults_(defaults), links_(std::move(links)) {}
+                     QueueDefaults defaults, QueueLinks links, const Leadership* leadership)
+    : store_(store),
+      clock_(clock),
+      config_(config),
+      layout_(layout),
+      defaults_(defaults),
+      links_(std::move(links)),
+      leadership_(leadership) {}
 
 Result<json> QueuePage::document() {
-  auto doc = queue_document(store_, clock_.now(), defaults_);
+  auto doc = queue_document(store_, clock_.now(), defaults_, leadership_);
   if (!doc.ok()) return doc.status();
   json d = doc.value();
   for (json& j : d["jobs"])

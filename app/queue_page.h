@@ -27,7 +27,7 @@ struct QueueLinks {  // where the page's links point: the Plane work item and th
 class QueuePage {
  public:
   QueuePage(Store& store, const Clock& clock, const Config& config, const DataLayout& layout, QueueDefaults defaults,
-            QueueLinks links);
+            QueueLinks links, const Leadership* leadership = nullptr);
 
   void register_routes(httplib::Server& server, const Secret& admin_token);
 
@@ -45,6 +45,7 @@ class QueuePage {
   const DataLayout& layout_;
   const QueueDefaults defaults_;
   const QueueLinks links_;
+  const Leadership* leadership_;  // null: say nothing of leadership
 };
 
 // The last `max_bytes` of a file ("" when it does not exist), starting at a line boundary when it can.

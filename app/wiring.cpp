@@ -80,6 +80,7 @@ Result<OpenedStore> open_store(const Settings& settings) {
   opened.schema_version = SqliteStore::kSchemaVersion;
   opened.description = "SQLite file " + path;
   opened.store = std::move(sqlite).value();
+  opened.leadership = std::make_unique<SoleReplica>(settings.replica_id);
   return opened;
 }
 
@@ -93,7 +94,8 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
     : settings_(std::move(settings)),
       log_(log),
       store_(std::move(store.store)),
-      metrics_(*store_),
+      leadership_(std::move(store.leadership)),
+      metrics_(*store_, *leadership_),
       pipeline_(settings_.config),
       layout_(settings_.data_dir),
       plane_http_(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_), sleeper_,
@@ -129,7 +131,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       pass_(*store_, *store_, gate_side_, &tracker_side_, &sweeper_, clock_, log_,
             ReconcileDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
                               settings_.reconciler.notify_unblock, settings_.reconciler.interval},
-            store_.get(), &metrics_),
+            store_.get(), &metrics_, leadership_.get()),
       reconciler_(pass_, settings_.reconciler.interval, log_),
       sender_(settings_.telegram_bot_token.empty()
                   ? std::unique_ptr<NotificationSender>(std::make_unique<LogOnlySender>(log_))
@@ -140,7 +142,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       queue_page_(*store_, clock_, settings_.config, layout_,
                   QueueDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
                                 static_cast<long long>(settings_.reconciler.interval.count())},
-                  QueueLinks{settings_.plane_base_url, settings_.gitea_base_url}) {
+                  QueueLinks{settings_.plane_base_url, settings_.gitea_base_url}, leadership_.get()) {
   // Order matters: the worktree exists before the first job is queued, and the pool is poked after the enqueue.
   subscribe_audit_log(bus_, log_);
   lifecycle_.subscribe_to(bus_);

@@ -49,6 +49,7 @@ struct OpenedStore {
   int version_at_open = 0;  // the schema version found (0: a new database)
   int schema_version = 0;   // the version it is at now
   bool shared = false;      // several replicas may share it (PostgreSQL)
+  std::unique_ptr<Leadership> leadership;  // who runs the reconciler and the sweeper among the store's users
 };
 
 // Opens the configured store: the embedded SQLite file under the data directory (created if needed), or the
@@ -79,6 +80,7 @@ class App {
   WorkerPool& pool() { return pool_; }
   const Pipeline& pipeline() const { return pipeline_; }
   Metrics& metrics() { return metrics_; }
+  const Leadership& leadership() const { return *leadership_; }
 
  private:
   App(Settings settings, spdlog::logger& log, OpenedStore store);
@@ -91,6 +93,7 @@ class App {
   SystemClock clock_;
   RealSleeper sleeper_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<Leadership> leadership_;  // SoleReplica on SQLite; the advisory-lock elector on PostgreSQL
   Metrics metrics_;  // early: the components below report to it (Telemetry)
   Pipeline pipeline_;
   DataLayout layout_;

@@ -57,7 +57,7 @@ GateSide::GateSide(TaskStore& tasks, JobStore& jobs, StageEngine& engine, const 
       options_(options),
       backoff_(options.backoff_base, options.backoff_cap) {}
 
-GateSideReport GateSide::run_once(bool dry_run) {
+GateSideReport GateSide::run_once(bool dry_run, const std::function<bool()>& keep_going) {
   GateSideReport report;
   const TimePoint now = clock_.now();
   backoff_.prune(now);
@@ -85,6 +85,11 @@ GateSideReport GateSide::run_once(bool dry_run) {
     for (const TaskRow& task : page.value()) {
       if (report.evaluated >= cap || report.scanned >= max_scanned ||
           unavailable_run >= kUnavailableRunToStop) {
+        stop = true;
+        break;
+      }
+      if (keep_going && !keep_going()) {  // the cursor stays here: whoever leads next resumes from it
+        report.interrupted = true;
         stop = true;
         break;
       }

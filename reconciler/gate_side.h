@@ -74,6 +74,7 @@ struct GateSideReport {
   int failed = 0;       // evaluation or advance errors (each backs off)
   std::vector<Unblock> unblocked;  // advanced (dry run: would advance)
   std::string first_error;         // for the snapshot's last_error; "" when none
+  bool interrupted = false;        // keep_going() said stop (leadership lost) before the pass was done
 };
 
 class GateSide {
@@ -83,7 +84,8 @@ class GateSide {
 
   // One bounded pass. Never throws: a failing task is logged, backed off and skipped. With dry_run it evaluates
   // and reports what it would advance, and writes nothing.
-  GateSideReport run_once(bool dry_run = false);
+  // keep_going is asked before each task; false ends the pass at once (this replica stopped leading).
+  GateSideReport run_once(bool dry_run = false, const std::function<bool()>& keep_going = {});
 
  private:
   Status reconcile_one(const TaskRow& task, TimePoint now, bool dry_run, GateSideReport& report);

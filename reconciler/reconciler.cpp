@@ -33,7 +33,7 @@ std::vector<std::string> PassReport::lines(bool dry_run) const {
 
 ReconcilePass::ReconcilePass(SettingsStore& settings, OutboxStore& outbox, GateSide& gate, TrackerSide* tracker,
                              Sweeper* sweeper, const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults,
-                             InboxStore* inbox, Telemetry* telemetry)
+                             InboxStore* inbox, Telemetry* telemetry, const Leadership* leadership)
     : settings_(settings),
       outbox_(outbox),
       gate_(gate),
@@ -41,6 +41,7 @@ ReconcilePass::ReconcilePass(SettingsStore& settings, OutboxStore& outbox, GateS
       sweeper_(sweeper),
       inbox_(inbox),
       telemetry_(telemetry),
+      leadership_(leadership),
       clock_(clock),
       log_(log),
       defaults_(defaults) {}
@@ -62,6 +63,11 @@ bool ReconcilePass::read_switch(const char* key, bool fallback, bool& ok) {
 
 PassReport ReconcilePass::run_once(PassOptions options) {
   PassReport report;
+  const std::function<bool()> leading = [this] { return !leadership_ || leadership_->is_leader(); };
+  if (!leading()) {  // another replica reconciles; this one only serves webhooks and runs jobs
+    report.leader = false;
+    return report;
+  }
   const TimePoint started = clock_.now();
   bool ok = true;
   report.enabled = read_switch(kSettingReconcileEnabled, defaults_.enabled, ok);
@@ -88,7 +94,7 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   const bool sides = report.deferred_for_inbox == 0;
 
   if (sides) try {
-    report.gate = gate_.run_once(options.dry_run);
+    report.gate = gate_.run_once(options.dry_run, leading);
   } catch (const std::exception& e) {
     log_.warn("reconciler: gate side failed: {}", e.what());
     note(std::string("gate side: ") + e.what());
@@ -96,9 +102,9 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   note(report.gate.first_error);
   for (const Unblock& u : report.gate.unblocked) report.unblocked.push_back(u);
 
-  if (sides && tracker_ && report.plane_enabled) {
+  if (sides && tracker_ && report.plane_enabled && leading()) {
     try {
-      report.tracker = tracker_->run_once(options.dry_run, options.full_sweep);
+      report.tracker = tracker_->run_once(options.dry_run, options.full_sweep, leading);
       note(report.tracker->first_error);
       for (const Unblock& u : report.tracker->unblocked) report.unblocked.push_back(u);
     } catch (const std::exception& e) {
@@ -107,12 +113,15 @@ PassReport ReconcilePass::run_once(PassOptions options) {
     }
   }
 
+  report.interrupted = report.gate.interrupted || (report.tracker && report.tracker->interrupted) || !leading();
+  if (report.interrupted) log_.warn("reconciler: this replica stopped leading during the pass; the pass stops here");
   if (options.dry_run) return report;  // changes nothing: no sweep, no notification, no snapshot
 
+  // What was done is reported even when leadership was lost: the transitions happened.
   const TimePoint now = clock_.now();
   for (const Unblock& u : report.unblocked) report_unblock(u, now, report);
 
-  if (sweeper_) {
+  if (sweeper_ && !report.interrupted) {
     try {
       report.sweep = sweeper_->run_once();
       if (report.sweep->errors > 0) note("sweeper: " + std::to_string(report.sweep->errors) + " rule(s) failed");

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 
 #include "engine/clock.h"
 #include "engine/periodic.h"
+#include "engine/leadership.h"
 #include "engine/store.h"
 #include "engine/telemetry.h"
 #include "reconciler/gate_side.h"
@@ -38,7 +40,9 @@ struct PassOptions {
 struct PassReport {
   bool enabled = false;        // the switches as this pass read them
   bool plane_enabled = false;
-  bool ran = false;            // false: switched off, or the switches could not be read
+  bool ran = false;            // false: switched off, not the leader, or the switches could not be read
+  bool leader = true;          // false: another replica leads, so this one did nothing
+  bool interrupted = false;    // this replica stopped leading during the pass: the rest was left to the next leader
   GateSideReport gate;
   std::optional<TrackerSideReport> tracker;  // absent: switched off or no tracker side wired
   std::optional<SweepReport> sweep;          // absent: no sweeper wired, or a dry run
@@ -59,7 +63,7 @@ class ReconcilePass {
   // tracker and sweeper may be null (no Plane configured; sweeping done elsewhere). All references outlive this.
   ReconcilePass(SettingsStore& settings, OutboxStore& outbox, GateSide& gate, TrackerSide* tracker, Sweeper* sweeper,
                 const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults, InboxStore* inbox = nullptr,
-                Telemetry* telemetry = nullptr);
+                Telemetry* telemetry = nullptr, const Leadership* leadership = nullptr);
 
   // One pass. Never throws; each side contains its own failures. Reads the switches first (so a flip from another
   // process applies on the next pass); when enabled: gate side, tracker side if plane-enabled, then the sweeper.
@@ -80,6 +84,9 @@ class ReconcilePass {
   Sweeper* sweeper_;
   InboxStore* inbox_;  // null: no inbox to wait for (tests of one side)
   Telemetry* telemetry_;  // told each unblock by side and stage; null: nobody
+  // Null: always run (one node, the CLI). Otherwise a pass runs only on the leader and stops at once, between
+  // tasks, when this replica stops leading.
+  const Leadership* leadership_;
   const Clock& clock_;
   spdlog::logger& log_;
   const ReconcileDefaults defaults_;

@@ -24,6 +24,7 @@ struct TrackerSide::ProjectPass {
   std::optional<TimePoint> deferred_oldest;  // oldest updated_at of an item left for a later pass
   int visited = 0;
   bool budget_hit = false;
+  bool interrupted = false;  // leadership lost mid-listing: save nothing
 
   void defer(const WorkItem& item) {
     if (item.updated_at && (!deferred_oldest || *item.updated_at < *deferred_oldest)) deferred_oldest = item.updated_at;
@@ -51,12 +52,21 @@ Seconds TrackerSide::longest_grace() const {
   return longest;
 }
 
-TrackerSideReport TrackerSide::run_once(bool dry_run, bool full_sweep) {
+TrackerSideReport TrackerSide::run_once(bool dry_run, bool full_sweep, const std::function<bool()>& keep_going) {
   TrackerSideReport report;
   const TimePoint now = clock_.now();
   backoff_.prune(now);
   replays_this_pass_ = 0;
+  keep_going_ = &keep_going;
+  struct Reset {
+    const std::function<bool()>*& p;
+    ~Reset() { p = nullptr; }
+  } reset{keep_going_};
   for (const ProjectSpec& project : projects_) {
+    if (stopping()) {
+      report.interrupted = true;
+      break;
+    }
     const std::string key = "project:" + project.name;
     if (backoff_.waiting(key, now)) {
       log_.debug("tracker side: project {} backing off", project.name);
@@ -95,6 +105,10 @@ Status TrackerSide::reconcile_project(const ProjectSpec& project, TimePoint now,
   if (!pass.full) pass.stop_before = *old->tracker_horizon - reach;
 
   Status listed = tracker_.list_work_items(project, /*newest_first=*/true, [&](const WorkItem& item, TrackerState state) {
+    if (stopping()) {
+      pass.interrupted = true;
+      return false;
+    }
     if (!pass.full && pass.visited >= options_.max_items_per_project) {
       pass.budget_hit = true;
       return false;
@@ -116,6 +130,10 @@ Status TrackerSide::reconcile_project(const ProjectSpec& project, TimePoint now,
   ++report.projects;
   if (pass.full) ++report.full_sweeps;
   if (!listed.ok()) return listed;  // the horizon stays where it was: the next pass covers this one's ground
+  if (pass.interrupted) {  // whoever leads next covers this ground again from the old horizon
+    report.interrupted = true;
+    return {};
+  }
   if (dry_run) return {};
   if (pass.budget_hit) {  // stopped before the horizon: keep it, so the next pass reaches back as far again
     if (!pass.full) ++since_full;

@@ -5,6 +5,7 @@
 // Not thread-safe: owned and called only by the reconciler thread (or one `orch reconcile --once`).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -47,6 +48,7 @@ struct TrackerSideReport {
   int failed = 0;    // items whose replay failed (retried next pass)
   std::vector<Unblock> unblocked;  // replays that changed a stage (dry run: transitions it would make)
   std::string first_error;
+  bool interrupted = false;  // keep_going() said stop (leadership lost): horizons were left where they were
 };
 
 class TrackerSide {
@@ -57,7 +59,9 @@ class TrackerSide {
 
   // One pass over every project. Never throws: a failing project or item is logged and skipped. full_sweep forces a
   // sweep of every project (the CLI's --once); dry_run calls no handler and saves no horizon.
-  TrackerSideReport run_once(bool dry_run = false, bool full_sweep = false);
+  // keep_going is asked before each project and each work item; false ends the pass at once, saving no horizon.
+  TrackerSideReport run_once(bool dry_run = false, bool full_sweep = false,
+                             const std::function<bool()>& keep_going = {});
 
  private:
   enum class Replay { kNone, kStart, kRecord, kApprove, kReject };
@@ -85,6 +89,8 @@ class TrackerSide {
   RetryBackoff backoff_;                          // keyed by project name
   std::map<std::string, int> passes_since_full_;  // by project name
   int replays_this_pass_ = 0;
+  const std::function<bool()>* keep_going_ = nullptr;  // set for the duration of run_once
+  bool stopping() const { return keep_going_ && *keep_going_ && !(*keep_going_)(); }
 };
 
 }  // namespace orch

@@ -101,7 +101,8 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
   check_fields(doc["reconciler"], {{"enabled", T::kBool}, {"plane_enabled", T::kBool}, {"interval_s", T::kInt},
                                    {"last_pass_started_at", T::kStringOrNull},
                                    {"last_pass_duration_s", T::kNumberOrNull}, {"unblocked_total", T::kInt},
-                                   {"last_unblocked", T::kStringOrNull}, {"last_error", T::kStringOrNull}});
+                                   {"last_unblocked", T::kStringOrNull}, {"last_error", T::kStringOrNull},
+                                   {"leader", T::kStringOrNull}, {"replica", T::kString}, {"leading", T::kBool}});
   CHECK(doc["reconciler"]["unblocked_total"].get<int>() >= 3);
   CHECK(doc["reconciler"]["last_unblocked"] == "SHOP-42");
   check_fields(doc["inbox"], {{"received", T::kInt}, {"pending", T::kInt}, {"handled", T::kInt},
@@ -350,6 +351,37 @@ TEST_CASE("/readyz names a stopped inbox processor and a stopped worker pool") {
   CHECK(body["checks"]["inbox_processor"] == "inbox processor thread is not running");
   CHECK(body["checks"]["worker_pool"] == "worker pool is not running");
   CHECK(body["checks"]["database"] == "ok");
+}
+
+}  // namespace
+}  // namespace orch
+
+namespace orch {
+namespace {
+using namespace orch::testing;
+
+TEST_CASE("/queue.json and /metrics say which replica leads: on SQLite the one node always does") {
+  RunningApp app(Env{{"ORCH_REPLICA_ID", "node-7"}});
+  app.start();
+  json doc = get_queue(app);
+  CHECK(doc["reconciler"]["replica"] == "node-7");
+  CHECK(doc["reconciler"]["leader"] == "node-7");
+  CHECK(doc["reconciler"]["leading"] == true);
+  auto res = app.client().Get("/metrics");
+  REQUIRE(res);
+  Exposition e = parse_exposition(res->body);
+  for (const std::string& err : e.errors) FAIL_CHECK(err);
+  CHECK(e.samples[R"(orch_leader{replica="node-7"})"] == 1);
+  CHECK(e.samples[R"(orch_leader_info{leader="node-7"})"] == 1);
+}
+
+TEST_CASE("a replica id that could not name a worker or a claim is refused at start-up") {
+  auto settings = make_settings(default_config(), [](const std::string& name) -> std::optional<std::string> {
+    if (name == "ORCH_REPLICA_ID") return std::string("a b/c");
+    return std::nullopt;
+  });
+  REQUIRE_FALSE(settings.ok());
+  CHECK(settings.status().message.find("ORCH_REPLICA_ID") != std::string::npos);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "app/settings.h"
 #include "reconciler/reconciler.h"
 #include "tests/support/engine_fixture.h"
+#include "tests/support/flag_leadership.h"
 #include "webhooks/handlers/handlers.h"
 
 using namespace orch;
@@ -27,13 +28,14 @@ Settings plain_settings(const Config& config) {
 }
 
 struct Rig : EngineFixture {
-  explicit Rig(ReconcileDefaults defaults = {}, bool with_sweeper = false)
+  explicit Rig(ReconcileDefaults defaults = {}, bool with_sweeper = false, const Leadership* leadership = nullptr)
       : settings(plain_settings(config)),
         handlers(*store, engine, plane, gitea, config, clock, log),
         gate_side(*store, *store, engine, clock, log, grace()),
         tracker_side(config.projects, pipeline, plane, handlers, *store, *store, clock, log, grace()),
         sweeper(*store, pipeline, config.jobs, clock, log),
-        pass(*store, *store, gate_side, &tracker_side, with_sweeper ? &sweeper : nullptr, clock, log, defaults) {}
+        pass(*store, *store, gate_side, &tracker_side, with_sweeper ? &sweeper : nullptr, clock, log, defaults,
+             store.get(), nullptr, leadership) {}
 
   GraceFn grace() {
     return [this](const std::string& stage) { return settings.grace_for(stage); };
@@ -349,4 +351,42 @@ TEST_CASE("deliveries still queued in the inbox defer both sides: a queued event
   CHECK(after.deferred_for_inbox == 0);
   CHECK(after.unblocked.size() == 1);
   CHECK(f.reload(t.id).stage == "review");
+}
+
+TEST_CASE("a pass runs only on the leader, and stops between tasks the moment this replica stops leading") {
+  FlagLeadership leadership(false);
+  Rig f({}, /*with_sweeper=*/true, &leadership);
+  for (const char* key : {"SHOP-1", "SHOP-2", "SHOP-3"})
+    f.stuck_in_development(key, std::string("sha-") + key);
+  f.clock.advance(31min);
+
+  // A follower does nothing at all: no transition, no Plane call, no snapshot.
+  const int plane_calls = f.plane.calls();
+  PassReport follower = f.pass.run_once();
+  CHECK_FALSE(follower.leader);
+  CHECK_FALSE(follower.ran);
+  CHECK(f.store->recent_transitions(10).value().size() == 9);  // only the seeding: 3 tasks x 3 steps
+  CHECK(f.plane.calls() == plane_calls);
+  CHECK_FALSE(f.has_snapshot());
+
+  // The leader loses its lock right after its first unblock: the pass stops before the next task.
+  leadership.set(true);
+  bool lost_once = false;
+  f.bus.subscribe("lock lost", [&leadership, &lost_once](const TransitionFired&) {
+    if (!lost_once) leadership.set(false);
+    lost_once = true;
+    return Status{};
+  });
+  PassReport cut = f.pass.run_once();
+  CHECK(cut.leader);
+  CHECK(cut.interrupted);
+  CHECK(cut.unblocked.size() == 1);
+  CHECK_FALSE(cut.sweep.has_value());  // the sweeper is the next leader's
+  CHECK(f.log.contains("stopped leading during the pass"));
+
+  // Leading again (or another replica taking over with the same store), the rest is picked up.
+  leadership.set(true);
+  f.clock.advance(1s);
+  PassReport rest = f.pass.run_once();
+  CHECK(rest.unblocked.size() + cut.unblocked.size() == 3);
 }
