@@ -254,6 +254,7 @@ Status App::start() {
   outbox_thread_.start();
   inbox_.start();
   pool_.start();
+  leadership_->start();  // before the reconciler, whose passes ask it
   reconciler_.start();
   webhook_routes_.start();
   if (Status s = http_.start(settings_.listen_host, settings_.listen_port); !s.ok()) {
@@ -268,6 +269,7 @@ Status App::start() {
 void App::stop_threads() {
   webhook_routes_.stop();  // commits what was already accepted
   reconciler_.stop();      // before the pool (issue 7)
+  leadership_->stop();     // after the reconciler: a leader steps down only once its passes have ended
   pool_.stop();            // stops running agents and requeues their jobs
   inbox_.stop();
   outbox_thread_.stop();

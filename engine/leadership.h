@@ -12,6 +12,9 @@ struct Leadership {
   virtual bool is_leader() const = 0;
   virtual std::string replica_id() const = 0;  // this replica (ORCH_REPLICA_ID, or host:pid)
   virtual std::string leader_id() const = 0;   // the replica that leads now as last seen; "" when none is known
+  // The election's own thread, if it has one: the app starts it before the reconciler and stops it after.
+  virtual void start() {}
+  virtual void stop() {}
 };
 
 // The embedded SQLite store serves one node: it always leads.

@@ -275,6 +275,35 @@ Status GitWorkspaces::remove_worktree(const ProjectSpec& project, const TaskRow&
   return {};
 }
 
+Status GitWorkspaces::catch_up_worktree(const ProjectSpec& project, const TaskRow& task) {
+  if (!is_safe_branch_name(task.branch))
+    return invalid("task " + task.work_item_key + ": branch name is not a plain ref name");
+  const fs::path path = layout_.worktree(task);
+  if (!is_worktree(path)) return not_found("task " + task.work_item_key + " has no worktree");
+  const fs::path clone = layout_.clone(project.name);
+  FileLock lock(lock_path(clone));
+  if (!lock.held()) return unavailable("git: cannot lock the clone of " + project.name);
+  const std::string remote_ref = "refs/remotes/origin/" + task.branch;
+  // Only this branch: a fetch of the whole remote per job would grow with the number of branches.
+  auto fetched = exec({"fetch", "--quiet", "origin", "+refs/heads/" + task.branch + ":" + remote_ref}, clone,
+                      clone_url(project));
+  if (!fetched.ok()) return fetched.status();
+  if (fetched.value().exit_code != 0) {
+    auto listed = exec({"ls-remote", "--exit-code", "origin", "refs/heads/" + task.branch}, clone, clone_url(project));
+    if (listed.ok() && listed.value().exit_code == 2) return {};  // the remote has no such branch yet
+    return unavailable("git fetch of " + task.branch + " failed: " + tail_of(fetched.value().output));
+  }
+  auto behind = exec({"merge-base", "--is-ancestor", remote_ref, "HEAD"}, path);
+  if (!behind.ok()) return behind.status();
+  if (behind.value().exit_code == 0) return {};  // the remote is not ahead of us
+  auto merged = exec({"merge", "--ff-only", "--quiet", remote_ref}, path);
+  if (!merged.ok()) return merged.status();
+  if (merged.value().exit_code != 0)
+    return conflict("branch " + task.branch + " diverged from the remote: " + tail_of(merged.value().output));
+  log_.info("git: worktree of {} caught up with the remote's {}", task.work_item_key, task.branch);
+  return {};
+}
+
 Status GitWorkspaces::push_branch(const ProjectSpec& project, const TaskRow& task) {
   if (!is_safe_branch_name(task.branch))
     return invalid("task " + task.work_item_key + ": branch name is not a plain ref name");

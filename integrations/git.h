@@ -49,6 +49,11 @@ class GitWorkspaces {
   // Clone, branch (from origin/<branch> if the remote has it, else origin/<default_branch>) and worktree, each
   // only if missing. The branch is task.branch, which must be a plain ref name (kInvalid otherwise).
   Result<WorktreeInfo> ensure_worktree(const ProjectSpec& project, const TaskRow& task);
+  // Brings an existing worktree up to the remote's branch when the remote moved ahead: another replica's worker ran
+  // the previous stage and pushed, or a human pushed to the branch. Fetches, then fast-forwards only; a branch that
+  // diverged from the remote is kConflict (an agent run on it could never be pushed). Nothing to merge when the
+  // remote has no such branch yet or is behind.
+  Status catch_up_worktree(const ProjectSpec& project, const TaskRow& task);
   // Removes the task's worktree (uncommitted changes with it); the branch stays. Nothing to do when it is gone.
   Status remove_worktree(const ProjectSpec& project, const TaskRow& task);
   // git push origin refs/heads/<branch>: fast-forward only, never forced.

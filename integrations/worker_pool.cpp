@@ -279,6 +279,10 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   auto worktree = git_.ensure_worktree(*project, task);
   if (!worktree.ok())
     return attempt_failed(job, "worktree: " + worktree.status().message, retry_unless_invalid(worktree.status()));
+  // The previous stage may have run on another replica (or a human pushed): start from the remote's branch.
+  if (Status s = git_.catch_up_worktree(*project, task); !s.ok())
+    return attempt_failed(job, "worktree: " + s.message,
+                          s.code == Code::kConflict ? Retry::kNo : retry_unless_invalid(s));
   const std::string dir = worktree.value().path.string();
   if (Status s = write_task_json(job, task, dir); !s.ok()) return attempt_failed(job, s.message, Retry::kAfterBackoff);
 

@@ -104,6 +104,52 @@ TEST_CASE("ensure_worktree makes the clone, branch and worktree once, and a seco
   CHECK(git_b.commands_run() == 0);
 }
 
+TEST_CASE("catch_up_worktree fast-forwards to what another replica pushed, and refuses a branch that diverged") {
+  TempDir dir;
+  fs::path remote = make_remote(dir.path());
+  TestLog log;
+  ProcessRunner runner;
+  ProjectSpec project = config_with_remote(remote).projects[0];
+  TaskRow task = task_row("SHOP-9");
+  const fs::path scratch = dir.path() / "scratch";
+  // Two replicas, each with its own data directory, on one remote.
+  DataLayout layout_a(dir.path() / "a"), layout_b(dir.path() / "b");
+  GitWorkspaces a(layout_a, runner, Secret(), log), b(layout_b, runner, Secret(), log);
+  REQUIRE(a.ensure_worktree(project, task).ok());
+  REQUIRE(b.ensure_worktree(project, task).ok());
+  CHECK(b.catch_up_worktree(project, task).ok());  // the remote has no such branch yet: nothing to do
+
+  // Replica A's worker runs a stage and pushes.
+  std::ofstream(layout_a.worktree(task) / "analysis.md") << "done\n";
+  git({"add", "analysis.md"}, layout_a.worktree(task), scratch);
+  git({"commit", "--quiet", "-m", "analysis"}, layout_a.worktree(task), scratch);
+  REQUIRE(a.push_branch(project, task).ok());
+  const std::string pushed = git({"rev-parse", "refs/heads/orch/shop-9"}, remote, scratch);
+
+  // Replica B runs the next stage: its old worktree catches up first, so its own push will fast-forward.
+  REQUIRE(b.catch_up_worktree(project, task).ok());
+  CHECK(git({"rev-parse", "HEAD"}, layout_b.worktree(task), scratch) == pushed);
+  CHECK(fs::exists(layout_b.worktree(task) / "analysis.md"));
+  CHECK(log.contains("caught up with the remote"));
+  const int ran = b.commands_run();
+  CHECK(b.catch_up_worktree(project, task).ok());  // up to date: nothing merged
+  CHECK(git({"rev-parse", "HEAD"}, layout_b.worktree(task), scratch) == pushed);
+  CHECK(b.commands_run() > ran);  // it did look (a fetch), which is the point
+
+  // B commits without pushing, A pushes something else: B's branch can never be pushed again.
+  std::ofstream(layout_b.worktree(task) / "b.txt") << "b\n";
+  git({"add", "b.txt"}, layout_b.worktree(task), scratch);
+  git({"commit", "--quiet", "-m", "b"}, layout_b.worktree(task), scratch);
+  REQUIRE(a.catch_up_worktree(project, task).ok());
+  std::ofstream(layout_a.worktree(task) / "a.txt") << "a\n";
+  git({"add", "a.txt"}, layout_a.worktree(task), scratch);
+  git({"commit", "--quiet", "-m", "a"}, layout_a.worktree(task), scratch);
+  REQUIRE(a.push_branch(project, task).ok());
+  Status diverged = b.catch_up_worktree(project, task);
+  CHECK(diverged.code == Code::kConflict);
+  CHECK(diverged.message.find("diverged") != std::string::npos);
+}
+
 TEST_CASE("remove_worktree removes the worktree and keeps the branch, and a second removal does nothing") {
   TempDir dir;
   fs::path remote = make_remote(dir.path());
