@@ -365,7 +365,7 @@ TEST_CASE("a pass runs only on the leader, and stops between tasks the moment th
   PassReport follower = f.pass.run_once();
   CHECK_FALSE(follower.leader);
   CHECK_FALSE(follower.ran);
-  CHECK(f.store->recent_transitions(10).value().size() == 9);  // only the seeding: 3 tasks x 3 steps
+  CHECK(f.store->recent_transitions(10).value().size() == 6);  // only the seeding: 3 tasks x 2 steps
   CHECK(f.plane.calls() == plane_calls);
   CHECK_FALSE(f.has_snapshot());
 

@@ -1,0 +1,1228 @@
+// tests/engine/store_contract_test.cpp: the Store contract, every case run on both implementations: SqliteStore on a
+// fresh file in a TempDir, PgStore on a fresh database of the test PostgreSQL server (tests/support/pg_server.h).
+// Each case is registered once per backend, named "store: ...<sqlite>" and "store: ...<pg>". Time comes from a
+// ManualClock; races run real threads, and go through several store instances (separate pools and connections,
+// as separate processes or replicas would) on one database. Nothing sleeps.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <barrier>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "engine/pg_store.h"
+#include "engine/sqlite_store.h"
+#include "tests/support/manual_clock.h"
+#include "tests/support/pg_server.h"
+#include "tests/support/temp_dir.h"
+
+namespace orch {
+namespace {
+
+using testing::kMonday9am;
+using testing::ManualClock;
+using testing::TempDir;
+using namespace std::chrono_literals;
+
+// A backend makes one database and opens any number of stores on it (each its own pool of connections).
+struct SqliteBackend {
+  TempDir dir;
+  std::unique_ptr<Store> open() {
+    auto store = SqliteStore::open(dir.file("orch.db"));
+    REQUIRE_MESSAGE(store.ok(), store.status().message);
+    return std::move(store).value();
+  }
+};
+
+struct PgBackend {
+  std::string url = testing::fresh_pg_database();  // throws (the case fails) when no server can be had
+  std::unique_ptr<Store> open() {
+    auto store = PgStore::open(url);
+    REQUIRE_MESSAGE(store.ok(), store.status().message);
+    return std::move(store).value();
+  }
+};
+
+}  // namespace
+}  // namespace orch
+
+TYPE_TO_STRING_AS("sqlite", orch::SqliteBackend);
+TYPE_TO_STRING_AS("pg", orch::PgBackend);
+
+namespace orch {
+namespace {
+
+NewTask new_task(const std::string& id) {
+  NewTask t;
+  t.project = "shop";
+  t.work_item_id = "wi-" + id;
+  t.work_item_key = "SHOP-" + id;
+  t.title = "title " + id;
+  t.description = "description " + id;
+  t.branch = "orch/shop-" + id;
+  return t;
+}
+
+TaskId make_task(Store& store, const std::string& id, TimePoint now) {
+  auto claim = store.create_task_atomic(new_task(id), now);
+  REQUIRE_MESSAGE(claim.ok(), claim.status().message);
+  REQUIRE(claim->created);
+  return claim->task.id;
+}
+
+TaskRow task_of(Store& store, TaskId id) {
+  auto row = store.find_task(id);
+  REQUIRE(row.ok());
+  REQUIRE(row->has_value());
+  return *row.value();
+}
+
+JobRow enqueue(Store& store, TaskId task, int visit, int attempt, TimePoint now, TimePoint run_after) {
+  NewJob job{task, visit, "analysis", "analyst", attempt, run_after};
+  auto row = store.enqueue_job(job, now);
+  REQUIRE_MESSAGE(row.ok(), row.status().message);
+  REQUIRE(row->has_value());
+  return *row.value();
+}
+
+NewDelivery delivery(Source source, const std::string& id, const std::string& digest, TimePoint at) {
+  NewDelivery d;
+  d.source = source;
+  d.delivery_id = id;
+  d.event = source == Source::kPlane ? "issue" : "status";
+  d.body_digest = digest;
+  d.body = "{\"id\":\"" + id + "\"}";
+  d.received_at = at;
+  return d;
+}
+
+// A Gitea delivery of `lane` (digest dedup off, as for Gitea).
+NewDelivery lane_delivery(const std::string& id, const std::string& lane, TimePoint at) {
+  NewDelivery d = delivery(Source::kGitea, id, "h-" + id, at);
+  d.lane = lane;
+  return d;
+}
+
+DeliverySeq insert(Store& store, const NewDelivery& d) {
+  auto in = store.insert_delivery(d, false);
+  REQUIRE_MESSAGE(in.ok(), in.status().message);
+  REQUIRE_FALSE(in->duplicate);
+  return in->seq;
+}
+
+DeliveryRow delivery_row(Store& store, const std::string& delivery_id) {
+  auto row = store.find_delivery(delivery_id);
+  REQUIRE_MESSAGE(row.ok(), row.status().message);
+  REQUIRE(row->has_value());
+  return *row.value();
+}
+
+// The delivery claim_delivery hands out, or "-" for none (and "error: ..." on failure): one string to compare.
+std::string claim(Store& store, const std::string& claimer, TimePoint now, Millis lease = 1min) {
+  auto claimed = store.claim_delivery(claimer, now, lease);
+  if (!claimed.ok()) return "error: " + claimed.status().message;
+  return claimed.value() ? claimed.value()->delivery_id : "-";
+}
+
+std::vector<NotificationId> ids_of(const std::vector<NotificationRow>& rows) {
+  std::vector<NotificationId> ids;
+  for (const NotificationRow& r : rows) ids.push_back(r.id);
+  return ids;
+}
+
+TaskFacts sha_fact(const std::string& sha) {
+  TaskFacts f;
+  f.head_sha = sha;
+  return f;
+}
+
+std::vector<TaskId> ids_of(const std::vector<TaskRow>& rows) {
+  std::vector<TaskId> ids;
+  for (const TaskRow& r : rows) ids.push_back(r.id);
+  return ids;
+}
+
+TEST_CASE_TEMPLATE("store: create_task_atomic creates a task once and returns the existing one afterwards", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  auto first = store->create_task_atomic(new_task("42"), clock.now());
+  REQUIRE(first.ok());
+  CHECK(first->created);
+  const TaskRow& t = first->task;
+  CHECK(t.stage == "created");
+  CHECK(t.visit == 1);
+  CHECK(t.work_item_key == "SHOP-42");
+  CHECK(t.branch == "orch/shop-42");
+  CHECK(t.created_at == kMonday9am);
+  CHECK(t.entered_stage_at == kMonday9am);
+  CHECK(t.updated_at == kMonday9am);
+  CHECK_FALSE(t.blocked);
+  CHECK(t.pr_state == PrState::kNone);
+  CHECK_FALSE(t.pr_number.has_value());
+
+  clock.advance(1min);
+  NewTask again = new_task("42");
+  again.title = "a retitled copy";
+  auto second = store->create_task_atomic(again, clock.now());
+  REQUIRE(second.ok());
+  CHECK_FALSE(second->created);
+  CHECK(second->task.id == t.id);
+  CHECK(second->task.title == "title 42");        // the loser writes nothing
+  CHECK(second->task.updated_at == kMonday9am);
+  CHECK(store->count_tasks().value() == 1);
+  CHECK(store->find_task_by_work_item("wi-42").value()->id == t.id);
+  CHECK_FALSE(store->find_task_by_work_item("wi-43").value().has_value());
+  CHECK(store->create_task_atomic(new_task(""), clock.now()).ok());  // "wi-": a valid id
+  NewTask empty;
+  CHECK(store->create_task_atomic(empty, clock.now()).status().code == Code::kInvalid);
+}
+
+TEST_CASE_TEMPLATE("store: 16 threads racing for the same work items create each exactly once", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  constexpr int kThreads = 16;
+  constexpr int kRounds = 40;
+  std::vector<std::array<int, kThreads>> created(kRounds);
+  std::vector<std::array<TaskId, kThreads>> ids(kRounds);
+  std::atomic<int> errors{0};
+  std::barrier start_round(kThreads);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int round = 0; round < kRounds; ++round) {
+          start_round.arrive_and_wait();
+          auto claim = store->create_task_atomic(new_task(std::to_string(round)), kMonday9am);
+          if (!claim.ok()) {
+            ++errors;
+            continue;
+          }
+          created[round][t] = claim->created ? 1 : 0;
+          ids[round][t] = claim->task.id;
+        }
+      });
+    }
+  }
+  CHECK(errors.load() == 0);
+  for (int round = 0; round < kRounds; ++round) {
+    int winners = 0;
+    for (int t = 0; t < kThreads; ++t) winners += created[round][t];
+    CHECK_MESSAGE(winners == 1, "round " << round);
+    CHECK(std::all_of(ids[round].begin(), ids[round].end(), [&](TaskId id) { return id == ids[round][0]; }));
+  }
+  CHECK(store->count_tasks().value() == kRounds);
+}
+
+TEST_CASE_TEMPLATE("store: idle_tasks lists live tasks past the cutoff with no active job", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  const TimePoint t0 = clock.now();
+  TaskId plain = make_task(*store, "plain", clock.now());
+  clock.advance(1min);
+  TaskId queued = make_task(*store, "queued", clock.now());
+  enqueue(*store, queued, 1, 1, clock.now(), clock.now() + 1h);  // not claimable, still active
+  clock.advance(1min);
+  TaskId running = make_task(*store, "running", clock.now());
+  enqueue(*store, running, 1, 1, clock.now(), clock.now());
+  REQUIRE(store->claim_job("w/1", clock.now()).value()->task_id == running);
+  clock.advance(1min);
+  TaskId finished = make_task(*store, "finished", clock.now());
+  enqueue(*store, finished, 1, 1, clock.now(), clock.now());
+  JobRow job = store->claim_job("w/1", clock.now()).value().value();
+  REQUIRE(store->finish_job(job.id, JobStatus::kSucceeded, "", clock.now()).ok());
+  clock.advance(1min);
+  TaskId done = make_task(*store, "done", clock.now());
+  REQUIRE(store->apply_transition({done, "created", "done", Cause::kManual, "", std::nullopt, clock.now()}).ok());
+  clock.advance(1min);
+  TaskId last = make_task(*store, "last", clock.now());
+  const TimePoint last_at = clock.now();
+
+  SUBCASE("terminal tasks and tasks with a queued or running job are left out") {
+    auto idle = store->idle_tasks(t0 + 1h, {}, 100);
+    REQUIRE(idle.ok());
+    CHECK(ids_of(idle.value()) == std::vector<TaskId>{plain, finished, last});
+  }
+  SUBCASE("the cutoff is strict: a task updated exactly at idle_before is not idle yet") {
+    CHECK(ids_of(store->idle_tasks(last_at, {}, 100).value()) == std::vector<TaskId>{plain, finished});
+    CHECK(ids_of(store->idle_tasks(last_at + 1ms, {}, 100).value()) == std::vector<TaskId>{plain, finished, last});
+    CHECK(store->idle_tasks(t0, {}, 100).value().empty());
+  }
+  SUBCASE("a finished job no longer holds the task back, and any update moves it to the back") {
+    REQUIRE(store->record_facts(plain, sha_fact("abc"), clock.now() + 1s).ok());
+    CHECK(ids_of(store->idle_tasks(t0 + 1h, {}, 100).value()) == std::vector<TaskId>{finished, last, plain});
+  }
+  SUBCASE("limit must be positive") { CHECK(store->idle_tasks(t0 + 1h, {}, 0).status().code == Code::kInvalid); }
+}
+
+TEST_CASE_TEMPLATE("store: idle_tasks pages by (updated_at, id) strictly after the cursor", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  std::vector<TaskId> expected;
+  for (int i = 0; i < 3; ++i) expected.push_back(make_task(*store, "a" + std::to_string(i), clock.now()));
+  clock.advance(1s);
+  for (int i = 0; i < 4; ++i) expected.push_back(make_task(*store, "b" + std::to_string(i), clock.now()));
+  // Ties on updated_at are broken by id, so a page boundary inside a tie neither repeats nor skips a task.
+  std::vector<TaskId> seen;
+  IdleCursor cursor;
+  int pages = 0;
+  while (true) {
+    auto page = store->idle_tasks(clock.now() + 1h, cursor, 2);
+    REQUIRE(page.ok());
+    if (page->empty()) break;
+    ++pages;
+    for (const TaskRow& t : page.value()) seen.push_back(t.id);
+    cursor = {page->back().updated_at, page->back().id};
+  }
+  CHECK(pages == 4);
+  CHECK(seen == expected);
+}
+
+TEST_CASE_TEMPLATE("store: apply_transition is a compare-and-set that writes the audit row", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId id = make_task(*store, "7", clock.now());
+  REQUIRE(store->set_blocked(id, true, "waiting for a human", clock.now()).ok());
+  CHECK(task_of(*store, id).blocked);
+  CHECK(task_of(*store, id).blocked_reason == "waiting for a human");
+
+  clock.advance(5min);
+  auto moved = store->apply_transition({id, "created", "analysis", Cause::kWebhook, "In Progress", "", clock.now()});
+  REQUIRE_MESSAGE(moved.ok(), moved.status().message);
+  CHECK(moved->stage == "analysis");
+  CHECK(moved->visit == 2);
+  CHECK(moved->entered_stage_at == clock.now());
+  CHECK(moved->updated_at == clock.now());
+  CHECK(moved->created_at == kMonday9am);
+  CHECK_FALSE(moved->blocked);
+  CHECK(moved->blocked_reason.empty());
+
+  clock.advance(1min);
+  auto rolled = store->apply_transition(
+      {id, "analysis", "analysis", Cause::kWebhook, "Rejected", std::string("needs tests"), clock.now()});
+  REQUIRE(rolled.ok());
+  CHECK(rolled->visit == 3);
+  CHECK(rolled->rejection_reason == "needs tests");
+  auto forward = store->apply_transition({id, "analysis", "development", Cause::kAgent, "", std::nullopt, clock.now()});
+  REQUIRE(forward.ok());
+  CHECK(forward->rejection_reason.empty());  // a forward move clears it
+
+  SUBCASE("a stale `from` is refused and changes nothing") {
+    auto stale = store->apply_transition({id, "analysis", "review", Cause::kReconciler, "", std::nullopt, clock.now()});
+    CHECK(stale.status().code == Code::kConflict);
+    CHECK(task_of(*store, id).stage == "development");
+    CHECK(task_of(*store, id).visit == 4);
+    CHECK(store->transitions_for_task(id).value().size() == 3);
+  }
+  SUBCASE("an unknown task is kNotFound") {
+    CHECK(store->apply_transition({999, "created", "analysis", Cause::kManual, "", std::nullopt, clock.now()})
+              .status()
+              .code == Code::kNotFound);
+  }
+  SUBCASE("every transition is in the audit log, with the work item key") {
+    auto log = store->transitions_for_task(id);
+    REQUIRE(log.ok());
+    REQUIRE(log->size() == 3);
+    const TransitionRow& first = log.value()[0];
+    CHECK(first.task_id == id);
+    CHECK(first.work_item_key == "SHOP-7");
+    CHECK(first.from == "created");
+    CHECK(first.to == "analysis");
+    CHECK(first.cause == Cause::kWebhook);
+    CHECK(first.detail == "In Progress");
+    CHECK(first.at == kMonday9am + 5min);
+    CHECK(log.value()[2].cause == Cause::kAgent);
+    auto recent = store->recent_transitions(2);
+    REQUIRE(recent->size() == 2);
+    CHECK(recent.value()[0].to == "development");  // newest first
+    CHECK(recent.value()[1].to == "analysis");
+  }
+}
+
+TEST_CASE_TEMPLATE("store: record_facts overwrites only the facts it carries and bumps updated_at", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId id = make_task(*store, "1", clock.now());
+  clock.advance(1min);
+  TaskFacts pr;
+  pr.pr_number = 12;
+  pr.pr_state = PrState::kOpen;
+  pr.head_sha = "abc";
+  REQUIRE(store->record_facts(id, pr, clock.now()).ok());
+  clock.advance(1min);
+  TaskFacts review;
+  review.review_state = ReviewState::kApproved;
+  review.tracker_state = "st-1";
+  REQUIRE(store->record_facts(id, review, clock.now()).ok());
+  TaskRow t = task_of(*store, id);
+  CHECK(t.pr_number == 12);
+  CHECK(t.pr_state == PrState::kOpen);
+  CHECK(t.review_state == ReviewState::kApproved);
+  CHECK(t.head_sha == "abc");
+  CHECK(t.tracker_state == "st-1");
+  CHECK(t.updated_at == kMonday9am + 2min);
+  CHECK(t.entered_stage_at == kMonday9am);
+  clock.advance(1min);
+  REQUIRE(store->set_blocked(id, false, "ignored when unblocking", clock.now()).ok());
+  CHECK(task_of(*store, id).updated_at == kMonday9am + 3min);
+  CHECK(task_of(*store, id).blocked_reason.empty());
+  CHECK(store->record_facts(999, sha_fact("x"), clock.now()).code == Code::kNotFound);
+  CHECK(store->set_blocked(999, true, "x", clock.now()).code == Code::kNotFound);
+}
+
+TEST_CASE_TEMPLATE("store: task listings for the queue, the replay and branch lookups", B, SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId a = make_task(*store, "a", clock.now());
+  TaskId b = make_task(*store, "b", clock.now());
+  TaskId old_done = make_task(*store, "c", clock.now());
+  REQUIRE(store->apply_transition({old_done, "created", "done", Cause::kManual, "", std::nullopt, clock.now()}).ok());
+  clock.advance(25h);
+  TaskId new_done = make_task(*store, "d", clock.now());
+  REQUIRE(store->apply_transition({new_done, "created", "done", Cause::kManual, "", std::nullopt, clock.now()}).ok());
+  REQUIRE(store->apply_transition({b, "created", "analysis", Cause::kManual, "", std::nullopt, clock.now()}).ok());
+
+  CHECK(ids_of(store->tasks_for_queue(clock.now() - 24h).value()) == std::vector<TaskId>{a, b, new_done});
+  CHECK(ids_of(store->non_terminal_tasks(0, 10).value()) == std::vector<TaskId>{a, b});
+  CHECK(ids_of(store->non_terminal_tasks(a, 10).value()) == std::vector<TaskId>{b});
+  CHECK(ids_of(store->non_terminal_tasks(0, 1).value()) == std::vector<TaskId>{a});
+  CHECK(ids_of(store->tasks_in_stage("shop", "analysis").value()) == std::vector<TaskId>{b});
+  CHECK(store->tasks_in_stage("other", "analysis").value().empty());
+  CHECK(store->find_task_by_branch("shop", "orch/shop-b").value()->id == b);
+  CHECK_FALSE(store->find_task_by_branch("other", "orch/shop-b").value().has_value());
+  CHECK_FALSE(store->find_task(12345).value().has_value());
+}
+
+TEST_CASE_TEMPLATE("store: enqueue_job is idempotent per (task, visit, attempt)", B, SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId id = make_task(*store, "1", clock.now());
+  JobRow job = enqueue(*store, id, 1, 1, clock.now(), clock.now());
+  CHECK(job.status == JobStatus::kQueued);
+  CHECK(job.stage == "analysis");
+  CHECK(job.agent == "analyst");
+  CHECK(job.created_at == clock.now());
+  CHECK_FALSE(job.started_at.has_value());
+
+  auto again = store->enqueue_job({id, 1, "analysis", "analyst", 1, clock.now()}, clock.now() + 1s);
+  REQUIRE(again.ok());
+  CHECK_FALSE(again->has_value());
+  enqueue(*store, id, 2, 1, clock.now(), clock.now());  // a new visit is a new job
+  enqueue(*store, id, 1, 2, clock.now(), clock.now());  // and so is a retry
+  CHECK(store->jobs_for_task(id).value().size() == 3);
+  CHECK(store->enqueue_job({999, 1, "analysis", "analyst", 1, clock.now()}, clock.now()).status().code ==
+        Code::kNotFound);
+}
+
+TEST_CASE_TEMPLATE("store: claim_job takes the oldest due job, and a job finishes only from running", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId id = make_task(*store, "1", clock.now());
+  JobRow later = enqueue(*store, id, 1, 1, clock.now(), clock.now() + 10s);
+  JobRow earlier = enqueue(*store, id, 1, 2, clock.now(), clock.now() - 1s);
+  JobRow now = enqueue(*store, id, 1, 3, clock.now(), clock.now());
+
+  auto first = store->claim_job("100/1", clock.now());
+  REQUIRE(first.ok());
+  REQUIRE(first->has_value());
+  CHECK(first.value()->id == earlier.id);
+  CHECK(first.value()->status == JobStatus::kRunning);
+  CHECK(first.value()->worker == "100/1");
+  CHECK(first.value()->started_at == clock.now());
+  CHECK(first.value()->heartbeat_at == clock.now());
+  CHECK(store->claim_job("100/2", clock.now()).value()->id == now.id);
+  CHECK_FALSE(store->claim_job("100/2", clock.now()).value().has_value());  // `later` is not due yet
+  clock.advance(10s);
+  CHECK(store->claim_job("100/2", clock.now()).value()->id == later.id);
+
+  REQUIRE(store->heartbeat_job(earlier.id, clock.now()).ok());
+  CHECK(store->find_job(earlier.id).value()->heartbeat_at == clock.now());
+  REQUIRE(store->finish_job(earlier.id, JobStatus::kFailed, "exit 3", clock.now()).ok());
+  JobRow finished = store->find_job(earlier.id).value().value();
+  CHECK(finished.status == JobStatus::kFailed);
+  CHECK(finished.error == "exit 3");
+  CHECK(finished.finished_at == clock.now());
+  CHECK(store->finish_job(earlier.id, JobStatus::kSucceeded, "", clock.now()).code == Code::kConflict);
+  CHECK(store->heartbeat_job(earlier.id, clock.now()).code == Code::kConflict);
+  CHECK(store->finish_job(424242, JobStatus::kSucceeded, "", clock.now()).code == Code::kNotFound);
+  CHECK(store->finish_job(now.id, JobStatus::kQueued, "", clock.now()).code == Code::kInvalid);
+  CHECK(store->recent_failed_jobs(10).value().size() == 1);
+  CHECK(store->jobs_with_status(JobStatus::kRunning, 10).value().size() == 2);
+
+  SUBCASE("start-up recovery puts a running job back in the queue, once") {
+    REQUIRE(store->requeue_job(now.id, clock.now()).ok());
+    JobRow requeued = store->find_job(now.id).value().value();
+    CHECK(requeued.status == JobStatus::kQueued);
+    CHECK(requeued.worker.empty());
+    CHECK_FALSE(requeued.started_at.has_value());
+    CHECK(store->requeue_job(now.id, clock.now()).ok());
+    CHECK(store->requeue_job(earlier.id, clock.now()).code == Code::kConflict);
+    CHECK(store->claim_job("200/1", clock.now()).value()->id == now.id);
+  }
+}
+
+TEST_CASE_TEMPLATE("store: 8 threads claiming 200 jobs claim each exactly once", B, SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  constexpr int kJobs = 200;
+  constexpr int kThreads = 8;
+  std::set<JobId> all;
+  for (int i = 0; i < 20; ++i) {
+    TaskId task = make_task(*store, std::to_string(i), kMonday9am);
+    for (int attempt = 1; attempt <= kJobs / 20; ++attempt)
+      all.insert(enqueue(*store, task, 1, attempt, kMonday9am, kMonday9am).id);
+  }
+  std::vector<std::vector<JobId>> claimed(kThreads);
+  std::atomic<int> errors{0};
+  std::barrier start(kThreads);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        start.arrive_and_wait();
+        while (true) {
+          auto job = store->claim_job("w/" + std::to_string(t), kMonday9am);
+          if (!job.ok()) {
+            ++errors;
+            return;
+          }
+          if (!job->has_value()) return;
+          claimed[t].push_back(job.value()->id);
+        }
+      });
+    }
+  }
+  CHECK(errors.load() == 0);
+  std::multiset<JobId> seen;
+  for (const auto& ids : claimed) seen.insert(ids.begin(), ids.end());
+  CHECK(seen.size() == kJobs);
+  CHECK(std::set<JobId>(seen.begin(), seen.end()) == all);
+  CHECK(store->jobs_with_status(JobStatus::kRunning, 1000).value().size() == kJobs);
+}
+
+TEST_CASE_TEMPLATE("store: the sweeper rules fail only stale or expired jobs, in capped batches", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId id = make_task(*store, "1", clock.now());
+  std::vector<JobId> running;
+  for (int attempt = 1; attempt <= 4; ++attempt) {
+    enqueue(*store, id, 1, attempt, clock.now(), clock.now());
+    running.push_back(store->claim_job("w/1", clock.now()).value().value().id);
+  }
+  // Heartbeats at +1, +2, +3, +4 minutes; the cutoff at +3m makes the first two stale.
+  for (int i = 0; i < 4; ++i) REQUIRE(store->heartbeat_job(running[i], kMonday9am + (i + 1) * 1min).ok());
+  clock.set(kMonday9am + 10min);
+  JobRow fresh_queued = enqueue(*store, id, 2, 1, clock.now(), clock.now());
+
+  auto batch = store->fail_stale_running(kMonday9am + 3min, 1, "heartbeat stopped", clock.now());
+  REQUIRE(batch.ok());
+  REQUIRE(batch->size() == 1);
+  CHECK(batch.value()[0].id == running[0]);  // the stalest first
+  CHECK(batch.value()[0].status == JobStatus::kFailed);
+  CHECK(batch.value()[0].error == "heartbeat stopped");
+  CHECK(batch.value()[0].finished_at == clock.now());
+  batch = store->fail_stale_running(kMonday9am + 3min, 10, "heartbeat stopped", clock.now());
+  REQUIRE(batch->size() == 1);
+  CHECK(batch.value()[0].id == running[1]);
+  CHECK(store->fail_stale_running(kMonday9am + 3min, 10, "heartbeat stopped", clock.now()).value().empty());
+  CHECK(store->find_job(running[2]).value()->status == JobStatus::kRunning);
+  // The swept job's worker learns it lost the job when it reports.
+  CHECK(store->finish_job(running[0], JobStatus::kSucceeded, "", clock.now()).code == Code::kConflict);
+
+  clock.advance(2h);
+  JobRow young = enqueue(*store, id, 3, 1, clock.now(), clock.now());
+  JobRow other_old = enqueue(*store, id, 2, 2, kMonday9am, kMonday9am);  // created long ago
+  auto expired = store->fail_expired_queued(clock.now() - 1h, 1, "queued too long", clock.now());
+  REQUIRE(expired.ok());
+  REQUIRE(expired->size() == 1);
+  CHECK(expired.value()[0].id == other_old.id);  // the oldest first
+  expired = store->fail_expired_queued(clock.now() - 1h, 10, "queued too long", clock.now());
+  REQUIRE(expired->size() == 1);
+  CHECK(expired.value()[0].id == fresh_queued.id);
+  CHECK(store->find_job(young.id).value()->status == JobStatus::kQueued);
+  CHECK(store->fail_expired_queued(clock.now(), 0, "x", clock.now()).status().code == Code::kInvalid);
+}
+
+TEST_CASE_TEMPLATE("store: the inbox deduplicates by delivery id, and by body digest when asked", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  auto first = store->insert_delivery(delivery(Source::kPlane, "d1", "h1", clock.now()), true);
+  REQUIRE(first.ok());
+  CHECK_FALSE(first->duplicate);
+
+  auto same_id = store->insert_delivery(delivery(Source::kPlane, "d1", "h2", clock.now()), true);
+  CHECK(same_id->duplicate);
+  CHECK(same_id->seq == first->seq);
+  auto same_body = store->insert_delivery(delivery(Source::kPlane, "d2", "h1", clock.now()), true);
+  CHECK(same_body->duplicate);  // Plane's retry: a fresh id, the same bytes
+  CHECK(same_body->seq == first->seq);
+  CHECK_FALSE(store->insert_delivery(delivery(Source::kGitea, "g1", "h1", clock.now()), false)->duplicate);
+  CHECK_FALSE(store->insert_delivery(delivery(Source::kGitea, "g2", "h1", clock.now()), false)->duplicate);
+  CHECK(store->insert_delivery(delivery(Source::kGitea, "g2", "h9", clock.now()), false)->duplicate);
+  CHECK_FALSE(store->insert_delivery(delivery(Source::kGitea, "d1", "h7", clock.now()), false)->duplicate);
+  CHECK(store->inbox_counts().value().received == 4);
+  CHECK(store->insert_delivery(delivery(Source::kGitea, "", "h1", clock.now()), false).status().code ==
+        Code::kInvalid);
+
+  SUBCASE("the body is stored byte for byte") {
+    NewDelivery d = delivery(Source::kPlane, "bin", "h-bin", clock.now());
+    d.body = std::string("a\0b\xff\xfe{", 6);
+    REQUIRE(store->insert_delivery(d, true).ok());
+    auto found = store->find_delivery("bin");
+    REQUIRE(found.ok());
+    REQUIRE(found->has_value());
+    CHECK(found.value()->body == d.body);
+    CHECK(found.value()->source == Source::kPlane);
+    CHECK(found.value()->event == "issue");
+    CHECK(found.value()->status == DeliveryStatus::kPending);
+    CHECK(found.value()->received_at == clock.now());
+    CHECK_FALSE(found.value()->handled_at.has_value());
+    CHECK_FALSE(store->find_delivery("nope").value().has_value());
+  }
+}
+
+TEST_CASE_TEMPLATE("store: a batch of deliveries is one transaction that sees its own duplicates", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  REQUIRE(store->insert_delivery(delivery(Source::kGitea, "old", "h0", clock.now()), false).ok());
+  std::vector<NewDelivery> batch{
+      delivery(Source::kPlane, "p1", "h1", clock.now()),  // new
+      delivery(Source::kPlane, "p1", "h2", clock.now()),  // same id as the first, in the same batch
+      delivery(Source::kPlane, "p2", "h1", clock.now()),  // same digest as the first
+      delivery(Source::kGitea, "old", "h3", clock.now()), // stored before the batch
+      delivery(Source::kGitea, "g1", "h1", clock.now()),  // digest dedup off for Gitea
+  };
+  auto result = store->insert_deliveries(batch, {true, true, true, false, false});
+  REQUIRE_MESSAGE(result.ok(), result.status().message);
+  REQUIRE(result->size() == 5);
+  const auto& r = result.value();
+  CHECK_FALSE(r[0].duplicate);
+  CHECK(r[1].duplicate);
+  CHECK(r[1].seq == r[0].seq);
+  CHECK(r[2].duplicate);
+  CHECK(r[2].seq == r[0].seq);
+  CHECK(r[3].duplicate);
+  CHECK_FALSE(r[4].duplicate);
+  CHECK(r[4].seq > r[0].seq);
+  CHECK(store->inbox_counts().value().received == 3);
+
+  SUBCASE("an invalid batch writes nothing") {
+    CHECK(store->insert_deliveries(batch, {true}).status().code == Code::kInvalid);
+    std::vector<NewDelivery> bad{delivery(Source::kPlane, "p9", "h9", clock.now()),
+                                 delivery(Source::kPlane, "", "h8", clock.now())};
+    CHECK(store->insert_deliveries(bad, {true, true}).status().code == Code::kInvalid);
+    CHECK(store->inbox_counts().value().received == 3);
+    CHECK(store->insert_deliveries({}, {}).value().empty());
+  }
+}
+
+TEST_CASE_TEMPLATE("store: deliveries are processed in arrival order and a failed one can be replayed", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  std::vector<DeliverySeq> seqs;
+  for (int i = 0; i < 4; ++i) {
+    auto in = store->insert_delivery(delivery(Source::kGitea, "d" + std::to_string(i), "x", clock.now()), false);
+    REQUIRE(in.ok());
+    seqs.push_back(in->seq);
+  }
+  CHECK(std::is_sorted(seqs.begin(), seqs.end()));
+
+  auto next = store->next_pending_delivery(0);
+  REQUIRE(next.value().has_value());
+  CHECK(next.value()->seq == seqs[0]);
+  REQUIRE(store->finish_delivery(seqs[0], DeliveryStatus::kHandled, "", clock.now()).ok());
+  REQUIRE(store->finish_delivery(seqs[1], DeliveryStatus::kFailed, "first failure", clock.now()).ok());
+  REQUIRE(store->finish_delivery(seqs[2], DeliveryStatus::kIgnored, "unknown project", clock.now()).ok());
+  clock.advance(1s);
+  REQUIRE(store->finish_delivery(seqs[3], DeliveryStatus::kFailed, "second failure", clock.now()).ok());
+  CHECK_FALSE(store->next_pending_delivery(0).value().has_value());
+
+  InboxCounts counts = store->inbox_counts().value();
+  CHECK(counts.received == 4);
+  CHECK(counts.pending == 0);
+  CHECK(counts.handled == 1);
+  CHECK(counts.ignored == 1);
+  CHECK(counts.failed == 2);
+  auto failed = store->failed_deliveries(10).value();
+  REQUIRE(failed.size() == 2);
+  CHECK(failed[0].seq == seqs[3]);  // newest first
+  CHECK(failed[1].error == "first failure");
+  CHECK(failed[1].attempts == 1);
+  CHECK(store->failed_deliveries(1).value().size() == 1);
+
+  REQUIRE(store->requeue_delivery(seqs[1]).ok());
+  CHECK(store->requeue_delivery(seqs[1]).ok());  // a second replay of a waiting delivery changes nothing
+  DeliveryRow replayed = store->next_pending_delivery(0).value().value();
+  CHECK(replayed.seq == seqs[1]);
+  CHECK(replayed.error.empty());
+  CHECK_FALSE(replayed.handled_at.has_value());
+  CHECK(store->find_delivery("d1").value()->status == DeliveryStatus::kPending);
+  CHECK_FALSE(store->next_pending_delivery(seqs[1]).value().has_value());
+  CHECK(store->requeue_delivery(seqs[0]).code == Code::kConflict);
+  CHECK(store->requeue_delivery(9999).code == Code::kNotFound);
+  CHECK(store->finish_delivery(9999, DeliveryStatus::kHandled, "", clock.now()).code == Code::kNotFound);
+  REQUIRE(store->finish_delivery(seqs[1], DeliveryStatus::kHandled, "", clock.now()).ok());
+  CHECK(store->find_delivery("d1").value()->attempts == 2);
+}
+
+TEST_CASE_TEMPLATE("store: the outbox deduplicates by key and schedules retries", B, SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  CHECK(store->enqueue_notification("unblock:7:3", "SHOP-7 unblocked", clock.now()).value());
+  CHECK_FALSE(store->enqueue_notification("unblock:7:3", "SHOP-7 unblocked again", clock.now()).value());
+  CHECK(store->enqueue_notification("failed:8", "SHOP-8 failed", clock.now() + 1s).value());
+  CHECK(store->all_notifications().value().size() == 2);
+
+  auto due = store->due_notifications(clock.now(), 10).value();
+  REQUIRE(due.size() == 1);
+  const NotificationId id = due[0].id;
+  CHECK(due[0].text == "SHOP-7 unblocked");
+  CHECK(due[0].status == NotificationStatus::kPending);
+
+  REQUIRE(store->mark_notification_retry(id, "telegram 502", clock.now() + 30s).ok());
+  CHECK(store->due_notifications(clock.now(), 10).value().empty());
+  clock.advance(30s);
+  due = store->due_notifications(clock.now(), 10).value();
+  REQUIRE(due.size() == 2);
+  CHECK(due[0].id != id);  // ordered by next attempt: the retried one is now behind
+  CHECK(due[1].id == id);
+  CHECK(due[1].attempts == 1);
+  CHECK(due[1].error == "telegram 502");
+  CHECK(store->due_notifications(clock.now(), 1).value().size() == 1);
+
+  REQUIRE(store->mark_notification_sent(id, clock.now()).ok());
+  REQUIRE(store->mark_notification_failed(due[0].id, "chat not found").ok());
+  CHECK(store->due_notifications(clock.now() + 1h, 10).value().empty());
+  CHECK(store->mark_notification_sent(id, clock.now()).code == Code::kConflict);
+  CHECK(store->mark_notification_retry(424242, "x", clock.now()).code == Code::kNotFound);
+  auto all = store->all_notifications().value();
+  CHECK(all[0].status == NotificationStatus::kSent);
+  CHECK(all[0].sent_at == clock.now());
+  CHECK(all[0].attempts == 2);
+  CHECK(all[1].status == NotificationStatus::kFailed);
+  OutboxCounts counts = store->outbox_counts().value();
+  CHECK(counts.pending == 0);
+  CHECK(counts.sent == 1);
+  CHECK(counts.failed == 1);
+}
+
+TEST_CASE_TEMPLATE("store: settings, projects and branch heads are upserts", B, SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  CHECK_FALSE(store->get_setting("reconcile.enabled").value().has_value());
+  REQUIRE(store->set_setting("reconcile.enabled", "false").ok());
+  REQUIRE(store->set_setting("reconcile.enabled", "true").ok());
+  CHECK(store->get_setting("reconcile.enabled").value() == "true");
+
+  CHECK_FALSE(store->find_project("shop").value().has_value());
+  REQUIRE(store->save_project({"shop", "SHOP", std::nullopt, std::nullopt}).ok());
+  REQUIRE(store->save_project({"shop", "SHOP", clock.now(), clock.now() - 1h}).ok());
+  ProjectRow p = store->find_project("shop").value().value();
+  CHECK(p.plane_identifier == "SHOP");
+  CHECK(p.tracker_horizon == clock.now());
+  CHECK(p.tracker_full_sweep == clock.now() - 1h);
+
+  REQUIRE(store->record_branch_head("acme/shop", "orch/shop-1", "aaa", clock.now()).ok());
+  clock.advance(1s);
+  REQUIRE(store->record_branch_head("acme/shop", "orch/shop-2", "aaa", clock.now()).ok());
+  REQUIRE(store->record_branch_head("acme/shop", "orch/shop-1", "bbb", clock.now()).ok());
+  CHECK(store->branches_with_head("acme/shop", "aaa").value() == std::vector<std::string>{"orch/shop-2"});
+  CHECK(store->branches_with_head("acme/shop", "bbb").value() == std::vector<std::string>{"orch/shop-1"});
+  CHECK(store->branches_with_head("acme/other", "bbb").value().empty());
+}
+
+// ---- inbox claims -----------------------------------------------------------------------------------------------
+
+TEST_CASE_TEMPLATE("store: claim_delivery hands out deliveries in arrival order, one at a time per lane", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  insert(*store, lane_delivery("a1", "project:a", clock.now()));
+  insert(*store, lane_delivery("b1", "project:b", clock.now()));
+  insert(*store, lane_delivery("a2", "project:a", clock.now()));
+  insert(*store, lane_delivery("b2", "project:b", clock.now()));
+
+  auto first = store->claim_delivery("r1", clock.now(), 1min);
+  REQUIRE_MESSAGE(first.ok(), first.status().message);
+  REQUIRE(first->has_value());
+  const DeliveryRow& a1 = *first.value();
+  CHECK(a1.delivery_id == "a1");
+  CHECK(a1.lane == "project:a");
+  CHECK(a1.status == DeliveryStatus::kPending);  // a claimed delivery stays pending: its lane waits behind it
+  CHECK(a1.claimed_by == "r1");
+  CHECK(a1.claim_expires_at == clock.now() + 1min);
+  CHECK(a1.run_after == clock.now());  // received_at at first
+  CHECK(a1.body == "{\"id\":\"a1\"}");
+  CHECK(a1.event == "status");
+
+  CHECK(claim(*store, "r2", clock.now()) == "b1");  // a1 holds lane a, not lane b
+  CHECK(claim(*store, "r3", clock.now()) == "-");   // both heads are held: a2 and b2 wait behind them
+  REQUIRE(store->finish_delivery(a1.seq, DeliveryStatus::kHandled, "", clock.now()).ok());
+  DeliveryRow done = delivery_row(*store, "a1");
+  CHECK(done.status == DeliveryStatus::kHandled);
+  CHECK(done.claimed_by.empty());  // finishing ends the claim
+  CHECK_FALSE(done.claim_expires_at.has_value());
+  CHECK(done.attempts == 1);
+  CHECK(claim(*store, "r3", clock.now()) == "a2");  // lane a's next, in arrival order
+  CHECK(claim(*store, "r1", clock.now()) == "-");
+  REQUIRE(store->finish_delivery(delivery_row(*store, "b1").seq, DeliveryStatus::kIgnored, "no", clock.now()).ok());
+  CHECK(claim(*store, "r1", clock.now()) == "b2");
+  CHECK(store->inbox_counts().value().pending == 2);  // a2 and b2, claimed
+
+  CHECK(store->claim_delivery("", clock.now(), 1min).status().code == Code::kInvalid);
+  CHECK(store->claim_delivery("r1", clock.now(), 0ms).status().code == Code::kInvalid);
+}
+
+TEST_CASE_TEMPLATE("store: a lane whose head waits for its retry is skipped whole, and the other lanes go on", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  const DeliverySeq a1 = insert(*store, lane_delivery("a1", "project:a", clock.now()));
+  insert(*store, lane_delivery("a2", "project:a", clock.now()));
+  insert(*store, lane_delivery("b1", "project:b", clock.now()));
+
+  CHECK(claim(*store, "r1", clock.now()) == "a1");
+  REQUIRE(store->retry_delivery(a1, "gitea 502", clock.now() + 30s).ok());
+  DeliveryRow waiting = delivery_row(*store, "a1");
+  CHECK(waiting.status == DeliveryStatus::kPending);
+  CHECK(waiting.attempts == 1);
+  CHECK(waiting.error == "gitea 502");
+  CHECK(waiting.run_after == clock.now() + 30s);
+  CHECK(waiting.claimed_by.empty());  // the retry ends the claim
+  CHECK_FALSE(waiting.claim_expires_at.has_value());
+
+  CHECK(claim(*store, "r1", clock.now()) == "b1");  // a1 waits, a2 waits behind it; lane b goes on
+  CHECK(claim(*store, "r2", clock.now()) == "-");
+  clock.advance(30s - 1ms);
+  CHECK(claim(*store, "r2", clock.now()) == "-");  // run_after is respected to the millisecond
+  clock.advance(1ms);
+  CHECK(claim(*store, "r2", clock.now()) == "a1");  // due again, for anyone: nobody holds it
+  REQUIRE(store->retry_delivery(a1, "gitea 503", clock.now() + 1min).ok());
+  CHECK(delivery_row(*store, "a1").attempts == 2);
+  CHECK(delivery_row(*store, "a1").error == "gitea 503");
+
+  const DeliverySeq b1 = delivery_row(*store, "b1").seq;
+  REQUIRE(store->finish_delivery(b1, DeliveryStatus::kHandled, "", clock.now()).ok());
+  CHECK(store->retry_delivery(b1, "late", clock.now()).code == Code::kNotFound);  // only a pending one is retried
+  CHECK(store->retry_delivery(9999, "x", clock.now()).code == Code::kNotFound);
+  CHECK(delivery_row(*store, "b1").status == DeliveryStatus::kHandled);
+}
+
+TEST_CASE_TEMPLATE("store: an unexpired claim is only its holder's to take back, a lapsed one anyone's", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  insert(*store, lane_delivery("a1", "project:a", clock.now()));
+  insert(*store, lane_delivery("a2", "project:a", clock.now()));
+
+  CHECK(claim(*store, "r1", clock.now(), 1min) == "a1");
+  clock.advance(10s);
+  CHECK(claim(*store, "r2", clock.now(), 1min) == "-");
+  // A restarted replica (same claimer) takes back its own claim at once, and the lease starts again.
+  CHECK(claim(*store, "r1", clock.now(), 1min) == "a1");
+  CHECK(delivery_row(*store, "a1").claim_expires_at == clock.now() + 1min);
+  clock.advance(1min - 1ms);
+  CHECK(claim(*store, "r2", clock.now(), 1min) == "-");
+  clock.advance(1ms);
+  // The holder died: at claim_expires_at the claim lapses and another claimer takes the delivery over.
+  CHECK(claim(*store, "r2", clock.now(), 1min) == "a1");
+  CHECK(delivery_row(*store, "a1").claimed_by == "r2");
+  CHECK(claim(*store, "r1", clock.now(), 1min) == "-");  // now r2's
+  REQUIRE(store->finish_delivery(delivery_row(*store, "a1").seq, DeliveryStatus::kHandled, "", clock.now()).ok());
+  CHECK(claim(*store, "r1", clock.now(), 1min) == "a2");
+}
+
+TEST_CASE_TEMPLATE("store: a delivery is not claimable before its run_after", B, SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  insert(*store, lane_delivery("later", "project:a", clock.now() + 5s));  // run_after = received_at
+  insert(*store, lane_delivery("other", "project:b", clock.now()));
+  CHECK(claim(*store, "r1", clock.now()) == "other");
+  CHECK(claim(*store, "r2", clock.now()) == "-");
+  clock.advance(5s);
+  CHECK(claim(*store, "r2", clock.now()) == "later");
+}
+
+TEST_CASE_TEMPLATE("store: a failed delivery, requeued, is claimable again at the head of its lane", B, SqliteBackend,
+                   PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  const TimePoint received = clock.now();
+  const DeliverySeq a1 = insert(*store, lane_delivery("a1", "project:a", received));
+  const DeliverySeq a2 = insert(*store, lane_delivery("a2", "project:a", received));
+  const DeliverySeq a3 = insert(*store, lane_delivery("a3", "project:a", received));
+  CHECK(claim(*store, "r1", clock.now()) == "a1");
+  REQUIRE(store->retry_delivery(a1, "flaky", clock.now() + 1s).ok());
+  clock.advance(1s);
+  CHECK(claim(*store, "r1", clock.now()) == "a1");
+  REQUIRE(store->finish_delivery(a1, DeliveryStatus::kFailed, "boom", clock.now()).ok());
+  DeliveryRow failed = delivery_row(*store, "a1");
+  CHECK(failed.status == DeliveryStatus::kFailed);
+  CHECK(failed.attempts == 2);
+  CHECK(failed.claimed_by.empty());
+  CHECK_FALSE(failed.claim_expires_at.has_value());
+  CHECK(claim(*store, "r2", clock.now()) == "a2");
+  REQUIRE(store->finish_delivery(a2, DeliveryStatus::kHandled, "", clock.now()).ok());
+
+  REQUIRE(store->requeue_delivery(a1).ok());  // replay: pending again, due at once, unclaimed
+  DeliveryRow replayed = delivery_row(*store, "a1");
+  CHECK(replayed.status == DeliveryStatus::kPending);
+  CHECK(replayed.error.empty());
+  CHECK(replayed.run_after == received);
+  CHECK(replayed.claimed_by.empty());
+  CHECK(claim(*store, "r3", clock.now()) == "a1");  // it heads its lane again: a3 waits behind it
+  CHECK(claim(*store, "r2", clock.now()) == "-");
+  REQUIRE(store->finish_delivery(a1, DeliveryStatus::kHandled, "", clock.now()).ok());
+  CHECK(claim(*store, "r2", clock.now()) == "a3");
+  REQUIRE(store->finish_delivery(a3, DeliveryStatus::kHandled, "", clock.now()).ok());
+  CHECK(store->inbox_counts().value().handled == 3);
+}
+
+// ---- outbox claims ----------------------------------------------------------------------------------------------
+
+TEST_CASE_TEMPLATE("store: claim_due_notifications leases due notifications to one drainer until marked", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  const TimePoint t0 = clock.now();
+  REQUIRE(store->enqueue_notification("n1", "first", t0).value());
+  REQUIRE(store->enqueue_notification("n2", "second", t0).value());
+  REQUIRE(store->enqueue_notification("n3", "third", t0 + 1min).value());
+  const std::vector<NotificationId> all = ids_of(store->all_notifications().value());
+  REQUIRE(all.size() == 3);
+
+  auto batch = store->claim_due_notifications(t0, 30s, 10);
+  REQUIRE_MESSAGE(batch.ok(), batch.status().message);
+  CHECK(ids_of(batch.value()) == std::vector<NotificationId>{all[0], all[1]});  // due ones, oldest first
+  CHECK(batch.value()[0].text == "first");
+  CHECK(batch.value()[0].next_attempt_at == t0 + 30s);  // the lease
+  CHECK(batch.value()[0].status == NotificationStatus::kPending);
+  CHECK(batch.value()[0].attempts == 0);
+  CHECK(store->claim_due_notifications(t0, 30s, 10).value().empty());  // not handed out twice while claimed
+  CHECK(store->due_notifications(t0, 10).value().empty());
+  clock.advance(30s - 1ms);
+  CHECK(store->claim_due_notifications(clock.now(), 30s, 10).value().empty());
+
+  clock.advance(1ms);  // the drainer died: at the end of the lease they come due again
+  batch = store->claim_due_notifications(clock.now(), 30s, 1);
+  CHECK(ids_of(batch.value()) == std::vector<NotificationId>{all[0]});  // capped at the limit
+  REQUIRE(store->mark_notification_sent(all[0], clock.now()).ok());  // marking ends the claim
+
+  clock.set(t0 + 1min);
+  batch = store->claim_due_notifications(clock.now(), 30s, 10);
+  CHECK(ids_of(batch.value()) == std::vector<NotificationId>{all[1], all[2]});
+  REQUIRE(store->mark_notification_retry(all[1], "telegram 502", t0 + 5min).ok());
+  REQUIRE(store->mark_notification_failed(all[2], "chat not found").ok());
+  clock.advance(2min);
+  CHECK(store->claim_due_notifications(clock.now(), 30s, 10).value().empty());  // the retry time, not the lease
+  clock.set(t0 + 5min);
+  batch = store->claim_due_notifications(clock.now(), 30s, 10);
+  REQUIRE(batch->size() == 1);
+  CHECK(batch.value()[0].id == all[1]);
+  CHECK(batch.value()[0].attempts == 1);
+  CHECK(batch.value()[0].error == "telegram 502");
+  CHECK(store->mark_notification_sent(all[0], clock.now()).code == Code::kConflict);
+
+  OutboxCounts counts = store->outbox_counts().value();
+  CHECK(counts.pending == 1);
+  CHECK(counts.sent == 1);
+  CHECK(counts.failed == 1);
+  CHECK(store->claim_due_notifications(clock.now(), 30s, 0).status().code == Code::kInvalid);
+  CHECK(store->claim_due_notifications(clock.now(), 0ms, 10).status().code == Code::kInvalid);
+}
+
+// ---- races ------------------------------------------------------------------------------------------------------
+// Threads on several store instances of one database: on PostgreSQL, separate pools and connections, as replicas.
+
+constexpr int kStores = 4;
+
+// Failures on worker threads, reported by the test thread (doctest's assertions belong to the test thread).
+class ThreadErrors {
+ public:
+  void add(const std::string& what, const Status& s) {
+    std::lock_guard lock(mu_);
+    messages_.push_back(what + ": " + s.to_string());
+  }
+  bool any() const {
+    std::lock_guard lock(mu_);
+    return !messages_.empty();
+  }
+  std::string summary() const {
+    std::lock_guard lock(mu_);
+    std::string out;
+    for (size_t i = 0; i < messages_.size() && i < 5; ++i) out += messages_[i] + "\n";
+    return out + std::to_string(messages_.size()) + " error(s)";
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> messages_;  // guarded by mu_
+};
+
+template <class B>
+std::vector<std::unique_ptr<Store>> open_stores(B& backend, int n = kStores) {
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int i = 0; i < n; ++i) stores.push_back(backend.open());
+  return stores;
+}
+
+TEST_CASE_TEMPLATE("store: 50 racing create_task_atomic calls for one work item on several stores create it once", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto stores = open_stores(backend);
+  constexpr int kThreads = 50;
+  constexpr int kRounds = 5;
+  std::vector<std::array<int, kThreads>> created(kRounds);
+  std::vector<std::array<TaskId, kThreads>> ids(kRounds);
+  ThreadErrors errors;
+  std::barrier start_round(kThreads);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        Store& store = *stores[t % kStores];
+        for (int round = 0; round < kRounds; ++round) {
+          start_round.arrive_and_wait();
+          auto claim = store.create_task_atomic(new_task("race-" + std::to_string(round)), kMonday9am);
+          if (!claim.ok()) {
+            errors.add("create_task_atomic", claim.status());
+            continue;
+          }
+          created[round][t] = claim->created ? 1 : 0;
+          ids[round][t] = claim->task.id;
+        }
+      });
+    }
+  }
+  CHECK_MESSAGE(!errors.any(), errors.summary());
+  for (int round = 0; round < kRounds; ++round) {
+    int winners = 0;
+    for (int t = 0; t < kThreads; ++t) winners += created[round][t];
+    CHECK_MESSAGE(winners == 1, "round " << round);
+    CHECK(std::all_of(ids[round].begin(), ids[round].end(), [&](TaskId id) { return id == ids[round][0]; }));
+  }
+  CHECK(stores[0]->count_tasks().value() == kRounds);
+}
+
+TEST_CASE_TEMPLATE("store: claimers on several stores never get one job twice", B, SqliteBackend, PgBackend) {
+  B backend;
+  auto stores = open_stores(backend);
+  constexpr int kJobs = 120;
+  constexpr int kThreads = 8;
+  std::set<JobId> all;
+  for (int i = 0; i < 12; ++i) {
+    TaskId task = make_task(*stores[0], std::to_string(i), kMonday9am);
+    for (int attempt = 1; attempt <= kJobs / 12; ++attempt)
+      all.insert(enqueue(*stores[0], task, 1, attempt, kMonday9am, kMonday9am).id);
+  }
+  std::vector<std::vector<JobId>> claimed(kThreads);
+  ThreadErrors errors;
+  std::barrier start(kThreads);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        Store& store = *stores[t % kStores];
+        start.arrive_and_wait();
+        while (true) {
+          auto job = store.claim_job("w/" + std::to_string(t), kMonday9am);
+          if (!job.ok()) {
+            errors.add("claim_job", job.status());
+            return;
+          }
+          if (!job->has_value()) return;
+          claimed[t].push_back(job.value()->id);
+        }
+      });
+    }
+  }
+  CHECK_MESSAGE(!errors.any(), errors.summary());
+  std::multiset<JobId> seen;
+  for (const auto& ids : claimed) seen.insert(ids.begin(), ids.end());
+  CHECK(seen.size() == kJobs);
+  CHECK(std::set<JobId>(seen.begin(), seen.end()) == all);
+  CHECK(stores[0]->jobs_with_status(JobStatus::kRunning, 1000).value().size() == kJobs);
+}
+
+TEST_CASE_TEMPLATE("store: concurrent claimers never get one delivery twice nor two of one lane at once", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto stores = open_stores(backend);
+  constexpr int kLanes = 4;
+  constexpr int kPerLane = 12;
+  constexpr int kThreads = 8;
+  for (int i = 0; i < kPerLane; ++i)
+    for (int lane = 0; lane < kLanes; ++lane)
+      insert(*stores[0], lane_delivery("d" + std::to_string(lane) + "-" + std::to_string(i),
+                                       "project:" + std::to_string(lane), kMonday9am));
+  std::mutex mu;
+  std::set<std::string> in_flight;                // guarded by mu: lanes a claimer holds right now
+  std::map<std::string, DeliverySeq> last_seq;    // guarded by mu: per lane, the last delivery handled
+  std::multiset<DeliverySeq> handled;             // guarded by mu
+  int overlaps = 0, out_of_order = 0;             // guarded by mu
+  std::atomic<int> finished{0};
+  ThreadErrors errors;
+  std::barrier start(kThreads);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        Store& store = *stores[t % kStores];
+        const std::string claimer = "replica-" + std::to_string(t);
+        start.arrive_and_wait();
+        while (finished.load() < kLanes * kPerLane && !errors.any()) {
+          auto claimed = store.claim_delivery(claimer, kMonday9am, 1h);
+          if (!claimed.ok()) {
+            errors.add("claim_delivery", claimed.status());
+            return;
+          }
+          if (!claimed.value()) {  // every lane is held by someone else right now
+            std::this_thread::yield();
+            continue;
+          }
+          const DeliveryRow row = *claimed.value();
+          {
+            std::lock_guard lock(mu);
+            if (!in_flight.insert(row.lane).second) ++overlaps;
+            if (last_seq.count(row.lane) && last_seq[row.lane] >= row.seq) ++out_of_order;
+            last_seq[row.lane] = row.seq;
+            handled.insert(row.seq);
+            in_flight.erase(row.lane);  // before finishing: the next claim of this lane can only follow the finish
+          }
+          if (Status s = store.finish_delivery(row.seq, DeliveryStatus::kHandled, "", kMonday9am); !s.ok()) {
+            errors.add("finish_delivery", s);
+            return;
+          }
+          ++finished;
+        }
+      });
+    }
+  }
+  CHECK_MESSAGE(!errors.any(), errors.summary());
+  CHECK(overlaps == 0);
+  CHECK(out_of_order == 0);
+  CHECK(handled.size() == kLanes * kPerLane);
+  CHECK(std::set<DeliverySeq>(handled.begin(), handled.end()).size() == kLanes * kPerLane);  // none twice
+  CHECK(stores[0]->inbox_counts().value().handled == kLanes * kPerLane);
+}
+
+TEST_CASE_TEMPLATE("store: one Plane delivery received at once under different delivery ids is stored once", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto stores = open_stores(backend);
+  constexpr int kThreads = 12;
+  constexpr int kRounds = 8;
+  std::vector<std::array<InboxInsert, kThreads>> results(kRounds);
+  ThreadErrors errors;
+  std::barrier start_round(kThreads);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        Store& store = *stores[t % kStores];
+        for (int round = 0; round < kRounds; ++round) {
+          // Plane's retries: a fresh delivery id, the same bytes. Half the receivers group-commit a batch that also
+          // holds a delivery of their own.
+          NewDelivery retry = delivery(Source::kPlane, "p" + std::to_string(round) + "-" + std::to_string(t),
+                                       "digest-" + std::to_string(round), kMonday9am);
+          start_round.arrive_and_wait();
+          if (t % 2 == 0) {
+            auto in = store.insert_delivery(retry, true);
+            if (!in.ok()) {
+              errors.add("insert_delivery", in.status());
+              continue;
+            }
+            results[round][t] = in.value();
+          } else {
+            NewDelivery own = delivery(Source::kPlane, "own" + std::to_string(round) + "-" + std::to_string(t),
+                                       "own-" + std::to_string(round) + "-" + std::to_string(t), kMonday9am);
+            auto in = store.insert_deliveries({own, retry}, {true, true});
+            if (!in.ok() || in->size() != 2 || in.value()[0].duplicate) {
+              errors.add("insert_deliveries", in.ok() ? internal("own delivery taken for a duplicate") : in.status());
+              continue;
+            }
+            results[round][t] = in.value()[1];
+          }
+        }
+      });
+    }
+  }
+  CHECK_MESSAGE(!errors.any(), errors.summary());
+  for (int round = 0; round < kRounds; ++round) {
+    int stored = 0;
+    for (const InboxInsert& r : results[round]) stored += r.duplicate ? 0 : 1;
+    CHECK_MESSAGE(stored == 1, "round " << round);
+    CHECK(std::all_of(results[round].begin(), results[round].end(),
+                      [&](const InboxInsert& r) { return r.seq == results[round][0].seq; }));
+  }
+  CHECK(stores[0]->inbox_counts().value().received == kRounds * (1 + kThreads / 2));
+}
+
+TEST_CASE_TEMPLATE("store: group commits of the same deliveries in opposite orders neither fail nor duplicate", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto stores = open_stores(backend, 2);
+  constexpr int kBatch = 10;
+  constexpr int kRounds = 10;
+  ThreadErrors errors;
+  std::barrier start_round(2);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&, t] {
+        for (int round = 0; round < kRounds; ++round) {
+          std::vector<NewDelivery> batch;
+          for (int i = 0; i < kBatch; ++i) {
+            const std::string id = "g" + std::to_string(round) + "-" + std::to_string(i);
+            batch.push_back(delivery(Source::kPlane, id, "h-" + id, kMonday9am));
+          }
+          if (t == 1) std::reverse(batch.begin(), batch.end());  // the other order: a lock cycle if locks were taken
+          start_round.arrive_and_wait();                         // in batch order
+          auto in = stores[t]->insert_deliveries(batch, std::vector<bool>(kBatch, true));
+          if (!in.ok()) errors.add("insert_deliveries", in.status());
+        }
+      });
+    }
+  }
+  CHECK_MESSAGE(!errors.any(), errors.summary());
+  CHECK(stores[0]->inbox_counts().value().received == kBatch * kRounds);
+}
+
+}  // namespace
+}  // namespace orch
