@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <nlohmann/json.hpp>
@@ -74,8 +75,12 @@ Result<Settings> make_settings(Config config, const EnvLookup& env) {
   s.database_url = env("ORCH_DATABASE_URL").value_or(s.config.store_url);
   s.replica_id = env("ORCH_REPLICA_ID").value_or("");
   if (s.replica_id.empty()) s.replica_id = host_name();
-  if (s.replica_id.size() > 100 || s.replica_id.find_first_of(" \t\r\n/") != std::string::npos)
-    return bad_env("ORCH_REPLICA_ID", s.replica_id, "a name of at most 100 characters without spaces or '/'");
+  // It names this replica's PostgreSQL sessions ("orch:<id>"), which the server keeps to 63 bytes of printable ASCII.
+  const bool printable = std::all_of(s.replica_id.begin(), s.replica_id.end(), [](char c) {
+    return c > ' ' && c < 127 && c != '/';
+  });
+  if (s.replica_id.size() > 50 || !printable)
+    return bad_env("ORCH_REPLICA_ID", s.replica_id, "a name of at most 50 printable characters without spaces or '/'");
   s.leader_takeover = s.config.leader_takeover;
   s.plane_base_url = env("ORCH_PLANE_BASE_URL").value_or(s.config.plane_base_url);
   s.gitea_base_url = env("ORCH_GITEA_BASE_URL").value_or(s.config.gitea_base_url);

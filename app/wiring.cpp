@@ -65,10 +65,34 @@ GraceFn grace_fn(const Settings& s) {
 
 }  // namespace
 
+bool is_postgres_url(const std::string& url) {
+  return url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0;
+}
+
 Result<OpenedStore> open_store(const Settings& settings) {
-  if (!settings.database_url.empty())
-    return invalid("ORCH_DATABASE_URL='" + settings.database_url.substr(0, settings.database_url.find(':')) +
-                   ":…' is not supported by this build: only the embedded SQLite store is available");
+  if (!settings.database_url.empty()) {
+    if (!is_postgres_url(settings.database_url))
+      return invalid("ORCH_DATABASE_URL (or [store] url) must be a postgresql:// URL, got '" +
+                     PgStore::redact(settings.database_url) + "'; unset it for the embedded SQLite store");
+    PgStoreOptions store_options;
+    store_options.application_name = "orch:" + settings.replica_id;  // the elector's name too: see below
+    store_options.claims_lapse_without_session = true;               // a dead replica frees its lane at once
+    auto pg = PgStore::open(settings.database_url, store_options);
+    if (!pg.ok()) return pg.status();
+    OpenedStore opened;
+    opened.version_at_open = pg.value()->version_at_open();
+    opened.schema_version = PgStore::kSchemaVersion;
+    opened.description = "PostgreSQL database " + pg.value()->redacted_url();
+    opened.shared = true;
+    opened.store = std::move(pg).value();
+    PgLeaderOptions leader_options;
+    leader_options.takeover_within = std::chrono::duration_cast<std::chrono::milliseconds>(settings.leader_takeover);
+    opened.leader_changed = std::make_shared<LeaderListener>();
+    leader_options.on_change = [listener = opened.leader_changed](bool leading) { listener->notify(leading); };
+    opened.leadership =
+        std::make_unique<PgLeaderElector>(settings.database_url, settings.replica_id, std::move(leader_options));
+    return opened;
+  }
   std::error_code ec;
   std::filesystem::create_directories(settings.data_dir, ec);
   if (ec) return invalid("cannot create data directory " + settings.data_dir + ": " + ec.message());
@@ -95,6 +119,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       log_(log),
       store_(std::move(store.store)),
       leadership_(std::move(store.leadership)),
+      leader_changed_(std::move(store.leader_changed)),
       metrics_(*store_, *leadership_),
       pipeline_(settings_.config),
       layout_(settings_.data_dir),
@@ -254,6 +279,11 @@ Status App::start() {
   outbox_thread_.start();
   inbox_.start();
   pool_.start();
+  if (leader_changed_)  // a replica that just took over runs its first pass now, not one interval later
+    leader_changed_->listen([this](bool leading) {
+      log_.info("leadership: {} {}", settings_.replica_id, leading ? "now leads" : "no longer leads");
+      if (leading) reconciler_.poke();
+    });
   leadership_->start();  // before the reconciler, whose passes ask it
   reconciler_.start();
   webhook_routes_.start();
@@ -270,6 +300,7 @@ void App::stop_threads() {
   webhook_routes_.stop();  // commits what was already accepted
   reconciler_.stop();      // before the pool (issue 7)
   leadership_->stop();     // after the reconciler: a leader steps down only once its passes have ended
+  if (leader_changed_) leader_changed_->listen({});
   pool_.stop();            // stops running agents and requeues their jobs
   inbox_.stop();
   outbox_thread_.stop();

@@ -4,7 +4,9 @@
 // creates a thread of its own: every thread is started here, in start(), and joined here, in stop().
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <spdlog/logger.h>
@@ -21,6 +23,8 @@
 #include "engine/layout.h"
 #include "engine/periodic.h"
 #include "engine/pipeline.h"
+#include "engine/pg_leader.h"
+#include "engine/pg_store.h"
 #include "engine/sqlite_store.h"
 #include "engine/stage_engine.h"
 #include "integrations/gitea_client.h"
@@ -42,6 +46,24 @@
 
 namespace orch {
 
+// Forwards the elector's "this replica now leads / no longer leads" to whoever listens (the app pokes the
+// reconciler, so that a new leader starts a pass at once). Set before the elector starts, cleared after it stops.
+class LeaderListener {
+ public:
+  void listen(std::function<void(bool)> fn) {
+    std::lock_guard lock(mu_);
+    fn_ = std::move(fn);
+  }
+  void notify(bool leading) {
+    std::lock_guard lock(mu_);
+    if (fn_) fn_(leading);
+  }
+
+ private:
+  std::mutex mu_;
+  std::function<void(bool)> fn_;  // guarded by mu_
+};
+
 // The configured store, opened and migrated.
 struct OpenedStore {
   std::unique_ptr<Store> store;
@@ -50,6 +72,8 @@ struct OpenedStore {
   int schema_version = 0;   // the version it is at now
   bool shared = false;      // several replicas may share it (PostgreSQL)
   std::unique_ptr<Leadership> leadership;  // who runs the reconciler and the sweeper among the store's users
+  // Told on the elector's thread when this replica starts or stops leading (PostgreSQL only; null otherwise).
+  std::shared_ptr<LeaderListener> leader_changed;
 };
 
 // Opens the configured store: the embedded SQLite file under the data directory (created if needed), or the
@@ -94,6 +118,7 @@ class App {
   RealSleeper sleeper_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Leadership> leadership_;  // SoleReplica on SQLite; the advisory-lock elector on PostgreSQL
+  std::shared_ptr<LeaderListener> leader_changed_;  // null on SQLite
   Metrics metrics_;  // early: the components below report to it (Telemetry)
   Pipeline pipeline_;
   DataLayout layout_;
