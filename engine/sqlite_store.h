@@ -25,7 +25,7 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   // The schema version this binary writes (PRAGMA user_version); migrations only ever move forward.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens (creating the file if needed, not its directory) and migrates to kSchemaVersion in one transaction.
   // kInvalid when the file's schema is newer than this binary.
