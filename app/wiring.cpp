@@ -152,7 +152,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                  GateSideOptions{.max_candidates_per_pass = settings_.reconciler.max_candidates_per_pass}),
       tracker_side_(settings_.config.projects, pipeline_, plane_, handlers_, *store_, *store_, clock_, log_,
                     grace_fn(settings_)),
-      sweeper_(*store_, pipeline_, settings_.config.jobs, clock_, log_),
+      sweeper_(*store_, pipeline_, settings_.config.jobs, clock_, log_, &job_runner_),
       pass_(*store_, *store_, gate_side_, &tracker_side_, &sweeper_, clock_, log_,
             ReconcileDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
                               settings_.reconciler.notify_unblock, settings_.reconciler.interval},

@@ -75,7 +75,19 @@ struct RecoveryReport {
   int skipped = 0;   // claimed by a process that is still alive on this host: not ours to touch
 };
 
-class JobRunner {
+// The rule for a failed attempt, also for failures no worker saw (the sweeper's, reconciler/sweeper.h): the run
+// counts as an attempt; the next one is queued (at once, or after the backoff), or, past the agent's max_attempts or
+// when retrying cannot help, the task is blocked and a notification enqueued. Nothing happens when the task has moved
+// to another stage or visit meanwhile. The job's row may already say `failed` (the sweeper wrote it): it is not
+// written twice.
+class FailedAttempts {
+ public:
+  enum class Retry { kNo, kAfterBackoff, kNow };  // kNo: retrying cannot help (configuration, cannot start)
+  virtual ~FailedAttempts() = default;
+  virtual JobResult attempt_failed(const JobRow& job, const std::string& reason, Retry retry) = 0;
+};
+
+class JobRunner : public FailedAttempts {
  public:
   JobRunner(Store& store, StageEngine& engine, GitWorkspaces& git, ProcessRunner& processes, CodeHost& code_host,
             const Config& config, const DataLayout& layout, const Clock& clock, spdlog::logger& log,
@@ -91,16 +103,16 @@ class JobRunner {
   // Jobs of live processes are left alone; the sweeper's heartbeat rule covers other hosts.
   RecoveryReport recover_interrupted();
 
+  JobResult attempt_failed(const JobRow& job, const std::string& reason, Retry retry) override;
+
   const WorkerOptions& options() const { return options_; }
 
  private:
   JobResult run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive);
   JobResult finish_success(const JobRow& job, const TaskRow& task, const ProjectSpec& project, const AgentSpec& agent,
                            const StageSpec& stage);
-  enum class Retry { kNo, kAfterBackoff, kNow };  // kNo: retrying cannot help (configuration, cannot start)
   // kInvalid says retrying will not help (status.h): block at once instead of burning the attempts.
   static Retry retry_unless_invalid(const Status& s) { return s.code == Code::kInvalid ? Retry::kNo : Retry::kAfterBackoff; }
-  JobResult attempt_failed(const JobRow& job, const std::string& reason, Retry retry);
   JobResult block(const JobRow& job, const TaskRow& task, const std::string& reason);
   Status write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree);
   std::vector<std::string> agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,

@@ -22,9 +22,11 @@ SweepReport Sweeper::run_once() {
   const TimePoint now = clock_.now();
   const int batch = std::max(1, spec_.sweep_batch);
 
-  auto orphaned = jobs_.fail_stale_running(now - spec_.heartbeat_stale, batch, "orphaned: no heartbeat", now);
+  const std::string orphan_reason = "orphaned: no heartbeat";
+  auto orphaned = jobs_.fail_stale_running(now - spec_.heartbeat_stale, batch, orphan_reason, now);
   if (orphaned.ok()) {
     report.orphaned = static_cast<int>(orphaned.value().size());
+    for (const JobRow& job : orphaned.value()) follow_up(job, orphan_reason, FailedAttempts::Retry::kNow, report);
   } else {
     ++report.errors;
     log_.warn("sweeper: cannot fail orphaned jobs: {}", orphaned.status().to_string());
@@ -37,18 +39,33 @@ SweepReport Sweeper::run_once() {
     log_.warn("sweeper: timed-out rule failed: {}", e.what());
   }
 
-  auto expired = jobs_.fail_expired_queued(now - spec_.queued_ttl, batch, "expired: queued too long", now);
+  const std::string expired_reason = "expired: queued too long";
+  auto expired = jobs_.fail_expired_queued(now - spec_.queued_ttl, batch, expired_reason, now);
   if (expired.ok()) {
     report.expired = static_cast<int>(expired.value().size());
+    for (const JobRow& job : expired.value()) follow_up(job, expired_reason, FailedAttempts::Retry::kNo, report);
   } else {
     ++report.errors;
     log_.warn("sweeper: cannot fail expired jobs: {}", expired.status().to_string());
   }
 
   if (report.changed() > 0)
-    log_.info("sweeper: failed {} orphaned, {} timed out, {} expired job(s)", report.orphaned, report.timed_out,
-              report.expired);
+    log_.info("sweeper: failed {} orphaned, {} timed out, {} expired job(s); {} retried, {} blocked", report.orphaned,
+              report.timed_out, report.expired, report.retried, report.blocked);
   return report;
+}
+
+void Sweeper::follow_up(const JobRow& job, const std::string& reason, FailedAttempts::Retry retry,
+                        SweepReport& report) {
+  if (!attempts_) return;
+  try {
+    const JobResult r = attempts_->attempt_failed(job, reason, retry);
+    if (r.outcome == JobOutcome::kRetrying) ++report.retried;
+    if (r.outcome == JobOutcome::kBlocked) ++report.blocked;
+  } catch (const std::exception& e) {  // the job stays failed; its task is idle and the next pass sees it
+    ++report.errors;
+    log_.warn("sweeper: job {} failed, but its next attempt could not be decided: {}", job.id, e.what());
+  }
 }
 
 int Sweeper::sweep_timed_out(TimePoint now, SweepReport& report) {
@@ -66,11 +83,11 @@ int Sweeper::sweep_timed_out(TimePoint now, SweepReport& report) {
     // An agent renamed or removed from the config: no timeout to apply; the heartbeat rule still covers the job.
     if (!agent || agent->name != job.agent || !job.started_at) continue;
     if (now <= *job.started_at + agent->timeout + spec_.dispatch_timeout) continue;
-    Status s = jobs_.finish_job(job.id, JobStatus::kFailed,
-                                "timed out: running longer than " + std::to_string(agent->timeout.count()) + "s",
-                                now);
+    const std::string reason = "timed out: running longer than " + std::to_string(agent->timeout.count()) + "s";
+    Status s = jobs_.finish_job(job.id, JobStatus::kFailed, reason, now);
     if (s.ok()) {
       ++failed;
+      follow_up(job, reason, FailedAttempts::Retry::kAfterBackoff, report);
     } else if (s.code != Code::kConflict) {  // kConflict: its worker finished it meanwhile
       ++report.errors;
       log_.warn("sweeper: cannot fail timed-out job {}: {}", job.id, s.to_string());

@@ -17,6 +17,7 @@
 
 #include "integrations/git.h"
 #include "integrations/worker_pool.h"
+#include "reconciler/sweeper.h"
 #include "tests/support/engine_fixture.h"
 
 using namespace orch;
@@ -391,6 +392,55 @@ TEST_CASE("start-up recovery queues the next attempt of jobs a dead worker left 
 
   RecoveryReport second = w.runner.recover_interrupted();  // a second pass changes nothing
   CHECK(second.requeued + second.blocked == 0);
+}
+
+TEST_CASE("a job the sweeper fails goes through the worker's rule: an orphan runs again at once, its last attempt "
+          "blocks the task, an expired one blocks it") {
+  WorkerFixture w(Scripts{{"analyst", "exit 0\n"}});
+  JobsSpec spec;  // heartbeat_stale 150 s, queued_ttl 2 h
+  Sweeper sweeper(*w.f.store, w.f.pipeline, spec, w.f.clock, w.f.log, &w.runner);
+  TaskRow a = w.f.task_in("analysis", "SHOP-1");
+  TaskRow b = w.f.task_in("analysis", "SHOP-2");
+  // SHOP-2's running job is its last attempt (3 of 3).
+  auto a1 = w.f.store->claim_job("other-host/7/0", w.f.clock.now()).value();
+  REQUIRE(a1);
+  REQUIRE(a1->task_id == a.id);
+  auto b1 = w.f.store->claim_job("other-host/7/1", w.f.clock.now()).value();
+  REQUIRE(b1);
+  CHECK(w.f.store->finish_job(b1->id, JobStatus::kFailed, "x", w.f.clock.now()).ok());
+  REQUIRE(w.f.store->enqueue_job({b.id, b.visit, "analysis", "analyst", 3, w.f.clock.now()}, w.f.clock.now()).ok());
+  auto b3 = w.f.store->claim_job("other-host/7/1", w.f.clock.now()).value();
+  REQUIRE(b3);
+  REQUIRE(b3->attempt == 3);
+
+  w.f.clock.advance(151s);  // the other host died: no heartbeat since
+  SweepReport r = sweeper.run_once();
+  CHECK(r.orphaned == 2);
+  CHECK(r.retried == 1);
+  CHECK(r.blocked == 1);
+  auto a_jobs = w.f.store->jobs_for_task(a.id).value();
+  REQUIRE(a_jobs.size() == 2);
+  CHECK(a_jobs[0].status == JobStatus::kFailed);
+  CHECK(a_jobs[0].error.find("orphaned") != std::string::npos);
+  CHECK(a_jobs[1].status == JobStatus::kQueued);
+  CHECK(a_jobs[1].attempt == 2);
+  CHECK(a_jobs[1].run_after == w.f.clock.now());  // a dead host is not the agent's fault: no backoff
+  CHECK_FALSE(w.f.reload(a.id).blocked);
+  const TaskRow blocked = w.f.reload(b.id);
+  CHECK(blocked.blocked);
+  CHECK(blocked.blocked_reason.find("orphaned") != std::string::npos);
+  CHECK(w.f.log.contains("sweeper: failed 2 orphaned, 0 timed out, 0 expired job(s); 1 retried, 1 blocked"));
+
+  // The requeued attempt is never taken (no worker for two hours): it expires and blocks SHOP-1 instead of leaving
+  // it idle with a red gate.
+  w.f.clock.advance(std::chrono::hours(2) + 1s);
+  SweepReport later = sweeper.run_once();
+  CHECK(later.expired == 1);
+  CHECK(later.blocked == 1);
+  CHECK(w.f.reload(a.id).blocked);
+  CHECK(w.f.reload(a.id).blocked_reason.find("expired") != std::string::npos);
+  CHECK(w.f.store->jobs_for_task(a.id).value().size() == 2);  // no third attempt
+  CHECK(sweeper.run_once().changed() == 0);                    // and a further pass changes nothing
 }
 
 TEST_CASE("the pool runs queued jobs on its threads, wakes on poke, and stops promptly, requeueing a running agent") {
