@@ -3,6 +3,13 @@
 // synchronously, as a real Gitea learns them), a config file with script agents, and the real `orch serve` as a
 // child process. The database is read directly (read-only) for what /queue.json does not list (succeeded jobs,
 // every transition).
+//
+// By default one replica on the embedded SQLite file. With WorldOptions::postgres (implied by replicas > 1) every
+// replica shares one fresh database on the tests' PostgreSQL server (tests/support/pg_server.h), each with its own
+// ORCH_REPLICA_ID (r0, r1, ...), data directory, log file and fixed port, and webhooks go through a LoadBalancer
+// (tests/e2e/load_balancer.h) that spreads them round-robin over the replicas not killed. rows() and count() read
+// either database; their SQL is written once for both: parameters as $1, $2 ... and body_contains() for the one
+// expression the two dialects spell differently.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -15,16 +22,23 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "tests/e2e/load_balancer.h"
 #include "tests/fakes/fake_gitea.h"
 #include "tests/fakes/fake_plane.h"
 #include "tests/fakes/fake_telegram.h"
+#include "tests/support/exposition.h"
 #include "tests/support/orch_process.h"
+#include "tests/support/pg_server.h"
 #include "tests/support/temp_dir.h"
 
 namespace orch::testing::e2e {
@@ -36,6 +50,7 @@ inline const std::string kPlaneSecret = "plane_wh_e2e_5f0d1c2b3a4e5f60718293a4b5
 inline const std::string kGiteaSecret = "gitea_wh_e2e_s3cr3t";
 inline const std::string kPlaneKey = "plane_api_e2e_key";
 inline const std::string kGiteaToken = "gitea_e2e_token";
+inline const std::string kAdminToken = "admin_e2e_token";  // replicated worlds only
 
 inline std::string agent_script(const std::string& name) {
   return std::string(ORCH_SOURCE_DIR) + "/tests/e2e/agents/" + name;
@@ -66,15 +81,29 @@ struct WorldOptions {
   std::string reviewer = "reviewer.sh";
   std::string analyst_timeout = "2m";
   std::map<std::string, std::string> analyst_env{};
+  std::string heartbeat_stale = "150s";  // [jobs] heartbeat_stale: when the sweeper fails a job of a dead worker
+  // Issue 11: `replicas` orch serve processes on one PostgreSQL database; more than one implies postgres.
+  int replicas = 1;
+  bool postgres = false;
+  int leader_takeover_s = 3;  // ORCH_LEADER_TAKEOVER_S (PostgreSQL only)
 };
 
 class World {
  public:
-  explicit World(WorldOptions options = {}) : options_(std::move(options)) {
-    data_dir = tmp.file("data");
+  explicit World(WorldOptions options = {})
+      : replicas(static_cast<std::size_t>(std::max(1, options.replicas))),
+        orch(replicas[0]),
+        options_(std::move(options)),
+        replicated_(options_.postgres || options_.replicas > 1),
+        alive_(new std::atomic<bool>[replicas.size()]) {
+    data_dir = tmp.file(replicated_ ? "data-r0" : "data");
     bare = tmp.file("shop.git");
     config_path = tmp.file("orch.toml");
-    log_path = tmp.file("orch.log");
+    log_path = tmp.file(replicated_ ? "orch-r0.log" : "orch.log");
+    if (replicated_) {
+      database_url = fresh_pg_database();
+      pg_ = std::make_unique<PgSql>(database_url);
+    }
     setup_fakes();
     start_hook_sink();
     setup_repo();
@@ -95,17 +124,120 @@ class World {
         {"ORCH_RECONCILE_GRACE_DEFAULT_S", std::to_string(options_.grace_s)},
         {"ORCH_LOG_FORMAT", "text"},
     };
-    orch = std::make_unique<OrchProcess>(config_path, env, log_path);
+    if (!replicated_) {
+      orch = std::make_unique<OrchProcess>(config_path, env, log_path);
+      alive_[0] = false;
+      return;
+    }
+    env["ORCH_DATABASE_URL"] = database_url;
+    env["ORCH_LEADER_TAKEOVER_S"] = std::to_string(options_.leader_takeover_s);
+    env["ORCH_ADMIN_TOKEN"] = kAdminToken;
+    std::vector<int> ports;
+    for (std::size_t i = 0; i < replicas.size(); ++i) {
+      const std::string id = "r" + std::to_string(i);
+      replica_ids.push_back(id);
+      data_dirs.push_back(tmp.file("data-" + id));
+      log_paths.push_back(tmp.file("orch-" + id + ".log"));
+      ports.push_back(free_loopback_port());
+      auto e = env;
+      e["ORCH_REPLICA_ID"] = id;
+      e["ORCH_DATA_DIR"] = data_dirs.back();
+      // A fixed port per replica: the load balancer's backend list, and the same address after a restart.
+      e["ORCH_LISTEN"] = "127.0.0.1:" + std::to_string(ports.back());
+      replicas[i] = std::make_unique<OrchProcess>(config_path, e, log_paths.back());
+      alive_[i] = false;
+    }
+    lb_ = std::make_unique<LoadBalancer>(ports);
+    for (std::size_t i = 0; i < replicas.size(); ++i) lb_->set_down(i, true);
   }
 
   ~World() {
-    orch.reset();  // SIGKILL if still running, before the fakes go
+    join_helpers();
+    for (auto& r : replicas) r.reset();  // SIGKILL if still running, before the fakes go
+    lb_.reset();
     sink_.stop();
     if (sink_thread_.joinable()) sink_thread_.join();
   }
 
-  std::string plane_url() const { return orch->url("/webhooks/plane"); }
-  std::string gitea_url() const { return orch->url("/webhooks/gitea"); }
+  bool replicated() const { return replicated_; }
+  bool on_postgres() const { return !database_url.empty(); }
+  std::size_t replica_count() const { return replicas.size(); }
+
+  // Starts every replica (each awaits its /healthz); the load balancer sends to each one once it is up.
+  bool start() {
+    for (std::size_t i = 0; i < replicas.size(); ++i)
+      if (!start_replica(i)) return false;
+    return true;
+  }
+  bool start_replica(std::size_t i) {
+    if (!replicas[i]->start()) return false;
+    alive_[i] = true;
+    if (lb_) lb_->set_down(i, false);
+    return true;
+  }
+  // SIGKILL, as a host dies: the load balancer stops choosing it first (its health check failed), then the process
+  // goes; requests already forwarded to it get no answer and are re-sent to a live replica.
+  void kill_replica(std::size_t i) {
+    if (lb_) lb_->set_down(i, true);
+    alive_[i] = false;
+    replicas[i]->kill_hard();
+  }
+  bool alive(std::size_t i) const { return alive_[i].load(); }
+  std::vector<std::size_t> live_replicas() const {
+    std::vector<std::size_t> v;
+    for (std::size_t i = 0; i < replicas.size(); ++i)
+      if (alive(i)) v.push_back(i);
+    return v;
+  }
+  // A replica that is running (the first one), for `orch status`, /queue.json and the like.
+  OrchProcess& live() {
+    for (std::size_t i = 0; i < replicas.size(); ++i)
+      if (alive(i)) return *replicas[i];
+    return *orch;
+  }
+  LoadBalancer& lb() { return *lb_; }
+
+  // A thread of the test that acts on the world while the test goes on (e.g. kills a replica at a chosen moment).
+  // The world joins it before it goes, so it never outlives what it uses; it must end within its own deadlines.
+  void helper(std::function<void()> fn) { helpers_.emplace_back(std::move(fn)); }
+  void join_helpers() {
+    for (auto& t : helpers_)
+      if (t.joinable()) t.join();
+    helpers_.clear();
+  }
+
+  // Every replica's log tail, each under a header naming it (the one log tail of a single replica as it is).
+  std::string log_tails(std::size_t max_bytes = 8000) const {
+    if (!replicated_) return orch->log_tail(max_bytes);
+    std::string out;
+    for (std::size_t i = 0; i < replicas.size(); ++i)
+      out += "\n---- " + replica_ids[i] + (alive(i) ? "" : " (killed)") + " " + log_paths[i] + "\n" +
+             replicas[i]->log_tail(max_bytes / replicas.size());
+    return out;
+  }
+
+  // /metrics of replica i, parsed; nullopt when it does not answer.
+  std::optional<Exposition> metrics(std::size_t i) const {
+    httplib::Client c(replicas[i]->base_url());
+    c.set_connection_timeout(std::chrono::seconds(2));
+    c.set_read_timeout(std::chrono::seconds(5));
+    auto r = c.Get("/metrics");
+    if (!r || r->status != 200) return std::nullopt;
+    return parse_exposition(r->body);
+  }
+  // The replica whose /metrics says orch_leader 1 (among the live ones), or nullopt when none says so.
+  std::optional<std::size_t> leader() const {
+    for (std::size_t i = 0; i < replicas.size(); ++i) {
+      if (!alive(i)) continue;
+      auto e = metrics(i);
+      if (e && sum_samples(*e, "orch_leader", {"replica=\"" + replica_ids[i] + "\""}) == 1) return i;
+    }
+    return std::nullopt;
+  }
+
+  // Where the senders post: the one replica, or the load balancer in front of the replicas.
+  std::string plane_url() const { return lb_ ? lb_->url("/webhooks/plane") : orch->url("/webhooks/plane"); }
+  std::string gitea_url() const { return lb_ ? lb_->url("/webhooks/gitea") : orch->url("/webhooks/gitea"); }
 
   // A new Plane work item in Todo; returns its id.
   std::string add_item(const std::string& name) {
@@ -148,9 +280,42 @@ class World {
     return d;
   }
 
-  long long count(const std::string& sql) const {
+  // Every row of a query, every column as text ("" for NULL), against whichever database the world runs on.
+  // Parameters are $1, $2 ... (on SQLite they become ?1, ?2 ...), bound as text; on SQLite a text parameter
+  // compared with an integer column takes the column's affinity, so "WHERE at >= $1" works on both.
+  std::vector<std::vector<std::string>> rows(const std::string& sql,
+                                             const std::vector<std::string>& params = {}) const {
+    std::vector<std::vector<std::string>> out;
+    if (pg_) {
+      std::lock_guard lock(pg_mu_);
+      return pg_->rows(sql, params);
+    }
+    static const std::regex dollar(R"(\$([0-9]+))");
     auto d = open_db();
-    return d->execAndGet(sql).getInt64();
+    SQLite::Statement q(*d, std::regex_replace(sql, dollar, "?$1"));
+    for (std::size_t i = 0; i < params.size(); ++i) q.bind(static_cast<int>(i + 1), params[i]);
+    while (q.executeStep()) {
+      std::vector<std::string> row;
+      for (int c = 0; c < q.getColumnCount(); ++c)
+        row.push_back(q.getColumn(c).isNull() ? std::string() : q.getColumn(c).getString());
+      out.push_back(std::move(row));
+    }
+    return out;
+  }
+
+  long long count(const std::string& sql, const std::vector<std::string>& params = {}) const {
+    if (!pg_ && params.empty()) {
+      auto d = open_db();
+      return d->execAndGet(sql).getInt64();
+    }
+    auto r = rows(sql, params);
+    return r.empty() || r[0].empty() || r[0][0].empty() ? 0 : std::stoll(r[0][0]);
+  }
+
+  // SQL that is true when the deliveries row's body holds the text of parameter `param` (e.g. "$2").
+  std::string body_contains(const std::string& param) const {
+    return pg_ ? "strpos(convert_from(body, 'UTF8'), " + param + ") > 0"
+               : "instr(CAST(body AS TEXT), " + param + ") > 0";
   }
 
   int pushes_seen() const { return pushes_.load(); }
@@ -159,8 +324,11 @@ class World {
   FakePlane plane;
   FakeGitea gitea;
   FakeTelegram telegram;
-  std::string data_dir, bare, config_path, log_path, main_sha;
-  std::unique_ptr<OrchProcess> orch;
+  std::string data_dir, bare, config_path, log_path, main_sha;  // data_dir and log_path: replica 0's
+  std::string database_url;  // "" on SQLite
+  std::vector<std::string> replica_ids, data_dirs, log_paths;  // replicated worlds: one each per replica
+  std::vector<std::unique_ptr<OrchProcess>> replicas;
+  std::unique_ptr<OrchProcess>& orch;  // replicas[0]: the one replica of a SQLite world
 
  private:
   void setup_fakes() {
@@ -233,7 +401,7 @@ class World {
       << "[reconciler]\nenabled = true\nplane_enabled = true\ninterval = \"60s\"\ngrace_default = \"15m\"\n"
       << "notify_unblock = true\nmax_candidates_per_pass = 500\n\n"
       << "[jobs]\nworkers = " << options_.workers
-      << "\nheartbeat_stale = \"150s\"\ndispatch_timeout = \"5m\"\nqueued_ttl = \"2h\"\nsweep_batch = 500\n\n"
+      << "\nheartbeat_stale = \"" << options_.heartbeat_stale << "\"\ndispatch_timeout = \"5m\"\nqueued_ttl = \"2h\"\nsweep_batch = 500\n\n"
       << "[[projects]]\nname = \"shop\"\ngitea_repo = \"" << kRepo << "\"\nclone_url = \"" << bare
       << "\"\ndefault_branch = \"main\"\nplane_workspace = \"" << kWorkspace << "\"\nplane_project_id = \""
       << kProjectId
@@ -249,6 +417,12 @@ class World {
   }
 
   WorldOptions options_;
+  const bool replicated_;
+  std::unique_ptr<std::atomic<bool>[]> alive_;  // per replica: started and not killed
+  std::unique_ptr<LoadBalancer> lb_;            // replicated worlds only
+  std::unique_ptr<PgSql> pg_;                   // PostgreSQL worlds: the test's own connection
+  mutable std::mutex pg_mu_;                    // PgSql is one connection: one query at a time
+  std::vector<std::thread> helpers_;            // the test's own threads: joined first
   httplib::Server sink_;
   int sink_port_ = 0;
   std::thread sink_thread_;
