@@ -57,7 +57,8 @@ GateSide::GateSide(TaskStore& tasks, JobStore& jobs, StageEngine& engine, const 
       options_(options),
       backoff_(options.backoff_base, options.backoff_cap) {}
 
-GateSideReport GateSide::run_once(bool dry_run, const std::function<bool()>& keep_going) {
+GateSideReport GateSide::run_once(bool dry_run, const std::function<bool()>& keep_going,
+                                  const UnblockListener& on_unblock) {
   GateSideReport report;
   const TimePoint now = clock_.now();
   backoff_.prune(now);
@@ -99,7 +100,7 @@ GateSideReport GateSide::run_once(bool dry_run, const std::function<bool()>& kee
       const int evaluated_before = report.evaluated;
       Status s;
       try {
-        s = reconcile_one(task, now, dry_run, report);
+        s = reconcile_one(task, now, dry_run, report, on_unblock);
       } catch (const std::exception& e) {  // escaped an adapter: one task, not the pass
         s = internal(e.what());
       }
@@ -132,7 +133,8 @@ GateSideReport GateSide::run_once(bool dry_run, const std::function<bool()>& kee
   return report;
 }
 
-Status GateSide::reconcile_one(const TaskRow& task, TimePoint now, bool dry_run, GateSideReport& report) {
+Status GateSide::reconcile_one(const TaskRow& task, TimePoint now, bool dry_run, GateSideReport& report,
+                               const UnblockListener& on_unblock) {
   const StageSpec* spec = pipeline_.stage(task.stage);
   // created has no StageSpec (the tracker side replays its start); a stage without a gate has nothing to read;
   // a human stage moves only on a tracker verdict; a blocked task waits for an operator.
@@ -200,6 +202,7 @@ Status GateSide::reconcile_one(const TaskRow& task, TimePoint now, bool dry_run,
   }
   report.unblocked.push_back({task.id, moved.value().work_item_key, task.stage, moved.value().stage,
                               moved.value().visit, "gate", "advance", gate.value().why});
+  if (on_unblock) on_unblock(report.unblocked.back());
   return {};
 }
 

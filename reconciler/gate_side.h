@@ -36,6 +36,10 @@ struct Unblock {
   std::string why;            // the gate's reason or the tracker state
 };
 
+// Told each transition the moment it is made (not in a dry run), so what it triggers (the unblock notification)
+// is queued before the next task is touched: a replica killed mid-pass loses at most the one in flight.
+using UnblockListener = std::function<void(const Unblock&)>;
+
 // Per-key exponential backoff on the injected clock, in memory: failure n waits min(cap, base * 2^(n-1)).
 // A restart forgets it, which only costs one early retry.
 class RetryBackoff {
@@ -85,10 +89,13 @@ class GateSide {
   // One bounded pass. Never throws: a failing task is logged, backed off and skipped. With dry_run it evaluates
   // and reports what it would advance, and writes nothing.
   // keep_going is asked before each task; false ends the pass at once (this replica stopped leading).
-  GateSideReport run_once(bool dry_run = false, const std::function<bool()>& keep_going = {});
+  // on_unblock, when set, hears each advance right after it was made (before the next task).
+  GateSideReport run_once(bool dry_run = false, const std::function<bool()>& keep_going = {},
+                          const UnblockListener& on_unblock = {});
 
  private:
-  Status reconcile_one(const TaskRow& task, TimePoint now, bool dry_run, GateSideReport& report);
+  Status reconcile_one(const TaskRow& task, TimePoint now, bool dry_run, GateSideReport& report,
+                       const UnblockListener& on_unblock);
 
   TaskStore& tasks_;
   JobStore& jobs_;

@@ -93,8 +93,13 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   }
   const bool sides = report.deferred_for_inbox == 0;
 
+  // Each transition is made visible the moment it is made, not at the end of the pass: a replica killed in the
+  // middle of a long pass has queued the notification of every transition but (at most) the one in flight.
+  UnblockListener on_unblock;
+  if (!options.dry_run) on_unblock = [&](const Unblock& u) { report_unblock(u, clock_.now(), report); };
+
   if (sides) try {
-    report.gate = gate_.run_once(options.dry_run, leading);
+    report.gate = gate_.run_once(options.dry_run, leading, on_unblock);
   } catch (const std::exception& e) {
     log_.warn("reconciler: gate side failed: {}", e.what());
     note(std::string("gate side: ") + e.what());
@@ -104,7 +109,7 @@ PassReport ReconcilePass::run_once(PassOptions options) {
 
   if (sides && tracker_ && report.plane_enabled && leading()) {
     try {
-      report.tracker = tracker_->run_once(options.dry_run, options.full_sweep, leading);
+      report.tracker = tracker_->run_once(options.dry_run, options.full_sweep, leading, on_unblock);
       note(report.tracker->first_error);
       for (const Unblock& u : report.tracker->unblocked) report.unblocked.push_back(u);
     } catch (const std::exception& e) {
@@ -117,10 +122,7 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   if (report.interrupted) log_.warn("reconciler: this replica stopped leading during the pass; the pass stops here");
   if (options.dry_run) return report;  // changes nothing: no sweep, no notification, no snapshot
 
-  // What was done is reported even when leadership was lost: the transitions happened.
-  const TimePoint now = clock_.now();
-  for (const Unblock& u : report.unblocked) report_unblock(u, now, report);
-
+  // What was done was reported as it happened (on_unblock), even when leadership was lost: the transitions happened.
   if (sweeper_ && !report.interrupted) {
     try {
       report.sweep = sweeper_->run_once();

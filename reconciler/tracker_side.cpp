@@ -52,16 +52,21 @@ Seconds TrackerSide::longest_grace() const {
   return longest;
 }
 
-TrackerSideReport TrackerSide::run_once(bool dry_run, bool full_sweep, const std::function<bool()>& keep_going) {
+TrackerSideReport TrackerSide::run_once(bool dry_run, bool full_sweep, const std::function<bool()>& keep_going,
+                                        const UnblockListener& on_unblock) {
   TrackerSideReport report;
   const TimePoint now = clock_.now();
   backoff_.prune(now);
   replays_this_pass_ = 0;
   keep_going_ = &keep_going;
+  on_unblock_ = &on_unblock;
   struct Reset {
-    const std::function<bool()>*& p;
-    ~Reset() { p = nullptr; }
-  } reset{keep_going_};
+    TrackerSide& side;
+    ~Reset() {
+      side.keep_going_ = nullptr;
+      side.on_unblock_ = nullptr;
+    }
+  } reset{*this};
   for (const ProjectSpec& project : projects_) {
     if (stopping()) {
       report.interrupted = true;
@@ -288,6 +293,7 @@ Status TrackerSide::replay(const ProjectSpec& project, const WorkItem& item, Rep
   if (!after.value()) return internal("task " + std::to_string(outcome.value().task_id) + " vanished after a replay");
   report.unblocked.push_back({after.value()->id, after.value()->work_item_key, from, after.value()->stage,
                               after.value()->visit, "tracker", action, outcome.value().reason});
+  if (on_unblock_ && *on_unblock_) (*on_unblock_)(report.unblocked.back());
   return {};
 }
 

@@ -60,8 +60,9 @@ class TrackerSide {
   // One pass over every project. Never throws: a failing project or item is logged and skipped. full_sweep forces a
   // sweep of every project (the CLI's --once); dry_run calls no handler and saves no horizon.
   // keep_going is asked before each project and each work item; false ends the pass at once, saving no horizon.
+  // on_unblock, when set, hears each replay that changed a stage right after it was made.
   TrackerSideReport run_once(bool dry_run = false, bool full_sweep = false,
-                             const std::function<bool()>& keep_going = {});
+                             const std::function<bool()>& keep_going = {}, const UnblockListener& on_unblock = {});
 
  private:
   enum class Replay { kNone, kStart, kRecord, kApprove, kReject };
@@ -90,6 +91,7 @@ class TrackerSide {
   std::map<std::string, int> passes_since_full_;  // by project name
   int replays_this_pass_ = 0;
   const std::function<bool()>* keep_going_ = nullptr;  // set for the duration of run_once
+  const UnblockListener* on_unblock_ = nullptr;        // likewise
   bool stopping() const { return keep_going_ && *keep_going_ && !(*keep_going_)(); }
 };
 

@@ -390,3 +390,22 @@ TEST_CASE("a pass runs only on the leader, and stops between tasks the moment th
   PassReport rest = f.pass.run_once();
   CHECK(rest.unblocked.size() + cut.unblocked.size() == 3);
 }
+
+TEST_CASE("each unblock's notification is queued before the pass touches the next task, so a killed leader loses "
+          "at most the one in flight") {
+  Rig f;
+  for (const char* key : {"SHOP-1", "SHOP-2", "SHOP-3"})
+    f.stuck_in_development(key, std::string("sha-") + key);
+  f.clock.advance(31min);
+
+  // At each reconciler transition, how many notifications are already in the outbox: the earlier ones' only.
+  std::vector<std::size_t> queued_before;
+  f.bus.subscribe("outbox probe", [&f, &queued_before](const TransitionFired& t) {
+    if (t.cause == Cause::kReconciler) queued_before.push_back(f.store->all_notifications().value().size());
+    return Status{};
+  });
+  PassReport report = f.pass.run_once();
+  REQUIRE(report.unblocked.size() == 3);
+  CHECK(queued_before == std::vector<std::size_t>{0, 1, 2});
+  CHECK(f.store->all_notifications().value().size() == 3);
+}
