@@ -454,14 +454,18 @@ TEST_CASE("the pool runs queued jobs on its threads, wakes on poke, and stops pr
   WorkerPool pool(runner, *w.f.store, w.f.clock, w.f.log);
   pool.start();
   TaskRow task = w.f.task_in("development", "SHOP-1");  // an analysis job (superseded) and a development job
-  pool.poke();
-  CHECK(eventually([&] { return fs::exists(w.out() / ("dev-" + std::to_string(task.id))); }, 20s));
+  // Each check pokes again: only pokes wake an idle worker here (the poll is an hour), and a claim that failed on a
+  // busy database under load (logged, then back to waiting) must not leave the test waiting for that hour.
+  const auto poked = [&](const fs::path& file) {
+    pool.poke();
+    return fs::exists(file);
+  };
+  CHECK(eventually([&] { return poked(w.out() / ("dev-" + std::to_string(task.id))); }, 60s));
   CHECK(eventually([&] { return w.f.store->jobs_with_status(JobStatus::kQueued, 10).value().empty() &&
                                 w.f.store->jobs_with_status(JobStatus::kRunning, 10).value().empty(); }, 20s));
 
   TaskRow hanging = w.f.task_in("analysis", "SHOP-2");
-  pool.poke();
-  REQUIRE(eventually([&] { return fs::exists(w.out() / ("started-" + std::to_string(hanging.id))); }, 20s));
+  REQUIRE(eventually([&] { return poked(w.out() / ("started-" + std::to_string(hanging.id))); }, 60s));
   auto before = std::chrono::steady_clock::now();
   pool.stop();
   CHECK(std::chrono::steady_clock::now() - before < 5s);
