@@ -8,6 +8,9 @@
 //   bench_ingest --target http://host:port/webhooks/plane [--target ...] --secret S --project-id ID
 //       [--verify-db orch.db] [--acked-out FILE]
 //       loads servers someone else started (several targets: round-robin, e.g. replicas sharing one inbox).
+//   bench_ingest --pg-replicas 1,2,3 --orch build/release/orch --work DIR [--concurrency 64]
+//       the same load against 1, 2, 3 `orch serve` replicas sharing one PostgreSQL database (a throwaway server),
+//       round-robin over them; the exactly-once check on the shared inbox.
 //   --server routes: a diagnostic; instead of `orch serve`, a process with only the webhook routes, their group
 //       committer and the HTTP server (no inbox processor, reconciler or workers): what the rest costs ingest.
 //   --idle-processor: a diagnostic; the inbox processor is kept from writing (its Plane is unreachable).
@@ -38,6 +41,7 @@
 #include "engine/sqlite_store.h"
 #include "webhooks/webhook_routes.h"
 #include "bench/support/load_generator.h"
+#include "tests/support/pg_server.h"
 #include "tests/fakes/fake_plane.h"
 
 namespace orch::bench {
@@ -55,17 +59,34 @@ struct ExactlyOnce {
 
 // Every acknowledged delivery id is in the inbox exactly once; rows nobody acknowledged are counted too (there
 // should be none unless a transport error hid an answer).
+// The query both stores answer: how many inbox rows each Plane delivery id has.
+constexpr const char* kInboxCountsSql =
+    "SELECT delivery_id, COUNT(*) FROM deliveries WHERE source = 'plane' GROUP BY delivery_id";
+
+ExactlyOnce check_counts(const std::unordered_map<std::string, int>& counts, const RequestSet& set,
+                         const std::vector<std::uint32_t>& acked);
+
 ExactlyOnce check_inbox(const std::string& db_path, const RequestSet& set, const std::vector<std::uint32_t>& acked) {
-  ExactlyOnce r;
-  r.ran = true;
   SQLite::Database db(db_path, SQLite::OPEN_READONLY);
   db.setBusyTimeout(10000);
   std::unordered_map<std::string, int> counts;
-  SQLite::Statement q(db, "SELECT delivery_id, COUNT(*) FROM deliveries WHERE source = 'plane' GROUP BY delivery_id");
-  while (q.executeStep()) {
-    counts[q.getColumn(0).getString()] = q.getColumn(1).getInt();
-    r.rows += static_cast<std::uint64_t>(q.getColumn(1).getInt());
-  }
+  SQLite::Statement q(db, kInboxCountsSql);
+  while (q.executeStep()) counts[q.getColumn(0).getString()] = q.getColumn(1).getInt();
+  return check_counts(counts, set, acked);
+}
+
+ExactlyOnce check_pg_inbox(const std::string& url, const RequestSet& set, const std::vector<std::uint32_t>& acked) {
+  testing::PgSql sql(url);
+  std::unordered_map<std::string, int> counts;
+  for (const auto& row : sql.rows(kInboxCountsSql)) counts[row[0]] = std::stoi(row[1]);
+  return check_counts(counts, set, acked);
+}
+
+ExactlyOnce check_counts(const std::unordered_map<std::string, int>& counts, const RequestSet& set,
+                         const std::vector<std::uint32_t>& acked) {
+  ExactlyOnce r;
+  r.ran = true;
+  for (const auto& [id, n] : counts) r.rows += static_cast<std::uint64_t>(n);
   std::vector<bool> is_acked(set.requests.size(), false);
   for (std::uint32_t i : acked) is_acked[i] = true;
   for (std::size_t i = 0; i < set.requests.size(); ++i) {
@@ -182,6 +203,50 @@ int route_server(const Flags& f) {
   return 0;
 }
 
+// The fake Plane the inbox processor asks for states, and the body spec of the deliveries: a state orch does not
+// act on, so each handled delivery costs one state lookup and no transition.
+PlaneBodySpec set_up_plane(testing::FakePlane& plane, const Flags& f) {
+  plane.set_api_key(kApiKey);
+  set_nodelay_on_listener(plane.port());  // see bench_util.h
+  plane.add_project("acme", kProjectId, "SHOP");
+  plane.add_state(kProjectId, "Approved", "started");
+  plane.add_state(kProjectId, "Rejected", "started");
+  PlaneBodySpec spec;
+  spec.project_id = kProjectId;
+  spec.state_id = plane.state_id(kProjectId, "Todo");
+  spec.target_bytes = static_cast<std::size_t>(f.num("body-bytes", 1536));
+  return spec;
+}
+
+// The environment of a benchmarked `orch serve` (secrets, listen address, data directory); `extra` overrides.
+std::map<std::string, std::string> serve_env(const std::string& dir, const std::string& data_dir, int port,
+                                             const std::string& plane_url,
+                                             const std::map<std::string, std::string>& extra = {}) {
+  std::map<std::string, std::string> env = {
+      {"PATH", "/usr/bin:/bin"},
+      {"HOME", dir},
+      {"ORCH_DATA_DIR", data_dir},
+      {"ORCH_LISTEN", "127.0.0.1:" + std::to_string(port)},
+      {"ORCH_PLANE_WEBHOOK_SECRET", kSecret},
+      {"ORCH_GITEA_WEBHOOK_SECRET", "gitea_bench_secret"},
+      {"ORCH_PLANE_BASE_URL", plane_url},
+      {"ORCH_PLANE_API_KEY", kApiKey},
+      {"ORCH_LOG_FORMAT", "text"},
+  };
+  for (const auto& [k, v] : extra) env[k] = v;
+  return env;
+}
+
+// Polls /healthz until it answers 200 (true) or the process exits or 10 s pass (false).
+bool wait_healthy(pid_t pid, int port) {
+  for (int i = 0; i < 2000; ++i) {
+    if (exited(pid)) return false;
+    if (http_get_status(port, "/healthz") == 200) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
 int serve_mode(const Flags& f) {
   const std::string orch = f.get("orch");
   const std::string work = f.get("work", "bench-work");
@@ -195,16 +260,7 @@ int serve_mode(const Flags& f) {
   }
 
   testing::FakePlane plane;
-  plane.set_api_key(kApiKey);
-  set_nodelay_on_listener(plane.port());  // see bench_util.h
-  plane.add_project("acme", kProjectId, "SHOP");
-  plane.add_state(kProjectId, "Approved", "started");
-  plane.add_state(kProjectId, "Rejected", "started");
-
-  PlaneBodySpec spec;
-  spec.project_id = kProjectId;
-  spec.state_id = plane.state_id(kProjectId, "Todo");  // a state orch does not act on: the handler only looks
-  spec.target_bytes = static_cast<std::size_t>(f.num("body-bytes", 1536));
+  const PlaneBodySpec spec = set_up_plane(plane, f);
 
   bool all_ok = true;
   int run = 0;
@@ -226,31 +282,16 @@ int serve_mode(const Flags& f) {
     sc.project_id = kProjectId;
     write_serve_config(dir + "/orch.toml", sc);
     const int port = free_port();
-    std::map<std::string, std::string> env = {
-        {"PATH", "/usr/bin:/bin"},
-        {"HOME", dir},
-        {"ORCH_DATA_DIR", sc.data_dir},
-        {"ORCH_LISTEN", "127.0.0.1:" + std::to_string(port)},
-        {"ORCH_PLANE_WEBHOOK_SECRET", kSecret},
-        {"ORCH_GITEA_WEBHOOK_SECRET", "gitea_bench_secret"},
-        // --idle-processor (a diagnostic): the processor's Plane is a closed port, so the head of the one lane
-        // waits in retry backoff and the processor writes almost nothing while the load runs.
-        {"ORCH_PLANE_BASE_URL", f.has("idle-processor") ? std::string("http://127.0.0.1:9") : plane.base_url()},
-        {"ORCH_PLANE_API_KEY", kApiKey},
-        {"ORCH_LOG_FORMAT", "text"},
-    };
+    // --idle-processor (a diagnostic): the processor's Plane is a closed port, so the head of the one lane waits in
+    // retry backoff and the processor writes almost nothing while the load runs.
+    const std::map<std::string, std::string> env =
+        serve_env(dir, sc.data_dir, port, f.has("idle-processor") ? std::string("http://127.0.0.1:9") : plane.base_url());
     const bool routes_only = f.get("server", "orch") == "routes";
     const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
     const pid_t pid = routes_only ? spawn({self, "--route-server", "--data", sc.data_dir, "--port", std::to_string(port)},
                                           env, dir + "/orch.log")
                                   : spawn({orch, "serve", "--config", dir + "/orch.toml"}, env, dir + "/orch.log");
-    bool up = false;
-    for (int i = 0; i < 2000 && !up; ++i) {
-      if (exited(pid)) break;
-      up = http_get_status(port, "/healthz") == 200;
-      if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    if (!up) {
+    if (!wait_healthy(pid, port)) {
       std::cerr << "orch serve did not come up; see " << dir << "/orch.log\n";
       stop_process(pid);
       return 1;
@@ -333,6 +374,102 @@ int serve_mode(const Flags& f) {
   return all_ok ? 0 : 1;
 }
 
+// --pg-replicas 1,2,3: for each count, a fresh database on a throwaway PostgreSQL server made durable as production
+// runs it (fsync, synchronous_commit and full_page_writes on), that many `orch serve` replicas on it, and the load
+// round-robin over them at each --concurrency; afterwards every acknowledged delivery must be in the shared inbox
+// exactly once. Results as ingest_pg<N>_c<level>. The replicas and the server share this machine's cores.
+int pg_replicas_mode(const Flags& f) {
+  const std::string orch = f.get("orch");
+  const std::string work = f.get("work", "bench-work");
+  const std::string out = f.get("out");
+  const auto counts = f.nums("pg-replicas", {1, 2, 3});
+  const auto levels = f.nums("concurrency", {64});
+  const std::size_t requests = static_cast<std::size_t>(f.num("requests", 60000));
+  const std::size_t warmup = static_cast<std::size_t>(f.num("warmup", 3000));
+  if (orch.empty()) {
+    std::cerr << "bench_ingest --pg-replicas needs --orch PATH\n";
+    return 2;
+  }
+  testing::FakePlane plane;
+  const PlaneBodySpec spec = set_up_plane(plane, f);
+  const std::int64_t t_server = now_ns();
+  std::unique_ptr<testing::PgServer> server = testing::PgServer::start();
+  {
+    testing::PgSql admin(server->admin_url());
+    for (const char* knob : {"fsync", "synchronous_commit", "full_page_writes"})
+      admin.exec(std::string("ALTER SYSTEM SET ") + knob + " = on");
+    admin.exec("SELECT pg_reload_conf()");
+  }
+  std::printf("ingest pg: PostgreSQL server up in %.1f s (%s)\n", seconds_since(t_server),
+              server->socket_dir().c_str());
+
+  bool all_ok = true;
+  int run = 0;
+  for (long long n : counts)
+    for (long long c : levels) {
+      RequestSet set = make_requests(spec, kSecret, static_cast<std::uint64_t>(run) * 10000000ULL, requests + warmup,
+                                     2);
+      const std::string url = server->fresh_database();
+      const std::string dir = work + "/ingest-pg" + std::to_string(n) + "-c" + std::to_string(c) + "-" +
+                              std::to_string(getpid()) + "-" + std::to_string(run++);
+      std::filesystem::remove_all(dir);
+      struct Replica {
+        pid_t pid = -1;
+        int port = 0;
+      };
+      std::vector<Replica> replicas;
+      LoadOptions o;
+      bool up = true;
+      for (long long i = 0; i < n && up; ++i) {
+        const std::string rdir = dir + "/r" + std::to_string(i);
+        std::filesystem::create_directories(rdir + "/data");
+        ServeConfig sc;
+        sc.data_dir = rdir + "/data";
+        sc.plane_base_url = plane.base_url();
+        sc.project_id = kProjectId;
+        write_serve_config(rdir + "/orch.toml", sc);
+        Replica r;
+        r.port = free_port();
+        r.pid = spawn({orch, "serve", "--config", rdir + "/orch.toml"},
+                      serve_env(rdir, sc.data_dir, r.port, plane.base_url(),
+                                {{"ORCH_DATABASE_URL", url}, {"ORCH_REPLICA_ID", "r" + std::to_string(i)}}),
+                      rdir + "/orch.log");
+        replicas.push_back(r);
+        up = wait_healthy(r.pid, r.port);  // one by one: the first migrates the fresh database
+        if (!up) std::cerr << "orch serve replica " << i << " did not come up; see " << rdir << "/orch.log\n";
+        o.targets.push_back(Target{"127.0.0.1", r.port, "/webhooks/plane"});
+      }
+      if (!up) {
+        for (const Replica& r : replicas) stop_process(r.pid);
+        return 1;
+      }
+      o.concurrency = static_cast<int>(c);
+      o.threads = static_cast<int>(f.num("threads", 2));
+      o.dup_every = static_cast<int>(f.num("dup-every", 10));
+      o.accept_gzip = !f.has("no-gzip");
+      Phases p = load_in_phases(o, set, warmup);
+      print_summary("pg x" + std::to_string(n) + " c=" + std::to_string(c), p.measured);
+      ExactlyOnce once = check_pg_inbox(url, set, p.acked);
+      int exits = 0;
+      for (const Replica& r : replicas) exits |= stop_process(r.pid);
+      std::printf("           shared inbox: %llu rows, exactly-once %s (missing %llu, duplicated %llu, unacknowledged "
+                  "%llu); replicas exit %d\n",
+                  static_cast<unsigned long long>(once.rows), once.ok ? "OK" : "FAILED",
+                  static_cast<unsigned long long>(once.missing), static_cast<unsigned long long>(once.duplicated),
+                  static_cast<unsigned long long>(once.unacknowledged), exits);
+      const bool ok = once.ok && p.measured.wrong_answers == 0 && p.warm.wrong_answers == 0 &&
+                      p.measured.transport_errors == 0 && p.measured.acked > 0;
+      all_ok = all_ok && ok;
+      nlohmann::json info = load_info(p.measured);
+      info.update({{"concurrency", c}, {"replicas", n}, {"store", "postgresql"}, {"exactly_once", once.ok},
+                   {"inbox_rows", once.rows}, {"missing", once.missing}, {"duplicated", once.duplicated},
+                   {"unacknowledged_rows", once.unacknowledged}, {"ok", ok}});
+      emit_result(out, "ingest_pg" + std::to_string(n) + "_c" + std::to_string(c), load_metrics(p.measured), info);
+      if (!f.has("keep")) std::filesystem::remove_all(dir);
+    }
+  return all_ok ? 0 : 1;
+}
+
 int target_mode(const Flags& f) {
   LoadOptions o;
   for (const std::string& t : f.all("target")) o.targets.push_back(parse_target(t));
@@ -380,6 +517,7 @@ int main(int argc, char** argv) {
     orch::bench::Flags f(argc, argv);
     if (f.has("route-server")) return orch::bench::route_server(f);
     if (f.has("serve")) return orch::bench::serve_mode(f);
+    if (f.has("pg-replicas")) return orch::bench::pg_replicas_mode(f);
     if (f.has("target")) return orch::bench::target_mode(f);
     std::cerr << "usage: bench_ingest --serve --orch PATH --work DIR | --target URL [--target URL ...] (see the top "
                  "of bench/ingest.cpp)\n";
