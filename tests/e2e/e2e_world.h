@@ -52,6 +52,19 @@ inline const std::string kPlaneKey = "plane_api_e2e_key";
 inline const std::string kGiteaToken = "gitea_e2e_token";
 inline const std::string kAdminToken = "admin_e2e_token";  // replicated worlds only
 
+// `n` copies of one Plane issue webhook body, each with another harmless field (sort_order), so that neither the
+// delivery-id nor the body-digest dedup hides a race between them: every copy reaches a handler.
+inline std::vector<std::string> distinct_copies(const std::string& body, int n) {
+  const auto base = nlohmann::ordered_json::parse(body);
+  std::vector<std::string> copies;
+  for (int i = 0; i < n; ++i) {
+    auto b = base;
+    b["data"]["sort_order"] = 65535.0 + i;
+    copies.push_back(python_json_dumps(b));
+  }
+  return copies;
+}
+
 inline std::string agent_script(const std::string& name) {
   return std::string(ORCH_SOURCE_DIR) + "/tests/e2e/agents/" + name;
 }

@@ -31,14 +31,8 @@ TEST_CASE("e2e start race: 50 concurrent In Progress deliveries make one task / 
 
   // The same event, each copy with another delivery id and a different harmless field, so that neither the
   // delivery-id nor the body-digest dedup hides the race: every copy reaches the handler.
-  auto base = nlohmann::ordered_json::parse(w.plane.issue_webhook_body(item));
   constexpr int kCopies = 50;
-  std::vector<std::string> bodies;
-  for (int i = 0; i < kCopies; ++i) {
-    auto b = base;
-    b["data"]["sort_order"] = 65535.0 + i;
-    bodies.push_back(python_json_dumps(b));
-  }
+  const std::vector<std::string> bodies = distinct_copies(w.plane.issue_webhook_body(item), kCopies);
   std::vector<DeliveryResult> results(kCopies);
   std::latch go(kCopies);
   std::vector<std::thread> threads;
