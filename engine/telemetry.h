@@ -23,8 +23,8 @@ inline const char* api_outcome_name(ApiOutcome o) {
   return "unknown";
 }
 
-// How one agent process ended.
-enum class AgentOutcome { kSucceeded, kFailed, kError, kStopped };  // exit 0, exit != 0, timeout or spawn error, shutdown
+// How one agent process ended: exit 0, exit != 0, timeout or spawn error, stopped (shutdown, or its task moved on).
+enum class AgentOutcome { kSucceeded, kFailed, kError, kStopped };
 inline const char* agent_outcome_name(AgentOutcome o) {
   switch (o) {
     case AgentOutcome::kSucceeded: return "succeeded";

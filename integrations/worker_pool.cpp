@@ -47,6 +47,13 @@ constexpr std::size_t kMaxPrTitle = 200;
 // (setsid) and kept the pipe open must not hold the worker forever.
 constexpr auto kPumpDrainLimit = std::chrono::seconds(2);
 
+// Why a job no longer matters to its task ("" when it still does): the task left the job's stage, or came back to
+// it on a later visit, which has jobs of its own.
+std::string superseded(const JobRow& job, const TaskRow& task) {
+  if (task.stage == job.stage && task.visit == job.visit) return "";
+  return "superseded: task is in " + task.stage + " (visit " + std::to_string(task.visit) + ")";
+}
+
 void write_all(int fd, const char* data, std::size_t n) {
   while (n > 0) {
     ssize_t w = ::write(fd, data, n);
@@ -263,8 +270,7 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
     return {JobOutcome::kAbandoned, "task not found"};
   }
   const TaskRow task = *found.value();
-  if (task.stage != job.stage || task.visit != job.visit) {
-    std::string why = "superseded: task is in " + task.stage + " (visit " + std::to_string(task.visit) + ")";
+  if (std::string why = superseded(job, task); !why.empty()) {
     (void)store_.finish_job(job.id, JobStatus::kFailed, why, clock_.now());
     return {JobOutcome::kAbandoned, why};
   }
@@ -295,6 +301,7 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   std::stop_source halt;  // stops the agent: the pool is stopping, or the job was finished elsewhere
   std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
   std::atomic<bool> lost{false};
+  std::string moved_on;  // the task left the job's stage or visit while the agent ran: its work no longer counts
   ProcessSpec spec;
   spec.argv = agent->argv;
   spec.cwd = dir;
@@ -309,9 +316,18 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
     if (s.code == Code::kConflict || s.code == Code::kNotFound) {
       lost = true;  // the sweeper (or an operator) finished it: our result would be refused
       halt.request_stop();
-    } else if (!s.ok()) {
-      log_.warn("jobs: heartbeat of job {} failed: {}", job.id, s.to_string());
+      return;
     }
+    if (!s.ok()) {
+      log_.warn("jobs: heartbeat of job {} failed: {}", job.id, s.to_string());
+      return;
+    }
+    // A human (or a replayed webhook) moved the task on: stop the agent now rather than let it hold this worker
+    // until its timeout for a result nobody would use. A failing read decides nothing; the next heartbeat asks again.
+    auto now_task = store_.find_task(job.task_id);
+    if (!now_task.ok()) return;
+    moved_on = now_task.value() ? superseded(job, *now_task.value()) : "superseded: the task is gone";
+    if (!moved_on.empty()) halt.request_stop();
   };
   LogPump& log_pump = *pump.value();
   spec.on_start = [&log_pump](pid_t) { log_pump.close_write_end(); };
@@ -320,7 +336,7 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   Result<int> code = processes_.run(spec);
   log_pump.finish("[orch] " + (code.ok() ? "exit " + std::to_string(code.value()) : code.status().message) + "\n");
   if (options_.telemetry) {
-    const AgentOutcome outcome = stop.stop_requested() ? AgentOutcome::kStopped
+    const AgentOutcome outcome = stop.stop_requested() || !moved_on.empty() ? AgentOutcome::kStopped
                                  : !code.ok()          ? AgentOutcome::kError
                                  : code.value() == 0   ? AgentOutcome::kSucceeded
                                                        : AgentOutcome::kFailed;
@@ -328,6 +344,11 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
                                   std::chrono::duration<double>(Steady::now() - agent_started).count());
   }
 
+  if (!moved_on.empty()) {
+    log_.info("jobs: {} for {} stopped: {}", agent->name, task.work_item_key, moved_on);
+    (void)store_.finish_job(job.id, JobStatus::kFailed, moved_on, clock_.now());
+    return {JobOutcome::kAbandoned, moved_on};
+  }
   if (stop.stop_requested()) {
     Status s = store_.requeue_job(job.id, clock_.now());
     if (!s.ok()) log_.warn("jobs: cannot requeue job {} at shutdown: {}", job.id, s.to_string());

@@ -353,6 +353,35 @@ TEST_CASE("a job whose task moved on is abandoned without running its agent or r
   CHECK_FALSE(w.f.reload(task.id).blocked);
 }
 
+TEST_CASE("a running agent whose task moves on is stopped at its next heartbeat, its job failed as superseded, "
+          "and the worker is free for the next stage") {
+  // The agent writes its pid then becomes `sleep`: the pid is the process the runner must stop.
+  // Its timeout (60 s) bounds the test if the agent were not stopped: it would end as an attempt that failed.
+  WorkerFixture w(Scripts{{"analyst", "echo $$ > \"$OUT/pid.tmp\" && mv \"$OUT/pid.tmp\" \"$OUT/pid\"\nexec sleep 1000\n"}},
+                  WorkerFixture::fast_options(), [](Config& c) { c.agents["analyst"].timeout = 60s; });
+  TaskRow task = w.f.task_in("analysis", "SHOP-4");
+  JobRow job = w.claim("analysis");
+  JobResult result;
+  std::jthread running([&] { result = w.runner.run(job); });
+  REQUIRE(eventually([&] { return fs::exists(w.out() / "pid"); }, 30s));
+  const pid_t agent = static_cast<pid_t>(std::stol(read_file(w.out() / "pid")));
+
+  AdvanceRequest r;
+  r.to = "development";  // a human moved the item on while the analyst ran
+  REQUIRE(w.f.engine.advance_stage(task.id, r).ok());
+  running.join();  // bounded by the heartbeat (50 ms) and the kill grace, not by the agent's 1000 s
+
+  CHECK(result.outcome == JobOutcome::kAbandoned);
+  CHECK(result.detail.find("superseded: task is in development") != std::string::npos);
+  const JobRow row = *w.f.store->find_job(job.id).value();
+  CHECK(row.status == JobStatus::kFailed);
+  CHECK(row.error.find("superseded") != std::string::npos);
+  CHECK(::kill(agent, 0) != 0);  // the agent is gone, not left running behind us
+  CHECK_FALSE(w.f.reload(task.id).blocked);
+  CHECK(w.f.store->jobs_for_task(task.id).value().size() == 2);  // no retry of the analysis, the development job
+  CHECK(w.f.log.contains("jobs: analyst for SHOP-4 stopped: superseded"));
+}
+
 TEST_CASE("start-up recovery queues the next attempt of jobs a dead worker left running, blocks those on their last "
           "attempt, and leaves live workers' jobs alone") {
   WorkerFixture w(Scripts{{"analyst", "exit 0\n"}});
