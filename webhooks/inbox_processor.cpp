@@ -44,13 +44,13 @@ DeliveryResult InboxProcessor::to_result(const DeliveryRow& row, const Result<Ha
   return {DeliveryStatus::kFailed, "unknown outcome"};
 }
 
-InboxPass InboxProcessor::run_once() {
+InboxPass InboxProcessor::run_once(std::stop_token stop) {
   std::lock_guard handling(handle_mu_);
   InboxPass pass;
   auto wait_until = [&pass](TimePoint t) {
     if (!pass.retry_at || t < *pass.retry_at) pass.retry_at = t;
   };
-  for (int n = 0; n < options_.max_per_pass; ++n) {
+  for (int n = 0; n < options_.max_per_pass && !stop.stop_requested(); ++n) {
     const TimePoint now = clock_.now();
     auto claimed = inbox_.claim_delivery(options_.claimer, now, options_.claim_lease);
     if (!claimed.ok()) {  // the pass cannot go on: say so once, and look again after a backoff
@@ -150,7 +150,7 @@ void InboxProcessor::poke() {
 void InboxProcessor::run(std::stop_token stop) {
   while (!stop.stop_requested()) {
     last_progress_.store(std::chrono::steady_clock::now());
-    InboxPass pass = run_once();  // contains its own failures; never throws
+    InboxPass pass = run_once(stop);  // contains its own failures; never throws
     auto wait = options_.poll_interval;
     if (pass.retry_at) {
       auto until = std::chrono::duration_cast<std::chrono::milliseconds>(*pass.retry_at - clock_.now());

@@ -39,7 +39,7 @@ struct InboxProcessorOptions {
   std::chrono::milliseconds first_backoff{500};
   // How often the thread looks without being poked (deliveries stored by another process, e.g. a requeue).
   std::chrono::milliseconds poll_interval{1000};
-  int max_per_pass = 1000;  // a pass yields after this many, so stop() stays prompt under a backlog
+  int max_per_pass = 1000;  // a pass ends after this many (then sees its retries due), and the next begins at once
   Telemetry* telemetry = nullptr;  // told each delivery's outcome and handling time; null: nobody
 };
 
@@ -63,9 +63,10 @@ class InboxProcessor {
   InboxProcessor& operator=(const InboxProcessor&) = delete;
 
   // Claims and handles deliveries until none is claimable (all handled, or their lanes wait for a retry or for
-  // another claimer), or max_per_pass. Each delivery is one unit of work: an error or exception marks it failed and
-  // the pass goes on.
-  InboxPass run_once();
+  // another claimer), or max_per_pass, or `stop` is requested (checked before each claim: shutdown waits for the
+  // delivery in hand, never for a backlog). Each delivery is one unit of work: an error or exception marks it failed
+  // and the pass goes on.
+  InboxPass run_once(std::stop_token stop = {});
 
   // Handles one stored delivery again now, whatever its status (`orch replay`, /admin/deliveries/{id}/replay), and
   // records the new outcome. kNotFound for an unknown id. One attempt: a transient error marks it failed again.

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <stdexcept>
+#include <stop_token>
 #include <thread>
 
 #include "tests/webhooks/webhook_harness.h"
@@ -90,6 +91,26 @@ TEST_CASE("stored deliveries are handled in arrival order, each marked with its 
   InboxPass idle = p.processor.run_once();
   CHECK(idle.handled + idle.ignored + idle.failed == 0);
   CHECK(p.handler.seen().size() == 3);
+}
+
+TEST_CASE("a stop request ends a pass after the delivery in hand: shutdown never waits for a backlog, which stays "
+          "pending for the next start") {
+  ProcessorFixture p;
+  for (int i = 1; i <= 10; ++i) p.add("d" + std::to_string(i));
+  std::stop_source stopping;
+  p.handler.on("d3", [&stopping] {
+    stopping.request_stop();  // SIGTERM arrives while d3 is being handled
+    return HandleOutcome::noop(0, "fine");
+  });
+  InboxPass pass = p.processor.run_once(stopping.get_token());
+  CHECK(pass.handled == 3);
+  CHECK(p.row("d3").status == DeliveryStatus::kHandled);  // the one in hand is finished, not dropped
+  CHECK(p.row("d4").status == DeliveryStatus::kPending);
+  CHECK(p.row("d10").status == DeliveryStatus::kPending);
+  CHECK(p.handler.seen().size() == 3);
+  // The next start takes the backlog up where it stopped, in order.
+  CHECK(p.processor.run_once().handled == 7);
+  CHECK(p.handler.seen().back() == "d10");
 }
 
 TEST_CASE("an error or an exception fails that one delivery with its message, and the loop goes on") {
