@@ -308,7 +308,8 @@ void App::stop_threads() {
 
 void App::stop() {
   if (!started_) return;
-  http_.stop();  // nothing new arrives
+  http_.stop();         // nothing new arrives
+  sleeper_.interrupt();  // outbound calls give up now (a Retry-After can be a minute): their work stays durable
   stop_threads();
   started_ = false;
   log_.info("orch stopped");

@@ -49,6 +49,11 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   return len;
 }
 
+// Nonzero aborts the transfer (CURLE_ABORTED_BY_CALLBACK): the process is shutting down.
+int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<const Sleeper*>(user)->interrupted() ? 1 : 0;
+}
+
 size_t on_header(char* data, size_t size, size_t n, void* user) {
   auto* headers = static_cast<std::vector<HttpHeader>*>(user);
   size_t len = size * n;
@@ -107,7 +112,18 @@ std::string excerpt(const std::string& body) {
 
 }  // namespace
 
-void RealSleeper::sleep_for(Millis d) { std::this_thread::sleep_for(d); }
+bool RealSleeper::sleep_for(Millis d) {
+  std::unique_lock lock(mu_);
+  return !cv_.wait_for(lock, d, [this] { return interrupted_.load(); });
+}
+
+void RealSleeper::interrupt() {
+  {
+    std::lock_guard lock(mu_);
+    interrupted_ = true;
+  }
+  cv_.notify_all();
+}
 
 HttpRequest HttpRequest::get(std::string target) {
   HttpRequest r;
@@ -240,6 +256,10 @@ HttpClient::Attempt HttpClient::perform(const HttpRequest& request) {
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &body_ctx);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &on_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &a.response.headers);
+  // libcurl calls this about once a second even on a silent connection: a shutdown aborts the transfer.
+  curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &on_progress);
+  curl_easy_setopt(h, CURLOPT_XFERINFODATA, &sleeper_);
   if (request.method == "GET") {
     curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
   } else {
@@ -268,8 +288,10 @@ Result<HttpResponse> HttpClient::send(const HttpRequest& request) {
   const int max_attempts = std::max(1, options_.max_attempts);
   std::string last_failure;
   for (int attempt = 1;; ++attempt) {
+    if (sleeper_.interrupted()) return unavailable(what + ": not sent: shutting down");
     const auto attempt_started = std::chrono::steady_clock::now();
     Attempt a = perform(request);
+    if (a.curl == CURLE_ABORTED_BY_CALLBACK) return unavailable(what + ": stopped: shutting down");
     if (options_.telemetry) {
       const int st = a.response.status;
       const ApiOutcome outcome = a.curl != CURLE_OK || a.too_large ? ApiOutcome::kNetworkError
@@ -327,7 +349,8 @@ Result<HttpResponse> HttpClient::send(const HttpRequest& request) {
       return unavailable(msg);
     }
     log_.warn("{} {}; attempt {}/{}, retrying in {} ms", what, last_failure, attempt, max_attempts, wait.count());
-    sleeper_.sleep_for(wait);
+    if (!sleeper_.sleep_for(wait))
+      return unavailable(what + " " + last_failure + "; not retried: shutting down");
   }
 }
 

@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -25,15 +26,28 @@
 
 namespace orch {
 
-// How the client waits between attempts. The real one sleeps; tests advance a ManualClock and record the waits.
+// How the client waits between attempts, and whether it should stop trying (the process is shutting down). The
+// real one sleeps; tests advance a ManualClock and record the waits.
 struct Sleeper {
   virtual ~Sleeper() = default;
-  virtual void sleep_for(Millis d) = 0;
+  // false: interrupted (shutting down) before the wait was over; the caller gives up instead of retrying.
+  virtual bool sleep_for(Millis d) = 0;
+  // Once true, stays true: transfers in flight are aborted and no new attempt is made.
+  virtual bool interrupted() const = 0;
 };
 
+// Sleeps on a condition variable that interrupt() wakes: a SIGTERM during a Retry-After of Plane's throttle (up to a
+// minute) or a slow transfer stops the calling thread within a second, not at the end of the wait. Thread-safe.
 class RealSleeper final : public Sleeper {
  public:
-  void sleep_for(Millis d) override;
+  bool sleep_for(Millis d) override;
+  bool interrupted() const override { return interrupted_.load(); }
+  void interrupt();  // for the owner, at the start of shutdown; every current and later wait returns false at once
+
+ private:
+  std::atomic<bool> interrupted_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
 };
 
 struct HttpHeader {

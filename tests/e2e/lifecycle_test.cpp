@@ -1,5 +1,5 @@
 // End to end against the real binary (issue 4): the start race (one Plane In Progress event delivered 50 times at
-// once under different delivery ids and bodies) and a SIGTERM while an agent runs.
+// once under different delivery ids and bodies), a SIGTERM while an agent runs, and one while Plane throttles us.
 #include <doctest/doctest.h>
 
 #include <errno.h>
@@ -110,3 +110,28 @@ TEST_CASE("e2e SIGTERM: orch serve exits 0 within seconds while an agent runs / 
   CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 0);
   CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'queued'") == 1);
 }
+
+TEST_CASE("e2e SIGTERM: orch serve exits 0 within seconds while Plane throttles it (Retry-After 30 s) / and the "
+          "delivery stays pending for the next start") {
+  World w;
+  REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
+  const std::string item = w.add_item("Throttled");
+  w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "In Progress"));
+  w.plane.rate_limit_next(1000, 30);  // every call from now on: 429, come back in 30 s (within the retry budget)
+  REQUIRE(w.plane.send_issue_webhook(w.plane_url(), kPlaneSecret, item).status == 202);
+  // The inbox processor's lookup of the item was throttled and its client waits out the Retry-After.
+  REQUIRE_MESSAGE(eventually([&] { return w.orch->log_tail().find("retrying in 30000 ms") != std::string::npos; }, 30s),
+                  w.orch->log_tail());
+
+  const auto t0 = std::chrono::steady_clock::now();
+  std::optional<int> code = w.orch->terminate(20s);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK_MESSAGE(code == std::optional<int>(0), w.orch->log_tail());
+  CHECK(took < 5s);  // not the 30 s of the wait
+  MESSAGE("orch serve stopped in " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  CHECK(w.orch->log_tail().find("not retried: shutting down") != std::string::npos);
+  // Nothing was lost: the delivery was not handled, and the next start finds it pending.
+  CHECK(w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'") == 1);
+  CHECK(w.count("SELECT COUNT(*) FROM tasks") == 0);
+}
+

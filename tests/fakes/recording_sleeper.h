@@ -13,13 +13,15 @@ namespace orch::testing {
 class RecordingSleeper final : public Sleeper {
  public:
   explicit RecordingSleeper(ManualClock& clock) : clock_(clock) {}
-  void sleep_for(Millis d) override {
+  bool sleep_for(Millis d) override {
     {
       std::lock_guard lock(mu_);
       waits_.push_back(d);
     }
     clock_.advance(d);
+    return true;
   }
+  bool interrupted() const override { return false; }
   std::vector<Millis> waits() const {
     std::lock_guard lock(mu_);
     return waits_;

@@ -2,10 +2,13 @@
 
 #include <doctest/doctest.h>
 
+#include <thread>
+
 #include "tests/fakes/fake_gitea.h"
 #include "tests/fakes/fake_plane.h"
 #include "tests/fakes/recording_sleeper.h"
 #include "tests/support/manual_clock.h"
+#include "tests/support/temp_dir.h"
 #include "tests/support/test_log.h"
 
 using namespace orch;
@@ -164,6 +167,62 @@ TEST_CASE("an answer slower than the total timeout is kUnavailable") {
   CHECK(r.status().message.find("timed out") != std::string::npos);
   CHECK(f.gitea.request_count() == 2);  // a timeout is retried (GET is idempotent)
   CHECK(f.sleeper.waits().size() == 1);
+}
+
+// With the real sleeper and clock: what SIGTERM does to a call that is waiting (App::stop interrupts the sleeper).
+struct InterruptibleFixture {
+  FakeGitea gitea;
+  SystemClock clock;
+  RealSleeper sleeper;
+  TestLog log;
+  std::unique_ptr<HttpClient> http;
+  Result<HttpResponse> result = unavailable("not run");
+
+  InterruptibleFixture() {
+    gitea.set_branch("acme/shop", "main", "1111111111111111111111111111111111111111");
+    HttpClientOptions o;
+    o.name = "gitea";
+    o.base_url = gitea.base_url();
+    o.total_timeout = 120s;  // longer than the test could wait: only the interruption ends the call
+    o.retry_budget = 600s;
+    http = std::make_unique<HttpClient>(o, sleeper, clock, log.logger());
+  }
+  // Sends from another thread, interrupts once the fake has seen the first request, returns the call's result.
+  Result<HttpResponse> interrupt_after_first_request() {
+    std::jthread caller([this] { result = http->send(HttpRequest::get("/api/v1/repos/acme/shop/branches/main")); });
+    REQUIRE(eventually([&] { return gitea.request_count() == 1; }, 30s));
+    sleeper.interrupt();
+    caller.join();
+    return result;
+  }
+};
+
+TEST_CASE("a shutdown interrupts a Retry-After wait: the call gives up at once instead of waiting out the throttle") {
+  InterruptibleFixture f;
+  Fault rate_limited;
+  rate_limited.status = 429;
+  rate_limited.headers = {{"Retry-After", "300"}};  // five minutes: the test would hit CTest's timeout
+  f.gitea.inject(rate_limited, 3);
+  auto r = f.interrupt_after_first_request();
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code == Code::kUnavailable);  // transient: the delivery or the pass is retried after the restart
+  CHECK(r.status().message.find("answered 429") != std::string::npos);
+  CHECK(r.status().message.find("not retried: shutting down") != std::string::npos);
+  CHECK(f.gitea.request_count() == 1);
+}
+
+TEST_CASE("a shutdown aborts a transfer in flight, and no call is sent after it") {
+  InterruptibleFixture f;
+  f.gitea.delay_next(1, 300s);  // the server holds the answer
+  auto r = f.interrupt_after_first_request();
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code == Code::kUnavailable);
+  CHECK(r.status().message.find("stopped: shutting down") != std::string::npos);
+
+  auto later = f.http->send(HttpRequest::get("/api/v1/repos/acme/shop/branches/main"));
+  REQUIRE_FALSE(later.ok());
+  CHECK(later.status().message.find("not sent: shutting down") != std::string::npos);
+  CHECK(f.gitea.request_count() == 1);
 }
 
 TEST_CASE("a refused connection is retried, then kUnavailable") {
