@@ -457,11 +457,13 @@ int pg_replicas_mode(const Flags& f) {
                   static_cast<unsigned long long>(once.rows), once.ok ? "OK" : "FAILED",
                   static_cast<unsigned long long>(once.missing), static_cast<unsigned long long>(once.duplicated),
                   static_cast<unsigned long long>(once.unacknowledged), exits);
-      const bool ok = once.ok && p.measured.wrong_answers == 0 && p.warm.wrong_answers == 0 &&
+      // A replica that needs SIGKILL (stop_process's grace) with a backlog in the inbox is a failed check too.
+      const bool ok = once.ok && exits == 0 && p.measured.wrong_answers == 0 && p.warm.wrong_answers == 0 &&
                       p.measured.transport_errors == 0 && p.measured.acked > 0;
       all_ok = all_ok && ok;
       nlohmann::json info = load_info(p.measured);
       info.update({{"concurrency", c}, {"replicas", n}, {"store", "postgresql"}, {"exactly_once", once.ok},
+                   {"replicas_exit", exits},
                    {"inbox_rows", once.rows}, {"missing", once.missing}, {"duplicated", once.duplicated},
                    {"unacknowledged_rows", once.unacknowledged}, {"ok", ok}});
       emit_result(out, "ingest_pg" + std::to_string(n) + "_c" + std::to_string(c), load_metrics(p.measured), info);

@@ -5,7 +5,7 @@
 #                                print a summary and append a dated section to bench/RESULTS.md
 #   bench/run.sh --tiny          each benchmark once at a tiny size; checks only that they work (exit codes, the
 #                                exactly-once check); records nothing. CTest runs this as `bench: smoke`.
-# Options: --repeat N, --only ingest,ceiling,handling,reconcile,tracker,startup,routes,nogzip, --build-dir DIR (default
+# Options: --repeat N, --only ingest,ceiling,replicas,handling,reconcile,tracker,startup,routes,nogzip, --build-dir DIR (default
 # build/release), --no-build, --work DIR (default <build-dir>/bench-work; generated databases are cached there),
 # --no-record (full run without touching RESULTS.md), --no-diagnostics (skip the A/B variants below).
 # A full run also runs diagnostics, in the same rounds: ingest at c=64 against a process with only the webhook
@@ -69,6 +69,7 @@ if [ "$tiny" = 1 ]; then
   cmd_reconcile="$B/bench_reconcile --work $work --sizes 1000 --passes 1"
   cmd_tracker="$B/bench_tracker --work $work --pages 2,4 --per-page 50"
   cmd_startup="$B/bench_startup --orch $O --work $work --tasks 1000 --runs 1"
+  cmd_replicas="$B/bench_ingest --pg-replicas 1,2 --orch $O --work $work --concurrency 8 --requests 400 --warmup 100"
 else
   cmd_ceiling="$B/bench_ceiling --work $work --single 3000 --batches 16,64,512 --batch-total 30000"
   cmd_ingest="$B/bench_ingest --serve --orch $O --work $work --concurrency 16,64 --requests 60000 --warmup 3000"
@@ -76,6 +77,7 @@ else
   cmd_reconcile="$B/bench_reconcile --work $work --sizes 1000,10000,100000,1000000 --passes 3"
   cmd_tracker="$B/bench_tracker --work $work --pages 10,100 --per-page 100"
   cmd_startup="$B/bench_startup --orch $O --work $work --tasks 100000 --runs 1"
+  cmd_replicas="$B/bench_ingest --pg-replicas 1,2,3 --orch $O --work $work --concurrency 64 --requests 60000 --warmup 3000"
   cmd_ceiling="$cmd_ceiling --whatif 64"
   cmd_routes="$B/bench_ingest --serve --server routes --work $work --concurrency 64 --requests 60000 --warmup 3000 --label ingest_routes_only"
   cmd_nogzip="$B/bench_ingest --serve --orch $O --work $work --concurrency 64 --requests 60000 --warmup 3000 --no-gzip --label ingest_no_gzip"
@@ -104,6 +106,7 @@ for ((r = 1; r <= repeat; r++)); do
   # The ceiling and the ingest run back to back in every round, so their ratio compares one moment of the machine.
   run ceiling
   run ingest
+  run replicas  # the same load on 1, 2, 3 replicas sharing a PostgreSQL database, beside the SQLite node's
   run handling
   run reconcile
   run tracker
@@ -152,7 +155,7 @@ if [ "$record" = 1 ]; then
     echo "- commands (each run $repeat times, interleaved per round; paths relative to the repository):"
     echo
     echo '```sh'
-    for n in ceiling ingest handling reconcile tracker startup routes nogzip; do
+    for n in ceiling ingest replicas handling reconcile tracker startup routes nogzip; do
       want "$n" || continue
       if [ "$diagnostics" != 1 ] && { [ "$n" = routes ] || [ "$n" = nogzip ]; }; then continue; fi
       v="cmd_$n"

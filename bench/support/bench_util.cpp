@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -181,6 +182,12 @@ int stop_process(pid_t pid, std::chrono::milliseconds grace) {
   while (now_ns() < until) {
     if (exited(pid, &code)) return code;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (const char* dump = std::getenv("ORCH_BENCH_STACKS_ON_KILL"); dump && *dump) {
+    // A diagnostic: where a process that ignored SIGTERM for the whole grace is stuck.
+    const std::string cmd = "gdb -p " + std::to_string(pid) + " -batch -ex 'thread apply all bt' >> '" +
+                            std::string(dump) + "' 2>&1";
+    [[maybe_unused]] int rc = std::system(cmd.c_str());
   }
   kill(pid, SIGKILL);
   int status = 0;

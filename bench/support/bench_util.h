@@ -64,6 +64,8 @@ bool reset_peak_rss();
 pid_t spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
             const std::string& log_path);
 // SIGTERM, then SIGKILL after `grace`; reaps. Returns the exit code, -signal, or -1000 on a wait failure.
+// With ORCH_BENCH_STACKS_ON_KILL=FILE set, the stacks of a process that outlived the grace are appended to FILE
+// (gdb) before the SIGKILL: where shutdown was stuck.
 int stop_process(pid_t pid, std::chrono::milliseconds grace = std::chrono::seconds(10));
 // True once `pid` has exited (reaped).
 bool exited(pid_t pid, int* code = nullptr);
