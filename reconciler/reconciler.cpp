@@ -6,6 +6,7 @@
 #include "reconciler/reconciler.h"
 
 #include <exception>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -139,6 +140,7 @@ PassReport ReconcilePass::run_once(PassOptions options) {
 void ReconcilePass::report_unblock(const Unblock& u, TimePoint now, PassReport& report) {
   log_.info("reconciler: {} {} unblocked (lost webhook) via {}", u.work_item_key, u.from, u.via);
   if (telemetry_) telemetry_->unblocked(u.via, u.from);
+  count_unblock(u);
   if (!defaults_.notify_unblock) return;
   const std::string key = "unblock:" + std::to_string(u.task_id) + ":" + std::to_string(u.visit);
   const std::string text = "<b>" + telegram_escape(u.work_item_key) + "</b> unblocked (lost webhook): " +
@@ -151,20 +153,40 @@ void ReconcilePass::report_unblock(const Unblock& u, TimePoint now, PassReport& 
   }
 }
 
+namespace {
+
+// The stored snapshot as an object ({} when absent or unreadable as JSON); nullopt when the store cannot be read.
+std::optional<nlohmann::json> read_snapshot(SettingsStore& settings, spdlog::logger& log) {
+  auto previous = settings.get_setting(kSettingReconcileSnapshot);
+  if (!previous.ok()) {
+    log.warn("reconciler: cannot read the status snapshot: {}", previous.status().message);
+    return std::nullopt;
+  }
+  nlohmann::json old = previous.value() ? nlohmann::json::parse(*previous.value(), nullptr, false)
+                                        : nlohmann::json::object();
+  return old.is_object() ? old : nlohmann::json::object();
+}
+
+}  // namespace
+
+// The total survives restarts and is shared with `orch reconcile --once`: read, add, write, at each unblock, so
+// that a replica killed in the middle of a pass has counted every transition it made but (at most) the one in flight.
+void ReconcilePass::count_unblock(const Unblock& u) {
+  auto snap = read_snapshot(settings_, log_);
+  if (!snap) return;
+  (*snap)["unblocked_total"] = snap->value("unblocked_total", 0LL) + 1;
+  (*snap)["last_unblocked"] = u.work_item_key;
+  if (Status s = settings_.set_setting(kSettingReconcileSnapshot, snap->dump()); !s.ok())
+    log_.warn("reconciler: cannot count the unblock of {} in the status snapshot: {}", u.work_item_key, s.message);
+}
+
 void ReconcilePass::write_snapshot(TimePoint started, const PassReport& report) {
   using nlohmann::json;
-  // The total survives restarts and is shared with `orch reconcile --once`: read, add, write.
-  auto previous = settings_.get_setting(kSettingReconcileSnapshot);
-  if (!previous.ok()) {
-    log_.warn("reconciler: cannot read the status snapshot: {}", previous.status().message);
-    return;
-  }
-  json old = previous.value() ? json::parse(*previous.value(), nullptr, false) : json::object();
-  if (!old.is_object()) old = json::object();
-  long long total = old.value("unblocked_total", 0LL);
-  json last_unblocked = old.contains("last_unblocked") ? old["last_unblocked"] : json(nullptr);
-  total += static_cast<long long>(report.unblocked.size());
-  if (!report.unblocked.empty()) last_unblocked = report.unblocked.back().work_item_key;
+  auto old = read_snapshot(settings_, log_);
+  if (!old) return;
+  // Already counted, one by one, by count_unblock().
+  const long long total = old->value("unblocked_total", 0LL);
+  const json last_unblocked = old->contains("last_unblocked") ? (*old)["last_unblocked"] : json(nullptr);
 
   const auto duration = std::chrono::duration<double>(clock_.now() - started).count();
   json snap = {{"last_pass_started_at", format_rfc3339(started)},

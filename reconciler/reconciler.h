@@ -68,13 +68,15 @@ class ReconcilePass {
   // One pass. Never throws; each side contains its own failures. Reads the switches first (so a flip from another
   // process applies on the next pass); when enabled: gate side, tracker side if plane-enabled, then the sweeper.
   // Per unblock: one info log line "reconciler: <key> <stage> unblocked (lost webhook) via gate|tracker", one
-  // outbox notification (dedup key "unblock:<task id>:<visit>") when notify_unblock. Then the snapshot JSON under
+  // outbox notification (dedup key "unblock:<task id>:<visit>") when notify_unblock, and unblocked_total and
+  // last_unblocked of the snapshot updated, each at once. At the end, the rest of the snapshot JSON under
   // kSettingReconcileSnapshot. A dry run writes nothing at all (no snapshot, no sweep, no horizon).
   PassReport run_once(PassOptions options = {});
 
  private:
   bool read_switch(const char* key, bool fallback, bool& ok);
   void report_unblock(const Unblock& u, TimePoint now, PassReport& report);
+  void count_unblock(const Unblock& u);
   void write_snapshot(TimePoint started, const PassReport& report);
 
   SettingsStore& settings_;

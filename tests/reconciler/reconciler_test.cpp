@@ -391,21 +391,32 @@ TEST_CASE("a pass runs only on the leader, and stops between tasks the moment th
   CHECK(rest.unblocked.size() + cut.unblocked.size() == 3);
 }
 
-TEST_CASE("each unblock's notification is queued before the pass touches the next task, so a killed leader loses "
-          "at most the one in flight") {
+TEST_CASE("each unblock's notification is queued, and the unblock counted in the snapshot, before the pass touches "
+          "the next task, so a killed leader loses at most the one in flight") {
   Rig f;
   for (const char* key : {"SHOP-1", "SHOP-2", "SHOP-3"})
     f.stuck_in_development(key, std::string("sha-") + key);
   f.clock.advance(31min);
 
   // At each reconciler transition, how many notifications are already in the outbox: the earlier ones' only.
+  // And what the snapshot's unblocked_total says at that moment.
   std::vector<std::size_t> queued_before;
-  f.bus.subscribe("outbox probe", [&f, &queued_before](const TransitionFired& t) {
-    if (t.cause == Cause::kReconciler) queued_before.push_back(f.store->all_notifications().value().size());
+  std::vector<long long> counted_before;
+  f.bus.subscribe("outbox probe", [&f, &queued_before, &counted_before](const TransitionFired& t) {
+    if (t.cause != Cause::kReconciler) return Status{};
+    queued_before.push_back(f.store->all_notifications().value().size());
+    counted_before.push_back(f.has_snapshot() ? f.snapshot().value("unblocked_total", 0LL) : 0);
     return Status{};
   });
   PassReport report = f.pass.run_once();
   REQUIRE(report.unblocked.size() == 3);
   CHECK(queued_before == std::vector<std::size_t>{0, 1, 2});
+  CHECK(counted_before == std::vector<long long>{0, 1, 2});
   CHECK(f.store->all_notifications().value().size() == 3);
+  CHECK(f.snapshot()["unblocked_total"] == 3);  // counted once each: not again at the end of the pass
+  CHECK(f.snapshot()["last_unblocked"] == report.unblocked.back().work_item_key);
+  CHECK(f.snapshot().contains("last_pass_started_at"));
+  f.clock.advance(31min);
+  CHECK(f.pass.run_once().unblocked.empty());
+  CHECK(f.snapshot()["unblocked_total"] == 3);
 }
