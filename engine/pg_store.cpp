@@ -1278,10 +1278,26 @@ Result<std::optional<DeliveryRow>> PgStore::next_pending_delivery(DeliverySeq af
   });
 }
 
-Result<std::optional<DeliveryRow>> PgStore::claim_delivery(const std::string& claimer, TimePoint now, Millis lease) {
+Result<std::optional<DeliveryRow>> PgStore::claim_delivery(const std::string& claimer, TimePoint now, Millis lease,
+                                                           std::stop_token stop) {
   if (claimer.empty()) return invalid("claim_delivery: empty claimer");
   if (lease <= Millis::zero()) return invalid("claim_delivery: the lease must be positive");
   return write("claim_delivery", [&](Conn& c) -> Result<std::optional<DeliveryRow>> {
+    // Shutdown must not wait for the claim: it queues behind other replicas' claims, and its lane probes over a
+    // large backlog can take seconds. A stop request cancels the statement in flight (the transaction rolls back:
+    // nothing is claimed), and the connection is not reused, so that a late cancel cannot reach another statement.
+    struct DoomIfStopped {  // runs last, after on_stop can no longer fire, also when the statement threw
+      Conn& c;
+      const std::stop_token& stop;
+      ~DoomIfStopped() {
+        if (stop.stop_requested()) c.doomed = true;
+      }
+    } doom_if_stopped{c, stop};
+    std::unique_ptr<PGcancel, void (*)(PGcancel*)> cancel(PQgetCancel(c.pg), PQfreeCancel);
+    std::stop_callback on_stop(stop, [&cancel] {
+      char error[256];
+      if (cancel) (void)PQcancel(cancel.get(), error, sizeof error);
+    });
     // Claims queue here, so that this statement's snapshot holds every claim committed before it. The candidate is
     // SQLite's: the oldest due pending delivery that heads its lane and that nobody else holds; SKIP LOCKED passes
     // over a delivery whose finish or retry is committing right now. One more rule, which a single SQLite writer

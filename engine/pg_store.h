@@ -104,7 +104,8 @@ class PgStore final : public Store {
   Result<std::vector<InboxInsert>> insert_deliveries(const std::vector<NewDelivery>& deliveries,
                                                      const std::vector<bool>& dedup_on_digest) override;
   Result<std::optional<DeliveryRow>> next_pending_delivery(DeliverySeq after) override;
-  Result<std::optional<DeliveryRow>> claim_delivery(const std::string& claimer, TimePoint now, Millis lease) override;
+  Result<std::optional<DeliveryRow>> claim_delivery(const std::string& claimer, TimePoint now, Millis lease,
+                                                    std::stop_token stop = {}) override;
   Status retry_delivery(DeliverySeq seq, const std::string& error, TimePoint run_after) override;
   Status finish_delivery(DeliverySeq seq, DeliveryStatus status, const std::string& error, TimePoint now) override;
   Result<std::optional<DeliveryRow>> find_delivery(const std::string& delivery_id) override;

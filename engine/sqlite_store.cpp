@@ -1020,7 +1020,7 @@ Result<std::optional<DeliveryRow>> SqliteStore::next_pending_delivery(DeliverySe
 }
 
 Result<std::optional<DeliveryRow>> SqliteStore::claim_delivery(const std::string& claimer, TimePoint now,
-                                                               Millis lease) {
+                                                               Millis lease, std::stop_token) {
   if (claimer.empty()) return invalid("claim_delivery: empty claimer");
   if (lease <= Millis::zero()) return invalid("claim_delivery: the lease must be positive");
   return write("claim_delivery", [&](Conn& c) -> Result<std::optional<DeliveryRow>> {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -103,8 +104,9 @@ struct InboxStore {
   // (no claim, a claim that lapsed because its holder died, or a claim of this same claimer: a restarted replica
   // takes back its own). Never hands one delivery to two claimers at once, across threads, processes and replicas;
   // a claimed delivery stays pending, so the rest of its lane waits behind it. nullopt when nothing is claimable.
-  virtual Result<std::optional<DeliveryRow>> claim_delivery(const std::string& claimer, TimePoint now,
-                                                            Millis lease) = 0;
+  // A stop request while the claim runs (shutdown) may end it early with kUnavailable, having claimed nothing.
+  virtual Result<std::optional<DeliveryRow>> claim_delivery(const std::string& claimer, TimePoint now, Millis lease,
+                                                            std::stop_token stop = {}) = 0;
   // A transient failure of a claimed delivery: it stays pending at the head of its lane, unclaimed, claimable again
   // at run_after; attempts + 1 and the error are recorded.
   virtual Status retry_delivery(DeliverySeq seq, const std::string& error, TimePoint run_after) = 0;

@@ -52,7 +52,8 @@ InboxPass InboxProcessor::run_once(std::stop_token stop) {
   };
   for (int n = 0; n < options_.max_per_pass && !stop.stop_requested(); ++n) {
     const TimePoint now = clock_.now();
-    auto claimed = inbox_.claim_delivery(options_.claimer, now, options_.claim_lease);
+    auto claimed = inbox_.claim_delivery(options_.claimer, now, options_.claim_lease, stop);
+    if (!claimed.ok() && stop.stop_requested()) break;  // cancelled by the stop: nothing was claimed
     if (!claimed.ok()) {  // the pass cannot go on: say so once, and look again after a backoff
       log_.warn("inbox: cannot claim pending deliveries: {}", claimed.status().to_string());
       wait_until(now + options_.first_backoff);

@@ -237,6 +237,36 @@ TEST_CASE("pg store: the idle-task scan is a range over the partial index, not a
   CHECK(store->idle_tasks(from_millis(200000), {}, 100).value().size() == 100);
 }
 
+TEST_CASE("pg store: a stop request cancels a claim waiting in PostgreSQL: it claims nothing, and the next claim works") {
+  const std::string url = testing::fresh_pg_database();
+  auto store = open_store(url, {.max_connections = 2, .statement_timeout = 120s});  // only the stop ends the wait
+  testing::ManualClock clock;
+  REQUIRE(store->insert_delivery(lane_delivery("d1", "project:a", clock.now()), false).ok());
+  PgSql other(url);  // another replica's claim, holding the claims' lock (as a slow claim over a backlog does)
+  other.exec("BEGIN");
+  other.exec("SELECT pg_advisory_xact_lock(" + std::to_string(0x6f72636800000003LL) + ")");
+
+  std::stop_source stopping;
+  Result<std::optional<DeliveryRow>> result = unavailable("not run");
+  std::jthread claimer([&] { result = store->claim_delivery("r1", clock.now(), 1min, stopping.get_token()); });
+  PgSql monitor(url);
+  REQUIRE(eventually(
+      [&] {
+        return monitor.value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                             "application_name = 'orch' AND wait_event_type = 'Lock'") == "1";
+      },
+      30s));
+  stopping.request_stop();  // SIGTERM
+  claimer.join();
+  REQUIRE_FALSE(result.ok());
+  CHECK(result.status().code == Code::kUnavailable);
+  // Cancelled by us, not ended by the 120 s statement timeout.
+  CHECK_MESSAGE(result.status().message.find("user request") != std::string::npos, result.status().message);
+  other.exec("ROLLBACK");
+
+  CHECK(claim(*store, "r2", clock.now()) == "d1");  // r1's cancelled claim left nothing held
+}
+
 TEST_CASE("pg store: an earlier delivery that becomes visible after a later one of its lane was claimed waits for it") {
   // Identity values are handed out at insert and become visible at commit, so across replicas a lower seq can appear
   // after a higher one was claimed. It then heads its lane, but it must not run beside the claimed one: claims of
