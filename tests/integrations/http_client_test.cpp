@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <thread>
 
 #include "tests/fakes/fake_gitea.h"
@@ -187,10 +188,11 @@ struct InterruptibleFixture {
     o.retry_budget = 600s;
     http = std::make_unique<HttpClient>(o, sleeper, clock, log.logger());
   }
-  // Sends from another thread, interrupts once the fake has seen the first request, returns the call's result.
-  Result<HttpResponse> interrupt_after_first_request() {
+  // Sends from another thread, interrupts once `ready` (the fake saw the request, the client is waiting), returns
+  // the call's result.
+  Result<HttpResponse> interrupt_when(const std::function<bool()>& ready) {
     std::jthread caller([this] { result = http->send(HttpRequest::get("/api/v1/repos/acme/shop/branches/main")); });
-    REQUIRE(eventually([&] { return gitea.request_count() == 1; }, 30s));
+    REQUIRE(eventually(ready, 30s));
     sleeper.interrupt();
     caller.join();
     return result;
@@ -203,7 +205,8 @@ TEST_CASE("a shutdown interrupts a Retry-After wait: the call gives up at once i
   rate_limited.status = 429;
   rate_limited.headers = {{"Retry-After", "300"}};  // five minutes: the test would hit CTest's timeout
   f.gitea.inject(rate_limited, 3);
-  auto r = f.interrupt_after_first_request();
+  // Interrupted during the wait, not while the 429 is being read: the client logs the wait before it begins.
+  auto r = f.interrupt_when([&] { return f.log.contains("retrying in 300000 ms"); });
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code == Code::kUnavailable);  // transient: the delivery or the pass is retried after the restart
   CHECK(r.status().message.find("answered 429") != std::string::npos);
@@ -214,7 +217,7 @@ TEST_CASE("a shutdown interrupts a Retry-After wait: the call gives up at once i
 TEST_CASE("a shutdown aborts a transfer in flight, and no call is sent after it") {
   InterruptibleFixture f;
   f.gitea.delay_next(1, 300s);  // the server holds the answer
-  auto r = f.interrupt_after_first_request();
+  auto r = f.interrupt_when([&] { return f.gitea.request_count() == 1; });
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code == Code::kUnavailable);
   CHECK(r.status().message.find("stopped: shutting down") != std::string::npos);
