@@ -205,6 +205,17 @@ int route_server(const Flags& f) {
 
 // The fake Plane the inbox processor asks for states, and the body spec of the deliveries: a state orch does not
 // act on, so each handled delivery costs one state lookup and no transition.
+// The directory of one `orch serve` under load: DIR/data, and DIR/orch.toml for the bench's project on `plane_url`.
+ServeConfig prepare_serve_dir(const std::string& dir, const std::string& plane_url) {
+  std::filesystem::create_directories(dir + "/data");
+  ServeConfig sc;
+  sc.data_dir = dir + "/data";
+  sc.plane_base_url = plane_url;
+  sc.project_id = kProjectId;
+  write_serve_config(dir + "/orch.toml", sc);
+  return sc;
+}
+
 PlaneBodySpec set_up_plane(testing::FakePlane& plane, const Flags& f) {
   plane.set_api_key(kApiKey);
   set_nodelay_on_listener(plane.port());  // see bench_util.h
@@ -275,12 +286,7 @@ int serve_mode(const Flags& f) {
     const std::string dir = work + "/ingest-c" + std::to_string(c) + "-" + std::to_string(getpid()) + "-" +
                             std::to_string(run++);
     std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir + "/data");
-    ServeConfig sc;
-    sc.data_dir = dir + "/data";
-    sc.plane_base_url = plane.base_url();
-    sc.project_id = kProjectId;
-    write_serve_config(dir + "/orch.toml", sc);
+    const ServeConfig sc = prepare_serve_dir(dir, plane.base_url());
     const int port = free_port();
     // --idle-processor (a diagnostic): the processor's Plane is a closed port, so the head of the one lane waits in
     // retry backoff and the processor writes almost nothing while the load runs.
@@ -422,12 +428,7 @@ int pg_replicas_mode(const Flags& f) {
       bool up = true;
       for (long long i = 0; i < n && up; ++i) {
         const std::string rdir = dir + "/r" + std::to_string(i);
-        std::filesystem::create_directories(rdir + "/data");
-        ServeConfig sc;
-        sc.data_dir = rdir + "/data";
-        sc.plane_base_url = plane.base_url();
-        sc.project_id = kProjectId;
-        write_serve_config(rdir + "/orch.toml", sc);
+        const ServeConfig sc = prepare_serve_dir(rdir, plane.base_url());
         Replica r;
         r.port = free_port();
         r.pid = spawn({orch, "serve", "--config", rdir + "/orch.toml"},
