@@ -134,4 +134,3 @@ TEST_CASE("e2e SIGTERM: orch serve exits 0 within seconds while Plane throttles 
   CHECK(w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'") == 1);
   CHECK(w.count("SELECT COUNT(*) FROM tasks") == 0);
 }
-
