@@ -1,7 +1,8 @@
 // DESIGN: counters that must not miss an event are fed by hooks (requests, transitions); everything that is state
 // (queues, switches, the last reconcile pass) is read from the store when Prometheus scrapes, so a second process
-// (the CLI) changing it is reflected too. The reconcile pass histogram and unblock counter are derived from the
-// snapshot the pass writes: a pass that started and was overwritten between two scrapes is not observed.
+// (the CLI) changing it is reflected too. Passes are counted and timed as they end (Telemetry), on the replica that
+// ran them; orch_reconcile_unblocks_total follows the snapshot's running total, which every replica and the CLI
+// share (orch_reconcile_unblocks_by_stage_total counts this replica's unblocks as they happen).
 #include "app/metrics.h"
 
 #include <chrono>
@@ -99,9 +100,13 @@ Metrics::Metrics(Store& store, const Leadership& leadership)
                                .Help("Unix time the last reconcile pass started (0: never)")
                                .Register(*registry_)
                                .Add({})),
+      reconcile_passes_(BuildCounter()
+                            .Name("orch_reconcile_passes_total")
+                            .Help("Reconcile passes this replica ran, by outcome (ok, error, interrupted)")
+                            .Register(*registry_)),
       reconcile_pass_seconds_(BuildHistogram()
                                   .Name("orch_reconcile_pass_duration_seconds")
-                                  .Help("Duration of the reconcile passes observed at scrape time")
+                                  .Help("Duration of the reconcile passes this replica ran")
                                   .Register(*registry_)
                                   .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.5, 1, 5, 15,
                                                                                    60})),
@@ -191,6 +196,11 @@ void Metrics::unblocked(std::string_view side, std::string_view stage) {
   unblocks_by_stage_.Add({{"side", std::string(side)}, {"stage", std::string(stage)}}).Increment();
 }
 
+void Metrics::reconcile_pass(std::string_view outcome, double seconds) {
+  reconcile_passes_.Add({{"outcome", std::string(outcome)}}).Increment();
+  reconcile_pass_seconds_.Observe(seconds);
+}
+
 void Metrics::instrument(httplib::Server& server) {
   server.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
     request_started = std::chrono::steady_clock::now();
@@ -255,11 +265,6 @@ void Metrics::collect_from_store() {
       std::string started = snap.value("last_pass_started_at", std::string());
       if (auto t = parse_rfc3339(started))
         reconcile_last_pass_.Set(std::chrono::duration<double>(t->time_since_epoch()).count());
-      if (!started.empty() && started != last_pass_seen_) {
-        last_pass_seen_ = started;
-        if (snap["last_pass_duration_s"].is_number())
-          reconcile_pass_seconds_.Observe(snap["last_pass_duration_s"].get<double>());
-      }
       if (snap["unblocked_total"].is_number()) {
         double total = snap["unblocked_total"].get<double>();
         if (total > unblocked_seen_) reconcile_unblocks_.Increment(total - unblocked_seen_);

@@ -48,6 +48,7 @@ class Metrics final : public Telemetry {
   void agent_run(std::string_view agent, std::string_view stage, AgentOutcome outcome, double seconds) override;
   void delivery_handled(Source source, std::string_view event, DeliveryStatus outcome, double seconds) override;
   void unblocked(std::string_view side, std::string_view stage) override;
+  void reconcile_pass(std::string_view outcome, double seconds) override;
 
  private:
   void collect_from_store();
@@ -70,6 +71,7 @@ class Metrics final : public Telemetry {
   prometheus::Gauge& reconcile_enabled_;
   prometheus::Gauge& reconcile_plane_enabled_;
   prometheus::Gauge& reconcile_last_pass_;
+  prometheus::Family<prometheus::Counter>& reconcile_passes_;
   prometheus::Histogram& reconcile_pass_seconds_;
   prometheus::Counter& reconcile_unblocks_;
   prometheus::Gauge& store_up_;
@@ -77,7 +79,6 @@ class Metrics final : public Telemetry {
   prometheus::Family<prometheus::Gauge>& leader_info_;  // {leader="<id>"} 1, for the one replica last seen leading
 
   std::mutex scrape_mu_;                 // one collect at a time
-  std::string last_pass_seen_;           // guarded by scrape_mu_: the snapshot's last_pass_started_at
   double unblocked_seen_ = 0;            // guarded by scrape_mu_
   std::string leader_seen_;              // guarded by scrape_mu_: the leader_info_ series present now
 };

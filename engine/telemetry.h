@@ -45,6 +45,10 @@ struct Telemetry {
   virtual void delivery_handled(Source source, std::string_view event, DeliveryStatus outcome, double seconds) = 0;
   // One unblock by the reconciler: `side` is "gate" or "tracker", `stage` the stage the task left.
   virtual void unblocked(std::string_view side, std::string_view stage) = 0;
+  // One reconcile pass that ran on this process (not a dry run, not one skipped by a kill switch or as a follower):
+  // `outcome` is "ok", "error" (a side, the sweeper or the store reported an error) or "interrupted" (leadership
+  // was lost during the pass).
+  virtual void reconcile_pass(std::string_view outcome, double seconds) = 0;
 };
 
 }  // namespace orch

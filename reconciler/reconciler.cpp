@@ -134,6 +134,10 @@ PassReport ReconcilePass::run_once(PassOptions options) {
     }
   }
   write_snapshot(started, report);
+  if (telemetry_) {
+    const char* outcome = report.interrupted ? "interrupted" : report.error.empty() ? "ok" : "error";
+    telemetry_->reconcile_pass(outcome, std::chrono::duration<double>(clock_.now() - started).count());
+  }
   return report;
 }
 

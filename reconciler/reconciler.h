@@ -85,7 +85,7 @@ class ReconcilePass {
   TrackerSide* tracker_;
   Sweeper* sweeper_;
   InboxStore* inbox_;  // null: no inbox to wait for (tests of one side)
-  Telemetry* telemetry_;  // told each unblock by side and stage; null: nobody
+  Telemetry* telemetry_;  // told each unblock by side and stage, and each pass; null: nobody
   // Null: always run (one node, the CLI). Otherwise a pass runs only on the leader and stops at once, between
   // tasks, when this replica stops leading.
   const Leadership* leadership_;

@@ -277,8 +277,42 @@ TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs,
   CHECK(e.samples["orch_reconcile_enabled"] == 0);
   CHECK(e.samples["orch_reconcile_unblocks_total"] >= 3);
   CHECK(e.types["orch_reconcile_pass_duration_seconds"] == "histogram");
-  CHECK(e.samples["orch_reconcile_pass_duration_seconds_count"] >= 1);
+  CHECK(e.types["orch_reconcile_passes_total"] == "counter");
+  CHECK(e.samples["orch_reconcile_last_pass_timestamp_seconds"] > 0);
   CHECK(e.samples["orch_store_up"] == 1);
+}
+
+TEST_CASE("/metrics counts and times every reconcile pass this replica runs, not the dry runs nor switched-off ones") {
+  RunningApp app;
+  app.start();
+  app.app().reconciler().stop();  // its thread's passes (a first one may have run) are all counted before `before`
+  auto c = app.client();
+  auto scrape = [&] {
+    auto res = c.Get("/metrics");
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+    Exposition e = parse_exposition(res->body);
+    for (const std::string& err : e.errors) FAIL_CHECK(err);
+    return e;
+  };
+  const std::string ok = R"(orch_reconcile_passes_total{outcome="ok"})";
+  Exposition before = scrape();
+  ReconcilePass& pass = app.app().reconcile_pass();
+  // Two passes between two scrapes: both counted (a snapshot read at scrape time would see only the last).
+  REQUIRE(pass.run_once({}).ran);
+  REQUIRE(pass.run_once({}).ran);
+  REQUIRE(pass.run_once(PassOptions{.dry_run = true, .full_sweep = false}).ran);
+  REQUIRE(app.store().set_setting(kSettingReconcileEnabled, "0").ok());
+  REQUIRE_FALSE(pass.run_once({}).ran);
+  Exposition after = scrape();
+  CHECK(after.types["orch_reconcile_passes_total"] == "counter");
+  CHECK(after.samples[ok] == before.samples[ok] + 2);
+  CHECK(after.samples[R"(orch_reconcile_passes_total{outcome="error"})"] ==
+        before.samples[R"(orch_reconcile_passes_total{outcome="error"})"]);
+  CHECK(after.samples["orch_reconcile_pass_duration_seconds_count"] ==
+        before.samples["orch_reconcile_pass_duration_seconds_count"] + 2);
+  CHECK(after.samples["orch_reconcile_pass_duration_seconds_sum"] >=
+        before.samples["orch_reconcile_pass_duration_seconds_sum"]);
 }
 
 }  // namespace
