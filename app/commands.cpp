@@ -89,8 +89,15 @@ int cmd_status(const CommonOptions& common, bool json) {
   auto store = open_store(settings.value());
   if (!store.ok()) return fail("status", store.status());
   SystemClock clock;
+  // A shared store's elector is not started here (the CLI never leads): ask the database who leads instead.
+  std::unique_ptr<Leadership> observed;
+  if (store.value().shared) {
+    auto leader = read_pg_leader(settings.value().database_url);
+    if (!leader.ok()) std::cerr << "orch status: " << leader.status().message << "\n";
+    observed = std::make_unique<ObservedLeadership>(settings.value().replica_id, leader.ok() ? leader.value() : "");
+  }
   auto doc = queue_document(*store.value().store, clock.now(), queue_defaults(settings.value()),
-                            store.value().leadership.get());
+                            observed ? observed.get() : store.value().leadership.get());
   if (!doc.ok()) return fail("status", doc.status());
   const auto& d = doc.value();
   if (json) {

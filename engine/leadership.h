@@ -29,4 +29,17 @@ class SoleReplica final : public Leadership {
   const std::string id_;
 };
 
+// A one-shot reader's view (the CLI runs no elector): the leader as read once, and never itself the leader.
+class ObservedLeadership final : public Leadership {
+ public:
+  ObservedLeadership(std::string replica_id, std::string leader_id)
+      : replica_id_(std::move(replica_id)), leader_id_(std::move(leader_id)) {}
+  bool is_leader() const override { return false; }
+  std::string replica_id() const override { return replica_id_; }
+  std::string leader_id() const override { return leader_id_; }
+
+ private:
+  const std::string replica_id_, leader_id_;
+};
+
 }  // namespace orch

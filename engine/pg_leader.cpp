@@ -356,3 +356,29 @@ void PgLeaderElector::run() {
 }
 
 }  // namespace orch
+
+namespace orch {
+
+Result<std::string> read_pg_leader(const std::string& url, std::int64_t lock_key, std::chrono::milliseconds timeout) {
+  const std::string connect_timeout_s =
+      std::to_string(std::max<long long>(2, std::chrono::ceil<std::chrono::seconds>(timeout).count()));
+  const std::string options = "-c statement_timeout=" + std::to_string(std::max<long long>(1, timeout.count()));
+  // Not named "orch:<id>": this session is nobody's claim or lead. Entries before "dbname" are defaults.
+  const char* keys[] = {"connect_timeout", "options", "dbname", "application_name", "client_encoding", nullptr};
+  const char* values[] = {connect_timeout_s.c_str(), options.c_str(), url.c_str(), "orch-cli", "UTF8", nullptr};
+  std::unique_ptr<PGconn, void (*)(PGconn*)> conn(PQconnectdbParams(keys, values, 1), PQfinish);
+  if (!conn || PQstatus(conn.get()) != CONNECTION_OK)
+    return unavailable(std::string("cannot connect to read the leader: ") +
+                       (conn ? PQerrorMessage(conn.get()) : "out of memory"));
+  const auto key = static_cast<std::uint64_t>(lock_key);
+  const std::string hi = std::to_string(key >> 32), lo = std::to_string(key & 0xffffffffULL);
+  const char* params[] = {hi.c_str(), lo.c_str()};
+  PgResult r(PQexecParams(conn.get(), kHolderSql, 2, nullptr, params, nullptr, nullptr, 0));
+  if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK)
+    return unavailable(std::string("cannot read the leader: ") + PQerrorMessage(conn.get()));
+  std::string id = first_value(r);
+  if (id.rfind(kAppPrefix, 0) == 0) id.erase(0, kAppPrefix.size());
+  return id;
+}
+
+}  // namespace orch

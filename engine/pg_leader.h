@@ -37,6 +37,7 @@
 #include <thread>
 
 #include "engine/leadership.h"
+#include "engine/status.h"
 
 namespace orch {
 
@@ -56,6 +57,12 @@ struct PgLeaderOptions {
   // The advisory lock key every replica of one deployment shares.
   std::int64_t lock_key = 0x6f72636800000001LL;  // 'orch' 1
 };
+
+// Who leads right now, read once on a connection of its own (for one-shot readers such as `orch status`, which run
+// no elector): the leading replica's id, "" when no replica holds the lock. Blocking, bounded by `timeout` for the
+// connection and again for the query.
+Result<std::string> read_pg_leader(const std::string& url, std::int64_t lock_key = PgLeaderOptions{}.lock_key,
+                                   std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
 
 class PgLeaderElector final : public Leadership {
  public:

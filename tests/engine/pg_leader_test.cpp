@@ -96,6 +96,29 @@ TEST_CASE("pg leader: of two electors on one database exactly one leads, and bot
   CHECK(count.max.load() == 1);
 }
 
+TEST_CASE("pg leader: read_pg_leader names the replica that leads, \"\" when none does, and an error without a server") {
+  const std::string url = testing::fresh_pg_database();
+  auto none = read_pg_leader(url);
+  REQUIRE_MESSAGE(none.ok(), none.status().message);
+  CHECK(none.value().empty());
+  LeaderCount count;
+  Changes changes;
+  PgLeaderElector a(url, "replica-a", fast(count, changes));
+  a.start();
+  REQUIRE(eventually([&] { return a.is_leader(); }));
+  auto leader = read_pg_leader(url);
+  REQUIRE_MESSAGE(leader.ok(), leader.status().message);
+  CHECK(leader.value() == "replica-a");
+  a.stop();
+  auto after = read_pg_leader(url);
+  REQUIRE(after.ok());
+  CHECK(after.value().empty());
+  // Nothing listens on port 1: a clear error, not a hang and not a leader.
+  auto down = read_pg_leader("postgresql://orch@127.0.0.1:1/orch", PgLeaderOptions{}.lock_key, 2000ms);
+  REQUIRE_FALSE(down.ok());
+  CHECK(down.status().message.find("cannot connect to read the leader") != std::string::npos);
+}
+
 TEST_CASE("pg leader: when the leader stops, the other takes over within the bound") {
   const std::string url = testing::fresh_pg_database();
   LeaderCount count;
