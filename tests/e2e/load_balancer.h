@@ -9,6 +9,7 @@
 
 #include <httplib.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -38,7 +39,15 @@ class LoadBalancer {
     // Enough threads that a burst of concurrent senders (the start race) reaches the replicas concurrently.
     server_.new_task_queue = [] { return new httplib::ThreadPool(64); };
     server_.Post(".*", [this](const httplib::Request& req, httplib::Response& res) { forward(req, res); });
+    // cpp-httplib 0.11 listens with a backlog of 5: a burst of 50 connects overflows the accept queue, and the
+    // connections it drops are reset (what the start race used to see). Raise it, as app/http_server.cpp does.
+    server_.set_socket_options([this](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      listen_fd_ = sock;
+    });
     port_ = server_.bind_to_any_port("127.0.0.1");
+    if (listen_fd_ >= 0) ::listen(listen_fd_, 1024);  // Linux: updates the backlog of a listening socket
     // Bound and listening: a connection made before the accept loop runs waits in the backlog.
     thread_ = std::thread([this] { server_.listen_after_bind(); });
   }
@@ -139,6 +148,7 @@ class LoadBalancer {
   std::vector<int> in_flight_;          // guarded by mu_
   std::vector<Forwarded> log_;          // guarded by mu_
   httplib::Server server_;
+  int listen_fd_ = -1;  // set by the socket-options hook while binding
   int port_ = 0;
   std::thread thread_;  // last: stopped before the rest goes
 };
