@@ -186,6 +186,11 @@ CREATE INDEX deliveries_pending_lane ON deliveries (lane, seq) WHERE status = 'p
     R"sql(
 DROP INDEX deliveries_delivery_id;
 )sql",
+    // 4: the claim's "does another claimer hold a later delivery of this lane?" probe reads the held rows only (at
+    // most a few per lane), not the lane's backlog behind its head.
+    R"sql(
+CREATE INDEX deliveries_pending_held ON deliveries (lane, seq) WHERE status = 'pending' AND claimed_by <> '';
+)sql",
 };
 static_assert(std::size(kMigrations) == PgStore::kSchemaVersion, "one migration per schema version");
 
@@ -1269,6 +1274,30 @@ Result<std::vector<InboxInsert>> PgStore::insert_deliveries(const std::vector<Ne
   });
 }
 
+// The inbox claim. The candidates are the lane heads (the oldest pending delivery of each lane), found by a skip
+// scan over deliveries_pending_lane: one index probe per lane, so that a claim costs the number of lanes, not the
+// backlog (before, a held lane head with 60 000 deliveries behind it made every other claim step over all of them).
+// A head is claimed if it is due and nobody else holds it; SKIP LOCKED passes over one whose finish or retry is
+// committing right now. One more rule, which a single SQLite writer never needs: no other claimer holds a live claim
+// on a later delivery of the lane (deliveries_pending_held keeps that probe to the held rows). Identities are not
+// commit-ordered across replicas, so an earlier seq can become visible after a later one was claimed; without the
+// rule it would be handled beside it. $4: whether a claim also needs its claimer alive (a session named
+// "orch:<claimer>") to hold.
+#define ORCH_PG_CLAIM_DELIVERY_SQL                                                                                \
+  "WITH RECURSIVE heads(seq, lane) AS ("                                                                          \
+  "(SELECT seq, lane FROM deliveries WHERE status = 'pending' ORDER BY lane, seq LIMIT 1) "                       \
+  "UNION ALL SELECT n.seq, n.lane FROM heads h CROSS JOIN LATERAL (SELECT seq, lane FROM deliveries "            \
+  "WHERE status = 'pending' AND lane > h.lane ORDER BY lane, seq LIMIT 1) n) "                                    \
+  "UPDATE deliveries SET claimed_by = $1, claim_expires_at = $2 WHERE seq = ("                                    \
+  "SELECT d.seq FROM heads h JOIN deliveries d ON d.seq = h.seq WHERE d.status = 'pending' AND d.run_after <= $3 " \
+  "AND (d.claim_expires_at IS NULL OR d.claim_expires_at <= $3 OR d.claimed_by = $1 "                             \
+  "OR ($4 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'orch:' || d.claimed_by))) " \
+  "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending' AND e.claimed_by <> '' "                 \
+  "AND e.lane = d.lane AND e.seq > d.seq AND e.claimed_by <> $1 AND e.claim_expires_at > $3 "                     \
+  "AND (NOT $4 OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'orch:' || e.claimed_by))) " \
+  "ORDER BY d.seq LIMIT 1 FOR UPDATE OF d SKIP LOCKED) "                                                          \
+  "RETURNING " ORCH_DELIVERY_COLUMNS
+
 Result<std::optional<DeliveryRow>> PgStore::next_pending_delivery(DeliverySeq after) {
   return run("next_pending_delivery", [&](Conn& c) -> Result<std::optional<DeliveryRow>> {
     return one(c.exec("SELECT " ORCH_DELIVERY_COLUMNS " FROM deliveries WHERE status = 'pending' AND seq > $1 "
@@ -1298,31 +1327,29 @@ Result<std::optional<DeliveryRow>> PgStore::claim_delivery(const std::string& cl
       char error[256];
       if (cancel) (void)PQcancel(cancel.get(), error, sizeof error);
     });
-    // Claims queue here, so that this statement's snapshot holds every claim committed before it. The candidate is
-    // SQLite's: the oldest due pending delivery that heads its lane and that nobody else holds; SKIP LOCKED passes
-    // over a delivery whose finish or retry is committing right now. One more rule, which a single SQLite writer
-    // never needs: no other claimer holds a live claim on a later delivery of the lane. Identities are not
-    // commit-ordered across replicas, so an earlier seq can become visible after a later one was claimed; without
-    // the rule it would be handled beside it.
+    // Claims queue here, so that this statement's snapshot holds every claim committed before it. The statement
+    // (ORCH_PG_CLAIM_DELIVERY_SQL) picks the oldest lane head that is due and free.
     c.exec("SELECT pg_advisory_xact_lock($1::bigint)", Params(kClaimDeliveryLockKey));
-    // $4: whether a claim also needs its claimer alive (a session named "orch:<claimer>") to hold.
     const bool need_session = options_.claims_lapse_without_session;
-    return one(
-        c.exec("UPDATE deliveries SET claimed_by = $1, claim_expires_at = $2 WHERE seq = ("
-               "SELECT d.seq FROM deliveries d WHERE d.status = 'pending' AND d.run_after <= $3 "
-               "AND (d.claim_expires_at IS NULL OR d.claim_expires_at <= $3 OR d.claimed_by = $1 "
-               "OR ($4 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
-               "WHERE a.application_name = 'orch:' || d.claimed_by))) "
-               "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending' AND e.lane = d.lane "
-               "AND e.seq < d.seq) "
-               "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending' AND e.lane = d.lane "
-               "AND e.seq > d.seq AND e.claimed_by <> '' AND e.claimed_by <> $1 AND e.claim_expires_at > $3 "
-               "AND (NOT $4 OR EXISTS (SELECT 1 FROM pg_stat_activity a "
-               "WHERE a.application_name = 'orch:' || e.claimed_by))) "
-               "ORDER BY d.seq LIMIT 1 FOR UPDATE OF d SKIP LOCKED) "
-               "RETURNING " ORCH_DELIVERY_COLUMNS,
-               Params(claimer, now + lease, now, need_session)),
-        read_delivery);
+    return one(c.exec(ORCH_PG_CLAIM_DELIVERY_SQL, Params(claimer, now + lease, now, need_session)), read_delivery);
+  });
+}
+
+Result<std::string> PgStore::claim_delivery_plan(const std::string& claimer, TimePoint now, Millis lease) {
+  return run("claim_delivery_plan", [&](Conn& c) -> Result<std::string> {
+    // EXPLAIN ANALYZE runs the UPDATE: inside a transaction that is rolled back, so that nothing stays claimed.
+    c.exec("BEGIN");
+    std::string plan;
+    try {
+      PgResult r = c.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) " ORCH_PG_CLAIM_DELIVERY_SQL,
+                          Params(claimer, now + lease, now, options_.claims_lapse_without_session));
+      for (const std::string& line : all(r, read_text0)) plan += line + "\n";
+    } catch (...) {
+      c.exec("ROLLBACK");
+      throw;
+    }
+    c.exec("ROLLBACK");
+    return plan;
   });
 }
 

@@ -40,7 +40,7 @@ struct PgStoreOptions {
 class PgStore final : public Store {
  public:
   // The schema version this binary writes (the orch_schema table); migrations only ever move forward.
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Connects to `url` (a libpq URI or key=value string) and migrates to kSchemaVersion in one transaction under an
   // advisory lock, so that replicas opening at once migrate once. kInvalid when the database's schema is newer
@@ -60,6 +60,9 @@ class PgStore final : public Store {
   int version_at_open() const { return version_at_open_; }
   // EXPLAIN of the idle-task scan: proves the scan is a range over the partial index tasks_idle.
   Result<std::string> idle_tasks_plan();
+  // EXPLAIN ANALYZE of claim_delivery as `claimer` at `now`, with its buffer counts, run in a transaction that is
+  // rolled back (nothing is claimed): proves that a claim reads the lane heads, not the backlog behind them.
+  Result<std::string> claim_delivery_plan(const std::string& claimer, TimePoint now, Millis lease);
 
   struct Conn;  // opaque: one libpq connection and its prepared statements (defined in pg_store.cpp)
 

@@ -25,7 +25,7 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   // The schema version this binary writes (PRAGMA user_version); migrations only ever move forward.
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Opens (creating the file if needed, not its directory) and migrates to kSchemaVersion in one transaction.
   // kInvalid when the file's schema is newer than this binary.
@@ -42,6 +42,8 @@ class SqliteStore final : public Store {
   int version_at_open() const { return version_at_open_; }
   // EXPLAIN QUERY PLAN of the idle-task scan, one detail per line: proves the scan is an index range.
   Result<std::string> idle_tasks_plan();
+  // EXPLAIN QUERY PLAN of claim_delivery: proves that a claim seeks the lane heads instead of scanning the backlog.
+  Result<std::string> claim_delivery_plan();
 
   struct Conn;  // opaque: one sqlite3 connection and its prepared-statement cache (defined in sqlite_store.cpp)
 

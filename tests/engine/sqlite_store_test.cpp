@@ -143,6 +143,18 @@ TEST_CASE("sqlite store: the idle-task scan is a range over the partial index, n
   CHECK(plan->find("USE TEMP B-TREE") == std::string::npos);  // the index order is the result order
 }
 
+TEST_CASE("sqlite store: a claim seeks the lane heads through the partial index, not a scan of the backlog") {
+  TempDir dir;
+  auto store = open_store(dir.file("orch.db"));
+  auto plan = store->claim_delivery_plan();
+  REQUIRE(plan.ok());
+  INFO(plan.value());
+  // The first head is the index's first row (LIMIT 1), each next one a seek past the previous lane.
+  CHECK(plan->find("SCAN deliveries USING INDEX deliveries_pending_lane") != std::string::npos);
+  CHECK(plan->find("SEARCH m USING INDEX deliveries_pending_lane (lane>?)") != std::string::npos);
+  CHECK(plan->find("USING INDEX deliveries_status") == std::string::npos);  // the old walk in arrival order
+}
+
 TEST_CASE("sqlite store: a write lock held past the busy timeout is kUnavailable, and the store recovers") {
   TempDir dir;
   const std::string path = dir.file("orch.db");
