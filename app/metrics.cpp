@@ -128,7 +128,10 @@ Metrics::Metrics(Store& store, const Leadership& leadership)
       leader_info_(BuildGauge()
                        .Name("orch_leader_info")
                        .Help("The replica that leads, as this one last saw it (absent when none is known)")
-                       .Register(*registry_)) {}
+                       .Register(*registry_)) {
+  // Every outcome is exposed from the start (at 0), so that rate() and alerts see a series before the first pass.
+  for (const char* outcome : {"ok", "error", "interrupted"}) reconcile_passes_.Add({{"outcome", outcome}});
+}
 
 void Metrics::subscribe_to(EventBus& bus) {
   bus.subscribe("metrics", [this](const TransitionFired& e) {

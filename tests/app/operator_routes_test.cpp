@@ -278,6 +278,8 @@ TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs,
   CHECK(e.samples["orch_reconcile_unblocks_total"] >= 3);
   CHECK(e.types["orch_reconcile_pass_duration_seconds"] == "histogram");
   CHECK(e.types["orch_reconcile_passes_total"] == "counter");
+  for (const char* outcome : {"ok", "error", "interrupted"})  // present before the first pass, whenever it runs
+    CHECK(e.samples.count(std::string(R"(orch_reconcile_passes_total{outcome=")") + outcome + "\"}"));
   CHECK(e.samples["orch_reconcile_last_pass_timestamp_seconds"] > 0);
   CHECK(e.samples["orch_store_up"] == 1);
 }
