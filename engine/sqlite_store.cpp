@@ -5,7 +5,8 @@
 //   (WAL lets readers run beside the writer). Each connection keeps its prepared statements; every value travels
 //   as a bound parameter.
 // - Writes: BEGIN IMMEDIATE, so a writer takes the file's write lock up front and two processes never deadlock on a
-//   read-to-write upgrade. Within this process writers first queue on write_mu_; across processes they wait up to
+//   read-to-write upgrade. Within this process writers first queue on write_gate_ (inbox inserts first: an
+//   acknowledgement waits for them); across processes they wait up to
 //   busy_timeout, after which the caller gets kUnavailable and retries later.
 // - Schema: forward-only migrations numbered by PRAGMA user_version, applied at open() in one transaction.
 //   Times are INTEGER milliseconds since the epoch, enums their text names (model.h), tables STRICT.
@@ -461,10 +462,12 @@ class Stmt {
 std::int64_t read_int0(const SQLite::Statement& s) { return s.getColumn(0).getInt64(); }
 std::string read_text0(const SQLite::Statement& s) { return s.getColumn(0).getString(); }
 
-// BEGIN IMMEDIATE ... COMMIT, rolled back unless committed. Holds the process's writer mutex throughout.
+// BEGIN IMMEDIATE ... COMMIT, rolled back unless committed. Holds the process's write gate throughout.
 class WriteTxn {
  public:
-  WriteTxn(SqliteStore::Conn& c, std::mutex& write_mu) : lock_(write_mu), c_(c) { c_.db.exec("BEGIN IMMEDIATE"); }
+  WriteTxn(SqliteStore::Conn& c, WriteGate& gate, WriteGate::Priority priority) : hold_(gate.enter(priority)), c_(c) {
+    c_.db.exec("BEGIN IMMEDIATE");
+  }
   ~WriteTxn() {
     if (open_) c_.db.tryExec("ROLLBACK");
   }
@@ -476,7 +479,7 @@ class WriteTxn {
   }
 
  private:
-  std::unique_lock<std::mutex> lock_;  // first member: taken before BEGIN, released after ROLLBACK
+  WriteGate::Hold hold_;  // first member: taken before BEGIN, released after ROLLBACK
   SqliteStore::Conn& c_;
   bool open_ = true;
 };
@@ -497,7 +500,7 @@ class SqliteStore::Lease {
 };
 
 SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options)
-    : path_(std::move(path)), options_(options) {}
+    : path_(std::move(path)), options_(options), write_gate_(options.writers) {}
 
 SqliteStore::~SqliteStore() = default;
 
@@ -560,9 +563,9 @@ auto SqliteStore::run(const char* what, Fn&& fn) {
 }
 
 template <class Fn>
-auto SqliteStore::write(const char* what, Fn&& fn) {
+auto SqliteStore::write(const char* what, Fn&& fn, WriteGate::Priority priority) {
   return run(what, [&](Conn& c) {
-    WriteTxn txn(c, write_mu_);
+    WriteTxn txn(c, write_gate_, priority);
     auto result = fn(c);
     if (result.ok()) txn.commit();
     return result;
@@ -995,9 +998,9 @@ InboxInsert insert_one(SqliteStore::Conn& c, const NewDelivery& d, bool dedup_on
 
 Result<InboxInsert> SqliteStore::insert_delivery(const NewDelivery& delivery, bool dedup_on_digest) {
   if (Status s = check_delivery(delivery, dedup_on_digest); !s.ok()) return s;
-  return write("insert_delivery", [&](Conn& c) -> Result<InboxInsert> {
-    return insert_one(c, delivery, dedup_on_digest);
-  });
+  return write(
+      "insert_delivery", [&](Conn& c) -> Result<InboxInsert> { return insert_one(c, delivery, dedup_on_digest); },
+      WriteGate::Priority::kAcknowledge);
 }
 
 Result<std::vector<InboxInsert>> SqliteStore::insert_deliveries(const std::vector<NewDelivery>& deliveries,
@@ -1013,7 +1016,7 @@ Result<std::vector<InboxInsert>> SqliteStore::insert_deliveries(const std::vecto
     out.reserve(deliveries.size());
     for (size_t i = 0; i < deliveries.size(); ++i) out.push_back(insert_one(c, deliveries[i], dedup_on_digest[i]));
     return out;
-  });
+  }, WriteGate::Priority::kAcknowledge);
 }
 
 Result<std::optional<DeliveryRow>> SqliteStore::next_pending_delivery(DeliverySeq after) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/store.h"
+#include "engine/write_gate.h"
 
 namespace orch {
 
@@ -20,6 +21,8 @@ struct SqliteStoreOptions {
   int max_connections = 16;
   // How long a write waits for another process's write lock before giving up with kUnavailable.
   std::chrono::milliseconds busy_timeout{5000};
+  // This process's writers: inbox inserts (what webhook senders wait for) go first; see engine/write_gate.h.
+  WriteGate::Timing writers{};
 };
 
 class SqliteStore final : public Store {
@@ -123,7 +126,7 @@ class SqliteStore final : public Store {
   auto run(const char* what, Fn&& fn);
   // run() inside BEGIN IMMEDIATE; commits when fn's result is ok, rolls back otherwise.
   template <class Fn>
-  auto write(const char* what, Fn&& fn);
+  auto write(const char* what, Fn&& fn, WriteGate::Priority priority = WriteGate::Priority::kNormal);
 
   const std::string path_;
   const SqliteStoreOptions options_;
@@ -134,9 +137,9 @@ class SqliteStore final : public Store {
   std::vector<std::unique_ptr<Conn>> idle_;  // guarded by pool_mu_
   int open_connections_ = 0;                 // guarded by pool_mu_: idle plus leased
 
-  // Serialises this process's writers before they reach SQLite's file lock: they queue here in order instead of
-  // polling the lock through the busy handler's sleeps. Other processes still meet us at the file lock.
-  std::mutex write_mu_;
+  // Serialises this process's writers before they reach SQLite's file lock: they queue here instead of polling the
+  // lock through the busy handler's sleeps, acknowledging writes first. Other processes still meet us at the file lock.
+  WriteGate write_gate_;
 };
 
 }  // namespace orch
