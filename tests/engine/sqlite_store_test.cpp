@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <filesystem>
 #include <vector>
 
 #include "tests/support/manual_clock.h"
@@ -153,6 +154,28 @@ TEST_CASE("sqlite store: a claim seeks the lane heads through the partial index,
   CHECK(plan->find("SCAN deliveries USING INDEX deliveries_pending_lane") != std::string::npos);
   CHECK(plan->find("SEARCH m USING INDEX deliveries_pending_lane (lane>?)") != std::string::npos);
   CHECK(plan->find("USING INDEX deliveries_status") == std::string::npos);  // the old walk in arrival order
+}
+
+TEST_CASE("sqlite store: the WAL is checkpointed by the store's own thread once it crosses the threshold") {
+  TempDir dir;
+  const std::string path = dir.file("orch.db");
+  auto store = open_store(path, {.checkpoint_pages = 8});
+  const std::string body(3000, 'x');  // a page or more per delivery: a few commits cross the threshold
+  for (int i = 0; i < 40; ++i) {
+    NewDelivery d;
+    d.source = Source::kGitea;
+    d.delivery_id = "ck-" + std::to_string(i);
+    d.event = "push";
+    d.body_digest = "h-" + std::to_string(i);
+    d.body = body;
+    d.received_at = testing::kMonday9am;
+    d.lane = "project:a";
+    REQUIRE(store->insert_delivery(d, false).ok());
+  }
+  CHECK(testing::eventually([&] { return store->background_checkpoints() > 0; }));
+  // The log was reset after the checkpoints: its file holds far fewer than the ~120 pages written in all.
+  CHECK(std::filesystem::file_size(path + "-wal") < 80u * 4096);
+  CHECK(store->inbox_counts().value().received == 40);
 }
 
 TEST_CASE("sqlite store: a write lock held past the busy timeout is kUnavailable, and the store recovers") {
