@@ -466,6 +466,15 @@ class Stmt {
 };
 
 std::int64_t read_int0(const SQLite::Statement& s) { return s.getColumn(0).getInt64(); }
+
+// The detail column of an EXPLAIN QUERY PLAN statement, one line per step.
+std::string query_plan(SqliteStore::Conn& c, const char* explain_sql) {
+  Stmt s(c, explain_sql);
+  std::string plan;
+  for (const std::string& line : s.all([](const SQLite::Statement& st) { return st.getColumn(3).getString(); }))
+    plan += line + "\n";
+  return plan;
+}
 std::string read_text0(const SQLite::Statement& s) { return s.getColumn(0).getString(); }
 
 // BEGIN IMMEDIATE ... COMMIT, rolled back unless committed. Holds the process's write gate throughout.
@@ -683,13 +692,8 @@ Result<int> SqliteStore::schema_version(const std::string& path) {
 }
 
 Result<std::string> SqliteStore::idle_tasks_plan() {
-  return run("idle_tasks_plan", [&](Conn& c) -> Result<std::string> {
-    Stmt s(c, "EXPLAIN QUERY PLAN " ORCH_IDLE_TASKS_SQL);
-    std::string plan;
-    for (const std::string& line : s.all([](const SQLite::Statement& st) { return st.getColumn(3).getString(); }))
-      plan += line + "\n";
-    return plan;
-  });
+  return run("idle_tasks_plan",
+             [&](Conn& c) -> Result<std::string> { return query_plan(c, "EXPLAIN QUERY PLAN " ORCH_IDLE_TASKS_SQL); });
 }
 
 // ---- tasks ------------------------------------------------------------------------------------------------------
@@ -1130,11 +1134,7 @@ Result<std::optional<DeliveryRow>> SqliteStore::claim_delivery(const std::string
 
 Result<std::string> SqliteStore::claim_delivery_plan() {
   return run("claim_delivery_plan", [&](Conn& c) -> Result<std::string> {
-    Stmt s(c, "EXPLAIN QUERY PLAN " ORCH_SQLITE_CLAIM_DELIVERY_SQL);
-    std::string plan;
-    for (const std::string& line : s.all([](const SQLite::Statement& st) { return st.getColumn(3).getString(); }))
-      plan += line + "\n";
-    return plan;
+    return query_plan(c, "EXPLAIN QUERY PLAN " ORCH_SQLITE_CLAIM_DELIVERY_SQL);
   });
 }
 
