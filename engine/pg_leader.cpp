@@ -155,6 +155,24 @@ std::string first_value(const PgResult& r) {
   return std::string(PQgetvalue(r.get(), 0, 0), PQgetlength(r.get(), 0, 0));
 }
 
+// kHolderSql's parameters for a 64-bit lock key: its high and low halves.
+std::vector<std::string> holder_params(std::int64_t lock_key) {
+  const auto key = static_cast<std::uint64_t>(lock_key);
+  return {std::to_string(key >> 32), std::to_string(key & 0xffffffffULL)};
+}
+
+// The replica id in kHolderSql's answer (the holder's application_name less "orch:"); "" when nobody holds the lock.
+std::string holder_id(const PgResult& r) {
+  std::string id = first_value(r);
+  if (id.rfind(kAppPrefix, 0) == 0) id.erase(0, kAppPrefix.size());
+  return id;
+}
+
+// libpq's connect_timeout: whole seconds, and at least 2 (libpq treats 1 as 2).
+std::string connect_timeout_seconds(milliseconds timeout) {
+  return std::to_string(std::max<long long>(2, std::chrono::ceil<std::chrono::seconds>(timeout).count()));
+}
+
 }  // namespace
 
 PgLeaderElector::PgLeaderElector(std::string url, std::string replica_id, PgLeaderOptions options)
@@ -214,9 +232,8 @@ void PgLeaderElector::run() {
   // How long a leader that lost its lock may go on believing it leads: until its next health check fails.
   const milliseconds settle = std::min(health + health_timeout, options_.takeover_within / 3);
   const Keepalives ka = keepalives_for(options_.takeover_within);
-  const auto key = static_cast<std::uint64_t>(options_.lock_key);
   const std::vector<std::string> lock_params{std::to_string(options_.lock_key)};
-  const std::vector<std::string> holder_params{std::to_string(key >> 32), std::to_string(key & 0xffffffffULL)};
+  const std::vector<std::string> holder_query_params = holder_params(options_.lock_key);
   const std::vector<std::string> session_params{std::to_string(health_timeout.count()), std::to_string(ka.idle_s),
                                                 std::to_string(ka.interval_s), std::to_string(ka.count),
                                                 std::to_string(ka.user_timeout_ms)};
@@ -224,8 +241,7 @@ void PgLeaderElector::run() {
   for (char& ch : app_name)
     if (static_cast<unsigned char>(ch) < 32 || static_cast<unsigned char>(ch) > 126) ch = '?';
 
-  const std::string connect_timeout_s =
-      std::to_string(std::max<long long>(2, std::chrono::ceil<std::chrono::seconds>(options_.connect_timeout).count()));
+  const std::string connect_timeout_s = connect_timeout_seconds(options_.connect_timeout);
   const std::string idle_s = std::to_string(ka.idle_s), interval_s = std::to_string(ka.interval_s),
                     count = std::to_string(ka.count), user_timeout = std::to_string(ka.user_timeout_ms);
   // Entries before "dbname" are defaults the URL may override; application_name after it always wins.
@@ -327,15 +343,13 @@ void PgLeaderElector::run() {
       }
     }
     std::optional<PgResult> holder =
-        query(*session, kHolderSql, holder_params, wake_fd_, SteadyClock::now() + health_timeout, &io);
+        query(*session, kHolderSql, holder_query_params, wake_fd_, SteadyClock::now() + health_timeout, &io);
     if (!holder) {
       if (io == Io::kStopped) break;
       drop();
       continue;
     }
-    std::string id = first_value(*holder);
-    if (id.rfind(kAppPrefix, 0) == 0) id.erase(0, kAppPrefix.size());
-    set_leader_id(std::move(id));
+    set_leader_id(holder_id(*holder));
     io = watch(*session, wake_fd_, SteadyClock::now() + retry);
     if (io == Io::kStopped) break;
     if (io == Io::kBroken) drop();
@@ -355,13 +369,8 @@ void PgLeaderElector::run() {
   set_leader_id("");
 }
 
-}  // namespace orch
-
-namespace orch {
-
 Result<std::string> read_pg_leader(const std::string& url, std::int64_t lock_key, std::chrono::milliseconds timeout) {
-  const std::string connect_timeout_s =
-      std::to_string(std::max<long long>(2, std::chrono::ceil<std::chrono::seconds>(timeout).count()));
+  const std::string connect_timeout_s = connect_timeout_seconds(timeout);
   const std::string options = "-c statement_timeout=" + std::to_string(std::max<long long>(1, timeout.count()));
   // Not named "orch:<id>": this session is nobody's claim or lead. Entries before "dbname" are defaults.
   const char* keys[] = {"connect_timeout", "options", "dbname", "application_name", "client_encoding", nullptr};
@@ -370,15 +379,12 @@ Result<std::string> read_pg_leader(const std::string& url, std::int64_t lock_key
   if (!conn || PQstatus(conn.get()) != CONNECTION_OK)
     return unavailable(std::string("cannot connect to read the leader: ") +
                        (conn ? PQerrorMessage(conn.get()) : "out of memory"));
-  const auto key = static_cast<std::uint64_t>(lock_key);
-  const std::string hi = std::to_string(key >> 32), lo = std::to_string(key & 0xffffffffULL);
-  const char* params[] = {hi.c_str(), lo.c_str()};
+  const std::vector<std::string> halves = holder_params(lock_key);
+  const char* params[] = {halves[0].c_str(), halves[1].c_str()};
   PgResult r(PQexecParams(conn.get(), kHolderSql, 2, nullptr, params, nullptr, nullptr, 0));
   if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK)
     return unavailable(std::string("cannot read the leader: ") + PQerrorMessage(conn.get()));
-  std::string id = first_value(r);
-  if (id.rfind(kAppPrefix, 0) == 0) id.erase(0, kAppPrefix.size());
-  return id;
+  return holder_id(r);
 }
 
 }  // namespace orch
