@@ -69,7 +69,7 @@ WhatIf whatif(const std::string& path, const std::vector<NewDelivery>& ds, std::
   db.exec("PRAGMA journal_mode = WAL");
   db.exec("PRAGMA foreign_keys = ON");
   db.exec("PRAGMA synchronous = FULL");
-  db.exec("PRAGMA wal_autocheckpoint = 4000");  // as configure() in engine/sqlite_store.cpp does
+  db.exec("PRAGMA wal_autocheckpoint = 4000");  // SqliteStoreOptions::checkpoint_pages, here in place (one thread)
   for (const std::string& sql : setup)
     if (sql.rfind("before:", 0) != 0) db.exec(sql);
   SQLite::Statement digest(db, "SELECT seq FROM deliveries WHERE source = ? AND body_digest = ? ORDER BY seq LIMIT 1");

@@ -371,10 +371,8 @@ void configure(SQLite::Database& db) {
   // FULL, not WAL's usual NORMAL: a 2xx tells the sender to forget the webhook, so the inbox row must be on disk
   // (WAL fsynced) at every commit; NORMAL may lose the last commits on power loss.
   db.exec("PRAGMA synchronous = FULL");
-  // The store's pooled connections checkpoint on the store's own thread (SqliteStore::Checkpointer), which replaces
-  // this on them; for any other connection (a benchmark's, a tool's), the same threshold as that thread's: 4000
-  // pages (16 MiB of WAL), so that a page written many times between two checkpoints is copied once.
-  db.exec("PRAGMA wal_autocheckpoint = 4000");
+  // No wal_autocheckpoint here: open_connection() hands the connection's commits to SqliteStore::Checkpointer,
+  // whose hook replaces SQLite's auto-checkpoint.
 }
 
 // Applies the missing migrations; returns the version found. Safe against other processes opening the same file:

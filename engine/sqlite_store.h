@@ -26,6 +26,7 @@ struct SqliteStoreOptions {
   WriteGate::Timing writers{};
   // WAL checkpoints run on the store's own thread once the log holds this many pages, not inside the commit (and
   // the request's latency) that crossed the threshold. A log that grows to 8 times this is checkpointed in place.
+  // 4000 pages (16 MiB of WAL): a page written many times between two checkpoints is copied once.
   int checkpoint_pages = 4000;
 };
 
