@@ -523,6 +523,13 @@ int changed(const PgResult& r) {
 std::int64_t read_int0(const Row& r) { return r.int64(0); }
 std::string read_text0(const Row& r) { return r.text(0); }
 
+// An EXPLAIN's answer, one plan line per row, as one text.
+std::string plan_text(const PgResult& r) {
+  std::string plan;
+  for (const std::string& line : all(r, read_text0)) plan += line + "\n";
+  return plan;
+}
+
 TaskRow read_task(const Row& r) {
   TaskRow t;
   t.id = r.int64(0);
@@ -847,10 +854,8 @@ Result<int> PgStore::schema_version(const std::string& url) {
 
 Result<std::string> PgStore::idle_tasks_plan() {
   return run("idle_tasks_plan", [&](Conn& c) -> Result<std::string> {
-    PgResult r = c.exec("EXPLAIN (COSTS OFF) " ORCH_IDLE_TASKS_SQL, Params(to_millis(TimePoint::max()), 0, 0, 100));
-    std::string plan;
-    for (const std::string& line : all(r, read_text0)) plan += line + "\n";
-    return plan;
+    return plan_text(
+        c.exec("EXPLAIN (COSTS OFF) " ORCH_IDLE_TASKS_SQL, Params(to_millis(TimePoint::max()), 0, 0, 100)));
   });
 }
 
@@ -1341,9 +1346,8 @@ Result<std::string> PgStore::claim_delivery_plan(const std::string& claimer, Tim
     c.exec("BEGIN");
     std::string plan;
     try {
-      PgResult r = c.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) " ORCH_PG_CLAIM_DELIVERY_SQL,
-                          Params(claimer, now + lease, now, options_.claims_lapse_without_session));
-      for (const std::string& line : all(r, read_text0)) plan += line + "\n";
+      plan = plan_text(c.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) " ORCH_PG_CLAIM_DELIVERY_SQL,
+                              Params(claimer, now + lease, now, options_.claims_lapse_without_session)));
     } catch (...) {
       c.exec("ROLLBACK");
       throw;
