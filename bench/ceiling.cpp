@@ -69,7 +69,7 @@ WhatIf whatif(const std::string& path, const std::vector<NewDelivery>& ds, std::
   db.exec("PRAGMA journal_mode = WAL");
   db.exec("PRAGMA foreign_keys = ON");
   db.exec("PRAGMA synchronous = FULL");
-  db.exec("PRAGMA wal_autocheckpoint = 4000");  // SqliteStoreOptions::checkpoint_pages, here in place (one thread)
+  db.exec("PRAGMA wal_autocheckpoint = 32000");  // SqliteStoreOptions::checkpoint_pages
   for (const std::string& sql : setup)
     if (sql.rfind("before:", 0) != 0) db.exec(sql);
   SQLite::Statement digest(db, "SELECT seq FROM deliveries WHERE source = ? AND body_digest = ? ORDER BY seq LIMIT 1");
@@ -184,8 +184,14 @@ int main(int argc, char** argv) {
           // Checkpoints off the commit path (a background thread would run them).
           {"no_autocheckpoint", {"PRAGMA wal_autocheckpoint = 0"}},
           {"autocheckpoint_1000", {"PRAGMA wal_autocheckpoint = 1000"}},  // SQLite's default
+          {"autocheckpoint_4000", {"PRAGMA wal_autocheckpoint = 4000"}},
           // Smaller pages: a random index insert dirties a 1 KB page instead of a 4 KB one (the body overflows).
           {"page_size_1024", {"before:PRAGMA page_size = 1024"}},
+          {"page_size_2048", {"before:PRAGMA page_size = 2048"}},
+          // A page cache that holds the random-key indexes (SQLite's default is 2 MB per connection).
+          {"cache_size_32mb", {"PRAGMA cache_size = -32768"}},
+          // Reads through a shared mapping of the file instead of copies into the connection's cache.
+          {"mmap_256mb", {"PRAGMA mmap_size = 268435456"}},
           // Not durable: for scale only (what fsync costs).
           {"sync_normal_not_durable", {"PRAGMA synchronous = NORMAL"}},
       };

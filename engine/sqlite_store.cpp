@@ -16,7 +16,6 @@
 #include <sqlite3.h>
 
 #include <algorithm>
-#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <iterator>
@@ -24,7 +23,6 @@
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -362,7 +360,7 @@ TransitionRow read_transition(const SQLite::Statement& s) {
 
 // ---- connections ------------------------------------------------------------------------------------------------
 
-void configure(SQLite::Database& db) {
+void configure(SQLite::Database& db, int checkpoint_pages) {
   // WAL: readers never block the writer nor it them, and a commit is one append to the log.
   const std::string mode = db.execAndGet("PRAGMA journal_mode = WAL").getString();
   if (mode != "wal")
@@ -371,8 +369,8 @@ void configure(SQLite::Database& db) {
   // FULL, not WAL's usual NORMAL: a 2xx tells the sender to forget the webhook, so the inbox row must be on disk
   // (WAL fsynced) at every commit; NORMAL may lose the last commits on power loss.
   db.exec("PRAGMA synchronous = FULL");
-  // No wal_autocheckpoint here: open_connection() hands the connection's commits to SqliteStore::Checkpointer,
-  // whose hook replaces SQLite's auto-checkpoint.
+  // A constant of this binary or of its caller, not a value from outside: PRAGMA takes no bound parameters.
+  db.exec("PRAGMA wal_autocheckpoint = " + std::to_string(std::max(1, checkpoint_pages)));
 }
 
 // Applies the missing migrations; returns the version found. Safe against other processes opening the same file:
@@ -512,82 +510,16 @@ class SqliteStore::Lease {
   std::unique_ptr<Conn> conn_;
 };
 
-// DESIGN: checkpoints off the commit path. SQLite's auto-checkpoint runs inside the commit that crosses its
-// threshold: the writer that happens to cross it (with SQLite's single write lock, often the webhook committer)
-// copies thousands of pages to the database file and fsyncs it before its requests are answered, a stall of tens of
-// milliseconds in ingest's tail latency. Here every connection's commit hook only wakes this thread, which runs a
-// PASSIVE checkpoint on a connection of its own: it takes no write lock, so writers keep committing meanwhile. Should
-// the log still grow to 8 times the threshold (the thread starved, a reader pinning old frames), the committing
-// connection checkpoints in place, as SQLite would, so that the log stays bounded.
-class SqliteStore::Checkpointer {
- public:
-  Checkpointer(std::string path, int pages) : path_(std::move(path)), pages_(std::max(1, pages)) {
-    thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
-  }
-  Checkpointer(const Checkpointer&) = delete;
-  Checkpointer& operator=(const Checkpointer&) = delete;
-
-  void attach(sqlite3* db) { sqlite3_wal_hook(db, &Checkpointer::on_commit, this); }
-  std::uint64_t completed() const { return completed_.load(); }
-
- private:
-  static int on_commit(void* self, sqlite3* db, const char*, int pages) {
-    auto* c = static_cast<Checkpointer*>(self);
-    if (pages >= c->pages_ * 8) {
-      (void)sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-    } else if (pages >= c->pages_) {
-      {
-        std::lock_guard lock(c->mu_);
-        c->wanted_ = true;
-      }
-      c->cv_.notify_one();
-    }
-    return SQLITE_OK;
-  }
-
-  void run(std::stop_token stop) {
-    std::optional<SQLite::Database> db;
-    while (true) {
-      {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, stop, [this] { return wanted_; });
-        if (stop.stop_requested()) return;
-        wanted_ = false;
-      }
-      try {
-        if (!db) db.emplace(path_, SQLite::OPEN_READWRITE | SQLite::OPEN_NOMUTEX);
-        if (sqlite3_wal_checkpoint_v2(db->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) ==
-            SQLITE_OK)
-          completed_.fetch_add(1);
-      } catch (const std::exception&) {
-        db.reset();  // opened again at the next wake-up; until then the in-place fallback bounds the log
-      }
-    }
-  }
-
-  const std::string path_;
-  const int pages_;
-  std::mutex mu_;
-  std::condition_variable_any cv_;
-  bool wanted_ = false;  // guarded by mu_
-  std::atomic<std::uint64_t> completed_{0};
-  std::jthread thread_;  // last: stopped and joined before the members it uses go
-};
-
 SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options)
     : path_(std::move(path)),
       options_(options),
-      write_gate_(options.writers),
-      checkpointer_(std::make_unique<Checkpointer>(path_, options.checkpoint_pages)) {}
+      write_gate_(options.writers) {}
 
 SqliteStore::~SqliteStore() = default;
 
-std::uint64_t SqliteStore::background_checkpoints() const { return checkpointer_->completed(); }
-
 std::unique_ptr<SqliteStore::Conn> SqliteStore::open_connection() const {
   auto conn = std::make_unique<Conn>(path_, options_.busy_timeout);
-  configure(conn->db);
-  checkpointer_->attach(conn->db.getHandle());  // replaces SQLite's auto-checkpoint on this connection
+  configure(conn->db, options_.checkpoint_pages);
   return conn;
 }
 

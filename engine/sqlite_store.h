@@ -24,10 +24,11 @@ struct SqliteStoreOptions {
   std::chrono::milliseconds busy_timeout{5000};
   // This process's writers: inbox inserts (what webhook senders wait for) go first; see engine/write_gate.h.
   WriteGate::Timing writers{};
-  // WAL checkpoints run on the store's own thread once the log holds this many pages, not inside the commit (and
-  // the request's latency) that crossed the threshold. A log that grows to 8 times this is checkpointed in place.
-  // 4000 pages (16 MiB of WAL): a page written many times between two checkpoints is copied once.
-  int checkpoint_pages = 4000;
+  // SQLite's auto-checkpoint threshold (PRAGMA wal_autocheckpoint): the commit that leaves the log this many pages
+  // long copies it into the database file, in place. 32 000 pages (128 MiB of WAL at most): the inbox's random-key
+  // indexes rewrite the same pages many times between two checkpoints, and each is copied once per checkpoint; fewer,
+  // larger checkpoints measured faster than checkpoints on a thread of their own (docs/adr/0008).
+  int checkpoint_pages = 32000;
 };
 
 class SqliteStore final : public Store {
@@ -52,8 +53,6 @@ class SqliteStore final : public Store {
   Result<std::string> idle_tasks_plan();
   // EXPLAIN QUERY PLAN of claim_delivery: proves that a claim seeks the lane heads instead of scanning the backlog.
   Result<std::string> claim_delivery_plan();
-  // WAL checkpoints the store's checkpointer thread has completed (each PASSIVE: it never waits for a writer).
-  std::uint64_t background_checkpoints() const;
 
   struct Conn;  // opaque: one sqlite3 connection and its prepared-statement cache (defined in sqlite_store.cpp)
 
@@ -122,8 +121,7 @@ class SqliteStore final : public Store {
   Status set_setting(const std::string& key, const std::string& value) override;
 
  private:
-  class Lease;         // RAII: a pooled connection, handed back on destruction
-  class Checkpointer;  // the thread that checkpoints the WAL (sqlite_store.cpp)
+  class Lease;  // RAII: a pooled connection, handed back on destruction
 
   SqliteStore(std::string path, SqliteStoreOptions options);
   std::unique_ptr<Conn> open_connection() const;  // throws SQLite::Exception
@@ -148,9 +146,6 @@ class SqliteStore final : public Store {
   // Serialises this process's writers before they reach SQLite's file lock: they queue here instead of polling the
   // lock through the busy handler's sleeps, acknowledging writes first. Other processes still meet us at the file lock.
   WriteGate write_gate_;
-  // Last: its thread is stopped and joined before anything else goes. Every pooled connection reports its commits
-  // to it (sqlite3_wal_hook).
-  std::unique_ptr<Checkpointer> checkpointer_;
 };
 
 }  // namespace orch
