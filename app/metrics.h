@@ -49,6 +49,7 @@ class Metrics final : public Telemetry {
   void delivery_handled(Source source, std::string_view event, DeliveryStatus outcome, double seconds) override;
   void unblocked(std::string_view side, std::string_view stage) override;
   void reconcile_pass(std::string_view outcome, double seconds) override;
+  void inbox_commit(std::size_t deliveries, double seconds) override;
 
  private:
   void collect_from_store();
@@ -73,6 +74,8 @@ class Metrics final : public Telemetry {
   prometheus::Gauge& reconcile_last_pass_;
   prometheus::Family<prometheus::Counter>& reconcile_passes_;
   prometheus::Histogram& reconcile_pass_seconds_;
+  prometheus::Histogram& inbox_commit_seconds_;
+  prometheus::Histogram& inbox_commit_deliveries_;
   prometheus::Counter& reconcile_unblocks_;
   prometheus::Gauge& store_up_;
   prometheus::Gauge& leading_;                       // labelled with this replica's id

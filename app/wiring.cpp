@@ -26,8 +26,9 @@ GitOptions git_options(const Settings& s) {
   return o;
 }
 
-WebhookRouteOptions route_options(const Settings& s) {
+WebhookRouteOptions route_options(const Settings& s, Telemetry& telemetry) {
   WebhookRouteOptions o;
+  o.telemetry = &telemetry;
   o.max_body_bytes = s.config.server.max_body_bytes;
   // One lane per configured project, whichever source speaks of it: a task's Plane and Gitea events are handled one
   // at a time, in arrival order, even when several replicas share the inbox.
@@ -147,7 +148,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       webhook_routes_(*store_, clock_, log_,
                       WebhookSecrets{settings_.plane_webhook_secret, settings_.gitea_webhook_secret,
                                      settings_.allow_unsigned_webhooks},
-                      route_options(settings_)),
+                      route_options(settings_, metrics_)),
       gate_side_(*store_, *store_, engine_, clock_, log_, grace_fn(settings_),
                  GateSideOptions{.max_candidates_per_pass = settings_.reconciler.max_candidates_per_pass}),
       tracker_side_(settings_.config.projects, pipeline_, plane_, handlers_, *store_, *store_, clock_, log_,

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <thread>
 
@@ -230,6 +231,30 @@ PlaneBodySpec set_up_plane(testing::FakePlane& plane, const Flags& f) {
 }
 
 // The environment of a benchmarked `orch serve` (secrets, listen address, data directory); `extra` overrides.
+// The group committer's totals from the server's /metrics (orch serve only; the route server has none).
+struct CommitTotals {
+  bool ok = false;
+  double seconds = 0, commits = 0, deliveries = 0;
+};
+CommitTotals scrape_commits(int port) {
+  CommitTotals t;
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(10, 0);
+  auto res = c.Get("/metrics");
+  if (!res || res->status != 200) return t;
+  auto value = [&](const std::string& name, double& out) {
+    const std::string key = "\n" + name + " ";
+    const std::size_t at = res->body.find(key);
+    if (at == std::string::npos) return false;
+    out = std::strtod(res->body.c_str() + at + key.size(), nullptr);
+    return true;
+  };
+  t.ok = value("orch_inbox_commit_duration_seconds_sum", t.seconds) &&
+         value("orch_inbox_commit_duration_seconds_count", t.commits) &&
+         value("orch_inbox_commit_deliveries_sum", t.deliveries);
+  return t;
+}
+
 std::map<std::string, std::string> serve_env(const std::string& dir, const std::string& data_dir, int port,
                                              const std::string& plane_url,
                                              const std::map<std::string, std::string>& extra = {}) {
@@ -303,7 +328,7 @@ int serve_mode(const Flags& f) {
       return 1;
     }
 
-    double server_cpu = 0, own_cpu = 0;
+    double server_cpu = 0, own_cpu = 0, committer_busy = -1, commit_batch = -1;
     LoadOptions o;
     o.targets = {Target{"127.0.0.1", port, "/webhooks/plane"}};
     o.concurrency = static_cast<int>(c);
@@ -326,10 +351,16 @@ int serve_mode(const Flags& f) {
                       f.get("perf") + ".c" + std::to_string(c)},
                      {{"PATH", "/usr/bin:/bin"}}, dir + "/perf.log");
       if (perf > 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      const CommitTotals commits0 = routes_only ? CommitTotals{} : scrape_commits(port);
       const double server_cpu0 = cpu_seconds(pid), own_cpu0 = cpu_seconds(0);
       p.measured = run_load(o, rest);
       server_cpu = cpu_seconds(pid) - server_cpu0;
       own_cpu = cpu_seconds(0) - own_cpu0;
+      const CommitTotals commits1 = routes_only ? CommitTotals{} : scrape_commits(port);
+      if (commits0.ok && commits1.ok && commits1.commits > commits0.commits) {
+        committer_busy = (commits1.seconds - commits0.seconds) / p.measured.seconds;
+        commit_batch = (commits1.deliveries - commits0.deliveries) / (commits1.commits - commits0.commits);
+      }
       if (perf > 0) {
         kill(perf, SIGINT);
         int st = 0;
@@ -344,6 +375,10 @@ int serve_mode(const Flags& f) {
                 "(%.0f us per request)\n",
                 server_cpu, server_cpu * 1e6 / answered, server_cpu / p.measured.seconds / 2 * 100, own_cpu,
                 own_cpu * 1e6 / answered);
+    if (committer_busy >= 0)
+      std::printf("           group commit: %.1f deliveries per transaction, committer busy %.0f %% of the time "
+                  "(orch_inbox_commit_* on /metrics)\n",
+                  commit_batch, committer_busy * 100);
 
     const long rss_kb = proc_status_kb(pid, "VmRSS"), hwm_kb = proc_status_kb(pid, "VmHWM");
     ExactlyOnce once = check_inbox(sc.data_dir + "/orch.db", set, p.acked);
@@ -369,6 +404,10 @@ int serve_mode(const Flags& f) {
     metrics["pending_after"] = pending;
     metrics["server_cpu_us_per_request"] = server_cpu * 1e6 / answered;
     metrics["loadgen_cpu_us_per_request"] = own_cpu * 1e6 / answered;
+    if (committer_busy >= 0) {
+      metrics["committer_busy_fraction"] = committer_busy;
+      metrics["commit_batch_mean"] = commit_batch;
+    }
     nlohmann::json info = load_info(p.measured);
     info.update({{"concurrency", c}, {"server", f.get("server", "orch")}, {"threads", o.threads}, {"idle_processor", f.has("idle-processor")}, {"accept_gzip", o.accept_gzip}, {"body_bytes", set.body_bytes},
                  {"warmup", warmup}, {"exactly_once", once.ok}, {"inbox_rows", once.rows},

@@ -4,6 +4,7 @@
 // method may be called from any thread, and must be cheap (a counter, a histogram observation).
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 #include "engine/model.h"
@@ -49,6 +50,10 @@ struct Telemetry {
   // `outcome` is "ok", "error" (a side, the sweeper or the store reported an error) or "interrupted" (leadership
   // was lost during the pass).
   virtual void reconcile_pass(std::string_view outcome, double seconds) = 0;
+  // One group-commit transaction of the webhook routes: the deliveries it wrote (duplicates included) and its time
+  // from BEGIN to COMMIT's return, fsync included. Their sum over a minute is the committer's busy fraction: near 1,
+  // ingest runs at the durable-write ceiling.
+  virtual void inbox_commit(std::size_t deliveries, double seconds) = 0;
 };
 
 }  // namespace orch

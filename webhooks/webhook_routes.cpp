@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 
 #include <nlohmann/json.hpp>
 
@@ -289,7 +290,11 @@ void WebhookRoutes::commit_loop(std::stop_token stop) {
       deliveries.push_back(std::move(p->delivery));
       dedup.push_back(p->dedup_on_digest);
     }
+    const auto began = std::chrono::steady_clock::now();
     auto written = inbox_.insert_deliveries(deliveries, dedup);
+    if (options_.telemetry)
+      options_.telemetry->inbox_commit(batch.size(),
+                                       std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (!written.ok())
         batch[i]->done.set_value(written.status());

@@ -266,6 +266,10 @@ TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs,
   CHECK(e.samples[R"(orch_webhook_deliveries_received_total{outcome="refused",source="gitea"})"] == 1);
   CHECK(e.types["orch_http_request_duration_seconds"] == "histogram");
   CHECK(e.samples[R"(orch_http_request_duration_seconds_count{route="/webhooks/gitea"})"] == 2);
+  CHECK(e.types["orch_inbox_commit_duration_seconds"] == "histogram");
+  CHECK(e.samples["orch_inbox_commit_duration_seconds_count"] == 1);  // the stored one; the refused one wrote nothing
+  CHECK(e.samples["orch_inbox_commit_duration_seconds_sum"] > 0);
+  CHECK(e.samples["orch_inbox_commit_deliveries_sum"] == 1);
   CHECK(e.types["orch_transitions_total"] == "counter");
   CHECK(e.samples[R"(orch_transitions_total{cause="manual",from="created",to="analysis"})"] == 1);
   CHECK(e.types["orch_jobs"] == "gauge");

@@ -8,6 +8,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
+#include <utility>
+#include <vector>
 #include <thread>
 
 #include "tests/webhooks/webhook_harness.h"
@@ -347,8 +350,26 @@ TEST_CASE("a failed delivery is replayed after the cause is fixed") {
   CHECK(s.f.reload(t.id).stage == "review");
 }
 
+// What the committer reports through Telemetry; the rest of the seam is not under test here.
+struct CommitLog final : Telemetry {
+  void api_call(std::string_view, ApiOutcome, double) override {}
+  void agent_run(std::string_view, std::string_view, AgentOutcome, double) override {}
+  void delivery_handled(Source, std::string_view, DeliveryStatus, double) override {}
+  void unblocked(std::string_view, std::string_view) override {}
+  void reconcile_pass(std::string_view, double) override {}
+  void inbox_commit(std::size_t deliveries, double seconds) override {
+    std::lock_guard lock(mu);
+    commits.emplace_back(deliveries, seconds);
+  }
+  std::mutex mu;
+  std::vector<std::pair<std::size_t, double>> commits;
+};
+
 TEST_CASE("the same start event delivered 50 times at once, under different ids and bodies, makes one task and one job") {
-  WebhookStack s;
+  CommitLog commit_log;
+  WebhookRouteOptions options;
+  options.telemetry = &commit_log;
+  WebhookStack s(test_secrets(), options);
   s.processor.start();  // handling runs while deliveries still arrive
   std::atomic<int> accepted{0}, other{0};
   std::vector<std::thread> senders;
@@ -369,6 +390,16 @@ TEST_CASE("the same start event delivered 50 times at once, under different ids 
   for (auto& t : senders) t.join();
   CHECK(accepted == 50);
   CHECK(other == 0);
+  {  // every acknowledged delivery was in exactly one reported commit, and each commit took time
+    std::lock_guard lock(commit_log.mu);
+    std::size_t written = 0;
+    for (const auto& [deliveries, seconds] : commit_log.commits) {
+      CHECK(deliveries >= 1);
+      CHECK(seconds > 0);
+      written += deliveries;
+    }
+    CHECK(written == 50);
+  }
   CHECK(eventually([&] {
     auto c = s.f.store->inbox_counts().value();
     return c.handled == 50 && c.pending == 0;
