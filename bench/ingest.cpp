@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <ctime>
 #include <thread>
 
@@ -42,6 +41,7 @@
 #include "engine/sqlite_store.h"
 #include "webhooks/webhook_routes.h"
 #include "bench/support/load_generator.h"
+#include "tests/support/exposition.h"
 #include "tests/support/pg_server.h"
 #include "tests/fakes/fake_plane.h"
 
@@ -230,7 +230,6 @@ PlaneBodySpec set_up_plane(testing::FakePlane& plane, const Flags& f) {
   return spec;
 }
 
-// The environment of a benchmarked `orch serve` (secrets, listen address, data directory); `extra` overrides.
 // The group committer's totals from the server's /metrics (orch serve only; the route server has none).
 struct CommitTotals {
   bool ok = false;
@@ -242,11 +241,11 @@ CommitTotals scrape_commits(int port) {
   c.set_read_timeout(10, 0);
   auto res = c.Get("/metrics");
   if (!res || res->status != 200) return t;
-  auto value = [&](const std::string& name, double& out) {
-    const std::string key = "\n" + name + " ";
-    const std::size_t at = res->body.find(key);
-    if (at == std::string::npos) return false;
-    out = std::strtod(res->body.c_str() + at + key.size(), nullptr);
+  const testing::Exposition e = testing::parse_exposition(res->body);
+  auto value = [&](const char* name, double& out) {
+    auto it = e.samples.find(name);
+    if (it == e.samples.end()) return false;
+    out = it->second;
     return true;
   };
   t.ok = value("orch_inbox_commit_duration_seconds_sum", t.seconds) &&
@@ -255,6 +254,7 @@ CommitTotals scrape_commits(int port) {
   return t;
 }
 
+// The environment of a benchmarked `orch serve` (secrets, listen address, data directory); `extra` overrides.
 std::map<std::string, std::string> serve_env(const std::string& dir, const std::string& data_dir, int port,
                                              const std::string& plane_url,
                                              const std::map<std::string, std::string>& extra = {}) {
