@@ -109,11 +109,44 @@ TEST_CASE("TelegramSender: 429 is transient with retry_after — 400/401/403 are
   f.telegram.fail_next(1, 502);
   CHECK(f.sender->send("hello").status.code == Code::kUnavailable);
 
-  // Unescaped text is refused by Telegram's HTML parser: permanent, which is why callers escape.
-  r = f.sender->send("title with <unknown> tag");
+  // Telegram's HTML parser refusing a message is permanent (the sender escapes, so it only happens on a bug).
+  f.telegram.fail_next_with(1, 400, "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 0");
+  r = f.sender->send("hello");
   CHECK(r.status.code == Code::kInvalid);
   CHECK(r.status.message.find("can't parse entities") != std::string::npos);
   CHECK(f.telegram.messages().empty());
+
+  // A tag-like title is plain text to the sender: escaped, delivered, shown as written.
+  r = f.sender->send("title with <unknown> tag & more");
+  CHECK(r.status.ok());
+  REQUIRE(f.telegram.messages().size() == 1);
+  CHECK(f.telegram.messages()[0].shown == "title with <unknown> tag & more");
+}
+
+TEST_CASE("the fake Telegram refuses malformed HTML and over-long text with 400, as Telegram does") {
+  // The fake must be strict for the sender's escaping tests to mean anything: raw requests, no sender.
+  FakeTelegram telegram;
+  httplib::Client c(telegram.base_url());
+  auto post = [&](const std::string& text) {
+    nlohmann::json body = {{"chat_id", telegram.chat_id()}, {"text", text}, {"parse_mode", "HTML"}};
+    auto r = c.Post("/bot" + telegram.token() + "/sendMessage", body.dump(), "application/json");
+    REQUIRE(r);
+    return std::make_pair(r->status, nlohmann::json::parse(r->body, nullptr, false));
+  };
+  for (const std::string bad : {"a <unknown> tag", "a < b", "x > y", "fish & chips", "&nbsp;"}) {
+    auto [status, body] = post(bad);
+    CHECK_MESSAGE(status == 400, bad);
+    CHECK_MESSAGE(body["ok"] == false, bad);
+    CHECK_MESSAGE(body.value("description", "").find("can't parse entities") != std::string::npos, bad);
+  }
+  auto [status, body] = post(telegram_escape("a <unknown> tag, a < b, x > y, fish & chips") + " <b>bold</b>");
+  CHECK(status == 200);
+  REQUIRE(telegram.messages().size() == 1);
+  CHECK(telegram.messages()[0].shown == "a <unknown> tag, a < b, x > y, fish & chips bold");
+  // The limit counts the shown text: 4097 characters are refused, 4096 escaped ones (more bytes) are not.
+  CHECK(post(std::string(4097, 'x')).first == 400);
+  CHECK(post(telegram_escape(std::string(4096, '<'))).first == 200);
+  CHECK(telegram.messages().size() == 2);
 }
 
 TEST_CASE("TelegramSender follows a group's migration to a supergroup") {
