@@ -25,8 +25,10 @@ class Periodic {
 
   void start() {
     thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+    running_.store(true);
   }
   void stop() {  // idempotent; returns once the thread has joined
+    running_.store(false);
     thread_.request_stop();
     if (thread_.joinable()) thread_.join();
   }
@@ -37,7 +39,8 @@ class Periodic {
     }
     cv_.notify_one();
   }
-  bool running() const { return thread_.joinable(); }
+  // From any thread (readiness): a flag, not thread_.joinable(), which would race the owner's start() and stop().
+  bool running() const { return running_.load(); }
   const std::string& name() const { return name_; }
   // Steady-clock time of the last tick start (or of start()); readiness uses it to spot a stalled thread.
   std::chrono::steady_clock::time_point last_tick() const { return last_tick_.load(); }
@@ -61,6 +64,7 @@ class Periodic {
   std::condition_variable_any cv_;
   bool poked_ = false;  // guarded by mu_
   std::atomic<std::chrono::steady_clock::time_point> last_tick_{std::chrono::steady_clock::now()};
+  std::atomic<bool> running_{false};
   std::jthread thread_;  // last member: stopped before the others are destroyed
 };
 

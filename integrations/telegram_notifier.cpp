@@ -41,6 +41,34 @@ std::string telegram_escape(std::string_view text) {
   return out;
 }
 
+namespace {
+
+// The length of one UTF-8 sequence from its lead byte, and how many UTF-16 units its code point takes. A stray
+// continuation byte counts as a one-byte sequence (Telegram would refuse invalid UTF-8 anyway).
+size_t utf8_sequence_length(unsigned char lead) {
+  if (lead >= 0xF0 && lead < 0xF8) return 4;
+  if (lead >= 0xE0 && lead < 0xF0) return 3;
+  if (lead >= 0xC0 && lead < 0xE0) return 2;
+  return 1;
+}
+
+}  // namespace
+
+std::string telegram_fit(std::string_view text, size_t max_units) {
+  static constexpr std::string_view kEllipsis = "\u2026";  // one UTF-16 unit
+  size_t units = 0;
+  size_t cut = std::string_view::npos;  // the byte offset where the text with the ellipsis still fits
+  for (size_t i = 0; i < text.size();) {
+    size_t len = std::min(utf8_sequence_length(static_cast<unsigned char>(text[i])), text.size() - i);
+    size_t width = len == 4 ? 2 : 1;  // beyond the BMP: a surrogate pair
+    if (cut == std::string_view::npos && units + width + 1 > max_units) cut = i;
+    units += width;
+    if (units > max_units) return std::string(text.substr(0, cut)) + std::string(kEllipsis);
+    i += len;
+  }
+  return std::string(text);
+}
+
 TelegramSender::TelegramSender(HttpClient& http, Secret bot_token, std::string chat_id)
     : http_(http), token_(std::move(bot_token)), chat_id_(std::move(chat_id)) {}
 
@@ -53,7 +81,7 @@ SendResult TelegramSender::send(const std::string& text) {
       chat = chat_id_;
     }
     json body = {{"chat_id", chat_id_value(chat)},
-                 {"text", text},
+                 {"text", telegram_escape(telegram_fit(text))},
                  {"parse_mode", "HTML"},
                  {"link_preview_options", {{"is_disabled", true}}}};
     HttpRequest req = HttpRequest::json("POST", "/bot" + token_.reveal() + "/sendMessage", body);

@@ -26,12 +26,15 @@ struct SendResult {
   std::optional<Seconds> retry_after;
 };
 
+// `text` is plain text, as the outbox stores it: no producer escapes or formats; the sender owns the wire format.
 struct NotificationSender {
   virtual ~NotificationSender() = default;
   virtual SendResult send(const std::string& text) = 0;
 };
 
 // POST {api_base}/bot{token}/sendMessage, text as HTML with link previews off (shared/reference/telegram.md).
+// The plain text is cut to Telegram's limit (telegram_fit) and escaped (telegram_escape) here, in this one place,
+// so that a `<` in an agent's stderr can neither be refused with 400 nor be read as a tag.
 // The HttpClient should be built with max_attempts = 1: the outbox, not this call, waits and retries.
 class TelegramSender final : public NotificationSender {
  public:
@@ -82,8 +85,15 @@ class OutboxDrainer {
   TimePoint paused_until_{};  // after a 429: no send before this
 };
 
-// Escapes text for Telegram's HTML parse mode: & first, then <, then >. For every piece of attacker-controlled
-// text (titles, branch names, commit messages) placed into a message.
+// Escapes plain text for Telegram's HTML parse mode: & first, then <, then >. TelegramSender calls it on every
+// message; producers must not (the outbox holds plain text), or the entities would show up escaped twice.
 std::string telegram_escape(std::string_view text);
+
+// Telegram's limit on a message's text after entity parsing, in UTF-16 code units (shared/reference/telegram.md).
+inline constexpr size_t kTelegramMaxTextUnits = 4096;
+
+// Plain text cut to at most max_units UTF-16 code units, ending in "…" when cut; never inside a UTF-8 sequence
+// (so a valid UTF-8 text stays valid). Cut before escaping, so no entity can be split.
+std::string telegram_fit(std::string_view text, size_t max_units = kTelegramMaxTextUnits);
 
 }  // namespace orch

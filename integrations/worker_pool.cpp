@@ -538,6 +538,7 @@ RecoveryReport JobRunner::recover_interrupted() {
 }
 
 void WorkerPool::start() {
+  std::lock_guard lock(state_mu_);
   if (!threads_.empty()) return;
   const int n = std::max(1, runner_.options().workers);
   const std::string replica = runner_.options().replica_id;
@@ -553,16 +554,29 @@ void WorkerPool::start() {
 }
 
 std::vector<WorkerPool::WorkerLiveness> WorkerPool::liveness() const {
+  std::lock_guard lock(state_mu_);
   std::vector<WorkerLiveness> out;
   for (std::size_t i = 0; i < threads_.size(); ++i) out.push_back({worker_ids_[i], alive_[i].load()});
   return out;
 }
 
+bool WorkerPool::running() const {
+  std::lock_guard lock(state_mu_);
+  return !threads_.empty();
+}
+
 void WorkerPool::stop() {
-  for (auto& t : threads_) t.request_stop();  // wakes the waits and stops running agents
-  for (auto& t : threads_)
+  // The threads leave the vector first (readiness says "not running" from here on), then are joined without the
+  // lock: a join waits out an agent's stop grace, and /readyz must not wait for it. worker_ids_ and alive_, which
+  // the threads use, stay in place until start() refills them, and only the owner calls start() or stop().
+  std::vector<std::jthread> threads;
+  {
+    std::lock_guard lock(state_mu_);
+    threads.swap(threads_);
+  }
+  for (auto& t : threads) t.request_stop();  // wakes the waits and stops running agents
+  for (auto& t : threads)
     if (t.joinable()) t.join();
-  threads_.clear();
 }
 
 void WorkerPool::poke() {

@@ -152,7 +152,7 @@ class WorkerPool {
     std::chrono::steady_clock::time_point last_alive;
   };
   std::vector<WorkerLiveness> liveness() const;
-  bool running() const { return !threads_.empty(); }
+  bool running() const;  // from any thread (readiness), while the owner may be in start() or stop()
 
   // Pokes on every transition: the job scheduler subscribed before us may just have enqueued the stage's agent.
   void subscribe_to(EventBus& bus) {
@@ -172,6 +172,9 @@ class WorkerPool {
   std::mutex mu_;
   std::condition_variable_any cv_;
   unsigned long pokes_ = 0;            // guarded by mu_: a generation, so one poke wakes every idle worker
+  // Guards the vectors below against running() and liveness() on other threads (the HTTP ones of /readyz) while
+  // the owner starts or stops the pool. Not held by the workers, nor while joining them.
+  mutable std::mutex state_mu_;
   // One slot per thread, made in start() before the threads and never resized while they run.
   std::vector<std::string> worker_ids_;
   std::unique_ptr<std::atomic<std::chrono::steady_clock::time_point>[]> alive_;

@@ -147,8 +147,9 @@ void ReconcilePass::report_unblock(const Unblock& u, TimePoint now, PassReport& 
   count_unblock(u);
   if (!defaults_.notify_unblock) return;
   const std::string key = "unblock:" + std::to_string(u.task_id) + ":" + std::to_string(u.visit);
-  const std::string text = "<b>" + telegram_escape(u.work_item_key) + "</b> unblocked (lost webhook): " +
-                           telegram_escape(u.from) + " → " + telegram_escape(u.to) + " via " + u.via;
+  // Plain text: the outbox stores it as is and the sender escapes it (integrations/telegram_notifier.h).
+  const std::string text =
+      u.work_item_key + " unblocked (lost webhook): " + u.from + " → " + u.to + " via " + u.via;
   auto queued = outbox_.enqueue_notification(key, text, now);
   if (!queued.ok()) {
     log_.warn("reconciler: cannot queue the unblock notification for {}: {}", u.work_item_key,

@@ -133,9 +133,11 @@ Result<DeliveryResult> InboxProcessor::replay(const std::string& delivery_id) {
 void InboxProcessor::start() {
   if (thread_.joinable()) return;
   thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+  running_.store(true);
 }
 
 void InboxProcessor::stop() {
+  running_.store(false);
   thread_.request_stop();
   if (thread_.joinable()) thread_.join();
 }

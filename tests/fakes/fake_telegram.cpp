@@ -54,6 +54,42 @@ std::string html_error(const std::string& text) {
   return {};
 }
 
+// The text Telegram shows for a message that html_error() accepted: tags dropped, entities decoded. Its length,
+// not the raw text's, is what the 4096 limit counts ("1-4096 characters after entities parsing").
+std::string html_shown(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '<') {
+      i = text.find('>', i);
+    } else if (c == '&') {
+      size_t semi = text.find(';', i);
+      std::string entity = text.substr(i + 1, semi - i - 1);
+      if (entity == "lt") out += '<';
+      else if (entity == "gt") out += '>';
+      else if (entity == "amp") out += '&';
+      else if (entity == "quot") out += '"';
+      else out += '?';  // a numeric entity: one character, enough for the count
+      i = semi;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    for (size_t k = 1; k < len; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    i += len;
+  }
+  return true;
+}
+
 size_t utf16_length(const std::string& s) {
   size_t n = 0;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -131,14 +167,17 @@ void FakeTelegram::install_routes() {
       return fail(res, 400, "Bad Request: chat not found");
     if (text.empty()) return fail(res, 400, "Bad Request: message text is empty");
     if (text.size() > 32768) return fail(res, 400, "Bad Request: text is too long");
+    if (!valid_utf8(text)) return fail(res, 400, "Bad Request: strings must be encoded in UTF-8");
     if (parse_mode == "HTML")
       if (std::string err = html_error(text); !err.empty())
         return fail(res, 400, "Bad Request: can't parse entities: " + err);
-    if (utf16_length(text) > 4096) return fail(res, 400, "Bad Request: message is too long");
+    const std::string shown = parse_mode == "HTML" ? html_shown(text) : text;
+    if (utf16_length(shown) > 4096) return fail(res, 400, "Bad Request: message is too long");
     TelegramMessage m;
     m.chat_id = chat;
     m.text = text;
     m.parse_mode = parse_mode;
+    m.shown = shown;
     m.link_preview_disabled = body.contains("link_preview_options") && body["link_preview_options"].is_object() &&
                               body["link_preview_options"].value("is_disabled", false);
     m.message_id = static_cast<std::int64_t>(messages_.size()) + 800;

@@ -15,6 +15,7 @@ struct TelegramMessage {
   std::string chat_id;  // as text, whether it was sent as a number or a string
   std::string text;
   std::string parse_mode;
+  std::string shown;  // what the chat shows: for HTML, the text with its tags dropped and its entities decoded
   bool link_preview_disabled = false;
   std::int64_t message_id = 0;
 };

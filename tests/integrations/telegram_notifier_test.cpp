@@ -76,12 +76,13 @@ TEST_CASE("telegram_escape escapes &, < and > (ampersand first)") {
 
 TEST_CASE("TelegramSender posts sendMessage as HTML with link previews off") {
   SenderFixture f;
-  SendResult r = f.sender->send("<b>SHOP-42</b> moved to " + telegram_escape("review <&>"));
+  SendResult r = f.sender->send("SHOP-42 moved to review <&>");
   REQUIRE(r.status.ok());
   auto msgs = f.telegram.messages();
   REQUIRE(msgs.size() == 1);
   CHECK(msgs[0].chat_id == f.telegram.chat_id());
-  CHECK(msgs[0].text == "<b>SHOP-42</b> moved to review &lt;&amp;&gt;");
+  CHECK(msgs[0].text == "SHOP-42 moved to review &lt;&amp;&gt;");  // the sender escapes the plain text
+  CHECK(msgs[0].shown == "SHOP-42 moved to review <&>");
   CHECK(msgs[0].parse_mode == "HTML");
   CHECK(msgs[0].link_preview_disabled);
   auto req = f.telegram.requests().at(0);
@@ -108,11 +109,44 @@ TEST_CASE("TelegramSender: 429 is transient with retry_after — 400/401/403 are
   f.telegram.fail_next(1, 502);
   CHECK(f.sender->send("hello").status.code == Code::kUnavailable);
 
-  // Unescaped text is refused by Telegram's HTML parser: permanent, which is why callers escape.
-  r = f.sender->send("title with <unknown> tag");
+  // Telegram's HTML parser refusing a message is permanent (the sender escapes, so it only happens on a bug).
+  f.telegram.fail_next_with(1, 400, "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 0");
+  r = f.sender->send("hello");
   CHECK(r.status.code == Code::kInvalid);
   CHECK(r.status.message.find("can't parse entities") != std::string::npos);
   CHECK(f.telegram.messages().empty());
+
+  // A tag-like title is plain text to the sender: escaped, delivered, shown as written.
+  r = f.sender->send("title with <unknown> tag & more");
+  CHECK(r.status.ok());
+  REQUIRE(f.telegram.messages().size() == 1);
+  CHECK(f.telegram.messages()[0].shown == "title with <unknown> tag & more");
+}
+
+TEST_CASE("the fake Telegram refuses malformed HTML and over-long text with 400, as Telegram does") {
+  // The fake must be strict for the sender's escaping tests to mean anything: raw requests, no sender.
+  FakeTelegram telegram;
+  httplib::Client c(telegram.base_url());
+  auto post = [&](const std::string& text) {
+    nlohmann::json body = {{"chat_id", telegram.chat_id()}, {"text", text}, {"parse_mode", "HTML"}};
+    auto r = c.Post("/bot" + telegram.token() + "/sendMessage", body.dump(), "application/json");
+    REQUIRE(r);
+    return std::make_pair(r->status, nlohmann::json::parse(r->body, nullptr, false));
+  };
+  for (const std::string bad : {"a <unknown> tag", "a < b", "x > y", "fish & chips", "&nbsp;"}) {
+    auto [status, body] = post(bad);
+    CHECK_MESSAGE(status == 400, bad);
+    CHECK_MESSAGE(body["ok"] == false, bad);
+    CHECK_MESSAGE(body.value("description", "").find("can't parse entities") != std::string::npos, bad);
+  }
+  auto [status, body] = post(telegram_escape("a <unknown> tag, a < b, x > y, fish & chips") + " <b>bold</b>");
+  CHECK(status == 200);
+  REQUIRE(telegram.messages().size() == 1);
+  CHECK(telegram.messages()[0].shown == "a <unknown> tag, a < b, x > y, fish & chips bold");
+  // The limit counts the shown text: 4097 characters are refused, 4096 escaped ones (more bytes) are not.
+  CHECK(post(std::string(4097, 'x')).first == 400);
+  CHECK(post(telegram_escape(std::string(4096, '<'))).first == 200);
+  CHECK(telegram.messages().size() == 2);
 }
 
 TEST_CASE("TelegramSender follows a group's migration to a supergroup") {
@@ -130,6 +164,53 @@ TEST_CASE("LogOnlySender logs the message text instead of sending it") {
   LogOnlySender sender(log.logger());
   CHECK(sender.send("SHOP-42 unblocked").status.ok());
   CHECK(log.contains("SHOP-42 unblocked"));
+}
+
+TEST_CASE("telegram_fit cuts to 4096 UTF-16 units with an ellipsis, never inside a UTF-8 sequence") {
+  CHECK(telegram_fit("short") == "short");
+  CHECK(telegram_fit(std::string(4096, 'x')) == std::string(4096, 'x'));
+  CHECK(telegram_fit(std::string(4097, 'x')) == std::string(4095, 'x') + "\u2026");
+  CHECK(telegram_fit("abcdef", 4) == "abc\u2026");
+  // "é" is 2 bytes and 1 unit; "😀" is 4 bytes and 2 units (a surrogate pair): neither is split.
+  CHECK(telegram_fit("ééééé", 4) == "ééé\u2026");
+  CHECK(telegram_fit("a😀😀", 4) == "a😀\u2026");
+  CHECK(telegram_fit("ab😀😀", 4) == "ab\u2026");  // ab😀… would be 5 units: the pair is not split
+  CHECK(telegram_fit("a😀b", 4) == "a😀b");
+}
+
+TEST_CASE("the outbox delivers a blocked reason with <, & and > intact, escaped once by the sender") {
+  OutboxFixture f;
+  // What JobRunner::block queues: plain text, with an agent's (or git's) stderr in it.
+  const std::string text = "SHOP-42 is blocked in development: git: error: <stdin>:3: bad ref 'a&b' -> x > y";
+  f.enqueue("blocked:1:1", text);
+  CHECK(f.drainer->drain_once() == 1);
+  auto msgs = f.telegram.messages();
+  REQUIRE(msgs.size() == 1);
+  CHECK(msgs[0].parse_mode == "HTML");
+  CHECK(msgs[0].shown == text);
+  CHECK(f.row("blocked:1:1").status == NotificationStatus::kSent);
+}
+
+TEST_CASE("the outbox cuts a 5000-character message to Telegram's limit instead of failing it") {
+  OutboxFixture f;
+  std::string text = "SHOP-42 is blocked in development: ";
+  while (text.size() < 4090) text += "a<b ";
+  text += "ééé😀😀😀 and more";  // multi-byte sequences around the cut
+  while (text.size() < 5000) text += "x";
+  f.enqueue("long", text);
+  CHECK(f.drainer->drain_once() == 1);
+  auto msgs = f.telegram.messages();
+  REQUIRE(msgs.size() == 1);
+  CHECK(f.row("long").status == NotificationStatus::kSent);
+  const std::string& shown = msgs[0].shown;
+  size_t units = 0;
+  for (unsigned char c : shown)
+    if ((c & 0xC0) != 0x80) units += c >= 0xF0 ? 2 : 1;
+  CHECK(units <= 4096);
+  CHECK(units >= 4000);
+  REQUIRE(shown.size() >= 3);
+  CHECK(shown.substr(shown.size() - 3) == "\u2026");
+  CHECK(text.compare(0, shown.size() - 3, shown, 0, shown.size() - 3) == 0);  // a prefix of the text
 }
 
 TEST_CASE("the outbox sends due notifications once and marks them sent") {

@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <atomic>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -502,6 +503,41 @@ TEST_CASE("the pool runs queued jobs on its threads, wakes on poke, and stops pr
   REQUIRE(jobs.size() == 1);
   CHECK(jobs[0].status == JobStatus::kQueued);  // put back for the next start
   CHECK(jobs[0].attempt == 1);
+}
+
+TEST_CASE("the pool answers running() and liveness() from another thread while its owner starts and stops it") {
+  // /readyz asks from an HTTP thread while the app starts or stops the pool. No assertion can see a data race in
+  // a release build: the tsan preset fails this test when those reads are unsynchronised.
+  WorkerFixture w(Scripts{{"analyst", "true\n"}});
+  WorkerOptions o = w.options;
+  o.workers = 2;
+  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock,
+                   w.f.log, o);
+  WorkerPool pool(runner, *w.f.store, w.f.clock, w.f.log);
+  std::atomic<bool> done{false};
+  std::atomic<int> reads{0};
+  std::atomic<bool> bad_size{false};
+  std::thread readiness([&] {
+    while (!done.load()) {
+      const bool running = pool.running();
+      const auto live = pool.liveness();
+      if (!live.empty() && live.size() != 2) bad_size = true;
+      (void)running;
+      ++reads;
+    }
+  });
+  for (int round = 0; round < 5; ++round) {
+    pool.start();
+    CHECK(pool.running());
+    const int seen = reads.load();
+    CHECK(eventually([&] { return reads.load() > seen; }, 10s));  // the reader ran while the pool was up
+    pool.stop();
+    CHECK_FALSE(pool.running());
+    CHECK(pool.liveness().empty());
+  }
+  done = true;
+  readiness.join();
+  CHECK_FALSE(bad_size.load());
 }
 
 TEST_CASE("two worker pools on one database file never run the same job twice") {

@@ -35,6 +35,10 @@ std::vector<char*> c_array(std::vector<std::string>& v) {
 std::map<std::string, std::string> with_defaults(std::map<std::string, std::string> env) {
   if (!env.count("PATH")) env["PATH"] = std::getenv("PATH") ? std::getenv("PATH") : "/usr/local/bin:/usr/bin:/bin";
   if (!env.count("HOME")) env["HOME"] = std::getenv("HOME") ? std::getenv("HOME") : "/tmp";
+  // The sanitizer presets' options (halt on the first report, the suppressions file) reach the `orch` children
+  // too, so that a report in the real binary fails the test instead of only landing in its log.
+  for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"})
+    if (!env.count(name) && std::getenv(name)) env[name] = std::getenv(name);
   return env;
 }
 

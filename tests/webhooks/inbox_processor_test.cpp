@@ -234,7 +234,7 @@ TEST_CASE("the thread handles a poked delivery promptly and stops promptly") {
   CHECK(eventually([&] { return p.row("d1").status == DeliveryStatus::kHandled; }, 5s));
   auto t0 = std::chrono::steady_clock::now();
   p.processor.stop();
-  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+  CHECK(std::chrono::steady_clock::now() - t0 < 30s);  // not the hour; wide enough for TSan on 2 busy cores
   p.processor.stop();  // idempotent
 }
 
