@@ -13,6 +13,7 @@
 #include "app/auth.h"
 #include "engine/clock.h"
 #include "engine/setting_keys.h"
+#include "webhooks/refusals.h"
 
 namespace orch {
 namespace {
@@ -44,6 +45,12 @@ Metrics::Metrics(Store& store, const Leadership& leadership)
                       .Name("orch_webhook_deliveries_received_total")
                       .Help("Webhook requests by source and outcome (stored, duplicate, refused)")
                       .Register(*registry_)),
+      refused_(BuildCounter()
+                   .Name("orch_webhook_refused_total")
+                   .Help("Webhook deliveries refused (nothing stored) by source and reason (not_configured, "
+                         "too_large, unsupported_media_type, missing_signature, bad_signature, malformed, "
+                         "missing_header, unreadable, store_unavailable)")
+                   .Register(*registry_)),
       request_seconds_(BuildHistogram()
                            .Name("orch_http_request_duration_seconds")
                            .Help("Time to answer an HTTP request, by route (webhook routes include the commit)")
@@ -144,6 +151,9 @@ Metrics::Metrics(Store& store, const Leadership& leadership)
                        .Register(*registry_)) {
   // Every outcome is exposed from the start (at 0), so that rate() and alerts see a series before the first pass.
   for (const char* outcome : {"ok", "error", "interrupted"}) reconcile_passes_.Add({{"outcome", outcome}});
+  for (Source source : {Source::kPlane, Source::kGitea})
+    for (std::size_t r = 0; r < kRefusalKinds; ++r)
+      refused_.Add({{"source", source_name(source)}, {"reason", refusal_name(static_cast<Refusal>(r))}});
 }
 
 void Metrics::subscribe_to(EventBus& bus) {
@@ -215,6 +225,10 @@ void Metrics::unblocked(std::string_view side, std::string_view stage) {
 void Metrics::inbox_commit(std::size_t deliveries, double seconds) {
   inbox_commit_seconds_.Observe(seconds);
   inbox_commit_deliveries_.Observe(static_cast<double>(deliveries));
+}
+
+void Metrics::delivery_refused(Source source, std::string_view reason) {
+  refused_.Add({{"source", source_name(source)}, {"reason", std::string(reason)}}).Increment();
 }
 
 void Metrics::reconcile_pass(std::string_view outcome, double seconds) {

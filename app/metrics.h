@@ -50,6 +50,7 @@ class Metrics final : public Telemetry {
   void unblocked(std::string_view side, std::string_view stage) override;
   void reconcile_pass(std::string_view outcome, double seconds) override;
   void inbox_commit(std::size_t deliveries, double seconds) override;
+  void delivery_refused(Source source, std::string_view reason) override;
 
  private:
   void collect_from_store();
@@ -58,6 +59,7 @@ class Metrics final : public Telemetry {
   const Leadership& leadership_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& deliveries_;
+  prometheus::Family<prometheus::Counter>& refused_;
   prometheus::Family<prometheus::Histogram>& request_seconds_;
   prometheus::Family<prometheus::Counter>& transitions_;
   prometheus::Family<prometheus::Counter>& api_calls_;

@@ -173,7 +173,12 @@ function renderInbox(doc) {
       el('tr', {class: 'delivery', 'data-delivery-id': d.delivery_id},
         el('td', {}, d.source), el('td', {class: 'delivery-id'}, d.delivery_id), el('td', {}, d.event),
         el('td', {}, d.received_at), el('td', {class: 'bad'}, d.error),
-        el('td', {}, el('button', {class: 'replay', onclick: () => replay(d.delivery_id)}, 'Replay'))))));
+        el('td', {}, el('button', {class: 'replay', onclick: () => replay(d.delivery_id)}, 'Replay'))))),
+    el('h3', {}, 'Refused deliveries (not stored; since this server started)'),
+    table(['source', 'reason', 'count', 'last', 'last error'], (doc.refused_deliveries || []).map(r =>
+      el('tr', {class: 'refused', 'data-reason': r.source + ':' + r.reason},
+        el('td', {}, r.source), el('td', {}, r.reason), el('td', {class: 'bad'}, r.count),
+        el('td', {}, r.last_at), el('td', {}, r.last_error)))));
 }
 function renderTransitions(doc) {
   setBody('transitions', table(['at', 'item', 'from', 'to', 'cause', 'detail'], doc.transitions.map(t =>
@@ -242,19 +247,31 @@ std::string json_for_script(const json& value) {
 }
 
 QueuePage::QueuePage(Store& store, const Clock& clock, const Config& config, const DataLayout& layout,
-                     QueueDefaults defaults, QueueLinks links, const Leadership* leadership)
+                     QueueDefaults defaults, QueueLinks links, const Leadership* leadership,
+                     const RefusalCounts* refusals)
     : store_(store),
       clock_(clock),
       config_(config),
       layout_(layout),
       defaults_(defaults),
       links_(std::move(links)),
-      leadership_(leadership) {}
+      leadership_(leadership),
+      refusals_(refusals) {}
 
 Result<json> QueuePage::document() {
   auto doc = queue_document(store_, clock_.now(), defaults_, leadership_);
   if (!doc.ok()) return doc.status();
   json d = doc.value();
+  if (refusals_) {
+    // Refused deliveries left nothing in the store: this process's count is all there is (webhooks/refusals.h).
+    d["refused_deliveries"] = json::array();
+    for (const RefusalCounts::Row& r : refusals_->rows())
+      d["refused_deliveries"].push_back({{"source", source_name(r.source)},
+                                         {"reason", refusal_name(r.reason)},
+                                         {"count", r.count},
+                                         {"last_at", format_rfc3339(r.last_at)},
+                                         {"last_error", r.last_error}});
+  }
   for (json& j : d["jobs"])
     if (j["status"] == "failed") {
       std::string tail = tail_of_file(layout_.job_log(j["id"].get<JobId>()).string(), kLogTailBytes);

@@ -16,6 +16,7 @@
 #include "engine/layout.h"
 #include "engine/secret.h"
 #include "engine/store.h"
+#include "webhooks/refusals.h"
 
 namespace orch {
 
@@ -26,8 +27,9 @@ struct QueueLinks {  // where the page's links point: the Plane work item and th
 
 class QueuePage {
  public:
+  // With `refusals`, the document carries `refused_deliveries`: what the webhook routes refused since start.
   QueuePage(Store& store, const Clock& clock, const Config& config, const DataLayout& layout, QueueDefaults defaults,
-            QueueLinks links, const Leadership* leadership = nullptr);
+            QueueLinks links, const Leadership* leadership = nullptr, const RefusalCounts* refusals = nullptr);
 
   void register_routes(httplib::Server& server, const Secret& admin_token);
 
@@ -46,6 +48,7 @@ class QueuePage {
   const QueueDefaults defaults_;
   const QueueLinks links_;
   const Leadership* leadership_;  // null: say nothing of leadership
+  const RefusalCounts* refusals_;  // null: no refused_deliveries field
 };
 
 // The last `max_bytes` of a file ("" when it does not exist), starting at a line boundary when it can.

@@ -34,11 +34,11 @@ WebhookRouteOptions route_options(const Settings& s, Telemetry& telemetry) {
   // at a time, in arrival order, even when several replicas share the inbox.
   std::map<std::string, std::string> lanes;
   for (const ProjectSpec& p : s.config.projects) {
-    lanes["plane:" + p.plane_project_id] = "project:" + p.name;
-    lanes["gitea:" + p.gitea_repo] = "project:" + p.name;
+    lanes["plane:" + match_key(p.plane_project_id)] = "project:" + p.name;
+    lanes["gitea:" + match_key(p.gitea_repo)] = "project:" + p.name;
   }
   o.lane_of = [lanes = std::move(lanes)](Source source, const std::string& key) {
-    std::string raw = std::string(source_name(source)) + ":" + key;
+    std::string raw = std::string(source_name(source)) + ":" + match_key(key);
     auto it = lanes.find(raw);
     return it != lanes.end() ? it->second : raw;
   };
@@ -168,7 +168,8 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       queue_page_(*store_, clock_, settings_.config, layout_,
                   QueueDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
                                 static_cast<long long>(settings_.reconciler.interval.count())},
-                  QueueLinks{settings_.plane_base_url, settings_.gitea_base_url}, leadership_.get()) {
+                  QueueLinks{settings_.plane_base_url, settings_.gitea_base_url}, leadership_.get(),
+                  &webhook_routes_.refusals()) {
   // Order matters: the worktree exists before the first job is queued, and the pool is poked after the enqueue.
   subscribe_audit_log(bus_, log_);
   lifecycle_.subscribe_to(bus_);

@@ -380,10 +380,11 @@ std::vector<ProjectSpec> read_projects(Reader& r, const toml::value& root) {
       p.plane_states.rejected = r.string_or(*states, "rejected", states_where, p.plane_states.rejected);
     }
     if (r.failed()) break;
-    // Webhooks are routed to a project by repository and by Plane project id: each must name one project.
+    // Webhooks are routed to a project by repository and by Plane project id: each must name one project, compared
+    // as the senders compare them (match_key: "Acme/App" and "acme/app" are one repository).
     auto unique = [&](std::map<std::string, unsigned>& seen, const char* key, const std::string& value, const char* what) {
       const toml::value& at = *Reader::find(t, key);
-      auto [it, inserted] = seen.emplace(value, line_of(at));
+      auto [it, inserted] = seen.emplace(std::string(key) == "name" ? value : match_key(value), line_of(at));
       if (!inserted) r.fail(at, std::string(what) + " \"" + value + "\" (first on line " + std::to_string(it->second) + ")");
     };
     unique(name_lines, "name", p.name, "duplicate project name");
@@ -633,15 +634,24 @@ const ProjectSpec* Config::find_project(std::string_view name) const {
   return nullptr;
 }
 
+std::string match_key(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
 const ProjectSpec* Config::find_project_by_repo(std::string_view gitea_repo) const {
+  const std::string key = match_key(gitea_repo);
   for (const auto& p : projects)
-    if (p.gitea_repo == gitea_repo) return &p;
+    if (match_key(p.gitea_repo) == key) return &p;
   return nullptr;
 }
 
 const ProjectSpec* Config::find_project_by_plane_id(std::string_view plane_project_id) const {
+  const std::string key = match_key(plane_project_id);
   for (const auto& p : projects)
-    if (p.plane_project_id == plane_project_id) return &p;
+    if (match_key(p.plane_project_id) == key) return &p;
   return nullptr;
 }
 

@@ -59,10 +59,15 @@ struct ProjectSpec {
   PlaneStateNames plane_states;
 };
 
+// [server] max_body_bytes when unset: 16 MiB. A Plane work-item webhook carries the description three times
+// (description_html, description_binary as base64, description_stripped); 16 MiB fits a description of several
+// MiB of HTML with room to spare, while one request can still not hold more than that in memory (docs/adr/0009).
+inline constexpr std::size_t kDefaultMaxBodyBytes = 16 * 1024 * 1024;
+
 struct ServerSpec {
   std::string listen = "127.0.0.1:8080";
   std::string data_dir = "./var";
-  std::size_t max_body_bytes = 1024 * 1024;
+  std::size_t max_body_bytes = kDefaultMaxBodyBytes;
 };
 
 struct ReconcilerSpec {
@@ -99,6 +104,8 @@ struct Config {
   std::vector<StageSpec> stages;  // in order; `created` and `done` are implicit
 
   const ProjectSpec* find_project(std::string_view name) const;
+  // Both compare as the senders do, ignoring ASCII case (match_key): Gitea resolves owner/name case-insensitively
+  // and sends repository.full_name with the owner's capitalisation; a UUID's hex digits have no case.
   const ProjectSpec* find_project_by_repo(std::string_view gitea_repo) const;
   const ProjectSpec* find_project_by_plane_id(std::string_view plane_project_id) const;
 };
@@ -108,5 +115,10 @@ Result<Config> parse_config(const std::string& text, const std::string& filename
 Result<Config> load_config(const std::string& path);
 // Durations are strings with a unit: "90s", "15m", "2h", "1d". nullopt if malformed.
 std::optional<std::chrono::seconds> parse_duration(std::string_view s);
+
+// The form under which a repository name ("Acme/App") or a Plane project id is compared: ASCII-lowercased, the way
+// Gitea compares owner and repository names (its LowerName columns). Never shown: what is shown and what the REST
+// calls use is the configured spelling.
+std::string match_key(std::string_view s);
 
 }  // namespace orch

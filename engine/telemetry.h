@@ -54,6 +54,9 @@ struct Telemetry {
   // from BEGIN to COMMIT's return, fsync included. Their sum over a minute is the committer's busy fraction: near 1,
   // ingest runs at the durable-write ceiling.
   virtual void inbox_commit(std::size_t deliveries, double seconds) = 0;
+  // One delivery the webhook routes refused (it wrote nothing): `reason` is one of webhooks/refusals.h's names
+  // ("too_large", "bad_signature", ...).
+  virtual void delivery_refused(Source source, std::string_view reason) = 0;
 };
 
 }  // namespace orch

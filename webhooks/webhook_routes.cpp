@@ -2,7 +2,9 @@
 //
 // DESIGN: every check runs before anything is written, in the order of the cheapest and least trusting first:
 // secret configured (503), size (413, from Content-Length before reading when it is there), content type (415),
-// signature present and valid over the raw bytes (401), JSON syntax (400 with the byte offset), delivery id (400).
+// signature present and valid over the raw bytes (401; for Gitea's form content type over the decoded payload, as
+// Gitea signs it), JSON syntax (400 with the byte offset), delivery id (400). Each refusal is counted by source and
+// reason (webhooks/refusals.h), since it leaves nothing in the store.
 // The body is read or skipped even when the headers already decided the answer, so that a keep-alive connection
 // stays in step. Only then is the delivery stored, deduplicated by id, and for Plane also by body digest: Plane
 // retries a timed-out delivery with a fresh id and the byte-identical body.
@@ -34,13 +36,64 @@ void reply(httplib::Response& res, int status, const json& body) {
 
 void refuse(httplib::Response& res, int status, const std::string& message) { reply(res, status, {{"error", message}}); }
 
-bool is_json_media_type(const std::string& content_type) {
+// The media type of a Content-Type value, lowercased, without parameters or surrounding space.
+std::string media_type(const std::string& content_type) {
   std::string media = content_type.substr(0, content_type.find(';'));
   auto not_space = [](unsigned char c) { return !std::isspace(c); };
   media.erase(media.begin(), std::find_if(media.begin(), media.end(), not_space));
   media.erase(std::find_if(media.rbegin(), media.rend(), not_space).base(), media.end());
   std::transform(media.begin(), media.end(), media.begin(), [](unsigned char c) { return std::tolower(c); });
-  return media == "application/json";
+  return media;
+}
+
+constexpr std::string_view kFormMediaType = "application/x-www-form-urlencoded";
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// application/x-www-form-urlencoded decoding of one key or value: '+' is a space, %HH a byte. nullopt on a broken
+// escape: a body that does not decode is malformed, not guessed at.
+std::optional<std::string> form_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%') {
+      if (i + 2 >= s.size()) return std::nullopt;
+      const int hi = hex_digit(s[i + 1]), lo = hex_digit(s[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// Gitea's form content type: the body is `payload=<urlencoded JSON>` (gitea.md §1.1), and the signature is over the
+// decoded JSON, not over the body (§1.3). The one `payload` field's value, or an error saying what is wrong.
+Result<std::string> form_payload(std::string_view body) {
+  std::optional<std::string> payload;
+  while (!body.empty()) {
+    const std::size_t amp = body.find('&');
+    std::string_view pair = body.substr(0, amp);
+    body = amp == std::string_view::npos ? std::string_view{} : body.substr(amp + 1);
+    const std::size_t eq = pair.find('=');
+    auto key = form_decode(pair.substr(0, eq));
+    if (!key) return invalid("the form body has a broken %-escape");
+    if (*key != "payload") continue;
+    if (payload) return invalid("the form body has more than one payload field");
+    payload = form_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+    if (!payload) return invalid("the form body's payload has a broken %-escape");
+  }
+  if (!payload) return invalid("the form body has no payload field");
+  return *payload;
 }
 
 std::optional<std::uint64_t> content_length(const httplib::Request& req) {
@@ -153,22 +206,30 @@ void WebhookRoutes::serve(Source source, const httplib::Request& req, httplib::R
 
   // What the headers alone decide.
   int early_status = 0;
+  Refusal early_reason{};
   std::string early_error;
+  const std::string media = media_type(req.get_header_value("Content-Type"));
+  const bool form = !plane && media == kFormMediaType;
   if (secret.empty() && !secrets_.allow_unsigned) {
     early_status = 503;
+    early_reason = Refusal::kNotConfigured;
     early_error = std::string(name) + " webhooks are not accepted: " + secret_variable(source) +
                   " is not set (ORCH_ALLOW_UNSIGNED_WEBHOOKS=1 accepts them unsigned)";
   } else if (length && *length > max) {
     early_status = 413;
+    early_reason = Refusal::kTooLarge;
     early_error = "body exceeds " + std::to_string(max) + " bytes";
-  } else if (!is_json_media_type(req.get_header_value("Content-Type"))) {
+  } else if (media != "application/json" && !form) {
     early_status = 415;
-    early_error = "content type must be application/json";
+    early_reason = Refusal::kUnsupportedMediaType;
+    early_error = plane ? "content type must be application/json"
+                        : "content type must be application/json or application/x-www-form-urlencoded";
   } else if (check_signature &&
              (plane ? req.get_header_value("X-Plane-Signature").empty()
                     : req.get_header_value("X-Gitea-Signature").empty() &&
                           req.get_header_value("X-Hub-Signature-256").empty())) {
     early_status = 401;
+    early_reason = Refusal::kMissingSignature;
     early_error = plane ? "missing X-Plane-Signature" : "missing X-Gitea-Signature";
   }
 
@@ -188,35 +249,46 @@ void WebhookRoutes::serve(Source source, const httplib::Request& req, httplib::R
       return true;
     });
   }
-  auto refused = [&](int status, const std::string& why) {
+  auto refused = [&](int status, Refusal reason, const std::string& why) {
     log_.info("webhooks: refused a {} delivery: {} ({})", name, why, status);
+    count_refusal(source, reason, why);
     refuse(res, status, why);
   };
-  if (early_status) return refused(early_status, early_error);
-  if (too_big) return refused(413, "body exceeds " + std::to_string(max) + " bytes");
-  if (!read_ok) return refused(400, "the body could not be read");
+  if (early_status) return refused(early_status, early_reason, early_error);
+  if (too_big) return refused(413, Refusal::kTooLarge, "body exceeds " + std::to_string(max) + " bytes");
+  if (!read_ok) return refused(400, Refusal::kUnreadable, "the body could not be read");
+
+  // A form body carries the JSON in its payload field; from here on (signature, syntax, the stored body) the
+  // delivery is that JSON, exactly as if the hook had been set to the JSON content type.
+  if (form) {
+    auto payload = form_payload(body);
+    if (!payload.ok()) return refused(400, Refusal::kMalformed, payload.status().message);
+    body = std::move(payload).value();
+  }
 
   if (check_signature) {
     const bool valid = plane ? verify_plane_signature(secret.reveal(), body, req.get_header_value("X-Plane-Signature"))
                              : verify_gitea_signature(secret.reveal(), body, req.get_header_value("X-Gitea-Signature"),
                                                       req.get_header_value("X-Hub-Signature-256"));
-    if (!valid) return refused(401, "invalid signature");
+    if (!valid) return refused(401, Refusal::kBadSignature, "invalid signature");
   }
 
   DeliveryScan scan(source);
   if (!json::sax_parse(body, &scan, json::input_format_t::json, /*strict=*/true)) {
     log_.info("webhooks: refused a {} delivery: malformed JSON at byte {} (400)", name, scan.error_byte);
+    count_refusal(source, Refusal::kMalformed, "malformed JSON at byte " + std::to_string(scan.error_byte));
     return reply(res, 400, {{"error", "malformed JSON"}, {"byte", scan.error_byte}});
   }
 
   const char* id_header = plane ? "X-Plane-Delivery" : "X-Gitea-Delivery";
   std::string delivery_id = req.get_header_value(id_header);
   if (delivery_id.empty() || delivery_id.size() > kMaxDeliveryIdLength)
-    return refused(400, std::string("missing or oversized ") + id_header + " header");
+    return refused(400, Refusal::kMissingHeader, std::string("missing or oversized ") + id_header + " header");
   std::string event = plane ? req.get_header_value("X-Plane-Event") : req.get_header_value("X-Gitea-Event-Type");
   if (!plane && event.empty()) event = req.get_header_value("X-Gitea-Event");  // senders before X-Gitea-Event-Type
   if (event.empty() || event.size() > kMaxDeliveryIdLength)
-    return refused(400, plane ? "missing X-Plane-Event header" : "missing X-Gitea-Event-Type header");
+    return refused(400, Refusal::kMissingHeader,
+                   plane ? "missing X-Plane-Event header" : "missing X-Gitea-Event-Type header");
 
   NewDelivery delivery;
   delivery.source = source;
@@ -230,12 +302,18 @@ void WebhookRoutes::serve(Source source, const httplib::Request& req, httplib::R
   auto stored = store(std::move(delivery), /*dedup_on_digest=*/plane);
   if (!stored.ok()) {
     log_.warn("webhooks: a {} delivery was not stored (503, not acknowledged): {}", name, stored.status().to_string());
+    count_refusal(source, Refusal::kStoreUnavailable, "the inbox is unavailable: " + stored.status().message);
     return refuse(res, 503, "the inbox is unavailable; the delivery was not acknowledged");
   }
   if (stored.value().duplicate) return reply(res, 200, {{"duplicate", true}});
   log_.debug("webhooks: stored {} delivery as #{}", name, stored.value().seq);
   reply(res, 202, {{"delivery", delivery_id}});
   if (on_stored_) on_stored_();
+}
+
+void WebhookRoutes::count_refusal(Source source, Refusal reason, const std::string& error) {
+  refusals_.add(source, reason, clock_.now(), error);
+  if (options_.telemetry) options_.telemetry->delivery_refused(source, refusal_name(reason));
 }
 
 Result<InboxInsert> WebhookRoutes::store(NewDelivery delivery, bool dedup_on_digest) {

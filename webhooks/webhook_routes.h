@@ -1,5 +1,5 @@
 // webhooks/webhook_routes.h: POST /webhooks/plane and POST /webhooks/gitea. HTTP in: secret configured, size limit,
-// content type, signature over the raw body, JSON syntax, delivery id; then the dedup claim and the insert in one
+// content type (JSON; for Gitea also its form content type), signature, JSON syntax, delivery id; then the dedup claim and the insert in one
 // transaction, and the answer: 202 {"delivery": id}, or 200 {"duplicate": true}. No domain logic here: the
 // InboxProcessor handles what was stored (docs/adr/0002). A refused request writes nothing.
 // With group commit, a committer thread (start() .. stop()) writes the deliveries that arrive together in one
@@ -22,9 +22,11 @@
 #include <spdlog/logger.h>
 
 #include "engine/clock.h"
+#include "engine/config.h"
 #include "engine/secret.h"
 #include "engine/store.h"
 #include "engine/telemetry.h"
+#include "webhooks/refusals.h"
 
 namespace orch {
 
@@ -37,7 +39,9 @@ struct WebhookSecrets {
 };
 
 struct WebhookRouteOptions {
-  std::size_t max_body_bytes = 1024 * 1024;  // [server] max_body_bytes; also set as the server's payload limit
+  // [server] max_body_bytes; also set as the server's payload limit. The default fits Plane's largest realistic work
+  // item, whose webhook carries the description three times (docs/adr/0009).
+  std::size_t max_body_bytes = kDefaultMaxBodyBytes;
   bool group_commit = true;
   std::size_t max_batch = 512;  // deliveries per group-commit transaction
   // The lane of a delivery (NewDelivery::lane) from its source and the project key its body names (Plane's
@@ -66,6 +70,9 @@ class WebhookRoutes {
   void start();
   void stop();
 
+  // What was refused since this object was made, by source and reason (for /queue).
+  const RefusalCounts& refusals() const { return refusals_; }
+
  private:
   struct Pending {
     NewDelivery delivery;
@@ -75,6 +82,7 @@ class WebhookRoutes {
   void serve(Source source, const httplib::Request& req, httplib::Response& res,
              const httplib::ContentReader& reader);
   Result<InboxInsert> store(NewDelivery delivery, bool dedup_on_digest);
+  void count_refusal(Source source, Refusal reason, const std::string& error);
   void commit_loop(std::stop_token stop);
 
   InboxStore& inbox_;
@@ -83,6 +91,7 @@ class WebhookRoutes {
   const WebhookSecrets secrets_;
   const WebhookRouteOptions options_;
   std::function<void()> on_stored_;
+  RefusalCounts refusals_;
 
   std::mutex mu_;
   std::condition_variable_any cv_;

@@ -73,7 +73,7 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
   json doc = get_queue(app);
   check_fields(doc, {{"generated_at", T::kString}, {"tasks", T::kArray}, {"jobs", T::kArray},
                      {"reconciler", T::kObject}, {"inbox", T::kObject}, {"transitions", T::kArray},
-                     {"notifications", T::kObject}});
+                     {"notifications", T::kObject}, {"refused_deliveries", T::kArray}});
   CHECK(is_rfc3339(doc["generated_at"]));
   REQUIRE(doc["tasks"].size() == 3);
   for (const json& t : doc["tasks"]) {
@@ -429,6 +429,52 @@ TEST_CASE("a replica id that could not name a worker or a claim is refused at st
   });
   REQUIRE_FALSE(settings.ok());
   CHECK(settings.status().message.find("ORCH_REPLICA_ID") != std::string::npos);
+}
+
+
+TEST_CASE("refused deliveries are counted on /metrics by source and reason and listed on /queue.json") {
+  RunningApp app;  // unsigned webhooks allowed: the refusals below are for other reasons
+  app.start();
+  auto c = app.client();
+  auto post = [&](const char* path, httplib::Headers h, const std::string& body, const char* type) {
+    auto r = c.Post(path, h, body, type);
+    REQUIRE(r);
+    return r->status;
+  };
+  CHECK(post("/webhooks/gitea", {{"X-Gitea-Event-Type", "push"}}, "{}", "application/json") == 400);
+  CHECK(post("/webhooks/plane", {{"X-Plane-Delivery", "p-1"}, {"X-Plane-Event", "issue"}}, "{}", "text/plain") == 415);
+  CHECK(post("/webhooks/plane", {{"X-Plane-Delivery", "p-2"}, {"X-Plane-Event", "issue"}}, "{", "application/json") ==
+        400);
+  CHECK(post("/webhooks/plane", {{"X-Plane-Delivery", "p-3"}, {"X-Plane-Event", "issue"}}, "[", "application/json") ==
+        400);
+
+  auto res = c.Get("/metrics");
+  REQUIRE(res);
+  Exposition e = parse_exposition(res->body);
+  for (const std::string& err : e.errors) FAIL_CHECK(err);
+  CHECK(e.types["orch_webhook_refused_total"] == "counter");
+  CHECK(e.samples[R"(orch_webhook_refused_total{reason="missing_header",source="gitea"})"] == 1);
+  CHECK(e.samples[R"(orch_webhook_refused_total{reason="unsupported_media_type",source="plane"})"] == 1);
+  CHECK(e.samples[R"(orch_webhook_refused_total{reason="malformed",source="plane"})"] == 2);
+  // Every reason is exposed from the start, so an alert on rate() sees the series before the first refusal.
+  CHECK(e.samples.count(R"(orch_webhook_refused_total{reason="too_large",source="plane"})"));
+  CHECK(e.samples[R"(orch_webhook_refused_total{reason="too_large",source="plane"})"] == 0);
+
+  json doc = get_queue(app);
+  REQUIRE(doc["refused_deliveries"].is_array());
+  REQUIRE(doc["refused_deliveries"].size() == 3);
+  std::map<std::string, json> by_kind;
+  for (const json& r : doc["refused_deliveries"]) {
+    check_fields(r, {{"source", T::kString}, {"reason", T::kString}, {"count", T::kInt}, {"last_at", T::kString},
+                     {"last_error", T::kString}});
+    CHECK(is_rfc3339(r["last_at"]));
+    by_kind[r["source"].get<std::string>() + ":" + r["reason"].get<std::string>()] = r;
+  }
+  CHECK(by_kind["plane:malformed"]["count"] == 2);
+  CHECK(by_kind["plane:malformed"]["last_error"] == "malformed JSON at byte 2");
+  CHECK(by_kind["plane:unsupported_media_type"]["count"] == 1);
+  CHECK(by_kind["gitea:missing_header"]["last_error"] == "missing or oversized X-Gitea-Delivery header");
+  CHECK(app.store().inbox_counts().value().received == 0);  // and nothing of it was stored
 }
 
 }  // namespace

@@ -219,6 +219,22 @@ TEST_CASE("config: a duplicate project is rejected at the second one") {
   check_error(text, 7, "duplicate project name \"shop\" (first on line 2)");
 }
 
+TEST_CASE("config: two projects for one repository in different case are rejected, as Gitea sees one repository") {
+  const std::string text = with_pipeline({
+      "[[projects]]",
+      "name = \"shop\"",
+      "gitea_repo = \"acme/shop\"",
+      "plane_workspace = \"acme\"",
+      "plane_project_id = \"p1\"",
+      "[[projects]]",
+      "name = \"shop2\"",
+      "gitea_repo = \"Acme/Shop\"",
+      "plane_workspace = \"acme\"",
+      "plane_project_id = \"P1\"",
+  });
+  check_error(text, 8, "a second project for gitea_repo \"Acme/Shop\" (first on line 3)");
+}
+
 TEST_CASE("config: a project without its repository or Plane project is rejected at its header") {
   for (std::string missing : {"gitea_repo", "plane_workspace", "plane_project_id"}) {
     std::vector<std::string> fields = {"gitea_repo = \"acme/shop\"", "plane_workspace = \"acme\"", "plane_project_id = \"p1\""};
@@ -275,7 +291,7 @@ TEST_CASE("config: absent keys take the documented defaults") {
   const Config c = parse_ok(toml({"[[stages]]", "name = \"development\""}));
   CHECK(c.server.listen == "127.0.0.1:8080");
   CHECK(c.server.data_dir == "./var");
-  CHECK(c.server.max_body_bytes == 1024 * 1024);
+  CHECK(c.server.max_body_bytes == 16 * 1024 * 1024);  // docs/adr/0009
   CHECK(c.plane_base_url.empty());
   CHECK(c.gitea_base_url.empty());
   CHECK(c.telegram_api_base == "https://api.telegram.org");

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cctype>
 #include <thread>
 #include <vector>
 
@@ -346,4 +347,44 @@ TEST_CASE("the dispatcher ignores orch's own Plane writes coming back, by the co
   REQUIRE(started.ok());
   CHECK(started->kind == Kind::kChanged);
   CHECK(t.f.store->count_tasks().value() == 1);
+}
+
+TEST_CASE("a Gitea delivery naming the repository as Acme/Shop reaches the project configured as acme/shop") {
+  // Gitea sends repository.full_name with the owner's own capitalisation and resolves names case-insensitively, so
+  // its REST calls work either way; a case-sensitive match would ignore every webhook of such a repository.
+  HandlerFixture t;
+  REQUIRE(t.shop.gitea_repo == "acme/shop");
+  TaskRow task = t.f.task_in("development");
+  Dispatcher dispatcher(t.h, t.f.config);
+  DeliveryRow row;
+  row.source = Source::kGitea;
+  row.delivery_id = "push-1";
+  row.event = "push";
+  row.body = nlohmann::json{{"ref", "refs/heads/" + task.branch},
+                            {"after", kSha},
+                            {"repository", {{"full_name", "Acme/Shop"}, {"name", "Shop"}}}}
+                 .dump();
+  auto out = dispatcher.handle_delivery(row);
+  REQUIRE(out.ok());
+  CHECK(out->kind != Kind::kIgnored);
+  CHECK(t.f.reload(task.id).head_sha == kSha);
+  // Recorded under the configured spelling, which is what the gates and the REST calls use.
+  CHECK(t.f.store->branches_with_head("acme/shop", kSha).value() == std::vector<std::string>{task.branch});
+  // A repository that is not configured in any case is still ignored, with its name in the reason.
+  row.body = nlohmann::json{{"ref", "refs/heads/x"}, {"after", kSha}, {"repository", {{"full_name", "Acme/Other"}}}}
+                 .dump();
+  auto other = dispatcher.handle_delivery(row);
+  REQUIRE(other.ok());
+  CHECK(other->kind == Kind::kIgnored);
+  CHECK(other->reason == "unknown gitea repository Acme/Other");
+}
+
+TEST_CASE("a Plane delivery whose project id is spelled in upper case reaches its project") {
+  HandlerFixture t;
+  std::string upper = t.shop.plane_project_id;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  REQUIRE(upper != t.shop.plane_project_id);
+  CHECK(t.f.config.find_project_by_plane_id(upper) == &t.shop);
+  CHECK(t.f.config.find_project_by_repo("ACME/SHOP") == &t.shop);
+  CHECK(t.f.config.find_project_by_repo("acme/shop2") == nullptr);
 }

@@ -357,6 +357,7 @@ struct CommitLog final : Telemetry {
   void delivery_handled(Source, std::string_view, DeliveryStatus, double) override {}
   void unblocked(std::string_view, std::string_view) override {}
   void reconcile_pass(std::string_view, double) override {}
+  void delivery_refused(Source, std::string_view) override {}
   void inbox_commit(std::size_t deliveries, double seconds) override {
     std::lock_guard lock(mu);
     commits.emplace_back(deliveries, seconds);
@@ -462,4 +463,112 @@ TEST_CASE("the route files a delivery under its project's lane, the same lane fo
   // No project named at all: the lane says so rather than guessing.
   REQUIRE(w.plane(R"({"event":"issue"})", "p-4").status == 202);
   CHECK(w.delivery("p-4").lane == "plane:");
+}
+
+namespace {
+// What Go's url.Values.Encode does to a value (QueryEscape): unreserved bytes stay, a space is '+', the rest %XX.
+std::string go_query_escape(const std::string& s) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
+    else if (c == ' ') out += '+';
+    else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("a Gitea status sent with the form content type is verified over its JSON, stored as it and handled") {
+  // gitea.md §1.1/§1.3: body = payload=<urlencoded JSON>, both signatures over the decoded JSON. Gitea tries once:
+  // a 415 here would lose the event for good.
+  WebhookStack s;
+  TaskRow t = s.f.task_in("development", "SHOP-42");
+  s.f.gitea.set_branch(t.branch, kSha);
+  s.f.gitea.set_status(kSha, CiState::kSuccess);
+  REQUIRE(s.gitea(gitea_push_body(t.branch, kSha), "form-0", "push").status == 202);
+  const std::string json_body = gitea_status_body(kSha, "success");
+  const std::string form_body = "payload=" + go_query_escape(json_body);
+  REQUIRE(form_body.find('{') == std::string::npos);  // really encoded
+  const int port = s.server.port();
+  Reply r = post_to(port, "/webhooks/gitea", gitea_headers(json_body, "form-1", "status"), form_body,
+                    "application/x-www-form-urlencoded");
+  CHECK(r.status == 202);
+  CHECK(s.delivery("form-1").body == json_body);  // what the handlers read is the JSON, as for a JSON hook
+  s.processor.run_once();
+  CHECK(s.delivery("form-1").status == DeliveryStatus::kHandled);
+  CHECK(s.f.reload(t.id).stage == "review");
+
+  // Signed over the urlencoded body instead of the JSON: not what Gitea does, refused.
+  Reply wrong = post_to(port, "/webhooks/gitea", gitea_headers(form_body, "form-2", "status"), form_body,
+                        "application/x-www-form-urlencoded");
+  CHECK(wrong.status == 401);
+  // A form without a payload field, or with a broken escape: 400, nothing stored.
+  Reply empty = post_to(port, "/webhooks/gitea", gitea_headers("", "form-3", "status"), "other=1",
+                        "application/x-www-form-urlencoded");
+  CHECK(empty.status == 400);
+  CHECK(empty.json()["error"] == "the form body has no payload field");
+  Reply broken = post_to(port, "/webhooks/gitea", gitea_headers("", "form-4", "status"), "payload=%7",
+                         "application/x-www-form-urlencoded");
+  CHECK(broken.status == 400);
+  CHECK(broken.json()["error"] == "the form body's payload has a broken %-escape");
+  // Plane never sends a form: still 415 there.
+  const std::string pbody = plane_issue_body(PlaneHook{});
+  CHECK(post_to(port, "/webhooks/plane", plane_headers(pbody, "form-5"), "payload=" + go_query_escape(pbody),
+                "application/x-www-form-urlencoded")
+            .status == 415);
+  CHECK(s.counts().received == 2);  // the push and the form-encoded status
+}
+
+TEST_CASE("a 1.5 MiB Plane work item, its description three times over, is stored under the default body limit") {
+  // Plane's issue webhook carries description_html, description_binary (base64 of the editor's document) and
+  // description_stripped (plane.md, the issue payload). A long specification pasted into the description makes such
+  // a body; a 413 would lose it until the reconciler's next pass, since Plane ignores the status code.
+  WebhookStack s;  // the default WebhookRouteOptions, as `orch serve` uses without max_body_bytes in the config
+  auto body_json = nlohmann::ordered_json::parse(plane_issue_body(PlaneHook{}));
+  const std::string text(400 * 1024, 'a');
+  body_json["data"]["description_html"] = "<p>" + text + "</p>";
+  body_json["data"]["description_stripped"] = text;
+  body_json["data"]["description_binary"] = std::string(560 * 1024, 'Q');  // base64 of a ~420 KiB Yjs document
+  body_json["data"]["description"] = {{"type", "doc"}, {"content", text}};
+  const std::string body = python_json_dumps(body_json);
+  REQUIRE(body.size() > 1536 * 1024);
+  REQUIRE(body.size() < 2 * 1024 * 1024);
+  CHECK(WebhookRouteOptions{}.max_body_bytes == kDefaultMaxBodyBytes);
+  Reply r = s.plane(body, "big-plane-1");
+  CHECK(r.status == 202);
+  CHECK(s.delivery("big-plane-1").body.size() == body.size());
+}
+
+TEST_CASE("every refusal is counted by source and reason, with its last message, and a stored delivery is not") {
+  WebhookRouteOptions o;
+  o.max_body_bytes = 4096;
+  WebhookStack s(test_secrets(), o);
+  const int port = s.server.port();
+  const std::string body = plane_issue_body(PlaneHook{});
+  CHECK(s.plane(body, "ok-1").status == 202);
+  CHECK(post_to(port, "/webhooks/plane", plane_headers(body, "r-1", "wrong"), body).status == 401);
+  CHECK(post_to(port, "/webhooks/plane", plane_headers(body, "r-2", "wrong"), body).status == 401);
+  const std::string big(5000, ' ');
+  CHECK(post_to(port, "/webhooks/plane", plane_headers(big, "r-3"), big).status == 413);
+  CHECK(post_to(port, "/webhooks/gitea", gitea_headers("{}", "r-4", "push"), "{}", "text/plain").status == 415);
+  CHECK(post_to(port, "/webhooks/gitea", gitea_headers("{", "r-5", "push"), "{").status == 400);
+  auto rows = s.routes.refusals().rows();
+  REQUIRE(rows.size() == 4);
+  CHECK(rows[0].source == Source::kPlane);
+  CHECK(rows[0].reason == Refusal::kTooLarge);
+  CHECK(rows[0].count == 1);
+  CHECK(rows[0].last_error == "body exceeds 4096 bytes");
+  CHECK(rows[1].source == Source::kPlane);
+  CHECK(rows[1].reason == Refusal::kBadSignature);
+  CHECK(rows[1].count == 2);
+  CHECK(rows[1].last_at == s.f.clock.now());
+  CHECK(rows[2].source == Source::kGitea);
+  CHECK(rows[2].reason == Refusal::kUnsupportedMediaType);
+  CHECK(rows[3].reason == Refusal::kMalformed);
+  CHECK(rows[3].last_error == "malformed JSON at byte 2");
 }
