@@ -20,6 +20,11 @@ HttpClientOptions client_options(const std::string& name, const std::string& bas
   return o;
 }
 
+HttpClientOptions paced(HttpClientOptions o, RatePacer& pacer) {
+  o.pacer = &pacer;
+  return o;
+}
+
 GitOptions git_options(const Settings& s) {
   GitOptions o;
   o.gitea_base_url = s.gitea_base_url;
@@ -124,8 +129,9 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       metrics_(*store_, *leadership_),
       pipeline_(settings_.config),
       layout_(settings_.data_dir),
-      plane_http_(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_), sleeper_,
-                  clock_, log_),
+      plane_http_(paced(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_),
+                        plane_pacer_),
+                  sleeper_, clock_, log_),
       gitea_http_(client_options("gitea", settings_.gitea_base_url, settings_.gitea_token, 4, metrics_), sleeper_,
                   clock_, log_),
       // The outbox, not the request, waits and retries Telegram: one attempt per send.
