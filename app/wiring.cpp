@@ -20,6 +20,11 @@ HttpClientOptions client_options(const std::string& name, const std::string& bas
   return o;
 }
 
+HttpClientOptions paced(HttpClientOptions o, RatePacer& pacer) {
+  o.pacer = &pacer;
+  return o;
+}
+
 GitOptions git_options(const Settings& s) {
   GitOptions o;
   o.gitea_base_url = s.gitea_base_url;
@@ -124,15 +129,17 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       metrics_(*store_, *leadership_),
       pipeline_(settings_.config),
       layout_(settings_.data_dir),
-      plane_http_(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_), sleeper_,
-                  clock_, log_),
+      plane_http_(paced(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_),
+                        plane_pacer_),
+                  sleeper_, clock_, log_),
       gitea_http_(client_options("gitea", settings_.gitea_base_url, settings_.gitea_token, 4, metrics_), sleeper_,
                   clock_, log_),
       // The outbox, not the request, waits and retries Telegram: one attempt per send.
       telegram_http_(client_options("telegram", settings_.telegram_api_base, settings_.telegram_bot_token, 1, metrics_),
                      sleeper_, clock_, log_),
       plane_(plane_http_, settings_.plane_api_key),
-      gitea_(gitea_http_, settings_.gitea_token),
+      gitea_(gitea_http_, settings_.gitea_token,
+             GiteaClientOptions{.official_reviews_only = settings_.config.gitea_official_reviews_only}),
       gates_(settings_.config, gitea_, plane_, processes_, layout_),
       bus_(log_),
       engine_(*store_, pipeline_, gates_, bus_, clock_, log_),

@@ -122,6 +122,8 @@ class App {
   Metrics metrics_;  // early: the components below report to it (Telemetry)
   Pipeline pipeline_;
   DataLayout layout_;
+  // Plane counts 60 requests a minute per API key, and this process holds one key: one pacer for all its Plane calls.
+  RatePacer plane_pacer_;
   HttpClient plane_http_;
   HttpClient gitea_http_;
   HttpClient telegram_http_;

@@ -252,11 +252,14 @@ class Reader {
 bool is_http_url(std::string_view s) { return s.starts_with("http://") || s.starts_with("https://"); }
 
 void read_base_url(Reader& r, const toml::value& root, const std::string& section, const std::string& key,
-                   std::string& out) {
+                   std::string& out, const std::string& other_key = "") {
   const toml::value* t = r.table(root, section, in_quotes(section));
   if (!t) return;
   const std::string where = "[" + section + "]";
-  r.check_keys(*t, {key}, where);
+  if (other_key.empty()) r.check_keys(*t, {key}, where);
+  else r.check_keys(*t, {key, other_key}, where);
+  // Absent: keep the default (the table may hold only its other key, or be empty).
+  if (!Reader::find(*t, key)) return;
   std::string url = r.string_or(*t, key, where, out);
   if (r.failed()) return;
   if (!is_http_url(url)) {
@@ -707,7 +710,10 @@ Result<Config> parse_config(const std::string& text, const std::string& filename
                  "the top-level table");
     config.server = read_server(r, root);
     read_base_url(r, root, "plane", "base_url", config.plane_base_url);
-    read_base_url(r, root, "gitea", "base_url", config.gitea_base_url);
+    read_base_url(r, root, "gitea", "base_url", config.gitea_base_url, "official_reviews_only");
+    if (const toml::value* gitea = r.table(root, "gitea", "'gitea'"))
+      config.gitea_official_reviews_only =
+          r.bool_or(*gitea, "official_reviews_only", "[gitea]", config.gitea_official_reviews_only);
     read_base_url(r, root, "telegram", "api_base", config.telegram_api_base);
     if (const toml::value* store = r.table(root, "store", "'store'")) {
       r.check_keys(*store, {"url", "leader_takeover"}, "[store]");

@@ -92,6 +92,8 @@ struct Config {
   ServerSpec server;
   std::string plane_base_url;
   std::string gitea_base_url;
+  // [gitea] official_reviews_only: the pr_approved gate counts only reviews Gitea marks official (stale ones never).
+  bool gitea_official_reviews_only = true;
   std::string telegram_api_base = "https://api.telegram.org";
   std::string store_url;  // [store] url; "" = embedded SQLite
   // [store] leader_takeover: with several replicas on PostgreSQL, how soon a follower takes over once the leader's

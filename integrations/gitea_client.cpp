@@ -182,7 +182,7 @@ Result<bool> GiteaClient::pull_request_approved(const std::string& repo, std::in
   if (!base.ok()) return base.status();
   struct Latest {
     std::string state;
-    bool dismissed = false;
+    bool dismissed = false, stale = false, official = true;
   };
   std::map<std::string, Latest> by_user;
   // Reviews come oldest first, so a reviewer's later review overwrites the earlier one. A review request or a
@@ -196,16 +196,26 @@ Result<bool> GiteaClient::pull_request_approved(const std::string& repo, std::in
                           const json* user = review.contains("user") ? &review["user"] : nullptr;
                           if (!user || !user->is_object()) return true;  // a team review request
                           std::string who = user->contains("id") ? (*user)["id"].dump() : str_or_empty(*user, "login");
-                          bool dismissed = review.value("dismissed", false);
-                          by_user[who] = {state, dismissed};
+                          auto flag = [&](const char* key, bool absent) {
+                            auto it = review.find(key);
+                            return it != review.end() && it->is_boolean() ? it->get<bool>() : absent;
+                          };
+                          // An absent `official` reads as not official: only an explicit true may approve.
+                          by_user[who] = {state, flag("dismissed", false), flag("stale", false), flag("official", false)};
                           return true;
                         });
   if (!s.ok()) return s;
   bool approved = false;
   for (const auto& [who, latest] : by_user) {
     if (latest.dismissed) continue;
+    // A change request blocks even when stale or not official, as it does in Gitea's own merge check for official
+    // ones: rework pushed after it does not answer it until the reviewer says so. Blocking is the safe side.
     if (latest.state == "REQUEST_CHANGES") return false;
-    if (latest.state == "APPROVED") approved = true;
+    // A stale approval was given to a diff that the developer agent's rework has since replaced; a non-official
+    // one would not count toward Gitea's own required approvals either.
+    if (latest.stale) continue;
+    if (options_.official_reviews_only && !latest.official) continue;
+    approved = true;
   }
   return approved;
 }

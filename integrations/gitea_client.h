@@ -16,6 +16,9 @@ struct GiteaClientOptions {
   int limit = 50;                   // Gitea's MAX_RESPONSE_ITEMS default: a larger limit is silently capped
   int max_pages = 200;              // guards every paged listing
   int closed_search_max_pages = 20; // how far back pull_request_for_branch looks for a closed / merged PR
+  // [gitea] official_reviews_only: only reviews Gitea marks official (those counting toward its required
+  // approvals) can approve. A stale approval (commits pushed after it) never approves, whatever this says.
+  bool official_reviews_only = true;
 };
 
 class GiteaClient final : public CodeHost {

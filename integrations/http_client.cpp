@@ -282,16 +282,33 @@ HttpClient::Attempt HttpClient::perform(const HttpRequest& request) {
   return a;
 }
 
+Status HttpClient::pace(const std::string& what, Millis& paced) {
+  for (;;) {
+    const Millis wait = options_.pacer->before_request(clock_.now());
+    if (wait <= Millis(0)) return {};
+    log_.info("{}: the server's rate-limit allowance is used up; pausing {} ms until its window resets", what,
+              wait.count());
+    if (!sleeper_.sleep_for(wait)) return unavailable(what + ": not sent: shutting down");
+    paced += wait;
+  }
+}
+
 Result<HttpResponse> HttpClient::send(const HttpRequest& request) {
   const std::string what = describe(request);
   const TimePoint started = clock_.now();
+  Millis paced{0};  // time spent waiting for the rate-limit window: not a retry, so not charged to the budget
   const int max_attempts = std::max(1, options_.max_attempts);
   std::string last_failure;
   for (int attempt = 1;; ++attempt) {
     if (sleeper_.interrupted()) return unavailable(what + ": not sent: shutting down");
+    if (options_.pacer) {
+      Status s = pace(what, paced);
+      if (!s.ok()) return s;
+    }
     const auto attempt_started = std::chrono::steady_clock::now();
     Attempt a = perform(request);
     if (a.curl == CURLE_ABORTED_BY_CALLBACK) return unavailable(what + ": stopped: shutting down");
+    if (options_.pacer && a.curl == CURLE_OK) options_.pacer->observe(a.response, clock_.now());
     if (options_.telemetry) {
       const int st = a.response.status;
       const ApiOutcome outcome = a.curl != CURLE_OK || a.too_large ? ApiOutcome::kNetworkError
@@ -340,7 +357,7 @@ Result<HttpResponse> HttpClient::send(const HttpRequest& request) {
                          (attempt > 1 ? " (after " + std::to_string(attempt) + " attempts)" : ""));
     }
     Millis wait = server_wait ? *server_wait : jittered_backoff(attempt);
-    auto spent = std::chrono::duration_cast<Millis>(clock_.now() - started);
+    auto spent = std::chrono::duration_cast<Millis>(clock_.now() - started) - paced;
     if (spent + wait > options_.retry_budget) {
       std::string msg = what + " " + last_failure + "; next retry in " + std::to_string(wait.count()) +
                         " ms would exceed the retry budget of " + std::to_string(options_.retry_budget.count()) +

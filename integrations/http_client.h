@@ -23,6 +23,7 @@
 #include "engine/secret.h"
 #include "engine/status.h"
 #include "engine/telemetry.h"
+#include "integrations/rate_pacer.h"
 
 namespace orch {
 
@@ -96,6 +97,10 @@ struct HttpClientOptions {
   int pool_size = 4;                       // easy handles kept for reuse (each keeps its connections alive)
   std::string user_agent = "orch/0.1";
   Telemetry* telemetry = nullptr;          // told the outcome and duration of every attempt; null: nobody
+  // Asked before every attempt and told every answer: waits for the server's rate-limit window instead of running
+  // into 429s (Plane). Not owned; shared by every client of one API key. Null: no pacing, only 429s are handled.
+  // Its waits go through the Sleeper like retries, and do not count against retry_budget.
+  RatePacer* pacer = nullptr;
 };
 
 class HttpClient {
@@ -128,6 +133,7 @@ class HttpClient {
   CURL* acquire();
   void release(CURL* handle);
   Millis jittered_backoff(int attempt);
+  Status pace(const std::string& what, Millis& paced);  // waits as options_.pacer says; kUnavailable if interrupted
   std::string describe(const HttpRequest& request) const;  // "GET /api/v1/x" with no query, redacted
 
   const HttpClientOptions options_;

@@ -501,5 +501,17 @@ TEST_CASE("config: load_config reports an unreadable file and names it") {
   CHECK(b.status().message.starts_with(bad + ":2: 'workers' in [jobs] must be an integer"));
 }
 
+TEST_CASE("config: [gitea] official_reviews_only defaults to true, reads a bool, and rejects other types at its line") {
+  CHECK(parse_ok(with_pipeline({"[gitea]", "base_url = \"http://x\""})).gitea_official_reviews_only);
+  CHECK(parse_ok(with_pipeline({})).gitea_official_reviews_only);
+  CHECK_FALSE(parse_ok(with_pipeline({"[gitea]", "base_url = \"http://x\"", "official_reviews_only = false"}))
+                  .gitea_official_reviews_only);
+  CHECK(parse_ok(with_pipeline({"[gitea]", "official_reviews_only = true"})).gitea_official_reviews_only);
+  check_error(with_pipeline({"[gitea]", "base_url = \"http://x\"", "official_reviews_only = \"yes\""}), 3,
+              "'official_reviews_only' in [gitea] must be true or false, not a string");
+  check_error(with_pipeline({"[gitea]", "oficial_reviews_only = false"}), 2,
+              "unknown key 'oficial_reviews_only' in [gitea] (did you mean 'official_reviews_only'?)");
+}
+
 }  // namespace
 }  // namespace orch

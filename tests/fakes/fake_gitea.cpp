@@ -125,7 +125,27 @@ std::vector<GiteaPull> FakeGitea::pulls(const std::string& repo) const {
 
 void FakeGitea::add_review(const std::string& repo, std::int64_t number, GiteaReview review) {
   std::lock_guard lock(mu_);
-  repos_[repo].reviews[number].push_back(std::move(review));
+  Repo& r = repos_[repo];
+  if (review.commit_id.empty()) {
+    for (const auto& p : r.pulls)
+      if (p.number == number)
+        review.commit_id = !p.head_sha.empty()           ? p.head_sha
+                           : r.branches.count(p.head_ref) ? r.branches.at(p.head_ref)
+                                                          : "";
+  }
+  if (!review.official) review.official = review.state == "APPROVED" || review.state == "REQUEST_CHANGES";
+  r.reviews[number].push_back(std::move(review));
+}
+
+void FakeGitea::push_to_pull(const std::string& repo, std::int64_t number, const std::string& sha) {
+  std::lock_guard lock(mu_);
+  Repo& r = repos_[repo];
+  for (auto& p : r.pulls) {
+    if (p.number != number) continue;
+    p.head_sha = sha;
+    r.branches[p.head_ref] = sha;
+  }
+  for (auto& rv : r.reviews[number]) rv.stale = rv.commit_id != sha;
 }
 
 bool FakeGitea::authorised(const httplib::Request& req, httplib::Response& res) const {
@@ -438,9 +458,9 @@ void FakeGitea::install_routes() {
         j["team"] = nullptr;
         j["state"] = rv.state;
         j["body"] = rv.body;
-        j["commit_id"] = "";
+        j["commit_id"] = rv.commit_id;
         j["stale"] = rv.stale;
-        j["official"] = rv.state == "APPROVED" || rv.state == "REQUEST_CHANGES";
+        j["official"] = rv.official.value_or(false);
         j["dismissed"] = rv.dismissed;
         j["comments_count"] = 0;
         j["submitted_at"] = "2026-11-23T09:00:00Z";

@@ -32,7 +32,11 @@ struct GiteaReview {
   std::int64_t user_id = 0;  // 0 = derived from the login
   std::string state = "APPROVED";  // APPROVED, REQUEST_CHANGES, COMMENT, PENDING, REQUEST_REVIEW
   bool dismissed = false;
-  bool stale = false;
+  bool stale = false;  // also set by push_to_pull, as Gitea's MarkReviewsAsStale does
+  // Gitea sets official on a verdict by a reviewer whose approval counts toward the required approvals (with no
+  // branch protection: anyone with write access). nullopt = true for APPROVED / REQUEST_CHANGES, else false.
+  std::optional<bool> official{};
+  std::string commit_id{};  // "" = the pull request's head when the review is added
   std::string body{};
 };
 
@@ -52,6 +56,9 @@ class FakeGitea final : public FakeServer {
   std::optional<GiteaPull> pull(const std::string& repo, std::int64_t number) const;
   std::vector<GiteaPull> pulls(const std::string& repo) const;
   void add_review(const std::string& repo, std::int64_t number, GiteaReview review);
+  // New commits on a PR's head branch, as a push does: the branch and the PR head move to `sha`, and reviews whose
+  // commit_id is not `sha` turn stale while those on `sha` turn fresh (Gitea's MarkReviewsAsStale / NotStale).
+  void push_to_pull(const std::string& repo, std::int64_t number, const std::string& sha);
 
   // Webhooks: X-Gitea-Event derived from the precise event type (gitea.md §1.5), body = MarshalIndent bytes.
   DeliveryResult send_webhook(const std::string& url, const std::string& secret, const std::string& event_type,

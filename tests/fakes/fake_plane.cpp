@@ -106,7 +106,52 @@ std::string FakePlane::default_error_body(int status) const {
   return R"({"error":"Something went wrong please try again later"})";
 }
 
-TimePoint FakePlane::now_locked() const { return now_ ? *now_ : std::chrono::system_clock::now(); }
+TimePoint FakePlane::now_locked() const {
+  if (clock_) return clock_->now();
+  return now_ ? *now_ : std::chrono::system_clock::now();
+}
+
+void FakePlane::set_clock(const Clock* clock) {
+  std::lock_guard lock(mu_);
+  clock_ = clock;
+}
+
+void FakePlane::set_rate_limit(int requests, std::chrono::milliseconds window) {
+  std::lock_guard lock(mu_);
+  rate_limit_ = requests;
+  rate_window_ = window;
+  rate_history_.clear();
+}
+
+int FakePlane::throttled() const {
+  std::lock_guard lock(mu_);
+  return throttled_;
+}
+
+// DRF's SimpleRateThrottle as Plane's ApiKeyRateThrottle extends it: drop the history older than the window; full
+// -> 429 with Retry-After = ceil(wait()) and no rate headers; else record the request and report Remaining (this one
+// counted) and Reset = int(now + window).
+bool FakePlane::throttle_locked(const std::string& key, httplib::Response& res) {
+  const TimePoint now = now_locked();
+  auto& history = rate_history_[key];
+  while (!history.empty() && history.back() <= now - rate_window_) history.pop_back();
+  const auto window_s = std::chrono::duration<double>(rate_window_).count();
+  if (static_cast<int>(history.size()) >= rate_limit_) {
+    const double remaining_s =
+        history.empty() ? window_s : window_s - std::chrono::duration<double>(now - history.back()).count();
+    const double available = std::max(1.0, static_cast<double>(rate_limit_) - static_cast<double>(history.size()) + 1);
+    res.status = 429;
+    res.set_header("Retry-After", std::to_string(static_cast<long long>(std::ceil(remaining_s / available))));
+    res.set_content(default_error_body(429), "application/json");
+    ++throttled_;
+    return false;
+  }
+  history.push_front(now);
+  const double now_s = std::chrono::duration<double>(now.time_since_epoch()).count();
+  res.set_header("X-RateLimit-Remaining", std::to_string(std::max(0, rate_limit_ - static_cast<int>(history.size()))));
+  res.set_header("X-RateLimit-Reset", std::to_string(static_cast<long long>(now_s + window_s)));
+  return true;
+}
 
 void FakePlane::set_now(TimePoint now) {
   std::lock_guard lock(mu_);
@@ -118,9 +163,10 @@ void FakePlane::set_api_key(const std::string& key) {
   api_key_ = key;
 }
 
-bool FakePlane::authorised(const httplib::Request& req, httplib::Response& res) const {
+bool FakePlane::authorised(const httplib::Request& req, httplib::Response& res) {
   std::lock_guard lock(mu_);
-  if (api_key_.empty()) return true;
+  // Plane's throttle keys on the X-API-Key value and lets a request without one through (it fails authentication).
+  if (api_key_.empty()) return !req.has_header("X-API-Key") || throttle_locked(req.get_header_value("X-API-Key"), res);
   if (!req.has_header("X-API-Key")) {
     send_json(res, 401, {{"detail", "Authentication credentials were not provided."}});
     return false;
@@ -129,7 +175,7 @@ bool FakePlane::authorised(const httplib::Request& req, httplib::Response& res) 
     send_json(res, 403, {{"detail", "Given API token is not valid"}});
     return false;
   }
-  return true;
+  return throttle_locked(api_key_, res);
 }
 
 FakePlane::Project* FakePlane::project_locked(const std::string& slug, const std::string& id) {

@@ -1,10 +1,14 @@
 // tests/fakes/fake_plane.h: a fake Plane CE speaking REST API v1 and webhooks v1 exactly as shared/reference/plane.md
 // describes: states and work items in the paginated envelope (offset = page * per_page, per_page defaulting to
 // 1000, next_cursor still set on the last page), get / PATCH / comments, project detail with its identifier,
-// the slashless-URL 301, X-API-Key checks, and 429 with Retry-After. It sends signed issue webhooks with Plane's
+// the slashless-URL 301, X-API-Key checks, and 429 with Retry-After. Like Plane's ApiKeyRateThrottle it counts
+// requests per API key in a sliding window (60 a minute unless set_rate_limit says otherwise), puts
+// X-RateLimit-Remaining / X-RateLimit-Reset on every allowed answer and answers an over-limit request with
+// 429 + Retry-After + {"error_code":5900,...} and no rate headers (plane.md §3). It sends signed issue webhooks with Plane's
 // exact bytes. Thread-safe: tables may be changed from the test while the server answers.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -59,6 +63,12 @@ class FakePlane final : public FakeServer {
   std::vector<nlohmann::ordered_json> comments(const std::string& work_item_id) const;
   void set_now(TimePoint now);              // the time PATCHes and new rows get; default: the system clock
   void set_api_key(const std::string& key);  // then requests must carry X-API-Key: key ("" = no check)
+  // The time the rate-limit window (and every other "now") is read from, instead of the system clock or set_now:
+  // a test's ManualClock, so a window of 60 s passes when the client's RecordingSleeper waits. Not owned.
+  void set_clock(const Clock* clock);
+  // Plane's API_KEY_RATE_LIMIT: `requests` per `window` per X-API-Key value. Default 60 per minute, as Plane's.
+  void set_rate_limit(int requests, std::chrono::milliseconds window = std::chrono::minutes(1));
+  int throttled() const;  // requests answered 429 by the rate limit (not by rate_limit_next)
 
   // Plane-shaped faults.
   void rate_limit_next(int times, int retry_after_seconds);  // 429 + Retry-After + RATE_LIMIT_EXCEEDED body
@@ -92,7 +102,9 @@ class FakePlane final : public FakeServer {
 
   void install_routes();
   TimePoint now_locked() const;
-  bool authorised(const httplib::Request& req, httplib::Response& res) const;  // takes mu_
+  // Takes mu_. Checks X-API-Key, then the rate limit (which writes the 429 or the X-RateLimit-* headers).
+  bool authorised(const httplib::Request& req, httplib::Response& res);
+  bool throttle_locked(const std::string& key, httplib::Response& res);
   Project* project_locked(const std::string& slug, const std::string& id);
   nlohmann::ordered_json state_json_locked(const Project& p, const State& s) const;
   std::string default_error_body(int status) const override;
@@ -102,6 +114,11 @@ class FakePlane final : public FakeServer {
   std::map<std::string, Item> items_;        // by work item id; guarded by mu_
   std::optional<TimePoint> now_;             // guarded by mu_
   std::string api_key_;                      // guarded by mu_
+  const Clock* clock_ = nullptr;             // guarded by mu_
+  int rate_limit_ = 60;                      // guarded by mu_
+  std::chrono::milliseconds rate_window_ = std::chrono::minutes(1);  // guarded by mu_
+  std::map<std::string, std::deque<TimePoint>> rate_history_;      // by API key, newest first; guarded by mu_
+  int throttled_ = 0;                                               // guarded by mu_
 };
 
 }  // namespace orch::testing

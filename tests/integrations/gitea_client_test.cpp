@@ -2,9 +2,12 @@
 
 #include <doctest/doctest.h>
 
+#include "engine/gates.h"
 #include "tests/fakes/fake_gitea.h"
 #include "tests/fakes/recording_sleeper.h"
 #include "tests/support/manual_clock.h"
+#include "tests/support/pipelines.h"
+#include "tests/support/table_facts.h"
 #include "tests/support/test_log.h"
 
 using namespace orch;
@@ -27,7 +30,7 @@ struct Fixture {
   std::unique_ptr<HttpClient> http;
   std::unique_ptr<GiteaClient> client;
 
-  Fixture() {
+  explicit Fixture(GiteaClientOptions options = {}) {
     gitea.set_token(kToken);
     gitea.set_branch(kRepo, "main", kShaMain);
     HttpClientOptions o;
@@ -35,7 +38,7 @@ struct Fixture {
     o.base_url = gitea.base_url();
     o.redact = {Secret(kToken)};
     http = std::make_unique<HttpClient>(o, sleeper, clock, log.logger());
-    client = std::make_unique<GiteaClient>(*http, Secret(kToken));
+    client = std::make_unique<GiteaClient>(*http, Secret(kToken), options);
   }
 };
 
@@ -234,4 +237,97 @@ TEST_CASE("a Gitea 5xx is retried — a bad token is kInvalid and never shown") 
   CHECK(r.status().message.find("401") != std::string::npos);
   CHECK(r.status().message.find(kToken) == std::string::npos);
   CHECK(f.log.all().find(kToken) == std::string::npos);
+}
+
+TEST_CASE("an approval made stale by a later push does not approve, a fresh one on the new head does") {
+  Fixture f;
+  f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
+  std::int64_t n = f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-42", .head_sha = kShaA});
+  f.gitea.add_review(kRepo, n, {.user = "bob", .state = "APPROVED"});
+  REQUIRE(f.client->pull_request_approved(kRepo, n).value());
+  // The developer agent pushes rework: Gitea marks bob's approval (on kShaA) stale.
+  f.gitea.push_to_pull(kRepo, n, kShaB);
+  CHECK_FALSE(f.client->pull_request_approved(kRepo, n).value());
+  // Another reviewer's fresh approval of the new head counts again.
+  f.gitea.add_review(kRepo, n, {.user = "carol", .state = "APPROVED"});
+  CHECK(f.client->pull_request_approved(kRepo, n).value());
+}
+
+TEST_CASE("a stale approval stays ignored even with official_reviews_only = false") {
+  Fixture f(GiteaClientOptions{.official_reviews_only = false});
+  std::int64_t n = f.gitea.add_pull(kRepo, {.head_ref = "x", .head_sha = kShaA});
+  f.gitea.add_review(kRepo, n, {.user = "bob", .state = "APPROVED", .stale = true});
+  CHECK_FALSE(f.client->pull_request_approved(kRepo, n).value());
+}
+
+TEST_CASE("a change request still blocks after it went stale, as Gitea's own merge check has it") {
+  Fixture f;
+  std::int64_t n = f.gitea.add_pull(kRepo, {.head_ref = "x", .head_sha = kShaA});
+  f.gitea.add_review(kRepo, n, {.user = "eve", .state = "REQUEST_CHANGES"});
+  f.gitea.push_to_pull(kRepo, n, kShaB);
+  f.gitea.add_review(kRepo, n, {.user = "bob", .state = "APPROVED"});
+  CHECK_FALSE(f.client->pull_request_approved(kRepo, n).value());
+}
+
+TEST_CASE("a non-official approval does not approve by default, and does with official_reviews_only = false") {
+  SUBCASE("default: official reviews only") {
+    Fixture f;
+    std::int64_t n = f.gitea.add_pull(kRepo, {.head_ref = "x", .head_sha = kShaA});
+    f.gitea.add_review(kRepo, n, {.user = "mallory", .state = "APPROVED", .official = false});
+    CHECK_FALSE(f.client->pull_request_approved(kRepo, n).value());
+    f.gitea.add_review(kRepo, n, {.user = "bob", .state = "APPROVED"});  // official
+    CHECK(f.client->pull_request_approved(kRepo, n).value());
+  }
+  SUBCASE("official_reviews_only = false") {
+    Fixture f(GiteaClientOptions{.official_reviews_only = false});
+    std::int64_t n = f.gitea.add_pull(kRepo, {.head_ref = "x", .head_sha = kShaA});
+    f.gitea.add_review(kRepo, n, {.user = "mallory", .state = "APPROVED", .official = false});
+    CHECK(f.client->pull_request_approved(kRepo, n).value());
+  }
+}
+
+TEST_CASE("fake Gitea lists reviews with commit_id, stale and official as Gitea does") {
+  Fixture f;
+  std::int64_t n = f.gitea.add_pull(kRepo, {.head_ref = "x", .head_sha = kShaA});
+  f.gitea.add_review(kRepo, n, {.user = "bob", .state = "APPROVED"});
+  f.gitea.add_review(kRepo, n, {.user = "ann", .state = "COMMENT"});
+  f.gitea.push_to_pull(kRepo, n, kShaB);
+  httplib::Client c("127.0.0.1", f.gitea.port());
+  auto res = c.Get("/api/v1/repos/acme/shop/pulls/" + std::to_string(n) + "/reviews",
+                   httplib::Headers{{"Authorization", "token " + kToken}});
+  REQUIRE(res);
+  auto j = nlohmann::json::parse(res->body);
+  REQUIRE(j.size() == 2);
+  CHECK(j[0]["commit_id"] == kShaA);
+  CHECK(j[0]["stale"] == true);
+  CHECK(j[0]["official"] == true);
+  CHECK(j[1]["official"] == false);  // a COMMENT review is not official
+}
+
+TEST_CASE("the review stage's gate over the real client: a stale approval leaves pr_approved red, so no advance") {
+  Fixture f;
+  Config config = default_config();
+  TableTracker tracker;
+  TableRunner runner;
+  DataLayout layout("/nonexistent-orch-data");
+  GateEvaluator gates(config, *f.client, tracker, runner, layout);
+  const StageSpec* review = nullptr;
+  for (const auto& st : config.stages)
+    if (st.name == "review") review = &st;
+  REQUIRE(review);
+  const GateSpec& review_gate = *review->gate;  // any(pr_approved, pr_merged)
+  TaskRow t;
+  t.project = "shop";
+  t.work_item_key = "SHOP-42";
+  t.stage = "review";
+  t.branch = "orch/shop-42";
+  f.gitea.set_branch(kRepo, t.branch, kShaA);
+  std::int64_t n = f.gitea.add_pull(kRepo, {.head_ref = t.branch, .head_sha = kShaA});
+  f.gitea.add_review(kRepo, n, {.user = "bob", .state = "APPROVED"});
+  REQUIRE(gates.evaluate(review_gate, t).value().green);
+  f.gitea.push_to_pull(kRepo, n, kShaB);  // rework after the approval
+  auto after = gates.evaluate(review_gate, t);
+  REQUIRE(after.ok());
+  CHECK_FALSE(after.value().green);
+  CHECK(after.value().why.find("not approved") != std::string::npos);
 }

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include "integrations/rate_pacer.h"
 #include "tests/fakes/fake_plane.h"
 #include "tests/fakes/recording_sleeper.h"
 #include "tests/support/manual_clock.h"
@@ -275,4 +276,112 @@ TEST_CASE("a rejected API key is kInvalid and the key appears in no message or l
   CHECK(r.status().message.find("403") != std::string::npos);
   CHECK(r.status().message.find(kApiKey) == std::string::npos);
   CHECK(f.log.all().find(kApiKey) == std::string::npos);
+}
+
+namespace {
+
+// The fake Plane counts on the test's manual clock, which the RecordingSleeper advances: a client that waits for the
+// window sees it pass, instantly.
+struct PacedFixture {
+  FakePlane plane;
+  ManualClock clock;
+  RecordingSleeper sleeper{clock};
+  TestLog log;
+  RatePacer pacer;
+  std::unique_ptr<HttpClient> http;
+  std::unique_ptr<PlaneClient> client;
+  ProjectSpec project;
+
+  explicit PacedFixture(bool paced = true) {
+    plane.add_project("acme", kProjectId, "SHOP");
+    plane.set_api_key(kApiKey);
+    plane.set_clock(&clock);
+    plane.set_rate_limit(60, std::chrono::minutes(1));
+    HttpClientOptions o;
+    o.name = "plane";
+    o.base_url = plane.base_url();
+    o.redact = {Secret(kApiKey)};
+    if (paced) o.pacer = &pacer;
+    http = std::make_unique<HttpClient>(o, sleeper, clock, log.logger());
+    client = std::make_unique<PlaneClient>(*http, Secret(kApiKey));
+    project.name = "shop";
+    project.plane_workspace = "acme";
+    project.plane_project_id = kProjectId;
+  }
+
+  Millis slept() const {
+    Millis total{0};
+    for (Millis w : sleeper.waits()) total += w;
+    return total;
+  }
+
+  // One request as Plane answers it, neither paced nor retried.
+  HttpResponse raw_get(const std::string& id) {
+    HttpClientOptions o;
+    o.name = "raw";
+    o.base_url = plane.base_url();
+    o.max_attempts = 1;
+    HttpClient raw(o, sleeper, clock, log.logger());
+    HttpRequest r;
+    r.target = "/api/v1/workspaces/acme/projects/" + kProjectId + "/work-items/" + id + "/";
+    r.headers = {{"X-API-Key", kApiKey}};
+    r.any_status = true;
+    auto res = raw.send(r);
+    REQUIRE(res.ok());
+    return res.value();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("rate pacing: a burst of 150 Plane requests waits for the window and meets no 429") {
+  PacedFixture f;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 150; ++i) ids.push_back(f.plane.add_work_item(kProjectId, {}));
+  const TimePoint started = f.clock.now();
+  for (const std::string& id : ids) REQUIRE(f.client->get_work_item(f.project, id).ok());
+  CHECK(f.plane.throttled() == 0);
+  CHECK(f.plane.requests_to("/work-items/").size() == 150);  // no retry was needed
+  CHECK(f.pacer.pauses() == 2);                               // 60 + 60 + 30
+  CHECK(f.slept() >= 120s);
+  CHECK(f.slept() <= 124s);
+  CHECK(f.clock.now() - started == f.slept());  // the fake's window passed on the sleeper's time, not the wall's
+  for (Millis w : f.sleeper.waits()) CHECK(w <= 61000ms);
+}
+
+TEST_CASE("rate pacing: without a pacer the same burst runs into the fake Plane's 429s") {
+  PacedFixture f(/*paced=*/false);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 150; ++i) ids.push_back(f.plane.add_work_item(kProjectId, {}));
+  for (const std::string& id : ids) REQUIRE(f.client->get_work_item(f.project, id).ok());  // retried per Retry-After
+  CHECK(f.plane.throttled() == 2);
+  CHECK(f.plane.requests_to("/work-items/").size() == 152);
+}
+
+TEST_CASE("rate limit: the fake Plane answers the real 429 (body, Retry-After, no rate headers) and the client waits it out") {
+  PacedFixture f;
+  const std::string id = f.plane.add_work_item(kProjectId, {});
+  const auto now_s = std::chrono::duration_cast<Seconds>(f.clock.now().time_since_epoch()).count();
+  HttpResponse first = f.raw_get(id);
+  CHECK(first.status == 200);
+  CHECK(first.header("X-RateLimit-Remaining") == "59");
+  CHECK(first.header("X-RateLimit-Reset") == std::to_string(now_s + 60));
+  for (int i = 1; i < 60; ++i) CHECK(f.raw_get(id).status == 200);  // another user of the key spends the allowance
+  HttpResponse over = f.raw_get(id);
+  CHECK(over.status == 429);
+  CHECK(over.body == R"({"error_code":5900,"error_message":"RATE_LIMIT_EXCEEDED"})");
+  CHECK(over.header("Retry-After") == "60");
+  CHECK_FALSE(over.header("X-RateLimit-Remaining").has_value());
+  CHECK_FALSE(over.header("X-RateLimit-Reset").has_value());
+  CHECK(f.sleeper.waits().empty());
+
+  // The paced client knows nothing yet: its first try meets the 429, it waits Retry-After, then it succeeds.
+  auto w = f.client->get_work_item(f.project, id);
+  REQUIRE(w.ok());
+  CHECK(w.value().id == id);
+  CHECK(f.sleeper.waits() == std::vector<Millis>{60000ms});
+  CHECK(f.plane.throttled() == 2);
+  // The window the 429 announced has passed: the next request goes at once.
+  REQUIRE(f.client->get_work_item(f.project, id).ok());
+  CHECK(f.sleeper.waits().size() == 1);
 }

@@ -1,0 +1,55 @@
+// integrations/rate_pacer.h: paces an API client by the allowance its server announces, so a burst (a reconciler
+// pass over a large Plane project) waits for the rate-limit window instead of spending its retries on 429s.
+// Plane's allowed answers carry X-RateLimit-Remaining (requests left in the window, this one counted) and
+// X-RateLimit-Reset (unix seconds; Plane sends now + 60 s); its 429s carry only Retry-After (plane.md §3).
+// Pure bookkeeping: it never sleeps or reads a clock itself. HttpClient asks before_request() before each attempt,
+// sleeps what it is told through its Sleeper, and reports every answer to observe(). One pacer per API key: the
+// server counts per key. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "engine/clock.h"
+
+namespace orch {
+
+struct HttpResponse;
+
+struct RatePacerOptions {
+  std::string remaining_header = "X-RateLimit-Remaining";
+  std::string reset_header = "X-RateLimit-Reset";  // unix epoch seconds
+  // Pause once the allowance left is at or below this. 0: use the whole allowance, as the only client of a key.
+  int reserve = 0;
+  // Added to Reset: Plane truncates it to whole seconds, so the window may end up to a second after it.
+  Millis margin{1000};
+  // No pause is longer than this, whatever Reset says: a clock skew between orch and the server must not stall
+  // orch for hours. Plane's window is 60 s, so 60 s + the margin.
+  Millis max_pause{61000};
+};
+
+class RatePacer {
+ public:
+  explicit RatePacer(RatePacerOptions options = {});
+
+  // Before each attempt. 0: the request may go now, and it is counted against the allowance. Otherwise: wait that
+  // long first, then ask again (another thread may have learnt something meanwhile).
+  Millis before_request(TimePoint now);
+  // After each answer. The rate headers of an allowed answer replace the allowance (the server's count is the truth;
+  // our own count only covers requests since). A 429 with Retry-After closes the window for every caller until then.
+  void observe(const HttpResponse& response, TimePoint now);
+
+  std::int64_t pauses() const;  // before_request calls that answered "wait": for tests and logs
+  std::optional<std::int64_t> remaining() const;  // the allowance as last known; nullopt: unknown (no limit seen)
+
+ private:
+  const RatePacerOptions options_;
+  mutable std::mutex mu_;
+  std::optional<std::int64_t> remaining_;  // guarded by mu_
+  TimePoint window_clear_at_{};            // guarded by mu_; meaningful while remaining_ is at or below the reserve
+  std::int64_t pauses_ = 0;                // guarded by mu_
+};
+
+}  // namespace orch
