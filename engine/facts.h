@@ -72,8 +72,11 @@ struct Tracker {
                                  const std::function<bool(const WorkItem&, TrackerState)>& visit) = 0;
   virtual Result<std::string> project_identifier(const ProjectSpec& project) = 0;  // e.g. "SHOP"
   virtual Status move_work_item(const ProjectSpec& project, const std::string& work_item_id, TrackerState to) = 0;
-  virtual Status add_comment(const ProjectSpec& project, const std::string& work_item_id,
-                             const std::string& html) = 0;
+  // Posts a comment (`html` is made by text_to_comment_html, never raw input). With an `external_id`, the comment is
+  // marked external_source "orch" + that id: Plane refuses a second comment with the same pair (409), so the call
+  // is retried like an idempotent one and a 409 counts as delivered. Without one, it is never retried after a 5xx.
+  virtual Status add_comment(const ProjectSpec& project, const std::string& work_item_id, const std::string& html,
+                             const std::string& external_id = "") = 0;
 };
 
 // Runs a command (argv, never a shell) in a directory with a timeout; returns its exit code.

@@ -209,12 +209,21 @@ Status PlaneClient::move_work_item(const ProjectSpec& project, const std::string
 }
 
 Status PlaneClient::add_comment(const ProjectSpec& project, const std::string& work_item_id,
-                                const std::string& html) {
+                                const std::string& html, const std::string& external_id) {
   json body = {{"comment_html", html}};
+  if (!external_id.empty()) {
+    body["external_source"] = kCommentSource;
+    body["external_id"] = external_id;
+  }
   HttpRequest req =
       request("POST", project_path(project) + "work-items/" + url_escape(work_item_id) + "/comments/", &body);
-  req.idempotent = false;  // a retried comment after a timeout could appear twice
-  return http_.send(req).status();
+  // Unmarked, a retried comment after a timeout could appear twice. Marked, Plane itself refuses the second one.
+  req.idempotent = !external_id.empty();
+  auto sent = http_.send(req);
+  // 409: "Work item comment with the same external id and external source already exists" — an earlier try (whose
+  // answer was lost) or another replica delivered it.
+  if (!sent.ok() && sent.status().code == Code::kConflict && !external_id.empty()) return {};
+  return sent.status();
 }
 
 }  // namespace orch

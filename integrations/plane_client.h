@@ -19,6 +19,9 @@ struct PlaneClientOptions {
   int max_pages = 10000;  // a guard against a server whose next_page_results never turns false
 };
 
+// The external_source of every comment orch writes: with the per-event external_id it makes Plane dedupe retries.
+inline constexpr const char* kCommentSource = "orch";
+
 class PlaneClient final : public Tracker {
  public:
   PlaneClient(HttpClient& http, Secret api_key, PlaneClientOptions options = {});
@@ -29,7 +32,8 @@ class PlaneClient final : public Tracker {
                          const std::function<bool(const WorkItem&, TrackerState)>& visit) override;
   Result<std::string> project_identifier(const ProjectSpec& project) override;
   Status move_work_item(const ProjectSpec& project, const std::string& work_item_id, TrackerState to) override;
-  Status add_comment(const ProjectSpec& project, const std::string& work_item_id, const std::string& html) override;
+  Status add_comment(const ProjectSpec& project, const std::string& work_item_id, const std::string& html,
+                     const std::string& external_id = "") override;
 
   // The three configured state ids of a project (listing states on first use).
   struct StateIds {

@@ -439,6 +439,17 @@ void FakePlane::install_routes() {
           auto it = items_.find(req.matches[3]);
           if (!p || it == items_.end())
             return send_json(res, 404, {{"error", "The requested resource does not exist."}});
+          // Plane's IssueComment has a unique (external_source, external_id) per work item among live comments.
+          const std::string ext_source =
+              body.contains("external_source") && body["external_source"].is_string() ? body["external_source"].get<std::string>() : "";
+          const std::string ext_id =
+              body.contains("external_id") && body["external_id"].is_string() ? body["external_id"].get<std::string>() : "";
+          if (!ext_source.empty() && !ext_id.empty()) {
+            for (const ojson& old : it->second.comments)
+              if (old["external_source"] == ext_source && old["external_id"] == ext_id)
+                return send_json(res, 409, {{"error", "Work item comment with the same external id and external source already exists"},
+                                            {"id", old["id"]}});
+          }
           ojson c;
           c["id"] = random_uuid4();
           c["created_at"] = python_isoformat(now_locked());
@@ -447,8 +458,8 @@ void FakePlane::install_routes() {
           c["comment_html"] = body["comment_html"].get<std::string>();
           c["attachments"] = ojson::array();
           c["access"] = body.value("access", "INTERNAL");
-          c["external_source"] = nullptr;
-          c["external_id"] = nullptr;
+          c["external_source"] = ext_source.empty() ? ojson(nullptr) : ojson(ext_source);
+          c["external_id"] = ext_id.empty() ? ojson(nullptr) : ojson(ext_id);
           c["edited_at"] = nullptr;
           c["created_by"] = kUserId;
           c["updated_by"] = nullptr;

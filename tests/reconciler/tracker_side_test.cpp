@@ -56,8 +56,9 @@ class SortedTracker final : public Tracker {
   Status move_work_item(const ProjectSpec& p, const std::string& id, TrackerState to) override {
     return inner_.move_work_item(p, id, to);
   }
-  Status add_comment(const ProjectSpec& p, const std::string& id, const std::string& html) override {
-    return inner_.add_comment(p, id, html);
+  Status add_comment(const ProjectSpec& p, const std::string& id, const std::string& html,
+                     const std::string& external_id = "") override {
+    return inner_.add_comment(p, id, html, external_id);
   }
 
  private:

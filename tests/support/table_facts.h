@@ -137,7 +137,8 @@ class TableTracker final : public Tracker {
                                                           : p.plane_states.in_progress;
     return {};
   }
-  Status add_comment(const ProjectSpec&, const std::string& id, const std::string& html) override {
+  Status add_comment(const ProjectSpec&, const std::string& id, const std::string& html,
+                     const std::string& = "") override {
     std::lock_guard l(mu_);
     comments_.push_back(id + ": " + html);
     return {};
