@@ -52,6 +52,9 @@ class FakeGitea final : public FakeServer {
   std::optional<GiteaPull> pull(const std::string& repo, std::int64_t number) const;
   std::vector<GiteaPull> pulls(const std::string& repo) const;
   void add_review(const std::string& repo, std::int64_t number, GiteaReview review);
+  // The next `times` POST .../pulls (pull request creations) answer `status` and create nothing; listings and the
+  // other routes answer normally (FakeServer's faults match a path, which GET /pulls shares).
+  void fail_next_pull_creates(int times, int status = 500);
 
   // Webhooks: X-Gitea-Event derived from the precise event type (gitea.md §1.5), body = MarshalIndent bytes.
   DeliveryResult send_webhook(const std::string& url, const std::string& secret, const std::string& event_type,
@@ -99,6 +102,8 @@ class FakeGitea final : public FakeServer {
   mutable std::mutex mu_;
   std::map<std::string, Repo> repos_;  // by "owner/name"; guarded by mu_
   std::string token_;                  // guarded by mu_
+  int pull_create_faults_ = 0;         // guarded by mu_
+  int pull_create_fault_status_ = 500; // guarded by mu_
 };
 
 }  // namespace orch::testing
