@@ -788,3 +788,38 @@ TEST_CASE("a follow-up step out of budget fails its job with the step's error an
   CHECK(jobs_in(*w.f.store, task.id, "development").size() == 1);  // no second attempt of the agent
   CHECK(gitea.pull_creates() == 3);
 }
+
+TEST_CASE("a gate that cannot be read after the agent succeeded is retried as the job's gate step, and the task "
+          "advances once it reads green") {
+  WorkerFixture w(Scripts{{"developer", kCountingDeveloper}});
+  HttpGitea gitea(w.f.clock, w.f.log);  // the PR goes to the fake Gitea; the gate reads the fixture's table
+  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock,
+                   w.f.log, w.options);
+  TaskRow task = w.f.task_in("development", "SHOP-10");
+  gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000004");
+  w.f.gitea.fail_with(Status{Code::kUnavailable, "gitea: HTTP 503"});
+
+  JobRow job = w.claim("development");
+  JobResult first = runner.run(job);
+  CHECK_MESSAGE(first.outcome == JobOutcome::kStepRetrying, first.detail);
+  JobRow waiting = w.f.store->find_job(job.id).value().value();
+  CHECK(waiting.status == JobStatus::kQueued);
+  CHECK(waiting.step == "gate");
+  CHECK(waiting.step_attempts == 1);
+  CHECK(waiting.step_error.find("gate: ") == 0);
+  CHECK(w.f.reload(task.id).pr_number);  // the steps before it stay done
+
+  w.f.gitea.fail_with(std::nullopt);
+  w.f.gitea.set_branch(task.branch, "cafe456");
+  w.f.gitea.set_status("cafe456", CiState::kSuccess);
+  w.f.clock.advance(15s);
+  auto again = w.f.store->claim_job("test/0", w.f.clock.now()).value();
+  REQUIRE(again);
+  REQUIRE(again->id == job.id);
+  JobResult r = runner.run(*again);
+  CHECK_MESSAGE(r.outcome == JobOutcome::kSucceeded, r.detail);
+  CHECK(w.f.reload(task.id).stage == "review");
+  CHECK(w.f.store->find_job(job.id).value()->status == JobStatus::kSucceeded);
+  CHECK(lines_of(w.out() / "runs") == 1);
+  CHECK(gitea.fake.pulls(kStepRepo).size() == 1);
+}
