@@ -48,13 +48,13 @@ class FakeGitea final : public FakeServer {
   // Appends a commit status; a later one for the same context supersedes the earlier one.
   void add_status(const std::string& repo, const std::string& sha, const std::string& context, const std::string& state);
   std::int64_t add_pull(const std::string& repo, GiteaPull pull);  // returns its number
+  // The next `times` POST .../pulls (pull request creations) answer `status` and create nothing; listings and the
+  // other routes answer normally (FakeServer's faults match a path, which GET /pulls shares).
+  void fail_next_pull_creates(int times, int status = 500);
   void update_pull(const std::string& repo, std::int64_t number, const std::function<void(GiteaPull&)>& change);
   std::optional<GiteaPull> pull(const std::string& repo, std::int64_t number) const;
   std::vector<GiteaPull> pulls(const std::string& repo) const;
   void add_review(const std::string& repo, std::int64_t number, GiteaReview review);
-  // The next `times` POST .../pulls (pull request creations) answer `status` and create nothing; listings and the
-  // other routes answer normally (FakeServer's faults match a path, which GET /pulls shares).
-  void fail_next_pull_creates(int times, int status = 500);
 
   // Webhooks: X-Gitea-Event derived from the precise event type (gitea.md §1.5), body = MarshalIndent bytes.
   DeliveryResult send_webhook(const std::string& url, const std::string& secret, const std::string& event_type,
