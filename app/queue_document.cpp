@@ -37,7 +37,11 @@ json job_json(const JobRow& j) {
           {"started_at", time_or_null(j.started_at)},
           {"heartbeat_at", time_or_null(j.heartbeat_at)},
           {"finished_at", time_or_null(j.finished_at)},
-          {"error", j.error.empty() ? json(nullptr) : json(j.error)}};
+          {"error", j.error.empty() ? json(nullptr) : json(j.error)},
+          // The follow-up steps after the agent exited 0 (ADR 0010): "" before; always strings and an int.
+          {"step", j.step},
+          {"step_attempts", j.step_attempts},
+          {"step_error", j.step_error}};
 }
 
 }  // namespace

@@ -150,16 +150,20 @@ function renderJobs(doc) {
   const failed = doc.jobs.filter(j => j.status === 'failed');
   setBody('jobs',
     el('h3', {}, 'Queued and running (' + active.length + ')'),
-    table(['job', 'item', 'stage', 'agent', 'status', 'attempt', 'runtime / waiting'], active.map(j =>
+    table(['job', 'item', 'stage', 'agent', 'status', 'attempt', 'step', 'step tries', 'step error', 'runtime / waiting'], active.map(j =>
       el('tr', {class: 'job ' + j.status},
         el('td', {}, j.id), el('td', {}, keys.get(j.task_id) || ('task ' + j.task_id)), el('td', {}, j.stage),
         el('td', {}, j.agent), el('td', {}, j.status), el('td', {}, j.attempt),
+        el('td', {class: 'step'}, j.step || ''), el('td', {}, j.step ? j.step_attempts : ''),
+        el('td', {class: 'bad'}, j.step_error || ''),
         el('td', {}, j.status === 'running' ? ago(j.started_at, doc.generated_at) : ago(j.created_at, doc.generated_at))))),
     el('h3', {}, 'Last failures (' + failed.length + ')'),
-    table(['job', 'item', 'stage', 'agent', 'attempt', 'finished', 'error', 'log tail'], failed.map(j =>
+    table(['job', 'item', 'stage', 'agent', 'attempt', 'step', 'step tries', 'finished', 'error', 'log tail'], failed.map(j =>
       el('tr', {class: 'job failed'},
         el('td', {}, j.id), el('td', {}, keys.get(j.task_id) || ('task ' + j.task_id)), el('td', {}, j.stage),
-        el('td', {}, j.agent), el('td', {}, j.attempt), el('td', {}, j.finished_at || ''),
+        el('td', {}, j.agent), el('td', {}, j.attempt),
+        el('td', {class: 'step'}, j.step || ''), el('td', {}, j.step ? j.step_attempts : ''),
+        el('td', {}, j.finished_at || ''),
         el('td', {class: 'bad'}, j.error || ''),
         el('td', {}, j.log_tail ? el('pre', {class: 'log-tail'}, j.log_tail) : el('span', {class: 'muted'}, 'no log'))))));
 }

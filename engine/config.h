@@ -85,6 +85,8 @@ struct JobsSpec {
   std::chrono::seconds dispatch_timeout{std::chrono::minutes(5)};
   std::chrono::seconds queued_ttl{std::chrono::hours(2)};
   int sweep_batch = 500;
+  // How often a follow-up step after the agent exited 0 (push, open_pr, gate; ADR 0010) may fail before its job fails.
+  int step_attempts = 8;
 };
 
 struct Config {

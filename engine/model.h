@@ -124,6 +124,11 @@ struct JobRow {
   std::optional<TimePoint> started_at;
   std::optional<TimePoint> heartbeat_at;
   std::optional<TimePoint> finished_at;
+  // The follow-up steps after the agent exited 0 (ADR 0010): "" while the agent has not succeeded; then the step the
+  // job is at ("push", "open_pr", "gate"), the last one it went through once it succeeded, or the one it failed in.
+  std::string step;
+  int step_attempts = 0;   // failed tries of `step`; 0 when it has just begun
+  std::string step_error;  // the last failed try's error, "" if none
 };
 
 // (task_id, visit, attempt) is unique: enqueueing the first attempt of the current visit twice, by a replay or

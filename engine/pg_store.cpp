@@ -191,6 +191,13 @@ DROP INDEX deliveries_delivery_id;
     R"sql(
 CREATE INDEX deliveries_pending_held ON deliveries (lane, seq) WHERE status = 'pending' AND claimed_by <> '';
 )sql",
+    // 5: follow-up steps (ADR 0010). After its agent exited 0 a job records the step it is at (push, open_pr, gate),
+    // how often that step failed and its last error, so that a retried or resumed step never runs the agent again.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN step TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN step_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN step_error TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(std::size(kMigrations) == PgStore::kSchemaVersion, "one migration per schema version");
 
@@ -205,7 +212,7 @@ constexpr const char* kSchemaTable =
   "updated_at"
 #define ORCH_JOB_COLUMNS                                                                                   \
   "id, task_id, visit, stage, agent, status, attempt, error, worker, created_at, run_after, started_at, " \
-  "heartbeat_at, finished_at"
+  "heartbeat_at, finished_at, step, step_attempts, step_error"
 #define ORCH_DELIVERY_COLUMNS                                                                                  \
   "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at, lane, run_after, " \
   "claimed_by, claim_expires_at"
@@ -571,6 +578,9 @@ JobRow read_job(const Row& r) {
   j.started_at = r.opt_time(11);
   j.heartbeat_at = r.opt_time(12);
   j.finished_at = r.opt_time(13);
+  j.step = r.text(14);
+  j.step_attempts = r.int32(15);
+  j.step_error = r.text(16);
   return j;
 }
 
@@ -1133,6 +1143,29 @@ Status PgStore::requeue_job(JobId id, TimePoint now) {
   });
 }
 
+Status PgStore::begin_job_step(JobId id, const std::string& step, TimePoint now) {
+  return write("begin_job_step", [&](Conn& c) -> Status {
+    PgResult r = c.exec(
+        "UPDATE jobs SET step = $1, step_attempts = 0, step_error = '', heartbeat_at = $2 "
+        "WHERE id = $3 AND status = 'running'",
+        Params(step, now, id));
+    return changed(r) ? Status{} : job_mismatch(c, id, "running");
+  });
+}
+
+Status PgStore::fail_job_step(JobId id, const std::string& error, std::optional<TimePoint> retry_at, TimePoint now) {
+  return write("fail_job_step", [&](Conn& c) -> Status {
+    PgResult r = retry_at
+                     ? c.exec("UPDATE jobs SET status = 'queued', worker = '', heartbeat_at = NULL, run_after = $1, "
+                              "step_attempts = step_attempts + 1, step_error = $2 WHERE id = $3 AND status = 'running'",
+                              Params(*retry_at, error, id))
+                     : c.exec("UPDATE jobs SET status = 'failed', error = $1, finished_at = $2, "
+                              "step_attempts = step_attempts + 1, step_error = $1 WHERE id = $3 AND status = 'running'",
+                              Params(error, now, id));
+    return changed(r) ? Status{} : job_mismatch(c, id, "running");
+  });
+}
+
 Result<std::optional<JobRow>> PgStore::find_job(JobId id) {
   return run("find_job", [&](Conn& c) -> Result<std::optional<JobRow>> {
     return one(c.exec("SELECT " ORCH_JOB_COLUMNS " FROM jobs WHERE id = $1", Params(id)), read_job);
@@ -1177,7 +1210,7 @@ Result<std::vector<JobRow>> PgStore::fail_stale_running(TimePoint heartbeat_befo
                "UPDATE jobs SET status = 'failed', error = $1, finished_at = $2 FROM batch WHERE jobs.id = batch.id "
                "RETURNING jobs.id, jobs.task_id, jobs.visit, jobs.stage, jobs.agent, jobs.status, jobs.attempt, "
                "jobs.error, jobs.worker, jobs.created_at, jobs.run_after, jobs.started_at, jobs.heartbeat_at, "
-               "jobs.finished_at",
+               "jobs.finished_at, jobs.step, jobs.step_attempts, jobs.step_error",
                Params(reason, now, heartbeat_before, limit)),
         read_job));
   });
@@ -1189,11 +1222,11 @@ Result<std::vector<JobRow>> PgStore::fail_expired_queued(TimePoint created_befor
   return write("fail_expired_queued", [&](Conn& c) -> Result<std::vector<JobRow>> {
     return sorted_by_id(all(
         c.exec("WITH batch AS MATERIALIZED (SELECT id FROM jobs WHERE status = 'queued' AND created_at < $3 "
-               "ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) "
+               "AND step = '' ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) "
                "UPDATE jobs SET status = 'failed', error = $1, finished_at = $2 FROM batch WHERE jobs.id = batch.id "
                "RETURNING jobs.id, jobs.task_id, jobs.visit, jobs.stage, jobs.agent, jobs.status, jobs.attempt, "
                "jobs.error, jobs.worker, jobs.created_at, jobs.run_after, jobs.started_at, jobs.heartbeat_at, "
-               "jobs.finished_at",
+               "jobs.finished_at, jobs.step, jobs.step_attempts, jobs.step_error",
                Params(reason, now, created_before, limit)),
         read_job));
   });

@@ -40,7 +40,7 @@ struct PgStoreOptions {
 class PgStore final : public Store {
  public:
   // The schema version this binary writes (the orch_schema table); migrations only ever move forward.
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   // Connects to `url` (a libpq URI or key=value string) and migrates to kSchemaVersion in one transaction under an
   // advisory lock, so that replicas opening at once migrate once. kInvalid when the database's schema is newer
@@ -93,6 +93,8 @@ class PgStore final : public Store {
   Status heartbeat_job(JobId id, TimePoint now) override;
   Status finish_job(JobId id, JobStatus status, const std::string& error, TimePoint now) override;
   Status requeue_job(JobId id, TimePoint now) override;
+  Status begin_job_step(JobId id, const std::string& step, TimePoint now) override;
+  Status fail_job_step(JobId id, const std::string& error, std::optional<TimePoint> retry_at, TimePoint now) override;
   Result<std::optional<JobRow>> find_job(JobId id) override;
   Result<std::vector<JobRow>> jobs_for_task(TaskId id) override;
   Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) override;

@@ -175,6 +175,13 @@ DROP INDEX deliveries_delivery_id;
     R"sql(
 -- no change
 )sql",
+    // 5: follow-up steps (ADR 0010). After its agent exited 0 a job records the step it is at (push, open_pr, gate),
+    // how often that step failed and its last error, so that a retried or resumed step never runs the agent again.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN step TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN step_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN step_error TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
@@ -185,7 +192,7 @@ static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migrat
   "updated_at"
 #define ORCH_JOB_COLUMNS                                                                                   \
   "id, task_id, visit, stage, agent, status, attempt, error, worker, created_at, run_after, started_at, " \
-  "heartbeat_at, finished_at"
+  "heartbeat_at, finished_at, step, step_attempts, step_error"
 #define ORCH_DELIVERY_COLUMNS                                                                          \
   "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at, lane, run_after, " \
   "claimed_by, claim_expires_at"
@@ -309,6 +316,9 @@ JobRow read_job(const SQLite::Statement& s) {
   j.started_at = col_opt_time(s, 11);
   j.heartbeat_at = col_opt_time(s, 12);
   j.finished_at = col_opt_time(s, 13);
+  j.step = col_text(s, 14);
+  j.step_attempts = s.getColumn(15).getInt();
+  j.step_error = col_text(s, 16);
   return j;
 }
 
@@ -916,6 +926,38 @@ Status SqliteStore::requeue_job(JobId id, TimePoint now) {
   });
 }
 
+Status SqliteStore::begin_job_step(JobId id, const std::string& step, TimePoint now) {
+  return write("begin_job_step", [&](Conn& c) -> Status {
+    int changed;
+    {
+      Stmt s(c,
+             "UPDATE jobs SET step = ?, step_attempts = 0, step_error = '', heartbeat_at = ? "
+             "WHERE id = ? AND status = 'running'");
+      changed = s.bind(step, now, id).exec();
+    }
+    return changed ? Status{} : job_mismatch(c, id, "running");
+  });
+}
+
+Status SqliteStore::fail_job_step(JobId id, const std::string& error, std::optional<TimePoint> retry_at,
+                                  TimePoint now) {
+  return write("fail_job_step", [&](Conn& c) -> Status {
+    int changed;
+    if (retry_at) {
+      Stmt s(c,
+             "UPDATE jobs SET status = 'queued', worker = '', heartbeat_at = NULL, run_after = ?, "
+             "step_attempts = step_attempts + 1, step_error = ? WHERE id = ? AND status = 'running'");
+      changed = s.bind(*retry_at, error, id).exec();
+    } else {
+      Stmt s(c,
+             "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2, step_attempts = step_attempts + 1, "
+             "step_error = ?1 WHERE id = ?3 AND status = 'running'");
+      changed = s.bind(error, now, id).exec();
+    }
+    return changed ? Status{} : job_mismatch(c, id, "running");
+  });
+}
+
 Result<std::optional<JobRow>> SqliteStore::find_job(JobId id) {
   return run("find_job", [&](Conn& c) -> Result<std::optional<JobRow>> {
     Stmt s(c, "SELECT " ORCH_JOB_COLUMNS " FROM jobs WHERE id = ?");
@@ -965,7 +1007,8 @@ Result<std::vector<JobRow>> SqliteStore::fail_expired_queued(TimePoint created_b
   return write("fail_expired_queued", [&](Conn& c) -> Result<std::vector<JobRow>> {
     Stmt s(c,
            "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2 WHERE id IN "
-           "(SELECT id FROM jobs WHERE status = 'queued' AND created_at < ?3 ORDER BY created_at, id LIMIT ?4) "
+           "(SELECT id FROM jobs WHERE status = 'queued' AND created_at < ?3 AND step = '' "
+           "ORDER BY created_at, id LIMIT ?4) "
            "RETURNING " ORCH_JOB_COLUMNS);
     return sorted_by_id(s.bind(reason, now, created_before, limit).all(read_job));
   });

@@ -34,7 +34,7 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   // The schema version this binary writes (PRAGMA user_version); migrations only ever move forward.
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   // Opens (creating the file if needed, not its directory) and migrates to kSchemaVersion in one transaction.
   // kInvalid when the file's schema is newer than this binary.
@@ -83,6 +83,8 @@ class SqliteStore final : public Store {
   Status heartbeat_job(JobId id, TimePoint now) override;
   Status finish_job(JobId id, JobStatus status, const std::string& error, TimePoint now) override;
   Status requeue_job(JobId id, TimePoint now) override;
+  Status begin_job_step(JobId id, const std::string& step, TimePoint now) override;
+  Status fail_job_step(JobId id, const std::string& error, std::optional<TimePoint> retry_at, TimePoint now) override;
   Result<std::optional<JobRow>> find_job(JobId id) override;
   Result<std::vector<JobRow>> jobs_for_task(TaskId id) override;
   Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) override;

@@ -83,7 +83,16 @@ struct JobStore {
   virtual Result<std::vector<JobRow>> jobs_for_task(TaskId id) = 0;
   virtual Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) = 0;  // oldest first
   virtual Result<std::vector<JobRow>> recent_failed_jobs(int limit) = 0;                   // newest first
-  // Sweeper rules, each capped at `limit` rows so a large backlog never holds a long transaction.
+  // Follow-up steps (ADR 0010). Moves a running job whose agent exited 0 to follow-up step `step` with no failed
+  // tries and no error, and counts as a heartbeat. kConflict / kNotFound like finish_job.
+  virtual Status begin_job_step(JobId id, const std::string& step, TimePoint now) = 0;
+  // A failed try of a running job's current step: step_attempts + 1, step_error = error. With retry_at the job goes
+  // back to queued, claimable at retry_at, keeping its attempt and its step (its agent does not run again); without,
+  // it is failed with `error`. kConflict / kNotFound like finish_job.
+  virtual Status fail_job_step(JobId id, const std::string& error, std::optional<TimePoint> retry_at,
+                               TimePoint now) = 0;
+  // Sweeper rules, each capped at `limit` rows so a large backlog never holds a long transaction. The queued-TTL
+  // rule skips jobs waiting to retry a follow-up step: their agent ran, and the step budget bounds their wait.
   virtual Result<std::vector<JobRow>> fail_stale_running(TimePoint heartbeat_before, int limit,
                                                          const std::string& reason, TimePoint now) = 0;
   virtual Result<std::vector<JobRow>> fail_expired_queued(TimePoint created_before, int limit,

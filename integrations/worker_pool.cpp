@@ -2,7 +2,10 @@
 // between becomes an attempt that failed (retried with exponential backoff up to the agent's max_attempts, then the
 // task is blocked and a notification enqueued), except what retrying cannot fix (no agent or project configured,
 // the program cannot start), which blocks at once. The task row decides whether the job still matters: a task that
-// moved to another stage or visit meanwhile abandons the job without a retry.
+// moved to another stage or visit meanwhile abandons the job without a retry. Once the agent has exited 0, though,
+// its success stands: the calls that follow (push, open_pr, gate) are the job's steps (ADR 0010), persisted on the
+// job row before each is done, retried on their own backoff through the queue (the job keeps its attempt, so the
+// claim that takes it up again resumes the step instead of running the agent), and resumed after a restart.
 //
 // The agent is data-driven from the outside world, so it gets nothing of ours: a fresh environment (DESIGN.md's
 // ORCH_* variables, its agent's `env` table, a minimal PATH, HOME = the worktree), no file descriptors (the process
@@ -43,6 +46,10 @@ using Steady = std::chrono::steady_clock;
 
 constexpr int kRecoveryScanLimit = 5000;
 constexpr std::size_t kMaxPrTitle = 200;
+// The follow-up steps after the agent exited 0, in order (ADR 0010). A job records the step it is at before doing it
+// (begin_job_step), so that a failed try or a restart resumes there, and each is safe to do twice: pushing pushed
+// commits changes nothing, the branch's open PR is adopted rather than a second one created, the gate is read again.
+const std::string kSteps[] = {"push", "open_pr", "gate"};
 // After the agent's group is gone, how long the pump waits for the pipe to close: a process that left the group
 // (setsid) and kept the pipe open must not hold the worker forever.
 constexpr auto kPumpDrainLimit = std::chrono::seconds(2);
@@ -214,6 +221,7 @@ WorkerOptions worker_options_from(const JobsSpec& jobs) {
   o.workers = std::max(1, jobs.workers);
   o.heartbeat_interval = std::clamp<Millis>(std::chrono::duration_cast<Millis>(jobs.heartbeat_stale) / 10,
                                             std::chrono::seconds(1), std::chrono::seconds(10));
+  o.step_max_attempts = std::max(1, jobs.step_attempts);
   return o;
 }
 
@@ -224,6 +232,7 @@ const char* job_outcome_name(JobOutcome o) {
     case JobOutcome::kBlocked: return "blocked";
     case JobOutcome::kRequeued: return "requeued";
     case JobOutcome::kAbandoned: return "abandoned";
+    case JobOutcome::kStepRetrying: return "step retrying";
   }
   return "unknown";
 }
@@ -241,6 +250,12 @@ JobRunner::JobRunner(Store& store, StageEngine& engine, GitWorkspaces& git, Proc
       clock_(clock),
       log_(log),
       options_(options) {}
+
+Seconds JobRunner::step_backoff(int tries) const {
+  Seconds wait = options_.step_backoff;
+  for (int i = 1; i < tries && wait < options_.step_backoff_max; ++i) wait *= 2;
+  return std::min(wait, options_.step_backoff_max);
+}
 
 Seconds JobRunner::backoff(int attempt) const {
   Seconds wait = options_.retry_backoff;
@@ -281,6 +296,8 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
     return attempt_failed(job, "agent " + job.agent + " is not configured for stage " + job.stage, Retry::kNo);
   const ProjectSpec* project = config_.find_project(task.project);
   if (!project) return attempt_failed(job, "project " + task.project + " is not configured", Retry::kNo);
+  // The agent exited 0 on an earlier claim of this job: resume its step. The agent never runs twice for one success.
+  if (!job.step.empty()) return run_steps(job, *project, *agent, *stage);
 
   auto worktree = git_.ensure_worktree(*project, task);
   if (!worktree.ok())
@@ -357,51 +374,122 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   if (lost) return attempt_failed(job, "stopped: the job was finished elsewhere", Retry::kAfterBackoff);
   if (!code.ok()) return attempt_failed(job, code.status().message, retry_unless_invalid(code.status()));
   if (code.value() != 0) return attempt_failed(job, "agent exited " + std::to_string(code.value()), Retry::kAfterBackoff);
-  return finish_success(job, task, *project, *agent, *stage);
+  // From here on the agent's success stands: what follows are the job's steps, retried on their own (ADR 0010).
+  return run_steps(job, *project, *agent, *stage);
 }
 
-JobResult JobRunner::finish_success(const JobRow& job, const TaskRow& task, const ProjectSpec& project,
-                                    const AgentSpec& agent, const StageSpec& stage) {
-  if (Status s = git_.push_branch(project, task); !s.ok()) return attempt_failed(job, "push: " + s.message, Retry::kAfterBackoff);
+JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, const AgentSpec& agent,
+                               const StageSpec& stage) {
+  const auto first = std::find(std::begin(kSteps), std::end(kSteps), job.step);
+  for (auto at = first == std::end(kSteps) ? std::begin(kSteps) : first; at != std::end(kSteps); ++at) {
+    const std::string step = *at;
+    // A step resumed from the queue keeps its failed tries (the budget); a new one starts from none.
+    const bool resumed = step == job.step;
+    const int tries = resumed ? job.step_attempts : 0;
+    if (!resumed) {
+      Status s = store_.begin_job_step(job.id, step, clock_.now());
+      if (s.code == Code::kConflict || s.code == Code::kNotFound)
+        return {JobOutcome::kAbandoned, "the job was finished elsewhere: " + s.message};
+      // Not fatal: the step is still done; a restart resumes at the last step recorded, and each is safe to redo.
+      if (!s.ok()) log_.warn("jobs: cannot record step {} of job {}: {}", step, job.id, s.to_string());
+    }
+    // The supersession check, with a fresh row: a human may have moved the task on, or the PR may be known by now.
+    auto found = store_.find_task(job.task_id);
+    if (!found.ok()) return step_failed(job, TaskRow{}, step, tries, found.status());
+    if (!found.value()) {
+      (void)store_.finish_job(job.id, JobStatus::kFailed, "task not found", clock_.now());
+      return {JobOutcome::kAbandoned, "task not found"};
+    }
+    const TaskRow task = *found.value();
+    if (std::string why = superseded(job, task); !why.empty()) {
+      (void)store_.finish_job(job.id, JobStatus::kFailed, why, clock_.now());
+      return {JobOutcome::kAbandoned, why};
+    }
 
-  TaskFacts facts;
-  auto head = git_.branch_head(project, task.branch);
-  if (head.ok()) {
-    facts.head_sha = head.value();
-    // The sha -> branch map lets a CI status event (which names no branch) find this task.
-    if (Status s = store_.record_branch_head(project.gitea_repo, task.branch, head.value(), clock_.now()); !s.ok())
-      log_.warn("jobs: cannot record the head of {}: {}", task.branch, s.to_string());
+    if (step == "push") {
+      if (Status s = git_.push_branch(project, task); !s.ok()) return step_failed(job, task, step, tries, s);
+      auto head = git_.branch_head(project, task.branch);
+      if (head.ok()) {
+        // The sha -> branch map lets a CI status event (which names no branch) find this task.
+        if (Status s = store_.record_branch_head(project.gitea_repo, task.branch, head.value(), clock_.now()); !s.ok())
+          log_.warn("jobs: cannot record the head of {}: {}", task.branch, s.to_string());
+        TaskFacts facts;
+        facts.head_sha = head.value();
+        if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok())
+          log_.warn("jobs: cannot record facts of {}: {}", task.work_item_key, s.to_string());
+      }
+    } else if (step == "open_pr") {
+      if (!stage.open_pr || task.pr_number) continue;
+      // An earlier try may have created the PR and died before recording it (or its answer was lost): adopt the
+      // branch's open PR before creating one, so that retries never open a second.
+      auto existing = code_host_.pull_request_for_branch(project.gitea_repo, task.branch);
+      if (!existing.ok()) return step_failed(job, task, step, tries, existing.status());
+      std::optional<PullRequestInfo> pr;
+      if (existing.value() && existing.value()->open) pr = existing.value();
+      if (!pr) {
+        std::string title = task.work_item_key + ": " + task.title;
+        if (title.size() > kMaxPrTitle) title.resize(kMaxPrTitle);
+        auto created = code_host_.create_pull_request(project.gitea_repo, task.branch, project.default_branch, title,
+                                                      "Opened by orch for " + task.work_item_key + ".");
+        if (!created.ok()) return step_failed(job, task, step, tries, created.status());
+        pr = created.value();
+      }
+      TaskFacts facts;
+      facts.pr_number = pr->number;
+      facts.pr_state = pr->merged ? PrState::kMerged : pr->open ? PrState::kOpen : PrState::kClosed;
+      // The gate reads the PR from the task row: without it recorded this step is not done.
+      if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok())
+        return step_failed(job, task, step, tries, s);
+      log_.info("jobs: pull request #{} for {}", pr->number, task.work_item_key);
+    } else {  // gate
+      auto advanced = engine_.advance_if_gate_passed(task.id, Cause::kAgent, agent.name);
+      // Only a transient failure is worth another try; kConflict means someone else moved the task meanwhile.
+      if (!advanced.ok() && advanced.status().code == Code::kUnavailable)
+        return step_failed(job, task, step, tries, advanced.status());
+      if (Status s = store_.finish_job(job.id, JobStatus::kSucceeded, "", clock_.now()); !s.ok())
+        log_.warn("jobs: job {} succeeded but was already finished: {}", job.id, s.to_string());
+      if (!advanced.ok()) {
+        // Not a failure of the job: the reconciler evaluates the gate again once the task is idle.
+        if (advanced.status().code != Code::kConflict)
+          log_.warn("jobs: {} succeeded for {}, gate not evaluated: {}", agent.name, task.work_item_key,
+                    advanced.status().to_string());
+        return {JobOutcome::kSucceeded, advanced.status().message};
+      }
+      if (!advanced.value().advanced)
+        log_.info("jobs: {} succeeded for {} in {}; waiting: {}", agent.name, task.work_item_key, job.stage,
+                  advanced.value().gate.why);
+      return {JobOutcome::kSucceeded, advanced.value().gate.why};
+    }
   }
-  if (stage.open_pr && !task.pr_number) {
-    std::string title = task.work_item_key + ": " + task.title;
-    if (title.size() > kMaxPrTitle) title.resize(kMaxPrTitle);
-    auto pr = code_host_.create_pull_request(project.gitea_repo, task.branch, project.default_branch, title,
-                                             "Opened by orch for " + task.work_item_key + ".");
-    if (!pr.ok())
-      return attempt_failed(job, "open pull request: " + pr.status().message, retry_unless_invalid(pr.status()));
-    facts.pr_number = pr.value().number;
-    facts.pr_state = pr.value().merged ? PrState::kMerged : pr.value().open ? PrState::kOpen : PrState::kClosed;
-    log_.info("jobs: pull request #{} for {}", pr.value().number, task.work_item_key);
-  }
-  if (facts.head_sha || facts.pr_number)
-    if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok())
-      log_.warn("jobs: cannot record facts of {}: {}", task.work_item_key, s.to_string());
+  return {JobOutcome::kAbandoned, "no follow-up step after " + job.step};  // unreachable: gate always returns
+}
 
-  if (Status s = store_.finish_job(job.id, JobStatus::kSucceeded, "", clock_.now()); !s.ok())
-    log_.warn("jobs: job {} succeeded but was already finished: {}", job.id, s.to_string());
-
-  auto advanced = engine_.advance_if_gate_passed(task.id, Cause::kAgent, agent.name);
-  if (!advanced.ok()) {
-    // Not a failure of the job: the reconciler evaluates the gate again once the task is idle.
-    if (advanced.status().code != Code::kConflict)
-      log_.warn("jobs: {} succeeded for {}, gate not evaluated: {}", agent.name, task.work_item_key,
-                advanced.status().to_string());
-    return {JobOutcome::kSucceeded, advanced.status().message};
+JobResult JobRunner::step_failed(const JobRow& job, const TaskRow& task, const std::string& step, int tries,
+                                 const Status& s) {
+  const TimePoint now = clock_.now();
+  const std::string error = step + ": " + s.message;
+  const int failed = tries + 1;
+  const int budget = std::max(1, options_.step_max_attempts);
+  if (s.code != Code::kInvalid && failed < budget) {
+    const Seconds wait = step_backoff(failed);
+    Status w = store_.fail_job_step(job.id, error, now + wait, now);
+    if (w.code == Code::kConflict || w.code == Code::kNotFound)
+      return {JobOutcome::kAbandoned, "the job was finished elsewhere: " + w.message};
+    // The job stays running with its step recorded: the sweeper's heartbeat rule fails it in the end.
+    if (!w.ok()) log_.warn("jobs: cannot queue step {} of job {} again: {}", step, job.id, w.to_string());
+    log_.info("jobs: step {} of job {} failed (try {} of {}): {}; again in {}s", step, job.id, failed, budget,
+              s.message, wait.count());
+    return {JobOutcome::kStepRetrying, error};
   }
-  if (!advanced.value().advanced)
-    log_.info("jobs: {} succeeded for {} in {}; waiting: {}", agent.name, task.work_item_key, job.stage,
-              advanced.value().gate.why);
-  return {JobOutcome::kSucceeded, advanced.value().gate.why};
+  if (Status w = store_.fail_job_step(job.id, error, std::nullopt, now); !w.ok() && w.code != Code::kConflict)
+    log_.warn("jobs: cannot fail job {} in step {}: {}", job.id, step, w.to_string());
+  // Out of budget on the gate, the agent's work is still pushed (and its PR open): the reconciler's gate side reads
+  // the gate again once the task is idle, as for any task. Out of budget on push or open_pr, a human must look.
+  if (step == "gate" || task.id == 0) {
+    log_.warn("jobs: job {} failed in step {} after {} tries: {}", job.id, step, failed, s.message);
+    return {JobOutcome::kAbandoned, error};
+  }
+  return block(job, task, "step " + step + " failed " + std::to_string(failed) + " time(s): " + s.message);
 }
 
 JobResult JobRunner::attempt_failed(const JobRow& job, const std::string& reason, Retry retry) {
@@ -525,6 +613,17 @@ RecoveryReport JobRunner::recover_interrupted() {
     const bool ours = w && (w->replica.empty() || w->replica == options_.replica_id);
     if (!ours || (w->pid != self && process_alive(w->pid))) {
       ++report.skipped;
+      continue;
+    }
+    // Its agent had exited 0: only the step it was in was interrupted, and resuming that step is enough.
+    if (!job.step.empty()) {
+      Status s = store_.requeue_job(job.id, clock_.now());
+      if (s.ok()) {
+        ++report.requeued;
+        log_.info("jobs: job {} resumes step {} after a restart", job.id, job.step);
+      } else {
+        log_.warn("jobs: cannot requeue job {} to resume step {}: {}", job.id, job.step, s.to_string());
+      }
       continue;
     }
     JobResult r = attempt_failed(job, "interrupted: worker " + job.worker + " exited while it ran", Retry::kNow);

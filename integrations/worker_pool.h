@@ -1,6 +1,7 @@
 // integrations/worker_pool.h: the job worker. JobRunner runs one claimed job to its end: the task's worktree, the
 // task JSON file, the agent as its own process group with a clean environment (DESIGN.md "The agent's environment"),
-// heartbeats, the timeout, then push + PR + advance_if_gate_passed on exit 0, or a retry with backoff, then blocked.
+// heartbeats, the timeout, then on exit 0 the follow-up steps push, open_pr and gate (advance_if_gate_passed), each
+// persisted and retried on its own (ADR 0010); on a failure a retry of the agent with backoff, then blocked.
 // WorkerPool owns N threads that claim jobs atomically (claim_job: never one job twice, even across processes) and
 // hand each to the JobRunner. JobRunner is thread-safe (one run() per claimed job, from any thread); WorkerPool's
 // start()/stop() are for its owner only, poke() for any thread.
@@ -45,6 +46,12 @@ struct WorkerOptions {
   std::size_t log_cap_bytes = 1024 * 1024;
   Seconds retry_backoff{30};  // attempt n+1 waits retry_backoff * 2^(n-1), at most retry_backoff_max
   Seconds retry_backoff_max{std::chrono::minutes(30)};
+  // The follow-up steps after the agent exited 0 (push, open_pr, gate; ADR 0010) are retried on their own, never by
+  // running the agent again: a step's try n+1 waits step_backoff * 2^(n-1), at most step_backoff_max, and after
+  // step_max_attempts failed tries the job fails with the step's error.
+  int step_max_attempts = 8;  // JobsSpec::step_attempts
+  Seconds step_backoff{15};
+  Seconds step_backoff_max{std::chrono::minutes(5)};
   Telemetry* telemetry = nullptr;  // told how long each agent ran and how it ended; null: nobody
   // Worker ids are "<replica_id>/<pid>/<n>" ("<pid>/<n>" when empty): start-up recovery judges only its own
   // replica's workers by their pid.
@@ -61,6 +68,7 @@ enum class JobOutcome {
   kBlocked,    // failed its last attempt (or cannot run at all): the task is blocked, a notification enqueued
   kRequeued,   // the pool is stopping: the agent was stopped and the job put back in the queue
   kAbandoned,  // nothing to do: the task is gone or has moved on, or the job was finished elsewhere
+  kStepRetrying,  // the agent succeeded, a follow-up step failed: the job is queued to retry that step after a backoff
 };
 const char* job_outcome_name(JobOutcome o);
 
@@ -99,7 +107,8 @@ class JobRunner : public FailedAttempts {
 
   // Start-up, before any pool of this process starts: jobs left `running` by a process of this replica that is gone
   // (its worker id names a dead pid, or ours from a previous incarnation) count their interrupted run as an attempt:
-  // the next attempt is queued at once, or, past max_attempts, the task is blocked with a notification.
+  // the next attempt is queued at once, or, past max_attempts, the task is blocked with a notification. A job that
+  // was in a follow-up step (its agent had exited 0) is queued again at once to resume that step.
   // Jobs of live processes are left alone; the sweeper's heartbeat rule covers other hosts.
   RecoveryReport recover_interrupted();
 
@@ -109,8 +118,11 @@ class JobRunner : public FailedAttempts {
 
  private:
   JobResult run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive);
-  JobResult finish_success(const JobRow& job, const TaskRow& task, const ProjectSpec& project, const AgentSpec& agent,
-                           const StageSpec& stage);
+  // The follow-up steps from the job's current one on (job.step; "" right after the agent exited 0).
+  JobResult run_steps(const JobRow& job, const ProjectSpec& project, const AgentSpec& agent, const StageSpec& stage);
+  // A failed try of `step`, whose earlier failed tries were `tries`: queued again after the step's backoff, or, out of
+  // budget (or kInvalid), the job fails with the step's error.
+  JobResult step_failed(const JobRow& job, const TaskRow& task, const std::string& step, int tries, const Status& s);
   // kInvalid says retrying will not help (status.h): block at once instead of burning the attempts.
   static Retry retry_unless_invalid(const Status& s) { return s.code == Code::kInvalid ? Retry::kNo : Retry::kAfterBackoff; }
   JobResult block(const JobRow& job, const TaskRow& task, const std::string& reason);
@@ -118,6 +130,7 @@ class JobRunner : public FailedAttempts {
   std::vector<std::string> agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
                                              const std::string& worktree) const;
   Seconds backoff(int attempt) const;
+  Seconds step_backoff(int tries) const;
 
   Store& store_;
   StageEngine& engine_;

@@ -89,7 +89,8 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
   for (const json& j : doc["jobs"]) {
     check_fields(j, {{"id", T::kInt}, {"task_id", T::kInt}, {"stage", T::kString}, {"agent", T::kString},
                      {"status", T::kString}, {"attempt", T::kInt}, {"started_at", T::kStringOrNull},
-                     {"heartbeat_at", T::kStringOrNull}});
+                     {"heartbeat_at", T::kStringOrNull}, {"step", T::kString}, {"step_attempts", T::kInt},
+                     {"step_error", T::kString}});
     CHECK(std::set<std::string>{"queued", "running", "succeeded", "failed"}.count(j["status"].get<std::string>()));
     if (j["status"] == "failed" && j["error"] == "agent exited with 1") {
       saw_failed = true;
@@ -118,6 +119,32 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
     CHECK(std::set<std::string>{"webhook", "agent", "reconciler", "manual"}.count(t["cause"].get<std::string>()));
   }
   check_fields(doc["notifications"], {{"pending", T::kInt}, {"sent", T::kInt}, {"failed", T::kInt}});
+}
+
+TEST_CASE("/queue.json shows a job whose follow-up step is failing: its step, its failed tries and the last error") {
+  RunningApp app;
+  TaskRow dev = app.add_task("SHOP-9", "Fix login", {"analysis", "development"});
+  const TimePoint now = SystemClock().now();
+  auto job = app.store().enqueue_job(NewJob{.task_id = dev.id, .visit = dev.visit, .stage = dev.stage,
+                                            .agent = "developer", .attempt = 1, .run_after = now},
+                                     now);
+  REQUIRE(job.ok());
+  REQUIRE(job.value());
+  REQUIRE(app.store().claim_job("1/0", now).value()->id == job.value()->id);
+  REQUIRE(app.store().begin_job_step(job.value()->id, "open_pr", now).ok());
+  // Retried in an hour: no worker of the running app claims it meanwhile.
+  REQUIRE(app.store().fail_job_step(job.value()->id, "open_pr: HTTP 500", now + std::chrono::hours(1), now).ok());
+  app.start();
+  json doc = get_queue(app);
+  const json* shown = nullptr;
+  for (const json& j : doc["jobs"])
+    if (j["id"] == job.value()->id) shown = &j;
+  REQUIRE(shown);
+  CHECK((*shown)["status"] == "queued");
+  CHECK((*shown)["attempt"] == 1);
+  CHECK((*shown)["step"] == "open_pr");
+  CHECK((*shown)["step_attempts"] == 1);
+  CHECK((*shown)["step_error"] == "open_pr: HTTP 500");
 }
 
 TEST_CASE("replaying a failed delivery through the admin endpoint handles it again and takes it off the list") {

@@ -237,5 +237,35 @@ TEST_CASE("clicking Replay on a failed delivery in chromium replays it and the p
   (void)chrome.call("Browser.close", nlohmann::json::object());
 }
 
+TEST_CASE("the queue page's jobs table shows a job's failing follow-up step, its tries and its error") {
+  if (!std::filesystem::exists(kChromium)) {
+    MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
+    return;
+  }
+  RunningApp app;
+  TaskRow dev = app.add_task("SHOP-9", "Fix login", {"analysis", "development"});
+  const TimePoint now = SystemClock().now();
+  auto job = app.store().enqueue_job(NewJob{.task_id = dev.id, .visit = dev.visit, .stage = dev.stage,
+                                            .agent = "developer", .attempt = 1, .run_after = now},
+                                     now);
+  REQUIRE(job.ok());
+  REQUIRE(job.value());
+  REQUIRE(app.store().claim_job("1/0", now).value()->id == job.value()->id);
+  REQUIRE(app.store().begin_job_step(job.value()->id, "open_pr", now).ok());
+  REQUIRE(app.store().fail_job_step(job.value()->id, "open_pr: gitea answered 500", now + std::chrono::hours(1), now)
+              .ok());
+  app.start();
+  TempDir profile;
+  const std::string url = "http://admin:" + std::string(kAdminToken) + "@127.0.0.1:" +
+                          std::to_string(app.app().port()) + "/queue";
+  const std::string dom = run(chromium_command(profile, "--dump-dom", url));
+  REQUIRE_MESSAGE(dom.find("<html") != std::string::npos, dom);
+  CAPTURE(dom);
+  CHECK(dom.find(R"(data-source="live")") != std::string::npos);
+  CHECK(dom.find("<th>step</th>") != std::string::npos);
+  CHECK(dom.find(R"(<td class="step">open_pr</td><td>1</td>)") != std::string::npos);
+  CHECK(dom.find("open_pr: gitea answered 500") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace orch

@@ -260,6 +260,7 @@ TEST_CASE("config: counts below one are rejected") {
   check_error(with_pipeline({"[jobs]", "workers = 0"}), 2, "'workers' in [jobs] must be at least 1, not 0");
   check_error(with_pipeline({"[server]", "max_body_bytes = -1"}), 2, "'max_body_bytes' in [server] must be at least 1, not -1");
   check_error(with_pipeline({"[jobs]", "sweep_batch = 0"}), 2, "'sweep_batch' in [jobs] must be at least 1");
+  check_error(with_pipeline({"[jobs]", "step_attempts = 0"}), 2, "'step_attempts' in [jobs] must be at least 1");
   check_error(with_pipeline({"[jobs]", "workers = 3000000000"}), 2, "'workers' in [jobs] must be at most");
 }
 
@@ -307,6 +308,7 @@ TEST_CASE("config: absent keys take the documented defaults") {
   CHECK(c.jobs.dispatch_timeout == 5min);
   CHECK(c.jobs.queued_ttl == 2h);
   CHECK(c.jobs.sweep_batch == 500);
+  CHECK(c.jobs.step_attempts == 8);
   CHECK(c.projects.empty());
   CHECK(c.agents.empty());
   REQUIRE(c.stages.size() == 1);
@@ -348,6 +350,7 @@ TEST_CASE("config: the optional [store] table and explicit values are read") {
       "[jobs]",
       "workers = 8",
       "queued_ttl = \"1d\"",
+      "step_attempts = 3",
       "[gitea]",
       "base_url = \"https://gitea.example.com/\"",
   }));
@@ -359,6 +362,7 @@ TEST_CASE("config: the optional [store] table and explicit values are read") {
   CHECK(c.reconciler.grace_default == 0s);
   CHECK(c.jobs.workers == 8);
   CHECK(c.jobs.queued_ttl == 24h);
+  CHECK(c.jobs.step_attempts == 3);
 }
 
 TEST_CASE("config: relative programs with a slash are resolved against the config file's directory") {

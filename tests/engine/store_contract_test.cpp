@@ -1224,5 +1224,71 @@ TEST_CASE_TEMPLATE("store: group commits of the same deliveries in opposite orde
   CHECK(stores[0]->inbox_counts().value().received == kBatch * kRounds);
 }
 
+TEST_CASE_TEMPLATE("store: a job's follow-up step is recorded, retried from the queue without a new attempt, and "
+                   "failed with its error", B, SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId id = make_task(*store, "1", clock.now());
+  JobRow job = enqueue(*store, id, 1, 1, clock.now(), clock.now());
+  CHECK(job.step.empty());
+  CHECK(job.step_attempts == 0);
+  CHECK(job.step_error.empty());
+  CHECK(store->begin_job_step(job.id, "push", clock.now()).code == Code::kConflict);  // queued, not running
+  REQUIRE(store->claim_job("100/1", clock.now()).value()->id == job.id);
+
+  clock.advance(5s);
+  REQUIRE(store->begin_job_step(job.id, "open_pr", clock.now()).ok());
+  JobRow at = store->find_job(job.id).value().value();
+  CHECK(at.status == JobStatus::kRunning);
+  CHECK(at.step == "open_pr");
+  CHECK(at.heartbeat_at == clock.now());  // a step's start shows life to the sweeper
+
+  REQUIRE(store->fail_job_step(job.id, "HTTP 500", clock.now() + 30s, clock.now()).ok());
+  JobRow waiting = store->find_job(job.id).value().value();
+  CHECK(waiting.status == JobStatus::kQueued);
+  CHECK(waiting.attempt == 1);
+  CHECK(waiting.step == "open_pr");
+  CHECK(waiting.step_attempts == 1);
+  CHECK(waiting.step_error == "HTTP 500");
+  CHECK(waiting.worker.empty());
+  CHECK(waiting.run_after == clock.now() + 30s);
+  CHECK(store->fail_job_step(job.id, "again", std::nullopt, clock.now()).code == Code::kConflict);
+  CHECK_FALSE(store->claim_job("100/1", clock.now()).value().has_value());  // backing off
+  // A step waiting for its retry has run its agent: the queued-TTL rule leaves it alone.
+  CHECK(store->fail_expired_queued(clock.now() + 1s, 10, "queued too long", clock.now()).value().empty());
+
+  clock.advance(30s);
+  auto again = store->claim_job("100/2", clock.now()).value();
+  REQUIRE(again);
+  CHECK(again->id == job.id);
+  CHECK(again->step == "open_pr");
+  CHECK(again->step_attempts == 1);
+  REQUIRE(store->fail_job_step(job.id, "HTTP 502", std::nullopt, clock.now()).ok());
+  JobRow failed = store->find_job(job.id).value().value();
+  CHECK(failed.status == JobStatus::kFailed);
+  CHECK(failed.error == "HTTP 502");
+  CHECK(failed.step == "open_pr");
+  CHECK(failed.step_attempts == 2);
+  CHECK(failed.step_error == "HTTP 502");
+  CHECK(failed.finished_at == clock.now());
+  CHECK(store->fail_job_step(424242, "x", std::nullopt, clock.now()).code == Code::kNotFound);
+
+  SUBCASE("a new step starts with no failed tries and no error") {
+    JobRow next = enqueue(*store, id, 1, 2, clock.now(), clock.now());
+    REQUIRE(store->claim_job("100/1", clock.now()).value()->id == next.id);
+    REQUIRE(store->begin_job_step(next.id, "push", clock.now()).ok());
+    REQUIRE(store->fail_job_step(next.id, "push refused", clock.now(), clock.now()).ok());
+    REQUIRE(store->claim_job("100/1", clock.now()).value()->id == next.id);
+    REQUIRE(store->begin_job_step(next.id, "gate", clock.now()).ok());
+    JobRow gate = store->find_job(next.id).value().value();
+    CHECK(gate.step == "gate");
+    CHECK(gate.step_attempts == 0);
+    CHECK(gate.step_error.empty());
+    REQUIRE(store->finish_job(next.id, JobStatus::kSucceeded, "", clock.now()).ok());
+    CHECK(store->find_job(next.id).value()->step == "gate");
+  }
+}
+
 }  // namespace
 }  // namespace orch

@@ -148,6 +148,12 @@ void FakeGitea::push_to_pull(const std::string& repo, std::int64_t number, const
   for (auto& rv : r.reviews[number]) rv.stale = rv.commit_id != sha;
 }
 
+void FakeGitea::fail_next_pull_creates(int times, int status) {
+  std::lock_guard lock(mu_);
+  pull_create_faults_ = times;
+  pull_create_fault_status_ = status;
+}
+
 bool FakeGitea::authorised(const httplib::Request& req, httplib::Response& res) const {
   std::lock_guard lock(mu_);
   if (token_.empty()) return true;
@@ -414,6 +420,13 @@ void FakeGitea::install_routes() {
 
   route("POST", kRepoPrefix + "/pulls", [this](const httplib::Request& req, httplib::Response& res) {
     if (!authorised(req, res)) return;
+    {
+      std::lock_guard lock(mu_);
+      if (pull_create_faults_ > 0) {
+        --pull_create_faults_;
+        return api_error(res, pull_create_fault_status_, "fault injected on pull request creation");
+      }
+    }
     auto body = nlohmann::json::parse(req.body, nullptr, false);
     if (body.is_discarded() || !body.is_object()) return api_error(res, 422, "invalid JSON body");
     std::string head = body.value("head", ""), base = body.value("base", ""), title = body.value("title", "");

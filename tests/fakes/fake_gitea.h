@@ -52,6 +52,9 @@ class FakeGitea final : public FakeServer {
   // Appends a commit status; a later one for the same context supersedes the earlier one.
   void add_status(const std::string& repo, const std::string& sha, const std::string& context, const std::string& state);
   std::int64_t add_pull(const std::string& repo, GiteaPull pull);  // returns its number
+  // The next `times` POST .../pulls (pull request creations) answer `status` and create nothing; listings and the
+  // other routes answer normally (FakeServer's faults match a path, which GET /pulls shares).
+  void fail_next_pull_creates(int times, int status = 500);
   void update_pull(const std::string& repo, std::int64_t number, const std::function<void(GiteaPull&)>& change);
   std::optional<GiteaPull> pull(const std::string& repo, std::int64_t number) const;
   std::vector<GiteaPull> pulls(const std::string& repo) const;
@@ -106,6 +109,8 @@ class FakeGitea final : public FakeServer {
   mutable std::mutex mu_;
   std::map<std::string, Repo> repos_;  // by "owner/name"; guarded by mu_
   std::string token_;                  // guarded by mu_
+  int pull_create_faults_ = 0;         // guarded by mu_
+  int pull_create_fault_status_ = 500; // guarded by mu_
 };
 
 }  // namespace orch::testing

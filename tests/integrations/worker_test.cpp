@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -16,9 +17,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "app/queue_document.h"
 #include "integrations/git.h"
+#include "integrations/gitea_client.h"
+#include "integrations/http_client.h"
 #include "integrations/worker_pool.h"
 #include "reconciler/sweeper.h"
+#include "tests/fakes/fake_gitea.h"
+#include "tests/fakes/recording_sleeper.h"
 #include "tests/support/engine_fixture.h"
 
 using namespace orch;
@@ -622,4 +628,234 @@ TEST_CASE("start-up recovery leaves a job of another replica alone, and recovers
   CHECK(w.f.store->find_job(ours->id).value()->status == JobStatus::kFailed);
   (void)a;
   (void)b;
+}
+
+// ---- follow-up steps (ADR 0010): push, open_pr and gate after the agent exited 0 ---------------------------------
+
+namespace {
+
+const std::string kStepRepo = "acme/shop";  // default_config()'s project
+const std::string kStepMainSha = "1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e";
+
+// Counts its runs in $OUT/runs and commits a change, so that push and PR have something to carry.
+const std::string kCountingDeveloper =
+    "set -e\n"
+    "echo run >> \"$OUT/runs\"\n"
+    "echo \"work $ORCH_ATTEMPT\" >> work.txt\n"
+    "git add work.txt\n"
+    "git -c user.name=agent -c user.email=agent@example.com commit -q -m work\n";
+
+// The real GiteaClient over HTTP against a FakeGitea, for a JobRunner whose follow-up calls meet real 5xx answers.
+struct HttpGitea {
+  explicit HttpGitea(ManualClock& clock, spdlog::logger& log) : sleeper(clock) {
+    fake.set_branch(kStepRepo, "main", kStepMainSha);
+    HttpClientOptions o;
+    o.name = "gitea";
+    o.base_url = fake.base_url();
+    http = std::make_unique<HttpClient>(o, sleeper, clock, log);
+    client = std::make_unique<GiteaClient>(*http, Secret(""));
+  }
+  int pull_creates() const {
+    int n = 0;
+    for (const auto& r : fake.requests())
+      if (r.method == "POST" && r.path.ends_with("/pulls")) ++n;
+    return n;
+  }
+  FakeGitea fake;
+  RecordingSleeper sleeper;
+  std::unique_ptr<HttpClient> http;
+  std::unique_ptr<GiteaClient> client;
+};
+
+int lines_of(const fs::path& p) {
+  std::string text = read_file(p);
+  return static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+}
+
+}  // namespace
+
+std::vector<JobRow> jobs_in(Store& store, TaskId task, const std::string& stage) {
+  std::vector<JobRow> out;
+  for (const JobRow& j : store.jobs_for_task(task).value())
+    if (j.stage == stage) out.push_back(j);
+  return out;
+}
+
+TEST_CASE("a job whose PR creation answers 500 three times keeps its agent's success: the agent ran once and one PR "
+          "exists") {
+  WorkerFixture w(Scripts{{"developer", kCountingDeveloper}});
+  HttpGitea gitea(w.f.clock, w.f.log);
+  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock,
+                   w.f.log, w.options);
+  TaskRow task = w.f.task_in("development", "SHOP-7");
+  gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000001");
+  gitea.fake.fail_next_pull_creates(3, 500);
+
+  JobRow job = w.claim("development");
+  JobResult first = runner.run(job);
+  CHECK_MESSAGE(first.outcome == JobOutcome::kStepRetrying, first.detail);
+  JobRow waiting = w.f.store->find_job(job.id).value().value();
+  CHECK(waiting.status == JobStatus::kQueued);  // not failed: the agent's success stands
+  CHECK(waiting.attempt == 1);
+  CHECK(waiting.step == "open_pr");
+  CHECK(waiting.step_attempts == 1);
+  CHECK(waiting.step_error.find("open_pr: ") == 0);
+  // The step's own backoff, on the manual clock: 15 s after the first failed try.
+  CHECK(waiting.run_after == w.f.clock.now() + 15s);
+  w.f.clock.advance(14s);
+  CHECK_FALSE(w.f.store->claim_job("test/0", w.f.clock.now()).value().has_value());
+
+  // Whatever is due runs, as a worker would, until the task has its PR or gives up.
+  for (int i = 0; i < 400 && !w.f.reload(task.id).pr_number && !w.f.reload(task.id).blocked; ++i) {
+    auto claimed = w.f.store->claim_job("test/0", w.f.clock.now()).value();
+    if (!claimed) {
+      w.f.clock.advance(1s);
+      continue;
+    }
+    CHECK(claimed->id == job.id);
+    runner.run(*claimed);
+  }
+
+  const TaskRow after = w.f.reload(task.id);
+  CHECK_FALSE(after.blocked);
+  CHECK(lines_of(w.out() / "runs") == 1);  // the agent ran exactly once
+  const auto pulls = gitea.fake.pulls(kStepRepo);
+  REQUIRE(pulls.size() == 1);
+  CHECK(pulls[0].head_ref == task.branch);
+  REQUIRE(after.pr_number);
+  CHECK(*after.pr_number == pulls[0].number);
+  CHECK(gitea.pull_creates() == 4);  // three 500s, then the 201
+  auto jobs = jobs_in(*w.f.store, task.id, "development");
+  REQUIRE(jobs.size() == 1);  // one attempt, never a second run of the agent
+  CHECK(jobs[0].status == JobStatus::kSucceeded);
+  CHECK(jobs[0].attempt == 1);
+  CHECK(jobs[0].step == "gate");
+  CHECK(jobs[0].step_attempts == 0);
+}
+
+TEST_CASE("a job left in a follow-up step by a process that died resumes that step after a restart, without "
+          "running its agent again") {
+  WorkerFixture w(Scripts{{"developer", kCountingDeveloper}});
+  HttpGitea gitea(w.f.clock, w.f.log);
+  TaskRow task = w.f.task_in("development", "SHOP-8");
+  gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000002");
+  gitea.fake.fail_next_pull_creates(1000, 502);
+  JobId id = 0;
+  {
+    JobRunner before(*w.f.store, w.f.engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout,
+                     w.f.clock, w.f.log, w.options);
+    JobRow job = w.claim("development");
+    id = job.id;
+    CHECK(before.run(job).outcome == JobOutcome::kStepRetrying);
+    // The retry is claimed by a worker whose process then dies in the middle of the step: the row stays running.
+    w.f.clock.advance(15s);
+    auto dying = w.f.store->claim_job("99999999/0", w.f.clock.now()).value();
+    REQUIRE(dying);
+    REQUIRE(dying->id == id);
+  }
+  CHECK(lines_of(w.out() / "runs") == 1);
+  gitea.fake.fail_next_pull_creates(0);
+
+  // A new process: its own store over the same SQLite file, its own engine and runner.
+  auto reopened = SqliteStore::open(w.f.dir.file("orch.db"));
+  REQUIRE(reopened.ok());
+  std::unique_ptr<SqliteStore> store = std::move(reopened).value();
+  StageEngine engine(*store, w.f.pipeline, w.f.gates, w.f.bus, w.f.clock, w.f.log);
+  JobRunner after(*store, engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log,
+                  w.options);
+  RecoveryReport report = after.recover_interrupted();
+  CHECK(report.requeued == 1);
+  CHECK(report.blocked == 0);
+  JobRow queued = store->find_job(id).value().value();
+  CHECK(queued.status == JobStatus::kQueued);
+  CHECK(queued.attempt == 1);
+  CHECK(queued.step == "open_pr");
+  CHECK(queued.step_attempts == 1);  // the interrupted try is not counted: it never reported
+  CHECK(w.f.log.contains("jobs: job " + std::to_string(id) + " resumes step open_pr after a restart"));
+
+  auto resumed = store->claim_job("test/0", w.f.clock.now()).value();
+  REQUIRE(resumed);
+  CHECK(resumed->id == id);
+  JobResult r = after.run(*resumed);
+  CHECK_MESSAGE(r.outcome == JobOutcome::kSucceeded, r.detail);
+  CHECK(lines_of(w.out() / "runs") == 1);  // the agent did not run again
+  REQUIRE(gitea.fake.pulls(kStepRepo).size() == 1);
+  CHECK(store->find_task(task.id).value()->pr_number == gitea.fake.pulls(kStepRepo)[0].number);
+  auto jobs = jobs_in(*store, task.id, "development");
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].status == JobStatus::kSucceeded);
+}
+
+TEST_CASE("a follow-up step out of budget fails its job with the step's error and blocks the task, and the agent "
+          "ran once") {
+  WorkerOptions o = WorkerFixture::fast_options();
+  o.step_max_attempts = 3;
+  WorkerFixture w(Scripts{{"developer", kCountingDeveloper}}, o);
+  HttpGitea gitea(w.f.clock, w.f.log);
+  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock,
+                   w.f.log, w.options);
+  TaskRow task = w.f.task_in("development", "SHOP-9");
+  gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000003");
+  gitea.fake.fail_next_pull_creates(1000, 500);
+
+  JobRow job = w.claim("development");
+  std::vector<JobOutcome> outcomes{runner.run(job).outcome};
+  for (int i = 0; i < 400 && !w.f.reload(task.id).blocked; ++i) {
+    auto claimed = w.f.store->claim_job("test/0", w.f.clock.now()).value();
+    if (!claimed) {
+      w.f.clock.advance(1s);
+      continue;
+    }
+    outcomes.push_back(runner.run(*claimed).outcome);
+  }
+  CHECK(outcomes == std::vector<JobOutcome>{JobOutcome::kStepRetrying, JobOutcome::kStepRetrying,
+                                            JobOutcome::kBlocked});
+  JobRow failed = w.f.store->find_job(job.id).value().value();
+  CHECK(failed.status == JobStatus::kFailed);
+  CHECK(failed.attempt == 1);
+  CHECK(failed.step == "open_pr");
+  CHECK(failed.step_attempts == 3);
+  CHECK(failed.error.find("open_pr: ") == 0);
+  CHECK(failed.error == failed.step_error);
+  const TaskRow after = w.f.reload(task.id);
+  CHECK(after.blocked);
+  CHECK(after.blocked_reason.find("step open_pr failed 3 time(s)") == 0);
+  CHECK(lines_of(w.out() / "runs") == 1);
+  CHECK(jobs_in(*w.f.store, task.id, "development").size() == 1);  // no second attempt of the agent
+  CHECK(gitea.pull_creates() == 3);
+}
+
+TEST_CASE("a gate that cannot be read after the agent succeeded is retried as the job's gate step, and the task "
+          "advances once it reads green") {
+  WorkerFixture w(Scripts{{"developer", kCountingDeveloper}});
+  HttpGitea gitea(w.f.clock, w.f.log);  // the PR goes to the fake Gitea; the gate reads the fixture's table
+  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock,
+                   w.f.log, w.options);
+  TaskRow task = w.f.task_in("development", "SHOP-10");
+  gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000004");
+  w.f.gitea.fail_with(Status{Code::kUnavailable, "gitea: HTTP 503"});
+
+  JobRow job = w.claim("development");
+  JobResult first = runner.run(job);
+  CHECK_MESSAGE(first.outcome == JobOutcome::kStepRetrying, first.detail);
+  JobRow waiting = w.f.store->find_job(job.id).value().value();
+  CHECK(waiting.status == JobStatus::kQueued);
+  CHECK(waiting.step == "gate");
+  CHECK(waiting.step_attempts == 1);
+  CHECK(waiting.step_error.find("gate: ") == 0);
+  CHECK(w.f.reload(task.id).pr_number);  // the steps before it stay done
+
+  w.f.gitea.fail_with(std::nullopt);
+  w.f.gitea.set_branch(task.branch, "cafe456");
+  w.f.gitea.set_status("cafe456", CiState::kSuccess);
+  w.f.clock.advance(15s);
+  auto again = w.f.store->claim_job("test/0", w.f.clock.now()).value();
+  REQUIRE(again);
+  REQUIRE(again->id == job.id);
+  JobResult r = runner.run(*again);
+  CHECK_MESSAGE(r.outcome == JobOutcome::kSucceeded, r.detail);
+  CHECK(w.f.reload(task.id).stage == "review");
+  CHECK(w.f.store->find_job(job.id).value()->status == JobStatus::kSucceeded);
+  CHECK(lines_of(w.out() / "runs") == 1);
+  CHECK(gitea.fake.pulls(kStepRepo).size() == 1);
 }
