@@ -273,6 +273,13 @@ JobResult JobRunner::run(const JobRow& job, std::stop_token stop, const std::fun
   }
 }
 
+std::optional<JobResult> JobRunner::abandon_if_moved_on(const JobRow& job, const std::optional<TaskRow>& task) {
+  std::string why = task ? superseded(job, *task) : "task not found";
+  if (why.empty()) return std::nullopt;
+  (void)store_.finish_job(job.id, JobStatus::kFailed, why, clock_.now());
+  return JobResult{JobOutcome::kAbandoned, why};
+}
+
 JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive) {
   auto found = store_.find_task(job.task_id);
   if (!found.ok()) {
@@ -280,15 +287,8 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
     log_.warn("jobs: job {} cannot read its task: {}", job.id, found.status().to_string());
     return {JobOutcome::kAbandoned, found.status().message};
   }
-  if (!found.value()) {
-    (void)store_.finish_job(job.id, JobStatus::kFailed, "task not found", clock_.now());
-    return {JobOutcome::kAbandoned, "task not found"};
-  }
+  if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
   const TaskRow task = *found.value();
-  if (std::string why = superseded(job, task); !why.empty()) {
-    (void)store_.finish_job(job.id, JobStatus::kFailed, why, clock_.now());
-    return {JobOutcome::kAbandoned, why};
-  }
   const Pipeline& pipeline = engine_.pipeline();
   const StageSpec* stage = pipeline.stage(job.stage);
   const AgentSpec* agent = pipeline.agent_of(job.stage);
@@ -396,15 +396,8 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
     // The supersession check, with a fresh row: a human may have moved the task on, or the PR may be known by now.
     auto found = store_.find_task(job.task_id);
     if (!found.ok()) return step_failed(job, TaskRow{}, step, tries, found.status());
-    if (!found.value()) {
-      (void)store_.finish_job(job.id, JobStatus::kFailed, "task not found", clock_.now());
-      return {JobOutcome::kAbandoned, "task not found"};
-    }
+    if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
     const TaskRow task = *found.value();
-    if (std::string why = superseded(job, task); !why.empty()) {
-      (void)store_.finish_job(job.id, JobStatus::kFailed, why, clock_.now());
-      return {JobOutcome::kAbandoned, why};
-    }
 
     if (step == "push") {
       if (Status s = git_.push_branch(project, task); !s.ok()) return step_failed(job, task, step, tries, s);

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -118,6 +119,8 @@ class JobRunner : public FailedAttempts {
 
  private:
   JobResult run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive);
+  // The task is gone or has moved on (another visit or stage): the job is failed with why, and abandoned.
+  std::optional<JobResult> abandon_if_moved_on(const JobRow& job, const std::optional<TaskRow>& task);
   // The follow-up steps from the job's current one on (job.step; "" right after the agent exited 0).
   JobResult run_steps(const JobRow& job, const ProjectSpec& project, const AgentSpec& agent, const StageSpec& stage);
   // A failed try of `step`, whose earlier failed tries were `tries`: queued again after the step's backoff, or, out of
