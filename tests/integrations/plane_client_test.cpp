@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include "integrations/plane_html.h"
 #include "integrations/rate_pacer.h"
 #include "tests/fakes/fake_plane.h"
 #include "tests/fakes/recording_sleeper.h"
@@ -255,6 +256,50 @@ TEST_CASE("add_comment posts comment_html and is not retried after a 5xx") {
   CHECK(f.client->add_comment(f.project, id, "<p>again</p>").code == Code::kUnavailable);
   CHECK(f.plane.comments(id).size() == 1);
   CHECK(f.plane.requests_to("/comments/").size() == 2);
+}
+
+TEST_CASE("plane comments: a marked comment carries external_source orch and its id, and a second one is a delivered 409") {
+  Fixture f;
+  const std::string item = f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
+  const std::string html = text_to_comment_html("Analysis finished.\n\nMove the item to Approved or Rejected.");
+  REQUIRE(f.client->add_comment(f.project, item, html, "7:31:analysis_done").ok());
+  // The same event again — a retry after an answer lost to a timeout, or another replica — is refused by Plane
+  // with 409 and counts as delivered: the item still has one comment.
+  REQUIRE(f.client->add_comment(f.project, item, html, "7:31:analysis_done").ok());
+  auto comments = f.plane.comments(item);
+  REQUIRE(comments.size() == 1);
+  CHECK(comments[0]["external_source"] == "orch");
+  CHECK(comments[0]["external_id"] == "7:31:analysis_done");
+  CHECK(comments[0]["comment_html"] == "<p>Analysis finished.</p><p>Move the item to Approved or Rejected.</p>");
+  auto posts = f.plane.requests_to("/comments/");
+  REQUIRE(posts.size() == 2);
+  CHECK(nlohmann::json::parse(posts[1].body)["external_id"] == "7:31:analysis_done");
+  // A different event is a different comment.
+  REQUIRE(f.client->add_comment(f.project, item, "<p>PR opened</p>", "7:32:pr_opened").ok());
+  CHECK(f.plane.comments(item).size() == 2);
+}
+
+TEST_CASE("plane comments: a marked comment is retried after a 5xx (Plane dedupes it), an unmarked one is not") {
+  Fixture f;
+  const std::string item = f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
+  f.plane.fail_next(1, 500);
+  REQUIRE(f.client->add_comment(f.project, item, "<p>blocked</p>", "7:40:blocked").ok());
+  CHECK(f.plane.comments(item).size() == 1);
+  CHECK(f.plane.requests_to("/comments/").size() == 2);
+  CHECK(f.sleeper.waits().size() == 1);
+
+  f.plane.fail_next(1, 500);
+  CHECK(f.client->add_comment(f.project, item, "<p>unmarked</p>").code == Code::kUnavailable);
+  CHECK(f.plane.requests_to("/comments/").size() == 3);
+  CHECK(f.plane.comments(item).size() == 1);
+}
+
+TEST_CASE("plane comments: a 409 for an unmarked comment, or any other refusal, is not taken for delivered") {
+  Fixture f;
+  const std::string item = f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
+  f.plane.fail_next(1, 409);
+  CHECK(f.client->add_comment(f.project, item, "<p>x</p>").code == Code::kConflict);
+  CHECK(f.client->add_comment(f.project, "no-such-item", "<p>x</p>", "7:1:done").code == Code::kNotFound);
 }
 
 TEST_CASE("project_identifier is read once and cached") {
