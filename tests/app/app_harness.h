@@ -114,6 +114,20 @@ class RunningApp {
     std::ofstream(path) << log_text;
     return *job.value();
   }
+  // A job whose agent succeeded and whose follow-up `step` failed once with `error`; it waits to retry in an hour,
+  // so no worker of the running app claims it meanwhile.
+  JobRow add_job_in_failing_step(const TaskRow& task, const std::string& step, const std::string& error) {
+    TimePoint now = SystemClock().now();
+    auto job = store().enqueue_job(NewJob{.task_id = task.id, .visit = task.visit, .stage = task.stage,
+                                          .agent = "developer", .attempt = 1, .run_after = now},
+                                   now);
+    REQUIRE(job.ok());
+    REQUIRE(job.value());
+    REQUIRE(store().claim_job("1/0", now).value()->id == job.value()->id);
+    REQUIRE(store().begin_job_step(job.value()->id, step, now).ok());
+    REQUIRE(store().fail_job_step(job.value()->id, error, now + std::chrono::hours(1), now).ok());
+    return *job.value();
+  }
   void set_snapshot(const std::string& json) { REQUIRE(store().set_setting(kSettingReconcileSnapshot, json).ok()); }
 
   static std::string lower(std::string s) {

@@ -124,21 +124,12 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
 TEST_CASE("/queue.json shows a job whose follow-up step is failing: its step, its failed tries and the last error") {
   RunningApp app;
   TaskRow dev = app.add_task("SHOP-9", "Fix login", {"analysis", "development"});
-  const TimePoint now = SystemClock().now();
-  auto job = app.store().enqueue_job(NewJob{.task_id = dev.id, .visit = dev.visit, .stage = dev.stage,
-                                            .agent = "developer", .attempt = 1, .run_after = now},
-                                     now);
-  REQUIRE(job.ok());
-  REQUIRE(job.value());
-  REQUIRE(app.store().claim_job("1/0", now).value()->id == job.value()->id);
-  REQUIRE(app.store().begin_job_step(job.value()->id, "open_pr", now).ok());
-  // Retried in an hour: no worker of the running app claims it meanwhile.
-  REQUIRE(app.store().fail_job_step(job.value()->id, "open_pr: HTTP 500", now + std::chrono::hours(1), now).ok());
+  const JobRow job = app.add_job_in_failing_step(dev, "open_pr", "open_pr: HTTP 500");
   app.start();
   json doc = get_queue(app);
   const json* shown = nullptr;
   for (const json& j : doc["jobs"])
-    if (j["id"] == job.value()->id) shown = &j;
+    if (j["id"] == job.id) shown = &j;
   REQUIRE(shown);
   CHECK((*shown)["status"] == "queued");
   CHECK((*shown)["attempt"] == 1);

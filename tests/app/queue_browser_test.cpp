@@ -42,6 +42,19 @@ std::string chromium_command(const TempDir& profile, const std::string& extra, c
          profile.path().string() + " --virtual-time-budget=3000 " + extra + " '" + url + "' 2>/dev/null";
 }
 
+// /queue of the running app, with the admin token as basic-auth credentials in the URL (the browser sends them).
+std::string queue_url(RunningApp& app) {
+  return "http://admin:" + std::string(kAdminToken) + "@127.0.0.1:" + std::to_string(app.app().port()) + "/queue";
+}
+
+// The page's DOM once its script has fetched /queue.json and rendered, from a fresh browser profile.
+std::string dump_queue_dom(RunningApp& app) {
+  TempDir profile;
+  std::string dom = run(chromium_command(profile, "--dump-dom", queue_url(app)));
+  REQUIRE_MESSAGE(dom.find("<html") != std::string::npos, dom);
+  return dom;
+}
+
 struct Seeded {
   TaskRow created, analysis, development, review, done, blocked;
 };
@@ -76,11 +89,7 @@ TEST_CASE("the queue page renders every section in headless chromium, hostile st
   RunningApp app;
   seed_every_stage(app);
   app.start();
-  TempDir profile;
-  const std::string url = "http://admin:" + std::string(kAdminToken) + "@127.0.0.1:" +
-                          std::to_string(app.app().port()) + "/queue";
-  const std::string dom = run(chromium_command(profile, "--dump-dom", url));
-  REQUIRE_MESSAGE(dom.find("<html") != std::string::npos, dom);
+  const std::string dom = dump_queue_dom(app);
   CAPTURE(dom);
 
   for (const char* section : {R"(id="reconciler")", R"(id="tasks")", R"(id="jobs")", R"(id="inbox")",
@@ -113,7 +122,7 @@ TEST_CASE("the queue page renders every section in headless chromium, hostile st
   const std::filesystem::path shot = std::filesystem::path(ORCH_BINARY).parent_path() / "queue.png";
   std::filesystem::remove(shot);
   TempDir profile2;
-  run(chromium_command(profile2, "--screenshot=" + shot.string() + " --window-size=1280,1600", url));
+  run(chromium_command(profile2, "--screenshot=" + shot.string() + " --window-size=1280,1600", queue_url(app)));
   CHECK(std::filesystem::exists(shot));
   MESSAGE("screenshot: " << shot.string());
 }
@@ -210,8 +219,7 @@ TEST_CASE("clicking Replay on a failed delivery in chromium replays it and the p
   app.start();
   TempDir profile;
   DevTools chrome(profile);
-  const std::string url = "http://admin:" + std::string(kAdminToken) + "@127.0.0.1:" +
-                          std::to_string(app.app().port()) + "/queue";
+  const std::string url = queue_url(app);
   auto target = chrome.call("Target.createTarget", {{"url", url}});
   REQUIRE_MESSAGE(target.contains("targetId"), target.dump());
   auto attached = chrome.call("Target.attachToTarget", {{"targetId", target["targetId"]}, {"flatten", true}});
@@ -244,22 +252,9 @@ TEST_CASE("the queue page's jobs table shows a job's failing follow-up step, its
   }
   RunningApp app;
   TaskRow dev = app.add_task("SHOP-9", "Fix login", {"analysis", "development"});
-  const TimePoint now = SystemClock().now();
-  auto job = app.store().enqueue_job(NewJob{.task_id = dev.id, .visit = dev.visit, .stage = dev.stage,
-                                            .agent = "developer", .attempt = 1, .run_after = now},
-                                     now);
-  REQUIRE(job.ok());
-  REQUIRE(job.value());
-  REQUIRE(app.store().claim_job("1/0", now).value()->id == job.value()->id);
-  REQUIRE(app.store().begin_job_step(job.value()->id, "open_pr", now).ok());
-  REQUIRE(app.store().fail_job_step(job.value()->id, "open_pr: gitea answered 500", now + std::chrono::hours(1), now)
-              .ok());
+  app.add_job_in_failing_step(dev, "open_pr", "open_pr: gitea answered 500");
   app.start();
-  TempDir profile;
-  const std::string url = "http://admin:" + std::string(kAdminToken) + "@127.0.0.1:" +
-                          std::to_string(app.app().port()) + "/queue";
-  const std::string dom = run(chromium_command(profile, "--dump-dom", url));
-  REQUIRE_MESSAGE(dom.find("<html") != std::string::npos, dom);
+  const std::string dom = dump_queue_dom(app);
   CAPTURE(dom);
   CHECK(dom.find(R"(data-source="live")") != std::string::npos);
   CHECK(dom.find("<th>step</th>") != std::string::npos);
