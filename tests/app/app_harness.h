@@ -96,9 +96,8 @@ class RunningApp {
     REQUIRE(ins.ok());
     REQUIRE(store().finish_delivery(ins.value().seq, DeliveryStatus::kFailed, error, now).ok());
   }
-  // A job that ran and failed, with a log file.
-  JobRow add_failed_job(const TaskRow& task, const std::string& log_text) {
-    TimePoint now = SystemClock().now();
+  // The first attempt of the developer's job for `task`, enqueued and claimed by worker "1/0" (so it is running).
+  JobRow claim_new_job(const TaskRow& task, TimePoint now) {
     auto job = store().enqueue_job(NewJob{.task_id = task.id, .visit = task.visit, .stage = task.stage,
                                           .agent = "developer", .attempt = 1, .run_after = now},
                                    now);
@@ -108,25 +107,26 @@ class RunningApp {
     REQUIRE(claimed.ok());
     REQUIRE(claimed.value());
     REQUIRE(claimed.value()->id == job.value()->id);
-    REQUIRE(store().finish_job(job.value()->id, JobStatus::kFailed, "agent exited with 1", now).ok());
-    auto path = DataLayout(dir_.path()).job_log(job.value()->id);
+    return *claimed.value();
+  }
+  // A job that ran and failed, with a log file.
+  JobRow add_failed_job(const TaskRow& task, const std::string& log_text) {
+    TimePoint now = SystemClock().now();
+    const JobRow job = claim_new_job(task, now);
+    REQUIRE(store().finish_job(job.id, JobStatus::kFailed, "agent exited with 1", now).ok());
+    auto path = DataLayout(dir_.path()).job_log(job.id);
     std::filesystem::create_directories(path.parent_path());
     std::ofstream(path) << log_text;
-    return *job.value();
+    return job;
   }
   // A job whose agent succeeded and whose follow-up `step` failed once with `error`; it waits to retry in an hour,
   // so no worker of the running app claims it meanwhile.
   JobRow add_job_in_failing_step(const TaskRow& task, const std::string& step, const std::string& error) {
     TimePoint now = SystemClock().now();
-    auto job = store().enqueue_job(NewJob{.task_id = task.id, .visit = task.visit, .stage = task.stage,
-                                          .agent = "developer", .attempt = 1, .run_after = now},
-                                   now);
-    REQUIRE(job.ok());
-    REQUIRE(job.value());
-    REQUIRE(store().claim_job("1/0", now).value()->id == job.value()->id);
-    REQUIRE(store().begin_job_step(job.value()->id, step, now).ok());
-    REQUIRE(store().fail_job_step(job.value()->id, error, now + std::chrono::hours(1), now).ok());
-    return *job.value();
+    const JobRow job = claim_new_job(task, now);
+    REQUIRE(store().begin_job_step(job.id, step, now).ok());
+    REQUIRE(store().fail_job_step(job.id, error, now + std::chrono::hours(1), now).ok());
+    return job;
   }
   void set_snapshot(const std::string& json) { REQUIRE(store().set_setting(kSettingReconcileSnapshot, json).ok()); }
 
