@@ -58,4 +58,11 @@ std::optional<PrState> parse_pr_state(std::string_view s) { return parse_of(kPrS
 const char* review_state_name(ReviewState s) { return name_of(kReviewStates, s); }
 std::optional<ReviewState> parse_review_state(std::string_view s) { return parse_of(kReviewStates, s); }
 
+std::string resolve_outbox_key(std::string_view key, std::int64_t transition_id) {
+  std::string out(key);
+  if (auto at = out.find(kTransitionPlaceholder); at != std::string::npos)
+    out.replace(at, kTransitionPlaceholder.size(), std::to_string(transition_id));
+  return out;
+}
+
 }  // namespace orch

@@ -180,9 +180,33 @@ struct InboxCounts {
   std::int64_t received = 0, pending = 0, handled = 0, ignored = 0, failed = 0;
 };
 
+// The outbox's channels (docs/adr/0013): who sends a row. Telegram rows hold plain text; Plane and Gitea rows hold
+// one write as JSON (integrations/write_back.h).
+inline constexpr std::string_view kChannelTelegram = "telegram";
+inline constexpr std::string_view kChannelPlane = "plane";
+inline constexpr std::string_view kChannelGitea = "gitea";
+
+// In an OutboxMessage's dedup key, this is replaced by the id of the transition the message belongs to: the one
+// written in the same transaction (TransitionRequest::outbox), else the task's latest one.
+inline constexpr std::string_view kTransitionPlaceholder = "{transition}";
+std::string resolve_outbox_key(std::string_view key, std::int64_t transition_id);
+
+// A message to store in the outbox, in the same transaction as what causes it.
+struct OutboxMessage {
+  std::string channel;    // kChannel*
+  std::string dedup_key;  // unique across the outbox: enqueued twice, it is one message; may hold the placeholder
+  std::string text;
+  // Messages of one lane are sent one at a time, in the order they were stored (a work item's comments appear in
+  // the order of its events). "" = no order (Telegram).
+  std::string lane = {};
+  TaskId task_id = 0;  // whose latest transition fills the placeholder outside a transition; 0 = none
+};
+
 struct NotificationRow {
   NotificationId id = 0;
   std::string dedup_key;  // the same key enqueued twice is one notification
+  std::string channel = std::string(kChannelTelegram);
+  std::string lane;
   std::string text;
   NotificationStatus status = NotificationStatus::kPending;
   int attempts = 0;

@@ -198,6 +198,14 @@ ALTER TABLE jobs ADD COLUMN step TEXT NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN step_attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN step_error TEXT NOT NULL DEFAULT '';
 )sql",
+    // 6: outbox channels (ADR 0013). Besides Telegram's notifications the outbox holds Plane and Gitea writes; the
+    // messages of one lane (a work item) are sent in the order they were stored: the claim probes for an earlier
+    // pending message of the lane through the partial index.
+    R"sql(
+ALTER TABLE notifications ADD COLUMN channel TEXT NOT NULL DEFAULT 'telegram';
+ALTER TABLE notifications ADD COLUMN lane TEXT NOT NULL DEFAULT '';
+CREATE INDEX notifications_lane ON notifications (channel, lane, id) WHERE status = 'pending';
+)sql",
 };
 static_assert(std::size(kMigrations) == PgStore::kSchemaVersion, "one migration per schema version");
 
@@ -217,7 +225,7 @@ constexpr const char* kSchemaTable =
   "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at, lane, run_after, " \
   "claimed_by, claim_expires_at"
 #define ORCH_NOTIFICATION_COLUMNS \
-  "id, dedup_key, text, status, attempts, error, created_at, next_attempt_at, sent_at"
+  "id, dedup_key, text, status, attempts, error, created_at, next_attempt_at, sent_at, channel, lane"
 #define ORCH_TRANSITION_SELECT                                                                          \
   "SELECT tr.id, tr.task_id, t.work_item_key, tr.from_stage, tr.to_stage, tr.cause, tr.detail, tr.at " \
   "FROM transitions tr JOIN tasks t ON t.id = tr.task_id "
@@ -614,6 +622,8 @@ NotificationRow read_notification(const Row& r) {
   n.created_at = r.time(6);
   n.next_attempt_at = r.time(7);
   n.sent_at = r.opt_time(8);
+  n.channel = r.text(9);
+  n.lane = r.text(10);
   return n;
 }
 
@@ -967,9 +977,13 @@ Result<TaskRow> PgStore::apply_transition(const TransitionRequest& r) {
       if (!stage) return not_found("task " + std::to_string(r.task_id) + " not found");
       return conflict("task " + std::to_string(r.task_id) + " is in " + *stage + ", not " + r.from);
     }
-    c.exec("INSERT INTO transitions (task_id, from_stage, to_stage, cause, detail, at) "
-           "VALUES ($1, $2, $3, $4, $5, $6)",
-           Params(r.task_id, r.from, r.to, cause_name(r.cause), r.detail, r.now));
+    std::int64_t transition_id =
+        one(c.exec("INSERT INTO transitions (task_id, from_stage, to_stage, cause, detail, at) "
+                   "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                   Params(r.task_id, r.from, r.to, cause_name(r.cause), r.detail, r.now)),
+            read_int0)
+            .value();
+    insert_messages(c, r.outbox, r.now, transition_id);
     return std::move(*row);
   });
 }
@@ -1000,6 +1014,17 @@ Status PgStore::set_blocked(TaskId id, bool blocked, const std::string& reason, 
     PgResult r = c.exec("UPDATE tasks SET blocked = $1, blocked_reason = $2, updated_at = $3 WHERE id = $4",
                         Params(blocked, blocked ? reason : std::string(), now, id));
     if (changed(r) == 0) return not_found("task " + std::to_string(id) + " not found");
+    return {};
+  });
+}
+
+Status PgStore::block_task(TaskId id, const std::string& reason, TimePoint now,
+                           const std::vector<OutboxMessage>& outbox) {
+  return write("block_task", [&](Conn& c) -> Status {
+    PgResult r = c.exec("UPDATE tasks SET blocked = true, blocked_reason = $1, updated_at = $2 WHERE id = $3",
+                        Params(reason, now, id));
+    if (changed(r) == 0) return not_found("task " + std::to_string(id) + " not found");
+    insert_messages(c, outbox, now, std::nullopt);
     return {};
   });
 }
@@ -1478,14 +1503,83 @@ Status notification_mismatch(Conn& c, NotificationId id) {
 }
 }  // namespace
 
+// Inserts the messages inside the caller's transaction; returns how many were new. The placeholder in a key becomes
+// `transition_id`, or without one the latest transition of the message's task.
+int PgStore::insert_messages(Conn& c, const std::vector<OutboxMessage>& messages, TimePoint now,
+                             std::optional<std::int64_t> transition_id) {
+  int added = 0;
+  for (const OutboxMessage& m : messages) {
+    std::int64_t tid = 0;
+    if (m.dedup_key.find(kTransitionPlaceholder) != std::string::npos) {
+      tid = transition_id ? *transition_id
+                          : one(c.exec("SELECT COALESCE(max(id), 0) FROM transitions WHERE task_id = $1",
+                                       Params(m.task_id)),
+                                read_int0)
+                                .value_or(0);
+    }
+    if (one(c.exec("INSERT INTO notifications (dedup_key, text, created_at, next_attempt_at, channel, lane) "
+                   "VALUES ($1, $2, $3, $3, $4, $5) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+                   Params(resolve_outbox_key(m.dedup_key, tid), m.text, now, m.channel, m.lane)),
+            read_int0))
+      ++added;
+  }
+  return added;
+}
+
 Result<bool> PgStore::enqueue_notification(const std::string& dedup_key, const std::string& text, TimePoint now) {
   if (dedup_key.empty()) return invalid("enqueue_notification: empty dedup key");
   return write("enqueue_notification", [&](Conn& c) -> Result<bool> {
-    return one(c.exec("INSERT INTO notifications (dedup_key, text, created_at, next_attempt_at) "
-                      "VALUES ($1, $2, $3, $3) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-                      Params(dedup_key, text, now)),
-               read_int0)
-        .has_value();
+    return insert_messages(c, {OutboxMessage{std::string(kChannelTelegram), dedup_key, text}}, now, std::nullopt) == 1;
+  });
+}
+
+Result<int> PgStore::enqueue_messages(const std::vector<OutboxMessage>& messages, TimePoint now) {
+  for (const OutboxMessage& m : messages)
+    if (m.dedup_key.empty() || m.channel.empty()) return invalid("enqueue_messages: empty dedup key or channel");
+  return write("enqueue_messages", [&](Conn& c) -> Result<int> { return insert_messages(c, messages, now, std::nullopt); });
+}
+
+Result<std::optional<NotificationRow>> PgStore::claim_next_message(const std::string& channel, TimePoint now,
+                                                                   Millis lease) {
+  if (lease <= Millis::zero()) return invalid("claim_next_message: the lease must be positive");
+  return write("claim_next_message", [&](Conn& c) -> Result<std::optional<NotificationRow>> {
+    // SKIP LOCKED as in claim_due_notifications. A lane's later message is never eligible while an earlier one is
+    // pending, claimed or not, so two drainers never send one lane out of order.
+    return one(
+        c.exec("WITH head AS MATERIALIZED (SELECT n.id FROM notifications n WHERE n.channel = $2 "
+               "AND n.status = 'pending' AND n.next_attempt_at <= $3 AND NOT EXISTS (SELECT 1 FROM notifications e "
+               "WHERE e.channel = n.channel AND e.lane = n.lane AND e.status = 'pending' AND e.id < n.id "
+               "AND n.lane <> '') ORDER BY n.id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+               "UPDATE notifications n SET next_attempt_at = $1 FROM head WHERE n.id = head.id "
+               "RETURNING n.id, n.dedup_key, n.text, n.status, n.attempts, n.error, n.created_at, "
+               "n.next_attempt_at, n.sent_at, n.channel, n.lane",
+               Params(now + lease, channel, now)),
+        read_notification);
+  });
+}
+
+Status PgStore::retry_failed_message(NotificationId id, TimePoint now) {
+  return write("retry_failed_message", [&](Conn& c) -> Status {
+    PgResult r = c.exec(
+        "UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = $1 "
+        "WHERE id = $2 AND status = 'failed'",
+        Params(now, id));
+    if (changed(r)) return {};
+    std::optional<std::string> status =
+        one(c.exec("SELECT status FROM notifications WHERE id = $1", Params(id)), read_text0);
+    if (!status) return not_found("notification " + std::to_string(id) + " not found");
+    return conflict("notification " + std::to_string(id) + " is " + *status + ", not failed");
+  });
+}
+
+Result<std::vector<NotificationRow>> PgStore::messages(const std::string& channel, NotificationStatus status,
+                                                       int limit) {
+  if (Status s = check_limit(limit, "messages"); !s.ok()) return s;
+  return run("messages", [&](Conn& c) -> Result<std::vector<NotificationRow>> {
+    return all(c.exec("SELECT " ORCH_NOTIFICATION_COLUMNS " FROM notifications WHERE channel = $1 AND status = $2 "
+                      "ORDER BY id DESC LIMIT $3",
+                      Params(channel, std::string(notification_status_name(status)), limit)),
+               read_notification);
   });
 }
 
@@ -1493,7 +1587,7 @@ Result<std::vector<NotificationRow>> PgStore::due_notifications(TimePoint now, i
   if (Status s = check_limit(limit, "due_notifications"); !s.ok()) return s;
   return run("due_notifications", [&](Conn& c) -> Result<std::vector<NotificationRow>> {
     return all(c.exec("SELECT " ORCH_NOTIFICATION_COLUMNS " FROM notifications WHERE status = 'pending' "
-                      "AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
+                      "AND next_attempt_at <= $1 AND channel = 'telegram' ORDER BY next_attempt_at, id LIMIT $2",
                       Params(now, limit)),
                read_notification);
   });
@@ -1507,10 +1601,11 @@ Result<std::vector<NotificationRow>> PgStore::claim_due_notifications(TimePoint 
     // version (next_attempt_at in the future) and no longer matches.
     std::vector<NotificationRow> rows = all(
         c.exec("WITH batch AS MATERIALIZED (SELECT id FROM notifications WHERE status = 'pending' "
-               "AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+               "AND next_attempt_at <= $2 AND channel = 'telegram' ORDER BY next_attempt_at, id LIMIT $3 "
+               "FOR UPDATE SKIP LOCKED) "
                "UPDATE notifications n SET next_attempt_at = $1 FROM batch WHERE n.id = batch.id "
                "RETURNING n.id, n.dedup_key, n.text, n.status, n.attempts, n.error, n.created_at, "
-               "n.next_attempt_at, n.sent_at",
+               "n.next_attempt_at, n.sent_at, n.channel, n.lane",
                Params(now + lease, now, limit)),
         read_notification);
     std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.id < b.id; });  // oldest first
@@ -1554,10 +1649,14 @@ Result<std::vector<NotificationRow>> PgStore::all_notifications() {
   });
 }
 
-Result<OutboxCounts> PgStore::outbox_counts() {
-  return run("outbox_counts", [&](Conn& c) -> Result<OutboxCounts> {
+Result<OutboxCounts> PgStore::outbox_counts() { return channel_counts(std::string(kChannelTelegram)); }
+
+Result<OutboxCounts> PgStore::channel_counts(const std::string& channel) {
+  return run("channel_counts", [&](Conn& c) -> Result<OutboxCounts> {
     OutboxCounts counts;
-    for (const auto& [status, n] : all(c.exec("SELECT status, count(*) FROM notifications GROUP BY status"),
+    for (const auto& [status, n] : all(c.exec("SELECT status, count(*) FROM notifications WHERE channel = $1 "
+                                              "GROUP BY status",
+                                              Params(channel)),
                                        [](const Row& r) {
                                          return std::pair(r.enumeration(0, parse_notification_status), r.int64(1));
                                        })) {

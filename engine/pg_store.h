@@ -40,7 +40,7 @@ struct PgStoreOptions {
 class PgStore final : public Store {
  public:
   // The schema version this binary writes (the orch_schema table); migrations only ever move forward.
-  static constexpr int kSchemaVersion = 5;
+  static constexpr int kSchemaVersion = 6;
 
   // Connects to `url` (a libpq URI or key=value string) and migrates to kSchemaVersion in one transaction under an
   // advisory lock, so that replicas opening at once migrate once. kInvalid when the database's schema is newer
@@ -78,6 +78,8 @@ class PgStore final : public Store {
   Result<TaskRow> apply_transition(const TransitionRequest& request) override;
   Status record_facts(TaskId id, const TaskFacts& facts, TimePoint now) override;
   Status set_blocked(TaskId id, bool blocked, const std::string& reason, TimePoint now) override;
+  Status block_task(TaskId id, const std::string& reason, TimePoint now,
+                    const std::vector<OutboxMessage>& outbox) override;
   Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) override;
   Result<std::vector<TransitionRow>> recent_transitions(int limit) override;
   Result<std::int64_t> count_tasks() override;
@@ -127,6 +129,13 @@ class PgStore final : public Store {
   Status mark_notification_failed(NotificationId id, const std::string& error) override;
   Result<std::vector<NotificationRow>> all_notifications() override;
   Result<OutboxCounts> outbox_counts() override;
+  Result<int> enqueue_messages(const std::vector<OutboxMessage>& messages, TimePoint now) override;
+  Result<std::optional<NotificationRow>> claim_next_message(const std::string& channel, TimePoint now,
+                                                            Millis lease) override;
+  Status retry_failed_message(NotificationId id, TimePoint now) override;
+  Result<std::vector<NotificationRow>> messages(const std::string& channel, NotificationStatus status,
+                                                int limit) override;
+  Result<OutboxCounts> channel_counts(const std::string& channel) override;
 
   // SettingsStore
   Result<std::optional<std::string>> get_setting(const std::string& key) override;
@@ -145,6 +154,8 @@ class PgStore final : public Store {
   // run() inside BEGIN ... COMMIT; commits when fn's result is ok, rolls back otherwise.
   template <class Fn>
   auto write(const char* what, Fn&& fn);
+  static int insert_messages(Conn& c, const std::vector<OutboxMessage>& messages, TimePoint now,
+                             std::optional<std::int64_t> transition_id);
 
   const std::string url_;           // may hold a password: never logged, never in a message
   const std::string redacted_url_;  // what messages name instead

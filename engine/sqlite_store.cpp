@@ -182,6 +182,14 @@ ALTER TABLE jobs ADD COLUMN step TEXT NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN step_attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN step_error TEXT NOT NULL DEFAULT '';
 )sql",
+    // 6: outbox channels (ADR 0013). Besides Telegram's notifications the outbox holds Plane and Gitea writes; the
+    // messages of one lane (a work item) are sent in the order they were stored: the claim probes for an earlier
+    // pending message of the lane through the partial index.
+    R"sql(
+ALTER TABLE notifications ADD COLUMN channel TEXT NOT NULL DEFAULT 'telegram';
+ALTER TABLE notifications ADD COLUMN lane TEXT NOT NULL DEFAULT '';
+CREATE INDEX notifications_lane ON notifications (channel, lane, id) WHERE status = 'pending';
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
@@ -197,7 +205,7 @@ static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migrat
   "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at, lane, run_after, " \
   "claimed_by, claim_expires_at"
 #define ORCH_NOTIFICATION_COLUMNS \
-  "id, dedup_key, text, status, attempts, error, created_at, next_attempt_at, sent_at"
+  "id, dedup_key, text, status, attempts, error, created_at, next_attempt_at, sent_at, channel, lane"
 #define ORCH_TRANSITION_SELECT                                                                              \
   "SELECT tr.id, tr.task_id, t.work_item_key, tr.from_stage, tr.to_stage, tr.cause, tr.detail, tr.at "     \
   "FROM transitions tr JOIN tasks t ON t.id = tr.task_id "
@@ -352,6 +360,8 @@ NotificationRow read_notification(const SQLite::Statement& s) {
   n.created_at = col_time(s, 6);
   n.next_attempt_at = col_time(s, 7);
   n.sent_at = col_opt_time(s, 8);
+  n.channel = col_text(s, 9);
+  n.lane = col_text(s, 10);
   return n;
 }
 
@@ -730,8 +740,14 @@ Result<TaskRow> SqliteStore::apply_transition(const TransitionRequest& r) {
       if (!stage) return not_found("task " + std::to_string(r.task_id) + " not found");
       return conflict("task " + std::to_string(r.task_id) + " is in " + *stage + ", not " + r.from);
     }
-    Stmt ins(c, "INSERT INTO transitions (task_id, from_stage, to_stage, cause, detail, at) VALUES (?, ?, ?, ?, ?, ?)");
-    ins.bind(r.task_id, r.from, r.to, cause_name(r.cause), r.detail, r.now).exec();
+    std::int64_t transition_id;
+    {
+      Stmt ins(c,
+               "INSERT INTO transitions (task_id, from_stage, to_stage, cause, detail, at) VALUES (?, ?, ?, ?, ?, ?) "
+               "RETURNING id");
+      transition_id = ins.bind(r.task_id, r.from, r.to, cause_name(r.cause), r.detail, r.now).one(read_int0).value();
+    }
+    insert_messages(c, r.outbox, r.now, transition_id);
     return std::move(*row);
   });
 }
@@ -763,6 +779,20 @@ Status SqliteStore::set_blocked(TaskId id, bool blocked, const std::string& reas
     Stmt s(c, "UPDATE tasks SET blocked = ?, blocked_reason = ?, updated_at = ? WHERE id = ?");
     int changed = s.bind(blocked, blocked ? reason : std::string(), now, id).exec();
     if (changed == 0) return not_found("task " + std::to_string(id) + " not found");
+    return {};
+  });
+}
+
+Status SqliteStore::block_task(TaskId id, const std::string& reason, TimePoint now,
+                               const std::vector<OutboxMessage>& outbox) {
+  return write("block_task", [&](Conn& c) -> Status {
+    int changed;
+    {
+      Stmt s(c, "UPDATE tasks SET blocked = 1, blocked_reason = ?, updated_at = ? WHERE id = ?");
+      changed = s.bind(reason, now, id).exec();
+    }
+    if (changed == 0) return not_found("task " + std::to_string(id) + " not found");
+    insert_messages(c, outbox, now, std::nullopt);
     return {};
   });
 }
@@ -1199,13 +1229,79 @@ Status notification_mismatch(SqliteStore::Conn& c, NotificationId id) {
 }
 }  // namespace
 
+// Inserts the messages inside the caller's transaction; returns how many were new. The placeholder in a key becomes
+// `transition_id`, or without one the latest transition of the message's task.
+int SqliteStore::insert_messages(Conn& c, const std::vector<OutboxMessage>& messages, TimePoint now,
+                                 std::optional<std::int64_t> transition_id) {
+  int added = 0;
+  for (const OutboxMessage& m : messages) {
+    std::int64_t tid = 0;
+    if (m.dedup_key.find(kTransitionPlaceholder) != std::string::npos) {
+      if (transition_id) {
+        tid = *transition_id;
+      } else {
+        Stmt last(c, "SELECT COALESCE(max(id), 0) FROM transitions WHERE task_id = ?");
+        tid = last.bind(m.task_id).one(read_int0).value_or(0);
+      }
+    }
+    Stmt s(c,
+           "INSERT INTO notifications (dedup_key, text, created_at, next_attempt_at, channel, lane) "
+           "VALUES (?1, ?2, ?3, ?3, ?4, ?5) ON CONFLICT (dedup_key) DO NOTHING RETURNING id");
+    if (s.bind(resolve_outbox_key(m.dedup_key, tid), m.text, now, m.channel, m.lane).one(read_int0)) ++added;
+  }
+  return added;
+}
+
 Result<bool> SqliteStore::enqueue_notification(const std::string& dedup_key, const std::string& text, TimePoint now) {
   if (dedup_key.empty()) return invalid("enqueue_notification: empty dedup key");
   return write("enqueue_notification", [&](Conn& c) -> Result<bool> {
+    return insert_messages(c, {OutboxMessage{std::string(kChannelTelegram), dedup_key, text}}, now, std::nullopt) == 1;
+  });
+}
+
+Result<int> SqliteStore::enqueue_messages(const std::vector<OutboxMessage>& messages, TimePoint now) {
+  for (const OutboxMessage& m : messages)
+    if (m.dedup_key.empty() || m.channel.empty()) return invalid("enqueue_messages: empty dedup key or channel");
+  return write("enqueue_messages", [&](Conn& c) -> Result<int> { return insert_messages(c, messages, now, std::nullopt); });
+}
+
+Result<std::optional<NotificationRow>> SqliteStore::claim_next_message(const std::string& channel, TimePoint now,
+                                                                       Millis lease) {
+  if (lease <= Millis::zero()) return invalid("claim_next_message: the lease must be positive");
+  return write("claim_next_message", [&](Conn& c) -> Result<std::optional<NotificationRow>> {
     Stmt s(c,
-           "INSERT INTO notifications (dedup_key, text, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?3) "
-           "ON CONFLICT (dedup_key) DO NOTHING RETURNING id");
-    return s.bind(dedup_key, text, now).one(read_int0).has_value();
+           "UPDATE notifications SET next_attempt_at = ?1 WHERE id = (SELECT n.id FROM notifications n "
+           "WHERE n.channel = ?2 AND n.status = 'pending' AND n.next_attempt_at <= ?3 AND NOT EXISTS ("
+           "SELECT 1 FROM notifications e WHERE e.channel = n.channel AND e.lane = n.lane AND e.status = 'pending' "
+           "AND e.id < n.id AND n.lane <> '') ORDER BY n.id LIMIT 1) RETURNING " ORCH_NOTIFICATION_COLUMNS);
+    return s.bind(now + lease, channel, now).one(read_notification);
+  });
+}
+
+Status SqliteStore::retry_failed_message(NotificationId id, TimePoint now) {
+  return write("retry_failed_message", [&](Conn& c) -> Status {
+    int changed;
+    {
+      Stmt s(c,
+             "UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = ? "
+             "WHERE id = ? AND status = 'failed'");
+      changed = s.bind(now, id).exec();
+    }
+    if (changed) return {};
+    Stmt s(c, "SELECT status FROM notifications WHERE id = ?");
+    std::optional<std::string> status = s.bind(id).one(read_text0);
+    if (!status) return not_found("notification " + std::to_string(id) + " not found");
+    return conflict("notification " + std::to_string(id) + " is " + *status + ", not failed");
+  });
+}
+
+Result<std::vector<NotificationRow>> SqliteStore::messages(const std::string& channel, NotificationStatus status,
+                                                           int limit) {
+  if (Status s = check_limit(limit, "messages"); !s.ok()) return s;
+  return run("messages", [&](Conn& c) -> Result<std::vector<NotificationRow>> {
+    Stmt s(c, "SELECT " ORCH_NOTIFICATION_COLUMNS " FROM notifications WHERE channel = ? AND status = ? "
+              "ORDER BY id DESC LIMIT ?");
+    return s.bind(channel, std::string(notification_status_name(status)), limit).all(read_notification);
   });
 }
 
@@ -1213,7 +1309,7 @@ Result<std::vector<NotificationRow>> SqliteStore::due_notifications(TimePoint no
   if (Status s = check_limit(limit, "due_notifications"); !s.ok()) return s;
   return run("due_notifications", [&](Conn& c) -> Result<std::vector<NotificationRow>> {
     Stmt s(c, "SELECT " ORCH_NOTIFICATION_COLUMNS " FROM notifications WHERE status = 'pending' "
-              "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?");
+              "AND next_attempt_at <= ? AND channel = 'telegram' ORDER BY next_attempt_at, id LIMIT ?");
     return s.bind(now, limit).all(read_notification);
   });
 }
@@ -1224,7 +1320,8 @@ Result<std::vector<NotificationRow>> SqliteStore::claim_due_notifications(TimePo
   return write("claim_due_notifications", [&](Conn& c) -> Result<std::vector<NotificationRow>> {
     Stmt s(c,
            "UPDATE notifications SET next_attempt_at = ?1 WHERE id IN (SELECT id FROM notifications "
-           "WHERE status = 'pending' AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?3) "
+           "WHERE status = 'pending' AND next_attempt_at <= ?2 AND channel = 'telegram' "
+           "ORDER BY next_attempt_at, id LIMIT ?3) "
            "RETURNING " ORCH_NOTIFICATION_COLUMNS);
     std::vector<NotificationRow> rows = s.bind(now + lease, now, limit).all(read_notification);
     std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.id < b.id; });  // oldest first
@@ -1278,11 +1375,13 @@ Result<std::vector<NotificationRow>> SqliteStore::all_notifications() {
   });
 }
 
-Result<OutboxCounts> SqliteStore::outbox_counts() {
-  return run("outbox_counts", [&](Conn& c) -> Result<OutboxCounts> {
-    Stmt s(c, "SELECT status, count(*) FROM notifications GROUP BY status");
+Result<OutboxCounts> SqliteStore::outbox_counts() { return channel_counts(std::string(kChannelTelegram)); }
+
+Result<OutboxCounts> SqliteStore::channel_counts(const std::string& channel) {
+  return run("channel_counts", [&](Conn& c) -> Result<OutboxCounts> {
+    Stmt s(c, "SELECT status, count(*) FROM notifications WHERE channel = ? GROUP BY status");
     OutboxCounts counts;
-    for (const auto& [status, n] : s.all([](const SQLite::Statement& st) {
+    for (const auto& [status, n] : s.bind(channel).all([](const SQLite::Statement& st) {
            return std::pair(col_enum(st, 0, parse_notification_status), col_int(st, 1));
          })) {
       switch (status) {

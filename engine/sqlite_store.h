@@ -34,7 +34,7 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   // The schema version this binary writes (PRAGMA user_version); migrations only ever move forward.
-  static constexpr int kSchemaVersion = 5;
+  static constexpr int kSchemaVersion = 6;
 
   // Opens (creating the file if needed, not its directory) and migrates to kSchemaVersion in one transaction.
   // kInvalid when the file's schema is newer than this binary.
@@ -68,6 +68,8 @@ class SqliteStore final : public Store {
   Result<TaskRow> apply_transition(const TransitionRequest& request) override;
   Status record_facts(TaskId id, const TaskFacts& facts, TimePoint now) override;
   Status set_blocked(TaskId id, bool blocked, const std::string& reason, TimePoint now) override;
+  Status block_task(TaskId id, const std::string& reason, TimePoint now,
+                    const std::vector<OutboxMessage>& outbox) override;
   Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) override;
   Result<std::vector<TransitionRow>> recent_transitions(int limit) override;
   Result<std::int64_t> count_tasks() override;
@@ -117,6 +119,13 @@ class SqliteStore final : public Store {
   Status mark_notification_failed(NotificationId id, const std::string& error) override;
   Result<std::vector<NotificationRow>> all_notifications() override;
   Result<OutboxCounts> outbox_counts() override;
+  Result<int> enqueue_messages(const std::vector<OutboxMessage>& messages, TimePoint now) override;
+  Result<std::optional<NotificationRow>> claim_next_message(const std::string& channel, TimePoint now,
+                                                            Millis lease) override;
+  Status retry_failed_message(NotificationId id, TimePoint now) override;
+  Result<std::vector<NotificationRow>> messages(const std::string& channel, NotificationStatus status,
+                                                int limit) override;
+  Result<OutboxCounts> channel_counts(const std::string& channel) override;
 
   // SettingsStore
   Result<std::optional<std::string>> get_setting(const std::string& key) override;
@@ -135,6 +144,8 @@ class SqliteStore final : public Store {
   // run() inside BEGIN IMMEDIATE; commits when fn's result is ok, rolls back otherwise.
   template <class Fn>
   auto write(const char* what, Fn&& fn, WriteGate::Priority priority = WriteGate::Priority::kNormal);
+  static int insert_messages(Conn& c, const std::vector<OutboxMessage>& messages, TimePoint now,
+                             std::optional<std::int64_t> transition_id);
 
   const std::string path_;
   const SqliteStoreOptions options_;

@@ -21,6 +21,8 @@ struct TransitionRequest {
   std::string detail;
   std::optional<std::string> rejection_reason;  // set on a rollback edge; cleared ("") on a forward move
   TimePoint now{};
+  // Stored with the transition, in its transaction (their dedup keys may name it: kTransitionPlaceholder).
+  std::vector<OutboxMessage> outbox = {};
 };
 
 // Resume point of the idle-task scan: (updated_at, id) of the last row returned.
@@ -56,6 +58,10 @@ struct TaskStore {
   virtual Result<TaskRow> apply_transition(const TransitionRequest& request) = 0;
   virtual Status record_facts(TaskId id, const TaskFacts& facts, TimePoint now) = 0;
   virtual Status set_blocked(TaskId id, bool blocked, const std::string& reason, TimePoint now) = 0;
+  // set_blocked(id, true, reason, now) and the messages that say so, in one transaction (the placeholder in their
+  // keys names the task's latest transition).
+  virtual Status block_task(TaskId id, const std::string& reason, TimePoint now,
+                            const std::vector<OutboxMessage>& outbox) = 0;
   virtual Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) = 0;
   virtual Result<std::vector<TransitionRow>> recent_transitions(int limit) = 0;  // newest first
   virtual Result<std::int64_t> count_tasks() = 0;
@@ -127,11 +133,25 @@ struct InboxStore {
   virtual Result<std::vector<DeliveryRow>> failed_deliveries(int limit) = 0;  // newest first
 };
 
+// The outbox: messages stored with what causes them and sent later by a drainer per channel (ADR 0013). The
+// *_notification(s) calls without a channel are the Telegram channel's; the mark_* calls take any row.
 struct OutboxStore {
   virtual ~OutboxStore() = default;
-  // Returns false (and writes nothing) when a notification with this key already exists.
+  // A Telegram notification. Returns false (and writes nothing) when a row with this key already exists.
   virtual Result<bool> enqueue_notification(const std::string& dedup_key, const std::string& text, TimePoint now) = 0;
+  // Any channel; one transaction. Returns how many were new (a key already stored is skipped).
+  virtual Result<int> enqueue_messages(const std::vector<OutboxMessage>& messages, TimePoint now) = 0;
   virtual Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) = 0;  // read only
+  // Claims the oldest due message of `channel` that heads its lane (no earlier message of the lane still pending,
+  // sent or not), for one drainer until now + lease, like claim_due_notifications. nullopt: nothing claimable.
+  virtual Result<std::optional<NotificationRow>> claim_next_message(const std::string& channel, TimePoint now,
+                                                                    Millis lease) = 0;
+  // A failed message back to pending, due now, with a fresh attempt budget (the operator's retry).
+  // kConflict unless it is failed.
+  virtual Status retry_failed_message(NotificationId id, TimePoint now) = 0;
+  virtual Result<std::vector<NotificationRow>> messages(const std::string& channel, NotificationStatus status,
+                                                        int limit) = 0;  // newest first
+  virtual Result<OutboxCounts> channel_counts(const std::string& channel) = 0;
   // Claims up to `limit` due notifications (pending, next_attempt_at <= now), oldest first, for one drainer: their
   // next_attempt_at moves to now + lease in the same statement, so no other drainer (thread, process or replica)
   // takes them meanwhile. mark_notification_* ends the claim; a drainer that dies lets them come due again.
@@ -140,7 +160,7 @@ struct OutboxStore {
   virtual Status mark_notification_retry(NotificationId id, const std::string& error, TimePoint next_attempt) = 0;
   virtual Status mark_notification_failed(NotificationId id, const std::string& error) = 0;
   virtual Result<std::vector<NotificationRow>> all_notifications() = 0;
-  virtual Result<OutboxCounts> outbox_counts() = 0;
+  virtual Result<OutboxCounts> outbox_counts() = 0;  // Telegram's
 };
 
 struct SettingsStore {

@@ -1,9 +1,5 @@
-// integrations/telegram_notifier.h: sending notifications, and draining the outbox they wait in.
-// OutboxDrainer::drain_once() claims the due rows of the outbox, sends each through a NotificationSender and
-// marks it sent, due again later (backoff, or Telegram's retry_after), or failed (a permanent error, or too many
-// attempts): an outage delays a message, it neither loses nor repeats it. No thread here: the app owns the one
-// that calls drain_once() (integrations/outbox_thread.h). TelegramSender and LogOnlySender are thread-safe;
-// OutboxDrainer is not (one drainer thread).
+// integrations/telegram_notifier.h: the Telegram channel's senders (the outbox drainer is
+// integrations/outbox_drainer.h). TelegramSender and LogOnlySender are thread-safe.
 #pragma once
 
 #include <mutex>
@@ -16,21 +12,9 @@
 #include "engine/status.h"
 #include "engine/store.h"
 #include "integrations/http_client.h"
+#include "integrations/outbox_drainer.h"
 
 namespace orch {
-
-// What one send attempt came to. status ok: delivered. kUnavailable: try again (after retry_after when the
-// server said so). Anything else (kInvalid, kNotFound): permanent, do not retry.
-struct SendResult {
-  Status status;
-  std::optional<Seconds> retry_after;
-};
-
-// `text` is plain text, as the outbox stores it: no producer escapes or formats; the sender owns the wire format.
-struct NotificationSender {
-  virtual ~NotificationSender() = default;
-  virtual SendResult send(const std::string& text) = 0;
-};
 
 // POST {api_base}/bot{token}/sendMessage, text as HTML with link previews off (shared/reference/telegram.md).
 // The plain text is cut to Telegram's limit (telegram_fit) and escaped (telegram_escape) here, in this one place,
@@ -56,33 +40,6 @@ class LogOnlySender final : public NotificationSender {
 
  private:
   spdlog::logger& log_;
-};
-
-struct OutboxOptions {
-  int batch = 50;                                   // rows sent at most per drain_once()
-  int max_attempts = 50;                            // then failed; with the cap below, about 8 hours of outage
-  Seconds backoff_base{5};                          // attempt n waits min(cap, base * 2^(n-1))
-  Seconds backoff_cap{std::chrono::minutes(10)};
-  // A claimed row is ours for this long: if the drainer dies before recording the outcome, it comes due again then.
-  Millis claim_lease{std::chrono::minutes(2)};
-};
-
-class OutboxDrainer {
- public:
-  OutboxDrainer(OutboxStore& store, NotificationSender& sender, const Clock& clock, spdlog::logger& log,
-                OutboxOptions options = {});
-  // Sends the due notifications; returns how many were sent. Never throws; store errors are logged.
-  int drain_once();
-
- private:
-  Seconds backoff(int attempts) const;
-
-  OutboxStore& store_;
-  NotificationSender& sender_;
-  const Clock& clock_;
-  spdlog::logger& log_;
-  const OutboxOptions options_;
-  TimePoint paused_until_{};  // after a 429: no send before this
 };
 
 // Escapes plain text for Telegram's HTML parse mode: & first, then <, then >. TelegramSender calls it on every

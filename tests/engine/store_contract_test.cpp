@@ -967,6 +967,121 @@ TEST_CASE_TEMPLATE("store: claim_due_notifications leases due notifications to o
   CHECK(store->claim_due_notifications(clock.now(), 0ms, 10).status().code == Code::kInvalid);
 }
 
+OutboxMessage plane_message(const std::string& key, const std::string& lane, TaskId task = 0) {
+  return OutboxMessage{std::string(kChannelPlane), key, "{\"k\":\"" + key + "\"}", lane, task};
+}
+
+// The claimed message's key, or "-" for none: one string to compare.
+std::string next_message(Store& store, const std::string& channel, TimePoint now, Millis lease = 30s) {
+  auto claimed = store.claim_next_message(channel, now, lease);
+  if (!claimed.ok()) return "error: " + claimed.status().message;
+  return claimed.value() ? claimed.value()->dedup_key : "-";
+}
+
+TEST_CASE_TEMPLATE("store: messages stored with a transition or a block share its transaction and name it", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId id = make_task(*store, "7", clock.now());
+  TransitionRequest move{id, "created", "analysis", Cause::kWebhook, "In Progress", "", clock.now()};
+  move.outbox = {plane_message("7:{transition}:state", "plane:wi-7"),
+                 OutboxMessage{std::string(kChannelTelegram), "tg:{transition}", "SHOP-7 moved"}};
+  REQUIRE(store->apply_transition(move).ok());
+  const std::int64_t first = store->transitions_for_task(id).value().back().id;
+
+  SUBCASE("the placeholder becomes the new transition's id, and each channel sees its own") {
+    auto all = store->all_notifications().value();
+    REQUIRE(all.size() == 2);
+    CHECK(all[0].dedup_key == "7:" + std::to_string(first) + ":state");
+    CHECK(all[0].channel == kChannelPlane);
+    CHECK(all[0].lane == "plane:wi-7");
+    CHECK(all[1].channel == kChannelTelegram);
+    CHECK(store->channel_counts(std::string(kChannelPlane)).value().pending == 1);
+    CHECK(store->outbox_counts().value().pending == 1);  // Telegram's only
+    CHECK(ids_of(store->due_notifications(clock.now(), 10).value()) == std::vector<NotificationId>{all[1].id});
+    CHECK(ids_of(store->claim_due_notifications(clock.now(), 30s, 10).value()) ==
+          std::vector<NotificationId>{all[1].id});
+  }
+  SUBCASE("a refused transition stores none of its messages") {
+    TransitionRequest stale{id, "created", "analysis", Cause::kWebhook, "again", "", clock.now()};
+    stale.outbox = {plane_message("7:{transition}:again", "plane:wi-7")};
+    CHECK(store->apply_transition(stale).status().code == Code::kConflict);
+    CHECK(store->all_notifications().value().size() == 2);
+  }
+  SUBCASE("block_task blocks and stores the messages under the latest transition; a second time changes nothing") {
+    const std::vector<OutboxMessage> said = {plane_message("7:{transition}:blocked", "plane:wi-7", id)};
+    REQUIRE(store->block_task(id, "analyst failed 3 times", clock.now(), said).ok());
+    CHECK(task_of(*store, id).blocked);
+    CHECK(task_of(*store, id).blocked_reason == "analyst failed 3 times");
+    REQUIRE(store->block_task(id, "analyst failed 3 times", clock.now(), said).ok());
+    auto plane = store->messages(std::string(kChannelPlane), NotificationStatus::kPending, 10).value();
+    REQUIRE(plane.size() == 2);
+    CHECK(plane[0].dedup_key == "7:" + std::to_string(first) + ":blocked");  // newest first
+    CHECK(store->block_task(999, "x", clock.now(), said).code == Code::kNotFound);
+    CHECK(store->all_notifications().value().size() == 3);
+  }
+  SUBCASE("enqueue_messages outside a transition names the task's latest one and skips stored keys") {
+    auto added = store->enqueue_messages({plane_message("7:{transition}:analysis", "plane:wi-7", id),
+                                          plane_message("7:{transition}:state", "plane:wi-7", id)},
+                                         clock.now());
+    REQUIRE_MESSAGE(added.ok(), added.status().message);
+    CHECK(added.value() == 1);  // the state move was stored with the transition
+    CHECK(store->all_notifications().value().back().dedup_key == "7:" + std::to_string(first) + ":analysis");
+    CHECK(store->enqueue_messages({plane_message("", "x")}, clock.now()).status().code == Code::kInvalid);
+  }
+}
+
+TEST_CASE_TEMPLATE("store: claim_next_message sends a lane in order, lanes past one another, and a retry waits", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  const TimePoint t0 = clock.now();
+  const std::string plane(kChannelPlane);
+  REQUIRE(store->enqueue_messages({plane_message("a1", "plane:a"), plane_message("a2", "plane:a"),
+                                   plane_message("b1", "plane:b")},
+                                  t0)
+              .ok());
+  REQUIRE(store->enqueue_notification("tg", "telegram text", t0).value());
+  auto id_of = [&](const std::string& key) {
+    for (const NotificationRow& r : store->all_notifications().value())
+      if (r.dedup_key == key) return r.id;
+    FAIL("no message " << key);
+    return NotificationId{0};
+  };
+
+  CHECK(next_message(*store, plane, t0) == "a1");
+  CHECK(next_message(*store, plane, t0) == "b1");  // a2 waits behind a1, claimed or not
+  CHECK(next_message(*store, plane, t0) == "-");   // and Telegram's row is not this channel's
+  REQUIRE(store->mark_notification_retry(id_of("a1"), "plane 502", t0 + 1min).ok());
+  REQUIRE(store->mark_notification_sent(id_of("b1"), t0).ok());
+  CHECK(next_message(*store, plane, t0 + 59s) == "-");  // a1 waits for its retry, and a2 behind it
+  CHECK(next_message(*store, plane, t0 + 1min) == "a1");
+  REQUIRE(store->mark_notification_failed(id_of("a1"), "plane 400").ok());
+  CHECK(next_message(*store, plane, t0 + 1min) == "a2");  // a failed message no longer holds its lane
+
+  SUBCASE("a failed message is retried from scratch at the operator's word, and only a failed one") {
+    REQUIRE(store->retry_failed_message(id_of("a1"), t0 + 2min).ok());
+    auto a1 = store->messages(plane, NotificationStatus::kPending, 10).value();
+    REQUIRE(a1.size() == 2);
+    CHECK(a1[1].dedup_key == "a1");
+    CHECK(a1[1].attempts == 0);
+    CHECK(a1[1].next_attempt_at == t0 + 2min);
+    CHECK(store->retry_failed_message(id_of("b1"), t0).code == Code::kConflict);
+    CHECK(store->retry_failed_message(424242, t0).code == Code::kNotFound);
+    CHECK(store->messages(plane, NotificationStatus::kFailed, 10).value().empty());
+  }
+  SUBCASE("the counts are per channel") {
+    OutboxCounts counts = store->channel_counts(plane).value();
+    CHECK(counts.pending == 1);
+    CHECK(counts.sent == 1);
+    CHECK(counts.failed == 1);
+    CHECK(store->channel_counts(std::string(kChannelGitea)).value().pending == 0);
+    CHECK(store->claim_next_message(plane, t0, 0ms).status().code == Code::kInvalid);
+  }
+}
+
 // ---- races ------------------------------------------------------------------------------------------------------
 // Threads on several store instances of one database: on PostgreSQL, separate pools and connections, as replicas.
 
