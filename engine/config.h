@@ -41,6 +41,9 @@ struct StageSpec {
   std::optional<std::chrono::seconds> grace;
   std::string on_reject;             // rollback edge taken on Rejected ("" = none)
   std::string on_changes_requested;  // rollback edge taken on a changes-requested review ("" = none)
+  std::string plane_state;  // TEMP(lead): helper C defines these
+  int plane_state_line = 0;
+  bool post_review = false;
 };
 
 struct PlaneStateNames {
@@ -96,6 +99,9 @@ struct Config {
   std::string gitea_base_url;
   // [gitea] official_reviews_only: the pr_approved gate counts only reviews Gitea marks official (stale ones never).
   bool gitea_official_reviews_only = true;
+  bool plane_write_back = true;  // TEMP(lead): helper C defines these
+  std::string plane_done_state;
+  int plane_done_state_line = 0;
   std::string telegram_api_base = "https://api.telegram.org";
   std::string store_url;  // [store] url; "" = embedded SQLite
   // [store] leader_takeover: with several replicas on PostgreSQL, how soon a follower takes over once the leader's

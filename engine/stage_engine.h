@@ -33,11 +33,18 @@ struct GateAdvance {
   TaskRow task;      // after the call
 };
 
+// What a transition tells the world outside (write-back, docs/adr/0013): messages stored with the transition, in
+// its transaction. Implemented by WriteBackPlan (engine/write_back.h).
+struct TransitionEffects {
+  virtual ~TransitionEffects() = default;
+  virtual std::vector<OutboxMessage> for_transition(const TaskRow& before, const TransitionRequest& t) const = 0;
+};
+
 class StageEngine {
  public:
   StageEngine(TaskStore& store, const Pipeline& pipeline, GateEvaluator& gates, EventBus& bus, const Clock& clock,
-              spdlog::logger& log)
-      : store_(store), pipeline_(pipeline), gates_(gates), bus_(bus), clock_(clock), log_(log) {}
+              spdlog::logger& log, const TransitionEffects* effects = nullptr)
+      : store_(store), pipeline_(pipeline), gates_(gates), bus_(bus), clock_(clock), log_(log), effects_(effects) {}
 
   Result<TaskRow> advance_stage(TaskId id, const AdvanceRequest& request);
 
@@ -67,6 +74,7 @@ class StageEngine {
   EventBus& bus_;
   const Clock& clock_;
   spdlog::logger& log_;
+  const TransitionEffects* const effects_;  // null: no messages
 };
 
 }  // namespace orch

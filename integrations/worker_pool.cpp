@@ -412,7 +412,14 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
           log_.warn("jobs: cannot record facts of {}: {}", task.work_item_key, s.to_string());
       }
     } else if (step == "open_pr") {
-      if (!stage.open_pr || task.pr_number) continue;
+      if (!stage.open_pr) continue;
+      if (task.pr_number) {  // recorded (by this step before a crash, or by the PR's webhook): said once, by key
+        if (Status s = say(options_.write_back ? options_.write_back->plan().pull_request_opened(task, *task.pr_number)
+                                               : std::vector<OutboxMessage>{});
+            !s.ok())
+          return step_failed(job, task, step, tries, s);
+        continue;
+      }
       // An earlier try may have created the PR and died before recording it (or its answer was lost): adopt the
       // branch's open PR before creating one, so that retries never open a second.
       auto existing = code_host_.pull_request_for_branch(project.gitea_repo, task.branch);
@@ -427,6 +434,11 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
         if (!created.ok()) return step_failed(job, task, step, tries, created.status());
         pr = created.value();
       }
+      // Stored before the PR is recorded, so that a crash in between says it on the retry.
+      if (Status s = say(options_.write_back ? options_.write_back->plan().pull_request_opened(task, pr->number)
+                                             : std::vector<OutboxMessage>{});
+          !s.ok())
+        return step_failed(job, task, step, tries, s);
       TaskFacts facts;
       facts.pr_number = pr->number;
       facts.pr_state = pr->merged ? PrState::kMerged : pr->open ? PrState::kOpen : PrState::kClosed;
@@ -516,16 +528,24 @@ JobResult JobRunner::attempt_failed(const JobRow& job, const std::string& reason
   return block(job, task, why);
 }
 
+Status JobRunner::say(const std::vector<OutboxMessage>& messages) {
+  return options_.write_back ? options_.write_back->store(messages) : Status{};
+}
+
 JobResult JobRunner::block(const JobRow& job, const TaskRow& task, const std::string& reason) {
   const TimePoint now = clock_.now();
-  if (Status s = store_.set_blocked(task.id, true, reason, now); !s.ok())
+  // The block and what says so, in one transaction: Telegram's notification and (write-back) Plane's comment and
+  // the PR's failed pipeline status.
+  std::vector<OutboxMessage> said = {OutboxMessage{std::string(kChannelTelegram),
+                                                   "blocked:" + std::to_string(task.id) + ":" +
+                                                       std::to_string(task.visit),
+                                                   task.work_item_key + " is blocked in " + job.stage + ": " + reason}};
+  if (options_.write_back) {
+    std::vector<OutboxMessage> more = options_.write_back->plan().blocked(task, job.stage, reason);
+    said.insert(said.end(), more.begin(), more.end());
+  }
+  if (Status s = store_.block_task(task.id, reason, now, said); !s.ok())
     log_.warn("jobs: cannot block {}: {}", task.work_item_key, s.to_string());
-  auto queued = store_.enqueue_notification(
-      "blocked:" + std::to_string(task.id) + ":" + std::to_string(task.visit),
-      task.work_item_key + " is blocked in " + job.stage + ": " + reason, now);
-  if (!queued.ok())
-    log_.warn("jobs: cannot enqueue the blocked notification of {}: {}", task.work_item_key,
-              queued.status().to_string());
   log_.warn("jobs: {} blocked in {}: {}", task.work_item_key, job.stage, reason);
   return {JobOutcome::kBlocked, reason};
 }

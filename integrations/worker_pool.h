@@ -29,6 +29,7 @@
 #include "engine/layout.h"
 #include "engine/stage_engine.h"
 #include "engine/store.h"
+#include "engine/write_back.h"
 #include "engine/telemetry.h"
 #include "integrations/git.h"
 #include "integrations/process_runner.h"
@@ -57,6 +58,8 @@ struct WorkerOptions {
   // Worker ids are "<replica_id>/<pid>/<n>" ("<pid>/<n>" when empty): start-up recovery judges only its own
   // replica's workers by their pid.
   std::string replica_id;
+  // Says in Plane and on the PR what a job came to (a PR opened, a block); null: nothing is written back.
+  WriteBack* write_back = nullptr;
 };
 
 // The config's [jobs] table as worker options: its worker count, and a heartbeat a tenth of the stale threshold
@@ -129,6 +132,7 @@ class JobRunner : public FailedAttempts {
   // kInvalid says retrying will not help (status.h): block at once instead of burning the attempts.
   static Retry retry_unless_invalid(const Status& s) { return s.code == Code::kInvalid ? Retry::kNo : Retry::kAfterBackoff; }
   JobResult block(const JobRow& job, const TaskRow& task, const std::string& reason);
+  Status say(const std::vector<OutboxMessage>& messages);  // write-back of a job event; ok without write-back
   Status write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree);
   std::vector<std::string> agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
                                              const std::string& worktree) const;

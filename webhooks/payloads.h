@@ -56,6 +56,7 @@ struct GiteaPullRequestEvent {
   std::string repo;    // repository.full_name
   std::string action;  // "opened", "synchronized", "closed", "reviewed", ...
   PullRequestInfo pr;  // number, open (state == "open"), merged, head.ref, head.sha, base.ref, html_url
+  std::string sender;  // sender.login: for a review, the reviewer; "" when absent
 };
 Result<GiteaPullRequestEvent> parse_gitea_pull_request(std::string_view body);
 
@@ -64,6 +65,7 @@ struct GiteaStatusEvent {
   std::string sha;
   std::string state;    // pending, success, error, failure, warning, skipped
   std::string context;  // e.g. ci/build
+  std::string target_url;  // the CI run's page; "" when absent
 };
 Result<GiteaStatusEvent> parse_gitea_status(std::string_view body);
 

@@ -341,7 +341,13 @@ TEST_CASE("the dispatcher ignores orch's own Plane writes coming back, by the co
   auto ignored = echo_aware.handle_delivery(row);
   REQUIRE(ignored.ok());
   CHECK(ignored->kind == Kind::kIgnored);
-  CHECK(ignored->reason == "echo of orch's own plane write");
+  CHECK(ignored->reason == "our own write (orch's Plane change coming back)");
+  CHECK(t.f.store->count_tasks().value() == 0);
+  Dispatcher learner(t.h, t.f.config);  // learns the id at run time, as the app does from GET /users/me/
+  learner.add_plane_echo_actor("0b0b0b0b-0000-4000-8000-00000000b07");
+  auto learnt = learner.handle_delivery(row);
+  REQUIRE(learnt.ok());
+  CHECK(learnt->kind == Kind::kIgnored);
   CHECK(t.f.store->count_tasks().value() == 0);
   auto started = plain.handle_delivery(row);
   REQUIRE(started.ok());

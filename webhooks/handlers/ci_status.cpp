@@ -9,6 +9,8 @@
 
 #include "webhooks/handlers/handlers.h"
 
+#include "engine/write_back.h"
+
 namespace orch {
 namespace {
 
@@ -71,7 +73,8 @@ Result<std::vector<TaskRow>> Handlers::tasks_for_sha(const ProjectSpec& project,
 }
 
 Result<HandleOutcome> Handlers::handle_ci_status(const ProjectSpec& project, const std::string& sha,
-                                                 const std::string& state, const std::string& context, Cause cause) {
+                                                 const std::string& state, const std::string& context, Cause cause,
+                                                 const std::string& target_url) {
   if (sha.empty()) return invalid("commit status without a sha");
   const std::string what = "ci " + state + (context.empty() ? "" : " (" + context + ")") + " on " + short_sha(sha);
   std::string route;
@@ -93,6 +96,10 @@ Result<HandleOutcome> Handlers::handle_ci_status(const ProjectSpec& project, con
     facts.head_sha = sha;
     if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok()) return s;
   }
+  // orch's own status (a blocked task's `failure`) is not CI: saying it again in Plane would be an echo.
+  if (write_back_ && (state == "failure" || state == "error") && context != kPipelineStatusContext)
+    if (Status s = write_back_->store(write_back_->plan().ci_failed(task, sha, context, state, target_url)); !s.ok())
+      return s;
   return look_again(task, cause, what + " for " + task.work_item_key + " via " + route);
 }
 

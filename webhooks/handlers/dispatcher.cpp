@@ -10,6 +10,19 @@ Result<HandleOutcome> Dispatcher::handle_delivery(const DeliveryRow& delivery) {
   return delivery.source == Source::kPlane ? plane(delivery) : gitea(delivery);
 }
 
+void Dispatcher::add_plane_echo_actor(const std::string& user_id) {
+  if (user_id.empty()) return;
+  std::lock_guard lock(mu_);
+  if (std::find(echo_actor_ids_.begin(), echo_actor_ids_.end(), user_id) == echo_actor_ids_.end())
+    echo_actor_ids_.push_back(user_id);
+}
+
+bool Dispatcher::is_echo(const std::string& actor_id) const {
+  if (actor_id.empty()) return false;
+  std::lock_guard lock(mu_);
+  return std::find(echo_actor_ids_.begin(), echo_actor_ids_.end(), actor_id) != echo_actor_ids_.end();
+}
+
 Result<HandleOutcome> Dispatcher::plane(const DeliveryRow& d) {
   if (d.event != "issue") return HandleOutcome::ignored("plane event '" + d.event + "' is not handled");
   auto parsed = parse_plane_issue(d.body);
@@ -19,9 +32,7 @@ Result<HandleOutcome> Dispatcher::plane(const DeliveryRow& d) {
     return HandleOutcome::ignored("plane issue action '" + e.action_text + "' is not handled");
   const ProjectSpec* project = config_.find_project_by_plane_id(e.item.project_id);
   if (!project) return HandleOutcome::ignored("unknown plane project " + e.item.project_id);
-  const auto& echoes = options_.plane_echo_actor_ids;
-  if (!e.actor_id.empty() && std::find(echoes.begin(), echoes.end(), e.actor_id) != echoes.end())
-    return HandleOutcome::ignored("echo of orch's own plane write");
+  if (is_echo(e.actor_id)) return HandleOutcome::ignored("our own write (orch's Plane change coming back)");
   if (!e.may_change_state())
     return HandleOutcome::ignored("plane field '" + e.field + "' changed, not the state");
   return handlers_.handle_tracker_state(*project, e.item, Cause::kWebhook);
@@ -48,14 +59,16 @@ Result<HandleOutcome> Dispatcher::gitea(const DeliveryRow& d) {
       if (!project) return unknown(p.value().repo);
       if (kind == GiteaEvent::kPullRequest)
         return handlers_.handle_pull_request(*project, p.value().action, p.value().pr, Cause::kWebhook);
-      return handlers_.handle_review(*project, p.value().pr, kind == GiteaEvent::kReviewApproved, Cause::kWebhook);
+      return handlers_.handle_review(*project, p.value().pr, kind == GiteaEvent::kReviewApproved, Cause::kWebhook,
+                                     p.value().sender);
     }
     case GiteaEvent::kStatus: {
       auto s = parse_gitea_status(d.body);
       if (!s.ok()) return s.status();
       const ProjectSpec* project = project_of(s.value().repo);
       if (!project) return unknown(s.value().repo);
-      return handlers_.handle_ci_status(*project, s.value().sha, s.value().state, s.value().context, Cause::kWebhook);
+      return handlers_.handle_ci_status(*project, s.value().sha, s.value().state, s.value().context, Cause::kWebhook,
+                                        s.value().target_url);
     }
     case GiteaEvent::kOther:
       break;

@@ -16,6 +16,7 @@
 #include "engine/facts.h"
 #include "engine/stage_engine.h"
 #include "engine/store.h"
+#include "engine/write_back.h"
 
 namespace orch {
 
@@ -37,10 +38,11 @@ const char* outcome_kind_name(HandleOutcome::Kind k);
 
 class Handlers {
  public:
+  // `write_back` (optional) stores what a red CI and a review verdict tell the people in Plane (issue 20).
   Handlers(TaskStore& store, StageEngine& engine, Tracker& tracker, CodeHost& code_host, const Config& config,
-           const Clock& clock, spdlog::logger& log)
+           const Clock& clock, spdlog::logger& log, WriteBack* write_back = nullptr)
       : store_(store), engine_(engine), tracker_(tracker), code_host_(code_host), config_(config), clock_(clock),
-        log_(log) {}
+        log_(log), write_back_(write_back) {}
 
   // ---- Plane ----
 
@@ -66,8 +68,9 @@ class Handlers {
   // A commit status (Gitea sends no branch): sha -> task through (1) branch heads recorded from push / PR events,
   // (2) open PRs on Gitea whose head is the sha, (3) the single task of the project in a CI-gated stage. Zero or
   // several candidates resolve nothing (ignored, logged at info). Then advance_if_gate_passed: the gate reads CI.
+  // A failure or error on the task's branch is also said in Plane (once per head and visit).
   Result<HandleOutcome> handle_ci_status(const ProjectSpec& project, const std::string& sha, const std::string& state,
-                                         const std::string& context, Cause cause);
+                                         const std::string& context, Cause cause, const std::string& target_url = "");
 
   // Pull request opened / synchronized / closed (merged or not) / reopened: records the PR number, head sha and
   // state on the task of the head branch and the branch head, then advance_if_gate_passed.
@@ -76,8 +79,9 @@ class Handlers {
 
   // A review: approved -> record, then advance_if_gate_passed; changes requested -> record, then the stage's
   // on_changes_requested edge when it declares one (else advance_if_gate_passed, which stays red).
+  // The verdict is said in Plane, with the reviewer's login.
   Result<HandleOutcome> handle_review(const ProjectSpec& project, const PullRequestInfo& pr, bool approved,
-                                      Cause cause);
+                                      Cause cause, const std::string& reviewer = "");
 
   // A push to a branch: records the branch head (and the head sha of the branch's task).
   Result<HandleOutcome> handle_push(const ProjectSpec& project, const std::string& branch, const std::string& sha,
@@ -99,6 +103,7 @@ class Handlers {
   const Config& config_;
   const Clock& clock_;
   spdlog::logger& log_;
+  WriteBack* const write_back_;  // null: nothing is written back
 };
 
 }  // namespace orch

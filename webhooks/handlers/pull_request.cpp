@@ -3,6 +3,8 @@
 // gate to look again; a requested change takes the stage's declared rollback edge.
 #include "webhooks/handlers/handlers.h"
 
+#include "engine/write_back.h"
+
 namespace orch {
 namespace {
 
@@ -57,7 +59,7 @@ Result<HandleOutcome> Handlers::handle_pull_request(const ProjectSpec& project, 
 }
 
 Result<HandleOutcome> Handlers::handle_review(const ProjectSpec& project, const PullRequestInfo& pr, bool approved,
-                                              Cause cause) {
+                                              Cause cause, const std::string& reviewer) {
   auto task = task_for_branch(project, pr);
   if (!task.ok()) return task.status();
   const std::string what = std::string(approved ? "approving" : "changes-requested") + " review of pr #" +
@@ -73,7 +75,10 @@ Result<HandleOutcome> Handlers::handle_review(const ProjectSpec& project, const 
   if (is_branch_name(pr.head_ref) && !pr.head_sha.empty())
     if (Status s = store_.record_branch_head(project.gitea_repo, pr.head_ref, pr.head_sha, clock_.now()); !s.ok())
       return s;
-
+  // Before the rollback: the verdict belongs to the visit it was given in.
+  if (write_back_)
+    if (Status s = write_back_->store(write_back_->plan().review_verdict(t, pr.number, approved, reviewer)); !s.ok())
+      return s;
   if (!approved && engine_.pipeline().rollback_target(t.stage, Rollback::kChangesRequested)) {
     // The reviewer's text stays on Gitea (the agent can read it there): the reason names only the PR.
     auto back = engine_.rollback(t.id, Rollback::kChangesRequested, cause, "changes requested in review of pr #" +
