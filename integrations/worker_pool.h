@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,20 @@
 
 namespace orch {
 
+// What an agent's successful run produced, for those who report it (write-back, issue 20).
+struct AgentResult { int exit_code = 0; std::string summary; std::optional<std::string> verdict; };  // verdict:
+//   "APPROVED" (exit 0) / "REQUEST_CHANGES" (exit 3) on a post_review stage, nullopt elsewhere
+struct JobReporter {
+  virtual ~JobReporter() = default;
+  // Called once per successful agent run, after the agent exited and BEFORE the job records its first follow-up
+  // step (so a crash in between runs the agent again and the reporter again: its writes must be idempotent).
+  // A non-ok status fails the attempt like a failed step would (kUnavailable: retried).
+  virtual Status agent_succeeded(const JobRow& job, const TaskRow& task, const AgentResult& result) = 0;
+};
+// On a post_review stage the agent's exit code is its verdict: 0 approves, this one requests changes; both are a
+// successful run. Elsewhere it is a failure like any other non-zero exit.
+inline constexpr int kExitRequestChanges = 3;
+
 struct WorkerOptions {
   int workers = 2;  // JobsSpec::workers
   // Heartbeats must come well inside JobsSpec::heartbeat_stale (150 s by default), or the sweeper fails the job.
@@ -57,6 +72,8 @@ struct WorkerOptions {
   // Worker ids are "<replica_id>/<pid>/<n>" ("<pid>/<n>" when empty): start-up recovery judges only its own
   // replica's workers by their pid.
   std::string replica_id;
+  // Told of each successful agent run with its summary (job_summary) before the follow-up steps; null: nobody.
+  JobReporter* reporter = nullptr;
 };
 
 // The config's [jobs] table as worker options: its worker count, and a heartbeat a tenth of the stale threshold
@@ -132,6 +149,13 @@ class JobRunner : public FailedAttempts {
   Status write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree);
   std::vector<std::string> agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
                                              const std::string& worktree) const;
+  // ORCH_OUTPUT_DIR of the job, absolute (the agent runs in the worktree, not where orch was started).
+  std::filesystem::path output_dir(const JobRow& job) const;
+  // Makes it exist and be empty (an earlier attempt's files are gone) before the agent starts.
+  Status prepare_output_dir(const JobRow& job) const;
+  // The agent ran successfully (exit 0, or the verdict exit on a post_review stage): the reporter, if any, is told.
+  // A failure to report fails the attempt; nullopt goes on to the follow-up steps.
+  std::optional<JobResult> report_success(const JobRow& job, const StageSpec& stage, int exit_code);
   Seconds backoff(int attempt) const;
   Seconds step_backoff(int tries) const;
 
