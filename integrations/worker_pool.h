@@ -1,7 +1,8 @@
 // integrations/worker_pool.h: the job worker. JobRunner runs one claimed job to its end: the task's worktree, the
 // task JSON file, the agent as its own process group with a clean environment (DESIGN.md "The agent's environment"),
-// heartbeats, the timeout, then on exit 0 the follow-up steps push, open_pr and gate (advance_if_gate_passed), each
-// persisted and retried on its own (ADR 0010); on a failure a retry of the agent with backoff, then blocked.
+// heartbeats, the timeout, then on exit 0 (or a post_review stage's exit 3) the JobReporter with the run's summary and
+// the follow-up steps push, open_pr and gate (advance_if_gate_passed), each persisted and retried on its own
+// (ADR 0010); on a failure a retry of the agent with backoff, then blocked.
 // WorkerPool owns N threads that claim jobs atomically (claim_job: never one job twice, even across processes) and
 // hand each to the JobRunner. JobRunner is thread-safe (one run() per claimed job, from any thread); WorkerPool's
 // start()/stop() are for its owner only, poke() for any thread.
