@@ -104,7 +104,9 @@ Result<Settings> make_settings(Config config, const EnvLookup& env) {
     return {};
   };
   s.reconciler = s.config.reconciler;
+  s.plane_write_back = s.config.plane_write_back;
   for (auto [name, target] : {std::pair<const char*, bool*>{"ORCH_ALLOW_UNSIGNED_WEBHOOKS", &s.allow_unsigned_webhooks},
+                              {"ORCH_PLANE_WRITE_BACK", &s.plane_write_back},
                               {"ORCH_RECONCILE_ENABLED", &s.reconciler.enabled},
                               {"ORCH_RECONCILE_PLANE_ENABLED", &s.reconciler.plane_enabled},
                               {"ORCH_RECONCILE_NOTIFY_UNBLOCK", &s.reconciler.notify_unblock}}) {

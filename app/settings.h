@@ -36,6 +36,7 @@ struct Settings {
   Secret admin_token, metrics_token;
   bool allow_unsigned_webhooks = false;
   bool log_json = false;
+  bool plane_write_back = true;                         // ORCH_PLANE_WRITE_BACK over [plane] write_back
   ReconcilerSpec reconciler;                            // env over [reconciler]
   std::map<std::string, std::chrono::seconds> grace_overrides;  // ORCH_RECONCILE_GRACE_OVERRIDES_JSON
   std::vector<std::string> warnings;  // problems that fell back to a default; logged at start-up, never fatal

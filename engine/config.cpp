@@ -104,7 +104,7 @@ class Reader {
   void fail(const toml::value& at, const std::string& what) { fail_at(line_of(at), what); }
 
   // Reports the first key (by line) of `table` that is not in `known`, with the closest known key.
-  void check_keys(const toml::value& table, std::initializer_list<std::string_view> known, const std::string& where) {
+  void check_keys(const toml::value& table, const std::vector<std::string_view>& known, const std::string& where) {
     if (failed()) return;
     const toml::value* first = nullptr;
     std::string first_key;
@@ -252,12 +252,13 @@ class Reader {
 bool is_http_url(std::string_view s) { return s.starts_with("http://") || s.starts_with("https://"); }
 
 void read_base_url(Reader& r, const toml::value& root, const std::string& section, const std::string& key,
-                   std::string& out, const std::string& other_key = "") {
+                   std::string& out, std::initializer_list<std::string_view> other_keys = {}) {
   const toml::value* t = r.table(root, section, in_quotes(section));
   if (!t) return;
   const std::string where = "[" + section + "]";
-  if (other_key.empty()) r.check_keys(*t, {key}, where);
-  else r.check_keys(*t, {key, other_key}, where);
+  std::vector<std::string_view> known{key};
+  known.insert(known.end(), other_keys.begin(), other_keys.end());
+  r.check_keys(*t, known, where);
   // Absent: keep the default (the table may hold only its other key, or be empty).
   if (!Reader::find(*t, key)) return;
   std::string url = r.string_or(*t, key, where, out);
@@ -547,7 +548,10 @@ std::vector<StageSpec> read_stages(Reader& r, const toml::value& root, const std
   for (std::size_t i = 0; i < entries.size() && !r.failed(); ++i) {
     const toml::value& t = *entries[i];
     const std::string where = entry_where("stages", t, i);
-    r.check_keys(t, {"name", "agent", "gate", "human", "open_pr", "grace", "on_reject", "on_changes_requested"}, where);
+    r.check_keys(t,
+                 {"name", "agent", "gate", "human", "open_pr", "grace", "on_reject", "on_changes_requested",
+                  "plane_state", "post_review"},
+                 where);
     StageSpec s;
     s.name = r.string_or(t, "name", where, "");
     if (r.failed()) break;
@@ -573,6 +577,14 @@ std::vector<StageSpec> read_stages(Reader& r, const toml::value& root, const std
     if (Reader::find(t, "grace")) s.grace = r.duration_or(t, "grace", where, seconds{0}, /*allow_zero=*/true);
     s.on_reject = r.string_or(t, "on_reject", where, "");
     s.on_changes_requested = r.string_or(t, "on_changes_requested", where, "");
+    s.plane_state = r.string_or(t, "plane_state", where, "");
+    if (const toml::value* v = Reader::find(t, "plane_state"); v && !r.failed())
+      s.plane_state_line = static_cast<int>(line_of(*v));
+    s.post_review = r.bool_or(t, "post_review", where, s.post_review);
+    // The verdict is the agent's exit code: a stage without an agent has nobody to give it.
+    if (!r.failed() && s.post_review && s.agent.empty())
+      r.fail(*Reader::find(t, "post_review"),
+             "'post_review' in " + where + " needs an agent: the review verdict is the agent's exit code");
     stages.push_back(std::move(s));
   }
   // Rollback edges may point forward or backward, so they are checked once every stage is known.
@@ -587,6 +599,38 @@ std::vector<StageSpec> read_stages(Reader& r, const toml::value& root, const std
     }
   }
   return stages;
+}
+
+std::string done_state_key() { return "'done_state' in [plane]"; }
+std::string plane_state_key(const StageSpec& stage) { return "'plane_state' in [[stages]] \"" + stage.name + "\""; }
+
+// A state orch moves a work item to must not be one of a project's trigger states: the item's next webhook (or the
+// reconciler) would read the move back as a verdict or a start and run the pipeline again. Names compare exactly,
+// as the Plane client resolves them (integrations/plane_client.cpp). Reported in file order.
+void check_no_trigger_states(Reader& r, const Config& config) {
+  struct Use {
+    int line;
+    std::string state, key;
+  };
+  std::vector<Use> uses;
+  for (const StageSpec& s : config.stages)
+    if (!s.plane_state.empty()) uses.push_back({s.plane_state_line, s.plane_state, plane_state_key(s)});
+  if (!config.plane_done_state.empty())
+    uses.push_back({config.plane_done_state_line, config.plane_done_state, done_state_key()});
+  std::stable_sort(uses.begin(), uses.end(), [](const Use& a, const Use& b) { return a.line < b.line; });
+  for (const Use& use : uses) {
+    for (const ProjectSpec& p : config.projects) {
+      for (auto [name, which] : {std::pair{&p.plane_states.in_progress, "in_progress"},
+                                 std::pair{&p.plane_states.approved, "approved"},
+                                 std::pair{&p.plane_states.rejected, "rejected"}}) {
+        if (use.state != *name) continue;
+        r.fail_at(static_cast<unsigned>(use.line),
+                  use.key + " is \"" + use.state + "\", the " + which + " state of [[projects]] \"" + p.name +
+                      "\": moving a work item there would trigger the pipeline again");
+        return;
+      }
+    }
+  }
 }
 
 // toml11 puts "[error] toml::parse_xxx: " before what went wrong, then a framed excerpt of the file.
@@ -710,8 +754,14 @@ Result<Config> parse_config(const std::string& text, const std::string& filename
                  {"server", "plane", "gitea", "telegram", "reconciler", "jobs", "store", "projects", "agents", "stages"},
                  "the top-level table");
     config.server = read_server(r, root);
-    read_base_url(r, root, "plane", "base_url", config.plane_base_url);
-    read_base_url(r, root, "gitea", "base_url", config.gitea_base_url, "official_reviews_only");
+    read_base_url(r, root, "plane", "base_url", config.plane_base_url, {"write_back", "done_state"});
+    if (const toml::value* plane = r.table(root, "plane", "'plane'")) {
+      config.plane_write_back = r.bool_or(*plane, "write_back", "[plane]", config.plane_write_back);
+      config.plane_done_state = r.string_or(*plane, "done_state", "[plane]", "");
+      if (const toml::value* v = Reader::find(*plane, "done_state"); v && !r.failed())
+        config.plane_done_state_line = static_cast<int>(line_of(*v));
+    }
+    read_base_url(r, root, "gitea", "base_url", config.gitea_base_url, {"official_reviews_only"});
     if (const toml::value* gitea = r.table(root, "gitea", "'gitea'"))
       config.gitea_official_reviews_only =
           r.bool_or(*gitea, "official_reviews_only", "[gitea]", config.gitea_official_reviews_only);
@@ -726,11 +776,23 @@ Result<Config> parse_config(const std::string& text, const std::string& filename
     config.projects = read_projects(r, root);
     config.agents = read_agents(r, root, base_dir);
     if (!r.failed()) config.stages = read_stages(r, root, config.agents, base_dir);
+    if (!r.failed()) check_no_trigger_states(r, config);
   } catch (const std::exception& e) {  // a toml11 accessor threw despite the checks above: a bug here
     return internal(filename + ": reading the config failed: " + std::string(e.what()));
   }
   if (r.failed()) return r.error();
   return config;
+}
+
+std::vector<PlaneStateRef> plane_state_refs(const Config& config) {
+  std::vector<PlaneStateRef> refs;
+  for (const ProjectSpec& p : config.projects) {
+    for (const StageSpec& s : config.stages)
+      if (!s.plane_state.empty()) refs.push_back({p.name, s.plane_state, s.plane_state_line, plane_state_key(s)});
+    if (!config.plane_done_state.empty())
+      refs.push_back({p.name, config.plane_done_state, config.plane_done_state_line, done_state_key()});
+  }
+  return refs;
 }
 
 Result<Config> load_config(const std::string& path) {

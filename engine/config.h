@@ -41,8 +41,12 @@ struct StageSpec {
   std::optional<std::chrono::seconds> grace;
   std::string on_reject;             // rollback edge taken on Rejected ("" = none)
   std::string on_changes_requested;  // rollback edge taken on a changes-requested review ("" = none)
-  std::string plane_state;  // TEMP(lead): helper C defines these
+  // The Plane state a work item is moved to when its task enters this stage (write-back, issue 20); "" = none.
+  // Its TOML line (0 when unset), for the start-up check that the state exists in each project.
+  std::string plane_state;
   int plane_state_line = 0;
+  // The agent reviews: its exit 3 is a successful run with the verdict REQUEST_CHANGES (exit 0: APPROVED). Only on a
+  // stage with an agent.
   bool post_review = false;
 };
 
@@ -96,12 +100,15 @@ struct Config {
   std::string source_path;  // the file it was read from
   ServerSpec server;
   std::string plane_base_url;
+  // [plane] write_back: orch writes its progress back to Plane and Gitea (issue 20); ORCH_PLANE_WRITE_BACK wins.
+  bool plane_write_back = true;
+  // [plane] done_state: the Plane state a work item is moved to when its task reaches done ("" = none), and its
+  // TOML line (0 when unset).
+  std::string plane_done_state;
+  int plane_done_state_line = 0;
   std::string gitea_base_url;
   // [gitea] official_reviews_only: the pr_approved gate counts only reviews Gitea marks official (stale ones never).
   bool gitea_official_reviews_only = true;
-  bool plane_write_back = true;  // TEMP(lead): helper C defines these
-  std::string plane_done_state;
-  int plane_done_state_line = 0;
   std::string telegram_api_base = "https://api.telegram.org";
   std::string store_url;  // [store] url; "" = embedded SQLite
   // [store] leader_takeover: with several replicas on PostgreSQL, how soon a follower takes over once the leader's
@@ -119,6 +126,17 @@ struct Config {
   const ProjectSpec* find_project_by_repo(std::string_view gitea_repo) const;
   const ProjectSpec* find_project_by_plane_id(std::string_view plane_project_id) const;
 };
+
+// A Plane state name the config relies on, which must exist in the project's Plane states: each project with each
+// stage's plane_state and with [plane] done_state. For the start-up check, whose message names the line and the key.
+struct PlaneStateRef {
+  std::string project;  // ProjectSpec::name
+  std::string state;    // the Plane state name, as configured
+  int line = 0;         // its line in the config file
+  std::string key;      // what set it: "'done_state' in [plane]", "'plane_state' in [[stages]] \"review\""
+};
+// In config order: per project, the stages' plane_state in stage order, then done_state.
+std::vector<PlaneStateRef> plane_state_refs(const Config& config);
 
 // Parses and validates; every error names the file and line: "orch.toml:12: unknown key 'gaet' in [[stages]]".
 Result<Config> parse_config(const std::string& text, const std::string& filename);

@@ -27,6 +27,8 @@ class DataLayout {
   }
   std::filesystem::path job_log(JobId id) const { return root_ / "logs" / ("job-" + std::to_string(id) + ".log"); }
   std::filesystem::path task_json(JobId id) const { return root_ / "tasks" / ("job-" + std::to_string(id) + ".json"); }
+  // ORCH_OUTPUT_DIR: where the agent may write summary.md; made empty before each run of the job's agent.
+  std::filesystem::path job_output(JobId id) const { return root_ / "outputs" / ("job-" + std::to_string(id)); }
 
  private:
   std::filesystem::path root_;

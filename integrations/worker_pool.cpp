@@ -11,6 +11,9 @@
 // ORCH_* variables, its agent's `env` table, a minimal PATH, HOME = the worktree), no file descriptors (the process
 // runner closes them), its own process group (a timeout kills everything it started), and the task's
 // attacker-controlled text (title, description) only inside the JSON file named by ORCH_TASK_JSON.
+// What it may leave for us goes into ORCH_OUTPUT_DIR, emptied before each run; summary.md there is read by
+// job_summary, which trusts nothing about it (symlinks, fifos, size), and handed with the exit code to the
+// JobReporter before the follow-up steps.
 //
 // Output goes through a pipe that a pump thread drains into the job's log, so the agent never blocks on a full log
 // and the log never grows past its cap: the first part of a run's output is kept, then its last 64 KiB. The child
@@ -37,6 +40,8 @@
 #include <optional>
 
 #include <nlohmann/json.hpp>
+
+#include "integrations/job_summary.h"
 
 namespace orch {
 namespace {
@@ -122,6 +127,9 @@ class LogPump {
     std::uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(done_, &one, sizeof one);
     thread_.join();
+    // The footer gets a line of its own even after output without a final newline: job_summary leaves out orch's
+    // "[orch] ..." lines by their start.
+    if (!footer.empty() && last_ != '\n') write_all(file_, "\n", 1);
     write_all(file_, footer.data(), footer.size());
   }
 
@@ -168,6 +176,7 @@ class LogPump {
   }
 
   void consume(const char* data, std::size_t n) {
+    if (n > 0) last_ = data[n - 1];
     if (written_ < head_budget_) {
       std::size_t take = std::min(n, head_budget_ - written_);
       write_all(file_, data, take);
@@ -187,6 +196,7 @@ class LogPump {
   std::size_t tail_keep_ = 0, head_budget_ = 0;
   std::size_t written_ = 0, dropped_ = 0;  // touched by the pump thread only
   std::string tail_;                       // touched by the pump thread only
+  char last_ = '\n';                        // the output's last byte; by the pump thread, read after joining it
   std::thread thread_;
 };
 
@@ -308,6 +318,7 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
                           s.code == Code::kConflict ? Retry::kNo : retry_unless_invalid(s));
   const std::string dir = worktree.value().path.string();
   if (Status s = write_task_json(job, task, dir); !s.ok()) return attempt_failed(job, s.message, Retry::kAfterBackoff);
+  if (Status s = prepare_output_dir(job); !s.ok()) return attempt_failed(job, s.message, Retry::kAfterBackoff);
 
   const std::string header = "[orch] job " + std::to_string(job.id) + ": " + agent->name + " for " +
                              task.work_item_key + " in " + job.stage + ", attempt " + std::to_string(job.attempt) +
@@ -352,10 +363,13 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   const auto agent_started = Steady::now();
   Result<int> code = processes_.run(spec);
   log_pump.finish("[orch] " + (code.ok() ? "exit " + std::to_string(code.value()) : code.status().message) + "\n");
+  // A reviewing agent requesting changes did its job: its verdict is a success like an approval (issue 20).
+  const bool succeeded =
+      code.ok() && (code.value() == 0 || (stage->post_review && code.value() == kExitRequestChanges));
   if (options_.telemetry) {
     const AgentOutcome outcome = stop.stop_requested() || !moved_on.empty() ? AgentOutcome::kStopped
                                  : !code.ok()          ? AgentOutcome::kError
-                                 : code.value() == 0   ? AgentOutcome::kSucceeded
+                                 : succeeded           ? AgentOutcome::kSucceeded
                                                        : AgentOutcome::kFailed;
     options_.telemetry->agent_run(agent->name, job.stage, outcome,
                                   std::chrono::duration<double>(Steady::now() - agent_started).count());
@@ -373,9 +387,43 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   }
   if (lost) return attempt_failed(job, "stopped: the job was finished elsewhere", Retry::kAfterBackoff);
   if (!code.ok()) return attempt_failed(job, code.status().message, retry_unless_invalid(code.status()));
-  if (code.value() != 0) return attempt_failed(job, "agent exited " + std::to_string(code.value()), Retry::kAfterBackoff);
+  if (!succeeded) return attempt_failed(job, "agent exited " + std::to_string(code.value()), Retry::kAfterBackoff);
+  if (auto failed = report_success(job, *stage, code.value())) return *failed;
   // From here on the agent's success stands: what follows are the job's steps, retried on their own (ADR 0010).
   return run_steps(job, *project, *agent, *stage);
+}
+
+std::optional<JobResult> JobRunner::report_success(const JobRow& job, const StageSpec& stage, int exit_code) {
+  if (!options_.reporter) return std::nullopt;
+  // A fresh row: the run may have taken long, and a job whose task moved on meanwhile has nothing to report.
+  auto found = store_.find_task(job.task_id);
+  if (!found.ok()) return attempt_failed(job, "report: " + found.status().message, Retry::kAfterBackoff);
+  if (auto gone = abandon_if_moved_on(job, found.value())) return gone;
+  AgentResult result;
+  result.exit_code = exit_code;
+  result.summary = job_summary(output_dir(job), layout_.job_log(job.id));
+  if (stage.post_review) result.verdict = exit_code == kExitRequestChanges ? "REQUEST_CHANGES" : "APPROVED";
+  Status s = options_.reporter->agent_succeeded(job, *found.value(), result);
+  if (s.ok()) return std::nullopt;
+  log_.warn("jobs: job {} cannot report its agent's success: {}", job.id, s.to_string());
+  return attempt_failed(job, "report: " + s.message, retry_unless_invalid(s));
+}
+
+fs::path JobRunner::output_dir(const JobRow& job) const {
+  std::error_code ec;
+  fs::path dir = fs::absolute(layout_.job_output(job.id), ec);
+  return ec ? layout_.job_output(job.id) : dir.lexically_normal();
+}
+
+Status JobRunner::prepare_output_dir(const JobRow& job) const {
+  const fs::path dir = output_dir(job);
+  std::error_code ec;
+  // remove_all removes symlinks, never what they point to: whatever an earlier attempt left there goes, nothing else.
+  fs::remove_all(dir, ec);
+  if (ec) return unavailable("cannot empty the output directory " + dir.string() + ": " + ec.message());
+  fs::create_directories(dir, ec);
+  if (ec) return unavailable("cannot create the output directory " + dir.string() + ": " + ec.message());
+  return {};
 }
 
 JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, const AgentSpec& agent,
@@ -601,6 +649,7 @@ std::vector<std::string> JobRunner::agent_environment(const JobRow& job, const T
   env["ORCH_ATTEMPT"] = std::to_string(job.attempt);
   env["ORCH_REJECTION_REASON"] = task.rejection_reason;
   env["ORCH_TASK_JSON"] = layout_.task_json(job.id).string();
+  env["ORCH_OUTPUT_DIR"] = output_dir(job).string();
   std::vector<std::string> out;
   out.reserve(env.size());
   for (const auto& [k, v] : env) {

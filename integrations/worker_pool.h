@@ -1,7 +1,8 @@
 // integrations/worker_pool.h: the job worker. JobRunner runs one claimed job to its end: the task's worktree, the
 // task JSON file, the agent as its own process group with a clean environment (DESIGN.md "The agent's environment"),
-// heartbeats, the timeout, then on exit 0 the follow-up steps push, open_pr and gate (advance_if_gate_passed), each
-// persisted and retried on its own (ADR 0010); on a failure a retry of the agent with backoff, then blocked.
+// heartbeats, the timeout, then on exit 0 (or a post_review stage's exit 3) the JobReporter with the run's summary and
+// the follow-up steps push, open_pr and gate (advance_if_gate_passed), each persisted and retried on its own
+// (ADR 0010); on a failure a retry of the agent with backoff, then blocked.
 // WorkerPool owns N threads that claim jobs atomically (claim_job: never one job twice, even across processes) and
 // hand each to the JobRunner. JobRunner is thread-safe (one run() per claimed job, from any thread); WorkerPool's
 // start()/stop() are for its owner only, poke() for any thread.
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -36,6 +38,20 @@
 
 namespace orch {
 
+// What an agent's successful run produced, for those who report it (write-back, issue 20).
+struct AgentResult { int exit_code = 0; std::string summary; std::optional<std::string> verdict; };  // verdict:
+//   "APPROVED" (exit 0) / "REQUEST_CHANGES" (exit 3) on a post_review stage, nullopt elsewhere
+struct JobReporter {
+  virtual ~JobReporter() = default;
+  // Called once per successful agent run, after the agent exited and BEFORE the job records its first follow-up
+  // step (so a crash in between runs the agent again and the reporter again: its writes must be idempotent).
+  // A non-ok status fails the attempt like a failed step would (kUnavailable: retried).
+  virtual Status agent_succeeded(const JobRow& job, const TaskRow& task, const AgentResult& result) = 0;
+};
+// On a post_review stage the agent's exit code is its verdict: 0 approves, this one requests changes; both are a
+// successful run. Elsewhere it is a failure like any other non-zero exit.
+inline constexpr int kExitRequestChanges = 3;
+
 struct WorkerOptions {
   int workers = 2;  // JobsSpec::workers
   // Heartbeats must come well inside JobsSpec::heartbeat_stale (150 s by default), or the sweeper fails the job.
@@ -60,6 +76,8 @@ struct WorkerOptions {
   std::string replica_id;
   // Says in Plane and on the PR what a job came to (a PR opened, a block); null: nothing is written back.
   WriteBack* write_back = nullptr;
+  // Told of each successful agent run with its summary (job_summary) before the follow-up steps; null: nobody.
+  JobReporter* reporter = nullptr;
 };
 
 // The config's [jobs] table as worker options: its worker count, and a heartbeat a tenth of the stale threshold
@@ -136,6 +154,13 @@ class JobRunner : public FailedAttempts {
   Status write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree);
   std::vector<std::string> agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
                                              const std::string& worktree) const;
+  // ORCH_OUTPUT_DIR of the job, absolute (the agent runs in the worktree, not where orch was started).
+  std::filesystem::path output_dir(const JobRow& job) const;
+  // Makes it exist and be empty (an earlier attempt's files are gone) before the agent starts.
+  Status prepare_output_dir(const JobRow& job) const;
+  // The agent ran successfully (exit 0, or the verdict exit on a post_review stage): the reporter, if any, is told.
+  // A failure to report fails the attempt; nullopt goes on to the follow-up steps.
+  std::optional<JobResult> report_success(const JobRow& job, const StageSpec& stage, int exit_code);
   Seconds backoff(int attempt) const;
   Seconds step_backoff(int tries) const;
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "app/settings.h"  // the ORCH_PLANE_WRITE_BACK test at the end
 #include "tests/support/temp_dir.h"
 
 namespace orch {
@@ -459,6 +460,12 @@ TEST_CASE("config: the example file parses into the default pipeline") {
   CHECK(review.gate->of[1].type == GateSpec::Type::kPrMerged);
   CHECK(review.on_changes_requested == "development");
   CHECK_FALSE(review.human);
+  CHECK(review.plane_state == "In Review");
+  CHECK(review.post_review);
+  CHECK_FALSE(development.post_review);
+  CHECK(development.plane_state.empty());
+  CHECK(c.plane_write_back);
+  CHECK(c.plane_done_state == "Done");
 }
 
 TEST_CASE("config: human may be set on any stage, and a human_approval anywhere in a gate makes it human") {
@@ -515,6 +522,167 @@ TEST_CASE("config: [gitea] official_reviews_only defaults to true, reads a bool,
               "'official_reviews_only' in [gitea] must be true or false, not a string");
   check_error(with_pipeline({"[gitea]", "oficial_reviews_only = false"}), 2,
               "unknown key 'oficial_reviews_only' in [gitea] (did you mean 'official_reviews_only'?)");
+}
+
+}  // namespace
+}  // namespace orch
+
+// Write-back (issue 20): [plane] write_back / done_state and a stage's plane_state / post_review.
+namespace orch {
+namespace {
+
+// One project (default trigger states) and a two-stage pipeline; the lines under test come first.
+std::string with_project_pipeline(std::initializer_list<std::string> lines) {
+  return toml(lines) + toml({
+                           "[[projects]]",
+                           "name = \"shop\"",
+                           "gitea_repo = \"acme/shop\"",
+                           "plane_workspace = \"acme\"",
+                           "plane_project_id = \"p1\"",
+                           "plane_states = { in_progress = \"Doing\", approved = \"OK\", rejected = \"No\" }",
+                           "[agents.dev]",
+                           "argv = [\"/bin/true\"]",
+                       });
+}
+
+TEST_CASE("config: [plane] write_back defaults to true and done_state to unset, and both are read with their line") {
+  const Config defaults = parse_ok(with_pipeline({}));
+  CHECK(defaults.plane_write_back);
+  CHECK(defaults.plane_done_state.empty());
+  CHECK(defaults.plane_done_state_line == 0);
+  CHECK(defaults.stages[0].plane_state.empty());
+  CHECK(defaults.stages[0].plane_state_line == 0);
+  CHECK_FALSE(defaults.stages[0].post_review);
+
+  const Config c = parse_ok(with_pipeline({"[plane]", "base_url = \"http://x\"", "write_back = false",
+                                           "done_state = \"Done\""}));
+  CHECK_FALSE(c.plane_write_back);
+  CHECK(c.plane_done_state == "Done");
+  CHECK(c.plane_done_state_line == 4);
+  CHECK(c.plane_base_url == "http://x");
+
+  check_error(with_pipeline({"[plane]", "write_back = \"yes\""}), 2,
+              "'write_back' in [plane] must be true or false, not a string");
+  check_error(with_pipeline({"[plane]", "done_state = \"\""}), 2, "'done_state' in [plane] must not be empty");
+  check_error(with_pipeline({"[plane]", "done_state = 3"}), 2, "'done_state' in [plane] must be a string");
+  check_error(with_pipeline({"[plane]", "writeback = true"}), 2,
+              "unknown key 'writeback' in [plane] (did you mean 'write_back'?)");
+}
+
+TEST_CASE("config: a stage's plane_state and post_review are read, and post_review needs an agent") {
+  const Config c = parse_ok(toml({
+      "[agents.rev]",
+      "argv = [\"/bin/true\"]",
+      "[[stages]]",
+      "name = \"review\"",
+      "agent = \"rev\"",
+      "plane_state = \"In Review\"",
+      "post_review = true",
+      "[[stages]]",
+      "name = \"wait\"",
+      "post_review = false",
+  }));
+  CHECK(c.stages[0].plane_state == "In Review");
+  CHECK(c.stages[0].plane_state_line == 6);
+  CHECK(c.stages[0].post_review);
+  CHECK(c.stages[1].plane_state.empty());
+  CHECK_FALSE(c.stages[1].post_review);
+
+  check_error(toml({"[[stages]]", "name = \"wait\"", "post_review = true"}), 3,
+              "'post_review' in [[stages]] \"wait\" needs an agent: the review verdict is the agent's exit code");
+  check_error(toml({"[agents.rev]", "argv = [\"/bin/true\"]", "[[stages]]", "name = \"review\"", "agent = \"rev\"",
+                    "post_review = 1"}),
+              6, "'post_review' in [[stages]] \"review\" must be true or false, not an integer");
+  check_error(toml({"[[stages]]", "name = \"review\"", "plane_state = \"\""}), 3,
+              "'plane_state' in [[stages]] \"review\" must not be empty");
+  check_error(toml({"[[stages]]", "name = \"review\"", "plane_stat = \"X\""}), 3,
+              "unknown key 'plane_stat' in [[stages]] \"review\" (did you mean 'plane_state'?)");
+}
+
+TEST_CASE("config: a plane_state or done_state that is a project's trigger state is refused at its line") {
+  // Each trigger state of the project, compared exactly as the Plane client resolves names.
+  check_error(with_project_pipeline({"[plane]", "done_state = \"Doing\"", "[[stages]]", "name = \"development\"",
+                                     "agent = \"dev\""}),
+              2,
+              "'done_state' in [plane] is \"Doing\", the in_progress state of [[projects]] \"shop\": moving a work item "
+              "there would trigger the pipeline again");
+  check_error(with_project_pipeline({"[[stages]]", "name = \"development\"", "agent = \"dev\"", "plane_state = \"OK\""}),
+              4,
+              "'plane_state' in [[stages]] \"development\" is \"OK\", the approved state of [[projects]] \"shop\": "
+              "moving a work item there would trigger the pipeline again");
+  check_error(with_project_pipeline({"[[stages]]", "name = \"development\"", "agent = \"dev\"", "plane_state = \"No\""}),
+              4, "the rejected state of [[projects]] \"shop\"");
+  // The first in the file is reported.
+  check_error(with_project_pipeline({"[plane]", "done_state = \"No\"", "[[stages]]", "name = \"development\"",
+                                     "plane_state = \"OK\""}),
+              2, "'done_state' in [plane] is \"No\"");
+  // Other names pass, also one differing only in case (Plane's names are matched exactly).
+  const Config c = parse_ok(with_project_pipeline({"[plane]", "done_state = \"Done\"", "[[stages]]",
+                                                   "name = \"development\"", "agent = \"dev\"",
+                                                   "plane_state = \"doing\""}));
+  CHECK(c.stages[0].plane_state == "doing");
+}
+
+TEST_CASE("config: plane_state_refs lists each project with each stage's plane_state and the done_state") {
+  const Config c = parse_ok(toml({
+      "[plane]",
+      "done_state = \"Done\"",
+      "[[projects]]",
+      "name = \"shop\"",
+      "gitea_repo = \"acme/shop\"",
+      "plane_workspace = \"acme\"",
+      "plane_project_id = \"p1\"",
+      "[[projects]]",
+      "name = \"blog\"",
+      "gitea_repo = \"acme/blog\"",
+      "plane_workspace = \"acme\"",
+      "plane_project_id = \"p2\"",
+      "[[stages]]",
+      "name = \"development\"",
+      "plane_state = \"Coding\"",
+      "[[stages]]",
+      "name = \"wait\"",
+      "[[stages]]",
+      "name = \"review\"",
+      "plane_state = \"In Review\"",
+  }));
+  const std::vector<PlaneStateRef> refs = plane_state_refs(c);
+  REQUIRE(refs.size() == 6);
+  auto check_ref = [](const PlaneStateRef& r, const char* project, const char* state, int line, const char* key) {
+    CHECK(r.project == project);
+    CHECK(r.state == state);
+    CHECK(r.line == line);
+    CHECK(r.key == key);
+  };
+  check_ref(refs[0], "shop", "Coding", 15, "'plane_state' in [[stages]] \"development\"");
+  check_ref(refs[1], "shop", "In Review", 20, "'plane_state' in [[stages]] \"review\"");
+  check_ref(refs[2], "shop", "Done", 2, "'done_state' in [plane]");
+  check_ref(refs[3], "blog", "Coding", 15, "'plane_state' in [[stages]] \"development\"");
+  check_ref(refs[4], "blog", "In Review", 20, "'plane_state' in [[stages]] \"review\"");
+  check_ref(refs[5], "blog", "Done", 2, "'done_state' in [plane]");
+
+  CHECK(plane_state_refs(parse_ok(with_pipeline({}))).empty());
+}
+
+TEST_CASE("settings: ORCH_PLANE_WRITE_BACK wins over [plane] write_back and a bad value is an error") {
+  auto settings = [](bool configured, std::optional<std::string> value) {
+    Config c = parse_ok(with_pipeline({}));
+    c.plane_write_back = configured;
+    return make_settings(c, [value](const std::string& name) -> std::optional<std::string> {
+      if (name == "ORCH_PLANE_WRITE_BACK") return value;
+      return std::nullopt;
+    });
+  };
+  REQUIRE(settings(true, std::nullopt).ok());
+  CHECK(settings(true, std::nullopt).value().plane_write_back);
+  CHECK_FALSE(settings(false, std::nullopt).value().plane_write_back);
+  CHECK_FALSE(settings(true, "0").value().plane_write_back);
+  CHECK_FALSE(settings(true, "off").value().plane_write_back);
+  CHECK(settings(false, "true").value().plane_write_back);
+  auto bad = settings(true, "maybe");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().code == Code::kInvalid);
+  CHECK(bad.status().message == "ORCH_PLANE_WRITE_BACK='maybe' is not a boolean (1/0, true/false)");
 }
 
 }  // namespace

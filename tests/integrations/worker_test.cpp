@@ -313,8 +313,8 @@ TEST_CASE("hostile text in the title reaches the agent only as data, and names s
     if (auto eq = line.find('='); eq != std::string::npos && eq > 0) names.insert(line.substr(0, eq));
   const std::set<std::string> allowed = {
       "ORCH_TASK_ID", "ORCH_WORK_ITEM_ID", "ORCH_WORK_ITEM_KEY", "ORCH_PROJECT", "ORCH_STAGE", "ORCH_BRANCH",
-      "ORCH_WORKTREE", "ORCH_ATTEMPT", "ORCH_REJECTION_REASON", "ORCH_TASK_JSON", "PATH", "HOME", "OUT", "MODEL",
-      "PWD", "OLDPWD", "SHLVL", "_"};  // the last four are the shell's own
+      "ORCH_WORKTREE", "ORCH_ATTEMPT", "ORCH_REJECTION_REASON", "ORCH_TASK_JSON", "ORCH_OUTPUT_DIR", "PATH", "HOME",
+      "OUT", "MODEL", "PWD", "OLDPWD", "SHLVL", "_"};  // the last four are the shell's own
   for (const auto& n : names) CHECK_MESSAGE(allowed.count(n) == 1, "unexpected variable " << n);
   CHECK(env.find("ORCH_TASK_ID=" + std::to_string(task.id) + "\n") != std::string::npos);
   CHECK(env.find("ORCH_STAGE=analysis\n") != std::string::npos);
@@ -325,6 +325,8 @@ TEST_CASE("hostile text in the title reaches the agent only as data, and names s
   CHECK(env.find("ORCH_ATTEMPT=1\n") != std::string::npos);
   CHECK(env.find("MODEL=large\n") != std::string::npos);
   CHECK(env.find("ORCH_TASK_JSON=" + w.f.layout.task_json(job.id).string() + "\n") != std::string::npos);
+  CHECK(env.find("ORCH_OUTPUT_DIR=" + fs::absolute(w.f.layout.job_output(job.id)).lexically_normal().string() + "\n") !=
+        std::string::npos);
 }
 
 TEST_CASE("the job log is capped: the start and the end of the output are kept, the middle is dropped") {
@@ -858,4 +860,161 @@ TEST_CASE("a gate that cannot be read after the agent succeeded is retried as th
   CHECK(w.f.store->find_job(job.id).value()->status == JobStatus::kSucceeded);
   CHECK(lines_of(w.out() / "runs") == 1);
   CHECK(gitea.fake.pulls(kStepRepo).size() == 1);
+}
+
+// Write-back (issue 20): the agent's output directory, its summary and the reporter told of each successful run.
+namespace {
+
+// Remembers every report; answers with `answer` (then ok) so a test can make one report fail.
+struct RecordingReporter : JobReporter {
+  struct Call {
+    JobRow job;
+    TaskRow task;
+    AgentResult result;
+  };
+  Status agent_succeeded(const JobRow& job, const TaskRow& task, const AgentResult& result) override {
+    calls.push_back({job, task, result});
+    Status out = answer;
+    answer = {};
+    return out;
+  }
+  std::vector<Call> calls;
+  Status answer;
+};
+
+WorkerOptions reporting_to(RecordingReporter& reporter) {
+  WorkerOptions o = WorkerFixture::fast_options();
+  o.reporter = &reporter;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("the agent's ORCH_OUTPUT_DIR is absolute and empty at its start, and its summary.md reaches the reporter") {
+  RecordingReporter reporter;
+  WorkerFixture w(Scripts{{"analyst",
+                           "ls -A \"$ORCH_OUTPUT_DIR\" > \"$OUT/listing\"\n"
+                           "echo \"$ORCH_OUTPUT_DIR\" > \"$OUT/dir\"\n"
+                           "printf '# Analysis\\n\\nAll **good**\\n' > \"$ORCH_OUTPUT_DIR/summary.md\"\n"
+                           "echo 'a log line'\n"}},
+                  reporting_to(reporter));
+  TaskRow task = w.f.task_in("analysis", "SHOP-21");
+  JobRow job = w.claim("analysis");
+  // What an earlier attempt of the same job left behind is gone before the agent starts.
+  const fs::path out_dir = fs::absolute(w.f.layout.job_output(job.id)).lexically_normal();
+  fs::create_directories(out_dir / "old");
+  std::ofstream(out_dir / "stale.txt") << "stale\n";
+
+  JobResult r = w.runner.run(job);
+  CHECK_MESSAGE(r.outcome == JobOutcome::kSucceeded, r.detail);
+  CHECK(read_file(w.out() / "listing") == "");
+  CHECK(read_file(w.out() / "dir") == out_dir.string() + "\n");
+  REQUIRE(reporter.calls.size() == 1);
+  const auto& call = reporter.calls[0];
+  CHECK(call.job.id == job.id);
+  CHECK(call.task.id == task.id);
+  CHECK(call.result.exit_code == 0);
+  CHECK(call.result.summary == "# Analysis\n\nAll **good**\n");
+  CHECK_FALSE(call.result.verdict.has_value());  // analysis is no post_review stage
+}
+
+TEST_CASE("without a summary.md the reporter gets the last 40 lines of the agent's run, without orch's own lines") {
+  RecordingReporter reporter;
+  WorkerFixture w(Scripts{{"analyst", "i=1\nwhile [ $i -le 50 ]; do echo \"line $i\"; i=$((i+1)); done\n"
+                                      "printf 'the end, without a newline'\n"}},
+                  reporting_to(reporter));
+  w.f.task_in("analysis", "SHOP-22");
+  JobRow job = w.claim("analysis");
+  CHECK(w.runner.run(job).outcome == JobOutcome::kSucceeded);
+  REQUIRE(reporter.calls.size() == 1);
+  std::string want;
+  for (int i = 12; i <= 50; ++i) want += "line " + std::to_string(i) + "\n";
+  want += "the end, without a newline\n";
+  CHECK(reporter.calls[0].result.summary == want);
+  // orch's exit line still has a line of its own in the log.
+  CHECK(read_file(w.f.layout.job_log(job.id)).find("the end, without a newline\n[orch] exit 0\n") != std::string::npos);
+}
+
+TEST_CASE("a summary.md that is a symlink to a file outside the output directory is not followed") {
+  RecordingReporter reporter;
+  WorkerFixture w(Scripts{{"analyst", "ln -s \"$OUT/secret.txt\" \"$ORCH_OUTPUT_DIR/summary.md\"\necho fallback\n"}},
+                  reporting_to(reporter));
+  std::ofstream(w.out() / "secret.txt") << "SECRET of orch\n";
+  w.f.task_in("analysis", "SHOP-23");
+  JobRow job = w.claim("analysis");
+  CHECK(w.runner.run(job).outcome == JobOutcome::kSucceeded);
+  REQUIRE(fs::is_symlink(w.f.layout.job_output(job.id) / "summary.md"));  // the agent did make it
+  REQUIRE(reporter.calls.size() == 1);
+  CHECK(reporter.calls[0].result.summary == "fallback\n");
+}
+
+TEST_CASE("on a post_review stage exit 3 is a successful run with the verdict REQUEST_CHANGES and exit 0 one with "
+          "APPROVED, and the follow-up steps run after both") {
+  RecordingReporter reporter;
+  WorkerFixture w(Scripts{{"reviewer", "echo 'please rename it' > \"$ORCH_OUTPUT_DIR/summary.md\"\n"
+                                       "[ \"$ORCH_WORK_ITEM_KEY\" = SHOP-24 ] && exit 3\nexit 0\n"}},
+                  reporting_to(reporter), [](Config& c) { c.stages[2].post_review = true; });
+  for (const char* key : {"SHOP-24", "SHOP-25"}) {
+    INFO(key);
+    TaskRow task = w.f.task_in("review", key);
+    JobRow job = w.claim("review");
+    REQUIRE(job.task_id == task.id);
+    JobResult r = w.runner.run(job);
+    CHECK_MESSAGE(r.outcome == JobOutcome::kSucceeded, r.detail);
+    const JobRow row = *w.f.store->find_job(job.id).value();
+    CHECK(row.status == JobStatus::kSucceeded);
+    CHECK(row.step == "gate");  // push and the gate ran (the gate waits for the PR's review)
+    CHECK(w.f.reload(task.id).stage == "review");
+    CHECK_FALSE(w.f.reload(task.id).blocked);
+  }
+  REQUIRE(reporter.calls.size() == 2);
+  CHECK(reporter.calls[0].result.exit_code == 3);
+  CHECK(reporter.calls[0].result.verdict == std::optional<std::string>("REQUEST_CHANGES"));
+  CHECK(reporter.calls[0].result.summary == "please rename it\n");
+  CHECK(reporter.calls[1].result.exit_code == 0);
+  CHECK(reporter.calls[1].result.verdict == std::optional<std::string>("APPROVED"));
+}
+
+TEST_CASE("exit 3 on a stage without post_review, and any other exit on a post_review stage, fail the attempt "
+          "unreported") {
+  RecordingReporter reporter;
+  WorkerFixture w(Scripts{{"analyst", "exit 3\n"}, {"reviewer", "exit 4\n"}}, reporting_to(reporter),
+                  [](Config& c) { c.stages[2].post_review = true; });
+  w.f.task_in("analysis", "SHOP-26");
+  JobRow analysis = w.claim("analysis");
+  CHECK(w.runner.run(analysis).outcome == JobOutcome::kRetrying);
+  CHECK(w.f.store->find_job(analysis.id).value()->error == "agent exited 3");
+
+  w.f.task_in("review", "SHOP-27");
+  JobRow review = w.claim("review");
+  CHECK(w.runner.run(review).outcome == JobOutcome::kRetrying);
+  CHECK(w.f.store->find_job(review.id).value()->error == "agent exited 4");
+  CHECK(reporter.calls.empty());
+}
+
+TEST_CASE("a reporter failing with kUnavailable fails the attempt before any follow-up step, and the next attempt "
+          "runs the agent and reports again") {
+  RecordingReporter reporter;
+  reporter.answer = unavailable("plane: HTTP 503");
+  WorkerFixture w(Scripts{{"analyst", "echo run >> \"$OUT/runs\"\n"}}, reporting_to(reporter));
+  TaskRow task = w.f.task_in("analysis", "SHOP-28");
+  JobRow first = w.claim("analysis");
+  JobResult r1 = w.runner.run(first);
+  CHECK_MESSAGE(r1.outcome == JobOutcome::kRetrying, r1.detail);
+  const JobRow failed = *w.f.store->find_job(first.id).value();
+  CHECK(failed.status == JobStatus::kFailed);
+  CHECK(failed.error == "report: plane: HTTP 503");
+  CHECK(failed.step.empty());  // no follow-up step was recorded
+  CHECK(reporter.calls.size() == 1);
+
+  w.f.clock.advance(30s);  // the agent's retry backoff
+  auto second = w.f.store->claim_job("test/0", w.f.clock.now()).value();
+  REQUIRE(second);
+  CHECK(second->attempt == 2);
+  CHECK(w.runner.run(*second).outcome == JobOutcome::kSucceeded);
+  CHECK(read_file(w.out() / "runs") == "run\nrun\n");
+  REQUIRE(reporter.calls.size() == 2);
+  CHECK(reporter.calls[1].job.id == second->id);
+  CHECK(w.f.store->find_job(second->id).value()->status == JobStatus::kSucceeded);
+  CHECK_FALSE(w.f.reload(task.id).blocked);
 }

@@ -1,0 +1,184 @@
+// DESIGN: the output directory is the agent's, and the agent runs attacker-influenced work: whatever is named
+// summary.md there may be a symlink to a file of ours, a fifo nobody will ever write, or a directory. So the directory
+// and then the file are opened without following symlinks (O_NOFOLLOW, openat on the directory's descriptor) and
+// without blocking (O_NONBLOCK: opening a fifo for reading returns at once), and only a regular file is read, and no
+// more of it than the limit. The log is orch's own file (LogPump in worker_pool.cpp), opened the same careful way.
+#include "integrations/job_summary.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace orch {
+namespace {
+
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+constexpr std::string_view kCutNote = "[orch: the summary was cut here: summary.md is longer than 64 KiB]\n";
+// Enough of the log's end for 40 lines within 64 KiB, after orch's own lines are left out.
+constexpr std::size_t kLogTailBytes = 2 * kMaxSummaryBytes;
+
+// Closes on scope exit.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+};
+
+// Up to `limit` bytes of the regular file `fd`, its first ones or (from_end) its last ones starting at a line;
+// nullopt when it is not a regular file or cannot be read.
+std::optional<std::string> read_regular(int fd, std::size_t limit, bool from_end) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  const auto size = static_cast<std::size_t>(st.st_size);
+  const std::size_t offset = from_end && size > limit ? size - limit : 0;
+  std::string out;
+  out.resize(std::min(limit, size - offset));
+  std::size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::nullopt;
+    if (n == 0) break;  // shrank meanwhile
+    got += static_cast<std::size_t>(n);
+  }
+  out.resize(got);
+  // From the middle of the file: the first line is a fragment of one.
+  if (offset > 0) {
+    const auto nl = out.find('\n');
+    out.erase(0, nl == std::string::npos ? out.size() : nl + 1);
+  }
+  return out;
+}
+
+constexpr int kOpenFlags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
+
+// The first `n` bytes of valid UTF-8 `s`, cut back to a character boundary.
+std::string_view cut_at_boundary(std::string_view s, std::size_t n) {
+  if (n >= s.size()) return s;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
+// The last `n` bytes of valid UTF-8 `s`, cut forward to a character boundary.
+std::string_view tail_at_boundary(std::string_view s, std::size_t n) {
+  if (n >= s.size()) return s;
+  std::size_t from = s.size() - n;
+  while (from < s.size() && (static_cast<unsigned char>(s[from]) & 0xC0) == 0x80) ++from;
+  return s.substr(from);
+}
+
+bool blank(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; });
+}
+
+std::optional<std::string> summary_file(const std::filesystem::path& output_dir) {
+  Fd dir(::open(output_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (dir.fd < 0) return std::nullopt;
+  Fd file(::openat(dir.fd, "summary.md", kOpenFlags));
+  if (file.fd < 0) return std::nullopt;  // absent, or a symlink (ELOOP)
+  auto raw = read_regular(file.fd, kMaxSummaryBytes + 1, /*from_end=*/false);
+  if (!raw || blank(*raw)) return std::nullopt;
+  const bool cut = raw->size() > kMaxSummaryBytes;
+  if (cut) {
+    raw->resize(kMaxSummaryBytes);
+    // A character split by the limit is dropped, not replaced: only the file's own bad bytes become U+FFFD.
+    std::size_t last = raw->size() - 1;
+    while (last > 0 && raw->size() - last < 4 && (static_cast<unsigned char>((*raw)[last]) & 0xC0) == 0x80) --last;
+    const auto lead = static_cast<unsigned char>((*raw)[last]);
+    const std::size_t len = (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : (lead & 0xF8) == 0xF0 ? 4 : 1;
+    if (last + len > raw->size()) raw->resize(last);
+  }
+  std::string text = valid_utf8(*raw);
+  if (!cut && text.size() <= kMaxSummaryBytes) return text;
+  std::string out(cut_at_boundary(text, kMaxSummaryBytes - kCutNote.size() - 1));
+  if (!out.empty() && out.back() != '\n') out += '\n';
+  out += kCutNote;
+  return out;
+}
+
+std::string log_tail(const std::filesystem::path& log_file) {
+  Fd file(::open(log_file.c_str(), kOpenFlags));
+  if (file.fd < 0) return "";
+  auto raw = read_regular(file.fd, kLogTailBytes, /*from_end=*/true);
+  if (!raw) return "";
+  std::vector<std::string_view> lines;
+  std::string_view rest = *raw;
+  while (!rest.empty()) {
+    const auto nl = rest.find('\n');
+    lines.push_back(rest.substr(0, nl));
+    rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
+  }
+  // Backwards from the end, up to the header of the latest run (the log holds every attempt of the job).
+  std::vector<std::string> kept;
+  std::size_t bytes = 0;
+  for (auto it = lines.rbegin(); it != lines.rend() && kept.size() < kMaxSummaryLogLines; ++it) {
+    const std::string_view line = *it;
+    if (line.starts_with("[orch] job ")) break;
+    if (line.starts_with("[orch] ") || line.starts_with("[orch: ")) continue;  // the exit line, the cap marker
+    if (kept.empty() && blank(line)) continue;                                 // trailing blank lines
+    std::string text = valid_utf8(line);
+    if (bytes + text.size() + 1 > kMaxSummaryBytes) {
+      if (kept.empty()) kept.emplace_back(tail_at_boundary(text, kMaxSummaryBytes - 1));
+      break;
+    }
+    bytes += text.size() + 1;
+    kept.push_back(std::move(text));
+  }
+  while (!kept.empty() && blank(kept.back())) kept.pop_back();  // leading blank lines
+  std::string out;
+  for (auto it = kept.rbegin(); it != kept.rend(); ++it) out += *it + "\n";
+  return out;
+}
+
+}  // namespace
+
+std::string valid_utf8(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  std::size_t i = 0;
+  while (i < in.size()) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    std::uint32_t cp = 0, min = 0;
+    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F, min = 0x800;
+    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07, min = 0x10000;
+    bool ok = len > 0 && i + len <= in.size();
+    for (std::size_t k = 1; ok && k < len; ++k) {
+      const auto d = static_cast<unsigned char>(in[i + k]);
+      if ((d & 0xC0) != 0x80) ok = false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    if (ok && (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) ok = false;
+    if (!ok) {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    out.append(in.substr(i, len));
+    i += len;
+  }
+  return out;
+}
+
+std::string job_summary(const std::filesystem::path& output_dir, const std::filesystem::path& log_file) {
+  if (auto summary = summary_file(output_dir)) return *std::move(summary);
+  return log_tail(log_file);
+}
+
+}  // namespace orch
