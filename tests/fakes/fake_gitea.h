@@ -62,6 +62,15 @@ class FakeGitea final : public FakeServer {
   // New commits on a PR's head branch, as a push does: the branch and the PR head move to `sha`, and reviews whose
   // commit_id is not `sha` turn stale while those on `sha` turn fresh (Gitea's MarkReviewsAsStale / NotStale).
   void push_to_pull(const std::string& repo, std::int64_t number, const std::string& sha);
+  std::vector<GiteaReview> reviews(const std::string& repo, std::int64_t number) const;
+
+  // The login the token acts as: the author of reviews created through POST .../pulls/{n}/reviews and the creator
+  // of statuses posted through POST .../statuses/{sha}. Default "orch". Such a review is refused (422) on a PR whose
+  // user is this login, as Gitea refuses approving or rejecting one's own PR.
+  void set_api_user(const std::string& login);
+  // Every status of a sha in creation order, as CommitStatus objects (those of add_status too, creator "ci-bot"):
+  // the combined status reads its latest per context.
+  std::vector<nlohmann::ordered_json> status_history(const std::string& repo, const std::string& sha) const;
 
   // Webhooks: X-Gitea-Event derived from the precise event type (gitea.md §1.5), body = MarshalIndent bytes.
   DeliveryResult send_webhook(const std::string& url, const std::string& secret, const std::string& event_type,
@@ -88,6 +97,9 @@ class FakeGitea final : public FakeServer {
     std::int64_t index;
     std::string context, state;
     TimePoint at;
+    std::string description{}, target_url{};  // as posted; add_status makes them up from the context
+    std::string creator = "ci-bot";
+    bool posted = false;  // through the API (not add_status)
   };
   struct Repo {
     std::map<std::string, std::string> branches;           // name -> sha
@@ -103,6 +115,9 @@ class FakeGitea final : public FakeServer {
   nlohmann::ordered_json pull_json_locked(const std::string& repo, const GiteaPull& p) const;
   static nlohmann::ordered_json repo_json(const std::string& repo);
   static nlohmann::ordered_json user_json(const std::string& login, std::int64_t id = 0);
+  static nlohmann::ordered_json review_json(const std::string& repo, std::int64_t number, std::int64_t id,
+                                            const GiteaReview& rv);
+  static nlohmann::ordered_json status_json(const std::string& repo, const std::string& sha, const Status& s);
   void paged(const httplib::Request& req, httplib::Response& res, const std::vector<nlohmann::ordered_json>& all);
   std::string default_error_body(int status) const override;
 
@@ -111,6 +126,7 @@ class FakeGitea final : public FakeServer {
   std::string token_;                  // guarded by mu_
   int pull_create_faults_ = 0;         // guarded by mu_
   int pull_create_fault_status_ = 500; // guarded by mu_
+  std::string api_user_ = "orch";      // guarded by mu_
 };
 
 }  // namespace orch::testing
