@@ -151,8 +151,8 @@ Result<PlaneClient::StateIds> PlaneClient::state_ids(const ProjectSpec& project)
 Result<std::string> PlaneClient::state_id_by_name(const ProjectSpec& project, const std::string& name) {
   auto listed = states_by_name(project);
   if (!listed.ok()) return listed.status();
-  // Exact, case-sensitive, as state_ids() matches the configured names: Plane itself allows "Done" and "done"
-  // side by side in one project, so folding case could pick the wrong one.
+  // Exact and case-sensitive, as state_ids() matches the configured names: one rule for every state name orch
+  // reads from its config, so a name that resolves for a gate resolves the same for a write.
   auto it = listed.value().find(name);
   if (it == listed.value().end())
     return not_found("plane project '" + project.name + "' has no state named '" + name +
