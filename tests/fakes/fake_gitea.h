@@ -1,7 +1,8 @@
 // tests/fakes/fake_gitea.h: a fake Gitea 1.27 speaking REST API v1 and webhooks as shared/reference/gitea.md
 // describes: combined status per sha or branch (latest per context, paged, `statuses: null` when none), branches,
 // pull requests (state filter with the "omitted means all" quirk, Link / X-Total-Count paging, 409 on a duplicate
-// create), reviews; token checks. It sends signed webhooks with Gitea's headers and MarshalIndent bytes, and has
+// create), reviews (listed, and created as the token's user), commit statuses (posted, with their history); token
+// checks. It sends signed webhooks with Gitea's headers and MarshalIndent bytes, and has
 // builders for the payloads orch handles. Thread-safe: tables may change while the server answers.
 #pragma once
 

@@ -5,7 +5,9 @@
 // requests per API key in a sliding window (60 a minute unless set_rate_limit says otherwise), puts
 // X-RateLimit-Remaining / X-RateLimit-Reset on every allowed answer and answers an over-limit request with
 // 429 + Retry-After + {"error_code":5900,...} and no rate headers (plane.md §3). It sends signed issue webhooks with Plane's
-// exact bytes. Thread-safe: tables may be changed from the test while the server answers.
+// exact bytes. For orch's writes: /users/me/ (the API key's user), the history of API state changes and the webhook
+// echo of one, an outage until a time (fail_until), comments stored with their answer lost, and a log of request
+// times for budget tests. Thread-safe: tables may be changed from the test while the server answers.
 #pragma once
 
 #include <deque>
