@@ -243,4 +243,41 @@ Result<PullRequestInfo> GiteaClient::create_pull_request(const std::string& repo
   return r.status();
 }
 
+// A write's refusal is final whatever the 4xx (a 404 for a PR that is gone, a 409, a 422): retrying the same request
+// cannot help, so every 4xx but 429 is kInvalid; 5xx, 429 and transport failures stay kUnavailable.
+namespace {
+Status write_outcome(const Status& sent) {
+  if (sent.code == Code::kNotFound || sent.code == Code::kConflict) return invalid(sent.message);
+  return sent;
+}
+}  // namespace
+
+Status GiteaClient::create_review(const std::string& repo, std::int64_t pr, const std::string& event,
+                                  const std::string& body, const std::string& commit_id) {
+  auto base = repo_path(repo);
+  if (!base.ok()) return base.status();
+  if (event != "APPROVED" && event != "REQUEST_CHANGES" && event != "COMMENT")
+    return invalid("gitea: review event must be APPROVED, REQUEST_CHANGES or COMMENT, got '" + event + "'");
+  if (pr <= 0) return invalid("gitea: no pull request #" + std::to_string(pr));
+  json payload = {{"event", event}, {"body", body}, {"commit_id", commit_id}};
+  HttpRequest req = request("POST", base.value() + "/pulls/" + std::to_string(pr) + "/reviews", &payload);
+  req.idempotent = false;  // Gitea has no key to dedupe a review by: a retried POST after a lost answer doubles it
+  return write_outcome(http_.send(req).status());
+}
+
+Status GiteaClient::set_commit_status(const std::string& repo, const std::string& sha, const std::string& state,
+                                      const std::string& context, const std::string& description,
+                                      const std::string& target_url) {
+  auto base = repo_path(repo);
+  if (!base.ok()) return base.status();
+  if (state != "pending" && state != "success" && state != "error" && state != "failure" && state != "warning")
+    return invalid("gitea: commit status state must be pending, success, error, failure or warning, got '" + state +
+                   "'");
+  if (sha.empty()) return invalid("gitea: commit status without a sha");
+  json payload = {{"state", state}, {"target_url", target_url}, {"description", description}, {"context", context}};
+  HttpRequest req = request("POST", base.value() + "/statuses/" + url_escape(sha), &payload);
+  // idempotent stays true: posting the same context and state twice leaves the combined status as once.
+  return write_outcome(http_.send(req).status());
+}
+
 }  // namespace orch

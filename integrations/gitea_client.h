@@ -34,6 +34,21 @@ class GiteaClient final : public CodeHost {
   Result<PullRequestInfo> create_pull_request(const std::string& repo, const std::string& head, const std::string& base,
                                               const std::string& title, const std::string& body) override;
 
+  // Submits a review as the token's user: POST /repos/{o}/{r}/pulls/{index}/reviews with Gitea's
+  // CreatePullReviewOptions {"event", "body", "commit_id"}; event is APPROVED, REQUEST_CHANGES or COMMENT (anything
+  // else is kInvalid and sends nothing); commit_id "" lets Gitea take the PR head. Not idempotent: a second review
+  // would show twice, so a 5xx or a timeout is not retried (only 429 and a refused connection are) and the caller
+  // decides. kInvalid on any refusal (4xx but 429: Gitea answers 422 to an approval of one's own PR and to a
+  // REQUEST_CHANGES / COMMENT without a body), kUnavailable on 5xx, 429 and transport failures.
+  Status create_review(const std::string& repo, std::int64_t pr, const std::string& event, const std::string& body,
+                       const std::string& commit_id = "");
+  // Posts a commit status: POST /repos/{o}/{r}/statuses/{sha} with CreateStatusOption (gitea.md §3.5); state is
+  // pending, success, error, failure or warning (anything else is kInvalid and sends nothing: Gitea stores any
+  // string). Idempotent (a later status of the same context supersedes the earlier one), so retried on 5xx and
+  // timeouts. Errors as create_review. Gitea answers an unknown sha with a 500, so that one ends kUnavailable.
+  Status set_commit_status(const std::string& repo, const std::string& sha, const std::string& state,
+                           const std::string& context, const std::string& description, const std::string& target_url);
+
  private:
   Result<std::string> repo_path(const std::string& repo) const;  // "/api/v1/repos/{owner}/{name}"
   HttpRequest request(std::string method, std::string target, const nlohmann::json* body = nullptr) const;

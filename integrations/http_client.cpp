@@ -284,10 +284,11 @@ HttpClient::Attempt HttpClient::perform(const HttpRequest& request) {
 
 Status HttpClient::pace(const std::string& what, Millis& paced) {
   for (;;) {
-    const Millis wait = options_.pacer->before_request(clock_.now());
+    const Millis wait = options_.pacer->before_request(clock_.now(), options_.pacer_reserve);
     if (wait <= Millis(0)) return {};
-    log_.info("{}: the server's rate-limit allowance is used up; pausing {} ms until its window resets", what,
-              wait.count());
+    log_.info("{}: the server's rate-limit allowance is used up (or down to this client's reserve); pausing {} ms "
+              "until its window resets",
+              what, wait.count());
     if (!sleeper_.sleep_for(wait)) return unavailable(what + ": not sent: shutting down");
     paced += wait;
   }

@@ -101,6 +101,10 @@ struct HttpClientOptions {
   // into 429s (Plane). Not owned; shared by every client of one API key. Null: no pacing, only 429s are handled.
   // Its waits go through the Sleeper like retries, and do not count against retry_budget.
   RatePacer* pacer = nullptr;
+  // This client's requests pause once the pacer's known allowance left is at or below this (or the pacer's own
+  // reserve, whichever is larger): the Plane read client sets kPlaneReadReserve, so it stops polling while the
+  // write client of the same pacer (0) can still comment and move states at once. Ignored without a pacer.
+  int pacer_reserve = 0;
 };
 
 class HttpClient {

@@ -91,14 +91,15 @@ TrackerState PlaneClient::classify(const StateIds& ids, const std::string& state
 void PlaneClient::forget_cache() {
   std::lock_guard lock(mu_);
   states_.clear();
+  state_names_.clear();
   identifiers_.clear();
 }
 
-Result<PlaneClient::StateIds> PlaneClient::state_ids(const ProjectSpec& project) {
+Result<std::map<std::string, std::string>> PlaneClient::states_by_name(const ProjectSpec& project) {
   const std::string base = project_path(project);
   {
     std::lock_guard lock(mu_);
-    if (auto it = states_.find(base); it != states_.end()) return it->second;
+    if (auto it = state_names_.find(base); it != state_names_.end()) return it->second;
   }
   // Not under the lock: two threads may both list on a cold cache, which is harmless and rare.
   std::map<std::string, std::string> by_name;
@@ -118,6 +119,20 @@ Result<PlaneClient::StateIds> PlaneClient::state_ids(const ProjectSpec& project)
     if (!p.value().more) break;
     cursor = p.value().next_cursor;
   }
+  std::lock_guard lock(mu_);
+  state_names_[base] = by_name;
+  return by_name;
+}
+
+Result<PlaneClient::StateIds> PlaneClient::state_ids(const ProjectSpec& project) {
+  const std::string base = project_path(project);
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = states_.find(base); it != states_.end()) return it->second;
+  }
+  auto listed = states_by_name(project);
+  if (!listed.ok()) return listed.status();
+  const std::map<std::string, std::string>& by_name = listed.value();
   StateIds ids;
   const PlaneStateNames& want = project.plane_states;
   for (auto [name, out] : {std::pair{&want.in_progress, &ids.in_progress}, std::pair{&want.approved, &ids.approved},
@@ -131,6 +146,18 @@ Result<PlaneClient::StateIds> PlaneClient::state_ids(const ProjectSpec& project)
   std::lock_guard lock(mu_);
   states_[base] = ids;
   return ids;
+}
+
+Result<std::string> PlaneClient::state_id_by_name(const ProjectSpec& project, const std::string& name) {
+  auto listed = states_by_name(project);
+  if (!listed.ok()) return listed.status();
+  // Exact and case-sensitive, as state_ids() matches the configured names: one rule for every state name orch
+  // reads from its config, so a name that resolves for a gate resolves the same for a write.
+  auto it = listed.value().find(name);
+  if (it == listed.value().end())
+    return not_found("plane project '" + project.name + "' has no state named '" + name +
+                     "' (states: " + state_names(listed.value()) + ")");
+  return it->second;
 }
 
 Result<TrackerState> PlaneClient::classify_state(const ProjectSpec& project, const std::string& state_id) {
@@ -203,9 +230,43 @@ Status PlaneClient::move_work_item(const ProjectSpec& project, const std::string
     case TrackerState::kRejected: state = ids.value().rejected; break;
     case TrackerState::kOther: return invalid("plane: cannot move a work item to an unconfigured state");
   }
-  json body = {{"state", state}};
+  return patch_state(project, work_item_id, state);
+}
+
+Status PlaneClient::move_work_item_to_state(const ProjectSpec& project, const std::string& work_item_id,
+                                            const std::string& state_name) {
+  auto id = state_id_by_name(project, state_name);
+  if (!id.ok()) return id.status();
+  return patch_state(project, work_item_id, id.value());
+}
+
+// Setting a state is idempotent (the same PATCH twice leaves the same item), so the request keeps the default
+// idempotent = true: a 5xx or a timeout is retried.
+Status PlaneClient::patch_state(const ProjectSpec& project, const std::string& work_item_id,
+                                const std::string& state_id) {
+  json body = {{"state", state_id}};
   auto r = http_.send(request("PATCH", project_path(project) + "work-items/" + url_escape(work_item_id) + "/", &body));
   return r.status();
+}
+
+Result<std::string> PlaneClient::current_user_id() {
+  HttpRequest req = request("GET", "/api/v1/users/me/");
+  req.any_status = true;  // to tell a refused key (401 / 403) from other client errors
+  auto r = http_.send(req);
+  if (!r.ok()) return r.status();
+  const HttpResponse& res = r.value();
+  const std::string what = "plane: GET /api/v1/users/me/";
+  if (res.status == 401 || res.status == 403)
+    return invalid(what + ": the API key was refused (" + std::to_string(res.status) + "): " +
+                   http_.redact(res.body.substr(0, 200)));
+  if (res.status == 429 || res.status >= 500)
+    return unavailable(what + " answered " + std::to_string(res.status));
+  if (res.status < 200 || res.status >= 300) return invalid(what + " answered " + std::to_string(res.status));
+  auto j = parse_json_body(res, what);
+  if (!j.ok()) return invalid(j.status().message);
+  std::string id = j.value().is_object() ? str_or_empty(j.value(), "id") : "";
+  if (id.empty()) return invalid(what + ": malformed answer: no user id");
+  return id;
 }
 
 Status PlaneClient::add_comment(const ProjectSpec& project, const std::string& work_item_id,

@@ -40,6 +40,16 @@ class PlaneClient final : public Tracker {
     std::string in_progress, approved, rejected;
   };
   Result<StateIds> state_ids(const ProjectSpec& project);
+  // The id of any state of the project by its exact name (compared as the configured plane_states are), from the
+  // same cached listing. kNotFound naming the state and the project when it has none by that name.
+  Result<std::string> state_id_by_name(const ProjectSpec& project, const std::string& name);
+  // Moves a work item to a state named freely (not only the three configured ones): resolved, then the same
+  // PATCH {"state": id} as move_work_item. Idempotent, so retried on 5xx and timeouts.
+  Status move_work_item_to_state(const ProjectSpec& project, const std::string& work_item_id,
+                                 const std::string& state_name);
+  // The id of the user the API key acts as (GET /api/v1/users/me/): what Plane puts as the actor of the webhooks
+  // our own PATCHes cause, so their echoes can be told apart. A refused key (401/403) is kInvalid saying so.
+  Result<std::string> current_user_id();
   // Forgets cached states and identifiers (e.g. after an operator renamed a state in Plane).
   void forget_cache();
   std::int64_t work_item_pages_fetched() const { return pages_fetched_.load(); }
@@ -48,12 +58,16 @@ class PlaneClient final : public Tracker {
   std::string project_path(const ProjectSpec& project) const;  // "/api/v1/workspaces/{slug}/projects/{id}/"
   HttpRequest request(std::string method, std::string target, const nlohmann::json* body = nullptr) const;
   TrackerState classify(const StateIds& ids, const std::string& state_id) const;
+  // Every state of a project, name -> id, listed on first use and cached.
+  Result<std::map<std::string, std::string>> states_by_name(const ProjectSpec& project);
+  Status patch_state(const ProjectSpec& project, const std::string& work_item_id, const std::string& state_id);
 
   HttpClient& http_;
   const Secret api_key_;
   const PlaneClientOptions options_;
   std::mutex mu_;
   std::map<std::string, StateIds> states_;       // by project path; guarded by mu_
+  std::map<std::string, std::map<std::string, std::string>> state_names_;  // by project path; guarded by mu_
   std::map<std::string, std::string> identifiers_;  // by project path; guarded by mu_
   std::atomic<std::int64_t> pages_fetched_{0};
 };

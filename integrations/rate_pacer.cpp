@@ -21,9 +21,9 @@ std::optional<std::int64_t> non_negative(const std::optional<std::string>& v) {
 
 RatePacer::RatePacer(RatePacerOptions options) : options_(std::move(options)) {}
 
-Millis RatePacer::before_request(TimePoint now) {
+Millis RatePacer::before_request(TimePoint now, int reserve) {
   std::lock_guard lock(mu_);
-  if (remaining_ && *remaining_ <= options_.reserve) {
+  if (remaining_ && *remaining_ <= std::max(options_.reserve, reserve)) {
     if (now < window_clear_at_) {
       ++pauses_;
       return std::max(Millis(1), std::chrono::duration_cast<Millis>(window_clear_at_ - now));

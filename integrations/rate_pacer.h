@@ -18,6 +18,14 @@ namespace orch {
 
 struct HttpResponse;
 
+// The allowance the Plane read client (the reconciler's polling, job lookups) leaves to the write client (comments,
+// state moves) sharing its pacer: reads pause once 10 requests are left in the window, writes may spend all 60.
+// Why 10: a write answers a person or moves the pipeline, and a read that waits a window only delays a poll that
+// will run again anyway. One job step writes a comment and a state move (2 requests, 3 with a retry after a lost
+// answer), so 10 lets three or four steps finishing in the same minute go at once, while a long reconciler pass
+// keeps five sixths of Plane's 60 a minute.
+inline constexpr int kPlaneReadReserve = 10;
+
 struct RatePacerOptions {
   std::string remaining_header = "X-RateLimit-Remaining";
   std::string reset_header = "X-RateLimit-Reset";  // unix epoch seconds
@@ -36,7 +44,11 @@ class RatePacer {
 
   // Before each attempt. 0: the request may go now, and it is counted against the allowance. Otherwise: wait that
   // long first, then ask again (another thread may have learnt something meanwhile).
-  Millis before_request(TimePoint now);
+  Millis before_request(TimePoint now) { return before_request(now, 0); }
+  // The same for a caller that keeps `reserve` requests for others: it pauses once the allowance left is at or
+  // below the larger of `reserve` and RatePacerOptions::reserve. Two clients of one key with different reserves
+  // give two priorities: the one with the smaller reserve still goes while the other waits for the window.
+  Millis before_request(TimePoint now, int reserve);
   // After each answer. The rate headers of an allowed answer replace the allowance (the server's count is the truth;
   // our own count only covers requests since). A 429 with Retry-After closes the window for every caller until then.
   void observe(const HttpResponse& response, TimePoint now);
@@ -48,7 +60,7 @@ class RatePacer {
   const RatePacerOptions options_;
   mutable std::mutex mu_;
   std::optional<std::int64_t> remaining_;  // guarded by mu_
-  TimePoint window_clear_at_{};            // guarded by mu_; meaningful while remaining_ is at or below the reserve
+  TimePoint window_clear_at_{};            // guarded by mu_; meaningful once remaining_ is known
   std::int64_t pauses_ = 0;                // guarded by mu_
 };
 

@@ -154,6 +154,64 @@ void FakeGitea::fail_next_pull_creates(int times, int status) {
   pull_create_fault_status_ = status;
 }
 
+std::vector<GiteaReview> FakeGitea::reviews(const std::string& repo, std::int64_t number) const {
+  std::lock_guard lock(mu_);
+  auto it = repos_.find(repo);
+  if (it == repos_.end()) return {};
+  auto rv = it->second.reviews.find(number);
+  return rv == it->second.reviews.end() ? std::vector<GiteaReview>{} : rv->second;
+}
+
+void FakeGitea::set_api_user(const std::string& login) {
+  std::lock_guard lock(mu_);
+  api_user_ = login;
+}
+
+std::vector<nlohmann::ordered_json> FakeGitea::status_history(const std::string& repo, const std::string& sha) const {
+  std::lock_guard lock(mu_);
+  std::vector<ojson> out;
+  auto it = repos_.find(repo);
+  if (it == repos_.end()) return out;
+  auto st = it->second.statuses.find(sha);
+  if (st == it->second.statuses.end()) return out;
+  for (const auto& s : st->second) out.push_back(status_json(repo, sha, s));
+  return out;
+}
+
+nlohmann::ordered_json FakeGitea::review_json(const std::string& repo, std::int64_t number, std::int64_t id,
+                                              const GiteaReview& rv) {
+  ojson j;
+  j["id"] = id;
+  j["user"] = user_json(rv.user, rv.user_id);
+  j["team"] = nullptr;
+  j["state"] = rv.state;
+  j["body"] = rv.body;
+  j["commit_id"] = rv.commit_id;
+  j["stale"] = rv.stale;
+  j["official"] = rv.official.value_or(false);
+  j["dismissed"] = rv.dismissed;
+  j["comments_count"] = 0;
+  j["submitted_at"] = "2026-11-23T09:00:00Z";
+  j["updated_at"] = "2026-11-23T09:00:00Z";
+  j["html_url"] = "https://gitea.example.com/" + repo + "/pulls/" + std::to_string(number);
+  j["pull_request_url"] = "https://gitea.example.com/" + repo + "/pulls/" + std::to_string(number);
+  return j;
+}
+
+nlohmann::ordered_json FakeGitea::status_json(const std::string& repo, const std::string& sha, const Status& s) {
+  ojson st;
+  st["id"] = s.index;
+  st["status"] = s.state;
+  st["target_url"] = s.posted ? s.target_url : "https://ci.example.com/" + s.context;
+  st["description"] = s.posted ? s.description : s.context + " " + s.state;
+  st["url"] = "https://gitea.example.com/api/v1/repos/" + repo + "/statuses/" + sha;
+  st["context"] = s.context;
+  st["creator"] = user_json(s.creator);
+  st["created_at"] = "2026-11-23T09:00:00Z";
+  st["updated_at"] = "2026-11-23T09:00:00Z";
+  return st;
+}
+
 bool FakeGitea::authorised(const httplib::Request& req, httplib::Response& res) const {
   std::lock_guard lock(mu_);
   if (token_.empty()) return true;
@@ -330,17 +388,7 @@ void FakeGitea::install_routes() {
     std::vector<std::string> page_states;
     for (size_t i = start; i < std::min(latest.size(), start + static_cast<size_t>(limit)); ++i) {
       const Status& s = *latest[i];
-      ojson st;
-      st["id"] = s.index;
-      st["status"] = s.state;
-      st["target_url"] = "https://ci.example.com/" + s.context;
-      st["description"] = s.context + " " + s.state;
-      st["url"] = "https://gitea.example.com/api/v1/repos/" + full + "/statuses/" + sha;
-      st["context"] = s.context;
-      st["creator"] = user_json("ci-bot");
-      st["created_at"] = "2026-11-23T09:00:00Z";
-      st["updated_at"] = "2026-11-23T09:00:00Z";
-      statuses.push_back(std::move(st));
+      statuses.push_back(status_json(full, sha, s));
       page_states.push_back(s.state);
     }
     int last = std::max(1, static_cast<int>((latest.size() + static_cast<size_t>(limit) - 1) /
@@ -464,24 +512,7 @@ void FakeGitea::install_routes() {
       if (!exists) return api_error(res, 404, "The target couldn't be found.");
       const std::string full = std::string(req.matches[1]) + "/" + std::string(req.matches[2]);
       std::int64_t id = 1;
-      for (const auto& rv : r->reviews[n]) {
-        ojson j;
-        j["id"] = id++;
-        j["user"] = user_json(rv.user, rv.user_id);
-        j["team"] = nullptr;
-        j["state"] = rv.state;
-        j["body"] = rv.body;
-        j["commit_id"] = rv.commit_id;
-        j["stale"] = rv.stale;
-        j["official"] = rv.official.value_or(false);
-        j["dismissed"] = rv.dismissed;
-        j["comments_count"] = 0;
-        j["submitted_at"] = "2026-11-23T09:00:00Z";
-        j["updated_at"] = "2026-11-23T09:00:00Z";
-        j["html_url"] = "https://gitea.example.com/" + full + "/pulls/" + std::to_string(n);
-        j["pull_request_url"] = "https://gitea.example.com/" + full + "/pulls/" + std::to_string(n);
-        all.push_back(std::move(j));
-      }
+      for (const auto& rv : r->reviews[n]) all.push_back(review_json(full, n, id++, rv));
     }
     // Reviews set X-Total-Count but no Link (gitea.md §3.4).
     int page = std::max(1, int_param(req, "page", 1));
@@ -493,6 +524,86 @@ void FakeGitea::install_routes() {
     for (size_t i = start; i < std::min(all.size(), start + static_cast<size_t>(limit)); ++i) out.push_back(all[i]);
     res.set_header("X-Total-Count", std::to_string(all.size()));
     send_json(res, 200, out);
+  });
+
+  // CreatePullReview (routers/api/v1/repo/pull_review.go): preparePullReviewType refuses approving or rejecting
+  // one's own PR and a REQUEST_CHANGES / COMMENT without a body (422); another event makes a PENDING review;
+  // SubmitReview refuses a verdict on a closed PR (422). 200 + PullReview. No webhook here: tests send their own.
+  route("POST", kRepoPrefix + R"(/pulls/(\d+)/reviews)", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!authorised(req, res)) return;
+    auto body = nlohmann::json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) return api_error(res, 422, "invalid JSON body");
+    const std::string event = body.contains("event") && body["event"].is_string() ? body["event"].get<std::string>() : "";
+    const std::string text = body.contains("body") && body["body"].is_string() ? body["body"].get<std::string>() : "";
+    std::string commit = body.contains("commit_id") && body["commit_id"].is_string() ? body["commit_id"].get<std::string>() : "";
+    std::lock_guard lock(mu_);
+    Repo* r = repo_locked(req.matches[1], req.matches[2]);
+    const std::int64_t n = std::stoll(req.matches[3]);
+    const GiteaPull* pull = nullptr;
+    if (r)
+      for (const auto& p : r->pulls)
+        if (p.number == n) pull = &p;
+    if (!pull) return api_error(res, 404, "The target couldn't be found.");
+    const bool verdict = event == "APPROVED" || event == "REQUEST_CHANGES";
+    if (verdict && pull->user == api_user_)
+      return api_error(res, 422, event == "APPROVED" ? "approve your own pull is not allowed"
+                                                     : "reject your own pull is not allowed");
+    const bool needs_body = event == "REQUEST_CHANGES" || event == "COMMENT";
+    if (needs_body && text.find_first_not_of(" \t\r\n") == std::string::npos)
+      return api_error(res, 422, "review event " + event + " requires a body");
+    if (verdict && pull->state != "open")
+      return api_error(res, 422, "can't submit review for a closed or merged PR");
+    const std::string head = !pull->head_sha.empty()            ? pull->head_sha
+                             : r->branches.count(pull->head_ref) ? r->branches.at(pull->head_ref)
+                                                                 : "";
+    if (commit.empty()) commit = head;
+    GiteaReview rv;
+    rv.user = api_user_;
+    rv.state = event == "APPROVED" || event == "REQUEST_CHANGES" || event == "COMMENT" ? event : "PENDING";
+    rv.body = text;
+    rv.commit_id = commit;
+    rv.stale = commit != head;
+    rv.official = verdict;  // only a verdict counts toward approvals; with no branch protection any writer's does
+    auto& list = r->reviews[n];
+    list.push_back(rv);
+    send_json(res, 200, review_json(std::string(req.matches[1]) + "/" + std::string(req.matches[2]), n,
+                                    static_cast<std::int64_t>(list.size()), rv));
+  });
+
+  // NewCommitStatus (gitea.md §3.5): a short sha is expanded, an unknown one is a 500; the state is not validated;
+  // context, description and target_url are trimmed. 201 + CommitStatus. No webhook here: tests send their own.
+  route("POST", kRepoPrefix + "/statuses/([^/]+)", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!authorised(req, res)) return;
+    auto body = nlohmann::json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) return api_error(res, 422, "invalid JSON body");
+    auto field = [&](const char* key) {
+      std::string v = body.contains(key) && body[key].is_string() ? body[key].get<std::string>() : "";
+      const auto b = v.find_first_not_of(" \t\r\n");
+      if (b == std::string::npos) return std::string();
+      return v.substr(b, v.find_last_not_of(" \t\r\n") - b + 1);
+    };
+    std::lock_guard lock(mu_);
+    const std::string full = std::string(req.matches[1]) + "/" + std::string(req.matches[2]);
+    Repo* r = repo_locked(req.matches[1], req.matches[2]);
+    if (!r) return api_error(res, 404, "The target couldn't be found.");
+    const std::string ref = req.matches[3];
+    std::string sha;
+    auto consider = [&](const std::string& known) {
+      if (!known.empty() && known.rfind(ref, 0) == 0) sha = known;
+    };
+    for (const auto& [b, s] : r->branches) consider(s);
+    for (const auto& p : r->pulls) consider(p.head_sha);
+    for (const auto& [s, _] : r->statuses) consider(s);
+    if (sha.empty()) return api_error(res, 500, "GetCommit[" + ref + "]: object does not exist [id: " + ref + "]");
+    auto& list = r->statuses[sha];
+    const std::string state = body.contains("state") && body["state"].is_string() ? body["state"].get<std::string>() : "";
+    Status st{static_cast<std::int64_t>(list.size() + 1), field("context"), state, std::chrono::system_clock::now()};
+    st.posted = true;
+    st.description = field("description");
+    st.target_url = field("target_url");
+    st.creator = api_user_;
+    list.push_back(st);
+    send_json(res, 201, status_json(full, sha, st));
   });
 }
 

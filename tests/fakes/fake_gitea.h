@@ -1,7 +1,8 @@
 // tests/fakes/fake_gitea.h: a fake Gitea 1.27 speaking REST API v1 and webhooks as shared/reference/gitea.md
 // describes: combined status per sha or branch (latest per context, paged, `statuses: null` when none), branches,
 // pull requests (state filter with the "omitted means all" quirk, Link / X-Total-Count paging, 409 on a duplicate
-// create), reviews; token checks. It sends signed webhooks with Gitea's headers and MarshalIndent bytes, and has
+// create), reviews (listed, and created as the token's user), commit statuses (posted, with their history); token
+// checks. It sends signed webhooks with Gitea's headers and MarshalIndent bytes, and has
 // builders for the payloads orch handles. Thread-safe: tables may change while the server answers.
 #pragma once
 
@@ -62,6 +63,15 @@ class FakeGitea final : public FakeServer {
   // New commits on a PR's head branch, as a push does: the branch and the PR head move to `sha`, and reviews whose
   // commit_id is not `sha` turn stale while those on `sha` turn fresh (Gitea's MarkReviewsAsStale / NotStale).
   void push_to_pull(const std::string& repo, std::int64_t number, const std::string& sha);
+  std::vector<GiteaReview> reviews(const std::string& repo, std::int64_t number) const;
+
+  // The login the token acts as: the author of reviews created through POST .../pulls/{n}/reviews and the creator
+  // of statuses posted through POST .../statuses/{sha}. Default "orch". Such a review is refused (422) on a PR whose
+  // user is this login, as Gitea refuses approving or rejecting one's own PR.
+  void set_api_user(const std::string& login);
+  // Every status of a sha in creation order, as CommitStatus objects (those of add_status too, creator "ci-bot"):
+  // the combined status reads its latest per context.
+  std::vector<nlohmann::ordered_json> status_history(const std::string& repo, const std::string& sha) const;
 
   // Webhooks: X-Gitea-Event derived from the precise event type (gitea.md §1.5), body = MarshalIndent bytes.
   DeliveryResult send_webhook(const std::string& url, const std::string& secret, const std::string& event_type,
@@ -88,6 +98,9 @@ class FakeGitea final : public FakeServer {
     std::int64_t index;
     std::string context, state;
     TimePoint at;
+    std::string description{}, target_url{};  // as posted; add_status makes them up from the context
+    std::string creator = "ci-bot";
+    bool posted = false;  // through the API (not add_status)
   };
   struct Repo {
     std::map<std::string, std::string> branches;           // name -> sha
@@ -103,6 +116,9 @@ class FakeGitea final : public FakeServer {
   nlohmann::ordered_json pull_json_locked(const std::string& repo, const GiteaPull& p) const;
   static nlohmann::ordered_json repo_json(const std::string& repo);
   static nlohmann::ordered_json user_json(const std::string& login, std::int64_t id = 0);
+  static nlohmann::ordered_json review_json(const std::string& repo, std::int64_t number, std::int64_t id,
+                                            const GiteaReview& rv);
+  static nlohmann::ordered_json status_json(const std::string& repo, const std::string& sha, const Status& s);
   void paged(const httplib::Request& req, httplib::Response& res, const std::vector<nlohmann::ordered_json>& all);
   std::string default_error_body(int status) const override;
 
@@ -111,6 +127,7 @@ class FakeGitea final : public FakeServer {
   std::string token_;                  // guarded by mu_
   int pull_create_faults_ = 0;         // guarded by mu_
   int pull_create_fault_status_ = 500; // guarded by mu_
+  std::string api_user_ = "orch";      // guarded by mu_
 };
 
 }  // namespace orch::testing

@@ -13,7 +13,7 @@ namespace {
 using ojson = nlohmann::ordered_json;
 
 const std::string kProjectPrefix = R"(/api/v1/workspaces/([^/]+)/projects/([^/]+))";
-const std::string kUserId = "13fe5f3c-642d-474f-8c6e-c70a5f8c5f40";
+const std::string kUserId = FakePlane::kApiUserId;  // who created the seeded rows
 
 void send_json(httplib::Response& res, int status, const ojson& body) {
   res.status = status;
@@ -165,6 +165,13 @@ void FakePlane::set_api_key(const std::string& key) {
 
 bool FakePlane::authorised(const httplib::Request& req, httplib::Response& res) {
   std::lock_guard lock(mu_);
+  const TimePoint now = now_locked();
+  request_times_.push_back(now);
+  if (fail_until_ && now < *fail_until_) {
+    res.status = fail_until_status_;
+    res.set_content(default_error_body(fail_until_status_), "application/json");
+    return false;
+  }
   // Plane's throttle keys on the X-API-Key value and lets a request without one through (it fails authentication).
   if (api_key_.empty()) return !req.has_header("X-API-Key") || throttle_locked(req.get_header_value("X-API-Key"), res);
   if (!req.has_header("X-API-Key")) {
@@ -348,6 +355,20 @@ nlohmann::ordered_json FakePlane::state_json_locked(const Project& p, const Stat
 }
 
 void FakePlane::install_routes() {
+  route("GET", "/api/v1/users/me/?", [this](const httplib::Request& req, httplib::Response& res) {
+    if (redirect_slashless(req, res) || !authorised(req, res)) return;
+    std::lock_guard lock(mu_);
+    ojson u;  // UserLiteSerializer, as activity.actor
+    u["id"] = api_user_id_;
+    u["first_name"] = "orch";
+    u["last_name"] = "";
+    u["email"] = "orch@example.com";
+    u["avatar"] = "";
+    u["avatar_url"] = nullptr;
+    u["display_name"] = "orch";
+    send_json(res, 200, u);
+  });
+
   route("GET", kProjectPrefix + "/?", [this](const httplib::Request& req, httplib::Response& res) {
     if (redirect_slashless(req, res) || !authorised(req, res)) return;
     std::lock_guard lock(mu_);
@@ -417,13 +438,15 @@ void FakePlane::install_routes() {
             if (!known)
               return send_json(res, 400,
                                {{"state", ojson::array({"Invalid pk \"" + sid + "\" - object does not exist."})}});
+            const std::string old = item.json["state"].is_string() ? item.json["state"].get<std::string>() : "";
+            if (old != sid) item.api_state_changes.emplace_back(old, sid);
             item.json["state"] = sid;
           }
           if (body.contains("name") && body["name"].is_string()) item.json["name"] = body["name"];
           // state_id is not a v1 field: ignored, 200 and no change.
           item.updated_at = now_locked();
           item.json["updated_at"] = python_isoformat(item.updated_at);
-          item.json["updated_by"] = kUserId;
+          item.json["updated_by"] = api_user_id_;
           send_json(res, 200, item.json);
         });
 
@@ -461,17 +484,101 @@ void FakePlane::install_routes() {
           c["external_source"] = ext_source.empty() ? ojson(nullptr) : ojson(ext_source);
           c["external_id"] = ext_id.empty() ? ojson(nullptr) : ojson(ext_id);
           c["edited_at"] = nullptr;
-          c["created_by"] = kUserId;
+          c["created_by"] = api_user_id_;
           c["updated_by"] = nullptr;
           c["project"] = p->id;
           c["workspace"] = p->workspace_id;
           c["description"] = nullptr;
           c["issue"] = it->first;
-          c["actor"] = kUserId;
+          c["actor"] = api_user_id_;
           c["parent"] = nullptr;
           it->second.comments.push_back(c);
+          if (drop_comment_answers_ > 0) {
+            --drop_comment_answers_;
+            // cpp-httplib 0.11 has no way to close a connection from a handler, and a throwing handler becomes a 500.
+            // A content provider that fails aborts the response: the status line and headers are out, then the
+            // connection closes with the body missing, so curl reports a partial transfer and never sees a 201.
+            res.status = 201;
+            res.set_content_provider(
+                64, "application/json", [](size_t, size_t, httplib::DataSink&) { return false; });
+            return;
+          }
           send_json(res, 201, c);
         });
+}
+
+void FakePlane::fail_until(TimePoint t, int status) {
+  std::lock_guard lock(mu_);
+  fail_until_ = t;
+  fail_until_status_ = status;
+}
+
+void FakePlane::store_then_drop_next_comments(int n) {
+  std::lock_guard lock(mu_);
+  drop_comment_answers_ = n;
+}
+
+void FakePlane::set_api_user_id(std::string id) {
+  std::lock_guard lock(mu_);
+  api_user_id_ = std::move(id);
+}
+
+std::string FakePlane::api_user_id() const {
+  std::lock_guard lock(mu_);
+  return api_user_id_;
+}
+
+std::vector<std::string> FakePlane::state_history(const std::string& work_item_id) const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  auto it = items_.find(work_item_id);
+  if (it == items_.end()) return out;
+  const Project& p = projects_.at(it->second.json["project"].get<std::string>());
+  for (const auto& [old_id, new_id] : it->second.api_state_changes) {
+    std::string name;
+    for (const auto& s : p.states)
+      if (s.id == new_id) name = s.name;
+    out.push_back(name);
+  }
+  return out;
+}
+
+std::string FakePlane::echo_webhook_body(const std::string& work_item_id) const {
+  PlaneIssueWebhook hook;
+  {
+    std::lock_guard lock(mu_);
+    const Item& item = items_.at(work_item_id);
+    hook.actor.id = api_user_id_;
+    hook.actor.first_name = "orch";
+    hook.actor.last_name = "";
+    hook.actor.email = "orch@example.com";
+    hook.actor.display_name = "orch";
+    hook.field = "state";
+    if (!item.api_state_changes.empty()) {
+      const auto& [old_id, new_id] = item.api_state_changes.back();
+      hook.old_value = old_id.empty() ? ojson(nullptr) : ojson(old_id);
+      hook.new_value = ojson(new_id);
+    }
+  }
+  return issue_webhook_body(work_item_id, hook);
+}
+
+std::vector<TimePoint> FakePlane::request_times() const {
+  std::lock_guard lock(mu_);
+  return request_times_;
+}
+
+int FakePlane::max_requests_in_window(std::chrono::milliseconds w) const {
+  std::vector<TimePoint> times = request_times();
+  std::sort(times.begin(), times.end());
+  int best = 0;
+  size_t first = 0;
+  // A window [t, t + w): the same half-open span the throttle forgets its history over.
+  for (size_t last = 0; last < times.size(); ++last) {
+    while (times[last] - times[first] >= w) ++first;
+    best = std::max(best, static_cast<int>(last - first + 1));
+  }
+  return best;
 }
 
 std::string FakePlane::issue_webhook_body(const std::string& work_item_id, const PlaneIssueWebhook& hook) const {

@@ -5,7 +5,9 @@
 // requests per API key in a sliding window (60 a minute unless set_rate_limit says otherwise), puts
 // X-RateLimit-Remaining / X-RateLimit-Reset on every allowed answer and answers an over-limit request with
 // 429 + Retry-After + {"error_code":5900,...} and no rate headers (plane.md §3). It sends signed issue webhooks with Plane's
-// exact bytes. Thread-safe: tables may be changed from the test while the server answers.
+// exact bytes. For orch's writes: /users/me/ (the API key's user), the history of API state changes and the webhook
+// echo of one, an outage until a time (fail_until), comments stored with their answer lost, and a log of request
+// times for budget tests. Thread-safe: tables may be changed from the test while the server answers.
 #pragma once
 
 #include <deque>
@@ -73,6 +75,29 @@ class FakePlane final : public FakeServer {
   // Plane-shaped faults.
   void rate_limit_next(int times, int retry_after_seconds);  // 429 + Retry-After + RATE_LIMIT_EXCEEDED body
   void malform_next(int times, std::string body = R"({"grouped_by": null, "results": [{"id": )");  // 200, broken JSON
+  // Every API request before `t` (on the fake's clock: set_clock, set_now or the system clock) answers `status`
+  // with Plane's error body for it, as a Plane that is down or overloaded until then. Checked before the key and
+  // the rate limit: such an answer changes nothing and is not counted against the allowance.
+  void fail_until(TimePoint t, int status = 500);
+  // The next `n` comment POSTs store their comment, then close the connection without an answer: the client cannot
+  // know the comment landed. With an external_source / external_id its retry meets the 409 and is harmless.
+  void store_then_drop_next_comments(int n);
+
+  // The user the API key acts as. GET /api/v1/users/me/ answers it (Plane's UserLiteSerializer); PATCHes and
+  // comments made through the API record it (updated_by, created_by, actor). Default: kApiUserId.
+  static constexpr const char* kApiUserId = "13fe5f3c-642d-474f-8c6e-c70a5f8c5f40";
+  void set_api_user_id(std::string id);
+  std::string api_user_id() const;
+  // The names of the states a work item was moved to through the API (PATCHes that changed its state), in order.
+  std::vector<std::string> state_history(const std::string& work_item_id) const;
+  // The issue-updated webhook Plane (from v1.3.0) sends for the item's last API state change: field "state", its old
+  // and new state ids, actor = the API user. "The echo" of orch's own PATCH. Without an API state change: old null.
+  std::string echo_webhook_body(const std::string& work_item_id) const;
+
+  // The fake's clock time of every API request it answered (401/403, 429 and fail_until answers included; not
+  // FakeServer faults or slash redirects), in arrival order; and the most of them inside any window of length `w`.
+  std::vector<TimePoint> request_times() const;
+  int max_requests_in_window(std::chrono::milliseconds w) const;
 
   // Webhooks. The body is built from the current tables (Plane's data is a fresh read).
   std::string issue_webhook_body(const std::string& work_item_id, const PlaneIssueWebhook& hook = {}) const;
@@ -98,6 +123,7 @@ class FakePlane final : public FakeServer {
     nlohmann::ordered_json json;  // REST shape
     TimePoint created_at{}, updated_at{};
     std::vector<nlohmann::ordered_json> comments;
+    std::vector<std::pair<std::string, std::string>> api_state_changes;  // (old id, new id) per state PATCH
   };
 
   void install_routes();
@@ -119,6 +145,11 @@ class FakePlane final : public FakeServer {
   std::chrono::milliseconds rate_window_ = std::chrono::minutes(1);  // guarded by mu_
   std::map<std::string, std::deque<TimePoint>> rate_history_;      // by API key, newest first; guarded by mu_
   int throttled_ = 0;                                               // guarded by mu_
+  std::string api_user_id_ = kApiUserId;                            // guarded by mu_
+  std::optional<TimePoint> fail_until_;                             // guarded by mu_
+  int fail_until_status_ = 500;                                     // guarded by mu_
+  int drop_comment_answers_ = 0;                                    // guarded by mu_
+  std::vector<TimePoint> request_times_;                            // guarded by mu_
 };
 
 }  // namespace orch::testing

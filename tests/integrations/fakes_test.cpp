@@ -6,6 +6,7 @@
 #include "tests/fakes/fake_gitea.h"
 #include "tests/fakes/fake_plane.h"
 #include "tests/fakes/signing.h"
+#include "tests/support/manual_clock.h"
 
 using namespace orch;
 using namespace orch::testing;
@@ -172,4 +173,96 @@ TEST_CASE("a fake's slow answer is cut short when the fake stops") {
     client.join();  // the client gives up after 1 s; the handler is still waiting
   }
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
+}
+
+TEST_CASE("fake Plane: users/me answers the API user, and the echo of an API PATCH names it as the actor") {
+  FakePlane plane;
+  plane.add_project("acme", "p1", "SHOP");
+  const std::string todo = plane.state_id("p1", "Todo"), done = plane.state_id("p1", "Done");
+  const std::string id = plane.add_work_item("p1", {.state_id = todo});
+  httplib::Client client(plane.base_url());
+  auto me = client.Get("/api/v1/users/me/");
+  REQUIRE(me);
+  CHECK(me->status == 200);
+  auto user = nlohmann::json::parse(me->body);
+  CHECK(user["id"] == FakePlane::kApiUserId);
+  for (const char* key : {"first_name", "last_name", "email", "avatar", "avatar_url", "display_name"})
+    CHECK(user.contains(key));  // UserLiteSerializer, the same object as a webhook's activity.actor
+  plane.set_api_user_id("0b7c2f1e-9a3d-4c5b-8e6f-112233445566");
+  CHECK(plane.api_user_id() == "0b7c2f1e-9a3d-4c5b-8e6f-112233445566");
+
+  const std::string path = "/api/v1/workspaces/acme/projects/p1/work-items/" + id + "/";
+  REQUIRE(client.Patch(path.c_str(), R"({"state": ")" + done + R"("})", "application/json")->status == 200);
+  REQUIRE(client.Patch(path.c_str(), R"({"state": ")" + done + R"("})", "application/json")->status == 200);
+  REQUIRE(client.Patch(path.c_str(), R"({"name": "renamed"})", "application/json")->status == 200);
+  plane.set_work_item_state(id, todo);  // a person in the web UI: not an API state change
+  CHECK(plane.state_history(id) == std::vector<std::string>{"Done"});
+  CHECK(plane.work_item(id).value()["updated_by"] == "0b7c2f1e-9a3d-4c5b-8e6f-112233445566");
+
+  auto echo = nlohmann::json::parse(plane.echo_webhook_body(id));
+  CHECK(echo["action"] == "updated");
+  CHECK(echo["activity"]["field"] == "state");
+  CHECK(echo["activity"]["old_value"] == todo);
+  CHECK(echo["activity"]["new_value"] == done);
+  CHECK(echo["activity"]["actor"]["id"] == "0b7c2f1e-9a3d-4c5b-8e6f-112233445566");
+  CHECK(echo["data"]["updated_by"] == "0b7c2f1e-9a3d-4c5b-8e6f-112233445566");
+  // Webhooks built by hand keep their default, human actor.
+  auto human = nlohmann::json::parse(plane.issue_webhook_body(id));
+  CHECK(human["activity"]["actor"]["id"] == PlaneActor{}.id);
+}
+
+TEST_CASE("fake Plane: fail_until answers every API request with the error until the time on its clock") {
+  ManualClock clock;
+  FakePlane plane;
+  plane.set_clock(&clock);
+  plane.add_project("acme", "p1", "SHOP");
+  plane.fail_until(clock.now() + std::chrono::seconds(30), 503);
+  httplib::Client client(plane.base_url());
+  auto down = client.Get("/api/v1/users/me/");
+  REQUIRE(down);
+  CHECK(down->status == 503);
+  CHECK(down->body == R"({"error":"Something went wrong please try again later"})");
+  CHECK(client.Get("/api/v1/workspaces/acme/projects/p1/states/")->status == 503);
+  clock.advance(std::chrono::seconds(30));
+  CHECK(client.Get("/api/v1/workspaces/acme/projects/p1/states/")->status == 200);
+  CHECK(plane.request_times().size() == 3);
+}
+
+TEST_CASE("fake Plane: store_then_drop_next_comments stores the comment and gives the client no answer") {
+  FakePlane plane;
+  plane.add_project("acme", "p1", "SHOP");
+  const std::string id = plane.add_work_item("p1");
+  plane.store_then_drop_next_comments(1);
+  httplib::Client client(plane.base_url());
+  const std::string path = "/api/v1/workspaces/acme/projects/p1/work-items/" + id + "/comments/";
+  const std::string body = R"({"comment_html": "<p>hi</p>", "external_source": "orch", "external_id": "e1"})";
+  auto lost = client.Post(path.c_str(), body, "application/json");
+  CHECK_FALSE(lost);  // no complete answer
+  CHECK(plane.comments(id).size() == 1);
+  auto again = client.Post(path.c_str(), body, "application/json");
+  REQUIRE(again);
+  CHECK(again->status == 409);  // the retry meets Plane's external-id uniqueness
+  CHECK(client.Post(path.c_str(), R"({"comment_html": "<p>2</p>"})", "application/json")->status == 201);
+  CHECK(plane.comments(id).size() == 2);
+}
+
+TEST_CASE("fake Plane: request_times logs every answered API request on its clock, 429s included") {
+  ManualClock clock;
+  FakePlane plane;
+  plane.set_clock(&clock);
+  plane.set_rate_limit(3, std::chrono::minutes(1));
+  httplib::Client client(plane.base_url());
+  for (int i = 0; i < 4; ++i) {
+    client.Get("/api/v1/users/me/", httplib::Headers{{"X-API-Key", "k"}});
+    clock.advance(std::chrono::seconds(10));
+  }
+  CHECK(plane.throttled() == 1);
+  clock.advance(std::chrono::seconds(30));  // 70 s after the first
+  client.Get("/api/v1/users/me/", httplib::Headers{{"X-API-Key", "k"}});
+  auto times = plane.request_times();
+  REQUIRE(times.size() == 5);
+  CHECK(times[3] - times[0] == std::chrono::seconds(30));
+  CHECK(plane.max_requests_in_window(std::chrono::minutes(1)) == 4);
+  CHECK(plane.max_requests_in_window(std::chrono::seconds(10)) == 1);
+  CHECK(plane.max_requests_in_window(std::chrono::seconds(11)) == 2);
 }

@@ -331,3 +331,110 @@ TEST_CASE("the review stage's gate over the real client: a stale approval leaves
   CHECK_FALSE(after.value().green);
   CHECK(after.value().why.find("not approved") != std::string::npos);
 }
+
+TEST_CASE("create_review posts CreatePullReviewOptions and the fake records a fresh official review of the token's user") {
+  Fixture f;
+  f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
+  std::int64_t n = f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-42", .user = "dev"});
+  REQUIRE(f.client->create_review(kRepo, n, "APPROVED", "orch: checks passed").ok());
+  auto posts = f.gitea.requests_to("/pulls/" + std::to_string(n) + "/reviews");
+  REQUIRE(posts.size() == 1);
+  CHECK(posts[0].method == "POST");
+  CHECK(posts[0].path == "/api/v1/repos/acme/shop/pulls/" + std::to_string(n) + "/reviews");
+  CHECK(posts[0].header("Authorization") == "token " + kToken);
+  CHECK(nlohmann::json::parse(posts[0].body) ==
+        nlohmann::json{{"event", "APPROVED"}, {"body", "orch: checks passed"}, {"commit_id", ""}});
+  auto reviews = f.gitea.reviews(kRepo, n);
+  REQUIRE(reviews.size() == 1);
+  CHECK(reviews[0].user == "orch");
+  CHECK(reviews[0].state == "APPROVED");
+  CHECK(reviews[0].official == true);
+  CHECK_FALSE(reviews[0].stale);
+  CHECK(reviews[0].commit_id == kShaA);  // no commit_id sent: Gitea takes the PR head
+  CHECK(f.client->pull_request_approved(kRepo, n).value());  // the read side sees it as any approval
+
+  f.gitea.set_api_user("orch-reviewer");
+  REQUIRE(f.client->create_review(kRepo, n, "REQUEST_CHANGES", "tests fail", kShaA).ok());
+  CHECK(nlohmann::json::parse(f.gitea.requests_to("/reviews").back().body)["commit_id"] == kShaA);
+  CHECK(f.gitea.reviews(kRepo, n).back().user == "orch-reviewer");
+  CHECK_FALSE(f.client->pull_request_approved(kRepo, n).value());
+  REQUIRE(f.client->create_review(kRepo, n, "COMMENT", "a note").ok());
+  CHECK(f.gitea.reviews(kRepo, n).back().official == false);  // a COMMENT is never official
+}
+
+TEST_CASE("create_review: a bad event sends nothing, Gitea's refusals are kInvalid, a 5xx is not retried") {
+  Fixture f;
+  f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
+  std::int64_t own = f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-42", .user = "orch"});
+  std::int64_t other = f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-42", .base_ref = "dev", .user = "dev"});
+
+  CHECK(f.client->create_review(kRepo, other, "APPROVE", "x").code == Code::kInvalid);  // GitHub's word, not Gitea's
+  CHECK(f.client->create_review(kRepo, other, "PENDING", "x").code == Code::kInvalid);
+  CHECK(f.gitea.requests_to("/reviews").empty());
+
+  Status self = f.client->create_review(kRepo, own, "APPROVED", "");
+  CHECK(self.code == Code::kInvalid);
+  CHECK(self.message.find("approve your own pull is not allowed") != std::string::npos);
+  CHECK(f.client->create_review(kRepo, other, "REQUEST_CHANGES", "  ").code == Code::kInvalid);  // needs a body
+  CHECK(f.client->create_review(kRepo, 999, "COMMENT", "x").code == Code::kInvalid);           // 404
+  CHECK(f.gitea.reviews(kRepo, other).empty());
+
+  const size_t posted = f.gitea.requests_to("/reviews").size();
+  f.gitea.fail_next(1, 502);
+  Status lost = f.client->create_review(kRepo, other, "APPROVED", "ok");
+  CHECK(lost.code == Code::kUnavailable);
+  CHECK(f.gitea.requests_to("/reviews").size() == posted + 1);  // not retried
+  CHECK(f.sleeper.waits().empty());
+
+  Fault throttle;
+  throttle.status = 429;
+  throttle.headers = {{"Retry-After", "2"}};
+  throttle.path_contains = "/reviews";
+  f.gitea.inject(throttle);
+  REQUIRE(f.client->create_review(kRepo, other, "APPROVED", "ok").ok());  // a 429 surely was not processed
+  CHECK(f.sleeper.waits() == std::vector<Millis>{2000ms});
+  CHECK(f.gitea.reviews(kRepo, other).size() == 1);
+}
+
+TEST_CASE("set_commit_status posts CreateStatusOption; the combined status sees it; a 5xx is retried") {
+  Fixture f;
+  f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
+  f.gitea.add_status(kRepo, kShaA, "ci/build", "success");
+  REQUIRE(f.client->set_commit_status(kRepo, kShaA, "pending", "orch/review", "waiting for a reviewer",
+                                      "https://orch.example.com/queue").ok());
+  auto posts = f.gitea.requests_to("/statuses/");
+  REQUIRE(posts.size() == 1);
+  CHECK(posts[0].method == "POST");
+  CHECK(posts[0].path == "/api/v1/repos/acme/shop/statuses/" + kShaA);
+  CHECK(nlohmann::json::parse(posts[0].body) == nlohmann::json{{"state", "pending"},
+                                                               {"target_url", "https://orch.example.com/queue"},
+                                                               {"description", "waiting for a reviewer"},
+                                                               {"context", "orch/review"}});
+  CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kPending);
+
+  f.gitea.fail_next(1, 500);
+  REQUIRE(f.client->set_commit_status(kRepo, kShaA, "success", "orch/review", "approved", "").ok());
+  CHECK(f.gitea.requests_to("/statuses/").size() == 3);  // the 500, then the retry
+  CHECK(f.client->combined_status(kRepo, "orch/shop-42").value() == CiState::kSuccess);
+
+  auto history = f.gitea.status_history(kRepo, kShaA);
+  REQUIRE(history.size() == 3);
+  CHECK(history[0]["context"] == "ci/build");
+  CHECK(history[1]["status"] == "pending");
+  CHECK(history[1]["description"] == "waiting for a reviewer");
+  CHECK(history[1]["target_url"] == "https://orch.example.com/queue");
+  CHECK(history[1]["creator"]["login"] == "orch");
+  CHECK(history[2]["status"] == "success");
+  CHECK(history[2]["target_url"] == "");
+}
+
+TEST_CASE("set_commit_status: an unknown state sends nothing; an unknown sha is Gitea's 500, kUnavailable") {
+  Fixture f;
+  f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
+  CHECK(f.client->set_commit_status(kRepo, kShaA, "skipped", "orch/review", "", "").code == Code::kInvalid);
+  CHECK(f.client->set_commit_status(kRepo, kShaA, "SUCCESS", "orch/review", "", "").code == Code::kInvalid);
+  CHECK(f.client->set_commit_status(kRepo, "", "success", "orch/review", "", "").code == Code::kInvalid);
+  CHECK(f.gitea.requests_to("/statuses/").empty());
+  CHECK(f.client->set_commit_status(kRepo, kShaB, "success", "orch/review", "", "").code == Code::kUnavailable);
+  CHECK(f.gitea.status_history(kRepo, kShaB).empty());
+}

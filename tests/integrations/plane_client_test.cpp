@@ -430,3 +430,93 @@ TEST_CASE("rate limit: the fake Plane answers the real 429 (body, Retry-After, n
   REQUIRE(f.client->get_work_item(f.project, id).ok());
   CHECK(f.sleeper.waits().size() == 1);
 }
+
+TEST_CASE("plane writes: current_user_id reads the API key's user from /api/v1/users/me/") {
+  Fixture f;
+  auto id = f.client->current_user_id();
+  REQUIRE(id.ok());
+  CHECK(id.value() == FakePlane::kApiUserId);
+  auto reqs = f.plane.requests_to("/users/me/");
+  REQUIRE(reqs.size() == 1);
+  CHECK(reqs[0].path == "/api/v1/users/me/");
+  CHECK(reqs[0].header("X-API-Key") == kApiKey);
+  f.plane.set_api_user_id("0b7c2f1e-9a3d-4c5b-8e6f-112233445566");
+  CHECK(f.client->current_user_id().value() == "0b7c2f1e-9a3d-4c5b-8e6f-112233445566");
+}
+
+TEST_CASE("plane writes: current_user_id says when the key is refused, and tells transient from malformed") {
+  Fixture f;
+  f.plane.fail_next(1, 401, R"({"detail":"Authentication credentials were not provided."})");
+  auto refused = f.client->current_user_id();
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code == Code::kInvalid);
+  CHECK(refused.status().message.find("API key was refused (401)") != std::string::npos);
+  f.plane.set_api_key("plane_api_someone_else");  // Plane answers a wrong key 403
+  auto wrong = f.client->current_user_id();
+  CHECK(wrong.status().code == Code::kInvalid);
+  CHECK(wrong.status().message.find("API key was refused (403)") != std::string::npos);
+  CHECK(wrong.status().message.find(kApiKey) == std::string::npos);
+  f.plane.set_api_key(kApiKey);
+
+  f.plane.fail_next(4, 503);  // every attempt
+  CHECK(f.client->current_user_id().status().code == Code::kUnavailable);
+  f.plane.malform_next(1, R"({"id": )");
+  CHECK(f.client->current_user_id().status().code == Code::kInvalid);
+  f.plane.malform_next(1, R"({"display_name": "orch"})");
+  CHECK(f.client->current_user_id().status().code == Code::kInvalid);
+  CHECK(f.client->current_user_id().ok());
+}
+
+TEST_CASE("plane writes: state_id_by_name resolves any state from the one cached listing; unknown is kNotFound") {
+  Fixture f;
+  CHECK(f.client->state_id_by_name(f.project, "Todo").value() == f.todo);
+  CHECK(f.client->state_id_by_name(f.project, "Approved").value() == f.approved);
+  REQUIRE(f.client->state_ids(f.project).ok());  // shares the listing
+  CHECK(f.plane.requests_to("/states/").size() == 1);
+  auto missing = f.client->state_id_by_name(f.project, "todo");  // names compare exactly, as plane_states do
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.status().code == Code::kNotFound);
+  CHECK(missing.status().message.find("'todo'") != std::string::npos);
+  CHECK(missing.status().message.find("'shop'") != std::string::npos);
+  CHECK(missing.status().message.find("Todo") != std::string::npos);  // lists what exists
+  CHECK(f.plane.requests_to("/states/").size() == 1);
+
+  std::string review = f.plane.add_state(kProjectId, "In Review", "started");
+  CHECK(f.client->state_id_by_name(f.project, "In Review").status().code == Code::kNotFound);  // cached
+  f.client->forget_cache();
+  CHECK(f.client->state_id_by_name(f.project, "In Review").value() == review);
+  CHECK(f.plane.requests_to("/states/").size() == 2);
+}
+
+TEST_CASE("plane writes: move_work_item_to_state PATCHes the named state and is retried after a 5xx") {
+  Fixture f;
+  std::string review = f.plane.add_state(kProjectId, "In Review", "started");
+  std::string id = f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
+  REQUIRE(f.client->state_ids(f.project).ok());  // the states are listed: the next request is the PATCH
+  f.plane.fail_next(1, 502);
+  REQUIRE(f.client->move_work_item_to_state(f.project, id, "In Review").ok());
+  CHECK(f.plane.work_item(id).value()["state"] == review);
+  auto patches = f.plane.requests_to("/work-items/" + id + "/");
+  REQUIRE(patches.size() == 2);  // the 502, then the retry: setting a state twice is harmless
+  CHECK(patches[1].method == "PATCH");
+  CHECK(nlohmann::json::parse(patches[1].body) == nlohmann::json{{"state", review}});
+  REQUIRE(f.client->move_work_item(f.project, id, TrackerState::kApproved).ok());  // the shared PATCH
+  CHECK(f.plane.state_history(id) == std::vector<std::string>{"In Review", "Approved"});
+
+  Status unknown = f.client->move_work_item_to_state(f.project, id, "Shipped");
+  CHECK(unknown.code == Code::kNotFound);
+  CHECK(f.plane.requests_to("/work-items/" + id + "/").size() == 3);  // nothing sent for it
+}
+
+TEST_CASE("plane writes: a marked comment whose answer is lost is retried into Plane's 409, and lands once") {
+  Fixture f;
+  std::string id = f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
+  f.plane.store_then_drop_next_comments(1);
+  REQUIRE(f.client->add_comment(f.project, id, "<p>orch: done</p>", "job-7-step-2").ok());
+  CHECK(f.plane.requests_to("/comments/").size() == 2);
+  CHECK(f.plane.comments(id).size() == 1);
+  f.plane.store_then_drop_next_comments(1);  // unmarked: the client cannot know, so it does not retry
+  CHECK(f.client->add_comment(f.project, id, "<p>unmarked</p>").code == Code::kUnavailable);
+  CHECK(f.plane.requests_to("/comments/").size() == 3);
+  CHECK(f.plane.comments(id).size() == 2);
+}

@@ -3,7 +3,11 @@
 #include <doctest/doctest.h>
 
 #include "integrations/http_client.h"
+#include "integrations/plane_client.h"
+#include "tests/fakes/fake_plane.h"
+#include "tests/fakes/recording_sleeper.h"
 #include "tests/support/manual_clock.h"
+#include "tests/support/test_log.h"
 
 using namespace orch;
 using namespace orch::testing;
@@ -114,4 +118,109 @@ TEST_CASE("rate pacing: malformed rate headers are ignored, not guessed at") {
   r.headers = {{"X-RateLimit-Remaining", "0"}, {"X-RateLimit-Reset", "99999999999999"}};
   pacer.observe(r, now);
   CHECK(pacer.before_request(now) == 61000ms);
+}
+
+TEST_CASE("rate pacing: a caller's reserve pauses it while a caller with none spends the rest (writes first)") {
+  RatePacer pacer;  // reserve 0 of its own
+  const TimePoint now = kMonday9am;
+  pacer.observe(allowed(12, unix_s(now) + 60), now);
+  CHECK(pacer.before_request(now, kPlaneReadReserve) == 0ms);  // 12 left
+  CHECK(pacer.before_request(now, kPlaneReadReserve) == 0ms);  // 11 left
+  CHECK(pacer.before_request(now, kPlaneReadReserve) == 61000ms);  // 10 left: the reads wait for the window
+  for (int i = 0; i < 10; ++i) CHECK(pacer.before_request(now, 0) == 0ms);  // the writes still go, all 10
+  CHECK(pacer.before_request(now) == 61000ms);                              // and then they wait too
+  CHECK(pacer.before_request(now + 61s, kPlaneReadReserve) == 0ms);         // the window has passed for everyone
+  CHECK(pacer.pauses() == 2);
+
+  RatePacer own(RatePacerOptions{.reserve = 5});  // the larger of the two reserves counts
+  own.observe(allowed(6, unix_s(now) + 60), now);
+  CHECK(own.before_request(now, 2) == 0ms);
+  CHECK(own.before_request(now, 2) == 61000ms);
+}
+
+namespace {
+
+const std::string kProjectId = "22b6fc9c-1849-45da-b103-52a3e3a6b4c1";
+const std::string kApiKey = "plane_api_0123456789abcdef0123456789abcdef";
+
+// One Plane API key, one pacer, two clients as the process wires them: the reads client (reconciler polling) keeps
+// kPlaneReadReserve back, the writes client (the outbox) keeps nothing. The fake counts on the shared ManualClock,
+// which each client's RecordingSleeper advances.
+struct TwoClients {
+  FakePlane plane;
+  ManualClock clock;
+  RecordingSleeper read_sleeper{clock}, write_sleeper{clock};
+  TestLog log;
+  RatePacer pacer;
+  std::unique_ptr<HttpClient> read_http, write_http;
+  std::unique_ptr<PlaneClient> reads, writes;
+  ProjectSpec project;
+  std::string item;
+
+  TwoClients() {
+    plane.add_project("acme", kProjectId, "SHOP");
+    plane.set_api_key(kApiKey);
+    plane.set_clock(&clock);
+    plane.set_rate_limit(60, std::chrono::minutes(1));
+    item = plane.add_work_item(kProjectId, {});
+    auto options = [&](const char* name, int reserve) {
+      HttpClientOptions o;
+      o.name = name;
+      o.base_url = plane.base_url();
+      o.redact = {Secret(kApiKey)};
+      o.pacer = &pacer;
+      o.pacer_reserve = reserve;
+      return o;
+    };
+    read_http = std::make_unique<HttpClient>(options("plane", kPlaneReadReserve), read_sleeper, clock, log.logger());
+    write_http = std::make_unique<HttpClient>(options("plane-writes", 0), write_sleeper, clock, log.logger());
+    reads = std::make_unique<PlaneClient>(*read_http, Secret(kApiKey));
+    writes = std::make_unique<PlaneClient>(*write_http, Secret(kApiKey));
+    project.name = "shop";
+    project.plane_workspace = "acme";
+    project.plane_project_id = kProjectId;
+  }
+
+  Status write(int n) {
+    return writes->add_comment(project, item, "<p>step " + std::to_string(n) + "</p>", "e" + std::to_string(n));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("rate pacing over HTTP: with 5 requests left the reads wait for the window and the writes go at once") {
+  TwoClients f;
+  for (int i = 0; i < 50; ++i) REQUIRE(f.reads->get_work_item(f.project, f.item).ok());
+  CHECK(f.pacer.remaining() == 10);
+  CHECK(f.read_sleeper.waits().empty());
+  for (int i = 0; i < 5; ++i) REQUIRE(f.write(i).ok());
+  CHECK(f.pacer.remaining() == 5);
+  const TimePoint before = f.clock.now();
+  REQUIRE(f.write(5).ok());  // goes at once
+  CHECK(f.write_sleeper.waits().empty());
+  CHECK(f.clock.now() == before);
+  REQUIRE(f.reads->get_work_item(f.project, f.item).ok());  // waits for the window first
+  REQUIRE(f.read_sleeper.waits().size() == 1);
+  CHECK(f.read_sleeper.waits()[0] >= 60s);
+  CHECK(f.read_sleeper.waits()[0] <= 61s);
+  CHECK(f.plane.throttled() == 0);
+  CHECK(f.plane.comments(f.item).size() == 6);
+}
+
+TEST_CASE("rate pacing over HTTP: reads polling flat out and bursts of writes meet no 429 over minutes, and no write waits") {
+  TwoClients f;
+  const TimePoint started = f.clock.now();
+  int writes = 0;
+  // Four polls, then a job step's burst of three writes, 60 times. 60 = 8 * 7 + 4: without the reads' reserve the
+  // 61st request of the first window is a write, and it would have to wait.
+  for (int cycle = 0; cycle < 60; ++cycle) {
+    for (int i = 0; i < 4; ++i) REQUIRE(f.reads->get_work_item(f.project, f.item).ok());
+    for (int i = 0; i < 3; ++i) REQUIRE(f.write(writes++).ok());
+  }
+  CHECK(f.clock.now() - started >= 6min);  // 420 requests at 60 a minute
+  CHECK(f.plane.throttled() == 0);
+  CHECK(f.plane.max_requests_in_window(std::chrono::minutes(1)) <= 60);
+  CHECK(f.write_sleeper.waits().empty());  // every write went at once; only the reads waited
+  CHECK_FALSE(f.read_sleeper.waits().empty());
+  CHECK(f.plane.comments(f.item).size() == static_cast<size_t>(writes));
 }
