@@ -3,6 +3,8 @@
 // rel="next" exists and request page+1 ourselves; without any Link header, a full page means "maybe more".
 #include "integrations/gitea_client.h"
 
+#include "engine/write_back.h"
+
 #include <map>
 
 namespace orch {
@@ -110,12 +112,29 @@ Result<CiState> GiteaClient::combined_status(const std::string& repo, const std:
     if (!st->is_array()) return unavailable(what + ": malformed answer: statuses is not an array");
     for (const auto& s : *st) {
       std::string context = str_or_empty(s, "context");
+      // orch's own pipeline status (write-back, ADR 0013) says where the task is, not whether CI passed: counted,
+      // its `pending` would hold the ci_green gate forever.
+      if (context == kPipelineStatusContext) continue;
       by_context[context.empty() ? "#" + std::to_string(by_context.size()) : context] = str_or_empty(s, "status");
     }
     if (st->empty() || !has_next_page(r.value(), st->size(), options_.limit)) break;
   }
   for (const auto& [context, state] : by_context) states.push_back(state);
   return combine_ci_states(states);
+}
+
+Result<bool> GiteaClient::has_review_containing(const std::string& repo, std::int64_t pr, const std::string& needle) {
+  auto base = repo_path(repo);
+  if (!base.ok()) return base.status();
+  bool found = false;
+  Status s = list_pages(base.value() + "/pulls/" + std::to_string(pr) + "/reviews",
+                        "gitea: reviews of " + repo + "#" + std::to_string(pr), options_.max_pages,
+                        [&](const json& review) {
+                          found = str_or_empty(review, "body").find(needle) != std::string::npos;
+                          return !found;
+                        });
+  if (!s.ok()) return s;
+  return found;
 }
 
 Result<std::string> GiteaClient::branch_head(const std::string& repo, const std::string& branch) {

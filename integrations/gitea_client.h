@@ -48,6 +48,9 @@ class GiteaClient final : public CodeHost {
   // timeouts. Errors as create_review. Gitea answers an unknown sha with a 500, so that one ends kUnavailable.
   Status set_commit_status(const std::string& repo, const std::string& sha, const std::string& state,
                            const std::string& context, const std::string& description, const std::string& target_url);
+  // Whether a review of the PR has `needle` in its body (orch's marker: a review it posted before its answer was
+  // lost). Pages through the reviews like pull_request_approved.
+  Result<bool> has_review_containing(const std::string& repo, std::int64_t pr, const std::string& needle);
 
  private:
   Result<std::string> repo_path(const std::string& repo) const;  // "/api/v1/repos/{owner}/{name}"
