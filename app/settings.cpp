@@ -94,6 +94,7 @@ Result<Settings> make_settings(Config config, const EnvLookup& env) {
   s.telegram_chat_id = env("ORCH_TELEGRAM_CHAT_ID").value_or("");
   s.admin_token = secret("ORCH_ADMIN_TOKEN");
   s.metrics_token = secret("ORCH_METRICS_TOKEN");
+  s.public_url = env("ORCH_PUBLIC_URL").value_or("");
 
   auto flag = [&](const char* name, bool& target) -> Status {
     if (auto v = env(name)) {

@@ -36,6 +36,9 @@ struct Settings {
   Secret admin_token, metrics_token;
   bool allow_unsigned_webhooks = false;
   bool log_json = false;
+  std::string public_url;  // ORCH_PUBLIC_URL: orch's address for people (the /queue link in comments); "" = none
+  // How often the Plane and Gitea channels of the outbox are drained.
+  std::chrono::milliseconds write_back_interval{std::chrono::seconds(2)};
   bool plane_write_back = true;                         // ORCH_PLANE_WRITE_BACK over [plane] write_back
   ReconcilerSpec reconciler;                            // env over [reconciler]
   std::map<std::string, std::chrono::seconds> grace_overrides;  // ORCH_RECONCILE_GRACE_OVERRIDES_JSON

@@ -20,8 +20,23 @@ HttpClientOptions client_options(const std::string& name, const std::string& bas
   return o;
 }
 
-HttpClientOptions paced(HttpClientOptions o, RatePacer& pacer) {
+HttpClientOptions paced(HttpClientOptions o, RatePacer& pacer, int reserve = 0) {
   o.pacer = &pacer;
+  o.pacer_reserve = reserve;
+  return o;
+}
+
+WriteBackOptions write_back_options(const Settings& s) {
+  WriteBackOptions o;
+  o.enabled = s.plane_write_back;
+  o.public_url = s.public_url;
+  o.gitea_base_url = s.gitea_base_url;
+  return o;
+}
+
+OutboxOptions channel_options(std::string_view channel) {
+  OutboxOptions o;
+  o.channel = std::string(channel);
   return o;
 }
 
@@ -54,6 +69,12 @@ WorkerOptions worker_options(const Settings& s, Telemetry& telemetry) {
   WorkerOptions o = worker_options_from(s.config.jobs);
   o.telemetry = &telemetry;
   o.replica_id = s.replica_id;
+  return o;
+}
+
+WorkerOptions with_write_back(WorkerOptions o, WriteBack& write_back, JobReporter& reporter) {
+  o.write_back = &write_back;
+  o.reporter = &reporter;
   return o;
 }
 
@@ -130,26 +151,33 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       pipeline_(settings_.config),
       layout_(settings_.data_dir),
       plane_http_(paced(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_),
-                        plane_pacer_),
+                        plane_pacer_, kPlaneReadReserve),
                   sleeper_, clock_, log_),
+      plane_write_http_(paced(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_),
+                              plane_pacer_),
+                        sleeper_, clock_, log_),
       gitea_http_(client_options("gitea", settings_.gitea_base_url, settings_.gitea_token, 4, metrics_), sleeper_,
                   clock_, log_),
       // The outbox, not the request, waits and retries Telegram: one attempt per send.
       telegram_http_(client_options("telegram", settings_.telegram_api_base, settings_.telegram_bot_token, 1, metrics_),
                      sleeper_, clock_, log_),
       plane_(plane_http_, settings_.plane_api_key),
+      plane_writer_(plane_write_http_, settings_.plane_api_key),
       gitea_(gitea_http_, settings_.gitea_token,
              GiteaClientOptions{.official_reviews_only = settings_.config.gitea_official_reviews_only}),
+      write_back_plan_(settings_.config, write_back_options(settings_)),
       gates_(settings_.config, gitea_, plane_, processes_, layout_),
       bus_(log_),
-      engine_(*store_, pipeline_, gates_, bus_, clock_, log_),
+      write_back_(*store_, write_back_plan_, clock_),
+      reporter_(write_back_),
+      engine_(*store_, pipeline_, gates_, bus_, clock_, log_, &write_back_plan_),
       scheduler_(*store_, pipeline_, clock_, log_),
       git_(layout_, processes_, settings_.gitea_token, log_, git_options(settings_)),
       lifecycle_(git_, settings_.config, pipeline_),
       job_runner_(*store_, engine_, git_, processes_, gitea_, settings_.config, layout_, clock_, log_,
-                  worker_options(settings_, metrics_)),
+                  with_write_back(worker_options(settings_, metrics_), write_back_, reporter_)),
       pool_(job_runner_, *store_, clock_, log_),
-      handlers_(*store_, engine_, plane_, gitea_, settings_.config, clock_, log_),
+      handlers_(*store_, engine_, plane_, gitea_, settings_.config, clock_, log_, &write_back_),
       dispatcher_(handlers_, settings_.config),
       inbox_(*store_, dispatcher_, clock_, log_, inbox_options(settings_, metrics_)),
       webhook_routes_(*store_, clock_, log_,
@@ -172,6 +200,15 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                                                      settings_.telegram_chat_id)),
       outbox_(*store_, *sender_, clock_, log_),
       outbox_thread_("outbox", std::chrono::seconds(5), [this] { outbox_.drain_once(); }),
+      plane_sender_(plane_writer_, settings_.config,
+                    [this](const std::string& user_id) { dispatcher_.add_plane_echo_actor(user_id); }, log_),
+      gitea_sender_(gitea_, log_),
+      plane_outbox_(*store_, plane_sender_, clock_, log_, channel_options(kChannelPlane)),
+      gitea_outbox_(*store_, gitea_sender_, clock_, log_, channel_options(kChannelGitea)),
+      write_back_thread_("write-back", settings_.write_back_interval, [this] {
+        plane_outbox_.drain_once();
+        gitea_outbox_.drain_once();
+      }),
       queue_page_(*store_, clock_, settings_.config, layout_,
                   QueueDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
                                 static_cast<long long>(settings_.reconciler.interval.count())},
@@ -266,6 +303,9 @@ std::vector<ReadinessCheck> App::readiness_checks() {
       {"outbox",
        [this, ticking] { return ticking("outbox", outbox_thread_.running(), outbox_thread_.last_tick(),
                                         outbox_thread_.interval()); }},
+      {"write_back",
+       [this, ticking] { return ticking("write-back", write_back_thread_.running(), write_back_thread_.last_tick(),
+                                        write_back_thread_.interval()); }},
   };
 }
 
@@ -284,8 +324,11 @@ Status App::start() {
   if (!replayed.ok()) return replayed.status();
   log_.info("start-up: replayed {} non-terminal task(s) through the bus", replayed.value());
 
+  if (Status s = check_plane_states(); !s.ok()) return s;
+
   // Consumers first, then producers: nothing is accepted before what handles it runs.
   outbox_thread_.start();
+  write_back_thread_.start();
   inbox_.start();
   pool_.start();
   if (leader_changed_)  // a replica that just took over runs its first pass now, not one interval later
@@ -313,6 +356,34 @@ void App::stop_threads() {
   pool_.stop();            // stops running agents and requeues their jobs
   inbox_.stop();
   outbox_thread_.stop();
+  write_back_thread_.stop();
+}
+
+// A state name orch would move items to must exist in each project: an unknown one is an error naming its line; an
+// unreachable Plane is logged, and the writes wait in the outbox until it answers. orch's Plane user is learnt here
+// too (the echo filter), and again before the first write if Plane could not be asked now.
+Status App::check_plane_states() {
+  if (!settings_.plane_write_back) {
+    log_.info("write-back: off ([plane] write_back / ORCH_PLANE_WRITE_BACK); nothing is written to Plane or Gitea");
+    return {};
+  }
+  if (settings_.plane_api_key.empty()) return {};
+  const std::string file = std::filesystem::path(settings_.config.source_path).filename().string();
+  for (const PlaneStateRef& ref : plane_state_refs(settings_.config)) {
+    const ProjectSpec* project = settings_.config.find_project(ref.project);
+    if (!project) continue;
+    auto id = plane_writer_.state_id_by_name(*project, ref.state);
+    if (id.ok()) continue;
+    if (id.status().code == Code::kNotFound)
+      return invalid(file + ":" + std::to_string(ref.line) + ": " + ref.key + ": Plane project " + ref.project +
+                     " has no state '" + ref.state + "'");
+    log_.warn("write-back: cannot check the Plane states of {} ({}): {}; writes wait until Plane answers",
+              ref.project, ref.key, id.status().message);
+    return {};
+  }
+  if (auto user = plane_sender_.learn_user(); !user.ok())
+    log_.warn("write-back: cannot learn orch's Plane user yet: {}", user.status().message);
+  return {};
 }
 
 void App::stop() {

@@ -35,6 +35,8 @@
 #include "integrations/telegram_notifier.h"
 #include "integrations/worker_pool.h"
 #include "integrations/worktree_lifecycle.h"
+#include "integrations/write_back_sender.h"
+#include "engine/write_back.h"
 #include "reconciler/gate_side.h"
 #include "reconciler/reconciler.h"
 #include "reconciler/sweeper.h"
@@ -111,6 +113,7 @@ class App {
   void register_routes();
   std::vector<ReadinessCheck> readiness_checks();
   void stop_threads();
+  Status check_plane_states();  // start-up: the state names orch moves items to exist in Plane
 
   Settings settings_;
   spdlog::logger& log_;
@@ -124,14 +127,19 @@ class App {
   DataLayout layout_;
   // Plane counts 60 requests a minute per API key, and this process holds one key: one pacer for all its Plane calls.
   RatePacer plane_pacer_;
-  HttpClient plane_http_;
+  HttpClient plane_http_;        // reads: pauses while kPlaneReadReserve requests are left, for the writes
+  HttpClient plane_write_http_;  // write-back: may spend the whole allowance (ADR 0013)
   HttpClient gitea_http_;
   HttpClient telegram_http_;
   PlaneClient plane_;
+  PlaneClient plane_writer_;
   GiteaClient gitea_;
+  WriteBackPlan write_back_plan_;
   ProcessRunner processes_;
   GateEvaluator gates_;
   EventBus bus_;
+  WriteBack write_back_;
+  WriteBackReporter reporter_;
   StageEngine engine_;
   JobScheduler scheduler_;
   GitWorkspaces git_;
@@ -150,6 +158,11 @@ class App {
   std::unique_ptr<NotificationSender> sender_;
   OutboxDrainer outbox_;
   Periodic outbox_thread_;
+  PlaneWriteSender plane_sender_;
+  GiteaWriteSender gitea_sender_;
+  OutboxDrainer plane_outbox_;
+  OutboxDrainer gitea_outbox_;
+  Periodic write_back_thread_;  // drains the Plane and Gitea channels
   QueuePage queue_page_;
   HttpServer http_;
   bool started_ = false;
