@@ -7,13 +7,66 @@
 // each. The same run without loss must produce no unblock at all. The scenario and its checks: pipeline_run.h.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <map>
+
 #include "tests/e2e/pipeline_run.h"
 
 using namespace orch::testing;
 using namespace orch::testing::e2e;
 
+namespace {
+
+std::string kind_of(const nlohmann::ordered_json& comment) {
+  // external_id is "<task id>:<transition id>:<kind>" (ADR 0013)
+  const std::string id = comment["external_id"].is_string() ? comment["external_id"].get<std::string>() : "";
+  const auto second = id.find(':', id.find(':') + 1);
+  return second == std::string::npos ? "" : id.substr(second + 1);
+}
+
+// Issue 20 in the same run: every write-back arrives, once; the unblock comments match the reconciler's
+// transitions; each item shows "In Review" then "Done"; the echoes of orch's own state moves are recognised.
+void check_write_back(World& w, const RunResult& r) {
+  CHECK(eventually([&] { return w.count("SELECT COUNT(*) FROM notifications WHERE status <> 'sent'") == 0; }, 150s));
+  int unblocked = 0;
+  const auto items = w.rows("SELECT work_item_id FROM tasks");
+  REQUIRE(static_cast<int>(items.size()) == r.items);
+  for (const auto& row : items) {
+    const std::string& id = row[0];
+    std::map<std::string, int> kinds;
+    for (const auto& c : w.plane.comments(id)) {
+      CHECK(c["external_source"] == "orch");
+      ++kinds[kind_of(c)];
+    }
+    CHECK_MESSAGE(kinds["analysis"] >= 1, id);
+    CHECK_MESSAGE(kinds["pr_opened"] == 1, id);
+    CHECK_MESSAGE(kinds["done"] == 1, id);
+    unblocked += kinds["unblocked"];
+    auto history = w.plane.state_history(id);
+    CHECK_MESSAGE((!history.empty() && history.back() == "Done"), id);
+    CHECK_MESSAGE(std::count(history.begin(), history.end(), std::string("In Review")) >= 1, id);
+  }
+  CHECK(unblocked == r.reconciler_transitions);
+
+  // Plane sends a webhook for each of orch's state moves: stored, ignored as our own, never an event or an unblock.
+  const long long transitions = w.count("SELECT COUNT(*) FROM transitions");
+  for (const auto& row : items)
+    CHECK(accepted(w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", w.plane.echo_webhook_body(row[0]))));
+  CHECK(eventually([&] {
+    return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'ignored' AND error LIKE 'our own write%'") ==
+           static_cast<long long>(items.size());
+  }, 30s));
+  CHECK(w.count("SELECT COUNT(*) FROM transitions") == transitions);
+  CHECK(w.count("SELECT COUNT(*) FROM transitions WHERE cause = 'reconciler'") == r.reconciler_transitions);
+}
+
+}  // namespace
+
 TEST_CASE("e2e convergence: 30 pct dropped / 10 pct doubled / out of order: all done / every drop unblocked once") {
-  RunResult r = run_pipeline(item_count(), Loss{.drop = 0.30, .twice = 0.10 / 0.70, .stale = 0.15});
+  PipelineOptions run;
+  run.world.write_back = true;  // issue 20: the pipeline converges with orch writing back to Plane and Gitea
+  run.at_end = check_write_back;
+  RunResult r = run_pipeline(item_count(), Loss{.drop = 0.30, .twice = 0.10 / 0.70, .stale = 0.15}, run);
   CHECK(r.dropped > 0);
   CHECK(r.unblock_messages == r.reconciler_transitions);
 }

@@ -99,6 +99,9 @@ struct WorldOptions {
   int replicas = 1;
   bool postgres = false;
   int leader_takeover_s = 3;  // ORCH_LEADER_TAKEOVER_S (PostgreSQL only)
+  // Issue 20: orch writes back to the fakes (comments, the review stage's "In Review", done_state "Done"). Off by
+  // default: the other worlds test other things, and the writes share Plane's budget with the reconciler.
+  bool write_back = false;
 };
 
 class World {
@@ -133,6 +136,7 @@ class World {
         {"ORCH_TELEGRAM_BOT_TOKEN", telegram.token()},
         {"ORCH_TELEGRAM_CHAT_ID", telegram.chat_id()},
         {"ORCH_RECONCILE_ENABLED", options_.reconcile ? "1" : "0"},
+        {"ORCH_PLANE_WRITE_BACK", options_.write_back ? "1" : "0"},
         {"ORCH_RECONCILE_INTERVAL_S", std::to_string(options_.interval_s)},
         {"ORCH_RECONCILE_GRACE_DEFAULT_S", std::to_string(options_.grace_s)},
         {"ORCH_LOG_FORMAT", "text"},
@@ -173,6 +177,7 @@ class World {
   }
 
   bool replicated() const { return replicated_; }
+  bool write_back() const { return options_.write_back; }
   bool on_postgres() const { return !database_url.empty(); }
   std::size_t replica_count() const { return replicas.size(); }
 
@@ -348,10 +353,14 @@ class World {
     plane.set_api_key(kPlaneKey);
     // A service token's limit (300 a minute, plane.md section 3): these worlds test convergence, not pacing, and
     // under the default 60 a minute their busiest runs would spend a minute waiting for the window.
-    plane.set_rate_limit(300);
+    // With write-back on, a run of 50 items writes some 400 comments and state moves: at 300 a minute they would
+    // add more than a minute to the test. Pacing under Plane's limit is tested on a manual clock instead
+    // (tests/integrations/write_back_test.cpp); here the allowance only has to be finite.
+    plane.set_rate_limit(options_.write_back ? 1500 : 300);
     plane.add_project(kWorkspace, kProjectId, "SHOP");
     plane.add_state(kProjectId, "Approved", "started");
     plane.add_state(kProjectId, "Rejected", "started");
+    plane.add_state(kProjectId, "In Review", "started");
     gitea.set_token(kGiteaToken);
     gitea.add_repo(kRepo);
   }
@@ -412,7 +421,8 @@ class World {
   void write_config() {
     std::ofstream f(config_path);
     f << "[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"" << data_dir << "\"\nmax_body_bytes = 1048576\n\n"
-      << "[plane]\nbase_url = \"" << plane.base_url() << "\"\n[gitea]\nbase_url = \"" << gitea.base_url()
+      << "[plane]\nbase_url = \"" << plane.base_url() << "\"\n" << (options_.write_back ? "done_state = \"Done\"\n" : "")
+      << "[gitea]\nbase_url = \"" << gitea.base_url()
       << "\"\n[telegram]\napi_base = \"" << telegram.base_url() << "\"\n\n"
       << "[reconciler]\nenabled = true\nplane_enabled = true\ninterval = \"60s\"\ngrace_default = \"15m\"\n"
       << "notify_unblock = true\nmax_candidates_per_pass = 500\n\n"
@@ -429,7 +439,8 @@ class World {
          "on_reject = \"analysis\"\n\n"
       << "[[stages]]\nname = \"development\"\nagent = \"developer\"\nopen_pr = true\ngate = { type = \"ci_green\" }\n\n"
       << "[[stages]]\nname = \"review\"\nagent = \"reviewer\"\ngate = { type = \"any\", of = [{ type = "
-         "\"pr_approved\" }, { type = \"pr_merged\" }] }\non_changes_requested = \"development\"\n";
+         "\"pr_approved\" }, { type = \"pr_merged\" }] }\non_changes_requested = \"development\"\n"
+      << (options_.write_back ? "plane_state = \"In Review\"\n" : "");
   }
 
   WorldOptions options_;
