@@ -87,10 +87,11 @@ std::vector<OutboxMessage> WriteBackPlan::for_transition(const TaskRow& before, 
                               *t.rejection_reason));
   if (done)
     out.push_back(comment(before, "done",
-                          before.pr_number ? before.work_item_key + " is done: pull request #" +
-                                                 std::to_string(*before.pr_number) + " is merged, " +
-                                                 pull_url(before, *before.pr_number)
-                                           : before.work_item_key + " is done."));
+                          before.pr_number
+                              ? before.work_item_key + " is done: pull request #" + std::to_string(*before.pr_number) +
+                                    (before.pr_state == PrState::kMerged ? " is merged, " : ", ") +
+                                    pull_url(before, *before.pr_number)
+                              : before.work_item_key + " is done."));
   if (done) {
     if (!config_.plane_done_state.empty()) out.push_back(state_move(before, config_.plane_done_state));
   } else if (const StageSpec* stage = stage_of(config_, t.to); stage && !stage->plane_state.empty()) {
