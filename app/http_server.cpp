@@ -108,6 +108,10 @@ Status HttpServer::start(const std::string& host, int port) {
   }
   if (listen_fd_ >= 0 && listen_backlog_ > 0) ::listen(listen_fd_, listen_backlog_);  // Linux: updates the backlog
   thread_ = std::thread([this] { server_.listen_after_bind(); });
+  // httplib's stop() does nothing until the loop has marked itself running: a stop() right after start() would
+  // leave the thread listening forever and its join() hanging. The loop gets there at once; wait for it, bounded.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!server_.is_running() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
   return {};
 }
 
