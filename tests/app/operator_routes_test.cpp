@@ -611,6 +611,13 @@ TEST_CASE("retrying a failed write through POST /admin/outbox/<id>/retry makes i
   REQUIRE(unknown);
   CHECK(unknown->status == 404);
   CHECK(json::parse(unknown->body, nullptr, false).contains("error"));
+  // Timed under a bounded route label, not the path with its id (the logger runs just after each answer).
+  CHECK(eventually([&] {
+    auto m = c.Get("/metrics");
+    if (!m || m->status != 200) return false;
+    return parse_exposition(m->body)
+               .samples[R"(orch_http_request_duration_seconds_count{route="/admin/outbox/retry"})"] == 5;
+  }));
 }
 
 TEST_CASE("/metrics has orch_outbox_messages by channel and status, beside the Telegram-only gauges") {
