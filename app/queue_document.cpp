@@ -67,13 +67,13 @@ constexpr int kWriteListLimit = 50;
 
 // The Plane and Gitea channels together: counts summed, each list newest first across both, at most 50.
 Result<json> write_back_json(Store& store, bool enabled) {
-  json wb = {{"enabled", enabled}, {"pending", 0}, {"failed", 0}};
+  std::int64_t pending_count = 0, failed_count = 0;
   std::vector<NotificationRow> failed, pending;
   for (std::string_view channel : {kChannelPlane, kChannelGitea}) {
     auto counts = store.channel_counts(std::string(channel));
     if (!counts.ok()) return counts.status();
-    wb["pending"] = wb["pending"].get<std::int64_t>() + counts.value().pending;
-    wb["failed"] = wb["failed"].get<std::int64_t>() + counts.value().failed;
+    pending_count += counts.value().pending;
+    failed_count += counts.value().failed;
     for (auto [status, into] : {std::pair{NotificationStatus::kFailed, &failed},
                                 std::pair{NotificationStatus::kPending, &pending}}) {
       auto rows = store.messages(std::string(channel), status, kWriteListLimit);
@@ -81,6 +81,7 @@ Result<json> write_back_json(Store& store, bool enabled) {
       into->insert(into->end(), rows.value().begin(), rows.value().end());
     }
   }
+  json wb = {{"enabled", enabled}, {"pending", pending_count}, {"failed", failed_count}};
   for (auto [field, rows] : {std::pair{"failed_writes", &failed}, std::pair{"pending_writes", &pending}}) {
     // Ids grow with time across channels (one table), so newest first is the highest id first.
     std::sort(rows->begin(), rows->end(),

@@ -313,5 +313,21 @@ TEST_CASE("the queue page lists a failed write-back, and pressing its Retry in c
   (void)chrome.call("Browser.close", nlohmann::json::object());
 }
 
+TEST_CASE("the queue page's write-back section says off (kill switch) when ORCH_PLANE_WRITE_BACK is off") {
+  if (!std::filesystem::exists(kChromium)) {
+    MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
+    return;
+  }
+  RunningApp app(Env{{"ORCH_PLANE_WRITE_BACK", "0"}});
+  app.start();
+  const std::string dom = dump_queue_dom(app);
+  CAPTURE(dom);
+  CHECK(dom.find(R"(data-source="live")") != std::string::npos);
+  CHECK(dom.find(R"(id="write-back")") != std::string::npos);
+  CHECK(dom.find(R"(<p class="state">write-back: <span class="bad">off (kill switch)</span></p>)") !=
+        std::string::npos);
+  CHECK(dom.find(R"(<p class="counts">pending 0, failed 0</p>)") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace orch
