@@ -38,4 +38,8 @@ Result<JobRow> retry_blocked_task(Store& store, const Pipeline& pipeline, TaskId
   return *enqueued.value();
 }
 
+Status retry_outbox_message(OutboxStore& outbox, NotificationId id, TimePoint now) {
+  return outbox.retry_failed_message(id, now);
+}
+
 }  // namespace orch

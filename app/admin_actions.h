@@ -18,4 +18,8 @@ Status set_reconcile_switch(SettingsStore& settings, bool enable, bool plane_onl
 // agent, then clears `blocked`. kNotFound: no such task; kConflict: not blocked; kInvalid: its stage has no agent.
 Result<JobRow> retry_blocked_task(Store& store, const Pipeline& pipeline, TaskId id, TimePoint now);
 
+// Gives a failed outbox message (a write-back, or a Telegram notification) a fresh attempt budget, due now; its
+// channel's drainer sends it on its next round. kNotFound: no such message; kConflict: not failed.
+Status retry_outbox_message(OutboxStore& outbox, NotificationId id, TimePoint now);
+
 }  // namespace orch

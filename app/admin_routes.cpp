@@ -93,6 +93,19 @@ void register_admin_routes(httplib::Server& server, const Secret& admin_token, A
                        {{"task_id", id}, {"job_id", job.value().id}, {"attempt", job.value().attempt},
                         {"status", job_status_name(job.value().status)}});
               }));
+
+  server.Post(R"(/admin/outbox/(\d+)/retry)",
+              admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
+                std::string raw = req.matches[1];
+                NotificationId id = 0;
+                auto [p, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), id);
+                if (ec != std::errc() || p != raw.data() + raw.size())
+                  return answer(res, 400, {{"error", "bad outbox message id"}});
+                if (Status s = retry_outbox_message(deps.store, id, deps.clock.now()); !s.ok())
+                  return answer_error(res, s);
+                deps.log.info("admin: outbox message {} retried", id);
+                answer(res, 200, {{"retried", id}});
+              }));
 }
 
 void register_readiness(httplib::Server& server, std::vector<ReadinessCheck> checks) {

@@ -1,6 +1,7 @@
 // app/admin_routes.h: the authenticated POST endpoints of DESIGN.md "The operator's interface": the kill switches,
-// replaying a delivery, retrying a blocked task. Each goes through the same function as the CLI (admin_actions.h,
-// InboxProcessor::replay) and answers JSON. Also /readyz (open): one check per dependency, 503 naming the failing ones.
+// replaying a delivery, retrying a blocked task or a failed outbox message (a write-back). Each goes through the
+// same function as the CLI (admin_actions.h, InboxProcessor::replay) and answers JSON. Also /readyz (open): one
+// check per dependency, 503 naming the failing ones.
 // Handlers run on any server thread; everything they touch is thread-safe.
 #pragma once
 

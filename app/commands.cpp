@@ -25,7 +25,8 @@ int fail(const std::string& command, const Status& s) {
 Result<Settings> settings_for(const CommonOptions& common) { return load_settings(common.config, process_env()); }
 
 QueueDefaults queue_defaults(const Settings& s) {
-  return {s.reconciler.enabled, s.reconciler.plane_enabled, static_cast<long long>(s.reconciler.interval.count())};
+  return {s.reconciler.enabled, s.reconciler.plane_enabled, static_cast<long long>(s.reconciler.interval.count()),
+          s.plane_write_back};
 }
 
 }  // namespace

@@ -32,6 +32,7 @@ std::string route_of(const std::string& path) {
   if (path.rfind("/admin/reconcile/", 0) == 0) return "/admin/reconcile";
   if (path.rfind("/admin/deliveries/", 0) == 0) return "/admin/deliveries/replay";
   if (path.rfind("/admin/tasks/", 0) == 0) return "/admin/tasks/retry";
+  if (path.rfind("/admin/outbox/", 0) == 0) return "/admin/outbox/retry";
   return "other";
 }
 
@@ -87,6 +88,11 @@ Metrics::Metrics(Store& store, const Leadership& leadership)
       inbox_(BuildGauge().Name("orch_inbox_deliveries").Help("Stored deliveries by status").Register(*registry_)),
       notifications_(
           BuildGauge().Name("orch_notifications").Help("Outbox notifications by status").Register(*registry_)),
+      outbox_messages_(BuildGauge()
+                           .Name("orch_outbox_messages")
+                           .Help("Outbox messages by channel (telegram, plane, gitea) and status (pending, sent, "
+                                 "failed)")
+                           .Register(*registry_)),
       outbox_depth_(BuildGauge()
                         .Name("orch_notification_outbox_depth")
                         .Help("Notifications waiting to be sent")
@@ -278,6 +284,17 @@ void Metrics::collect_from_store() {
     outbox_depth_.Set(static_cast<double>(c.value().pending));
   } else {
     up = false;
+  }
+  for (std::string_view channel : {kChannelTelegram, kChannelPlane, kChannelGitea}) {
+    auto c = store_.channel_counts(std::string(channel));
+    if (!c.ok()) {
+      up = false;
+      continue;
+    }
+    const std::string ch(channel);
+    outbox_messages_.Add({{"channel", ch}, {"status", "pending"}}).Set(static_cast<double>(c.value().pending));
+    outbox_messages_.Add({{"channel", ch}, {"status", "sent"}}).Set(static_cast<double>(c.value().sent));
+    outbox_messages_.Add({{"channel", ch}, {"status", "failed"}}).Set(static_cast<double>(c.value().failed));
   }
   auto flag = [&](const char* key, prometheus::Gauge& g) {
     auto v = store_.get_setting(key);

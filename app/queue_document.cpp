@@ -1,5 +1,9 @@
 #include "app/queue_document.h"
 
+#include <algorithm>
+#include <utility>
+#include <vector>
+
 namespace orch {
 namespace {
 
@@ -42,6 +46,51 @@ json job_json(const JobRow& j) {
           {"step", j.step},
           {"step_attempts", j.step_attempts},
           {"step_error", j.step_error}};
+}
+
+// A write-back's row, without its text: the text holds tracker titles and agent output (attacker-influenced and
+// possibly long); the operator needs to know which write it is, not its words.
+json write_json(const NotificationRow& n) {
+  json text = json::parse(n.text, nullptr, false);
+  json kind = text.is_object() && text.contains("kind") && text["kind"].is_string() ? text["kind"] : json(nullptr);
+  return {{"id", n.id},
+          {"channel", n.channel},
+          {"kind", kind},
+          {"key", n.dedup_key},
+          {"attempts", n.attempts},
+          {"error", n.error},
+          {"created_at", format_rfc3339(n.created_at)},
+          {"next_attempt_at", format_rfc3339(n.next_attempt_at)}};
+}
+
+constexpr int kWriteListLimit = 50;
+
+// The Plane and Gitea channels together: counts summed, each list newest first across both, at most 50.
+Result<json> write_back_json(Store& store, bool enabled) {
+  std::int64_t pending_count = 0, failed_count = 0;
+  std::vector<NotificationRow> failed, pending;
+  for (std::string_view channel : {kChannelPlane, kChannelGitea}) {
+    auto counts = store.channel_counts(std::string(channel));
+    if (!counts.ok()) return counts.status();
+    pending_count += counts.value().pending;
+    failed_count += counts.value().failed;
+    for (auto [status, into] : {std::pair{NotificationStatus::kFailed, &failed},
+                                std::pair{NotificationStatus::kPending, &pending}}) {
+      auto rows = store.messages(std::string(channel), status, kWriteListLimit);
+      if (!rows.ok()) return rows.status();
+      into->insert(into->end(), rows.value().begin(), rows.value().end());
+    }
+  }
+  json wb = {{"enabled", enabled}, {"pending", pending_count}, {"failed", failed_count}};
+  for (auto [field, rows] : {std::pair{"failed_writes", &failed}, std::pair{"pending_writes", &pending}}) {
+    // Ids grow with time across channels (one table), so newest first is the highest id first.
+    std::sort(rows->begin(), rows->end(),
+              [](const NotificationRow& a, const NotificationRow& b) { return a.id > b.id; });
+    if (rows->size() > static_cast<std::size_t>(kWriteListLimit)) rows->resize(kWriteListLimit);
+    wb[field] = json::array();
+    for (const NotificationRow& n : *rows) wb[field].push_back(write_json(n));
+  }
+  return wb;
 }
 
 }  // namespace
@@ -128,6 +177,10 @@ Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& de
   if (!outbox.ok()) return outbox.status();
   doc["notifications"] = {
       {"pending", outbox.value().pending}, {"sent", outbox.value().sent}, {"failed", outbox.value().failed}};
+
+  auto write_back = write_back_json(store, defaults.write_back_enabled);
+  if (!write_back.ok()) return write_back.status();
+  doc["write_back"] = std::move(write_back).value();
   return doc;
 }
 

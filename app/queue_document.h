@@ -15,6 +15,7 @@ struct QueueDefaults {  // what the reconcile block says before the reconciler e
   bool enabled = true;
   bool plane_enabled = true;
   long long interval_s = 60;
+  bool write_back_enabled = true;  // Settings::plane_write_back: the write_back block's `enabled`
 };
 
 // With `leadership`, the reconcile block also says which replica leads (`leader`), which one answered (`replica`)

@@ -35,6 +35,7 @@ dt{font-weight:bold}dd{margin:0}
 <section id="jobs"><h2>Jobs</h2><div class="body"></div></section>
 <section id="inbox"><h2>Inbox</h2><div class="body"></div></section>
 <section id="notifications"><h2>Notifications</h2><div class="body"></div></section>
+<section id="write-back"><h2>Write-back</h2><div class="body"></div></section>
 <section id="transitions"><h2>Recent transitions</h2><div class="body"></div></section>
 <script type="application/json" id="orch-config">)HTML";
 
@@ -102,6 +103,7 @@ async function post(url, label) {
 }
 function replay(id) { return post('/admin/deliveries/' + seg(id) + '/replay', 'replay ' + id); }
 function retry(taskId) { return post('/admin/tasks/' + seg(taskId) + '/retry', 'retry task ' + taskId); }
+function retryWrite(id) { return post('/admin/outbox/' + seg(id) + '/retry', 'retry write ' + id); }
 function flip(enable, plane) {
   return post('/admin/reconcile/' + (enable ? 'enable' : 'disable') + (plane ? '?side=plane' : ''),
               (enable ? 'enable' : 'disable') + (plane ? ' tracker side' : ' reconciler'));
@@ -184,6 +186,25 @@ function renderInbox(doc) {
         el('td', {}, r.source), el('td', {}, r.reason), el('td', {class: 'bad'}, r.count),
         el('td', {}, r.last_at), el('td', {}, r.last_error)))));
 }
+// The Plane and Gitea writes (never their text: only which write it is and how sending it went).
+function renderWriteBack(w) {
+  if (!w) return setBody('write-back', el('p', {class: 'muted'}, 'not reported'));
+  const writeCells = x => [el('td', {}, x.channel), el('td', {class: 'kind'}, x.kind || ''),
+    el('td', {class: 'key'}, x.key), el('td', {class: 'attempts'}, x.attempts)];
+  setBody('write-back',
+    el('p', {class: 'state'}, 'write-back: ',
+       w.enabled ? el('span', {class: 'good'}, 'enabled') : el('span', {class: 'bad'}, 'off (kill switch)')),
+    el('p', {class: 'counts'}, 'pending ' + w.pending + ', failed ' + w.failed),
+    el('h3', {}, 'Failed writes'),
+    table(['channel', 'kind', 'key', 'attempts', 'error', ''], w.failed_writes.map(x =>
+      el('tr', {class: 'write failed', 'data-write-id': x.id}, ...writeCells(x),
+        el('td', {class: 'bad'}, x.error),
+        el('td', {}, el('button', {class: 'retry-write', onclick: () => retryWrite(x.id)}, 'Retry'))))),
+    el('h3', {}, 'Pending writes'),
+    table(['channel', 'kind', 'key', 'attempts', 'next attempt', 'last error'], w.pending_writes.map(x =>
+      el('tr', {class: 'write pending', 'data-write-id': x.id}, ...writeCells(x),
+        el('td', {}, x.next_attempt_at), el('td', {}, x.error || '')))));
+}
 function renderTransitions(doc) {
   setBody('transitions', table(['at', 'item', 'from', 'to', 'cause', 'detail'], doc.transitions.map(t =>
     el('tr', {class: 'transition'}, el('td', {}, t.at), el('td', {}, t.work_item_key || ('task ' + t.task_id)),
@@ -196,6 +217,7 @@ function render(doc) {
   renderInbox(doc);
   const n = doc.notifications;
   setBody('notifications', el('p', {}, 'pending ' + n.pending + ', sent ' + n.sent + ', failed ' + n.failed));
+  renderWriteBack(doc.write_back);
   renderTransitions(doc);
 }
 async function refresh() {

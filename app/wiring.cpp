@@ -211,7 +211,8 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       }),
       queue_page_(*store_, clock_, settings_.config, layout_,
                   QueueDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
-                                static_cast<long long>(settings_.reconciler.interval.count())},
+                                static_cast<long long>(settings_.reconciler.interval.count()),
+                                settings_.plane_write_back},
                   QueueLinks{settings_.plane_base_url, settings_.gitea_base_url}, leadership_.get(),
                   &webhook_routes_.refusals()) {
   // Order matters: the worktree exists before the first job is queued, and the pool is poked after the enqueue.

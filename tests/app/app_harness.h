@@ -128,6 +128,25 @@ class RunningApp {
     REQUIRE(store().fail_job_step(job.id, error, now + std::chrono::hours(1), now).ok());
     return job;
   }
+  // An outbox message of `channel` (a write-back: plane / gitea) stored pending and, with `error`, failed after one
+  // attempt, as a drainer that gave up leaves it. Returns its id.
+  NotificationId add_write(const std::string& channel, const std::string& key, const std::string& text,
+                           const std::optional<std::string>& error) {
+    TimePoint now = SystemClock().now();
+    auto added = store().enqueue_messages({OutboxMessage{.channel = channel, .dedup_key = key, .text = text,
+                                                         .lane = channel + ":lane-" + key, .task_id = 0}},
+                                          now);
+    REQUIRE(added.ok());
+    REQUIRE(added.value() == 1);
+    auto rows = store().messages(channel, NotificationStatus::kPending, 1000);
+    REQUIRE(rows.ok());
+    NotificationId id = 0;
+    for (const NotificationRow& r : rows.value())
+      if (r.dedup_key == key) id = r.id;
+    REQUIRE(id != 0);
+    if (error) REQUIRE(store().mark_notification_failed(id, *error).ok());
+    return id;
+  }
   void set_snapshot(const std::string& json) { REQUIRE(store().set_setting(kSettingReconcileSnapshot, json).ok()); }
 
   static std::string lower(std::string s) {

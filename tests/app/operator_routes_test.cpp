@@ -497,3 +497,162 @@ TEST_CASE("refused deliveries are counted on /metrics by source and reason and l
 
 }  // namespace
 }  // namespace orch
+
+namespace orch {
+namespace {
+using namespace orch::testing;
+
+// A Plane comment whose text carries a hostile title and a long agent summary: none of it may reach the listing.
+const std::string kHostileWrite = std::string(R"({"kind":"comment","project":"shop","work_item_id":"wi-SHOP-3",)") +
+                                  R"("text":")" + kHostileTitle + " " + std::string(5000, 'x') + R"("})";
+
+TEST_CASE("/queue.json's write_back block sums the Plane and Gitea writes and lists them without their text") {
+  RunningApp app;
+  const NotificationId failed = app.add_write("plane", "3:7:comment", kHostileWrite, "plane answered 422");
+  const NotificationId pending = app.add_write(
+      "gitea", "3:7:status", R"({"kind":"status","repo":"acme/shop","branch":"orch/shop-3","state":"pending"})",
+      std::nullopt);
+  const NotificationId newer_failed =
+      app.add_write("gitea", "3:8:review", R"({"kind":"review","repo":"acme/shop","pr":12,"event":"COMMENT"})",
+                    "gitea answered 500");
+  // A Telegram notification is not a write-back: counted under notifications only.
+  REQUIRE(app.store().enqueue_notification("tg-1", "hello", SystemClock().now()).ok());
+  app.start();
+  json doc = get_queue(app);
+  REQUIRE(doc.contains("write_back"));
+  const json& wb = doc["write_back"];
+  check_fields(wb, {{"enabled", T::kBool}, {"pending", T::kInt}, {"failed", T::kInt}, {"failed_writes", T::kArray},
+                    {"pending_writes", T::kArray}});
+  CHECK(wb["enabled"] == true);
+  CHECK(wb["pending"] == 1);
+  CHECK(wb["failed"] == 2);
+  REQUIRE(wb["failed_writes"].size() == 2);
+  REQUIRE(wb["pending_writes"].size() == 1);
+  for (const json& w : wb["failed_writes"]) {
+    check_fields(w, {{"id", T::kInt}, {"channel", T::kString}, {"kind", T::kString}, {"key", T::kString},
+                     {"attempts", T::kInt}, {"error", T::kString}, {"created_at", T::kString},
+                     {"next_attempt_at", T::kString}});
+    CHECK(is_rfc3339(w["created_at"]));
+    CHECK(is_rfc3339(w["next_attempt_at"]));
+    CHECK_FALSE(w.contains("text"));
+  }
+  // Newest first, across both channels.
+  CHECK(wb["failed_writes"][0]["id"] == newer_failed);
+  CHECK(wb["failed_writes"][0]["channel"] == "gitea");
+  CHECK(wb["failed_writes"][0]["kind"] == "review");
+  const json& plane = wb["failed_writes"][1];
+  CHECK(plane["id"] == failed);
+  CHECK(plane["channel"] == "plane");
+  CHECK(plane["kind"] == "comment");
+  CHECK(plane["key"] == "3:7:comment");
+  CHECK(plane["attempts"] == 1);
+  CHECK(plane["error"] == "plane answered 422");
+  CHECK(wb["pending_writes"][0]["id"] == pending);
+  CHECK(wb["pending_writes"][0]["kind"] == "status");
+  CHECK(wb["pending_writes"][0]["attempts"] == 0);
+  const std::string whole = doc.dump();
+  CHECK(whole.find(kHostileTitle) == std::string::npos);
+  CHECK(whole.find(std::string(100, 'x')) == std::string::npos);
+  // (pending, or sent already by the Telegram drainer; never in write_back's sums above)
+  CHECK(doc["notifications"]["pending"].get<int>() + doc["notifications"]["sent"].get<int>() == 1);
+}
+
+TEST_CASE("/queue.json's write_back says enabled false when the kill switch ORCH_PLANE_WRITE_BACK is off") {
+  RunningApp app(Env{{"ORCH_PLANE_WRITE_BACK", "0"}});
+  app.start();
+  json doc = get_queue(app);
+  REQUIRE(doc.contains("write_back"));
+  CHECK(doc["write_back"]["enabled"] == false);
+  CHECK(doc["write_back"]["failed_writes"].empty());
+}
+
+TEST_CASE("retrying a failed write through POST /admin/outbox/<id>/retry makes it pending with a fresh budget") {
+  RunningApp app;
+  const NotificationId failed = app.add_write("plane", "5:9:comment", kHostileWrite, "plane answered 422");
+  const NotificationId pending = app.add_write(
+      "gitea", "5:9:status", R"({"kind":"status","repo":"acme/shop","branch":"orch/shop-5","state":"pending"})",
+      std::nullopt);
+  app.start();
+  auto c = app.client();
+  const std::string path = "/admin/outbox/" + std::to_string(failed) + "/retry";
+
+  auto anonymous = c.Post(path, "", "application/json");
+  REQUIRE(anonymous);
+  CHECK(anonymous->status == 401);
+  CHECK(get_queue(app)["write_back"]["failed"] == 1);
+
+  auto res = c.Post(path, admin(), "", "application/json");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(json::parse(res->body, nullptr, false) == json{{"retried", failed}});
+  auto rows = app.store().all_notifications();
+  REQUIRE(rows.ok());
+  bool seen = false;
+  for (const NotificationRow& r : rows.value())
+    if (r.id == failed) {
+      seen = true;
+      CHECK(r.status == NotificationStatus::kPending);
+      CHECK(r.attempts == 0);
+    }
+  CHECK(seen);
+  json wb = get_queue(app)["write_back"];
+  CHECK(wb["failed"] == 0);
+  CHECK(wb["failed_writes"].empty());
+  CHECK(wb["pending"] == 2);
+  CHECK(app.log().contains("admin: outbox message " + std::to_string(failed) + " retried"));
+
+  auto again = c.Post(path, admin(), "", "application/json");  // pending now, not failed
+  REQUIRE(again);
+  CHECK(again->status == 409);
+  auto not_failed = c.Post("/admin/outbox/" + std::to_string(pending) + "/retry", admin(), "", "application/json");
+  REQUIRE(not_failed);
+  CHECK(not_failed->status == 409);
+  auto unknown = c.Post("/admin/outbox/987654/retry", admin(), "", "application/json");
+  REQUIRE(unknown);
+  CHECK(unknown->status == 404);
+  CHECK(json::parse(unknown->body, nullptr, false).contains("error"));
+  // Timed under a bounded route label, not the path with its id (the logger runs just after each answer).
+  CHECK(eventually([&] {
+    auto m = c.Get("/metrics");
+    if (!m || m->status != 200) return false;
+    return parse_exposition(m->body)
+               .samples[R"(orch_http_request_duration_seconds_count{route="/admin/outbox/retry"})"] == 5;
+  }));
+}
+
+TEST_CASE("/metrics has orch_outbox_messages by channel and status, beside the Telegram-only gauges") {
+  RunningApp app;
+  app.add_write("plane", "1:1:comment", R"({"kind":"comment"})", "plane answered 422");
+  app.add_write("plane", "1:1:state", R"({"kind":"state"})", std::nullopt);
+  app.add_write("gitea", "1:1:status", R"({"kind":"status"})", std::nullopt);
+  app.add_write("gitea", "1:2:status", R"({"kind":"status"})", std::nullopt);
+  REQUIRE(app.store().enqueue_notification("tg-1", "hello", SystemClock().now()).ok());
+  app.start();
+  auto res = app.client().Get("/metrics");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  Exposition e = parse_exposition(res->body);
+  for (const std::string& err : e.errors) FAIL_CHECK(err);
+  CHECK(e.types["orch_outbox_messages"] == "gauge");
+  CHECK(e.samples[R"(orch_outbox_messages{channel="plane",status="failed"})"] == 1);
+  CHECK(e.samples[R"(orch_outbox_messages{channel="plane",status="pending"})"] == 1);
+  CHECK(e.samples[R"(orch_outbox_messages{channel="plane",status="sent"})"] == 0);
+  CHECK(e.samples[R"(orch_outbox_messages{channel="gitea",status="pending"})"] == 2);
+  CHECK(e.samples[R"(orch_outbox_messages{channel="gitea",status="failed"})"] == 0);
+  // Every channel and status is a series from the start; the Telegram one may be sent already by its drainer.
+  for (const char* channel : {"telegram", "plane", "gitea"})
+    for (const char* status : {"pending", "sent", "failed"}) {
+      CAPTURE(channel);
+      CAPTURE(status);
+      CHECK(e.samples.count(std::string(R"(orch_outbox_messages{channel=")") + channel + R"(",status=")" + status +
+                            "\"}"));
+    }
+  CHECK(sum_samples(e, "orch_outbox_messages", {R"(channel="telegram")"}) == 1);
+  // The Telegram-only gauges stay as they were.
+  CHECK(e.types["orch_notifications"] == "gauge");
+  CHECK(e.samples.count("orch_notification_outbox_depth"));
+  CHECK(sum_samples(e, "orch_notifications") == 1);
+}
+
+}  // namespace
+}  // namespace orch

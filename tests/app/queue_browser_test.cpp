@@ -262,5 +262,72 @@ TEST_CASE("the queue page's jobs table shows a job's failing follow-up step, its
   CHECK(dom.find("open_pr: gitea answered 500") != std::string::npos);
 }
 
+TEST_CASE("the queue page lists a failed write-back, and pressing its Retry in chromium makes it pending") {
+  if (!std::filesystem::exists(kChromium)) {
+    MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
+    return;
+  }
+  RunningApp app;
+  const NotificationId id = app.add_write(
+      "plane", "6:11:comment",
+      std::string(R"({"kind":"comment","project":"shop","work_item_id":"wi-SHOP-6","text":")") + kHostileTitle + "\"}",
+      "plane answered 422 <b>bad</b>");
+  app.start();
+  TempDir profile;
+  DevTools chrome(profile);
+  auto target = chrome.call("Target.createTarget", {{"url", queue_url(app)}});
+  REQUIRE_MESSAGE(target.contains("targetId"), target.dump());
+  auto attached = chrome.call("Target.attachToTarget", {{"targetId", target["targetId"]}, {"flatten", true}});
+  REQUIRE_MESSAGE(attached.contains("sessionId"), attached.dump());
+  const std::string session = attached["sessionId"];
+  auto js = [&](const std::string& expr) { return chrome.eval(session, expr); };
+
+  const std::string sid = std::to_string(id);
+  const std::string failed_row = "document.querySelector('#write-back tr.write.failed[data-write-id=\"" + sid + "\"]')";
+  const std::string pending_row =
+      "document.querySelector('#write-back tr.write.pending[data-write-id=\"" + sid + "\"]')";
+  REQUIRE(eventually([&] { return js("document.getElementById('status')?.getAttribute('data-source')") == "live"; }));
+  CHECK(js("document.querySelector('#write-back .state').textContent") == "write-back: enabled");
+  CHECK(js("document.querySelector('#write-back .counts').textContent") == "pending 0, failed 1");
+  REQUIRE(js(failed_row + " !== null") == true);
+  CHECK(js(failed_row + ".querySelector('td.key').textContent") == "6:11:comment");
+  CHECK(js(failed_row + ".querySelector('td.kind').textContent") == "comment");
+  // The error is text, and the write's own text (a hostile title) is not on the page at all.
+  CHECK(js(failed_row + ".querySelector('td.bad').textContent") == "plane answered 422 <b>bad</b>");
+  CHECK(js("document.querySelector('#write-back b') === null") == true);
+  CHECK(js("document.body.textContent.includes('onerror')") == false);
+
+  CHECK(js(failed_row + ".querySelector('button.retry-write').click(), true") == true);
+  CHECK(eventually([&] {
+    return js("document.getElementById('status').getAttribute('data-last-action')") == "retry write " + sid + " ok";
+  }));
+  CHECK(eventually([&] { return js(failed_row + " === null") == true; }));
+  CHECK(eventually([&] { return js(pending_row + " !== null") == true; }));
+  CHECK(js("document.querySelector('#write-back .counts').textContent") == "pending 1, failed 0");
+  auto rows = app.store().messages("plane", NotificationStatus::kPending, 10);
+  REQUIRE(rows.ok());
+  REQUIRE(rows.value().size() == 1);
+  CHECK(rows.value()[0].id == id);
+  CHECK(rows.value()[0].attempts == 0);
+  CHECK(app.log().contains("admin: outbox message " + sid + " retried"));
+  (void)chrome.call("Browser.close", nlohmann::json::object());
+}
+
+TEST_CASE("the queue page's write-back section says off (kill switch) when ORCH_PLANE_WRITE_BACK is off") {
+  if (!std::filesystem::exists(kChromium)) {
+    MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
+    return;
+  }
+  RunningApp app(Env{{"ORCH_PLANE_WRITE_BACK", "0"}});
+  app.start();
+  const std::string dom = dump_queue_dom(app);
+  CAPTURE(dom);
+  CHECK(dom.find(R"(data-source="live")") != std::string::npos);
+  CHECK(dom.find(R"(id="write-back")") != std::string::npos);
+  CHECK(dom.find(R"(<p class="state">write-back: <span class="bad">off (kill switch)</span></p>)") !=
+        std::string::npos);
+  CHECK(dom.find(R"(<p class="counts">pending 0, failed 0</p>)") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace orch
