@@ -396,7 +396,7 @@ TEST_CASE("create_review: a bad event sends nothing, Gitea's refusals are kInval
   CHECK(f.gitea.reviews(kRepo, other).size() == 1);
 }
 
-TEST_CASE("set_commit_status posts CreateStatusOption; the combined status sees it; a 5xx is retried") {
+TEST_CASE("set_commit_status posts CreateStatusOption, the combined status sees it, and a 5xx is retried") {
   Fixture f;
   f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
   f.gitea.add_status(kRepo, kShaA, "ci/build", "success");
@@ -428,7 +428,7 @@ TEST_CASE("set_commit_status posts CreateStatusOption; the combined status sees 
   CHECK(history[2]["target_url"] == "");
 }
 
-TEST_CASE("set_commit_status: an unknown state sends nothing; an unknown sha is Gitea's 500, kUnavailable") {
+TEST_CASE("set_commit_status: an unknown state sends nothing, and an unknown sha is Gitea's 500, kUnavailable") {
   Fixture f;
   f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
   CHECK(f.client->set_commit_status(kRepo, kShaA, "skipped", "orch/review", "", "").code == Code::kInvalid);

@@ -467,7 +467,7 @@ TEST_CASE("plane writes: current_user_id says when the key is refused, and tells
   CHECK(f.client->current_user_id().ok());
 }
 
-TEST_CASE("plane writes: state_id_by_name resolves any state from the one cached listing; unknown is kNotFound") {
+TEST_CASE("plane writes: state_id_by_name resolves any state from the one cached listing, and an unknown one is kNotFound") {
   Fixture f;
   CHECK(f.client->state_id_by_name(f.project, "Todo").value() == f.todo);
   CHECK(f.client->state_id_by_name(f.project, "Approved").value() == f.approved);
