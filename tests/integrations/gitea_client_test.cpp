@@ -428,6 +428,17 @@ TEST_CASE("set_commit_status posts CreateStatusOption, the combined status sees 
   CHECK(history[2]["target_url"] == "");
 }
 
+TEST_CASE("the combined status leaves out orch's own orch/pipeline status, so the ci_green gate sees CI only") {
+  Fixture f;
+  f.gitea.add_status(kRepo, kShaA, "ci/build", "success");
+  REQUIRE(f.client->set_commit_status(kRepo, kShaA, "pending", "orch/pipeline", "in review", "").ok());
+  CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kSuccess);  // counted, it would be pending
+  REQUIRE(f.client->set_commit_status(kRepo, kShaA, "failure", "orch/pipeline", "blocked", "").ok());
+  CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kSuccess);
+  f.gitea.add_status(kRepo, kShaA, "ci/test", "failure");
+  CHECK(f.client->combined_status(kRepo, kShaA).value() == CiState::kFailure);
+}
+
 TEST_CASE("set_commit_status: an unknown state sends nothing, and an unknown sha is Gitea's 500, kUnavailable") {
   Fixture f;
   f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
