@@ -37,6 +37,28 @@ int cmd_check_config(const std::string& file) {
     std::cerr << config.status().message << "\n";
     return kFailed;
   }
+  // With an API key, the state names write-back moves items to are looked up in Plane too: a typo is an error naming
+  // its line, an unreachable Plane only a warning (serve checks again at start-up).
+  auto settings = make_settings(config.value(), process_env());
+  if (settings.ok() && settings.value().plane_write_back && !settings.value().plane_api_key.empty() &&
+      !plane_state_refs(config.value()).empty()) {
+    SystemClock clock;
+    RealSleeper sleeper;
+    auto log = make_logger(false);
+    HttpClientOptions o;
+    o.name = "plane";
+    o.base_url = settings.value().plane_base_url;
+    o.max_attempts = 2;
+    o.redact.push_back(settings.value().plane_api_key);
+    HttpClient http(o, sleeper, clock, *log);
+    PlaneClient plane(http, settings.value().plane_api_key);
+    Status checked = check_plane_state_names(config.value(), plane);
+    if (checked.code == Code::kInvalid) {
+      std::cerr << checked.message << "\n";
+      return kFailed;
+    }
+    if (!checked.ok()) std::cerr << "warning: " << checked.message << "\n";
+  }
   std::cout << file << ": ok (" << config.value().projects.size() << " project(s), " << config.value().stages.size()
             << " stage(s), " << config.value().agents.size() << " agent(s))\n";
   return kOk;

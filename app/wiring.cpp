@@ -363,25 +363,31 @@ void App::stop_threads() {
 // A state name orch would move items to must exist in each project: an unknown one is an error naming its line; an
 // unreachable Plane is logged, and the writes wait in the outbox until it answers. orch's Plane user is learnt here
 // too (the echo filter), and again before the first write if Plane could not be asked now.
+Status check_plane_state_names(const Config& config, PlaneClient& plane) {
+  const std::string file = std::filesystem::path(config.source_path).filename().string();
+  for (const PlaneStateRef& ref : plane_state_refs(config)) {
+    const ProjectSpec* project = config.find_project(ref.project);
+    if (!project) continue;
+    auto id = plane.state_id_by_name(*project, ref.state);
+    if (id.ok()) continue;
+    if (id.status().code == Code::kNotFound)
+      return invalid(file + ":" + std::to_string(ref.line) + ": " + ref.key + ": Plane project " + ref.project +
+                     " has no state '" + ref.state + "'");
+    return unavailable("cannot check the Plane states of " + ref.project + " (" + ref.key +
+                       "): " + id.status().message);
+  }
+  return {};
+}
+
 Status App::check_plane_states() {
   if (!settings_.plane_write_back) {
     log_.info("write-back: off ([plane] write_back / ORCH_PLANE_WRITE_BACK); nothing is written to Plane or Gitea");
     return {};
   }
   if (settings_.plane_api_key.empty()) return {};
-  const std::string file = std::filesystem::path(settings_.config.source_path).filename().string();
-  for (const PlaneStateRef& ref : plane_state_refs(settings_.config)) {
-    const ProjectSpec* project = settings_.config.find_project(ref.project);
-    if (!project) continue;
-    auto id = plane_writer_.state_id_by_name(*project, ref.state);
-    if (id.ok()) continue;
-    if (id.status().code == Code::kNotFound)
-      return invalid(file + ":" + std::to_string(ref.line) + ": " + ref.key + ": Plane project " + ref.project +
-                     " has no state '" + ref.state + "'");
-    log_.warn("write-back: cannot check the Plane states of {} ({}): {}; writes wait until Plane answers",
-              ref.project, ref.key, id.status().message);
-    return {};
-  }
+  Status checked = check_plane_state_names(settings_.config, plane_writer_);
+  if (checked.code == Code::kInvalid) return checked;
+  if (!checked.ok()) log_.warn("write-back: {}; writes wait until Plane answers", checked.message);
   if (auto user = plane_sender_.learn_user(); !user.ok())
     log_.warn("write-back: cannot learn orch's Plane user yet: {}", user.status().message);
   return {};

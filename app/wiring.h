@@ -82,6 +82,10 @@ struct OpenedStore {
 // PostgreSQL database of ORCH_DATABASE_URL / [store] url.
 Result<OpenedStore> open_store(const Settings& settings);
 
+// Every Plane state name write-back moves items to (a stage's plane_state, [plane] done_state) exists in each
+// project: kInvalid naming the config line when one does not, kUnavailable when Plane cannot be asked.
+Status check_plane_state_names(const Config& config, PlaneClient& plane);
+
 class App {
  public:
   // Builds every component and opens (migrating) the database. Nothing runs until start().

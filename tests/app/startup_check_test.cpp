@@ -2,6 +2,11 @@
 // a name Plane does not have refuses to start, naming the config line; an unreachable Plane only says so.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+
+#include "app/commands.h"
 #include "app/settings.h"
 #include "app/wiring.h"
 #include "tests/fakes/fake_plane.h"
@@ -76,4 +81,33 @@ TEST_CASE("start-up with Plane unreachable starts and says the state names could
   CHECK(app.value()->start().ok());
   app.value()->stop();
   CHECK(log.contains("write-back: cannot check the Plane states of shop"));
+}
+
+TEST_CASE("orch check-config with an API key looks the state names up in Plane and refuses a typo") {
+  FakePlane plane;
+  const std::string project_id = "4af0c6c4-5b8e-4d2a-9c61-0d3e7f2a91b5";  // examples/orch.toml's
+  plane.add_project("acme", project_id, "SHOP");
+  plane.add_state(project_id, "In Review", "started");
+  std::ifstream in(std::string(ORCH_SOURCE_DIR) + "/examples/orch.toml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto at = text.find("plane_state = \"In Review\"");
+  REQUIRE(at != std::string::npos);
+  TempDir dir;
+  auto write = [&](const std::string& body) {
+    std::ofstream(dir.file("orch.toml")) << body;
+    return dir.file("orch.toml");
+  };
+  ::setenv("ORCH_PLANE_BASE_URL", plane.base_url().c_str(), 1);
+  ::setenv("ORCH_PLANE_API_KEY", kApiKey.c_str(), 1);
+  CHECK(cmd_check_config(write(text)) == 0);
+  std::string typo = text;
+  typo.replace(at, std::string("plane_state = \"In Review\"").size(), "plane_state = \"In Reveiw\"");
+  CHECK(cmd_check_config(write(typo)) != 0);  // stderr: orch.toml:LINE: 'plane_state' in [[stages]] "review": ...
+  std::string gone = text;
+  plane.remove_state(project_id, "Done");
+  CHECK(cmd_check_config(write(gone)) != 0);  // done_state names a state the project no longer has
+  ::setenv("ORCH_PLANE_BASE_URL", "http://127.0.0.1:9/plane", 1);
+  CHECK(cmd_check_config(write(typo)) == 0);  // Plane unreachable: a warning, serve checks again at start-up
+  ::unsetenv("ORCH_PLANE_BASE_URL");
+  ::unsetenv("ORCH_PLANE_API_KEY");
 }
