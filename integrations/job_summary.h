@@ -3,6 +3,8 @@
 // UTF-8 and at most kMaxSummaryBytes; whoever posts it escapes it for its destination. Thread-safe (no state).
 #pragma once
 
+#include "integrations/utf8.h"  // valid_utf8, for callers of job_summary
+
 #include <cstddef>
 #include <filesystem>
 #include <string>
@@ -18,9 +20,5 @@ inline constexpr std::size_t kMaxSummaryLogLines = 40;  // of the log, when ther
 // last line saying so; otherwise the last lines of the agent's latest run in log_file (at most kMaxSummaryLogLines,
 // at most kMaxSummaryBytes, without orch's own "[orch] ..." lines); "" when neither has anything.
 std::string job_summary(const std::filesystem::path& output_dir, const std::filesystem::path& log_file);
-
-// `bytes` with every byte that does not start a well-formed UTF-8 sequence (overlong forms, surrogates and code
-// points past U+10FFFF are not well-formed) replaced by U+FFFD.
-std::string valid_utf8(std::string_view bytes);
 
 }  // namespace orch

@@ -1,5 +1,7 @@
 #include "integrations/plane_html.h"
 
+#include "integrations/utf8.h"
+
 #include <cctype>
 #include <vector>
 
@@ -11,32 +13,10 @@ namespace {
 std::string clean_utf8(std::string_view in) {
   std::string out;
   out.reserve(in.size());
-  std::size_t i = 0;
-  while (i < in.size()) {
-    const auto c = static_cast<unsigned char>(in[i]);
-    if (c < 0x80) {
-      if ((c >= 0x20 && c != 0x7f) || c == '\t' || c == '\n') out += static_cast<char>(c);
-      ++i;
-      continue;
-    }
-    const std::size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-    bool ok = len != 0 && i + len <= in.size();
-    for (std::size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(in[i + k]) & 0xc0) == 0x80;
-    if (ok && len == 3) {
-      const auto c1 = static_cast<unsigned char>(in[i + 1]);
-      ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);  // overlong, surrogates
-    }
-    if (ok && len == 4) {
-      const auto c1 = static_cast<unsigned char>(in[i + 1]);
-      ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);  // overlong, beyond U+10FFFF
-    }
-    if (ok) {
-      out.append(in.substr(i, len));
-      i += len;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
+  // Bytes below 0x80 are never inside a multi-byte sequence, so dropping controls after the repair is safe.
+  for (char ch : valid_utf8(in)) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x80 || (c >= 0x20 && c != 0x7f) || c == '\t' || c == '\n') out += ch;
   }
   return out;
 }
