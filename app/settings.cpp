@@ -90,6 +90,7 @@ Result<Settings> make_settings(Config config, const EnvLookup& env) {
   s.gitea_webhook_secret = secret("ORCH_GITEA_WEBHOOK_SECRET");
   s.plane_api_key = secret("ORCH_PLANE_API_KEY");
   s.gitea_token = secret("ORCH_GITEA_TOKEN");
+  s.gitea_review_token = secret("ORCH_GITEA_REVIEW_TOKEN");
   s.telegram_bot_token = secret("ORCH_TELEGRAM_BOT_TOKEN");
   s.telegram_chat_id = env("ORCH_TELEGRAM_CHAT_ID").value_or("");
   s.admin_token = secret("ORCH_ADMIN_TOKEN");

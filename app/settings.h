@@ -31,6 +31,9 @@ struct Settings {
   std::string plane_base_url, gitea_base_url, telegram_api_base;
   Secret plane_webhook_secret, gitea_webhook_secret;
   Secret plane_api_key, gitea_token;
+  // ORCH_GITEA_REVIEW_TOKEN: a second Gitea user's token for the reviews of post_review stages (Gitea refuses a
+  // verdict by the PR's author, and orch opens the PRs with gitea_token). Empty: reviews go with gitea_token.
+  Secret gitea_review_token;
   Secret telegram_bot_token;
   std::string telegram_chat_id;
   Secret admin_token, metrics_token;

@@ -26,6 +26,10 @@ HttpClientOptions paced(HttpClientOptions o, RatePacer& pacer, int reserve = 0) 
   return o;
 }
 
+const Secret& reviewer_token(const Settings& s) {
+  return s.gitea_review_token.empty() ? s.gitea_token : s.gitea_review_token;
+}
+
 WriteBackOptions write_back_options(const Settings& s) {
   WriteBackOptions o;
   o.enabled = s.plane_write_back;
@@ -158,6 +162,8 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                         sleeper_, clock_, log_),
       gitea_http_(client_options("gitea", settings_.gitea_base_url, settings_.gitea_token, 4, metrics_), sleeper_,
                   clock_, log_),
+      gitea_review_http_(client_options("gitea", settings_.gitea_base_url, reviewer_token(settings_), 4, metrics_),
+                         sleeper_, clock_, log_),
       // The outbox, not the request, waits and retries Telegram: one attempt per send.
       telegram_http_(client_options("telegram", settings_.telegram_api_base, settings_.telegram_bot_token, 1, metrics_),
                      sleeper_, clock_, log_),
@@ -165,6 +171,8 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       plane_writer_(plane_write_http_, settings_.plane_api_key),
       gitea_(gitea_http_, settings_.gitea_token,
              GiteaClientOptions{.official_reviews_only = settings_.config.gitea_official_reviews_only}),
+      gitea_reviewer_(gitea_review_http_, reviewer_token(settings_),
+                      GiteaClientOptions{.official_reviews_only = settings_.config.gitea_official_reviews_only}),
       write_back_plan_(settings_.config, write_back_options(settings_)),
       gates_(settings_.config, gitea_, plane_, processes_, layout_),
       bus_(log_),
@@ -202,7 +210,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       outbox_thread_("outbox", std::chrono::seconds(5), [this] { outbox_.drain_once(); }),
       plane_sender_(plane_writer_, settings_.config,
                     [this](const std::string& user_id) { dispatcher_.add_plane_echo_actor(user_id); }, log_),
-      gitea_sender_(gitea_, log_),
+      gitea_sender_(gitea_, log_, &gitea_reviewer_),
       plane_outbox_(*store_, plane_sender_, clock_, log_, channel_options(kChannelPlane)),
       gitea_outbox_(*store_, gitea_sender_, clock_, log_, channel_options(kChannelGitea)),
       write_back_thread_("write-back", settings_.write_back_interval, [this] {

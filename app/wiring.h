@@ -134,10 +134,12 @@ class App {
   HttpClient plane_http_;        // reads: pauses while kPlaneReadReserve requests are left, for the writes
   HttpClient plane_write_http_;  // write-back: may spend the whole allowance (ADR 0013)
   HttpClient gitea_http_;
+  HttpClient gitea_review_http_;  // the reviewer's token (ORCH_GITEA_REVIEW_TOKEN, else the main one)
   HttpClient telegram_http_;
   PlaneClient plane_;
   PlaneClient plane_writer_;
   GiteaClient gitea_;
+  GiteaClient gitea_reviewer_;
   WriteBackPlan write_back_plan_;
   ProcessRunner processes_;
   GateEvaluator gates_;

@@ -90,18 +90,18 @@ SendResult GiteaWriteSender::send_row(const NotificationRow& row) {
     const std::string marker = review_marker(row.dedup_key);
     // A review is not idempotent on Gitea's side: look for our marker first, so that a retry after a lost answer
     // does not post it twice.
-    auto posted = gitea_.has_review_containing(repo, pr, marker);
+    auto posted = reviewer_.has_review_containing(repo, pr, marker);
     if (!posted.ok()) return send_result_of(posted.status());
     if (posted.value()) return {};
     const std::string event = field(j.value(), "event");
     const std::string body = html_escape(field(j.value(), "body"));
-    Status s = gitea_.create_review(repo, pr, event, body + "\n\n" + marker);
+    Status s = reviewer_.create_review(repo, pr, event, body + "\n\n" + marker);
     // Gitea refuses a verdict on one's own pull request (422), and orch opened it with the same token: the review
     // is still worth reading, so it goes as a comment that says why it carries no verdict.
     if (s.code == Code::kInvalid && event != "COMMENT") {
       log_.warn("write-back: Gitea refused the {} review on {}#{} ({}); posting it as a comment", event, repo, pr,
                 s.message);
-      s = gitea_.create_review(repo, pr, "COMMENT",
+      s = reviewer_.create_review(repo, pr, "COMMENT",
                                body + "\n\n(orch's verdict was " + event +
                                    "; Gitea refused it: " + html_escape(s.message) + ")\n\n" + marker);
     }

@@ -51,12 +51,16 @@ class PlaneWriteSender final : public NotificationSender {
 
 class GiteaWriteSender final : public NotificationSender {
  public:
-  GiteaWriteSender(GiteaClient& gitea, spdlog::logger& log) : gitea_(gitea), log_(log) {}
+  // `reviewer` posts the reviews: a client on a second Gitea user's token (ORCH_GITEA_REVIEW_TOKEN), since Gitea
+  // refuses a verdict by the PR's author and orch opens the PRs; without one, `gitea` (verdicts become comments).
+  GiteaWriteSender(GiteaClient& gitea, spdlog::logger& log, GiteaClient* reviewer = nullptr)
+      : gitea_(gitea), reviewer_(reviewer ? *reviewer : gitea), log_(log) {}
   SendResult send(const std::string& text) override;  // refused: a Gitea write needs its row
   SendResult send_row(const NotificationRow& row) override;
 
  private:
   GiteaClient& gitea_;
+  GiteaClient& reviewer_;
   spdlog::logger& log_;
 };
 

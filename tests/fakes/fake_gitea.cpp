@@ -212,14 +212,32 @@ nlohmann::ordered_json FakeGitea::status_json(const std::string& repo, const std
   return st;
 }
 
-bool FakeGitea::authorised(const httplib::Request& req, httplib::Response& res) const {
-  std::lock_guard lock(mu_);
-  if (token_.empty()) return true;
+namespace {
+// The token of an Authorization: token|bearer <token> header, "" when there is none.
+std::string token_of(const httplib::Request& req) {
   std::string auth = req.get_header_value("Authorization");
   auto space = auth.find(' ');
   std::string scheme = space == std::string::npos ? "" : auth.substr(0, space);
   std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::tolower(c); });
-  if ((scheme == "token" || scheme == "bearer") && auth.substr(space + 1) == token_) return true;
+  return scheme == "token" || scheme == "bearer" ? auth.substr(space + 1) : "";
+}
+}  // namespace
+
+void FakeGitea::add_user_token(const std::string& token, const std::string& login) {
+  std::lock_guard lock(mu_);
+  user_tokens_[token] = login;
+}
+
+std::string FakeGitea::user_of_locked(const httplib::Request& req) const {
+  auto it = user_tokens_.find(token_of(req));
+  return it != user_tokens_.end() ? it->second : api_user_;
+}
+
+bool FakeGitea::authorised(const httplib::Request& req, httplib::Response& res) const {
+  std::lock_guard lock(mu_);
+  if (token_.empty()) return true;
+  const std::string token = token_of(req);
+  if (!token.empty() && (token == token_ || user_tokens_.count(token))) return true;
   api_error(res, 401, "invalid username, password or token");
   return false;
 }
@@ -545,7 +563,8 @@ void FakeGitea::install_routes() {
         if (p.number == n) pull = &p;
     if (!pull) return api_error(res, 404, "The target couldn't be found.");
     const bool verdict = event == "APPROVED" || event == "REQUEST_CHANGES";
-    if (verdict && pull->user == api_user_)
+    const std::string author = user_of_locked(req);
+    if (verdict && pull->user == author)
       return api_error(res, 422, event == "APPROVED" ? "approve your own pull is not allowed"
                                                      : "reject your own pull is not allowed");
     const bool needs_body = event == "REQUEST_CHANGES" || event == "COMMENT";
@@ -558,7 +577,7 @@ void FakeGitea::install_routes() {
                                                                  : "";
     if (commit.empty()) commit = head;
     GiteaReview rv;
-    rv.user = api_user_;
+    rv.user = author;
     rv.state = event == "APPROVED" || event == "REQUEST_CHANGES" || event == "COMMENT" ? event : "PENDING";
     rv.body = text;
     rv.commit_id = commit;

@@ -69,6 +69,9 @@ class FakeGitea final : public FakeServer {
   // of statuses posted through POST .../statuses/{sha}. Default "orch". Such a review is refused (422) on a PR whose
   // user is this login, as Gitea refuses approving or rejecting one's own PR.
   void set_api_user(const std::string& login);
+  // A second user's token (as ORCH_GITEA_REVIEW_TOKEN): requests with it are accepted and act as `login` (reviews
+  // they create are that user's). With set_token unset, still no check.
+  void add_user_token(const std::string& token, const std::string& login);
   // Every status of a sha in creation order, as CommitStatus objects (those of add_status too, creator "ci-bot"):
   // the combined status reads its latest per context.
   std::vector<nlohmann::ordered_json> status_history(const std::string& repo, const std::string& sha) const;
@@ -125,6 +128,8 @@ class FakeGitea final : public FakeServer {
   mutable std::mutex mu_;
   std::map<std::string, Repo> repos_;  // by "owner/name"; guarded by mu_
   std::string token_;                  // guarded by mu_
+  std::map<std::string, std::string> user_tokens_;  // token -> login; guarded by mu_
+  std::string user_of_locked(const httplib::Request& req) const;  // the login a request acts as
   int pull_create_faults_ = 0;         // guarded by mu_
   int pull_create_fault_status_ = 500; // guarded by mu_
   std::string api_user_ = "orch";      // guarded by mu_

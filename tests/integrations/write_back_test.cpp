@@ -252,3 +252,31 @@ TEST_CASE("write-back: 50 items' writes and flat-out polling share Plane's budge
   CHECK(w.plane.throttled() == 0);
   CHECK(w.plane.max_requests_in_window(1min) <= 60);
 }
+
+TEST_CASE("write-back: with a second Gitea user's token the agent's verdict is a review that meets pr_approved") {
+  World w;
+  w.gitea.set_token("orch-token");
+  w.gitea.add_user_token("reviewer-token", "orch-reviewer");
+  HttpClientOptions o;
+  o.name = "gitea";
+  o.base_url = w.gitea.base_url();
+  HttpClient main_http(o, w.sleeper, w.clock, w.log.logger()), review_http(o, w.sleeper, w.clock, w.log.logger());
+  GiteaClient main(main_http, Secret("orch-token")), reviewer(review_http, Secret("reviewer-token"));
+  GiteaWriteSender sender(main, w.log.logger(), &reviewer);
+  OutboxOptions go;
+  go.channel = std::string(kChannelGitea);
+  OutboxDrainer drainer(*w.store, sender, w.clock, w.log.logger(), go);
+
+  w.gitea.set_branch(kRepo, "orch/shop-5", "efefefefefefefefefefefefefefefefefefefef");
+  const std::int64_t pr = w.gitea.add_pull(kRepo, {.head_ref = "orch/shop-5", .user = "orch"});  // orch opened it
+  TaskRow t = w.task(w.plane.add_work_item(kProjectId, {}), 5);
+  t.pr_number = pr;
+  CHECK_FALSE(main.pull_request_approved(kRepo, pr).value());
+  w.store_all(w.plan->agent_succeeded(t, "LGTM: tests cover the change", std::string("APPROVED")));
+  CHECK(drainer.drain_once() == 1);
+  auto reviews = w.gitea.reviews(kRepo, pr);
+  REQUIRE(reviews.size() == 1);
+  CHECK(reviews[0].user == "orch-reviewer");
+  CHECK(reviews[0].state == "APPROVED");
+  CHECK(main.pull_request_approved(kRepo, pr).value());  // the review stage's gate can now be met by the agent
+}
