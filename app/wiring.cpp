@@ -173,7 +173,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
              GiteaClientOptions{.official_reviews_only = settings_.config.gitea_official_reviews_only}),
       gitea_reviewer_(gitea_review_http_, reviewer_token(settings_),
                       GiteaClientOptions{.official_reviews_only = settings_.config.gitea_official_reviews_only}),
-      write_back_plan_(settings_.config, write_back_options(settings_)),
+      write_back_plan_(settings_.config, pipeline_, write_back_options(settings_)),
       gates_(settings_.config, gitea_, plane_, processes_, layout_),
       bus_(log_),
       write_back_(*store_, write_back_plan_, clock_),

@@ -9,12 +9,6 @@ std::string key_of(const TaskRow& task, const std::string& kind) {
   return std::to_string(task.id) + ":" + std::string(kTransitionPlaceholder) + ":" + kind;
 }
 
-const StageSpec* stage_of(const Config& config, const std::string& name) {
-  for (const StageSpec& s : config.stages)
-    if (s.name == name) return &s;
-  return nullptr;
-}
-
 }  // namespace
 
 namespace {
@@ -25,8 +19,8 @@ WriteBackOptions without_trailing_slash(WriteBackOptions o) {
 }
 }  // namespace
 
-WriteBackPlan::WriteBackPlan(const Config& config, WriteBackOptions options)
-    : config_(config), options_(without_trailing_slash(std::move(options))) {}
+WriteBackPlan::WriteBackPlan(const Config& config, const Pipeline& pipeline, WriteBackOptions options)
+    : config_(config), pipeline_(pipeline), options_(without_trailing_slash(std::move(options))) {}
 
 OutboxMessage WriteBackPlan::comment(const TaskRow& task, const std::string& kind, const std::string& text) const {
   nlohmann::json j = {{"kind", write_kind::kComment},
@@ -94,7 +88,7 @@ std::vector<OutboxMessage> WriteBackPlan::for_transition(const TaskRow& before, 
                               : before.work_item_key + " is done."));
   if (done) {
     if (!config_.plane_done_state.empty()) out.push_back(state_move(before, config_.plane_done_state));
-  } else if (const StageSpec* stage = stage_of(config_, t.to); stage && !stage->plane_state.empty()) {
+  } else if (const StageSpec* stage = pipeline_.stage(t.to); stage && !stage->plane_state.empty()) {
     out.push_back(state_move(before, stage->plane_state));
   }
   if (auto status = done ? pipeline_status(before, "success", "done")
@@ -107,7 +101,7 @@ std::vector<OutboxMessage> WriteBackPlan::agent_succeeded(const TaskRow& task, c
                                                           const std::optional<std::string>& verdict) const {
   std::vector<OutboxMessage> out;
   if (!options_.enabled) return out;
-  const StageSpec* stage = stage_of(config_, task.stage);
+  const StageSpec* stage = pipeline_.stage(task.stage);
   if (!stage) return out;
   if (stage->gate && gate_is_human(*stage->gate))
     out.push_back(comment(task, "analysis",

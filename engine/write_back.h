@@ -16,6 +16,7 @@
 #include "engine/clock.h"
 #include "engine/config.h"
 #include "engine/model.h"
+#include "engine/pipeline.h"
 #include "engine/stage_engine.h"
 #include "engine/store.h"
 
@@ -40,7 +41,7 @@ inline constexpr const char* kStatus = "status";    // gitea: repo, branch, sha 
 
 class WriteBackPlan final : public TransitionEffects {
  public:
-  WriteBackPlan(const Config& config, WriteBackOptions options);
+  WriteBackPlan(const Config& config, const Pipeline& pipeline, WriteBackOptions options);
 
   bool enabled() const { return options_.enabled; }
 
@@ -66,6 +67,7 @@ class WriteBackPlan final : public TransitionEffects {
   std::string pull_url(const TaskRow& task, std::int64_t number) const;
 
   const Config& config_;
+  const Pipeline& pipeline_;
   const WriteBackOptions options_;
 };
 

@@ -462,9 +462,7 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
     } else if (step == "open_pr") {
       if (!stage.open_pr) continue;
       if (task.pr_number) {  // recorded (by this step before a crash, or by the PR's webhook): said once, by key
-        if (Status s = say(options_.write_back ? options_.write_back->plan().pull_request_opened(task, *task.pr_number)
-                                               : std::vector<OutboxMessage>{});
-            !s.ok())
+        if (Status s = say_pull_request_opened(task, *task.pr_number); !s.ok())
           return step_failed(job, task, step, tries, s);
         continue;
       }
@@ -483,9 +481,7 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
         pr = created.value();
       }
       // Stored before the PR is recorded, so that a crash in between says it on the retry.
-      if (Status s = say(options_.write_back ? options_.write_back->plan().pull_request_opened(task, pr->number)
-                                             : std::vector<OutboxMessage>{});
-          !s.ok())
+      if (Status s = say_pull_request_opened(task, pr->number); !s.ok())
         return step_failed(job, task, step, tries, s);
       TaskFacts facts;
       facts.pr_number = pr->number;
@@ -576,8 +572,9 @@ JobResult JobRunner::attempt_failed(const JobRow& job, const std::string& reason
   return block(job, task, why);
 }
 
-Status JobRunner::say(const std::vector<OutboxMessage>& messages) {
-  return options_.write_back ? options_.write_back->store(messages) : Status{};
+Status JobRunner::say_pull_request_opened(const TaskRow& task, std::int64_t number) {
+  if (!options_.write_back) return {};
+  return options_.write_back->store(options_.write_back->plan().pull_request_opened(task, number));
 }
 
 JobResult JobRunner::block(const JobRow& job, const TaskRow& task, const std::string& reason) {

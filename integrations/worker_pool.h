@@ -150,7 +150,8 @@ class JobRunner : public FailedAttempts {
   // kInvalid says retrying will not help (status.h): block at once instead of burning the attempts.
   static Retry retry_unless_invalid(const Status& s) { return s.code == Code::kInvalid ? Retry::kNo : Retry::kAfterBackoff; }
   JobResult block(const JobRow& job, const TaskRow& task, const std::string& reason);
-  Status say(const std::vector<OutboxMessage>& messages);  // write-back of a job event; ok without write-back
+  // Stores the write-back of "PR #number is open" (dedup keyed: a retried step stores nothing new); ok without it.
+  Status say_pull_request_opened(const TaskRow& task, std::int64_t number);
   Status write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree);
   std::vector<std::string> agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
                                              const std::string& worktree) const;

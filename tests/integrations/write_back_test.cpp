@@ -39,6 +39,7 @@ struct World {
   std::unique_ptr<HttpClient> plane_http, gitea_http;
   std::unique_ptr<PlaneClient> plane_client;
   std::unique_ptr<GiteaClient> gitea_client;
+  std::unique_ptr<Pipeline> pipeline;
   std::unique_ptr<WriteBackPlan> plan;
   std::vector<std::string> learned;  // what the sender told the echo filter
   std::unique_ptr<PlaneWriteSender> plane_sender;
@@ -81,7 +82,9 @@ struct World {
     go.base_url = gitea.base_url();
     gitea_http = std::make_unique<HttpClient>(go, sleeper, clock, log.logger());
     gitea_client = std::make_unique<GiteaClient>(*gitea_http, Secret(""));
-    plan = std::make_unique<WriteBackPlan>(config, WriteBackOptions{true, "https://orch.example", gitea.base_url()});
+    pipeline = std::make_unique<Pipeline>(config);
+    plan = std::make_unique<WriteBackPlan>(config, *pipeline,
+                                           WriteBackOptions{true, "https://orch.example", gitea.base_url()});
     plane_sender = std::make_unique<PlaneWriteSender>(
         *plane_client, config, [this](const std::string& id) { learned.push_back(id); }, log.logger());
     gitea_sender = std::make_unique<GiteaWriteSender>(*gitea_client, log.logger());
