@@ -108,27 +108,4 @@ void register_admin_routes(httplib::Server& server, const Secret& admin_token, A
               }));
 }
 
-void register_readiness(httplib::Server& server, std::vector<ReadinessCheck> checks) {
-  server.Get("/readyz", [checks = std::move(checks)](const httplib::Request&, httplib::Response& res) {
-    json body = {{"ready", true}, {"checks", json::object()}};
-    for (const ReadinessCheck& c : checks) {
-      std::string why;
-      try {
-        why = c.check();
-      } catch (const std::exception& e) {
-        why = e.what();
-      }
-      body["checks"][c.name] = why.empty() ? "ok" : why;
-      if (!why.empty()) body["ready"] = false;
-    }
-    res.status = body["ready"].get<bool>() ? 200 : 503;
-    res.set_content(body.dump(), "application/json");
-  });
-}
-
-std::chrono::milliseconds stall_threshold(std::chrono::milliseconds interval) {
-  // A pass may legitimately take a while (the tracker side talks to Plane): allow two intervals and two minutes.
-  return 2 * interval + std::chrono::minutes(2);
-}
-
 }  // namespace orch

@@ -35,15 +35,4 @@ struct AdminDeps {
 
 void register_admin_routes(httplib::Server& server, const Secret& admin_token, AdminDeps deps);
 
-// One readiness check: "" when healthy, else why not (it names no secret).
-struct ReadinessCheck {
-  std::string name;
-  std::function<std::string()> check;
-};
-// GET /readyz: 200 {"ready":true,"checks":{name:"ok"}} or 503 with each failing check's reason.
-void register_readiness(httplib::Server& server, std::vector<ReadinessCheck> checks);
-
-// A thread ticking every `interval` is stalled when its last tick started longer ago than this.
-std::chrono::milliseconds stall_threshold(std::chrono::milliseconds interval);
-
 }  // namespace orch

@@ -119,8 +119,9 @@ int cmd_status(const CommonOptions& common, bool json) {
     if (!leader.ok()) std::cerr << "orch status: " << leader.status().message << "\n";
     observed = std::make_unique<ObservedLeadership>(settings.value().replica_id, leader.ok() ? leader.value() : "");
   }
+  SoleReplica sole(settings.value().replica_id);
   auto doc = queue_document(*store.value().store, clock.now(), queue_defaults(settings.value()),
-                            observed ? observed.get() : store.value().leadership.get());
+                            observed ? observed.get() : &sole);
   if (!doc.ok()) return fail("status", doc.status());
   const auto& d = doc.value();
   if (json) {

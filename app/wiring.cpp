@@ -116,12 +116,6 @@ Result<OpenedStore> open_store(const Settings& settings) {
     opened.description = "PostgreSQL database " + pg.value()->redacted_url();
     opened.shared = true;
     opened.store = std::move(pg).value();
-    PgLeaderOptions leader_options;
-    leader_options.takeover_within = std::chrono::duration_cast<std::chrono::milliseconds>(settings.leader_takeover);
-    opened.leader_changed = std::make_shared<LeaderListener>();
-    leader_options.on_change = [listener = opened.leader_changed](bool leading) { listener->notify(leading); };
-    opened.leadership =
-        std::make_unique<PgLeaderElector>(settings.database_url, settings.replica_id, std::move(leader_options));
     return opened;
   }
   std::error_code ec;
@@ -135,8 +129,17 @@ Result<OpenedStore> open_store(const Settings& settings) {
   opened.schema_version = SqliteStore::kSchemaVersion;
   opened.description = "SQLite file " + path;
   opened.store = std::move(sqlite).value();
-  opened.leadership = std::make_unique<SoleReplica>(settings.replica_id);
   return opened;
+}
+
+std::unique_ptr<Leadership> make_leadership(const Settings& settings, bool shared,
+                                            const std::shared_ptr<LeaderListener>& leader_changed) {
+  if (!shared) return std::make_unique<SoleReplica>(settings.replica_id);
+  PgLeaderOptions leader_options;
+  leader_options.takeover_within = std::chrono::duration_cast<std::chrono::milliseconds>(settings.leader_takeover);
+  leader_options.on_change = [leader_changed](bool leading) { leader_changed->notify(leading); };
+  // The store's application_name is "orch:<replica id>" too: the elector names itself the same way.
+  return std::make_unique<PgLeaderElector>(settings.database_url, settings.replica_id, std::move(leader_options));
 }
 
 Result<std::unique_ptr<App>> App::open(Settings settings, spdlog::logger& log) {
@@ -149,8 +152,8 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
     : settings_(std::move(settings)),
       log_(log),
       store_(std::move(store.store)),
-      leadership_(std::move(store.leadership)),
-      leader_changed_(std::move(store.leader_changed)),
+      leader_changed_(std::make_shared<LeaderListener>()),
+      leadership_(make_leadership(settings_, store.shared, leader_changed_)),
       metrics_(*store_, *leadership_),
       pipeline_(settings_.config),
       layout_(settings_.data_dir),
@@ -178,14 +181,24 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       bus_(log_),
       write_back_(*store_, write_back_plan_, clock_),
       reporter_(write_back_),
-      engine_(*store_, pipeline_, gates_, bus_, clock_, log_, &write_back_plan_),
-      scheduler_(*store_, pipeline_, clock_, log_),
+      engine_(*store_, pipeline_, gates_, bus_, clock_, log_, write_back_plan_),
       git_(layout_, processes_, settings_.gitea_token, log_, git_options(settings_)),
       lifecycle_(git_, settings_.config, pipeline_),
-      job_runner_(*store_, engine_, git_, processes_, gitea_, settings_.config, layout_, clock_, log_,
+      attempts_(*store_, pipeline_, write_back_, clock_, log_, worker_options(settings_, metrics_).attempts),
+      job_runner_(JobRunnerDeps{.store = *store_,
+                                .engine = engine_,
+                                .attempts = attempts_,
+                                .git = git_,
+                                .processes = processes_,
+                                .code_host = gitea_,
+                                .config = settings_.config,
+                                .layout = layout_,
+                                .clock = clock_,
+                                .log = log_},
                   with_write_back(worker_options(settings_, metrics_), write_back_, reporter_)),
-      pool_(job_runner_, *store_, clock_, log_),
-      handlers_(*store_, engine_, plane_, gitea_, settings_.config, clock_, log_, &write_back_),
+      pool_(job_runner_, *store_, clock_, log_, [this](const TaskRow& task) { return lifecycle_.remove(task); }),
+      scheduler_(*store_, pipeline_, clock_, log_, pool_),
+      handlers_(*store_, engine_, plane_, gitea_, settings_.config, clock_, log_, write_back_),
       dispatcher_(handlers_, settings_.config),
       inbox_(*store_, dispatcher_, clock_, log_, inbox_options(settings_, metrics_)),
       webhook_routes_(*store_, clock_, log_,
@@ -196,11 +209,18 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                  GateSideOptions{.max_candidates_per_pass = settings_.reconciler.max_candidates_per_pass}),
       tracker_side_(settings_.config.projects, pipeline_, plane_, handlers_, *store_, *store_, clock_, log_,
                     grace_fn(settings_)),
-      sweeper_(*store_, pipeline_, settings_.config.jobs, clock_, log_, &job_runner_),
-      pass_(*store_, *store_, gate_side_, &tracker_side_, &sweeper_, clock_, log_,
+      sweeper_(*store_, attempts_, pipeline_, settings_.config.jobs, clock_, log_),
+      pass_(ReconcileParts{.settings = *store_,
+                           .outbox = *store_,
+                           .inbox = *store_,
+                           .gate = gate_side_,
+                           .tracker = &tracker_side_,
+                           .sweeper = &sweeper_,
+                           .leadership = *leadership_,
+                           .telemetry = metrics_},
+            clock_, log_,
             ReconcileDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
-                              settings_.reconciler.notify_unblock, settings_.reconciler.interval},
-            store_.get(), &metrics_, leadership_.get()),
+                              settings_.reconciler.notify_unblock, settings_.reconciler.interval}),
       reconciler_(pass_, settings_.reconciler.interval, log_),
       sender_(settings_.telegram_bot_token.empty()
                   ? std::unique_ptr<NotificationSender>(std::make_unique<LogOnlySender>(log_))
@@ -223,11 +243,10 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                                 settings_.plane_write_back},
                   QueueLinks{settings_.plane_base_url, settings_.gitea_base_url}, leadership_.get(),
                   &webhook_routes_.refusals()) {
-  // Order matters: the worktree exists before the first job is queued, and the pool is poked after the enqueue.
+  // Independent of one another: the scheduler wakes the pool itself, and a worker removes a done task's worktree.
   subscribe_audit_log(bus_, log_);
-  lifecycle_.subscribe_to(bus_);
+  lifecycle_.subscribe_to(bus_, pool_);
   scheduler_.subscribe_to(bus_);
-  pool_.subscribe_to(bus_);
   metrics_.subscribe_to(bus_);
   webhook_routes_.set_on_stored([this] { inbox_.poke(); });
   register_routes();
@@ -246,76 +265,14 @@ void App::register_routes() {
   queue_page_.register_routes(r, settings_.admin_token);
   register_admin_routes(r, settings_.admin_token,
                         AdminDeps{*store_, inbox_, reconciler_, pool_, pipeline_, clock_, log_});
-  register_readiness(r, readiness_checks());
-}
-
-// Readiness. Every thread exposes when it last showed life: the reconciler and outbox threads their last tick, the
-// inbox processor its last progress, each worker its last claim attempt or job heartbeat. The store adds the
-// symptom an operator sees: work that waited too long while a thread should have taken it.
-std::vector<ReadinessCheck> App::readiness_checks() {
-  constexpr auto kWaitedTooLong = std::chrono::minutes(2);
-  // A worker runs git (a first clone can be large) outside any heartbeat; give it longer than a handler.
-  constexpr auto kWorkerSilentTooLong = std::chrono::minutes(5);
-  auto ticking = [](const char* what, bool running, std::chrono::steady_clock::time_point last,
-                    std::chrono::milliseconds interval) -> std::string {
-    if (!running) return std::string(what) + " thread is not running";
-    auto since = std::chrono::steady_clock::now() - last;
-    if (since > stall_threshold(interval))
-      return std::string(what) + " stalled: last tick " +
-             std::to_string(std::chrono::duration_cast<std::chrono::seconds>(since).count()) + " s ago";
-    return "";
-  };
-  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
-    return std::to_string(
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - t).count());
-  };
-  return {
-      {"database",
-       [this]() -> std::string {
-         auto n = store_->count_tasks();
-         return n.ok() ? "" : "database unreachable: " + n.status().message;
-       }},
-      {"inbox_processor",
-       [this, kWaitedTooLong, seconds_since]() -> std::string {
-         auto head = store_->next_pending_delivery(0);
-         if (!head.ok()) return "cannot read the inbox: " + head.status().message;
-         // A delivery waiting for its retry backoff is not a stall.
-         if (head.value() && head.value()->run_after <= clock_.now() &&
-             clock_.now() - head.value()->received_at > kWaitedTooLong)
-           return "stalled: delivery " + head.value()->delivery_id + " pending since " +
-                  format_rfc3339(head.value()->received_at) +
-                  (head.value()->claimed_by.empty() ? "" : ", claimed by " + head.value()->claimed_by);
-         if (!inbox_.running()) return "inbox processor thread is not running";
-         if (std::chrono::steady_clock::now() - inbox_.last_progress() > kWaitedTooLong)
-           return "stalled: no progress for " + seconds_since(inbox_.last_progress()) + " s (stuck in a handler?)";
-         return "";
-       }},
-      {"worker_pool",
-       [this, kWaitedTooLong, kWorkerSilentTooLong, seconds_since]() -> std::string {
-         if (!pool_.running()) return "worker pool is not running";
-         for (const auto& w : pool_.liveness())
-           if (std::chrono::steady_clock::now() - w.last_alive > kWorkerSilentTooLong)
-             return "stalled: worker " + w.worker + " silent for " + seconds_since(w.last_alive) + " s";
-         auto queued = store_->jobs_with_status(JobStatus::kQueued, 100);
-         auto running = store_->jobs_with_status(JobStatus::kRunning, job_runner_.options().workers);
-         if (!queued.ok() || !running.ok()) return "cannot read the job queue";
-         if (static_cast<int>(running.value().size()) >= job_runner_.options().workers) return "";  // all busy
-         for (const JobRow& j : queued.value())
-           if (clock_.now() - j.run_after > kWaitedTooLong)
-             return "stalled: job " + std::to_string(j.id) + " claimable since " + format_rfc3339(j.run_after) +
-                    " with a worker free";
-         return "";
-       }},
-      {"reconciler",
-       [this, ticking] { return ticking("reconciler", reconciler_.running(), reconciler_.last_tick(),
-                                        reconciler_.interval()); }},
-      {"outbox",
-       [this, ticking] { return ticking("outbox", outbox_thread_.running(), outbox_thread_.last_tick(),
-                                        outbox_thread_.interval()); }},
-      {"write_back",
-       [this, ticking] { return ticking("write-back", write_back_thread_.running(), write_back_thread_.last_tick(),
-                                        write_back_thread_.interval()); }},
-  };
+  register_readiness(r, serve_readiness_checks(ReadinessSources{.store = *store_,
+                                                                .inbox = inbox_,
+                                                                .pool = pool_,
+                                                                .workers = job_runner_.options().workers,
+                                                                .reconciler = reconciler_,
+                                                                .outbox = outbox_thread_,
+                                                                .write_back = write_back_thread_,
+                                                                .clock = clock_}));
 }
 
 Status App::start() {
@@ -326,7 +283,7 @@ Status App::start() {
 
   // Agents' orphaned grandchildren are re-parented to us and reaped, not to init.
   ProcessRunner::become_child_subreaper();
-  RecoveryReport recovered = job_runner_.recover_interrupted();
+  RecoveryReport recovered = recover_interrupted_jobs(*store_, attempts_, settings_.replica_id, clock_, log_);
   if (recovered.requeued + recovered.blocked > 0)
     log_.info("start-up: {} interrupted job(s) requeued, {} task(s) blocked", recovered.requeued, recovered.blocked);
   auto replayed = engine_.replay_non_terminal();
@@ -340,11 +297,11 @@ Status App::start() {
   write_back_thread_.start();
   inbox_.start();
   pool_.start();
-  if (leader_changed_)  // a replica that just took over runs its first pass now, not one interval later
-    leader_changed_->listen([this](bool leading) {
-      log_.info("leadership: {} {}", settings_.replica_id, leading ? "now leads" : "no longer leads");
-      if (leading) reconciler_.poke();
-    });
+  // A replica that just took over runs its first pass now, not one interval later.
+  leader_changed_->listen([this](bool leading) {
+    log_.info("leadership: {} {}", settings_.replica_id, leading ? "now leads" : "no longer leads");
+    if (leading) reconciler_.poke();
+  });
   leadership_->start();  // before the reconciler, whose passes ask it
   reconciler_.start();
   webhook_routes_.start();
@@ -361,7 +318,7 @@ void App::stop_threads() {
   webhook_routes_.stop();  // commits what was already accepted
   reconciler_.stop();      // before the pool (issue 7)
   leadership_->stop();     // after the reconciler: a leader steps down only once its passes have ended
-  if (leader_changed_) leader_changed_->listen({});
+  leader_changed_->listen({});
   pool_.stop();            // stops running agents and requeues their jobs
   inbox_.stop();
   outbox_thread_.stop();

@@ -15,7 +15,9 @@
 #include "app/http_server.h"
 #include "app/metrics.h"
 #include "app/queue_page.h"
+#include "app/readiness.h"
 #include "app/settings.h"
+#include "engine/attempt_policy.h"
 #include "engine/clock.h"
 #include "engine/event_bus.h"
 #include "engine/gates.h"
@@ -33,6 +35,7 @@
 #include "integrations/process_runner.h"
 #include "integrations/git.h"
 #include "integrations/telegram_notifier.h"
+#include "integrations/job_runner.h"
 #include "integrations/worker_pool.h"
 #include "integrations/worktree_lifecycle.h"
 #include "integrations/write_back_sender.h"
@@ -73,10 +76,12 @@ struct OpenedStore {
   int version_at_open = 0;  // the schema version found (0: a new database)
   int schema_version = 0;   // the version it is at now
   bool shared = false;      // several replicas may share it (PostgreSQL)
-  std::unique_ptr<Leadership> leadership;  // who runs the reconciler and the sweeper among the store's users
-  // Told on the elector's thread when this replica starts or stops leading (PostgreSQL only; null otherwise).
-  std::shared_ptr<LeaderListener> leader_changed;
 };
+
+// Who runs the reconciler and the sweeper among the store's users: SoleReplica on SQLite, the advisory-lock elector
+// on PostgreSQL (whose changes `leader_changed` is told of, on the elector's thread). Built beside the reconciler.
+std::unique_ptr<Leadership> make_leadership(const Settings& settings, bool shared,
+                                            const std::shared_ptr<LeaderListener>& leader_changed);
 
 // Opens the configured store: the embedded SQLite file under the data directory (created if needed), or the
 // PostgreSQL database of ORCH_DATABASE_URL / [store] url.
@@ -107,6 +112,7 @@ class App {
   Reconciler& reconciler() { return reconciler_; }
   Sweeper& sweeper() { return sweeper_; }
   JobRunner& job_runner() { return job_runner_; }
+  AttemptPolicy& attempts() { return attempts_; }
   WorkerPool& pool() { return pool_; }
   const Pipeline& pipeline() const { return pipeline_; }
   Metrics& metrics() { return metrics_; }
@@ -115,7 +121,6 @@ class App {
  private:
   App(Settings settings, spdlog::logger& log, OpenedStore store);
   void register_routes();
-  std::vector<ReadinessCheck> readiness_checks();
   void stop_threads();
   Status check_plane_states();  // start-up: the state names orch moves items to exist in Plane
 
@@ -124,8 +129,8 @@ class App {
   SystemClock clock_;
   RealSleeper sleeper_;
   std::unique_ptr<Store> store_;
-  std::unique_ptr<Leadership> leadership_;  // SoleReplica on SQLite; the advisory-lock elector on PostgreSQL
-  std::shared_ptr<LeaderListener> leader_changed_;  // null on SQLite
+  std::shared_ptr<LeaderListener> leader_changed_;  // the elector's news, for the reconciler
+  std::unique_ptr<Leadership> leadership_;  // make_leadership
   Metrics metrics_;  // early: the components below report to it (Telemetry)
   Pipeline pipeline_;
   DataLayout layout_;
@@ -147,11 +152,12 @@ class App {
   WriteBack write_back_;
   WriteBackReporter reporter_;
   StageEngine engine_;
-  JobScheduler scheduler_;
   GitWorkspaces git_;
   WorktreeLifecycle lifecycle_;
+  AttemptPolicy attempts_;  // the worker's and the sweeper's rule for a failed attempt
   JobRunner job_runner_;
   WorkerPool pool_;
+  JobScheduler scheduler_;  // wakes pool_ after each enqueue
   Handlers handlers_;
   Dispatcher dispatcher_;
   InboxProcessor inbox_;

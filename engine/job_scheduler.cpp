@@ -18,6 +18,7 @@ Status JobScheduler::on_transition(const TransitionFired& event) {
   if (created.value())
     log_.info("jobs: queued {} for {} in {} (job {})", agent->name, event.task.work_item_key, event.task.stage,
               created.value()->id);
+  waker_.jobs_enqueued();  // also for a job that was already queued (a replay): it may be claimable now
   return {};
 }
 

@@ -36,7 +36,7 @@ Result<TaskRow> StageEngine::advance_stage(TaskId id, const AdvanceRequest& requ
   write.detail = request.detail;
   write.rejection_reason = request.rejection_reason;
   write.now = clock_.now();
-  if (effects_) write.outbox = effects_->for_transition(task, write);
+  write.outbox = effects_.for_transition(task, write);
   auto updated = store_.apply_transition(write);
   if (!updated.ok()) return updated.status();
 

@@ -39,11 +39,19 @@ struct TransitionEffects {
   virtual ~TransitionEffects() = default;
   virtual std::vector<OutboxMessage> for_transition(const TaskRow& before, const TransitionRequest& t) const = 0;
 };
+// The null object: a transition tells nobody anything (tests, write-back off at the wiring level).
+struct NoEffects final : TransitionEffects {
+  std::vector<OutboxMessage> for_transition(const TaskRow&, const TransitionRequest&) const override { return {}; }
+};
+inline const TransitionEffects& no_effects() {
+  static const NoEffects none;
+  return none;
+}
 
 class StageEngine {
  public:
   StageEngine(TaskStore& store, const Pipeline& pipeline, GateEvaluator& gates, EventBus& bus, const Clock& clock,
-              spdlog::logger& log, const TransitionEffects* effects = nullptr)
+              spdlog::logger& log, const TransitionEffects& effects = no_effects())
       : store_(store), pipeline_(pipeline), gates_(gates), bus_(bus), clock_(clock), log_(log), effects_(effects) {}
 
   Result<TaskRow> advance_stage(TaskId id, const AdvanceRequest& request);
@@ -74,7 +82,7 @@ class StageEngine {
   EventBus& bus_;
   const Clock& clock_;
   spdlog::logger& log_;
-  const TransitionEffects* const effects_;  // null: no messages
+  const TransitionEffects& effects_;
 };
 
 }  // namespace orch

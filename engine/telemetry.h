@@ -1,6 +1,6 @@
 // engine/telemetry.h: the Telemetry seam: what the layers below app/ report as it happens (outbound API calls, agent
 // runs, handled deliveries, unblocks), so that /metrics can count what the database does not remember. app/metrics
-// implements it; a component given none (tests, the CLI) reports nowhere. Implementations are thread-safe: every
+// implements it; a component given none (tests, the CLI) gets NoTelemetry and reports nowhere. Implementations are thread-safe: every
 // method may be called from any thread, and must be cheap (a counter, a histogram observation).
 #pragma once
 
@@ -58,5 +58,22 @@ struct Telemetry {
   // ("too_large", "bad_signature", ...).
   virtual void delivery_refused(Source source, std::string_view reason) = 0;
 };
+
+// The null object: reports nowhere. Options default to it, so no component checks for a missing Telemetry.
+class NoTelemetry final : public Telemetry {
+ public:
+  void api_call(std::string_view, ApiOutcome, double) override {}
+  void agent_run(std::string_view, std::string_view, AgentOutcome, double) override {}
+  void delivery_handled(Source, std::string_view, DeliveryStatus, double) override {}
+  void unblocked(std::string_view, std::string_view) override {}
+  void reconcile_pass(std::string_view, double) override {}
+  void inbox_commit(std::size_t, double) override {}
+  void delivery_refused(Source, std::string_view) override {}
+};
+// One shared instance (stateless, so thread-safe).
+inline Telemetry& no_telemetry() {
+  static NoTelemetry none;
+  return none;
+}
 
 }  // namespace orch

@@ -172,9 +172,37 @@ std::vector<OutboxMessage> WriteBackPlan::blocked(const TaskRow& task, const std
   return out;
 }
 
+WriteBack& WriteBack::off() {
+  static WriteBack none;
+  return none;
+}
+
+Status WriteBack::agent_succeeded(const TaskRow& task, const std::string& summary,
+                                  const std::optional<std::string>& verdict) {
+  return plan_ ? store(plan_->agent_succeeded(task, summary, verdict)) : Status{};
+}
+
+Status WriteBack::pull_request_opened(const TaskRow& task, std::int64_t number) {
+  return plan_ ? store(plan_->pull_request_opened(task, number)) : Status{};
+}
+
+Status WriteBack::ci_failed(const TaskRow& task, const std::string& sha, const std::string& context,
+                            const std::string& state, const std::string& target_url) {
+  return plan_ ? store(plan_->ci_failed(task, sha, context, state, target_url)) : Status{};
+}
+
+Status WriteBack::review_verdict(const TaskRow& task, std::int64_t pr, bool approved, const std::string& reviewer) {
+  return plan_ ? store(plan_->review_verdict(task, pr, approved, reviewer)) : Status{};
+}
+
+std::vector<OutboxMessage> WriteBack::blocked(const TaskRow& task, const std::string& stage,
+                                              const std::string& reason) const {
+  return plan_ ? plan_->blocked(task, stage, reason) : std::vector<OutboxMessage>{};
+}
+
 Status WriteBack::store(const std::vector<OutboxMessage>& messages) {
   if (messages.empty()) return {};
-  auto added = outbox_.enqueue_messages(messages, clock_.now());
+  auto added = outbox_->enqueue_messages(messages, clock_->now());
   return added.ok() ? Status{} : added.status();
 }
 

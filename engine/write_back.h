@@ -73,18 +73,29 @@ class WriteBackPlan final : public TransitionEffects {
 
 // The plan and the outbox together, for the events that are not transitions (an agent's result, a PR opened, a red
 // CI, a review, a block): the messages are stored at once, and the caller retries its step or delivery when that
-// fails (the dedup keys make a second store of the same event harmless).
+// fails (the dedup keys make a second store of the same event harmless). WriteBack::off() is the null object of a
+// component wired without write-back (tests): every event says nothing.
 class WriteBack {
  public:
   WriteBack(OutboxStore& outbox, const WriteBackPlan& plan, const Clock& clock)
-      : outbox_(outbox), plan_(plan), clock_(clock) {}
-  const WriteBackPlan& plan() const { return plan_; }
-  Status store(const std::vector<OutboxMessage>& messages);
+      : outbox_(&outbox), plan_(&plan), clock_(&clock) {}
+  static WriteBack& off();
+
+  Status agent_succeeded(const TaskRow& task, const std::string& summary, const std::optional<std::string>& verdict);
+  Status pull_request_opened(const TaskRow& task, std::int64_t number);
+  Status ci_failed(const TaskRow& task, const std::string& sha, const std::string& context, const std::string& state,
+                   const std::string& target_url);
+  Status review_verdict(const TaskRow& task, std::int64_t pr, bool approved, const std::string& reviewer);
+  // Not stored here: the block and what says so go in one transaction (Store::block_task).
+  std::vector<OutboxMessage> blocked(const TaskRow& task, const std::string& stage, const std::string& reason) const;
 
  private:
-  OutboxStore& outbox_;
-  const WriteBackPlan& plan_;
-  const Clock& clock_;
+  WriteBack() = default;  // off()
+  Status store(const std::vector<OutboxMessage>& messages);
+
+  OutboxStore* outbox_ = nullptr;  // all three null only in off()
+  const WriteBackPlan* plan_ = nullptr;
+  const Clock* clock_ = nullptr;
 };
 
 }  // namespace orch

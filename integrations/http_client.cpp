@@ -310,7 +310,7 @@ Result<HttpResponse> HttpClient::send(const HttpRequest& request) {
     Attempt a = perform(request);
     if (a.curl == CURLE_ABORTED_BY_CALLBACK) return unavailable(what + ": stopped: shutting down");
     if (options_.pacer && a.curl == CURLE_OK) options_.pacer->observe(a.response, clock_.now());
-    if (options_.telemetry) {
+    {
       const int st = a.response.status;
       const ApiOutcome outcome = a.curl != CURLE_OK || a.too_large ? ApiOutcome::kNetworkError
                                  : st == 429                       ? ApiOutcome::kRateLimited

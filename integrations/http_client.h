@@ -96,7 +96,7 @@ struct HttpClientOptions {
   std::vector<Secret> redact;              // values replaced by "<redacted>" in every message and log line
   int pool_size = 4;                       // easy handles kept for reuse (each keeps its connections alive)
   std::string user_agent = "orch/0.1";
-  Telemetry* telemetry = nullptr;          // told the outcome and duration of every attempt; null: nobody
+  Telemetry* telemetry = &no_telemetry();  // told the outcome and duration of every attempt; never null
   // Asked before every attempt and told every answer: waits for the server's rate-limit window instead of running
   // into 429s (Plane). Not owned; shared by every client of one API key. Null: no pacing, only 429s are handled.
   // Its waits go through the Sleeper like retries, and do not count against retry_budget.

@@ -1,6 +1,7 @@
 // DESIGN: the child is spawned as the leader of a new process group, so one kill(-pgid) reaches everything it
 // started. We wait on a pidfd (and an eventfd for stop requests) with poll(), which wakes on exit, on the next
-// heartbeat or at the deadline, whichever is first: no sleeping loop. The leader is detected with the pidfd but
+// heartbeat or at the deadline, whichever is first: no sleeping loop. With an output sink the same poll() drains the
+// command's output pipe, so the thread that waits is the one that pumps its output. The leader is detected with the pidfd but
 // reaped only after its group has been killed, so the group id cannot be reused by an unrelated process in between.
 #include "integrations/process_runner.h"
 
@@ -55,11 +56,37 @@ bool exited(pid_t pid) {
   return info.si_pid == pid;
 }
 
+// The read end of the command's output pipe and where its bytes go; fd -1 once the pipe reported end-of-file.
+struct OutputPipe {
+  int fd = -1;
+  const std::function<void(std::string_view)>* sink = nullptr;
+
+  // Reads what is there (the fd is non-blocking); closes at end-of-file or on an error.
+  void read_available() {
+    char buf[16 * 1024];
+    while (fd >= 0) {
+      ssize_t n = read(fd, buf, sizeof buf);
+      if (n > 0) {
+        (*sink)(std::string_view(buf, static_cast<std::size_t>(n)));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      close(fd);  // 0: every writer is gone; another error: nothing more will come
+      fd = -1;
+    }
+  }
+  ~OutputPipe() {
+    if (fd >= 0) close(fd);
+  }
+};
+
 // Waits until the leader exits, the deadline passes, or a stop is requested, and says which came first.
-// `beat` is called every `interval` meanwhile. Without pidfd support (Linux < 5.3) it polls every 10 ms.
+// `beat` is called every `interval` meanwhile; `out` (optional) is drained as it fills. Without pidfd support
+// (Linux < 5.3) it polls every 10 ms.
 enum class Woke { kExited, kDeadline, kStopped };
 Woke wait_for_exit(pid_t pid, int pidfd, int stopfd, std::optional<Steady::time_point> deadline,
-                   Millis interval, const std::function<void()>& beat) {
+                   Millis interval, const std::function<void()>& beat, OutputPipe* out = nullptr) {
   auto next_beat = Steady::now() + interval;
   while (true) {
     auto now = Steady::now();
@@ -76,11 +103,25 @@ Woke wait_for_exit(pid_t pid, int pidfd, int stopfd, std::optional<Steady::time_
       timeout_ms = static_cast<int>(
           std::clamp<long long>(std::chrono::ceil<Millis>(until - Steady::now()).count(), 0, 1 << 30));
     if (pidfd < 0) timeout_ms = timeout_ms < 0 ? 10 : std::min(timeout_ms, 10);
-    pollfd fds[2] = {{pidfd, POLLIN, 0}, {stopfd, POLLIN, 0}};
-    int n = poll(fds, 2, timeout_ms);
+    pollfd fds[3] = {{pidfd, POLLIN, 0}, {stopfd, POLLIN, 0}, {out ? out->fd : -1, POLLIN, 0}};
+    int n = poll(fds, 3, timeout_ms);
     if (n < 0 && errno != EINTR) return exited(pid) ? Woke::kExited : Woke::kDeadline;
+    if (n > 0 && out && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) out->read_available();
     if (exited(pid)) return Woke::kExited;
     if (n > 0 && (fds[1].revents & POLLIN)) return Woke::kStopped;
+  }
+}
+
+// After the group is gone: the rest of the output, until every writer closed the pipe or `limit` passed.
+void drain(OutputPipe& out, Millis limit) {
+  const auto until = Steady::now() + limit;
+  while (out.fd >= 0) {
+    const auto left = std::chrono::ceil<Millis>(until - Steady::now()).count();
+    if (left <= 0) return;
+    pollfd fd{out.fd, POLLIN, 0};
+    int n = poll(&fd, 1, static_cast<int>(left));
+    if (n < 0 && errno != EINTR) return;
+    if (n > 0) out.read_available();
   }
 }
 
@@ -129,7 +170,20 @@ Result<int> ProcessRunner::run(const ProcessSpec& spec) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  if (spec.log_path.empty()) {
+  OutputPipe out;
+  int write_end = -1;
+  if (spec.on_output) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+      posix_spawn_file_actions_destroy(&actions);
+      return unavailable("process: cannot create the output pipe: " + errno_text(errno));
+    }
+    out.fd = fds[0];
+    out.sink = &spec.on_output;
+    fcntl(out.fd, F_SETFL, fcntl(out.fd, F_GETFL) | O_NONBLOCK);
+    write_end = fds[1];
+    posix_spawn_file_actions_adddup2(&actions, write_end, 1);  // dup2 clears O_CLOEXEC on the copy
+  } else if (spec.log_path.empty()) {
     posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   } else {
     posix_spawn_file_actions_addopen(&actions, 1, spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -152,6 +206,7 @@ Result<int> ProcessRunner::run(const ProcessSpec& spec) {
   int err = posix_spawnp(&pid, name.c_str(), &actions, &attr, argv.data(), spec.env ? envp.data() : environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
+  if (write_end >= 0) close(write_end);  // the child has its copy; ours would keep the pipe from ever ending
   if (err != 0)
     return invalid("process: cannot start '" + name + "'" + (spec.cwd.empty() ? "" : " in '" + spec.cwd + "'") +
                    ": " + errno_text(err));
@@ -166,7 +221,8 @@ Result<int> ProcessRunner::run(const ProcessSpec& spec) {
 
   std::optional<Steady::time_point> deadline;
   if (spec.timeout.count() > 0) deadline = Steady::now() + spec.timeout;
-  Woke woke = wait_for_exit(pid, pidfd.get(), stopfd.get(), deadline, spec.heartbeat_interval, spec.heartbeat);
+  Woke woke = wait_for_exit(pid, pidfd.get(), stopfd.get(), deadline, spec.heartbeat_interval, spec.heartbeat,
+                            spec.on_output ? &out : nullptr);
 
   std::string killed_why;
   if (woke != Woke::kExited) {
@@ -174,7 +230,8 @@ Result<int> ProcessRunner::run(const ProcessSpec& spec) {
                      ? "stopped"
                      : "timed out after " + std::to_string(spec.timeout.count()) + " ms";
     kill(-pid, SIGTERM);
-    wait_for_exit(pid, pidfd.get(), -1, Steady::now() + spec.kill_grace, Millis(0), nullptr);
+    wait_for_exit(pid, pidfd.get(), -1, Steady::now() + spec.kill_grace, Millis(0), nullptr,
+                  spec.on_output ? &out : nullptr);
   }
   // The leader is gone (or about to be): nothing of its group outlives the command.
   kill(-pid, SIGKILL);
@@ -182,6 +239,7 @@ Result<int> ProcessRunner::run(const ProcessSpec& spec) {
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   reap_group(pid);
+  if (spec.on_output) drain(out, spec.output_drain);
 
   if (!killed_why.empty()) return unavailable("process '" + name + "' " + killed_why + "; its group was killed");
   if (WIFEXITED(status)) return WEXITSTATUS(status);

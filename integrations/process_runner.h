@@ -11,6 +11,7 @@
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/clock.h"
@@ -23,6 +24,11 @@ struct ProcessSpec {
   std::string cwd;                               // "" = orch's own working directory
   std::optional<std::vector<std::string>> env;   // "K=V" entries, exactly these; nullopt = inherit orch's
   std::string log_path;                          // stdout and stderr appended here; "" = /dev/null
+  // Set: stdout and stderr go through a pipe to this function instead of log_path. It is called on the thread that
+  // runs the command, while it waits (no thread of its own). After the group is gone, what the pipe still holds is
+  // read for at most output_drain: a process that left the group (setsid) and kept the pipe open cannot hold us.
+  std::function<void(std::string_view)> on_output;
+  Millis output_drain{2000};
   Millis timeout{0};                             // 0 = no timeout
   Millis kill_grace{2000};                       // between SIGTERM and SIGKILL
   Millis heartbeat_interval{0};                  // 0 = no heartbeat

@@ -1,204 +1,23 @@
-// DESIGN: a claimed job is the worker's until it writes the job's final status; everything that can go wrong in
-// between becomes an attempt that failed (retried with exponential backoff up to the agent's max_attempts, then the
-// task is blocked and a notification enqueued), except what retrying cannot fix (no agent or project configured,
-// the program cannot start), which blocks at once. The task row decides whether the job still matters: a task that
-// moved to another stage or visit meanwhile abandons the job without a retry. Once the agent has exited 0, though,
-// its success stands: the calls that follow (push, open_pr, gate) are the job's steps (ADR 0010), persisted on the
-// job row before each is done, retried on their own backoff through the queue (the job keeps its attempt, so the
-// claim that takes it up again resumes the step instead of running the agent), and resumed after a restart.
-//
-// The agent is data-driven from the outside world, so it gets nothing of ours: a fresh environment (DESIGN.md's
-// ORCH_* variables, its agent's `env` table, a minimal PATH, HOME = the worktree), no file descriptors (the process
-// runner closes them), its own process group (a timeout kills everything it started), and the task's
-// attacker-controlled text (title, description) only inside the JSON file named by ORCH_TASK_JSON.
-// What it may leave for us goes into ORCH_OUTPUT_DIR, emptied before each run; summary.md there is read by
-// job_summary, which trusts nothing about it (symlinks, fifos, size), and handed with the exit code to the
-// JobReporter before the follow-up steps.
-//
-// Output goes through a pipe that a pump thread drains into the job's log, so the agent never blocks on a full log
-// and the log never grows past its cap: the first part of a run's output is kept, then its last 64 KiB. The child
-// opens the pipe's write end as /proc/self/fd/N (the process runner opens `log_path` in the child, before it closes
-// inherited descriptors), which needs Linux's /proc like the runner's pidfd does.
+// Why it is built this way: the pool is threads and nothing else. A worker claims (the claim is the store's atomic
+// update, so several pools, in several processes, never run one job twice), hands the job to the JobRunner, and
+// drains the queue before it waits; it waits on a condition variable that poke() and stop() signal, never in a sleep.
 #include "integrations/worker_pool.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/eventfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <charconv>
-#include <cstring>
-#include <exception>
-#include <filesystem>
-#include <map>
-#include <memory>
 #include <optional>
-
-#include <nlohmann/json.hpp>
-
-#include "integrations/job_summary.h"
+#include <string_view>
 
 namespace orch {
 namespace {
 
-namespace fs = std::filesystem;
 using Steady = std::chrono::steady_clock;
 
 constexpr int kRecoveryScanLimit = 5000;
-constexpr std::size_t kMaxPrTitle = 200;
-// The follow-up steps after the agent exited 0, in order (ADR 0010). A job records the step it is at before doing it
-// (begin_job_step), so that a failed try or a restart resumes there, and each is safe to do twice: pushing pushed
-// commits changes nothing, the branch's open PR is adopted rather than a second one created, the gate is read again.
-const std::string kSteps[] = {"push", "open_pr", "gate"};
-// After the agent's group is gone, how long the pump waits for the pipe to close: a process that left the group
-// (setsid) and kept the pipe open must not hold the worker forever.
-constexpr auto kPumpDrainLimit = std::chrono::seconds(2);
-
-// Why a job no longer matters to its task ("" when it still does): the task left the job's stage, or came back to
-// it on a later visit, which has jobs of its own.
-std::string superseded(const JobRow& job, const TaskRow& task) {
-  if (task.stage == job.stage && task.visit == job.visit) return "";
-  return "superseded: task is in " + task.stage + " (visit " + std::to_string(task.visit) + ")";
-}
-
-void write_all(int fd, const char* data, std::size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, data, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return;  // a full disk loses log lines, not the job
-    }
-    data += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
-// Drains a child's stdout/stderr from a pipe into the job's log file, keeping at most the cap (see DESIGN above).
-class LogPump {
- public:
-  static Result<std::unique_ptr<LogPump>> open(const fs::path& path, std::size_t cap, const std::string& header) {
-    std::error_code ec;
-    fs::create_directories(path.parent_path(), ec);
-    int file = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (file < 0) return unavailable("cannot open the job log " + path.string() + ": " + std::strerror(errno));
-    write_all(file, header.data(), header.size());
-    struct stat st {};
-    std::size_t existing = ::fstat(file, &st) == 0 ? static_cast<std::size_t>(st.st_size) : 0;
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-      ::close(file);
-      return unavailable(std::string("cannot create the output pipe: ") + std::strerror(errno));
-    }
-    int done = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (done < 0) {
-      ::close(file);
-      ::close(fds[0]);
-      ::close(fds[1]);
-      return unavailable(std::string("cannot create an eventfd: ") + std::strerror(errno));
-    }
-    return std::unique_ptr<LogPump>(new LogPump(file, fds[0], fds[1], done, cap, existing));
-  }
-
-  ~LogPump() {
-    finish("");
-    ::close(file_);
-    ::close(read_);
-    ::close(done_);
-  }
-
-  // Where the child opens its stdout: our pipe's write end.
-  std::string child_path() const { return "/proc/self/fd/" + std::to_string(write_); }
-
-  // The child has its own copy now; ours must go, or the pipe never reports end-of-file.
-  void close_write_end() {
-    int fd = write_.exchange(-1);
-    if (fd >= 0) ::close(fd);
-  }
-
-  // Waits (bounded) for the output to end, writes the kept tail and `footer`. Idempotent.
-  void finish(const std::string& footer) {
-    if (!thread_.joinable()) return;
-    close_write_end();
-    std::uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(done_, &one, sizeof one);
-    thread_.join();
-    // The footer gets a line of its own even after output without a final newline: job_summary leaves out orch's
-    // "[orch] ..." lines by their start.
-    if (!footer.empty() && last_ != '\n') write_all(file_, "\n", 1);
-    write_all(file_, footer.data(), footer.size());
-  }
-
- private:
-  LogPump(int file, int read, int write, int done, std::size_t cap, std::size_t existing)
-      : file_(file), read_(read), write_(write), done_(done) {
-    tail_keep_ = std::min<std::size_t>(64 * 1024, cap / 4);
-    head_budget_ = cap > existing + tail_keep_ ? cap - existing - tail_keep_ : 0;
-    thread_ = std::thread([this] { pump(); });
-  }
-
-  void pump() {
-    char buf[16 * 1024];
-    bool finishing = false;
-    Steady::time_point give_up{};
-    while (true) {
-      int timeout = -1;
-      if (finishing) {
-        auto left = std::chrono::ceil<Millis>(give_up - Steady::now()).count();
-        if (left <= 0) break;
-        timeout = static_cast<int>(left);
-      }
-      pollfd fds[2] = {{read_, POLLIN, 0}, {finishing ? -1 : done_, POLLIN, 0}};
-      int ready = ::poll(fds, 2, timeout);
-      if (ready < 0 && errno != EINTR) break;
-      if (ready > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-        ssize_t n = ::read(read_, buf, sizeof buf);
-        if (n == 0) break;  // every writer is gone
-        if (n < 0 && errno != EINTR && errno != EAGAIN) break;
-        if (n > 0) consume(buf, static_cast<std::size_t>(n));
-      }
-      if (ready > 0 && !finishing && (fds[1].revents & POLLIN)) {
-        finishing = true;
-        give_up = Steady::now() + kPumpDrainLimit;
-      }
-    }
-    if (dropped_ > 0) {
-      std::size_t kept = std::min(tail_.size(), tail_keep_);
-      std::string marker = "\n[orch: " + std::to_string(dropped_ - kept) +
-                           " bytes of output omitted here: the job log is capped]\n";
-      write_all(file_, marker.data(), marker.size());
-      write_all(file_, tail_.data() + (tail_.size() - kept), kept);
-    }
-  }
-
-  void consume(const char* data, std::size_t n) {
-    if (n > 0) last_ = data[n - 1];
-    if (written_ < head_budget_) {
-      std::size_t take = std::min(n, head_budget_ - written_);
-      write_all(file_, data, take);
-      written_ += take;
-      data += take;
-      n -= take;
-    }
-    if (n == 0) return;
-    dropped_ += n;
-    tail_.append(data, n);
-    if (tail_.size() > 2 * tail_keep_) tail_.erase(0, tail_.size() - tail_keep_);
-  }
-
-  const int file_, read_;
-  std::atomic<int> write_;
-  const int done_;
-  std::size_t tail_keep_ = 0, head_budget_ = 0;
-  std::size_t written_ = 0, dropped_ = 0;  // touched by the pump thread only
-  std::string tail_;                       // touched by the pump thread only
-  char last_ = '\n';                        // the output's last byte; by the pump thread, read after joining it
-  std::thread thread_;
-};
 
 // A worker id is "<replica>/<pid>/<n>" ("<pid>/<n>" without a replica id, and before replicas existed).
 struct WorkerName {
@@ -226,442 +45,12 @@ bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
 
 }  // namespace
 
-WorkerOptions worker_options_from(const JobsSpec& jobs) {
-  WorkerOptions o;
-  o.workers = std::max(1, jobs.workers);
-  o.heartbeat_interval = std::clamp<Millis>(std::chrono::duration_cast<Millis>(jobs.heartbeat_stale) / 10,
-                                            std::chrono::seconds(1), std::chrono::seconds(10));
-  o.step_max_attempts = std::max(1, jobs.step_attempts);
-  return o;
-}
-
-const char* job_outcome_name(JobOutcome o) {
-  switch (o) {
-    case JobOutcome::kSucceeded: return "succeeded";
-    case JobOutcome::kRetrying: return "retrying";
-    case JobOutcome::kBlocked: return "blocked";
-    case JobOutcome::kRequeued: return "requeued";
-    case JobOutcome::kAbandoned: return "abandoned";
-    case JobOutcome::kStepRetrying: return "step retrying";
-  }
-  return "unknown";
-}
-
-JobRunner::JobRunner(Store& store, StageEngine& engine, GitWorkspaces& git, ProcessRunner& processes,
-                     CodeHost& code_host, const Config& config, const DataLayout& layout, const Clock& clock,
-                     spdlog::logger& log, WorkerOptions options)
-    : store_(store),
-      engine_(engine),
-      git_(git),
-      processes_(processes),
-      code_host_(code_host),
-      config_(config),
-      layout_(layout),
-      clock_(clock),
-      log_(log),
-      options_(options) {}
-
-Seconds JobRunner::step_backoff(int tries) const {
-  Seconds wait = options_.step_backoff;
-  for (int i = 1; i < tries && wait < options_.step_backoff_max; ++i) wait *= 2;
-  return std::min(wait, options_.step_backoff_max);
-}
-
-Seconds JobRunner::backoff(int attempt) const {
-  Seconds wait = options_.retry_backoff;
-  for (int i = 1; i < attempt && wait < options_.retry_backoff_max; ++i) wait *= 2;
-  return std::min(wait, options_.retry_backoff_max);
-}
-
-JobResult JobRunner::run(const JobRow& job, std::stop_token stop, const std::function<void()>& alive) {
-  try {
-    return run_claimed(job, stop, alive);
-  } catch (const std::exception& e) {  // escaped an adapter: this job only
-    log_.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
-    (void)store_.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), clock_.now());
-    return {JobOutcome::kAbandoned, e.what()};
-  }
-}
-
-std::optional<JobResult> JobRunner::abandon_if_moved_on(const JobRow& job, const std::optional<TaskRow>& task) {
-  std::string why = task ? superseded(job, *task) : "task not found";
-  if (why.empty()) return std::nullopt;
-  (void)store_.finish_job(job.id, JobStatus::kFailed, why, clock_.now());
-  return JobResult{JobOutcome::kAbandoned, why};
-}
-
-JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive) {
-  auto found = store_.find_task(job.task_id);
-  if (!found.ok()) {
-    // The store is failing: leave the job running; its heartbeat stops and the sweeper fails it as orphaned.
-    log_.warn("jobs: job {} cannot read its task: {}", job.id, found.status().to_string());
-    return {JobOutcome::kAbandoned, found.status().message};
-  }
-  if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
-  const TaskRow task = *found.value();
-  const Pipeline& pipeline = engine_.pipeline();
-  const StageSpec* stage = pipeline.stage(job.stage);
-  const AgentSpec* agent = pipeline.agent_of(job.stage);
-  if (!stage || !agent || agent->name != job.agent)
-    return attempt_failed(job, "agent " + job.agent + " is not configured for stage " + job.stage, Retry::kNo);
-  const ProjectSpec* project = config_.find_project(task.project);
-  if (!project) return attempt_failed(job, "project " + task.project + " is not configured", Retry::kNo);
-  // The agent exited 0 on an earlier claim of this job: resume its step. The agent never runs twice for one success.
-  if (!job.step.empty()) return run_steps(job, *project, *agent, *stage);
-
-  auto worktree = git_.ensure_worktree(*project, task);
-  if (!worktree.ok())
-    return attempt_failed(job, "worktree: " + worktree.status().message, retry_unless_invalid(worktree.status()));
-  // The previous stage may have run on another replica (or a human pushed): start from the remote's branch.
-  if (Status s = git_.catch_up_worktree(*project, task); !s.ok())
-    return attempt_failed(job, "worktree: " + s.message,
-                          s.code == Code::kConflict ? Retry::kNo : retry_unless_invalid(s));
-  const std::string dir = worktree.value().path.string();
-  if (Status s = write_task_json(job, task, dir); !s.ok()) return attempt_failed(job, s.message, Retry::kAfterBackoff);
-  if (Status s = prepare_output_dir(job); !s.ok()) return attempt_failed(job, s.message, Retry::kAfterBackoff);
-
-  const std::string header = "[orch] job " + std::to_string(job.id) + ": " + agent->name + " for " +
-                             task.work_item_key + " in " + job.stage + ", attempt " + std::to_string(job.attempt) +
-                             ", started " + format_rfc3339(clock_.now()) + "\n";
-  auto pump = LogPump::open(layout_.job_log(job.id), options_.log_cap_bytes, header);
-  if (!pump.ok()) return attempt_failed(job, pump.status().message, Retry::kAfterBackoff);
-
-  std::stop_source halt;  // stops the agent: the pool is stopping, or the job was finished elsewhere
-  std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
-  std::atomic<bool> lost{false};
-  std::string moved_on;  // the task left the job's stage or visit while the agent ran: its work no longer counts
-  ProcessSpec spec;
-  spec.argv = agent->argv;
-  spec.cwd = dir;
-  spec.env = agent_environment(job, task, *agent, dir);
-  spec.log_path = pump.value()->child_path();
-  spec.timeout = agent->timeout;
-  spec.kill_grace = options_.kill_grace;
-  spec.heartbeat_interval = options_.heartbeat_interval;
-  spec.heartbeat = [&] {
-    if (alive) alive();
-    Status s = store_.heartbeat_job(job.id, clock_.now());
-    if (s.code == Code::kConflict || s.code == Code::kNotFound) {
-      lost = true;  // the sweeper (or an operator) finished it: our result would be refused
-      halt.request_stop();
-      return;
-    }
-    if (!s.ok()) {
-      log_.warn("jobs: heartbeat of job {} failed: {}", job.id, s.to_string());
-      return;
-    }
-    // A human (or a replayed webhook) moved the task on: stop the agent now rather than let it hold this worker
-    // until its timeout for a result nobody would use. A failing read decides nothing; the next heartbeat asks again.
-    auto now_task = store_.find_task(job.task_id);
-    if (!now_task.ok()) return;
-    moved_on = now_task.value() ? superseded(job, *now_task.value()) : "superseded: the task is gone";
-    if (!moved_on.empty()) halt.request_stop();
-  };
-  LogPump& log_pump = *pump.value();
-  spec.on_start = [&log_pump](pid_t) { log_pump.close_write_end(); };
-  spec.stop = halt.get_token();
-  const auto agent_started = Steady::now();
-  Result<int> code = processes_.run(spec);
-  log_pump.finish("[orch] " + (code.ok() ? "exit " + std::to_string(code.value()) : code.status().message) + "\n");
-  // A reviewing agent requesting changes did its job: its verdict is a success like an approval (issue 20).
-  const bool succeeded =
-      code.ok() && (code.value() == 0 || (stage->post_review && code.value() == kExitRequestChanges));
-  if (options_.telemetry) {
-    const AgentOutcome outcome = stop.stop_requested() || !moved_on.empty() ? AgentOutcome::kStopped
-                                 : !code.ok()          ? AgentOutcome::kError
-                                 : succeeded           ? AgentOutcome::kSucceeded
-                                                       : AgentOutcome::kFailed;
-    options_.telemetry->agent_run(agent->name, job.stage, outcome,
-                                  std::chrono::duration<double>(Steady::now() - agent_started).count());
-  }
-
-  if (!moved_on.empty()) {
-    log_.info("jobs: {} for {} stopped: {}", agent->name, task.work_item_key, moved_on);
-    (void)store_.finish_job(job.id, JobStatus::kFailed, moved_on, clock_.now());
-    return {JobOutcome::kAbandoned, moved_on};
-  }
-  if (stop.stop_requested()) {
-    Status s = store_.requeue_job(job.id, clock_.now());
-    if (!s.ok()) log_.warn("jobs: cannot requeue job {} at shutdown: {}", job.id, s.to_string());
-    return {JobOutcome::kRequeued, "stopped at shutdown"};
-  }
-  if (lost) return attempt_failed(job, "stopped: the job was finished elsewhere", Retry::kAfterBackoff);
-  if (!code.ok()) return attempt_failed(job, code.status().message, retry_unless_invalid(code.status()));
-  if (!succeeded) return attempt_failed(job, "agent exited " + std::to_string(code.value()), Retry::kAfterBackoff);
-  if (auto failed = report_success(job, *stage, code.value())) return *failed;
-  // From here on the agent's success stands: what follows are the job's steps, retried on their own (ADR 0010).
-  return run_steps(job, *project, *agent, *stage);
-}
-
-std::optional<JobResult> JobRunner::report_success(const JobRow& job, const StageSpec& stage, int exit_code) {
-  if (!options_.reporter) return std::nullopt;
-  // A fresh row: the run may have taken long, and a job whose task moved on meanwhile has nothing to report.
-  auto found = store_.find_task(job.task_id);
-  if (!found.ok()) return attempt_failed(job, "report: " + found.status().message, Retry::kAfterBackoff);
-  if (auto gone = abandon_if_moved_on(job, found.value())) return gone;
-  AgentResult result;
-  result.exit_code = exit_code;
-  result.summary = job_summary(output_dir(job), layout_.job_log(job.id));
-  if (stage.post_review) result.verdict = exit_code == kExitRequestChanges ? "REQUEST_CHANGES" : "APPROVED";
-  Status s = options_.reporter->agent_succeeded(job, *found.value(), result);
-  if (s.ok()) return std::nullopt;
-  log_.warn("jobs: job {} cannot report its agent's success: {}", job.id, s.to_string());
-  return attempt_failed(job, "report: " + s.message, retry_unless_invalid(s));
-}
-
-fs::path JobRunner::output_dir(const JobRow& job) const {
-  std::error_code ec;
-  fs::path dir = fs::absolute(layout_.job_output(job.id), ec);
-  return ec ? layout_.job_output(job.id) : dir.lexically_normal();
-}
-
-Status JobRunner::prepare_output_dir(const JobRow& job) const {
-  const fs::path dir = output_dir(job);
-  std::error_code ec;
-  // remove_all removes symlinks, never what they point to: whatever an earlier attempt left there goes, nothing else.
-  fs::remove_all(dir, ec);
-  if (ec) return unavailable("cannot empty the output directory " + dir.string() + ": " + ec.message());
-  fs::create_directories(dir, ec);
-  if (ec) return unavailable("cannot create the output directory " + dir.string() + ": " + ec.message());
-  return {};
-}
-
-JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, const AgentSpec& agent,
-                               const StageSpec& stage) {
-  const auto first = std::find(std::begin(kSteps), std::end(kSteps), job.step);
-  for (auto at = first == std::end(kSteps) ? std::begin(kSteps) : first; at != std::end(kSteps); ++at) {
-    const std::string step = *at;
-    // A step resumed from the queue keeps its failed tries (the budget); a new one starts from none.
-    const bool resumed = step == job.step;
-    const int tries = resumed ? job.step_attempts : 0;
-    if (!resumed) {
-      Status s = store_.begin_job_step(job.id, step, clock_.now());
-      if (s.code == Code::kConflict || s.code == Code::kNotFound)
-        return {JobOutcome::kAbandoned, "the job was finished elsewhere: " + s.message};
-      // Not fatal: the step is still done; a restart resumes at the last step recorded, and each is safe to redo.
-      if (!s.ok()) log_.warn("jobs: cannot record step {} of job {}: {}", step, job.id, s.to_string());
-    }
-    // The supersession check, with a fresh row: a human may have moved the task on, or the PR may be known by now.
-    auto found = store_.find_task(job.task_id);
-    if (!found.ok()) return step_failed(job, TaskRow{}, step, tries, found.status());
-    if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
-    const TaskRow task = *found.value();
-
-    if (step == "push") {
-      if (Status s = git_.push_branch(project, task); !s.ok()) return step_failed(job, task, step, tries, s);
-      auto head = git_.branch_head(project, task.branch);
-      if (head.ok()) {
-        // The sha -> branch map lets a CI status event (which names no branch) find this task.
-        if (Status s = store_.record_branch_head(project.gitea_repo, task.branch, head.value(), clock_.now()); !s.ok())
-          log_.warn("jobs: cannot record the head of {}: {}", task.branch, s.to_string());
-        TaskFacts facts;
-        facts.head_sha = head.value();
-        if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok())
-          log_.warn("jobs: cannot record facts of {}: {}", task.work_item_key, s.to_string());
-      }
-    } else if (step == "open_pr") {
-      if (!stage.open_pr) continue;
-      if (task.pr_number) {  // recorded (by this step before a crash, or by the PR's webhook): said once, by key
-        if (Status s = say_pull_request_opened(task, *task.pr_number); !s.ok())
-          return step_failed(job, task, step, tries, s);
-        continue;
-      }
-      // An earlier try may have created the PR and died before recording it (or its answer was lost): adopt the
-      // branch's open PR before creating one, so that retries never open a second.
-      auto existing = code_host_.pull_request_for_branch(project.gitea_repo, task.branch);
-      if (!existing.ok()) return step_failed(job, task, step, tries, existing.status());
-      std::optional<PullRequestInfo> pr;
-      if (existing.value() && existing.value()->open) pr = existing.value();
-      if (!pr) {
-        std::string title = task.work_item_key + ": " + task.title;
-        if (title.size() > kMaxPrTitle) title.resize(kMaxPrTitle);
-        auto created = code_host_.create_pull_request(project.gitea_repo, task.branch, project.default_branch, title,
-                                                      "Opened by orch for " + task.work_item_key + ".");
-        if (!created.ok()) return step_failed(job, task, step, tries, created.status());
-        pr = created.value();
-      }
-      // Stored before the PR is recorded, so that a crash in between says it on the retry.
-      if (Status s = say_pull_request_opened(task, pr->number); !s.ok())
-        return step_failed(job, task, step, tries, s);
-      TaskFacts facts;
-      facts.pr_number = pr->number;
-      facts.pr_state = pr->merged ? PrState::kMerged : pr->open ? PrState::kOpen : PrState::kClosed;
-      // The gate reads the PR from the task row: without it recorded this step is not done.
-      if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok())
-        return step_failed(job, task, step, tries, s);
-      log_.info("jobs: pull request #{} for {}", pr->number, task.work_item_key);
-    } else {  // gate
-      auto advanced = engine_.advance_if_gate_passed(task.id, Cause::kAgent, agent.name);
-      // Only a transient failure is worth another try; kConflict means someone else moved the task meanwhile.
-      if (!advanced.ok() && advanced.status().code == Code::kUnavailable)
-        return step_failed(job, task, step, tries, advanced.status());
-      if (Status s = store_.finish_job(job.id, JobStatus::kSucceeded, "", clock_.now()); !s.ok())
-        log_.warn("jobs: job {} succeeded but was already finished: {}", job.id, s.to_string());
-      if (!advanced.ok()) {
-        // Not a failure of the job: the reconciler evaluates the gate again once the task is idle.
-        if (advanced.status().code != Code::kConflict)
-          log_.warn("jobs: {} succeeded for {}, gate not evaluated: {}", agent.name, task.work_item_key,
-                    advanced.status().to_string());
-        return {JobOutcome::kSucceeded, advanced.status().message};
-      }
-      if (!advanced.value().advanced)
-        log_.info("jobs: {} succeeded for {} in {}; waiting: {}", agent.name, task.work_item_key, job.stage,
-                  advanced.value().gate.why);
-      return {JobOutcome::kSucceeded, advanced.value().gate.why};
-    }
-  }
-  return {JobOutcome::kAbandoned, "no follow-up step after " + job.step};  // unreachable: gate always returns
-}
-
-JobResult JobRunner::step_failed(const JobRow& job, const TaskRow& task, const std::string& step, int tries,
-                                 const Status& s) {
-  const TimePoint now = clock_.now();
-  const std::string error = step + ": " + s.message;
-  const int failed = tries + 1;
-  const int budget = std::max(1, options_.step_max_attempts);
-  if (s.code != Code::kInvalid && failed < budget) {
-    const Seconds wait = step_backoff(failed);
-    Status w = store_.fail_job_step(job.id, error, now + wait, now);
-    if (w.code == Code::kConflict || w.code == Code::kNotFound)
-      return {JobOutcome::kAbandoned, "the job was finished elsewhere: " + w.message};
-    // The job stays running with its step recorded: the sweeper's heartbeat rule fails it in the end.
-    if (!w.ok()) log_.warn("jobs: cannot queue step {} of job {} again: {}", step, job.id, w.to_string());
-    log_.info("jobs: step {} of job {} failed (try {} of {}): {}; again in {}s", step, job.id, failed, budget,
-              s.message, wait.count());
-    return {JobOutcome::kStepRetrying, error};
-  }
-  if (Status w = store_.fail_job_step(job.id, error, std::nullopt, now); !w.ok() && w.code != Code::kConflict)
-    log_.warn("jobs: cannot fail job {} in step {}: {}", job.id, step, w.to_string());
-  // Out of budget on the gate, the agent's work is still pushed (and its PR open): the reconciler's gate side reads
-  // the gate again once the task is idle, as for any task. Out of budget on push or open_pr, a human must look.
-  if (step == "gate" || task.id == 0) {
-    log_.warn("jobs: job {} failed in step {} after {} tries: {}", job.id, step, failed, s.message);
-    return {JobOutcome::kAbandoned, error};
-  }
-  return block(job, task, "step " + step + " failed " + std::to_string(failed) + " time(s): " + s.message);
-}
-
-JobResult JobRunner::attempt_failed(const JobRow& job, const std::string& reason, Retry retry) {
-  const TimePoint now = clock_.now();
-  if (Status s = store_.finish_job(job.id, JobStatus::kFailed, reason, now); !s.ok() && s.code != Code::kConflict)
-    log_.warn("jobs: cannot finish job {}: {}", job.id, s.to_string());
-  auto found = store_.find_task(job.task_id);
-  if (!found.ok() || !found.value()) return {JobOutcome::kAbandoned, reason};
-  const TaskRow& task = *found.value();
-  if (task.stage != job.stage || task.visit != job.visit) return {JobOutcome::kAbandoned, reason};
-
-  const AgentSpec* agent = engine_.pipeline().agent_of(job.stage);
-  const int max_attempts = agent ? std::max(1, agent->max_attempts) : 1;
-  const bool retryable = retry != Retry::kNo;
-  if (retryable && job.attempt < max_attempts) {
-    const Seconds wait = retry == Retry::kNow ? Seconds(0) : backoff(job.attempt);
-    NewJob next{job.task_id, job.visit, job.stage, job.agent, job.attempt + 1, now + wait};
-    auto queued = store_.enqueue_job(next, now);
-    if (!queued.ok()) {
-      log_.warn("jobs: cannot queue attempt {} of {} for {}: {}", next.attempt, job.agent, task.work_item_key,
-                queued.status().to_string());
-      return {JobOutcome::kAbandoned, reason};
-    }
-    log_.info("jobs: {} failed for {} in {} (attempt {} of {}): {}; attempt {} in {}s", job.agent,
-              task.work_item_key, job.stage, job.attempt, max_attempts, reason, next.attempt, wait.count());
-    return {JobOutcome::kRetrying, reason};
-  }
-  std::string why = retryable ? job.agent + " failed attempt " + std::to_string(job.attempt) + " of " +
-                                    std::to_string(max_attempts) + ": " + reason
-                              : reason;
-  return block(job, task, why);
-}
-
-Status JobRunner::say_pull_request_opened(const TaskRow& task, std::int64_t number) {
-  if (!options_.write_back) return {};
-  return options_.write_back->store(options_.write_back->plan().pull_request_opened(task, number));
-}
-
-JobResult JobRunner::block(const JobRow& job, const TaskRow& task, const std::string& reason) {
-  const TimePoint now = clock_.now();
-  // The block and what says so, in one transaction: Telegram's notification and (write-back) Plane's comment and
-  // the PR's failed pipeline status.
-  std::vector<OutboxMessage> said = {OutboxMessage{std::string(kChannelTelegram),
-                                                   "blocked:" + std::to_string(task.id) + ":" +
-                                                       std::to_string(task.visit),
-                                                   task.work_item_key + " is blocked in " + job.stage + ": " + reason}};
-  if (options_.write_back) {
-    std::vector<OutboxMessage> more = options_.write_back->plan().blocked(task, job.stage, reason);
-    said.insert(said.end(), more.begin(), more.end());
-  }
-  if (Status s = store_.block_task(task.id, reason, now, said); !s.ok())
-    log_.warn("jobs: cannot block {}: {}", task.work_item_key, s.to_string());
-  log_.warn("jobs: {} blocked in {}: {}", task.work_item_key, job.stage, reason);
-  return {JobOutcome::kBlocked, reason};
-}
-
-Status JobRunner::write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree) {
-  nlohmann::json j = {
-      {"task_id", task.id},
-      {"job_id", job.id},
-      {"project", task.project},
-      {"work_item_id", task.work_item_id},
-      {"work_item_key", task.work_item_key},
-      {"title", task.title},
-      {"description", task.description},
-      {"stage", job.stage},
-      {"visit", job.visit},
-      {"agent", job.agent},
-      {"branch", task.branch},
-      {"worktree", worktree},
-      {"attempt", job.attempt},
-      {"rejection_reason", task.rejection_reason},
-      {"pr_number", task.pr_number ? nlohmann::json(*task.pr_number) : nlohmann::json(nullptr)},
-      {"head_sha", task.head_sha.empty() ? nlohmann::json(nullptr) : nlohmann::json(task.head_sha)},
-  };
-  // Tracker text is not guaranteed to be valid UTF-8: replace bad bytes rather than fail the job.
-  const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  const fs::path path = layout_.task_json(job.id);
-  std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
-  const std::string tmp = path.string() + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) return unavailable("cannot write " + tmp + ": " + std::strerror(errno));
-  write_all(fd, text.data(), text.size());
-  ::close(fd);
-  fs::rename(tmp, path, ec);  // the agent never reads a half-written file
-  if (ec) return unavailable("cannot write " + path.string() + ": " + ec.message());
-  return {};
-}
-
-std::vector<std::string> JobRunner::agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
-                                                      const std::string& worktree) const {
-  std::map<std::string, std::string> env = {
-      {"PATH", "/usr/local/bin:/usr/bin:/bin"},
-      {"HOME", worktree},
-  };
-  for (const auto& [k, v] : agent.env) env[k] = v;  // may set PATH or HOME, never an ORCH_* below
-  env["ORCH_TASK_ID"] = std::to_string(task.id);
-  env["ORCH_WORK_ITEM_ID"] = task.work_item_id;
-  env["ORCH_WORK_ITEM_KEY"] = task.work_item_key;
-  env["ORCH_PROJECT"] = task.project;
-  env["ORCH_STAGE"] = job.stage;
-  env["ORCH_BRANCH"] = task.branch;
-  env["ORCH_WORKTREE"] = worktree;
-  env["ORCH_ATTEMPT"] = std::to_string(job.attempt);
-  env["ORCH_REJECTION_REASON"] = task.rejection_reason;
-  env["ORCH_TASK_JSON"] = layout_.task_json(job.id).string();
-  env["ORCH_OUTPUT_DIR"] = output_dir(job).string();
-  std::vector<std::string> out;
-  out.reserve(env.size());
-  for (const auto& [k, v] : env) {
-    std::string value = v;
-    value.erase(std::remove(value.begin(), value.end(), '\0'), value.end());
-    out.push_back(k + "=" + value);
-  }
-  return out;
-}
-
-RecoveryReport JobRunner::recover_interrupted() {
+RecoveryReport recover_interrupted_jobs(JobStore& jobs, AttemptPolicy& attempts, const std::string& replica_id,
+                                        const Clock& clock, spdlog::logger& log) {
   RecoveryReport report;
-  auto running = store_.jobs_with_status(JobStatus::kRunning, kRecoveryScanLimit);
+  auto running = jobs.jobs_with_status(JobStatus::kRunning, kRecoveryScanLimit);
   if (!running.ok()) {
-    log_.warn("jobs: start-up recovery cannot list running jobs: {}", running.status().to_string());
+    log.warn("jobs: start-up recovery cannot list running jobs: {}", running.status().to_string());
     return report;
   }
   const pid_t self = ::getpid();
@@ -669,28 +58,28 @@ RecoveryReport JobRunner::recover_interrupted() {
     // Only this replica's workers are judged by their pid; another replica's (another host's) are left to the
     // sweeper's heartbeat rule.
     auto w = parse_worker(job.worker);
-    const bool ours = w && (w->replica.empty() || w->replica == options_.replica_id);
+    const bool ours = w && (w->replica.empty() || w->replica == replica_id);
     if (!ours || (w->pid != self && process_alive(w->pid))) {
       ++report.skipped;
       continue;
     }
     // Its agent had exited 0: only the step it was in was interrupted, and resuming that step is enough.
     if (!job.step.empty()) {
-      Status s = store_.requeue_job(job.id, clock_.now());
+      Status s = jobs.requeue_job(job.id, clock.now());
       if (s.ok()) {
         ++report.requeued;
-        log_.info("jobs: job {} resumes step {} after a restart", job.id, job.step);
+        log.info("jobs: job {} resumes step {} after a restart", job.id, job.step);
       } else {
-        log_.warn("jobs: cannot requeue job {} to resume step {}: {}", job.id, job.step, s.to_string());
+        log.warn("jobs: cannot requeue job {} to resume step {}: {}", job.id, job.step, s.to_string());
       }
       continue;
     }
-    JobResult r = attempt_failed(job, "interrupted: worker " + job.worker + " exited while it ran", Retry::kNow);
+    JobResult r = attempts.attempt_failed(job, "interrupted: worker " + job.worker + " exited while it ran", AttemptPolicy::Retry::kNow);
     if (r.outcome == JobOutcome::kRetrying) ++report.requeued;
     if (r.outcome == JobOutcome::kBlocked) ++report.blocked;
   }
   if (report.requeued + report.blocked > 0)
-    log_.info("jobs: start-up recovery: {} interrupted job(s) queued again, {} blocked", report.requeued,
+    log.info("jobs: start-up recovery: {} interrupted job(s) queued again, {} blocked", report.requeued,
               report.blocked);
   return report;
 }
@@ -745,9 +134,34 @@ void WorkerPool::poke() {
   cv_.notify_all();
 }
 
+void WorkerPool::remove_worktree_later(const TaskRow& task) {
+  if (!remove_worktree_) return;
+  {
+    std::lock_guard lock(mu_);
+    worktrees_to_remove_.push_back(task);
+    ++pokes_;
+  }
+  cv_.notify_one();
+}
+
+void WorkerPool::remove_pending_worktrees() {
+  while (true) {
+    TaskRow task;
+    {
+      std::lock_guard lock(mu_);
+      if (worktrees_to_remove_.empty()) return;
+      task = std::move(worktrees_to_remove_.front());
+      worktrees_to_remove_.pop_front();
+    }
+    if (Status s = remove_worktree_(task); !s.ok())
+      log_.warn("jobs: cannot remove the worktree of {}: {}", task.work_item_key, s.to_string());
+  }
+}
+
 void WorkerPool::run(std::stop_token stop, const std::string& worker, std::atomic<Steady::time_point>& alive) {
   while (!stop.stop_requested()) {
     alive.store(Steady::now());
+    remove_pending_worktrees();
     unsigned long seen;
     {
       std::lock_guard lock(mu_);

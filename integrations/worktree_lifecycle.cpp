@@ -2,8 +2,7 @@
 
 namespace orch {
 
-Status WorktreeLifecycle::on_transition(const TransitionFired& event) {
-  const TaskRow& task = event.task;
+Status WorktreeLifecycle::remove(const TaskRow& task) {
   const ProjectSpec* project = config_.find_project(task.project);
   if (!project) return invalid("task " + task.work_item_key + " names unknown project '" + task.project + "'");
   // The worktree is made where it is used: the worker ensures it before each job (docs/adr/0006). Making it here

@@ -27,7 +27,7 @@ SendResult send_result_of(const Status& s) { return {s, std::nullopt}; }
 
 Status WriteBackReporter::agent_succeeded(const JobRow&, const TaskRow& task, const AgentResult& result) {
   const std::string summary = result.summary.empty() ? "(the agent left no summary and no output)" : result.summary;
-  return write_back_.store(write_back_.plan().agent_succeeded(task, summary, result.verdict));
+  return write_back_.agent_succeeded(task, summary, result.verdict);
 }
 
 std::string review_marker(const std::string& dedup_key) { return "<!-- orch:" + dedup_key + " -->"; }

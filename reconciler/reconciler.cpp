@@ -1,4 +1,4 @@
-// DESIGN: one pass = switches -> gate side -> tracker side -> sweeper -> what an operator sees. The sides decide and
+// Why it is built this way: one pass = switches -> gate side -> tracker side -> sweeper -> what an operator sees. The sides decide and
 // act; this file only makes their unblocks visible (a log line, an outbox notification whose dedup key names the
 // one transition, so a repeated pass or a second process cannot double it) and keeps the snapshot that /queue and
 // `orch status` read. The switches are re-read from the settings table every pass, so `orch reconcile disable`
@@ -32,23 +32,12 @@ std::vector<std::string> PassReport::lines(bool dry_run) const {
   return out;
 }
 
-ReconcilePass::ReconcilePass(SettingsStore& settings, OutboxStore& outbox, GateSide& gate, TrackerSide* tracker,
-                             Sweeper* sweeper, const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults,
-                             InboxStore* inbox, Telemetry* telemetry, const Leadership* leadership)
-    : settings_(settings),
-      outbox_(outbox),
-      gate_(gate),
-      tracker_(tracker),
-      sweeper_(sweeper),
-      inbox_(inbox),
-      telemetry_(telemetry),
-      leadership_(leadership),
-      clock_(clock),
-      log_(log),
-      defaults_(defaults) {}
+ReconcilePass::ReconcilePass(ReconcileParts parts, const Clock& clock, spdlog::logger& log,
+                             ReconcileDefaults defaults)
+    : parts_(parts), clock_(clock), log_(log), defaults_(defaults) {}
 
 bool ReconcilePass::read_switch(const char* key, bool fallback, bool& ok) {
-  auto v = settings_.get_setting(key);
+  auto v = parts_.settings.get_setting(key);
   if (!v.ok()) {
     ok = false;
     log_.warn("reconciler: cannot read {}: {}; skipping this pass", key, v.status().message);
@@ -64,7 +53,7 @@ bool ReconcilePass::read_switch(const char* key, bool fallback, bool& ok) {
 
 PassReport ReconcilePass::run_once(PassOptions options) {
   PassReport report;
-  const std::function<bool()> leading = [this] { return !leadership_ || leadership_->is_leader(); };
+  const std::function<bool()> leading = [this] { return parts_.leadership.is_leader(); };
   if (!leading()) {  // another replica reconciles; this one only serves webhooks and runs jobs
     report.leader = false;
     return report;
@@ -83,8 +72,8 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   // The webhook path is behind, not broken: what is pending in the inbox will be handled through the same
   // handlers. Reconciling now would race it and count its events as lost. The inbox drains on its own (a failing
   // delivery ends as failed after its retries), so this defers the sides by at most that long.
-  if (inbox_) {
-    auto counts = inbox_->inbox_counts();
+  {
+    auto counts = parts_.inbox.inbox_counts();
     if (!counts.ok()) {
       note("inbox: " + counts.status().message);
     } else if (counts.value().pending > 0) {
@@ -100,7 +89,7 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   if (!options.dry_run) on_unblock = [&](const Unblock& u) { report_unblock(u, clock_.now(), report); };
 
   if (sides) try {
-    report.gate = gate_.run_once(options.dry_run, leading, on_unblock);
+    report.gate = parts_.gate.run_once(options.dry_run, leading, on_unblock);
   } catch (const std::exception& e) {
     log_.warn("reconciler: gate side failed: {}", e.what());
     note(std::string("gate side: ") + e.what());
@@ -108,9 +97,9 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   note(report.gate.first_error);
   for (const Unblock& u : report.gate.unblocked) report.unblocked.push_back(u);
 
-  if (sides && tracker_ && report.plane_enabled && leading()) {
+  if (sides && parts_.tracker && report.plane_enabled && leading()) {
     try {
-      report.tracker = tracker_->run_once(options.dry_run, options.full_sweep, leading, on_unblock);
+      report.tracker = parts_.tracker->run_once(options.dry_run, options.full_sweep, leading, on_unblock);
       note(report.tracker->first_error);
       for (const Unblock& u : report.tracker->unblocked) report.unblocked.push_back(u);
     } catch (const std::exception& e) {
@@ -124,9 +113,9 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   if (options.dry_run) return report;  // changes nothing: no sweep, no notification, no snapshot
 
   // What was done was reported as it happened (on_unblock), even when leadership was lost: the transitions happened.
-  if (sweeper_ && !report.interrupted) {
+  if (parts_.sweeper && !report.interrupted) {
     try {
-      report.sweep = sweeper_->run_once();
+      report.sweep = parts_.sweeper->run_once();
       if (report.sweep->errors > 0) note("sweeper: " + std::to_string(report.sweep->errors) + " rule(s) failed");
     } catch (const std::exception& e) {
       log_.warn("reconciler: sweeper failed: {}", e.what());
@@ -134,23 +123,23 @@ PassReport ReconcilePass::run_once(PassOptions options) {
     }
   }
   write_snapshot(started, report);
-  if (telemetry_) {
+  {
     const char* outcome = report.interrupted ? "interrupted" : report.error.empty() ? "ok" : "error";
-    telemetry_->reconcile_pass(outcome, std::chrono::duration<double>(clock_.now() - started).count());
+    parts_.telemetry.reconcile_pass(outcome, std::chrono::duration<double>(clock_.now() - started).count());
   }
   return report;
 }
 
 void ReconcilePass::report_unblock(const Unblock& u, TimePoint now, PassReport& report) {
   log_.info("reconciler: {} {} unblocked (lost webhook) via {}", u.work_item_key, u.from, u.via);
-  if (telemetry_) telemetry_->unblocked(u.via, u.from);
+  parts_.telemetry.unblocked(u.via, u.from);
   count_unblock(u);
   if (!defaults_.notify_unblock) return;
   const std::string key = "unblock:" + std::to_string(u.task_id) + ":" + std::to_string(u.visit);
   // Plain text: the outbox stores it as is and the sender escapes it (integrations/telegram_notifier.h).
   const std::string text =
       u.work_item_key + " unblocked (lost webhook): " + u.from + " → " + u.to + " via " + u.via;
-  auto queued = outbox_.enqueue_notification(key, text, now);
+  auto queued = parts_.outbox.enqueue_notification(key, text, now);
   if (!queued.ok()) {
     log_.warn("reconciler: cannot queue the unblock notification for {}: {}", u.work_item_key,
               queued.status().message);
@@ -177,17 +166,17 @@ std::optional<nlohmann::json> read_snapshot(SettingsStore& settings, spdlog::log
 // The total survives restarts and is shared with `orch reconcile --once`: read, add, write, at each unblock, so
 // that a replica killed in the middle of a pass has counted every transition it made but (at most) the one in flight.
 void ReconcilePass::count_unblock(const Unblock& u) {
-  auto snap = read_snapshot(settings_, log_);
+  auto snap = read_snapshot(parts_.settings, log_);
   if (!snap) return;
   (*snap)["unblocked_total"] = snap->value("unblocked_total", 0LL) + 1;
   (*snap)["last_unblocked"] = u.work_item_key;
-  if (Status s = settings_.set_setting(kSettingReconcileSnapshot, snap->dump()); !s.ok())
+  if (Status s = parts_.settings.set_setting(kSettingReconcileSnapshot, snap->dump()); !s.ok())
     log_.warn("reconciler: cannot count the unblock of {} in the status snapshot: {}", u.work_item_key, s.message);
 }
 
 void ReconcilePass::write_snapshot(TimePoint started, const PassReport& report) {
   using nlohmann::json;
-  auto old = read_snapshot(settings_, log_);
+  auto old = read_snapshot(parts_.settings, log_);
   if (!old) return;
   // Already counted, one by one, by count_unblock().
   const long long total = old->value("unblocked_total", 0LL);
@@ -200,7 +189,7 @@ void ReconcilePass::write_snapshot(TimePoint started, const PassReport& report) 
                {"last_unblocked", last_unblocked},
                {"last_error", report.error.empty() ? json(nullptr) : json(report.error)},
                {"interval_s", static_cast<long long>(defaults_.interval.count())}};
-  if (Status s = settings_.set_setting(kSettingReconcileSnapshot, snap.dump()); !s.ok())
+  if (Status s = parts_.settings.set_setting(kSettingReconcileSnapshot, snap.dump()); !s.ok())
     log_.warn("reconciler: cannot write the status snapshot: {}", s.message);
 }
 

@@ -58,12 +58,23 @@ struct PassReport {
   std::vector<std::string> lines(bool dry_run) const;
 };
 
+// What a pass works with; all outlive it.
+struct ReconcileParts {
+  SettingsStore& settings;  // the kill switches, the snapshot
+  OutboxStore& outbox;      // a notification per unblock
+  InboxStore& inbox;        // deliveries acknowledged but not handled yet: while there are any, the sides wait
+  GateSide& gate;
+  TrackerSide* tracker = nullptr;  // genuinely optional: no Plane configured
+  Sweeper* sweeper = nullptr;      // genuinely optional: sweeping done elsewhere (tests of one side)
+  // A pass runs only on the leader and stops at once, between tasks, when this replica stops leading. One node (and
+  // the CLI) passes SoleReplica, which always leads.
+  const Leadership& leadership;
+  Telemetry& telemetry = no_telemetry();  // told each unblock by side and stage, and each pass
+};
+
 class ReconcilePass {
  public:
-  // tracker and sweeper may be null (no Plane configured; sweeping done elsewhere). All references outlive this.
-  ReconcilePass(SettingsStore& settings, OutboxStore& outbox, GateSide& gate, TrackerSide* tracker, Sweeper* sweeper,
-                const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults, InboxStore* inbox = nullptr,
-                Telemetry* telemetry = nullptr, const Leadership* leadership = nullptr);
+  ReconcilePass(ReconcileParts parts, const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults);
 
   // One pass. Never throws; each side contains its own failures. Reads the switches first (so a flip from another
   // process applies on the next pass); when enabled: gate side, tracker side if plane-enabled, then the sweeper.
@@ -79,16 +90,7 @@ class ReconcilePass {
   void count_unblock(const Unblock& u);
   void write_snapshot(TimePoint started, const PassReport& report);
 
-  SettingsStore& settings_;
-  OutboxStore& outbox_;
-  GateSide& gate_;
-  TrackerSide* tracker_;
-  Sweeper* sweeper_;
-  InboxStore* inbox_;  // null: no inbox to wait for (tests of one side)
-  Telemetry* telemetry_;  // told each unblock by side and stage, and each pass; null: nobody
-  // Null: always run (one node, the CLI). Otherwise a pass runs only on the leader and stops at once, between
-  // tasks, when this replica stops leading.
-  const Leadership* leadership_;
+  const ReconcileParts parts_;
   const Clock& clock_;
   spdlog::logger& log_;
   const ReconcileDefaults defaults_;

@@ -1,4 +1,4 @@
-// DESIGN: the sweeper is the backstop for the worker. A worker that dies (crash, OOM kill, host reboot) leaves its
+// Why it is built this way: the sweeper is the backstop for the worker. A worker that dies (crash, OOM kill, host reboot) leaves its
 // job `running` forever; the task then looks busy and the reconciler skips it. Failing such jobs makes the task
 // idle again, and the reconciler's gate side takes it from there. The rules are ordered: orphaned first (a dead
 // worker is the common case), then timed out (a live worker that failed to kill its agent), then expired queue
@@ -26,7 +26,7 @@ SweepReport Sweeper::run_once() {
   auto orphaned = jobs_.fail_stale_running(now - spec_.heartbeat_stale, batch, orphan_reason, now);
   if (orphaned.ok()) {
     report.orphaned = static_cast<int>(orphaned.value().size());
-    for (const JobRow& job : orphaned.value()) follow_up(job, orphan_reason, FailedAttempts::Retry::kNow, report);
+    for (const JobRow& job : orphaned.value()) follow_up(job, orphan_reason, AttemptPolicy::Retry::kNow, report);
   } else {
     ++report.errors;
     log_.warn("sweeper: cannot fail orphaned jobs: {}", orphaned.status().to_string());
@@ -43,7 +43,7 @@ SweepReport Sweeper::run_once() {
   auto expired = jobs_.fail_expired_queued(now - spec_.queued_ttl, batch, expired_reason, now);
   if (expired.ok()) {
     report.expired = static_cast<int>(expired.value().size());
-    for (const JobRow& job : expired.value()) follow_up(job, expired_reason, FailedAttempts::Retry::kNo, report);
+    for (const JobRow& job : expired.value()) follow_up(job, expired_reason, AttemptPolicy::Retry::kNo, report);
   } else {
     ++report.errors;
     log_.warn("sweeper: cannot fail expired jobs: {}", expired.status().to_string());
@@ -55,11 +55,10 @@ SweepReport Sweeper::run_once() {
   return report;
 }
 
-void Sweeper::follow_up(const JobRow& job, const std::string& reason, FailedAttempts::Retry retry,
+void Sweeper::follow_up(const JobRow& job, const std::string& reason, AttemptPolicy::Retry retry,
                         SweepReport& report) {
-  if (!attempts_) return;
   try {
-    const JobResult r = attempts_->attempt_failed(job, reason, retry);
+    const JobResult r = attempts_.attempt_failed(job, reason, retry);
     if (r.outcome == JobOutcome::kRetrying) ++report.retried;
     if (r.outcome == JobOutcome::kBlocked) ++report.blocked;
   } catch (const std::exception& e) {  // the job stays failed; its task is idle and the next pass sees it
@@ -87,7 +86,7 @@ int Sweeper::sweep_timed_out(TimePoint now, SweepReport& report) {
     Status s = jobs_.finish_job(job.id, JobStatus::kFailed, reason, now);
     if (s.ok()) {
       ++failed;
-      follow_up(job, reason, FailedAttempts::Retry::kAfterBackoff, report);
+      follow_up(job, reason, AttemptPolicy::Retry::kAfterBackoff, report);
     } else if (s.code != Code::kConflict) {  // kConflict: its worker finished it meanwhile
       ++report.errors;
       log_.warn("sweeper: cannot fail timed-out job {}: {}", job.id, s.to_string());

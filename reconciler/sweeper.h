@@ -2,8 +2,8 @@
 // visible to the reconciler again: running jobs whose heartbeat stopped ("orphaned"), running jobs past their
 // agent's timeout plus a buffer ("timed out"), queued jobs older than the queued TTL ("expired").
 // Each rule fails at most `sweep_batch` jobs per pass, so a large backlog never holds a long transaction.
-// A failed job then goes through the same retry-or-block rule as a failure its worker saw (FailedAttempts,
-// integrations/worker_pool.h): an orphan's next attempt is queued at once (a dead host is not the agent's fault), a
+// A failed job then goes through the same retry-or-block rule as a failure its worker saw (AttemptPolicy,
+// engine/attempt_policy.h): an orphan's next attempt is queued at once (a dead host is not the agent's fault), a
 // timed-out one's after the backoff, and an expired one blocks its task (no worker took it for queued_ttl: queueing
 // it again would only wait as long again). Without that, the task would sit idle with a red gate, silently.
 // Stateless over the store, so any thread may call it; in practice the reconciler thread or `orch sweep --once`.
@@ -15,7 +15,7 @@
 #include "engine/config.h"
 #include "engine/pipeline.h"
 #include "engine/store.h"
-#include "integrations/worker_pool.h"
+#include "engine/attempt_policy.h"
 
 namespace orch {
 
@@ -33,9 +33,9 @@ class Sweeper {
  public:
   // The running-past-timeout buffer is jobs.dispatch_timeout: time for a worker to notice its agent's timeout,
   // kill the process group (SIGTERM, grace, SIGKILL) and report, before the sweeper overrules it.
-  // `attempts` is what becomes of each failed job's task; nullptr only fails the jobs (a store-level test).
-  Sweeper(JobStore& jobs, const Pipeline& pipeline, const JobsSpec& spec, const Clock& clock, spdlog::logger& log,
-          FailedAttempts* attempts = nullptr)
+  // `attempts` decides what becomes of each failed job's task.
+  Sweeper(JobStore& jobs, AttemptPolicy& attempts, const Pipeline& pipeline, const JobsSpec& spec, const Clock& clock,
+          spdlog::logger& log)
       : jobs_(jobs), pipeline_(pipeline), spec_(spec), clock_(clock), log_(log), attempts_(attempts) {}
 
   // One pass over the three rules. Logs one info line with the counts when it failed any job, nothing otherwise
@@ -44,14 +44,14 @@ class Sweeper {
 
  private:
   int sweep_timed_out(TimePoint now, SweepReport& report);
-  void follow_up(const JobRow& job, const std::string& reason, FailedAttempts::Retry retry, SweepReport& report);
+  void follow_up(const JobRow& job, const std::string& reason, AttemptPolicy::Retry retry, SweepReport& report);
 
   JobStore& jobs_;
   const Pipeline& pipeline_;
   const JobsSpec& spec_;
   const Clock& clock_;
   spdlog::logger& log_;
-  FailedAttempts* attempts_;
+  AttemptPolicy& attempts_;
 };
 
 }  // namespace orch

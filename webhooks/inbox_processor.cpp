@@ -82,7 +82,7 @@ InboxPass InboxProcessor::run_once(std::stop_token stop) {
     retries_.erase(row.seq);
 
     DeliveryResult result = to_result(row, outcome);
-    if (options_.telemetry) options_.telemetry->delivery_handled(row.source, row.event, result.status, handling_seconds);
+    options_.telemetry->delivery_handled(row.source, row.event, result.status, handling_seconds);
     last_progress_.store(std::chrono::steady_clock::now());
     const std::string& error = result.status == DeliveryStatus::kHandled ? std::string() : result.detail;
     if (Status s = inbox_.finish_delivery(row.seq, result.status, error, clock_.now()); !s.ok()) {

@@ -40,7 +40,7 @@ struct InboxProcessorOptions {
   // How often the thread looks without being poked (deliveries stored by another process, e.g. a requeue).
   std::chrono::milliseconds poll_interval{1000};
   int max_per_pass = 1000;  // a pass ends after this many (then sees its retries due), and the next begins at once
-  Telemetry* telemetry = nullptr;  // told each delivery's outcome and handling time; null: nobody
+  Telemetry* telemetry = &no_telemetry();  // told each delivery's outcome and handling time; never null
 };
 
 struct InboxPass {

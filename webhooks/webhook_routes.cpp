@@ -313,7 +313,7 @@ void WebhookRoutes::serve(Source source, const httplib::Request& req, httplib::R
 
 void WebhookRoutes::count_refusal(Source source, Refusal reason, const std::string& error) {
   refusals_.add(source, reason, clock_.now(), error);
-  if (options_.telemetry) options_.telemetry->delivery_refused(source, refusal_name(reason));
+  options_.telemetry->delivery_refused(source, refusal_name(reason));
 }
 
 Result<InboxInsert> WebhookRoutes::store(NewDelivery delivery, bool dedup_on_digest) {
@@ -370,8 +370,7 @@ void WebhookRoutes::commit_loop(std::stop_token stop) {
     }
     const auto began = std::chrono::steady_clock::now();
     auto written = inbox_.insert_deliveries(deliveries, dedup);
-    if (options_.telemetry)
-      options_.telemetry->inbox_commit(batch.size(),
+    options_.telemetry->inbox_commit(batch.size(),
                                        std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (!written.ok())

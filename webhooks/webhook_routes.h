@@ -48,7 +48,7 @@ struct WebhookRouteOptions {
   // data.project id, Gitea's repository.full_name; "" when absent). The app maps both keys of one configured project
   // to one lane, so that a task's Plane and Gitea events are never handled side by side. Unset: "<source>:<key>".
   std::function<std::string(Source, const std::string& project_key)> lane_of;
-  Telemetry* telemetry = nullptr;  // told each group commit's size and time; null: nobody
+  Telemetry* telemetry = &no_telemetry();  // told each group commit's size and time; never null
 };
 
 class WebhookRoutes {

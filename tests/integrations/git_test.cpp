@@ -1,9 +1,12 @@
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 
 #include "integrations/git.h"
+#include "integrations/worker_pool.h"
 #include "integrations/worktree_lifecycle.h"
 #include "tests/support/engine_fixture.h"
 
@@ -245,15 +248,25 @@ TEST_CASE("git failures are values with git's own words, the token never shows, 
   CHECK(is_safe_branch_name(branch_for("../../$(touch pwned)", "x")));
 }
 
-TEST_CASE("the worktree lifecycle runs no git on entering a working stage or on replay, and removes the worktree at "
-          "done") {
+TEST_CASE("the worktree lifecycle runs no git on entering a working stage or on replay, and a worker removes the "
+          "worktree at done") {
   TempDir remote_dir;
   fs::path remote = make_remote(remote_dir.path());
   EngineFixture f(config_with_remote(remote));
   ProcessRunner runner;
   GitWorkspaces git_ws(f.layout, runner, Secret(), f.log);
   WorktreeLifecycle lifecycle(git_ws, f.config, f.pipeline);
-  lifecycle.subscribe_to(f.bus);
+  // The removal runs on a worker of a real pool, not on the thread that fired the transition.
+  AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
+  JobRunner jobs(JobRunnerDeps{*f.store, f.engine, attempts, git_ws, runner, f.gitea, f.config, f.layout, f.clock,
+                               f.log});
+  std::atomic<std::thread::id> removed_on{};
+  WorkerPool pool(jobs, *f.store, f.clock, f.log, [&](const TaskRow& t) {
+    removed_on = std::this_thread::get_id();
+    return lifecycle.remove(t);
+  });
+  lifecycle.subscribe_to(f.bus, pool);
+  pool.start();
 
   // Entering a working stage makes nothing: the worker makes the worktree before the job runs (ADR 0006), so a
   // webhook burst or a start-up replay of many tasks runs no git on the threads that handle them.
@@ -278,15 +291,15 @@ TEST_CASE("the worktree lifecycle runs no git on entering a working stage or on 
   AdvanceRequest done;
   done.to = "done";
   REQUIRE(f.engine.advance_stage(task.id, done).ok());
-  CHECK_FALSE(fs::exists(f.layout.worktree(task)));
+  CHECK(eventually([&] { return !fs::exists(f.layout.worktree(task)); }));
+  CHECK(removed_on.load() != std::thread::id{});
+  CHECK(removed_on.load() != std::this_thread::get_id());
   CHECK_FALSE(git({"rev-parse", "--verify", "refs/heads/orch/shop-42"}, f.layout.clone("shop"),
                   remote_dir.path() / "scratch")
                   .empty());
   // A duplicate done event finds nothing to remove.
   const int after_done = git_ws.commands_run();
-  CHECK(lifecycle.on_transition(TransitionFired{*f.store->find_task(task.id).value(), "review", "done",
-                                                Cause::kManual, std::nullopt, false})
-            .ok());
+  CHECK(lifecycle.remove(*f.store->find_task(task.id).value()).ok());
   CHECK(git_ws.commands_run() == after_done);
   CHECK_FALSE(f.log.contains("subscriber worktree lifecycle failed"));
 }

@@ -89,14 +89,16 @@ struct WorkerFixture {
                          const std::function<void(Config&)>& tweak = {})
       : remote(make_remote(remote_dir.path())), f(config_for(remote, remote_dir.path(), scripts, tweak)),
         git_ws(f.layout, processes, Secret(), f.log), options(o),
-        runner(*f.store, f.engine, git_ws, processes, f.gitea, f.config, f.layout, f.clock, f.log, options) {}
+        attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log, options.attempts),
+        runner(JobRunnerDeps{*f.store, f.engine, attempts, git_ws, processes, f.gitea, f.config, f.layout, f.clock, f.log},
+               options) {}
 
   static WorkerOptions fast_options() {
     WorkerOptions o;
     o.heartbeat_interval = 50ms;
     o.poll_interval = 200ms;
     o.kill_grace = 300ms;
-    o.retry_backoff = 30s;
+    o.attempts.retry_backoff = 30s;
     return o;
   }
 
@@ -131,6 +133,7 @@ struct WorkerFixture {
   ProcessRunner processes;
   GitWorkspaces git_ws;
   WorkerOptions options;
+  AttemptPolicy attempts;
   JobRunner runner;
 };
 
@@ -412,7 +415,7 @@ TEST_CASE("start-up recovery queues the next attempt of jobs a dead worker left 
   REQUIRE(b3);
   CHECK(b3->attempt == 3);
 
-  RecoveryReport report = w.runner.recover_interrupted();
+  RecoveryReport report = recover_interrupted_jobs(*w.f.store, w.attempts, w.options.replica_id, w.f.clock, w.f.log);
   CHECK(report.requeued == 1);
   CHECK(report.blocked == 1);
   CHECK(report.skipped == 1);
@@ -428,7 +431,7 @@ TEST_CASE("start-up recovery queues the next attempt of jobs a dead worker left 
   CHECK(w.f.store->find_job(live->id).value()->status == JobStatus::kRunning);
   CHECK(w.f.log.contains("jobs: start-up recovery: 1 interrupted job(s) queued again, 1 blocked"));
 
-  RecoveryReport second = w.runner.recover_interrupted();  // a second pass changes nothing
+  RecoveryReport second = recover_interrupted_jobs(*w.f.store, w.attempts, w.options.replica_id, w.f.clock, w.f.log);  // a second pass changes nothing
   CHECK(second.requeued + second.blocked == 0);
 }
 
@@ -436,7 +439,7 @@ TEST_CASE("a job the sweeper fails goes through the worker's rule: an orphan run
           "blocks the task, an expired one blocks it") {
   WorkerFixture w(Scripts{{"analyst", "exit 0\n"}});
   JobsSpec spec;  // heartbeat_stale 150 s, queued_ttl 2 h
-  Sweeper sweeper(*w.f.store, w.f.pipeline, spec, w.f.clock, w.f.log, &w.runner);
+  Sweeper sweeper(*w.f.store, w.attempts, w.f.pipeline, spec, w.f.clock, w.f.log);
   TaskRow a = w.f.task_in("analysis", "SHOP-1");
   TaskRow b = w.f.task_in("analysis", "SHOP-2");
   // SHOP-2's running job is its last attempt (3 of 3).
@@ -487,8 +490,8 @@ TEST_CASE("the pool runs queued jobs on its threads, wakes on poke, and stops pr
   WorkerOptions o = w.options;
   o.workers = 1;
   o.poll_interval = std::chrono::hours(1);  // only a poke can wake an idle worker in this test
-  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock,
-                   w.f.log, o);
+  AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, o.attempts);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock, w.f.log}, o);
   WorkerPool pool(runner, *w.f.store, w.f.clock, w.f.log);
   pool.start();
   TaskRow task = w.f.task_in("development", "SHOP-1");  // an analysis job (superseded) and a development job
@@ -519,8 +522,8 @@ TEST_CASE("the pool answers running() and liveness() from another thread while i
   WorkerFixture w(Scripts{{"analyst", "true\n"}});
   WorkerOptions o = w.options;
   o.workers = 2;
-  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock,
-                   w.f.log, o);
+  AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, o.attempts);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock, w.f.log}, o);
   WorkerPool pool(runner, *w.f.store, w.f.clock, w.f.log);
   std::atomic<bool> done{false};
   std::atomic<int> reads{0};
@@ -574,10 +577,10 @@ TEST_CASE("two worker pools on one database file never run the same job twice") 
   GitWorkspaces git2(w.f.layout, w.processes, Secret(), w.f.log);
   WorkerOptions o = w.options;
   o.workers = 4;
-  JobRunner runner1(*w.f.store, w.f.engine, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock,
-                    w.f.log, o);
-  JobRunner runner2(*store2.value(), engine2, git2, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock,
-                    w.f.log, o);
+  AttemptPolicy runner1_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, o.attempts);
+  JobRunner runner1(JobRunnerDeps{*w.f.store, w.f.engine, runner1_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock, w.f.log}, o);
+  AttemptPolicy runner2_attempts(*store2.value(), w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, o.attempts);
+  JobRunner runner2(JobRunnerDeps{*store2.value(), engine2, runner2_attempts, git2, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock, w.f.log}, o);
   WorkerPool pool1(runner1, *w.f.store, w.f.clock, w.f.log);
   WorkerPool pool2(runner2, *store2.value(), w.f.clock, w.f.log);
   pool1.start();
@@ -621,9 +624,10 @@ TEST_CASE("start-up recovery leaves a job of another replica alone, and recovers
   REQUIRE(ours);
   WorkerOptions o = w.options;
   o.replica_id = "replica-a";
-  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock,
-                   w.f.log, o);
-  RecoveryReport report = runner.recover_interrupted();
+  AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, o.attempts);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock, w.f.log}, o);
+  RecoveryReport report =
+      recover_interrupted_jobs(*w.f.store, runner.attempts(), runner.options().replica_id, w.f.clock, w.f.log);
   CHECK(report.requeued == 1);
   CHECK(report.skipped == 1);
   CHECK(w.f.store->find_job(theirs->id).value()->status == JobStatus::kRunning);  // the sweeper's, not ours
@@ -687,8 +691,8 @@ TEST_CASE("a job whose PR creation answers 500 three times keeps its agent's suc
           "exists") {
   WorkerFixture w(Scripts{{"developer", kCountingDeveloper}});
   HttpGitea gitea(w.f.clock, w.f.log);
-  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock,
-                   w.f.log, w.options);
+  AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, w.options.attempts);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log}, w.options);
   TaskRow task = w.f.task_in("development", "SHOP-7");
   gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000001");
   gitea.fake.fail_next_pull_creates(3, 500);
@@ -744,8 +748,8 @@ TEST_CASE("a job left in a follow-up step by a process that died resumes that st
   gitea.fake.fail_next_pull_creates(1000, 502);
   JobId id = 0;
   {
-    JobRunner before(*w.f.store, w.f.engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout,
-                     w.f.clock, w.f.log, w.options);
+    AttemptPolicy before_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, w.options.attempts);
+    JobRunner before(JobRunnerDeps{*w.f.store, w.f.engine, before_attempts, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log}, w.options);
     JobRow job = w.claim("development");
     id = job.id;
     CHECK(before.run(job).outcome == JobOutcome::kStepRetrying);
@@ -763,9 +767,10 @@ TEST_CASE("a job left in a follow-up step by a process that died resumes that st
   REQUIRE(reopened.ok());
   std::unique_ptr<SqliteStore> store = std::move(reopened).value();
   StageEngine engine(*store, w.f.pipeline, w.f.gates, w.f.bus, w.f.clock, w.f.log);
-  JobRunner after(*store, engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log,
-                  w.options);
-  RecoveryReport report = after.recover_interrupted();
+  AttemptPolicy after_attempts(*store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, w.options.attempts);
+  JobRunner after(JobRunnerDeps{*store, engine, after_attempts, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log}, w.options);
+  RecoveryReport report =
+      recover_interrupted_jobs(*store, after.attempts(), after.options().replica_id, w.f.clock, w.f.log);
   CHECK(report.requeued == 1);
   CHECK(report.blocked == 0);
   JobRow queued = store->find_job(id).value().value();
@@ -794,8 +799,8 @@ TEST_CASE("a follow-up step out of budget fails its job with the step's error an
   o.step_max_attempts = 3;
   WorkerFixture w(Scripts{{"developer", kCountingDeveloper}}, o);
   HttpGitea gitea(w.f.clock, w.f.log);
-  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock,
-                   w.f.log, w.options);
+  AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, w.options.attempts);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log}, w.options);
   TaskRow task = w.f.task_in("development", "SHOP-9");
   gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000003");
   gitea.fake.fail_next_pull_creates(1000, 500);
@@ -831,8 +836,8 @@ TEST_CASE("a gate that cannot be read after the agent succeeded is retried as th
           "advances once it reads green") {
   WorkerFixture w(Scripts{{"developer", kCountingDeveloper}});
   HttpGitea gitea(w.f.clock, w.f.log);  // the PR goes to the fake Gitea; the gate reads the fixture's table
-  JobRunner runner(*w.f.store, w.f.engine, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock,
-                   w.f.log, w.options);
+  AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, w.options.attempts);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log}, w.options);
   TaskRow task = w.f.task_in("development", "SHOP-10");
   gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000004");
   w.f.gitea.fail_with(Status{Code::kUnavailable, "gitea: HTTP 503"});

@@ -42,7 +42,9 @@ struct Rig : EngineFixture {
         handlers(*store, engine, plane, gitea, config, clock, log),
         gate_side(*store, *store, engine, clock, log, grace(), o.gate),
         tracker_side(config.projects, pipeline, plane, handlers, *store, *store, clock, log, grace()),
-        pass(*store, *store, gate_side, &tracker_side, nullptr, clock, log, o.defaults) {}
+        pass(ReconcileParts{.settings = *store, .outbox = *store, .inbox = *store, .gate = gate_side,
+                            .tracker = &tracker_side, .leadership = sole},
+             clock, log, o.defaults) {}
 
   GraceFn grace() {
     return [this](const std::string& stage) { return settings.grace_for(stage); };
@@ -87,6 +89,7 @@ struct Rig : EngineFixture {
   Handlers handlers;
   GateSide gate_side;
   TrackerSide tracker_side;
+  SoleReplica sole{"test"};
   ReconcilePass pass;
 };
 

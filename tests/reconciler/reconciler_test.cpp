@@ -33,9 +33,12 @@ struct Rig : EngineFixture {
         handlers(*store, engine, plane, gitea, config, clock, log),
         gate_side(*store, *store, engine, clock, log, grace()),
         tracker_side(config.projects, pipeline, plane, handlers, *store, *store, clock, log, grace()),
-        sweeper(*store, pipeline, config.jobs, clock, log),
-        pass(*store, *store, gate_side, &tracker_side, with_sweeper ? &sweeper : nullptr, clock, log, defaults,
-             store.get(), nullptr, leadership) {}
+        attempts(*store, pipeline, WriteBack::off(), clock, log),
+        sweeper(*store, attempts, pipeline, config.jobs, clock, log),
+        pass(ReconcileParts{.settings = *store, .outbox = *store, .inbox = *store, .gate = gate_side,
+                            .tracker = &tracker_side, .sweeper = with_sweeper ? &sweeper : nullptr,
+                            .leadership = leadership ? *leadership : sole},
+             clock, log, defaults) {}
 
   GraceFn grace() {
     return [this](const std::string& stage) { return settings.grace_for(stage); };
@@ -65,7 +68,9 @@ struct Rig : EngineFixture {
   Handlers handlers;
   GateSide gate_side;
   TrackerSide tracker_side;
+  AttemptPolicy attempts;
   Sweeper sweeper;
+  SoleReplica sole{"test"};
   ReconcilePass pass;
 };
 
@@ -161,6 +166,9 @@ TEST_CASE("a pass runs the sweeper after both sides, and a task whose worker die
   REQUIRE(p1.sweep);
   CHECK(p1.sweep->orphaned == 1);
   CHECK(p1.unblocked.empty());  // the job was still running when the gate side looked
+  // The sweeper queued the orphan's next attempt (AttemptPolicy, Retry::kNow): a live worker runs it.
+  CHECK(p1.sweep->retried == 1);
+  f.finish_all_jobs();
   f.clock.advance(31min);
   PassReport p2 = f.pass.run_once();
   REQUIRE(p2.unblocked.size() == 1);
@@ -331,7 +339,9 @@ TEST_CASE("convergence: with no loss the reconciler never unblocks anything") {
 
 TEST_CASE("deliveries still queued in the inbox defer both sides: a queued event is not a lost one") {
   Rig f;
-  ReconcilePass pass(*f.store, *f.store, f.gate_side, &f.tracker_side, nullptr, f.clock, f.log, {}, f.store.get());
+  ReconcilePass pass(ReconcileParts{.settings = *f.store, .outbox = *f.store, .inbox = *f.store,
+                                    .gate = f.gate_side, .tracker = &f.tracker_side, .leadership = f.sole},
+                     f.clock, f.log, {});
   TaskRow t = f.stuck_in_development("SHOP-1", "abc1234");
   f.clock.advance(31min);
   // The CI webhook arrived and was acknowledged, but the inbox processor has not reached it yet.

@@ -36,7 +36,8 @@ int sweeper_lines(const TestLog& log) {
 TEST_CASE("a running job whose heartbeat stopped is failed as orphaned, once, with one log line") {
   EngineFixture f;
   JobsSpec spec;  // heartbeat_stale 150 s
-  Sweeper sweeper(*f.store, f.pipeline, spec, f.clock, f.log);
+  AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
+  Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log);
   JobRow j = running_jobs(f, 1)[0];
 
   f.clock.advance(149s);
@@ -70,7 +71,8 @@ TEST_CASE("a running job past its agent's timeout plus the buffer is failed as t
   Pipeline pipeline(f.config);
   JobsSpec spec;
   spec.dispatch_timeout = 5min;  // the buffer
-  Sweeper sweeper(*f.store, pipeline, spec, f.clock, f.log);
+  AttemptPolicy attempts(*f.store, pipeline, WriteBack::off(), f.clock, f.log);
+  Sweeper sweeper(*f.store, attempts, pipeline, spec, f.clock, f.log);
   JobRow j = running_jobs(f, 1)[0];
 
   for (int i = 0; i < 15; ++i) {  // 15 min = timeout + buffer, heartbeating every minute
@@ -94,7 +96,8 @@ TEST_CASE("queued jobs older than the queued TTL are failed as expired, and youn
   EngineFixture f;
   JobsSpec spec;
   spec.queued_ttl = 2h;
-  Sweeper sweeper(*f.store, f.pipeline, spec, f.clock, f.log);
+  AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
+  Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log);
   TaskRow old_task = f.task_in("analysis", "SHOP-1");
   f.clock.advance(1h);
   TaskRow young_task = f.task_in("analysis", "SHOP-2");
@@ -118,7 +121,8 @@ TEST_CASE("each rule fails at most sweep_batch jobs per pass, and later passes t
     EngineFixture f;
     JobsSpec spec;
     spec.sweep_batch = 2;
-    Sweeper sweeper(*f.store, f.pipeline, spec, f.clock, f.log);
+    AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
+    Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log);
     running_jobs(f, 5);
     f.clock.advance(151s);
     CHECK(sweeper.run_once().orphaned == 2);
@@ -132,7 +136,8 @@ TEST_CASE("each rule fails at most sweep_batch jobs per pass, and later passes t
     JobsSpec spec;
     spec.sweep_batch = 2;
     spec.heartbeat_stale = 24h;  // only the timeout rule can fire
-    Sweeper sweeper(*f.store, f.pipeline, spec, f.clock, f.log);
+    AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
+    Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log);
     running_jobs(f, 5);
     f.clock.advance(30min + spec.dispatch_timeout + 1s);
     CHECK(sweeper.run_once().timed_out == 2);
@@ -144,7 +149,8 @@ TEST_CASE("each rule fails at most sweep_batch jobs per pass, and later passes t
     EngineFixture f;
     JobsSpec spec;
     spec.sweep_batch = 2;
-    Sweeper sweeper(*f.store, f.pipeline, spec, f.clock, f.log);
+    AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
+    Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log);
     for (int i = 1; i <= 5; ++i) f.task_in("analysis", "SHOP-" + std::to_string(i));
     f.clock.advance(spec.queued_ttl + 1s);
     SweepReport first = sweeper.run_once();
@@ -161,7 +167,8 @@ TEST_CASE("a job its worker already finished is never swept, however old") {
   EngineFixture f;
   JobsSpec spec;
   spec.heartbeat_stale = 24h;
-  Sweeper sweeper(*f.store, f.pipeline, spec, f.clock, f.log);
+  AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
+  Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log);
   JobRow j = running_jobs(f, 1)[0];
   CHECK(f.store->finish_job(j.id, JobStatus::kSucceeded, "", f.clock.now()).ok());
   f.clock.advance(36min);

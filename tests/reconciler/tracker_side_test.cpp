@@ -91,7 +91,9 @@ struct Rig : EngineFixture {
         handlers(*store, engine, plane, gitea, config, clock, log),
         gate_side(*store, *store, engine, clock, log, grace()),
         tracker_side(config.projects, pipeline, sorted, handlers, *store, *store, clock, log, grace(), options),
-        pass(*store, *store, gate_side, &tracker_side, nullptr, clock, log, ReconcileDefaults{}) {}
+        pass(ReconcileParts{.settings = *store, .outbox = *store, .inbox = *store, .gate = gate_side,
+                            .tracker = &tracker_side, .leadership = sole},
+             clock, log, ReconcileDefaults{}) {}
 
   GraceFn grace() {
     return [this](const std::string& stage) { return settings.grace_for(stage); };
@@ -140,6 +142,7 @@ struct Rig : EngineFixture {
   Handlers handlers;
   GateSide gate_side;
   TrackerSide tracker_side;
+  SoleReplica sole{"test"};
   ReconcilePass pass;
 };
 

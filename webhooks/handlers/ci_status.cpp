@@ -97,8 +97,8 @@ Result<HandleOutcome> Handlers::handle_ci_status(const ProjectSpec& project, con
     if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok()) return s;
   }
   // orch's own status (a blocked task's `failure`) is not CI: saying it again in Plane would be an echo.
-  if (write_back_ && (state == "failure" || state == "error") && context != kPipelineStatusContext)
-    if (Status s = write_back_->store(write_back_->plan().ci_failed(task, sha, context, state, target_url)); !s.ok())
+  if ((state == "failure" || state == "error") && context != kPipelineStatusContext)
+    if (Status s = write_back_.ci_failed(task, sha, context, state, target_url); !s.ok())
       return s;
   return look_again(task, cause, what + " for " + task.work_item_key + " via " + route);
 }

@@ -38,9 +38,9 @@ const char* outcome_kind_name(HandleOutcome::Kind k);
 
 class Handlers {
  public:
-  // `write_back` (optional) stores what a red CI and a review verdict tell the people in Plane (issue 20).
+  // `write_back` stores what a red CI and a review verdict tell the people in Plane (issue 20).
   Handlers(TaskStore& store, StageEngine& engine, Tracker& tracker, CodeHost& code_host, const Config& config,
-           const Clock& clock, spdlog::logger& log, WriteBack* write_back = nullptr)
+           const Clock& clock, spdlog::logger& log, WriteBack& write_back = WriteBack::off())
       : store_(store), engine_(engine), tracker_(tracker), code_host_(code_host), config_(config), clock_(clock),
         log_(log), write_back_(write_back) {}
 
@@ -103,7 +103,7 @@ class Handlers {
   const Config& config_;
   const Clock& clock_;
   spdlog::logger& log_;
-  WriteBack* const write_back_;  // null: nothing is written back
+  WriteBack& write_back_;
 };
 
 }  // namespace orch

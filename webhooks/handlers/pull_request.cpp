@@ -76,9 +76,7 @@ Result<HandleOutcome> Handlers::handle_review(const ProjectSpec& project, const 
     if (Status s = store_.record_branch_head(project.gitea_repo, pr.head_ref, pr.head_sha, clock_.now()); !s.ok())
       return s;
   // Before the rollback: the verdict belongs to the visit it was given in.
-  if (write_back_)
-    if (Status s = write_back_->store(write_back_->plan().review_verdict(t, pr.number, approved, reviewer)); !s.ok())
-      return s;
+  if (Status s = write_back_.review_verdict(t, pr.number, approved, reviewer); !s.ok()) return s;
   if (!approved && engine_.pipeline().rollback_target(t.stage, Rollback::kChangesRequested)) {
     // The reviewer's text stays on Gitea (the agent can read it there): the reason names only the PR.
     auto back = engine_.rollback(t.id, Rollback::kChangesRequested, cause, "changes requested in review of pr #" +

@@ -1,0 +1,420 @@
+// Why it is built this way: a claimed job is the worker's until it writes the job's final status; everything that can go wrong in
+// between becomes an attempt that failed (retried with exponential backoff up to the agent's max_attempts, then the
+// task is blocked and a notification enqueued), except what retrying cannot fix (no agent or project configured,
+// the program cannot start), which blocks at once. The task row decides whether the job still matters: a task that
+// moved to another stage or visit meanwhile abandons the job without a retry. Once the agent has exited 0, though,
+// its success stands: the calls that follow (push, open_pr, gate) are the job's steps (ADR 0010), persisted on the
+// job row before each is done, retried on their own backoff through the queue (the job keeps its attempt, so the
+// claim that takes it up again resumes the step instead of running the agent), and resumed after a restart.
+//
+// The agent is data-driven from the outside world, so it gets nothing of ours: a fresh environment (the ORCH_*
+// variables of docs/contracts.md, its agent's `env` table, a minimal PATH, HOME = the worktree), no file descriptors (the process
+// runner closes them), its own process group (a timeout kills everything it started), and the task's
+// attacker-controlled text (title, description) only inside the JSON file named by ORCH_TASK_JSON.
+// What it may leave for us goes into ORCH_OUTPUT_DIR, emptied before each run; summary.md there is read by
+// job_summary, which trusts nothing about it (symlinks, fifos, size), and handed with the exit code to the
+// JobReporter before the follow-up steps.
+//
+// Output goes through a pipe that the process runner drains into the job's log (integrations/job_log.h) while it
+// waits for the agent, so the agent never blocks on a full log and the log never grows past its cap.
+#include "integrations/job_runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "integrations/job_log.h"
+#include "integrations/job_summary.h"
+
+namespace orch {
+namespace {
+
+namespace fs = std::filesystem;
+using Steady = std::chrono::steady_clock;
+
+constexpr std::size_t kMaxPrTitle = 200;
+// The follow-up steps after the agent exited 0, in order (ADR 0010). A job records the step it is at before doing it
+// (begin_job_step), so that a failed try or a restart resumes there, and each is safe to do twice: pushing pushed
+// commits changes nothing, the branch's open PR is adopted rather than a second one created, the gate is read again.
+const std::string kSteps[] = {"push", "open_pr", "gate"};
+
+// Why a job no longer matters to its task ("" when it still does): the task left the job's stage, or came back to
+// it on a later visit, which has jobs of its own.
+std::string superseded(const JobRow& job, const TaskRow& task) {
+  if (task.stage == job.stage && task.visit == job.visit) return "";
+  return "superseded: task is in " + task.stage + " (visit " + std::to_string(task.visit) + ")";
+}
+
+}  // namespace
+
+WorkerOptions worker_options_from(const JobsSpec& jobs) {
+  WorkerOptions o;
+  o.workers = std::max(1, jobs.workers);
+  o.heartbeat_interval = std::clamp<Millis>(std::chrono::duration_cast<Millis>(jobs.heartbeat_stale) / 10,
+                                            std::chrono::seconds(1), std::chrono::seconds(10));
+  o.step_max_attempts = std::max(1, jobs.step_attempts);
+  return o;
+}
+
+JobRunner::JobRunner(JobRunnerDeps deps, WorkerOptions options)
+    : store_(deps.store),
+      engine_(deps.engine),
+      attempts_(deps.attempts),
+      git_(deps.git),
+      processes_(deps.processes),
+      code_host_(deps.code_host),
+      config_(deps.config),
+      layout_(deps.layout),
+      clock_(deps.clock),
+      log_(deps.log),
+      options_(options) {}
+
+Seconds JobRunner::step_backoff(int tries) const {
+  Seconds wait = options_.step_backoff;
+  for (int i = 1; i < tries && wait < options_.step_backoff_max; ++i) wait *= 2;
+  return std::min(wait, options_.step_backoff_max);
+}
+
+JobResult JobRunner::run(const JobRow& job, std::stop_token stop, const std::function<void()>& alive) {
+  try {
+    return run_claimed(job, stop, alive);
+  } catch (const std::exception& e) {  // escaped an adapter: this job only
+    log_.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
+    (void)store_.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), clock_.now());
+    return {JobOutcome::kAbandoned, e.what()};
+  }
+}
+
+std::optional<JobResult> JobRunner::abandon_if_moved_on(const JobRow& job, const std::optional<TaskRow>& task) {
+  std::string why = task ? superseded(job, *task) : "task not found";
+  if (why.empty()) return std::nullopt;
+  (void)store_.finish_job(job.id, JobStatus::kFailed, why, clock_.now());
+  return JobResult{JobOutcome::kAbandoned, why};
+}
+
+JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive) {
+  auto found = store_.find_task(job.task_id);
+  if (!found.ok()) {
+    // The store is failing: leave the job running; its heartbeat stops and the sweeper fails it as orphaned.
+    log_.warn("jobs: job {} cannot read its task: {}", job.id, found.status().to_string());
+    return {JobOutcome::kAbandoned, found.status().message};
+  }
+  if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
+  const TaskRow task = *found.value();
+  const Pipeline& pipeline = engine_.pipeline();
+  const StageSpec* stage = pipeline.stage(job.stage);
+  const AgentSpec* agent = pipeline.agent_of(job.stage);
+  if (!stage || !agent || agent->name != job.agent)
+    return attempt_failed(job, "agent " + job.agent + " is not configured for stage " + job.stage, Retry::kNo);
+  const ProjectSpec* project = config_.find_project(task.project);
+  if (!project) return attempt_failed(job, "project " + task.project + " is not configured", Retry::kNo);
+  // The agent exited 0 on an earlier claim of this job: resume its step. The agent never runs twice for one success.
+  if (!job.step.empty()) return run_steps(job, *project, *agent, *stage);
+
+  auto worktree = git_.ensure_worktree(*project, task);
+  if (!worktree.ok())
+    return attempt_failed(job, "worktree: " + worktree.status().message, AttemptPolicy::retry_unless_invalid(worktree.status()));
+  // The previous stage may have run on another replica (or a human pushed): start from the remote's branch.
+  if (Status s = git_.catch_up_worktree(*project, task); !s.ok())
+    return attempt_failed(job, "worktree: " + s.message,
+                          s.code == Code::kConflict ? Retry::kNo : AttemptPolicy::retry_unless_invalid(s));
+  const std::string dir = worktree.value().path.string();
+  if (Status s = write_task_json(job, task, dir); !s.ok()) return attempt_failed(job, s.message, Retry::kAfterBackoff);
+  if (Status s = prepare_output_dir(job); !s.ok()) return attempt_failed(job, s.message, Retry::kAfterBackoff);
+
+  const std::string header = "[orch] job " + std::to_string(job.id) + ": " + agent->name + " for " +
+                             task.work_item_key + " in " + job.stage + ", attempt " + std::to_string(job.attempt) +
+                             ", started " + format_rfc3339(clock_.now()) + "\n";
+  auto log = JobLog::open(layout_.job_log(job.id), options_.log_cap_bytes, header);
+  if (!log.ok()) return attempt_failed(job, log.status().message, Retry::kAfterBackoff);
+  JobLog& job_log = *log.value();
+
+  std::stop_source halt;  // stops the agent: the pool is stopping, or the job was finished elsewhere
+  std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
+  std::atomic<bool> lost{false};
+  std::string moved_on;  // the task left the job's stage or visit while the agent ran: its work no longer counts
+  ProcessSpec spec;
+  spec.argv = agent->argv;
+  spec.cwd = dir;
+  spec.env = agent_environment(job, task, *agent, dir);
+  spec.on_output = [&job_log](std::string_view output) { job_log.write(output); };
+  spec.timeout = agent->timeout;
+  spec.kill_grace = options_.kill_grace;
+  spec.heartbeat_interval = options_.heartbeat_interval;
+  spec.heartbeat = [&] {
+    if (alive) alive();
+    Status s = store_.heartbeat_job(job.id, clock_.now());
+    if (s.code == Code::kConflict || s.code == Code::kNotFound) {
+      lost = true;  // the sweeper (or an operator) finished it: our result would be refused
+      halt.request_stop();
+      return;
+    }
+    if (!s.ok()) {
+      log_.warn("jobs: heartbeat of job {} failed: {}", job.id, s.to_string());
+      return;
+    }
+    // A human (or a replayed webhook) moved the task on: stop the agent now rather than let it hold this worker
+    // until its timeout for a result nobody would use. A failing read decides nothing; the next heartbeat asks again.
+    auto now_task = store_.find_task(job.task_id);
+    if (!now_task.ok()) return;
+    moved_on = now_task.value() ? superseded(job, *now_task.value()) : "superseded: the task is gone";
+    if (!moved_on.empty()) halt.request_stop();
+  };
+  spec.stop = halt.get_token();
+  const auto agent_started = Steady::now();
+  Result<int> code = processes_.run(spec);
+  job_log.finish("[orch] " + (code.ok() ? "exit " + std::to_string(code.value()) : code.status().message) + "\n");
+  // A reviewing agent requesting changes did its job: its verdict is a success like an approval (issue 20).
+  const bool succeeded =
+      code.ok() && (code.value() == 0 || (stage->post_review && code.value() == kExitRequestChanges));
+  {
+    const AgentOutcome outcome = stop.stop_requested() || !moved_on.empty() ? AgentOutcome::kStopped
+                                 : !code.ok()          ? AgentOutcome::kError
+                                 : succeeded           ? AgentOutcome::kSucceeded
+                                                       : AgentOutcome::kFailed;
+    options_.telemetry->agent_run(agent->name, job.stage, outcome,
+                                  std::chrono::duration<double>(Steady::now() - agent_started).count());
+  }
+
+  if (!moved_on.empty()) {
+    log_.info("jobs: {} for {} stopped: {}", agent->name, task.work_item_key, moved_on);
+    (void)store_.finish_job(job.id, JobStatus::kFailed, moved_on, clock_.now());
+    return {JobOutcome::kAbandoned, moved_on};
+  }
+  if (stop.stop_requested()) {
+    Status s = store_.requeue_job(job.id, clock_.now());
+    if (!s.ok()) log_.warn("jobs: cannot requeue job {} at shutdown: {}", job.id, s.to_string());
+    return {JobOutcome::kRequeued, "stopped at shutdown"};
+  }
+  if (lost) return attempt_failed(job, "stopped: the job was finished elsewhere", Retry::kAfterBackoff);
+  if (!code.ok()) return attempt_failed(job, code.status().message, AttemptPolicy::retry_unless_invalid(code.status()));
+  if (!succeeded) return attempt_failed(job, "agent exited " + std::to_string(code.value()), Retry::kAfterBackoff);
+  if (auto failed = report_success(job, *stage, code.value())) return *failed;
+  // From here on the agent's success stands: what follows are the job's steps, retried on their own (ADR 0010).
+  return run_steps(job, *project, *agent, *stage);
+}
+
+std::optional<JobResult> JobRunner::report_success(const JobRow& job, const StageSpec& stage, int exit_code) {
+  if (!options_.reporter) return std::nullopt;
+  // A fresh row: the run may have taken long, and a job whose task moved on meanwhile has nothing to report.
+  auto found = store_.find_task(job.task_id);
+  if (!found.ok()) return attempt_failed(job, "report: " + found.status().message, Retry::kAfterBackoff);
+  if (auto gone = abandon_if_moved_on(job, found.value())) return gone;
+  AgentResult result;
+  result.exit_code = exit_code;
+  result.summary = job_summary(output_dir(job), layout_.job_log(job.id));
+  if (stage.post_review) result.verdict = exit_code == kExitRequestChanges ? "REQUEST_CHANGES" : "APPROVED";
+  Status s = options_.reporter->agent_succeeded(job, *found.value(), result);
+  if (s.ok()) return std::nullopt;
+  log_.warn("jobs: job {} cannot report its agent's success: {}", job.id, s.to_string());
+  return attempt_failed(job, "report: " + s.message, AttemptPolicy::retry_unless_invalid(s));
+}
+
+fs::path JobRunner::output_dir(const JobRow& job) const {
+  std::error_code ec;
+  fs::path dir = fs::absolute(layout_.job_output(job.id), ec);
+  return ec ? layout_.job_output(job.id) : dir.lexically_normal();
+}
+
+Status JobRunner::prepare_output_dir(const JobRow& job) const {
+  const fs::path dir = output_dir(job);
+  std::error_code ec;
+  // remove_all removes symlinks, never what they point to: whatever an earlier attempt left there goes, nothing else.
+  fs::remove_all(dir, ec);
+  if (ec) return unavailable("cannot empty the output directory " + dir.string() + ": " + ec.message());
+  fs::create_directories(dir, ec);
+  if (ec) return unavailable("cannot create the output directory " + dir.string() + ": " + ec.message());
+  return {};
+}
+
+JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, const AgentSpec& agent,
+                               const StageSpec& stage) {
+  const auto first = std::find(std::begin(kSteps), std::end(kSteps), job.step);
+  for (auto at = first == std::end(kSteps) ? std::begin(kSteps) : first; at != std::end(kSteps); ++at) {
+    const std::string step = *at;
+    // A step resumed from the queue keeps its failed tries (the budget); a new one starts from none.
+    const bool resumed = step == job.step;
+    const int tries = resumed ? job.step_attempts : 0;
+    if (!resumed) {
+      Status s = store_.begin_job_step(job.id, step, clock_.now());
+      if (s.code == Code::kConflict || s.code == Code::kNotFound)
+        return {JobOutcome::kAbandoned, "the job was finished elsewhere: " + s.message};
+      // Not fatal: the step is still done; a restart resumes at the last step recorded, and each is safe to redo.
+      if (!s.ok()) log_.warn("jobs: cannot record step {} of job {}: {}", step, job.id, s.to_string());
+    }
+    // The supersession check, with a fresh row: a human may have moved the task on, or the PR may be known by now.
+    auto found = store_.find_task(job.task_id);
+    if (!found.ok()) return step_failed(job, TaskRow{}, step, tries, found.status());
+    if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
+    const TaskRow task = *found.value();
+
+    if (step == "push") {
+      if (Status s = git_.push_branch(project, task); !s.ok()) return step_failed(job, task, step, tries, s);
+      auto head = git_.branch_head(project, task.branch);
+      if (head.ok()) {
+        // The sha -> branch map lets a CI status event (which names no branch) find this task.
+        if (Status s = store_.record_branch_head(project.gitea_repo, task.branch, head.value(), clock_.now()); !s.ok())
+          log_.warn("jobs: cannot record the head of {}: {}", task.branch, s.to_string());
+        TaskFacts facts;
+        facts.head_sha = head.value();
+        if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok())
+          log_.warn("jobs: cannot record facts of {}: {}", task.work_item_key, s.to_string());
+      }
+    } else if (step == "open_pr") {
+      if (!stage.open_pr) continue;
+      if (task.pr_number) {  // recorded (by this step before a crash, or by the PR's webhook): said once, by key
+        if (Status s = options_.write_back->pull_request_opened(task, *task.pr_number); !s.ok())
+          return step_failed(job, task, step, tries, s);
+        continue;
+      }
+      // An earlier try may have created the PR and died before recording it (or its answer was lost): adopt the
+      // branch's open PR before creating one, so that retries never open a second.
+      auto existing = code_host_.pull_request_for_branch(project.gitea_repo, task.branch);
+      if (!existing.ok()) return step_failed(job, task, step, tries, existing.status());
+      std::optional<PullRequestInfo> pr;
+      if (existing.value() && existing.value()->open) pr = existing.value();
+      if (!pr) {
+        std::string title = task.work_item_key + ": " + task.title;
+        if (title.size() > kMaxPrTitle) title.resize(kMaxPrTitle);
+        auto created = code_host_.create_pull_request(project.gitea_repo, task.branch, project.default_branch, title,
+                                                      "Opened by orch for " + task.work_item_key + ".");
+        if (!created.ok()) return step_failed(job, task, step, tries, created.status());
+        pr = created.value();
+      }
+      // Stored before the PR is recorded, so that a crash in between says it on the retry.
+      if (Status s = options_.write_back->pull_request_opened(task, pr->number); !s.ok())
+        return step_failed(job, task, step, tries, s);
+      TaskFacts facts;
+      facts.pr_number = pr->number;
+      facts.pr_state = pr->merged ? PrState::kMerged : pr->open ? PrState::kOpen : PrState::kClosed;
+      // The gate reads the PR from the task row: without it recorded this step is not done.
+      if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok())
+        return step_failed(job, task, step, tries, s);
+      log_.info("jobs: pull request #{} for {}", pr->number, task.work_item_key);
+    } else {  // gate
+      auto advanced = engine_.advance_if_gate_passed(task.id, Cause::kAgent, agent.name);
+      // Only a transient failure is worth another try; kConflict means someone else moved the task meanwhile.
+      if (!advanced.ok() && advanced.status().code == Code::kUnavailable)
+        return step_failed(job, task, step, tries, advanced.status());
+      if (Status s = store_.finish_job(job.id, JobStatus::kSucceeded, "", clock_.now()); !s.ok())
+        log_.warn("jobs: job {} succeeded but was already finished: {}", job.id, s.to_string());
+      if (!advanced.ok()) {
+        // Not a failure of the job: the reconciler evaluates the gate again once the task is idle.
+        if (advanced.status().code != Code::kConflict)
+          log_.warn("jobs: {} succeeded for {}, gate not evaluated: {}", agent.name, task.work_item_key,
+                    advanced.status().to_string());
+        return {JobOutcome::kSucceeded, advanced.status().message};
+      }
+      if (!advanced.value().advanced)
+        log_.info("jobs: {} succeeded for {} in {}; waiting: {}", agent.name, task.work_item_key, job.stage,
+                  advanced.value().gate.why);
+      return {JobOutcome::kSucceeded, advanced.value().gate.why};
+    }
+  }
+  return {JobOutcome::kAbandoned, "no follow-up step after " + job.step};  // unreachable: gate always returns
+}
+
+JobResult JobRunner::step_failed(const JobRow& job, const TaskRow& task, const std::string& step, int tries,
+                                 const Status& s) {
+  const TimePoint now = clock_.now();
+  const std::string error = step + ": " + s.message;
+  const int failed = tries + 1;
+  const int budget = std::max(1, options_.step_max_attempts);
+  if (s.code != Code::kInvalid && failed < budget) {
+    const Seconds wait = step_backoff(failed);
+    Status w = store_.fail_job_step(job.id, error, now + wait, now);
+    if (w.code == Code::kConflict || w.code == Code::kNotFound)
+      return {JobOutcome::kAbandoned, "the job was finished elsewhere: " + w.message};
+    // The job stays running with its step recorded: the sweeper's heartbeat rule fails it in the end.
+    if (!w.ok()) log_.warn("jobs: cannot queue step {} of job {} again: {}", step, job.id, w.to_string());
+    log_.info("jobs: step {} of job {} failed (try {} of {}): {}; again in {}s", step, job.id, failed, budget,
+              s.message, wait.count());
+    return {JobOutcome::kStepRetrying, error};
+  }
+  if (Status w = store_.fail_job_step(job.id, error, std::nullopt, now); !w.ok() && w.code != Code::kConflict)
+    log_.warn("jobs: cannot fail job {} in step {}: {}", job.id, step, w.to_string());
+  // Out of budget on the gate, the agent's work is still pushed (and its PR open): the reconciler's gate side reads
+  // the gate again once the task is idle, as for any task. Out of budget on push or open_pr, a human must look.
+  if (step == "gate" || task.id == 0) {
+    log_.warn("jobs: job {} failed in step {} after {} tries: {}", job.id, step, failed, s.message);
+    return {JobOutcome::kAbandoned, error};
+  }
+  return attempts_.block(job, task, "step " + step + " failed " + std::to_string(failed) + " time(s): " + s.message);
+}
+
+Status JobRunner::write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree) {
+  nlohmann::json j = {
+      {"task_id", task.id},
+      {"job_id", job.id},
+      {"project", task.project},
+      {"work_item_id", task.work_item_id},
+      {"work_item_key", task.work_item_key},
+      {"title", task.title},
+      {"description", task.description},
+      {"stage", job.stage},
+      {"visit", job.visit},
+      {"agent", job.agent},
+      {"branch", task.branch},
+      {"worktree", worktree},
+      {"attempt", job.attempt},
+      {"rejection_reason", task.rejection_reason},
+      {"pr_number", task.pr_number ? nlohmann::json(*task.pr_number) : nlohmann::json(nullptr)},
+      {"head_sha", task.head_sha.empty() ? nlohmann::json(nullptr) : nlohmann::json(task.head_sha)},
+  };
+  // Tracker text is not guaranteed to be valid UTF-8: replace bad bytes rather than fail the job.
+  const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  const fs::path path = layout_.task_json(job.id);
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  const std::string tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out) return unavailable("cannot write " + tmp + ": " + std::strerror(errno));
+  }
+  fs::rename(tmp, path, ec);  // the agent never reads a half-written file
+  if (ec) return unavailable("cannot write " + path.string() + ": " + ec.message());
+  return {};
+}
+
+std::vector<std::string> JobRunner::agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
+                                                      const std::string& worktree) const {
+  std::map<std::string, std::string> env = {
+      {"PATH", "/usr/local/bin:/usr/bin:/bin"},
+      {"HOME", worktree},
+  };
+  for (const auto& [k, v] : agent.env) env[k] = v;  // may set PATH or HOME, never an ORCH_* below
+  env["ORCH_TASK_ID"] = std::to_string(task.id);
+  env["ORCH_WORK_ITEM_ID"] = task.work_item_id;
+  env["ORCH_WORK_ITEM_KEY"] = task.work_item_key;
+  env["ORCH_PROJECT"] = task.project;
+  env["ORCH_STAGE"] = job.stage;
+  env["ORCH_BRANCH"] = task.branch;
+  env["ORCH_WORKTREE"] = worktree;
+  env["ORCH_ATTEMPT"] = std::to_string(job.attempt);
+  env["ORCH_REJECTION_REASON"] = task.rejection_reason;
+  env["ORCH_TASK_JSON"] = layout_.task_json(job.id).string();
+  env["ORCH_OUTPUT_DIR"] = output_dir(job).string();
+  std::vector<std::string> out;
+  out.reserve(env.size());
+  for (const auto& [k, v] : env) {
+    std::string value = v;
+    value.erase(std::remove(value.begin(), value.end(), '\0'), value.end());
+    out.push_back(k + "=" + value);
+  }
+  return out;
+}
+
+}  // namespace orch
