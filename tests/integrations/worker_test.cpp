@@ -26,6 +26,7 @@
 #include "tests/fakes/fake_gitea.h"
 #include "tests/fakes/recording_sleeper.h"
 #include "tests/support/engine_fixture.h"
+#include "tests/support/git_repo.h"
 
 using namespace orch;
 using namespace orch::testing;
@@ -37,40 +38,6 @@ namespace {
 std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
-// Runs git for the test's own setup and checks; returns its trimmed output.
-std::string git(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& scratch) {
-  ProcessRunner runner;
-  ProcessSpec spec;
-  spec.argv = {"git"};
-  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
-  spec.cwd = cwd.string();
-  spec.env = std::vector<std::string>{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + scratch.string(),
-                                      "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
-                                      "GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.com",
-                                      "GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.com"};
-  const fs::path out = scratch / "git-test.out";
-  std::error_code ec;
-  fs::remove(out, ec);
-  spec.log_path = out.string();
-  auto code = runner.run(spec);
-  std::string text = read_file(out);
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  if (!code.ok() || code.value() != 0)
-    throw std::runtime_error("git " + args.front() + " failed: " + text + " " + code.status().message);
-  return text;
-}
-
-fs::path make_remote(const fs::path& dir) {
-  fs::create_directories(dir / "scratch");
-  git({"init", "--quiet", "--bare", "-b", "main", (dir / "remote.git").string()}, dir, dir / "scratch");
-  git({"init", "--quiet", "-b", "main", (dir / "seed").string()}, dir, dir / "scratch");
-  std::ofstream(dir / "seed" / "README.md") << "hello\n";
-  git({"add", "README.md"}, dir / "seed", dir / "scratch");
-  git({"commit", "--quiet", "-m", "initial"}, dir / "seed", dir / "scratch");
-  git({"push", "--quiet", (dir / "remote.git").string(), "main"}, dir / "seed", dir / "scratch");
-  return dir / "remote.git";
 }
 
 fs::path write_script(const fs::path& dir, const std::string& name, const std::string& body) {

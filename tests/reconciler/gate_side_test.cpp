@@ -9,6 +9,7 @@
 #include "app/settings.h"
 #include "reconciler/reconciler.h"
 #include "tests/support/engine_fixture.h"
+#include "tests/support/reconciler_rig.h"
 #include "webhooks/handlers/handlers.h"
 
 using namespace orch;
@@ -17,51 +18,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct RigOptions {
-  std::map<std::string, std::string> env;
-  Config config = default_config();
-  GateSideOptions gate;
-  ReconcileDefaults defaults;
-};
+using RigOptions = ReconcilerRigOptions;
 
-Settings settings_from(const Config& config, const std::map<std::string, std::string>& env) {
-  auto s = make_settings(config, [env](const std::string& k) -> std::optional<std::string> {
-    auto it = env.find(k);
-    if (it == env.end()) return std::nullopt;
-    return it->second;
-  });
-  if (!s.ok()) throw std::runtime_error(s.status().to_string());
-  return std::move(s).value();
-}
-
-// The engine fixture plus the reconciler as the app wires it, grace from the real Settings.
-struct Rig : EngineFixture {
-  explicit Rig(RigOptions o = {})
-      : EngineFixture(o.config),
-        settings(settings_from(config, o.env)),
-        handlers(*store, engine, plane, gitea, config, clock, log),
-        gate_side(*store, *store, engine, clock, log, grace(), o.gate),
-        tracker_side(config.projects, pipeline, plane, handlers, *store, *store, clock, log, grace()),
-        pass(ReconcileParts{.settings = *store, .outbox = *store, .inbox = *store, .gate = gate_side,
-                            .tracker = &tracker_side, .leadership = sole},
-             clock, log, o.defaults) {}
-
-  GraceFn grace() {
-    return [this](const std::string& stage) { return settings.grace_for(stage); };
-  }
-
-  // What the worker pool would do: every claimable job runs and succeeds (its gate is checked elsewhere).
-  int finish_all_jobs() {
-    int n = 0;
-    while (true) {
-      auto job = store->claim_job("test/1", clock.now());
-      if (!job.ok()) throw std::runtime_error(job.status().to_string());
-      if (!job.value()) return n;
-      auto s = store->finish_job(job.value()->id, JobStatus::kSucceeded, "", clock.now());
-      if (!s.ok()) throw std::runtime_error(s.to_string());
-      ++n;
-    }
-  }
+struct Rig : ReconcilerRig {
+  using ReconcilerRig::ReconcilerRig;
 
   // A task idle in `stage` since now, its agent done, its branch pushed at `sha`.
   TaskRow idle_task(const std::string& stage, const std::string& key, const std::string& sha) {
@@ -70,27 +30,6 @@ struct Rig : EngineFixture {
     gitea.set_branch(t.branch, sha);
     return t;
   }
-
-  std::size_t transitions(TaskId id) { return store->transitions_for_task(id).value().size(); }
-  std::size_t notifications() { return store->all_notifications().value().size(); }
-  std::size_t info_lines() { return log.lines().size(); }
-  int count_lines(const std::string& needle) {
-    int n = 0;
-    for (const auto& l : log.lines())
-      if (l.find(needle) != std::string::npos) ++n;
-    return n;
-  }
-  nlohmann::json snapshot() {
-    auto v = store->get_setting(kSettingReconcileSnapshot).value();
-    return v ? nlohmann::json::parse(*v) : nlohmann::json();
-  }
-
-  Settings settings;
-  Handlers handlers;
-  GateSide gate_side;
-  TrackerSide tracker_side;
-  SoleReplica sole{"test"};
-  ReconcilePass pass;
 };
 
 // Calls `during` once, inside the first CI status read: a webhook landing mid-evaluation.

@@ -12,6 +12,7 @@
 #include "app/settings.h"
 #include "reconciler/reconciler.h"
 #include "tests/support/engine_fixture.h"
+#include "tests/support/reconciler_rig.h"
 #include "tests/support/flag_leadership.h"
 #include "webhooks/handlers/handlers.h"
 
@@ -21,39 +22,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Settings plain_settings(const Config& config) {
-  auto s = make_settings(config, [](const std::string&) -> std::optional<std::string> { return std::nullopt; });
-  if (!s.ok()) throw std::runtime_error(s.status().to_string());
-  return std::move(s).value();
-}
-
-struct Rig : EngineFixture {
+struct Rig : ReconcilerRig {
   explicit Rig(ReconcileDefaults defaults = {}, bool with_sweeper = false, const Leadership* leadership = nullptr)
-      : settings(plain_settings(config)),
-        handlers(*store, engine, plane, gitea, config, clock, log),
-        gate_side(*store, *store, engine, clock, log, grace()),
-        tracker_side(config.projects, pipeline, plane, handlers, *store, *store, clock, log, grace()),
-        attempts(*store, pipeline, WriteBack::off(), clock, log),
-        sweeper(*store, attempts, pipeline, config.jobs, clock, log),
-        pass(ReconcileParts{.settings = *store, .outbox = *store, .inbox = *store, .gate = gate_side,
-                            .tracker = &tracker_side, .sweeper = with_sweeper ? &sweeper : nullptr,
-                            .leadership = leadership ? *leadership : sole},
-             clock, log, defaults) {}
-
-  GraceFn grace() {
-    return [this](const std::string& stage) { return settings.grace_for(stage); };
-  }
-  const ProjectSpec& shop() const { return config.projects[0]; }
-  void finish_all_jobs() {
-    while (true) {
-      auto job = store->claim_job("test/1", clock.now()).value();
-      if (!job) return;
-      REQUIRE(store->finish_job(job->id, JobStatus::kSucceeded, "", clock.now()).ok());
-    }
-  }
-  void set(const char* key, const std::string& value) { REQUIRE(store->set_setting(key, value).ok()); }
-  bool has_snapshot() { return store->get_setting(kSettingReconcileSnapshot).value().has_value(); }
-  nlohmann::json snapshot() { return nlohmann::json::parse(*store->get_setting(kSettingReconcileSnapshot).value()); }
+      : ReconcilerRig({.defaults = defaults, .with_sweeper = with_sweeper, .leadership = leadership}) {}
 
   // A development task idle past its grace with green CI: what a lost CI webhook leaves behind.
   TaskRow stuck_in_development(const std::string& key, const std::string& sha) {
@@ -64,14 +35,6 @@ struct Rig : EngineFixture {
     return t;
   }
 
-  Settings settings;
-  Handlers handlers;
-  GateSide gate_side;
-  TrackerSide tracker_side;
-  AttemptPolicy attempts;
-  Sweeper sweeper;
-  SoleReplica sole{"test"};
-  ReconcilePass pass;
 };
 
 }  // namespace

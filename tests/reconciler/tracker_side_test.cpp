@@ -12,6 +12,7 @@
 #include "app/settings.h"
 #include "reconciler/reconciler.h"
 #include "tests/support/engine_fixture.h"
+#include "tests/support/reconciler_rig.h"
 #include "webhooks/handlers/handlers.h"
 
 using namespace orch;
@@ -67,12 +68,6 @@ class SortedTracker final : public Tracker {
   std::map<std::string, int> lists_;
 };
 
-Settings plain_settings(const Config& config) {
-  auto s = make_settings(config, [](const std::string&) -> std::optional<std::string> { return std::nullopt; });
-  if (!s.ok()) throw std::runtime_error(s.status().to_string());
-  return std::move(s).value();
-}
-
 Config two_projects() {
   Config c = default_config();
   ProjectSpec blog = c.projects[0];
@@ -83,35 +78,18 @@ Config two_projects() {
   return c;
 }
 
-struct Rig : EngineFixture {
+struct Rig : ReconcilerRig {
   explicit Rig(TrackerSideOptions options = {}, Config c = default_config())
-      : EngineFixture(std::move(c)),
-        settings(plain_settings(config)),
-        sorted(plane),
-        handlers(*store, engine, plane, gitea, config, clock, log),
-        gate_side(*store, *store, engine, clock, log, grace()),
-        tracker_side(config.projects, pipeline, sorted, handlers, *store, *store, clock, log, grace(), options),
-        pass(ReconcileParts{.settings = *store, .outbox = *store, .inbox = *store, .gate = gate_side,
-                            .tracker = &tracker_side, .leadership = sole},
-             clock, log, ReconcileDefaults{}) {}
-
-  GraceFn grace() {
-    return [this](const std::string& stage) { return settings.grace_for(stage); };
-  }
-  const ProjectSpec& shop() const { return config.projects[0]; }
+      : ReconcilerRig({.config = std::move(c),
+                       .tracker = options,
+                       .wrap_tracker = [](Tracker& table) { return std::make_unique<SortedTracker>(table); }}),
+        sorted(static_cast<SortedTracker&>(*wrapped)) {}
 
   WorkItem item(int seq, const std::string& state, std::optional<TimePoint> updated) {
     WorkItem w{"wi-" + std::to_string(seq), shop().plane_project_id, seq, "Item " + std::to_string(seq), "", state,
                updated};
     plane.set_item(w);
     return w;
-  }
-  void finish_all_jobs() {
-    while (true) {
-      auto job = store->claim_job("test/1", clock.now()).value();
-      if (!job) return;
-      REQUIRE(store->finish_job(job->id, JobStatus::kSucceeded, "", clock.now()).ok());
-    }
   }
   // A task in `stage` whose tracker state is recorded as `state` (what the webhook path leaves behind).
   TaskRow synced_task(const std::string& stage, int seq, const std::string& state) {
@@ -130,20 +108,9 @@ struct Rig : EngineFixture {
   std::optional<TaskRow> task_of(const std::string& work_item_id) {
     return store->find_task_by_work_item(work_item_id).value();
   }
-  int count_lines(const std::string& needle) {
-    int n = 0;
-    for (const auto& l : log.lines())
-      if (l.find(needle) != std::string::npos) ++n;
-    return n;
-  }
 
-  Settings settings;
-  SortedTracker sorted;
-  Handlers handlers;
-  GateSide gate_side;
-  TrackerSide tracker_side;
-  SoleReplica sole{"test"};
-  ReconcilePass pass;
+
+  SortedTracker& sorted;  // what the tracker side reads through
 };
 
 }  // namespace
