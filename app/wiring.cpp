@@ -316,7 +316,7 @@ Status App::start() {
 
 void App::stop_threads() {
   webhook_routes_.stop();  // commits what was already accepted
-  reconciler_.stop();      // before the pool (issue 7)
+  reconciler_.stop();      // before the pool: its passes move tasks and queue jobs, none of which may land mid-stop
   leadership_->stop();     // after the reconciler: a leader steps down only once its passes have ended
   leader_changed_->listen({});
   pool_.stop();            // stops running agents and requeues their jobs

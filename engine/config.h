@@ -41,7 +41,7 @@ struct StageSpec {
   std::optional<std::chrono::seconds> grace;
   std::string on_reject;             // rollback edge taken on Rejected ("" = none)
   std::string on_changes_requested;  // rollback edge taken on a changes-requested review ("" = none)
-  // The Plane state a work item is moved to when its task enters this stage (write-back, issue 20); "" = none.
+  // The Plane state a work item is moved to when its task enters this stage (write-back, docs/adr/0013); "" = none.
   // Its TOML line (0 when unset), for the start-up check that the state exists in each project.
   std::string plane_state;
   int plane_state_line = 0;
@@ -100,7 +100,7 @@ struct Config {
   std::string source_path;  // the file it was read from
   ServerSpec server;
   std::string plane_base_url;
-  // [plane] write_back: orch writes its progress back to Plane and Gitea (issue 20); ORCH_PLANE_WRITE_BACK wins.
+  // [plane] write_back: orch writes its progress back to Plane and Gitea (docs/adr/0013); ORCH_PLANE_WRITE_BACK wins.
   bool plane_write_back = true;
   // [plane] done_state: the Plane state a work item is moved to when its task reaches done ("" = none), and its
   // TOML line (0 when unset).

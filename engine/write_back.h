@@ -1,4 +1,4 @@
-// engine/write_back.h: what orch tells the people outside about a task (issue 20, docs/adr/0013), as outbox
+// engine/write_back.h: what orch tells the people outside about a task (docs/adr/0013), as outbox
 // messages: Plane comments and state moves, a Gitea review and the `orch/pipeline` commit status. WriteBackPlan
 // only decides and words them (plain text; each sender escapes for its destination); the store keeps them with
 // the transition or the event that causes them, and the drainers of integrations/write_back_sender.h send them.

@@ -2,7 +2,7 @@
 //
 // SQLite has one write lock and each commit costs an fsync. Under a burst of webhooks the group committer (whose
 // transactions are what senders wait for) shared it turn for turn with the inbox processor's claim and finish, which
-// halved ingest (bench/RESULTS.md, 2026-12-03). The gate serves kAcknowledge writers before kNormal ones, and after an
+// halved ingest (measured in bench/RESULTS.md). The gate serves kAcknowledge writers before kNormal ones, and after an
 // acknowledging write it keeps the gate for the committer's next batch for up to `anticipation` (it is back within
 // microseconds while requests keep arriving). A kNormal writer is never held back longer than `max_yield` past its
 // arrival: then it goes next, before any acknowledging writer (handling slows under a burst, it never stops).

@@ -176,7 +176,7 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   const auto agent_started = Steady::now();
   Result<int> code = processes_.run(spec);
   job_log.finish("[orch] " + (code.ok() ? "exit " + std::to_string(code.value()) : code.status().message) + "\n");
-  // A reviewing agent requesting changes did its job: its verdict is a success like an approval (issue 20).
+  // A reviewing agent requesting changes did its job: its verdict is a success like an approval.
   const bool succeeded =
       code.ok() && (code.value() == 0 || (stage->post_review && code.value() == kExitRequestChanges));
   {

@@ -33,7 +33,7 @@
 
 namespace orch {
 
-// What an agent's successful run produced, for those who report it (write-back, issue 20).
+// What an agent's successful run produced, for those who report it (write-back, docs/adr/0013).
 struct AgentResult { int exit_code = 0; std::string summary; std::optional<std::string> verdict; };  // verdict:
 //   "APPROVED" (exit 0) / "REQUEST_CHANGES" (exit 3) on a post_review stage, nullopt elsewhere
 struct JobReporter {

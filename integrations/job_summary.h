@@ -1,4 +1,4 @@
-// integrations/job_summary.h: the text a successful agent run reports (write-back, issue 20): the summary.md the
+// integrations/job_summary.h: the text a successful agent run reports (write-back, docs/adr/0013): the summary.md the
 // agent wrote into its ORCH_OUTPUT_DIR, or, without one, the last lines of the job's log. Plain text, always valid
 // UTF-8 and at most kMaxSummaryBytes; whoever posts it escapes it for its destination. Thread-safe (no state).
 #pragma once

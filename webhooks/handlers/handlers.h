@@ -38,7 +38,7 @@ const char* outcome_kind_name(HandleOutcome::Kind k);
 
 class Handlers {
  public:
-  // `write_back` stores what a red CI and a review verdict tell the people in Plane (issue 20).
+  // `write_back` stores what a red CI and a review verdict tell the people in Plane (docs/adr/0013).
   Handlers(TaskStore& store, StageEngine& engine, Tracker& tracker, CodeHost& code_host, const Config& config,
            const Clock& clock, spdlog::logger& log, WriteBack& write_back = WriteBack::off())
       : store_(store), engine_(engine), tracker_(tracker), code_host_(code_host), config_(config), clock_(clock),
