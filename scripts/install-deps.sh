@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake ninja-build pkg-config git ca-certificates
+  g++ cmake ninja-build pkg-config git ca-certificates clang-format
   libcpp-httplib-dev nlohmann-json3-dev libsqlitecpp-dev libsqlite3-dev libcurl4-openssl-dev
   libspdlog-dev doctest-dev libtoml11-dev libcli11-dev prometheus-cpp-dev libssl-dev
   libpq-dev postgresql  # the PostgreSQL store; the tests' throwaway servers run its initdb, pg_ctl and postgres
