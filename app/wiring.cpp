@@ -230,7 +230,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       outbox_thread_("outbox", std::chrono::seconds(5), [this] { outbox_.drain_once(); }),
       plane_sender_(plane_writer_, settings_.config,
                     [this](const std::string& user_id) { dispatcher_.add_plane_echo_actor(user_id); }, log_),
-      gitea_sender_(gitea_, log_, &gitea_reviewer_),
+      gitea_sender_(gitea_, gitea_reviewer_, log_),
       plane_outbox_(*store_, plane_sender_, clock_, log_, channel_options(kChannelPlane)),
       gitea_outbox_(*store_, gitea_sender_, clock_, log_, channel_options(kChannelGitea)),
       write_back_thread_("write-back", settings_.write_back_interval, [this] {

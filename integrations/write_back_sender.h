@@ -52,9 +52,9 @@ class PlaneWriteSender final : public NotificationSender {
 class GiteaWriteSender final : public NotificationSender {
  public:
   // `reviewer` posts the reviews: a client on a second Gitea user's token (ORCH_GITEA_REVIEW_TOKEN), since Gitea
-  // refuses a verdict by the PR's author and orch opens the PRs; without one, `gitea` (verdicts become comments).
-  GiteaWriteSender(GiteaClient& gitea, spdlog::logger& log, GiteaClient* reviewer = nullptr)
-      : gitea_(gitea), reviewer_(reviewer ? *reviewer : gitea), log_(log) {}
+  // refuses a verdict by the PR's author and orch opens the PRs; without one, pass `gitea` (verdicts become comments).
+  GiteaWriteSender(GiteaClient& gitea, GiteaClient& reviewer, spdlog::logger& log)
+      : gitea_(gitea), reviewer_(reviewer), log_(log) {}
   SendResult send(const std::string& text) override;  // refused: a Gitea write needs its row
   SendResult send_row(const NotificationRow& row) override;
 

@@ -87,7 +87,7 @@ struct World {
                                            WriteBackOptions{true, "https://orch.example", gitea.base_url()});
     plane_sender = std::make_unique<PlaneWriteSender>(
         *plane_client, config, [this](const std::string& id) { learned.push_back(id); }, log.logger());
-    gitea_sender = std::make_unique<GiteaWriteSender>(*gitea_client, log.logger());
+    gitea_sender = std::make_unique<GiteaWriteSender>(*gitea_client, *gitea_client, log.logger());
     OutboxOptions o;
     o.channel = std::string(kChannelPlane);
     plane_drainer = std::make_unique<OutboxDrainer>(*store, *plane_sender, clock, log.logger(), o);
@@ -265,7 +265,7 @@ TEST_CASE("write-back: with a second Gitea user's token the agent's verdict is a
   o.base_url = w.gitea.base_url();
   HttpClient main_http(o, w.sleeper, w.clock, w.log.logger()), review_http(o, w.sleeper, w.clock, w.log.logger());
   GiteaClient main(main_http, Secret("orch-token")), reviewer(review_http, Secret("reviewer-token"));
-  GiteaWriteSender sender(main, w.log.logger(), &reviewer);
+  GiteaWriteSender sender(main, reviewer, w.log.logger());
   OutboxOptions go;
   go.channel = std::string(kChannelGitea);
   OutboxDrainer drainer(*w.store, sender, w.clock, w.log.logger(), go);
