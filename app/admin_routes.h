@@ -1,4 +1,4 @@
-// app/admin_routes.h: the authenticated POST endpoints of DESIGN.md "The operator's interface": the kill switches,
+// app/admin_routes.h: the authenticated POST endpoints of docs/contracts.md "HTTP endpoints": the kill switches,
 // replaying a delivery, retrying a blocked task or a failed outbox message (a write-back). Each goes through the
 // same function as the CLI (admin_actions.h, InboxProcessor::replay) and answers JSON. Also /readyz (open): one
 // check per dependency, 503 naming the failing ones.

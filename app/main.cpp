@@ -1,4 +1,4 @@
-// app/main.cpp: the `orch` command line. Exit codes: 0 success, 1 failure, 2 bad usage (DESIGN.md).
+// app/main.cpp: the `orch` command line. Exit codes: 0 success, 1 failure, 2 bad usage (docs/contracts.md "CLI").
 #include <CLI/CLI.hpp>
 
 #include <iostream>

@@ -1,4 +1,4 @@
-// app/queue_document.h: the /queue.json document (a contract: DESIGN.md "/queue.json"; fields are only ever
+// app/queue_document.h: the /queue.json document (a contract: docs/contracts.md "/queue.json"; fields are only ever
 // added). Built from the database alone, so `orch status --json` prints the same thing without a server.
 #pragma once
 

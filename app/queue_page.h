@@ -1,4 +1,4 @@
-// app/queue_page.h: GET /queue (the operator's page) and GET /queue.json (the document of DESIGN.md "/queue.json",
+// app/queue_page.h: GET /queue (the operator's page) and GET /queue.json (the document of docs/contracts.md "/queue.json",
 // plus a `log_tail` on each failed job), both behind the admin token. The page is one self-contained HTML document
 // (inline CSS and JS, no external asset) that renders the document with DOM text nodes only, so no stored string
 // can become markup, and re-fetches /queue.json every few seconds instead of reloading.

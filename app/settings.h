@@ -1,5 +1,5 @@
 // app/settings.h: the effective settings: the TOML config, then ORCH_* environment variables over it (names are a
-// contract, DESIGN.md "Settings"), then secrets, which only ever come from the environment.
+// contract, docs/contracts.md "Environment variables"), then secrets, which only ever come from the environment.
 // Plain values; built once at start-up.
 #pragma once
 

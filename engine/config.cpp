@@ -1,4 +1,4 @@
-// engine/config.cpp: reads and validates the TOML config whose shape DESIGN.md fixes.
+// engine/config.cpp: reads and validates the TOML config whose shape docs/contracts.md "The config file" fixes.
 //
 // DESIGN: toml11 only parses; this file walks the tree itself so that every problem names the line of the
 // offending key or value ("orch.toml:14: unknown key 'gaet' in [[stages]] \"development\" (did you mean

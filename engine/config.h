@@ -1,4 +1,4 @@
-// engine/config.h: the parsed TOML config (shape fixed by DESIGN.md "The config file").
+// engine/config.h: the parsed TOML config (shape fixed by docs/contracts.md "The config file").
 // load_config() rejects anything else with "FILE:LINE: what is wrong". Secrets never live here.
 // Plain values; thread-safe once built.
 #pragma once

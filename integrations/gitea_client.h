@@ -1,4 +1,4 @@
-// integrations/gitea_client.h: GiteaClient implements CodeHost over Gitea's REST API v1 (shared/reference/gitea.md §3).
+// integrations/gitea_client.h: GiteaClient implements CodeHost over Gitea's REST API v1 (docs/wire-formats.md §2.4-2.6).
 // It computes the combined CI state itself from the per-context statuses (the server's own combination covers one
 // page only, and changed across versions), and adopts an existing open PR when creating one answers 409.
 // Thread-safe: stateless beyond the thread-safe HttpClient.

@@ -1,4 +1,4 @@
-// integrations/plane_client.h: PlaneClient implements Tracker over Plane's REST API v1 (shared/reference/plane.md §3-5).
+// integrations/plane_client.h: PlaneClient implements Tracker over Plane's REST API v1 (docs/wire-formats.md §1.3-1.7).
 // State ids are resolved by name (ProjectSpec::plane_states) from one listing per project, then cached, as is the
 // project identifier. list_work_items pages with a fixed per_page, holds one page at a time and filters by state
 // client-side (Plane cannot filter). Thread-safe: the caches are guarded; HTTP goes through a thread-safe HttpClient.

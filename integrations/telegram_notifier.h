@@ -16,7 +16,7 @@
 
 namespace orch {
 
-// POST {api_base}/bot{token}/sendMessage, text as HTML with link previews off (shared/reference/telegram.md).
+// POST {api_base}/bot{token}/sendMessage, text as HTML with link previews off (docs/wire-formats.md §3).
 // The plain text is cut to Telegram's limit (telegram_fit) and escaped (telegram_escape) here, in this one place,
 // so that a `<` in an agent's stderr can neither be refused with 400 nor be read as a tag.
 // The HttpClient should be built with max_attempts = 1: the outbox, not this call, waits and retries.
@@ -46,7 +46,7 @@ class LogOnlySender final : public NotificationSender {
 // message; producers must not (the outbox holds plain text), or the entities would show up escaped twice.
 std::string telegram_escape(std::string_view text);
 
-// Telegram's limit on a message's text after entity parsing, in UTF-16 code units (shared/reference/telegram.md).
+// Telegram's limit on a message's text after entity parsing, in UTF-16 code units (docs/wire-formats.md §3).
 inline constexpr size_t kTelegramMaxTextUnits = 4096;
 
 // Plain text cut to at most max_units UTF-16 code units, ending in "…" when cut; never inside a UTF-8 sequence

@@ -21,7 +21,7 @@ namespace orch {
 // The grace of a stage (Settings::grace_for in the app: override, else the stage's own, else the default).
 using GraceFn = std::function<Seconds(const std::string& stage)>;
 
-// A stage only a tracker verdict may move (DESIGN invariant 8): declared human, or its gate asks a human.
+// A stage only a tracker verdict may move (human gates stay human: docs/design.md invariant 8): declared human, or its gate asks a human.
 bool is_human_stage(const StageSpec& stage);
 
 // One transition the reconciler made (or, in a dry run, would make): a lost event recovered.

@@ -1,5 +1,5 @@
-// webhooks/payloads.h: the few fields orch reads from Plane and Gitea webhook bodies (shared/reference/plane.md §2,
-// gitea.md §2), parsed into small structs. Tolerant of everything it does not read; a missing or mistyped field it
+// webhooks/payloads.h: the few fields orch reads from Plane and Gitea webhook bodies (docs/wire-formats.md §1.2
+// and §2.3), parsed into small structs. Tolerant of everything it does not read; a missing or mistyped field it
 // does read is kInvalid naming the field ("data.state.id"). Pure functions; thread-safe.
 #pragma once
 

@@ -135,7 +135,7 @@ struct ServeConfig {
   std::string repo = "acme/shop";
   int workers = 2;
 };
-// Writes a config file in the shape of DESIGN.md (agents are /bin/true; the clone URL a path that is never used).
+// Writes a config file in the shape of docs/contracts.md "The config file" (agents are /bin/true; the clone URL a path that is never used).
 void write_serve_config(const std::string& path, const ServeConfig& c);
 
 }  // namespace orch::bench

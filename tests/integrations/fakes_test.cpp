@@ -1,4 +1,4 @@
-// The fakes must speak exactly what the real senders send (shared/reference/): these tests pin their bytes.
+// The fakes must speak exactly what the real senders send (docs/wire-formats.md): these tests pin their bytes.
 #include <doctest/doctest.h>
 
 #include <regex>

@@ -1,4 +1,4 @@
-// tests/support/pipelines.h: the default pipeline of DESIGN.md as a Config built in code, so engine tests do
+// tests/support/pipelines.h: the default pipeline of docs/design.md as a Config built in code, so engine tests do
 // not depend on the TOML loader (which has its own tests).
 #pragma once
 

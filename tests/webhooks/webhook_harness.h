@@ -1,4 +1,4 @@
-// tests/webhooks/webhook_harness.h: what the webhook tests share: payloads shaped like shared/reference/{plane,gitea}.md
+// tests/webhooks/webhook_harness.h: what the webhook tests share: payloads shaped as docs/wire-formats.md describes
 // and serialised the way each sender does (Python json.dumps / Go MarshalIndent), signed headers, and a whole
 // receiving side (EngineFixture + Handlers + Dispatcher + InboxProcessor + WebhookRoutes on a real HttpServer on
 // loopback). The processor's thread is not started: tests call run_once() and see every effect synchronously.

@@ -90,7 +90,7 @@ class Handlers {
  private:
   Result<std::optional<TaskRow>> task_for_branch(const ProjectSpec& project, const PullRequestInfo& pr);
   Result<std::vector<TaskRow>> tasks_for_sha(const ProjectSpec& project, const std::string& sha, std::string& route);
-  // advance_if_gate_passed, except for human stages (only a tracker verdict moves those: DESIGN invariant 8).
+  // advance_if_gate_passed, except for human stages (only a tracker verdict moves those: human gates stay human, docs/design.md invariant 8).
   Result<HandleOutcome> look_again(const TaskRow& task, Cause cause, const std::string& why);
   Status record_tracker_state(const TaskRow& task, const std::string& state_id);
   bool is_human(const std::string& stage) const;
