@@ -68,18 +68,7 @@ WorkerOptions worker_options_from(const JobsSpec& jobs) {
   return o;
 }
 
-JobRunner::JobRunner(JobRunnerDeps deps, WorkerOptions options)
-    : store_(deps.store),
-      engine_(deps.engine),
-      attempts_(deps.attempts),
-      git_(deps.git),
-      processes_(deps.processes),
-      code_host_(deps.code_host),
-      config_(deps.config),
-      layout_(deps.layout),
-      clock_(deps.clock),
-      log_(deps.log),
-      options_(options) {}
+JobRunner::JobRunner(JobRunnerDeps deps, WorkerOptions options) : deps_(deps), options_(options) {}
 
 Seconds JobRunner::step_backoff(int tries) const {
   Seconds wait = options_.step_backoff;
@@ -91,8 +80,8 @@ JobResult JobRunner::run(const JobRow& job, std::stop_token stop, const std::fun
   try {
     return run_claimed(job, stop, alive);
   } catch (const std::exception& e) {  // escaped an adapter: this job only
-    log_.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
-    (void)store_.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), clock_.now());
+    deps_.log.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
+    (void)deps_.store.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), deps_.clock.now());
     return {JobOutcome::kAbandoned, e.what()};
   }
 }
@@ -100,34 +89,34 @@ JobResult JobRunner::run(const JobRow& job, std::stop_token stop, const std::fun
 std::optional<JobResult> JobRunner::abandon_if_moved_on(const JobRow& job, const std::optional<TaskRow>& task) {
   std::string why = task ? superseded(job, *task) : "task not found";
   if (why.empty()) return std::nullopt;
-  (void)store_.finish_job(job.id, JobStatus::kFailed, why, clock_.now());
+  (void)deps_.store.finish_job(job.id, JobStatus::kFailed, why, deps_.clock.now());
   return JobResult{JobOutcome::kAbandoned, why};
 }
 
 JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive) {
-  auto found = store_.find_task(job.task_id);
+  auto found = deps_.store.find_task(job.task_id);
   if (!found.ok()) {
     // The store is failing: leave the job running; its heartbeat stops and the sweeper fails it as orphaned.
-    log_.warn("jobs: job {} cannot read its task: {}", job.id, found.status().to_string());
+    deps_.log.warn("jobs: job {} cannot read its task: {}", job.id, found.status().to_string());
     return {JobOutcome::kAbandoned, found.status().message};
   }
   if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
   const TaskRow task = *found.value();
-  const Pipeline& pipeline = engine_.pipeline();
+  const Pipeline& pipeline = deps_.engine.pipeline();
   const StageSpec* stage = pipeline.stage(job.stage);
   const AgentSpec* agent = pipeline.agent_of(job.stage);
   if (!stage || !agent || agent->name != job.agent)
     return attempt_failed(job, "agent " + job.agent + " is not configured for stage " + job.stage, Retry::kNo);
-  const ProjectSpec* project = config_.find_project(task.project);
+  const ProjectSpec* project = deps_.config.find_project(task.project);
   if (!project) return attempt_failed(job, "project " + task.project + " is not configured", Retry::kNo);
   // The agent exited 0 on an earlier claim of this job: resume its step. The agent never runs twice for one success.
   if (!job.step.empty()) return run_steps(job, *project, *agent, *stage);
 
-  auto worktree = git_.ensure_worktree(*project, task);
+  auto worktree = deps_.git.ensure_worktree(*project, task);
   if (!worktree.ok())
     return attempt_failed(job, "worktree: " + worktree.status().message, AttemptPolicy::retry_unless_invalid(worktree.status()));
   // The previous stage may have run on another replica (or a human pushed): start from the remote's branch.
-  if (Status s = git_.catch_up_worktree(*project, task); !s.ok())
+  if (Status s = deps_.git.catch_up_worktree(*project, task); !s.ok())
     return attempt_failed(job, "worktree: " + s.message,
                           s.code == Code::kConflict ? Retry::kNo : AttemptPolicy::retry_unless_invalid(s));
   const std::string dir = worktree.value().path.string();
@@ -136,8 +125,8 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
 
   const std::string header = "[orch] job " + std::to_string(job.id) + ": " + agent->name + " for " +
                              task.work_item_key + " in " + job.stage + ", attempt " + std::to_string(job.attempt) +
-                             ", started " + format_rfc3339(clock_.now()) + "\n";
-  auto log = JobLog::open(layout_.job_log(job.id), options_.log_cap_bytes, header);
+                             ", started " + format_rfc3339(deps_.clock.now()) + "\n";
+  auto log = JobLog::open(deps_.layout.job_log(job.id), options_.log_cap_bytes, header);
   if (!log.ok()) return attempt_failed(job, log.status().message, Retry::kAfterBackoff);
   JobLog& job_log = *log.value();
 
@@ -155,26 +144,26 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   spec.heartbeat_interval = options_.heartbeat_interval;
   spec.heartbeat = [&] {
     if (alive) alive();
-    Status s = store_.heartbeat_job(job.id, clock_.now());
+    Status s = deps_.store.heartbeat_job(job.id, deps_.clock.now());
     if (s.code == Code::kConflict || s.code == Code::kNotFound) {
       lost = true;  // the sweeper (or an operator) finished it: our result would be refused
       halt.request_stop();
       return;
     }
     if (!s.ok()) {
-      log_.warn("jobs: heartbeat of job {} failed: {}", job.id, s.to_string());
+      deps_.log.warn("jobs: heartbeat of job {} failed: {}", job.id, s.to_string());
       return;
     }
     // A human (or a replayed webhook) moved the task on: stop the agent now rather than let it hold this worker
     // until its timeout for a result nobody would use. A failing read decides nothing; the next heartbeat asks again.
-    auto now_task = store_.find_task(job.task_id);
+    auto now_task = deps_.store.find_task(job.task_id);
     if (!now_task.ok()) return;
     moved_on = now_task.value() ? superseded(job, *now_task.value()) : "superseded: the task is gone";
     if (!moved_on.empty()) halt.request_stop();
   };
   spec.stop = halt.get_token();
   const auto agent_started = Steady::now();
-  Result<int> code = processes_.run(spec);
+  Result<int> code = deps_.processes.run(spec);
   job_log.finish("[orch] " + (code.ok() ? "exit " + std::to_string(code.value()) : code.status().message) + "\n");
   // A reviewing agent requesting changes did its job: its verdict is a success like an approval.
   const bool succeeded =
@@ -189,13 +178,13 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   }
 
   if (!moved_on.empty()) {
-    log_.info("jobs: {} for {} stopped: {}", agent->name, task.work_item_key, moved_on);
-    (void)store_.finish_job(job.id, JobStatus::kFailed, moved_on, clock_.now());
+    deps_.log.info("jobs: {} for {} stopped: {}", agent->name, task.work_item_key, moved_on);
+    (void)deps_.store.finish_job(job.id, JobStatus::kFailed, moved_on, deps_.clock.now());
     return {JobOutcome::kAbandoned, moved_on};
   }
   if (stop.stop_requested()) {
-    Status s = store_.requeue_job(job.id, clock_.now());
-    if (!s.ok()) log_.warn("jobs: cannot requeue job {} at shutdown: {}", job.id, s.to_string());
+    Status s = deps_.store.requeue_job(job.id, deps_.clock.now());
+    if (!s.ok()) deps_.log.warn("jobs: cannot requeue job {} at shutdown: {}", job.id, s.to_string());
     return {JobOutcome::kRequeued, "stopped at shutdown"};
   }
   if (lost) return attempt_failed(job, "stopped: the job was finished elsewhere", Retry::kAfterBackoff);
@@ -209,23 +198,23 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
 std::optional<JobResult> JobRunner::report_success(const JobRow& job, const StageSpec& stage, int exit_code) {
   if (!options_.reporter) return std::nullopt;
   // A fresh row: the run may have taken long, and a job whose task moved on meanwhile has nothing to report.
-  auto found = store_.find_task(job.task_id);
+  auto found = deps_.store.find_task(job.task_id);
   if (!found.ok()) return attempt_failed(job, "report: " + found.status().message, Retry::kAfterBackoff);
   if (auto gone = abandon_if_moved_on(job, found.value())) return gone;
   AgentResult result;
   result.exit_code = exit_code;
-  result.summary = job_summary(output_dir(job), layout_.job_log(job.id));
+  result.summary = job_summary(output_dir(job), deps_.layout.job_log(job.id));
   if (stage.post_review) result.verdict = exit_code == kExitRequestChanges ? "REQUEST_CHANGES" : "APPROVED";
   Status s = options_.reporter->agent_succeeded(job, *found.value(), result);
   if (s.ok()) return std::nullopt;
-  log_.warn("jobs: job {} cannot report its agent's success: {}", job.id, s.to_string());
+  deps_.log.warn("jobs: job {} cannot report its agent's success: {}", job.id, s.to_string());
   return attempt_failed(job, "report: " + s.message, AttemptPolicy::retry_unless_invalid(s));
 }
 
 fs::path JobRunner::output_dir(const JobRow& job) const {
   std::error_code ec;
-  fs::path dir = fs::absolute(layout_.job_output(job.id), ec);
-  return ec ? layout_.job_output(job.id) : dir.lexically_normal();
+  fs::path dir = fs::absolute(deps_.layout.job_output(job.id), ec);
+  return ec ? deps_.layout.job_output(job.id) : dir.lexically_normal();
 }
 
 Status JobRunner::prepare_output_dir(const JobRow& job) const {
@@ -248,29 +237,29 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
     const bool resumed = step == job.step;
     const int tries = resumed ? job.step_attempts : 0;
     if (!resumed) {
-      Status s = store_.begin_job_step(job.id, step, clock_.now());
+      Status s = deps_.store.begin_job_step(job.id, step, deps_.clock.now());
       if (s.code == Code::kConflict || s.code == Code::kNotFound)
         return {JobOutcome::kAbandoned, "the job was finished elsewhere: " + s.message};
       // Not fatal: the step is still done; a restart resumes at the last step recorded, and each is safe to redo.
-      if (!s.ok()) log_.warn("jobs: cannot record step {} of job {}: {}", step, job.id, s.to_string());
+      if (!s.ok()) deps_.log.warn("jobs: cannot record step {} of job {}: {}", step, job.id, s.to_string());
     }
     // The supersession check, with a fresh row: a human may have moved the task on, or the PR may be known by now.
-    auto found = store_.find_task(job.task_id);
+    auto found = deps_.store.find_task(job.task_id);
     if (!found.ok()) return step_failed(job, TaskRow{}, step, tries, found.status());
     if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
     const TaskRow task = *found.value();
 
     if (step == "push") {
-      if (Status s = git_.push_branch(project, task); !s.ok()) return step_failed(job, task, step, tries, s);
-      auto head = git_.branch_head(project, task.branch);
+      if (Status s = deps_.git.push_branch(project, task); !s.ok()) return step_failed(job, task, step, tries, s);
+      auto head = deps_.git.branch_head(project, task.branch);
       if (head.ok()) {
         // The sha -> branch map lets a CI status event (which names no branch) find this task.
-        if (Status s = store_.record_branch_head(project.gitea_repo, task.branch, head.value(), clock_.now()); !s.ok())
-          log_.warn("jobs: cannot record the head of {}: {}", task.branch, s.to_string());
+        if (Status s = deps_.store.record_branch_head(project.gitea_repo, task.branch, head.value(), deps_.clock.now()); !s.ok())
+          deps_.log.warn("jobs: cannot record the head of {}: {}", task.branch, s.to_string());
         TaskFacts facts;
         facts.head_sha = head.value();
-        if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok())
-          log_.warn("jobs: cannot record facts of {}: {}", task.work_item_key, s.to_string());
+        if (Status s = deps_.store.record_facts(task.id, facts, deps_.clock.now()); !s.ok())
+          deps_.log.warn("jobs: cannot record facts of {}: {}", task.work_item_key, s.to_string());
       }
     } else if (step == "open_pr") {
       if (!stage.open_pr) continue;
@@ -281,14 +270,14 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
       }
       // An earlier try may have created the PR and died before recording it (or its answer was lost): adopt the
       // branch's open PR before creating one, so that retries never open a second.
-      auto existing = code_host_.pull_request_for_branch(project.gitea_repo, task.branch);
+      auto existing = deps_.code_host.pull_request_for_branch(project.gitea_repo, task.branch);
       if (!existing.ok()) return step_failed(job, task, step, tries, existing.status());
       std::optional<PullRequestInfo> pr;
       if (existing.value() && existing.value()->open) pr = existing.value();
       if (!pr) {
         std::string title = task.work_item_key + ": " + task.title;
         if (title.size() > kMaxPrTitle) title.resize(kMaxPrTitle);
-        auto created = code_host_.create_pull_request(project.gitea_repo, task.branch, project.default_branch, title,
+        auto created = deps_.code_host.create_pull_request(project.gitea_repo, task.branch, project.default_branch, title,
                                                       "Opened by orch for " + task.work_item_key + ".");
         if (!created.ok()) return step_failed(job, task, step, tries, created.status());
         pr = created.value();
@@ -300,25 +289,25 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
       facts.pr_number = pr->number;
       facts.pr_state = pr->merged ? PrState::kMerged : pr->open ? PrState::kOpen : PrState::kClosed;
       // The gate reads the PR from the task row: without it recorded this step is not done.
-      if (Status s = store_.record_facts(task.id, facts, clock_.now()); !s.ok())
+      if (Status s = deps_.store.record_facts(task.id, facts, deps_.clock.now()); !s.ok())
         return step_failed(job, task, step, tries, s);
-      log_.info("jobs: pull request #{} for {}", pr->number, task.work_item_key);
+      deps_.log.info("jobs: pull request #{} for {}", pr->number, task.work_item_key);
     } else {  // gate
-      auto advanced = engine_.advance_if_gate_passed(task.id, Cause::kAgent, agent.name);
+      auto advanced = deps_.engine.advance_if_gate_passed(task.id, Cause::kAgent, agent.name);
       // Only a transient failure is worth another try; kConflict means someone else moved the task meanwhile.
       if (!advanced.ok() && advanced.status().code == Code::kUnavailable)
         return step_failed(job, task, step, tries, advanced.status());
-      if (Status s = store_.finish_job(job.id, JobStatus::kSucceeded, "", clock_.now()); !s.ok())
-        log_.warn("jobs: job {} succeeded but was already finished: {}", job.id, s.to_string());
+      if (Status s = deps_.store.finish_job(job.id, JobStatus::kSucceeded, "", deps_.clock.now()); !s.ok())
+        deps_.log.warn("jobs: job {} succeeded but was already finished: {}", job.id, s.to_string());
       if (!advanced.ok()) {
         // Not a failure of the job: the reconciler evaluates the gate again once the task is idle.
         if (advanced.status().code != Code::kConflict)
-          log_.warn("jobs: {} succeeded for {}, gate not evaluated: {}", agent.name, task.work_item_key,
+          deps_.log.warn("jobs: {} succeeded for {}, gate not evaluated: {}", agent.name, task.work_item_key,
                     advanced.status().to_string());
         return {JobOutcome::kSucceeded, advanced.status().message};
       }
       if (!advanced.value().advanced)
-        log_.info("jobs: {} succeeded for {} in {}; waiting: {}", agent.name, task.work_item_key, job.stage,
+        deps_.log.info("jobs: {} succeeded for {} in {}; waiting: {}", agent.name, task.work_item_key, job.stage,
                   advanced.value().gate.why);
       return {JobOutcome::kSucceeded, advanced.value().gate.why};
     }
@@ -328,30 +317,30 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
 
 JobResult JobRunner::step_failed(const JobRow& job, const TaskRow& task, const std::string& step, int tries,
                                  const Status& s) {
-  const TimePoint now = clock_.now();
+  const TimePoint now = deps_.clock.now();
   const std::string error = step + ": " + s.message;
   const int failed = tries + 1;
   const int budget = std::max(1, options_.step_max_attempts);
   if (s.code != Code::kInvalid && failed < budget) {
     const Seconds wait = step_backoff(failed);
-    Status w = store_.fail_job_step(job.id, error, now + wait, now);
+    Status w = deps_.store.fail_job_step(job.id, error, now + wait, now);
     if (w.code == Code::kConflict || w.code == Code::kNotFound)
       return {JobOutcome::kAbandoned, "the job was finished elsewhere: " + w.message};
     // The job stays running with its step recorded: the sweeper's heartbeat rule fails it in the end.
-    if (!w.ok()) log_.warn("jobs: cannot queue step {} of job {} again: {}", step, job.id, w.to_string());
-    log_.info("jobs: step {} of job {} failed (try {} of {}): {}; again in {}s", step, job.id, failed, budget,
+    if (!w.ok()) deps_.log.warn("jobs: cannot queue step {} of job {} again: {}", step, job.id, w.to_string());
+    deps_.log.info("jobs: step {} of job {} failed (try {} of {}): {}; again in {}s", step, job.id, failed, budget,
               s.message, wait.count());
     return {JobOutcome::kStepRetrying, error};
   }
-  if (Status w = store_.fail_job_step(job.id, error, std::nullopt, now); !w.ok() && w.code != Code::kConflict)
-    log_.warn("jobs: cannot fail job {} in step {}: {}", job.id, step, w.to_string());
+  if (Status w = deps_.store.fail_job_step(job.id, error, std::nullopt, now); !w.ok() && w.code != Code::kConflict)
+    deps_.log.warn("jobs: cannot fail job {} in step {}: {}", job.id, step, w.to_string());
   // Out of budget on the gate, the agent's work is still pushed (and its PR open): the reconciler's gate side reads
   // the gate again once the task is idle, as for any task. Out of budget on push or open_pr, a human must look.
   if (step == "gate" || task.id == 0) {
-    log_.warn("jobs: job {} failed in step {} after {} tries: {}", job.id, step, failed, s.message);
+    deps_.log.warn("jobs: job {} failed in step {} after {} tries: {}", job.id, step, failed, s.message);
     return {JobOutcome::kAbandoned, error};
   }
-  return attempts_.block(job, task, "step " + step + " failed " + std::to_string(failed) + " time(s): " + s.message);
+  return deps_.attempts.block(job, task, "step " + step + " failed " + std::to_string(failed) + " time(s): " + s.message);
 }
 
 Status JobRunner::write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree) {
@@ -375,7 +364,7 @@ Status JobRunner::write_task_json(const JobRow& job, const TaskRow& task, const 
   };
   // Tracker text is not guaranteed to be valid UTF-8: replace bad bytes rather than fail the job.
   const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  const fs::path path = layout_.task_json(job.id);
+  const fs::path path = deps_.layout.task_json(job.id);
   std::error_code ec;
   fs::create_directories(path.parent_path(), ec);
   const std::string tmp = path.string() + ".tmp";
@@ -405,7 +394,7 @@ std::vector<std::string> JobRunner::agent_environment(const JobRow& job, const T
   env["ORCH_WORKTREE"] = worktree;
   env["ORCH_ATTEMPT"] = std::to_string(job.attempt);
   env["ORCH_REJECTION_REASON"] = task.rejection_reason;
-  env["ORCH_TASK_JSON"] = layout_.task_json(job.id).string();
+  env["ORCH_TASK_JSON"] = deps_.layout.task_json(job.id).string();
   env["ORCH_OUTPUT_DIR"] = output_dir(job).string();
   std::vector<std::string> out;
   out.reserve(env.size());

@@ -106,14 +106,14 @@ class JobRunner {
   // A stop request (pool shutdown) stops the agent and requeues the job. `alive` is called at each heartbeat.
   JobResult run(const JobRow& job, std::stop_token stop = {}, const std::function<void()>& alive = {});
 
-  AttemptPolicy& attempts() { return attempts_; }
+  AttemptPolicy& attempts() { return deps_.attempts; }
   const WorkerOptions& options() const { return options_; }
 
  private:
   using Retry = AttemptPolicy::Retry;
   JobResult run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive);
   JobResult attempt_failed(const JobRow& job, const std::string& reason, Retry retry) {
-    return attempts_.attempt_failed(job, reason, retry);
+    return deps_.attempts.attempt_failed(job, reason, retry);
   }
   // The task is gone or has moved on (another visit or stage): the job is failed with why, and abandoned.
   std::optional<JobResult> abandon_if_moved_on(const JobRow& job, const std::optional<TaskRow>& task);
@@ -134,16 +134,7 @@ class JobRunner {
   std::optional<JobResult> report_success(const JobRow& job, const StageSpec& stage, int exit_code);
   Seconds step_backoff(int tries) const;
 
-  Store& store_;
-  StageEngine& engine_;
-  AttemptPolicy& attempts_;
-  GitWorkspaces& git_;
-  ProcessRunner& processes_;
-  CodeHost& code_host_;
-  const Config& config_;
-  const DataLayout& layout_;
-  const Clock& clock_;
-  spdlog::logger& log_;
+  const JobRunnerDeps deps_;
   const WorkerOptions options_;
 };
 
