@@ -1,7 +1,7 @@
 // tests/engine/sqlite_store_test.cpp: what only SqliteStore does, on real files in a TempDir: the file and its WAL
 // mode, PRAGMA user_version, processes (fork) racing on one file, the query plan, the busy timeout. The Store
 // contract itself, run on SQLite and PostgreSQL alike, is in store_contract_test.cpp. Nothing sleeps.
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 
 #include <doctest/doctest.h>
 #include <sys/wait.h>

@@ -1,4 +1,4 @@
-// engine/pg_store.h: PgStore, the PostgreSQL implementation of the Store seam, which several replicas share.
+// engine/store/pg_store.h: PgStore, the PostgreSQL implementation of the Store seam, which several replicas share.
 // Behaves as SqliteStore does, method for method; every public method is one transaction on a pooled libpq
 // connection and returns errors as values: a lost connection, a server shutting down, a serialization failure, a
 // deadlock, a lock or statement timeout are kUnavailable (retry later), anything else kInternal; no exception

@@ -1,4 +1,4 @@
-// engine/sqlite_store.cpp: the SQLite Store. The only file (with its test) that includes SQLiteCpp.
+// engine/store/sqlite_store.cpp: the SQLite Store. The only file (with its test) that includes SQLiteCpp.
 //
 // DESIGN
 // - Connections: a small pool, one connection per concurrent caller, opened on demand and handed out under a mutex
@@ -10,7 +10,7 @@
 //   busy_timeout, after which the caller gets kUnavailable and retries later.
 // - Schema: forward-only migrations numbered by PRAGMA user_version, applied at open() in one transaction.
 //   Times are INTEGER milliseconds since the epoch, enums their text names (model.h), tables STRICT.
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <sqlite3.h>

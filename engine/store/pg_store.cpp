@@ -1,4 +1,4 @@
-// engine/pg_store.cpp: the PostgreSQL Store. With pg_leader.cpp, the only file that includes libpq-fe.h.
+// engine/store/pg_store.cpp: the PostgreSQL Store. With pg_leader.cpp, the only file that includes libpq-fe.h.
 //
 // DESIGN
 // - Connections: a small pool, one connection per concurrent caller, opened on demand (PQconnectdbParams with
@@ -21,7 +21,7 @@
 // - Schema: forward-only migrations numbered by the one-row orch_schema table, applied at open() in one
 //   transaction under an advisory lock. Times are BIGINT milliseconds since the epoch, enums their text names
 //   (model.h), the delivery body BYTEA.
-#include "engine/pg_store.h"
+#include "engine/store/pg_store.h"
 
 #include <libpq-fe.h>
 #include <poll.h>

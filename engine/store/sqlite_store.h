@@ -1,4 +1,4 @@
-// engine/sqlite_store.h: SqliteStore, the embedded SQLite implementation of the Store seam (one file, WAL mode).
+// engine/store/sqlite_store.h: SqliteStore, the embedded SQLite implementation of the Store seam (one file, WAL mode).
 // Every public method is one transaction on a pooled connection and returns errors as values: SQLITE_BUSY past the
 // busy timeout is kUnavailable, anything else kInternal; no exception escapes. Thread-safe: any thread may call any
 // method concurrently, and several processes (the server and the CLI) may open the same file at once.
