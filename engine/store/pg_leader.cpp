@@ -1,4 +1,5 @@
-// engine/store/pg_leader.cpp: PgLeaderElector. With pg_store.cpp, the only file that includes libpq-fe.h.
+// engine/store/pg_leader.cpp: PgLeaderElector. With pg_connection.cpp and pg_store.cpp, the only code that includes
+// libpq-fe.h.
 //
 // DESIGN
 // All I/O on the elector's connection is asynchronous libpq (PQconnectStartParams / PQconnectPoll,

@@ -80,7 +80,9 @@ class SqliteConn {
   auto one(const char* sql, F read, const A&... args) -> std::optional<decltype(read(std::declval<const SqliteRow&>()))> {
     Stmt s(*this, sql, args...);
     if (!s->executeStep()) return std::nullopt;
-    return read(SqliteRow(*s));
+    auto row = read(SqliteRow(*s));
+    s->reset();  // throws what finishing the statement reports
+    return row;
   }
   template <class F, class... A>
   auto all(const char* sql, F read, const A&... args) -> std::vector<decltype(read(std::declval<const SqliteRow&>()))> {
