@@ -38,7 +38,6 @@ class SqlStore : public Store {
   Status set_blocked(TaskId id, bool blocked, const std::string& reason, TimePoint now) override;
   Status block_task(TaskId id, const std::string& reason, TimePoint now,
                     const std::vector<OutboxMessage>& outbox) override;
-  Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) override;
   Result<std::vector<TransitionRow>> recent_transitions(int limit) override;
   Result<std::int64_t> count_tasks() override;
   Status record_branch_head(const std::string& repo, const std::string& branch, const std::string& sha,
@@ -55,7 +54,6 @@ class SqlStore : public Store {
   Status requeue_job(JobId id, TimePoint now) override;
   Status begin_job_step(JobId id, const std::string& step, TimePoint now) override;
   Status fail_job_step(JobId id, const std::string& error, std::optional<TimePoint> retry_at, TimePoint now) override;
-  Result<std::optional<JobRow>> find_job(JobId id) override;
   Result<std::vector<JobRow>> jobs_for_task(TaskId id) override;
   Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) override;
   Result<std::vector<JobRow>> recent_failed_jobs(int limit) override;
@@ -78,12 +76,10 @@ class SqlStore : public Store {
 
   // OutboxStore
   Result<bool> enqueue_notification(const std::string& dedup_key, const std::string& text, TimePoint now) override;
-  Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) override;
   Result<std::vector<NotificationRow>> claim_due_notifications(TimePoint now, Millis lease, int limit) override;
   Status mark_notification_sent(NotificationId id, TimePoint now) override;
   Status mark_notification_retry(NotificationId id, const std::string& error, TimePoint next_attempt) override;
   Status mark_notification_failed(NotificationId id, const std::string& error) override;
-  Result<std::vector<NotificationRow>> all_notifications() override;
   Result<OutboxCounts> outbox_counts() override;
   Result<int> enqueue_messages(const std::vector<OutboxMessage>& messages, TimePoint now) override;
   Result<std::optional<NotificationRow>> claim_next_message(const std::string& channel, TimePoint now,
@@ -96,6 +92,12 @@ class SqlStore : public Store {
   // SettingsStore
   Result<std::optional<std::string>> get_setting(const std::string& key) override;
   Status set_setting(const std::string& key, const std::string& value) override;
+
+  // StoreProbe
+  Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) override;
+  Result<std::optional<JobRow>> find_job(JobId id) override;
+  Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) override;
+  Result<std::vector<NotificationRow>> all_notifications() override;
 
  protected:
   SqlStore(int max_connections, typename ConnectionPool<Conn>::Opener open);
