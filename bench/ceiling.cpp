@@ -8,7 +8,7 @@
 //       [--out results.jsonl]
 //
 // --whatif B: the same unit of work, B deliveries per transaction, on a connection of the benchmark's own (the
-// store's schema, pragmas and statements, copied from engine/sqlite_store.cpp insert_one), once as the store does
+// store's schema, pragmas and statements, copied from engine/store/sqlite_store.cpp insert_one), once as the store does
 // it and once per changed knob, with the pages each commit writes (SQLITE_DBSTATUS_CACHE_WRITE): evidence for the
 // recommendations in RESULTS.md, not something the server does.
 #include <filesystem>
@@ -19,7 +19,7 @@
 #include <sqlite3.h>
 
 #include "bench/support/bench_util.h"
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 #include "webhooks/signature.h"
 
 namespace orch::bench {
@@ -54,7 +54,7 @@ struct WhatIf {
   double rps = 0, pages_per_commit = 0, commit_ms = 0;
 };
 
-// insert_one of engine/sqlite_store.cpp, statement for statement, B deliveries per BEGIN IMMEDIATE ... COMMIT.
+// insert_one of engine/store/sqlite_store.cpp, statement for statement, B deliveries per BEGIN IMMEDIATE ... COMMIT.
 WhatIf whatif(const std::string& path, const std::vector<NewDelivery>& ds, std::size_t batch,
               const std::vector<std::string>& setup) {
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);

@@ -20,7 +20,7 @@
 #include "engine/job_scheduler.h"
 #include "engine/layout.h"
 #include "engine/pipeline.h"
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 #include "engine/stage_engine.h"
 #include "integrations/gitea_client.h"
 #include "integrations/http_client.h"

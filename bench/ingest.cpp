@@ -38,7 +38,7 @@
 
 #include "app/http_server.h"
 #include "bench/support/bench_util.h"
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 #include "webhooks/webhook_routes.h"
 #include "bench/support/load_generator.h"
 #include "tests/support/exposition.h"

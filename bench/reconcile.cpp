@@ -20,7 +20,7 @@
 #include "engine/gates.h"
 #include "engine/layout.h"
 #include "engine/pipeline.h"
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 #include "engine/stage_engine.h"
 #include "integrations/gitea_client.h"
 #include "integrations/http_client.h"
@@ -42,7 +42,7 @@ enum class Kind { kCandidate, kLive, kDone };
 Kind kind_of(std::int64_t i) { return i % 100 == 0 ? Kind::kCandidate : i % 100 == 1 ? Kind::kLive : Kind::kDone; }
 std::int64_t candidates_in(std::int64_t n) { return n / 100; }
 
-// The idle scan of engine/sqlite_store.cpp (ORCH_IDLE_TASKS_SQL), repeated here to read SQLite's cost counters for
+// The idle scan of engine/store/sqlite_store.cpp (ORCH_IDLE_TASKS_SQL), repeated here to read SQLite's cost counters for
 // it on a connection of our own; main() checks that its query plan is the store's (idle_tasks_plan()).
 const char* kIdleSql =
     "SELECT id, project, work_item_id, work_item_key, title, description, stage, visit, branch, blocked, "

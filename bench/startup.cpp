@@ -20,7 +20,7 @@
 
 #include "bench/support/bench_util.h"
 #include "bench/support/seed.h"
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 
 namespace orch::bench {
 namespace {

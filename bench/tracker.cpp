@@ -22,7 +22,7 @@
 #include "engine/gates.h"
 #include "engine/layout.h"
 #include "engine/pipeline.h"
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 #include "engine/stage_engine.h"
 #include "integrations/http_client.h"
 #include "integrations/plane_client.h"

@@ -62,7 +62,6 @@ struct TaskStore {
   // keys names the task's latest transition).
   virtual Status block_task(TaskId id, const std::string& reason, TimePoint now,
                             const std::vector<OutboxMessage>& outbox) = 0;
-  virtual Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) = 0;
   virtual Result<std::vector<TransitionRow>> recent_transitions(int limit) = 0;  // newest first
   virtual Result<std::int64_t> count_tasks() = 0;
 
@@ -85,7 +84,6 @@ struct JobStore {
   // Only a running job finishes; kConflict if the sweeper (or anyone) already finished it.
   virtual Status finish_job(JobId id, JobStatus status, const std::string& error, TimePoint now) = 0;
   virtual Status requeue_job(JobId id, TimePoint now) = 0;  // running -> queued (start-up recovery)
-  virtual Result<std::optional<JobRow>> find_job(JobId id) = 0;
   virtual Result<std::vector<JobRow>> jobs_for_task(TaskId id) = 0;
   virtual Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) = 0;  // oldest first
   virtual Result<std::vector<JobRow>> recent_failed_jobs(int limit) = 0;                   // newest first
@@ -141,7 +139,6 @@ struct OutboxStore {
   virtual Result<bool> enqueue_notification(const std::string& dedup_key, const std::string& text, TimePoint now) = 0;
   // Any channel; one transaction. Returns how many were new (a key already stored is skipped).
   virtual Result<int> enqueue_messages(const std::vector<OutboxMessage>& messages, TimePoint now) = 0;
-  virtual Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) = 0;  // read only
   // Claims the oldest due message of `channel` that heads its lane (no earlier message of the lane still pending,
   // sent or not), for one drainer until now + lease, like claim_due_notifications. nullopt: nothing claimable.
   virtual Result<std::optional<NotificationRow>> claim_next_message(const std::string& channel, TimePoint now,
@@ -159,7 +156,6 @@ struct OutboxStore {
   virtual Status mark_notification_sent(NotificationId id, TimePoint now) = 0;
   virtual Status mark_notification_retry(NotificationId id, const std::string& error, TimePoint next_attempt) = 0;
   virtual Status mark_notification_failed(NotificationId id, const std::string& error) = 0;
-  virtual Result<std::vector<NotificationRow>> all_notifications() = 0;
   virtual Result<OutboxCounts> outbox_counts() = 0;  // Telegram's
 };
 
@@ -169,6 +165,15 @@ struct SettingsStore {
   virtual Status set_setting(const std::string& key, const std::string& value) = 0;
 };
 
-struct Store : TaskStore, JobStore, InboxStore, OutboxStore, SettingsStore {};
+// Reads that only tests make (what an assertion wants to see whole); no component takes this role.
+struct StoreProbe {
+  virtual ~StoreProbe() = default;
+  virtual Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) = 0;  // oldest first
+  virtual Result<std::optional<JobRow>> find_job(JobId id) = 0;
+  virtual Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) = 0;  // Telegram's
+  virtual Result<std::vector<NotificationRow>> all_notifications() = 0;                          // oldest first
+};
+
+struct Store : TaskStore, JobStore, InboxStore, OutboxStore, SettingsStore, StoreProbe {};
 
 }  // namespace orch

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <stdexcept>
 
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 
 namespace orch::bench {
 namespace {

@@ -1,7 +1,7 @@
 // tests/engine/pg_leader_test.cpp: PgLeaderElector, two (or three) electors on one fresh database of the test
 // PostgreSQL server, with intervals of tens of milliseconds. The electors' threads are real; the test waits on what
 // they report with eventually(), and never sleeps.
-#include "engine/pg_leader.h"
+#include "engine/store/pg_leader.h"
 
 #include <doctest/doctest.h>
 

@@ -2,7 +2,7 @@
 // (tests/support/pg_server.h): migrations in the database, concurrent opens, lost connections, timeouts, the query
 // plan, redaction, and the inbox rule that a single SQLite writer never needs. The Store contract itself, run on
 // SQLite and PostgreSQL alike, is in store_contract_test.cpp. Waits for the server use eventually(); nothing sleeps.
-#include "engine/pg_store.h"
+#include "engine/store/pg_store.h"
 
 #include <doctest/doctest.h>
 

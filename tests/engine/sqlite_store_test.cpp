@@ -1,7 +1,7 @@
 // tests/engine/sqlite_store_test.cpp: what only SqliteStore does, on real files in a TempDir: the file and its WAL
 // mode, PRAGMA user_version, processes (fork) racing on one file, the query plan, the busy timeout. The Store
 // contract itself, run on SQLite and PostgreSQL alike, is in store_contract_test.cpp. Nothing sleeps.
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 
 #include <doctest/doctest.h>
 #include <sys/wait.h>
@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "engine/store/sqlite_connection.h"
 #include "tests/support/manual_clock.h"
 #include "tests/support/temp_dir.h"
 
@@ -197,6 +198,19 @@ TEST_CASE("sqlite store: a write lock held past the busy timeout is kUnavailable
   other.exec("ROLLBACK");
   REQUIRE(store->set_setting("k", "after").ok());
   CHECK(store->get_setting("k").value() == "after");
+}
+// SQL shared with PostgreSQL numbers its parameters $1, $2, ...; SQLite would read "$2" before "$1" as parameter 1.
+TEST_CASE("shared SQL's $N parameters reach SQLite as ?N, in any order, and quoted text is left alone") {
+  CHECK(sqlite_parameters("UPDATE t SET a = $2, b = '$1 it''s $3' WHERE id = $1 AND n < $10") ==
+        "UPDATE t SET a = ?2, b = '$1 it''s $3' WHERE id = ?1 AND n < ?10");
+  CHECK(sqlite_parameters("SELECT ?, $x FROM t") == "SELECT ?, $x FROM t");
+  // Bound in order, read back by number: the statement sees $2 as the second value, not the first.
+  TempDir dir;
+  auto store = open_store(dir.file("orch.db"));
+  REQUIRE(store->set_setting("k", "v").ok());
+  WriteGate gate(WriteGate::Timing{});
+  SqliteConn c(dir.file("orch.db"), 5000ms, 1000, gate);
+  CHECK(c.one("SELECT $2 || $1", read_text0, std::string("a"), std::string("b")) == std::optional<std::string>("ba"));
 }
 }  // namespace
 }  // namespace orch

@@ -16,8 +16,8 @@
 #include <thread>
 #include <vector>
 
-#include "engine/pg_store.h"
-#include "engine/sqlite_store.h"
+#include "engine/store/pg_store.h"
+#include "engine/store/sqlite_store.h"
 #include "tests/support/manual_clock.h"
 #include "tests/support/pg_server.h"
 #include "tests/support/temp_dir.h"

@@ -5,7 +5,7 @@
 #include <set>
 #include <thread>
 
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 #include "integrations/gitea_client.h"
 #include "integrations/plane_client.h"
 #include "tests/fakes/fake_gitea.h"

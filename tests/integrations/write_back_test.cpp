@@ -6,7 +6,7 @@
 
 #include <doctest/doctest.h>
 
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 #include "engine/write_back.h"
 #include "integrations/rate_pacer.h"
 #include "tests/fakes/fake_gitea.h"

@@ -10,7 +10,7 @@
 #include "engine/gates.h"
 #include "engine/job_scheduler.h"
 #include "engine/pipeline.h"
-#include "engine/sqlite_store.h"
+#include "engine/store/sqlite_store.h"
 #include "engine/stage_engine.h"
 #include "tests/support/manual_clock.h"
 #include "tests/support/pipelines.h"

@@ -1,4 +1,4 @@
-// engine/pg_leader.h: PgLeaderElector, leader election among the replicas sharing one PostgreSQL database: the leader
+// engine/store/pg_leader.h: PgLeaderElector, leader election among the replicas sharing one PostgreSQL database: the leader
 // is the replica whose session holds a session-level advisory lock on a fixed key. It runs on its own thread, from
 // start() until stop(), over a dedicated connection (never one of the store's pool) named "orch:<replica id>".
 // is_leader() and leader_id() are thread-safe and cheap; only the owner calls start() and stop().

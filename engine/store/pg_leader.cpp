@@ -1,4 +1,5 @@
-// engine/pg_leader.cpp: PgLeaderElector. With pg_store.cpp, the only file that includes libpq-fe.h.
+// engine/store/pg_leader.cpp: PgLeaderElector. With pg_connection.cpp and pg_store.cpp, the only code that includes
+// libpq-fe.h.
 //
 // DESIGN
 // All I/O on the elector's connection is asynchronous libpq (PQconnectStartParams / PQconnectPoll,
@@ -6,7 +7,7 @@
 // socket and the eventfd that stop() writes. So every wait has a deadline of our choosing (a partitioned server
 // cannot hang the thread in a blocking call for the kernel's TCP timeout), and stop() interrupts any of them.
 // The eventfd is never drained while stopping: once written, every later wait returns at once.
-#include "engine/pg_leader.h"
+#include "engine/store/pg_leader.h"
 
 #include <libpq-fe.h>
 #include <poll.h>
