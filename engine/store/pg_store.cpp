@@ -74,7 +74,7 @@ std::int32_t lock_hash(std::string_view a, std::string_view b, std::string_view 
 
 // The inbox claim. The candidates are the lane heads (the oldest pending delivery of each lane), found by a skip
 // scan over deliveries_pending_lane: one index probe per lane, so that a claim costs the number of lanes, not the
-// backlog (before, a held lane head with 60 000 deliveries behind it made every other claim step over all of them).
+// backlog: a held lane head with a long backlog behind it must not make every other claim step over that backlog.
 // A head is claimed if it is due and nobody else holds it; SKIP LOCKED passes over one whose finish or retry is
 // committing right now. One more rule, which a single SQLite writer never needs: no other claimer holds a live claim
 // on a later delivery of the lane (deliveries_pending_held keeps that probe to the held rows). Identities are not
