@@ -2,7 +2,8 @@
 // ones ctest built, so ORCH_SERVE_SKIP_BUILD=1 and ORCH_SERVE_BUILD_DIR point it at them), one work item driven with
 // the orch-sandbox CLI through the whole example pipeline to done, checked on /queue.json, in the sandbox's Plane
 // comments and Telegram log, then SIGINT to serve.sh and no process left behind: neither orch, nor orch-sandbox,
-// nor an agent. With "lose the next webhook" on before CI reports, the reconciler recovers the step.
+// nor an agent. With "lose the next webhook" on before CI reports, the reconciler recovers the step. In headless
+// chromium, a person clicks through the sandbox's page and sees the item reach done on /queue.
 #include <doctest/doctest.h>
 #include <httplib.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/cdp_browser.h"
 #include "tests/support/orch_process.h"
 #include "tests/support/temp_dir.h"
 
@@ -352,6 +354,78 @@ TEST_CASE("e2e sandbox: with lose-next-webhook on before CI reports, the item st
     const auto k = s.comment_kinds(key);
     return std::find(k.begin(), k.end(), "unblocked") != k.end() && k.back() == "done";
   }, 30s));
+  CHECK(s.interrupt() == 130);
+  CHECK(s.leftovers().empty());
+}
+
+TEST_CASE("e2e sandbox: a person clicks In Progress, Approved, CI green and merge on the sandbox page in chromium, and /queue shows the item done and merged") {
+  if (!fs::exists(kChromium)) {
+    MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
+    return;
+  }
+  TempDir tmp;
+  ServeScript s(tmp);
+  REQUIRE_MESSAGE(s.start(), s.logs());
+  // A hostile title, created through the page's own form: it must arrive as text.
+  const std::string hostile = "<img src=x onerror=alert(1)> greet";
+  TempDir profile;
+  DevTools chrome(profile);
+  const std::string page = chrome.open(s.line("sandbox: "));
+  REQUIRE(!page.empty());
+  auto js = [&](const std::string& expr) { return chrome.eval(page, expr); };
+  const std::string key = "SHOP-1";  // the sandbox's seed item, as a newcomer would try it
+  const std::string item_row = "document.querySelector('#items tr[data-key=\"" + key + "\"]')";
+  const std::string hostile_row = "document.querySelector('#items tr[data-key=\"SHOP-2\"]')";
+  const std::string pull_row = "document.querySelector('#pulls tr[data-key=\"" + key + "\"]')";
+  auto click = [&](const std::string& row, const std::string& label) {
+    return js("(() => { const r = " + row + "; if (!r) return false; const b = [...r.querySelectorAll('button')]"
+              ".find(b => b.textContent === " + json(label).dump() + "); if (!b) return false; b.click(); return true; })()") == true;
+  };
+  REQUIRE(eventually([&] { return js(item_row + " !== null") == true; }));
+  REQUIRE(js("document.getElementById('title').value = " + json(hostile).dump() +
+             ", document.getElementById('create').click(), true") == true);
+  REQUIRE(eventually([&] { return js(hostile_row + " !== null") == true; }));
+  CHECK(js(hostile_row + ".children[1].textContent") == hostile);
+  CHECK(js("document.querySelector('#items img') === null") == true);
+
+  REQUIRE(click(item_row, "In Progress"));
+  REQUIRE_MESSAGE(eventually([&] {
+                    const auto k = s.comment_kinds(key);
+                    return !k.empty() && k.front() == "analysis";
+                  }, 90s),
+                  s.logs());
+  // The analysis comment is on the page, as text.
+  REQUIRE(eventually([&] { return js("document.getElementById('comments').textContent.includes('Analysis of " + key + "')") == true; }));
+  REQUIRE(click(item_row, "Approved"));
+  REQUIRE_MESSAGE(eventually([&] {
+                    return read_file(s.err_path()).find("developer succeeded for " + key + " in development") !=
+                           std::string::npos;
+                  }, 90s),
+                  s.logs());
+  REQUIRE(eventually([&] { return js(pull_row + " !== null") == true; }));
+  REQUIRE(click(pull_row, "CI green"));
+  // The reviewer agent approves and the approval reaches done; the person merges the PR afterwards.
+  REQUIRE_MESSAGE(eventually([&] { return s.stage(key) == "done"; }, 60s), s.logs());
+  REQUIRE(eventually([&] { return js(pull_row + ".querySelector('.pr-state').textContent") == "open"; }));
+  REQUIRE(click(pull_row, "merge"));
+  REQUIRE(eventually([&] { return js(pull_row + ".querySelector('.pr-state').textContent") == "merged"; }));
+
+  // orch's /queue, with the printed token as the basic-auth password, shows the item done.
+  const std::string queue = s.line("queue: ");
+  const std::string with_auth = "http://admin:" + s.line("token: ") + "@" + queue.substr(std::string("http://").size());
+  const std::string q = chrome.open(with_auth);
+  REQUIRE(!q.empty());
+  const std::string done_row =
+      "[...document.querySelectorAll('#tasks tr.task')].some(r => r.querySelector('td.key').textContent === '" + key +
+      "' && r.querySelector('td.stage').textContent === 'done' && r.textContent.includes('#1 merged'))";
+  REQUIRE_MESSAGE(eventually([&] { return chrome.eval(q, done_row) == true; }, 60s), s.logs());
+  // The README's picture of /queue, kept beside the test binaries (docs/queue.png is a copy of it).
+  (void)chrome.call("Emulation.setDeviceMetricsOverride",
+                    {{"width", 1280}, {"height", 1000}, {"deviceScaleFactor", 1}, {"mobile", false}}, q);
+  const std::string shot = std::string(ORCH_BUILD_DIR) + "/sandbox-queue.png";
+  CHECK(chrome.screenshot(q, shot));
+  MESSAGE("screenshot: " << shot);
+  (void)chrome.call("Browser.close", nlohmann::json::object());
   CHECK(s.interrupt() == 130);
   CHECK(s.leftovers().empty());
 }
