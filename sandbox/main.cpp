@@ -270,6 +270,14 @@ std::string encode(const std::string& s) {
   return out;
 }
 
+// Titles, comments and messages come from Plane users and agents: a terminal must not receive their control
+// characters (escape sequences), so human-readable output shows them as '?'.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) out += (c < 0x20 && c != '\t') || c == 0x7f ? '?' : static_cast<char>(c);
+  return out;
+}
+
 int print_list(const Client& c, const std::optional<json>& j, const std::function<void(const json&)>& line) {
   if (!j) return 1;
   if (c.json_out) {
@@ -332,7 +340,11 @@ int main(int argc, char** argv) {
   lose_cmd->add_flag("--off", off, "turn the switch off again");
   auto* state_cmd = app.add_subcommand("state", "everything the page shows, as JSON");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help: 0; bad usage: 2, as orch's verbs
+  }
   if (serve_cmd->parsed()) return serve(ServeOptions{so.listen, so.orch_url, data_dir});
 
   client.url = find_sandbox(sandbox_flag, data_dir);
@@ -352,7 +364,7 @@ int main(int argc, char** argv) {
     return print_list(client, call(client, "GET", "/api/items"), [](const json& r) {
       std::cout << r["key"].get<std::string>() << "\t" << r["state"].get<std::string>() << "\t"
                 << (r["pr"].is_null() ? "-" : "#" + std::to_string(r["pr"].get<long long>())) << "\t"
-                << r["title"].get<std::string>() << "\n";
+                << printable(r["title"].get<std::string>()) << "\n";
     });
   auto act = [&](const std::string& path, const json& b, const std::string& done) {
     auto j = call(client, "POST", path, b);
@@ -371,11 +383,11 @@ int main(int argc, char** argv) {
   if (comments_cmd->parsed())
     return print_list(client, call(client, "GET", item + "/comments"), [](const json& c) {
       std::cout << (c["external_id"].is_string() ? c["external_id"].get<std::string>() : "-") << "\t"
-                << c["comment_html"].get<std::string>() << "\n";
+                << printable(c["comment_html"].get<std::string>()) << "\n";
     });
   if (telegram_cmd->parsed())
     return print_list(client, call(client, "GET", "/api/telegram"),
-                      [](const json& m) { std::cout << m["text"].get<std::string>() << "\n"; });
+                      [](const json& m) { std::cout << printable(m["text"].get<std::string>()) << "\n"; });
   if (pulls_cmd->parsed())
     return print_list(client, call(client, "GET", "/api/pulls"), [](const json& p) {
       std::cout << "#" << p["number"].get<long long>() << "\t" << (p["merged"].get<bool>() ? "merged" : p["state"].get<std::string>())
@@ -384,7 +396,7 @@ int main(int argc, char** argv) {
     });
   if (log_cmd->parsed())
     return print_list(client, call(client, "GET", "/api/log"),
-                      [](const json& l) { std::cout << l.get<std::string>() << "\n"; });
+                      [](const json& l) { std::cout << printable(l.get<std::string>()) << "\n"; });
   if (state_cmd->parsed()) {
     auto j = call(client, "GET", "/api/state");
     if (!j) return 1;
