@@ -16,13 +16,12 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/app/app_harness.h"
+#include "tests/support/cdp_browser.h"
 
 namespace orch {
 namespace {
 
 using namespace orch::testing;
-
-constexpr const char* kChromium = "/usr/bin/chromium";
 
 std::string run(const std::string& command) {
   std::string out;
@@ -126,88 +125,6 @@ TEST_CASE("the queue page renders every section in headless chromium, hostile st
   CHECK(std::filesystem::exists(shot));
   MESSAGE("screenshot: " << shot.string());
 }
-
-// A minimal Chrome DevTools Protocol client over --remote-debugging-pipe: chromium reads NUL-terminated JSON
-// commands on fd 3 and writes responses and events on fd 4.
-class DevTools {
- public:
-  explicit DevTools(const TempDir& profile) {
-    int to_chrome[2], from_chrome[2];
-    REQUIRE(pipe(to_chrome) == 0);
-    REQUIRE(pipe(from_chrome) == 0);
-    // Built before fork(): the child of a threaded process may only call async-signal-safe functions.
-    const std::string user_data = "--user-data-dir=" + profile.path().string();
-    pid_ = fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      int null = open("/dev/null", O_RDWR);
-      dup2(null, 1);
-      dup2(null, 2);
-      int in = fcntl(to_chrome[0], F_DUPFD, 10), out = fcntl(from_chrome[1], F_DUPFD, 10);  // clear of 3 and 4
-      dup2(in, 3);
-      dup2(out, 4);
-      execl(kChromium, kChromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--remote-debugging-pipe", user_data.c_str(), "about:blank",
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(to_chrome[0]);
-    close(from_chrome[1]);
-    write_fd_ = to_chrome[1];
-    read_fd_ = from_chrome[0];
-  }
-  ~DevTools() {
-    close(write_fd_);
-    close(read_fd_);
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-
-  // Sends one command and returns its `result` (or the error object as {"error": ...}).
-  nlohmann::json call(const std::string& method, nlohmann::json params, const std::string& session = "") {
-    nlohmann::json msg = {{"id", ++next_id_}, {"method", method}, {"params", std::move(params)}};
-    if (!session.empty()) msg["sessionId"] = session;
-    std::string wire = msg.dump();
-    wire.push_back('\0');
-    REQUIRE(write(write_fd_, wire.data(), wire.size()) == static_cast<ssize_t>(wire.size()));
-    const int id = next_id_;
-    while (true) {
-      auto reply = next_message();
-      if (!reply) return {{"error", "no answer to " + method}};
-      if (reply->value("id", -1) == id) return reply->contains("error") ? nlohmann::json{{"error", (*reply)["error"]}}
-                                                                         : (*reply)["result"];
-    }
-  }
-  // Evaluates a JS expression in the page and returns its value.
-  nlohmann::json eval(const std::string& session, const std::string& expression) {
-    auto r = call("Runtime.evaluate", {{"expression", expression}, {"returnByValue", true}}, session);
-    if (!r.contains("result") || !r["result"].contains("value")) return nullptr;
-    return r["result"]["value"];
-  }
-
- private:
-  std::optional<nlohmann::json> next_message() {
-    while (true) {
-      if (auto nul = buffer_.find('\0'); nul != std::string::npos) {
-        std::string one = buffer_.substr(0, nul);
-        buffer_.erase(0, nul + 1);
-        return nlohmann::json::parse(one, nullptr, false);
-      }
-      pollfd p{read_fd_, POLLIN, 0};
-      if (poll(&p, 1, 20000) <= 0) return std::nullopt;
-      char buf[65536];
-      ssize_t n = read(read_fd_, buf, sizeof buf);
-      if (n <= 0) return std::nullopt;
-      buffer_.append(buf, static_cast<size_t>(n));
-    }
-  }
-
-  pid_t pid_ = -1;
-  int write_fd_ = -1, read_fd_ = -1;
-  int next_id_ = 0;
-  std::string buffer_;
-};
 
 TEST_CASE("clicking Replay on a failed delivery in chromium replays it and the page shows it handled") {
   if (!std::filesystem::exists(kChromium)) {

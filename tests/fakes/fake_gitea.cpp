@@ -516,6 +516,7 @@ void FakeGitea::install_routes() {
     p.title = title;
     p.body = body.value("body", "");
     r->pulls.push_back(p);
+    if (api_observer_) api_observer_({"pull_opened", std::string(req.matches[1]) + "/" + std::string(req.matches[2]), p.number});
     send_json(res, 201, pull_json_locked(std::string(req.matches[1]) + "/" + std::string(req.matches[2]), p));
   });
 
@@ -585,6 +586,8 @@ void FakeGitea::install_routes() {
     rv.official = verdict;  // only a verdict counts toward approvals; with no branch protection any writer's does
     auto& list = r->reviews[n];
     list.push_back(rv);
+    if (api_observer_)
+      api_observer_({"review", std::string(req.matches[1]) + "/" + std::string(req.matches[2]), n, rv.state, rv.user});
     send_json(res, 200, review_json(std::string(req.matches[1]) + "/" + std::string(req.matches[2]), n,
                                     static_cast<std::int64_t>(list.size()), rv));
   });
@@ -624,6 +627,29 @@ void FakeGitea::install_routes() {
     list.push_back(st);
     send_json(res, 201, status_json(full, sha, st));
   });
+
+  // Git's smart HTTP on the same port as the API, as Gitea serves it: /{owner}/{name}.git/info/refs, .../git-*-pack.
+  auto git = [this](const httplib::Request& req, httplib::Response& res) {
+    GitHandler handler;
+    {
+      std::lock_guard lock(mu_);
+      handler = git_handler_;
+    }
+    if (!handler) return api_error(res, 404, "The target couldn't be found.");
+    handler(req, res);
+  };
+  route("GET", R"(/([^/]+)/([^/]+)\.git/(.*))", git);
+  route("POST", R"(/([^/]+)/([^/]+)\.git/(.*))", git);
+}
+
+void FakeGitea::set_api_observer(std::function<void(const ApiWrite&)> observer) {
+  std::lock_guard lock(mu_);
+  api_observer_ = std::move(observer);
+}
+
+void FakeGitea::set_git_handler(GitHandler handler) {
+  std::lock_guard lock(mu_);
+  git_handler_ = std::move(handler);
 }
 
 std::string FakeGitea::coarse_event(const std::string& event_type) {

@@ -76,6 +76,20 @@ class FakeGitea final : public FakeServer {
   // the combined status reads its latest per context.
   std::vector<nlohmann::ordered_json> status_history(const std::string& repo, const std::string& sha) const;
 
+  // For a program that plays Gitea (the sandbox): what orch changed through the API, so that it can send the
+  // webhook Gitea would. Called on the server thread with the fake's lock held: it must not call back into the fake.
+  struct ApiWrite {
+    std::string kind;  // "pull_opened" (POST pulls) or "review" (POST pulls/{n}/reviews)
+    std::string repo;
+    std::int64_t number = 0;
+    std::string state{};  // a review's state: APPROVED, REQUEST_CHANGES, COMMENT, PENDING
+    std::string user{};   // who made it
+  };
+  void set_api_observer(std::function<void(const ApiWrite&)> observer);
+  // Requests to /{owner}/{name}.git/... (git's smart HTTP) go to `handler`; without one they answer 404.
+  using GitHandler = std::function<void(const httplib::Request&, httplib::Response&)>;
+  void set_git_handler(GitHandler handler);
+
   // Webhooks: X-Gitea-Event derived from the precise event type (gitea.md §1.5), body = MarshalIndent bytes.
   DeliveryResult send_webhook(const std::string& url, const std::string& secret, const std::string& event_type,
                               const nlohmann::ordered_json& payload);
@@ -133,6 +147,8 @@ class FakeGitea final : public FakeServer {
   int pull_create_faults_ = 0;         // guarded by mu_
   int pull_create_fault_status_ = 500; // guarded by mu_
   std::string api_user_ = "orch";      // guarded by mu_
+  std::function<void(const ApiWrite&)> api_observer_;  // guarded by mu_
+  GitHandler git_handler_;                              // guarded by mu_
 };
 
 }  // namespace orch::testing

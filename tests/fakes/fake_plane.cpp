@@ -317,6 +317,11 @@ std::vector<nlohmann::ordered_json> FakePlane::comments(const std::string& work_
   return it->second.comments;
 }
 
+void FakePlane::restore_comment(const std::string& work_item_id, nlohmann::ordered_json comment) {
+  std::lock_guard lock(mu_);
+  items_.at(work_item_id).comments.push_back(std::move(comment));
+}
+
 void FakePlane::rate_limit_next(int times, int retry_after_seconds) {
   Fault f;
   f.status = 429;

@@ -63,6 +63,8 @@ class FakePlane final : public FakeServer {
                            std::optional<TimePoint> updated_at = {});
   std::optional<nlohmann::ordered_json> work_item(const std::string& work_item_id) const;  // the REST object
   std::vector<nlohmann::ordered_json> comments(const std::string& work_item_id) const;
+  // Puts back a comment exactly as comments() listed it (the sandbox restoring its saved state). No webhook.
+  void restore_comment(const std::string& work_item_id, nlohmann::ordered_json comment);
   void set_now(TimePoint now);              // the time PATCHes and new rows get; default: the system clock
   void set_api_key(const std::string& key);  // then requests must carry X-API-Key: key ("" = no check)
   // The time the rate-limit window (and every other "now") is read from, instead of the system clock or set_now:

@@ -256,6 +256,8 @@ void FakeServer::route(const std::string& method, const std::string& pattern, Ha
     {
       std::lock_guard lock(mu_);
       log_.push_back(std::move(r));
+      if (log_limit_ > 0 && log_.size() > log_limit_)
+        log_.erase(log_.begin(), log_.begin() + static_cast<std::ptrdiff_t>(log_.size() - log_limit_));
     }
     if (auto fault = take_fault(req.path)) {
       if (fault->delay.count() > 0) interruptible_wait(fault->delay);
@@ -392,6 +394,11 @@ std::string python_isoformat(TimePoint t) {
                   tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
   }
   return buf;
+}
+
+void FakeServer::set_request_log_limit(size_t n) {
+  std::lock_guard lock(mu_);
+  log_limit_ = n;
 }
 
 }  // namespace orch::testing

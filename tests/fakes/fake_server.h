@@ -75,6 +75,9 @@ class FakeServer {
   void fail_next(int times, int status, std::string body = "");
   void delay_next(int times, std::chrono::milliseconds delay);  // then answers normally
   void clear_faults();
+  // Keeps only the last `n` requests in the log (default: all). A long-running fake (the sandbox) sets it, or its
+  // log would grow with every request, git packs included.
+  void set_request_log_limit(size_t n);
 
  protected:
   using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
@@ -97,6 +100,7 @@ class FakeServer {
   std::condition_variable cv_;
   bool stopping_ = false;                // guarded by mu_
   std::vector<RecordedRequest> log_;     // guarded by mu_
+  size_t log_limit_ = 0;                 // guarded by mu_; 0 = no limit
   std::deque<std::pair<Fault, int>> faults_;  // guarded by mu_; (fault, times left)
 };
 
