@@ -127,6 +127,8 @@ Sandbox::Sandbox(SandboxOptions options, spdlog::logger& log)
 }
 
 Sandbox::~Sandbox() {
+  // The fakes' handlers call into this object (the git route, the Gitea observer): they stop first.
+  for (testing::FakeServer* s : std::initializer_list<testing::FakeServer*>{&plane_, &gitea_, &telegram_}) s->shutdown();
   sender_.request_stop();
   cv_.notify_all();
   if (sender_.joinable()) sender_.join();

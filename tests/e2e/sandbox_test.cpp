@@ -56,11 +56,17 @@ class ServeScript {
            {"ORCH_SERVE_BUILD_DIR", ORCH_BUILD_DIR},
            {"ORCH_LOG_FORMAT", "text"}};
   }
+  // A test that stopped early: SIGTERM, which serve.sh passes on to orch and the sandbox, then whatever is left of
+  // the processes this test started (found by its data directory) is SIGKILLed, so no failure leaves them behind.
   ~ServeScript() {
     if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
+      ::kill(pid_, SIGTERM);
+      if (!eventually([&] { return exited(); }, 20s)) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+      }
     }
+    for (const std::string& p : leftovers()) ::kill(std::stoi(p.substr(0, p.find(' '))), SIGKILL);
   }
 
   bool start() {

@@ -78,6 +78,9 @@ class FakeServer {
   // Keeps only the last `n` requests in the log (default: all). A long-running fake (the sandbox) sets it, or its
   // log would grow with every request, git packs included.
   void set_request_log_limit(size_t n);
+  // Stops answering now and waits for the handlers in flight (the destructor does the same): for an owner whose
+  // handlers call back into it, so that none runs while the owner is being destroyed. Idempotent.
+  void shutdown() { stop(); }
 
  protected:
   using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
