@@ -218,7 +218,11 @@ TEST_CASE("the worktree lifecycle runs no git on entering a working stage or on 
           "worktree at done") {
   TempDir remote_dir;
   fs::path remote = make_remote(remote_dir.path());
-  EngineFixture f(config_with_remote(remote));
+  // No stage has an agent here, so the pool's workers only remove worktrees: a job's own ensure_worktree would run
+  // git on a worker while the test counts what entering a stage runs.
+  Config config = config_with_remote(remote);
+  for (StageSpec& s : config.stages) s.agent.clear();
+  EngineFixture f(config);
   ProcessRunner runner;
   GitWorkspaces git_ws(f.layout, runner, Secret(), f.log);
   WorktreeLifecycle lifecycle(git_ws, f.config, f.pipeline);
