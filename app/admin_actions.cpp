@@ -25,7 +25,11 @@ Result<JobRow> retry_blocked_task(Store& store, const Pipeline& pipeline, TaskId
   int attempt = 0;
   for (const JobRow& j : jobs.value())
     if (j.visit == t.visit) attempt = std::max(attempt, j.attempt);
-  NewJob job{.task_id = id, .visit = t.visit, .stage = t.stage, .agent = stage->agent, .attempt = attempt + 1,
+  NewJob job{.task_id = id,
+             .visit = t.visit,
+             .stage = t.stage,
+             .agent = stage->agent,
+             .attempt = attempt + 1,
              .run_after = now};
   // Unblock first: a worker that claims the new job at once must not find the task still blocked.
   if (Status s = store.set_blocked(id, false, "", now); !s.ok()) return s;

@@ -53,8 +53,7 @@ void register_admin_routes(httplib::Server& server, const Secret& admin_token, A
   auto flip = [deps](bool enable) {
     return [deps, enable](const httplib::Request& req, httplib::Response& res) {
       std::string side = req.get_param_value("side");
-      if (!side.empty() && side != "plane")
-        return answer(res, 400, {{"error", "side must be 'plane' or absent"}});
+      if (!side.empty() && side != "plane") return answer(res, 400, {{"error", "side must be 'plane' or absent"}});
       bool plane_only = side == "plane";
       if (Status s = set_reconcile_switch(deps.store, enable, plane_only); !s.ok()) return answer_error(res, s);
       deps.log.info("admin: reconciler{} {}", plane_only ? " tracker side" : "", enable ? "enabled" : "disabled");
@@ -87,10 +86,11 @@ void register_admin_routes(httplib::Server& server, const Secret& admin_token, A
                 auto job = retry_blocked_task(deps.store, deps.pipeline, id, deps.clock.now());
                 if (!job.ok()) return answer_error(res, job.status());
                 deps.pool.poke();
-                deps.log.info("admin: task {} retried as job {} (attempt {})", id, job.value().id,
-                              job.value().attempt);
+                deps.log.info("admin: task {} retried as job {} (attempt {})", id, job.value().id, job.value().attempt);
                 answer(res, 200,
-                       {{"task_id", id}, {"job_id", job.value().id}, {"attempt", job.value().attempt},
+                       {{"task_id", id},
+                        {"job_id", job.value().id},
+                        {"attempt", job.value().attempt},
                         {"status", job_status_name(job.value().status)}});
               }));
 

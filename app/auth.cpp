@@ -59,9 +59,9 @@ void refuse(httplib::Response& res, AuthDecision d) {
   }
   res.status = 401;
   res.set_header("WWW-Authenticate", R"(Basic realm="orch")");
-  res.set_content(d == AuthDecision::kMissing ? R"({"error":"authentication required"})"
-                                              : R"({"error":"wrong credentials"})",
-                  "application/json");
+  res.set_content(
+      d == AuthDecision::kMissing ? R"({"error":"authentication required"})" : R"({"error":"wrong credentials"})",
+      "application/json");
 }
 
 }  // namespace

@@ -100,8 +100,7 @@ int cmd_migrate(const CommonOptions& common) {
   if (!store.ok()) return fail("migrate", store.status());
   const OpenedStore& opened = store.value();
   std::cout << opened.description << " is at schema version " << opened.schema_version;
-  if (opened.version_at_open != opened.schema_version)
-    std::cout << " (migrated from " << opened.version_at_open << ")";
+  if (opened.version_at_open != opened.schema_version) std::cout << " (migrated from " << opened.version_at_open << ")";
   std::cout << "\n";
   return kOk;
 }
@@ -209,8 +208,7 @@ int cmd_sweep_once(const CommonOptions& common) {
   auto app = quiet_app(common, log);
   if (!app.ok()) return fail("sweep", app.status());
   SweepReport r = app.value()->sweeper().run_once();
-  std::cout << "sweep: " << r.orphaned << " orphaned, " << r.timed_out << " timed out, " << r.expired
-            << " expired\n";
+  std::cout << "sweep: " << r.orphaned << " orphaned, " << r.timed_out << " timed out, " << r.expired << " expired\n";
   return r.errors > 0 ? kFailed : kOk;
 }
 

@@ -117,12 +117,12 @@ Metrics::Metrics(Store& store, const Leadership& leadership)
                             .Name("orch_reconcile_passes_total")
                             .Help("Reconcile passes this replica ran, by outcome (ok, error, interrupted)")
                             .Register(*registry_)),
-      reconcile_pass_seconds_(BuildHistogram()
-                                  .Name("orch_reconcile_pass_duration_seconds")
-                                  .Help("Duration of the reconcile passes this replica ran")
-                                  .Register(*registry_)
-                                  .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.5, 1, 5, 15,
-                                                                                   60})),
+      reconcile_pass_seconds_(
+          BuildHistogram()
+              .Name("orch_reconcile_pass_duration_seconds")
+              .Help("Duration of the reconcile passes this replica ran")
+              .Register(*registry_)
+              .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60})),
       inbox_commit_seconds_(BuildHistogram()
                                 .Name("orch_inbox_commit_duration_seconds")
                                 .Help("Duration of one group-commit transaction of the webhook routes, fsync "
@@ -130,12 +130,12 @@ Metrics::Metrics(Store& store, const Leadership& leadership)
                                 .Register(*registry_)
                                 .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                                                  0.025, 0.05, 0.1, 0.25, 1})),
-      inbox_commit_deliveries_(BuildHistogram()
-                                   .Name("orch_inbox_commit_deliveries")
-                                   .Help("Deliveries written by one group-commit transaction of the webhook routes")
-                                   .Register(*registry_)
-                                   .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256,
-                                                                                    512})),
+      inbox_commit_deliveries_(
+          BuildHistogram()
+              .Name("orch_inbox_commit_deliveries")
+              .Help("Deliveries written by one group-commit transaction of the webhook routes")
+              .Register(*registry_)
+              .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512})),
       reconcile_unblocks_(BuildCounter()
                               .Name("orch_reconcile_unblocks_total")
                               .Help("Tasks the reconciler unblocked (lost webhooks), from its snapshot")
@@ -171,8 +171,8 @@ void Metrics::subscribe_to(EventBus& bus) {
 
 void Metrics::observe_request(const std::string& path, int status, double seconds) {
   std::string route = route_of(path);
-  static const prometheus::Histogram::BucketBoundaries kBuckets{0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                                0.05,  0.1,    0.25,  0.5,  1,    2.5};
+  static const prometheus::Histogram::BucketBoundaries kBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                                0.1,   0.25,   0.5,   1,    2.5};
   request_seconds_.Add({{"route", route}}, kBuckets).Observe(seconds);
   if (route == "/webhooks/plane" || route == "/webhooks/gitea") {
     const char* outcome = status == 202 ? "stored" : status == 200 ? "duplicate" : "refused";
@@ -189,9 +189,15 @@ const prometheus::Histogram::BucketBoundaries kHandlingBuckets{0.0005, 0.001, 0.
 // A bounded label: event names come from a request header, so anything unexpected is "other".
 std::string event_label(Source source, std::string_view event) {
   static const char* const kPlane[] = {"issue", "issue_comment", "project", "cycle", "module"};
-  static const char* const kGitea[] = {"push", "pull_request", "pull_request_sync", "pull_request_review_approved",
-                                       "pull_request_review_rejected", "pull_request_review_comment", "status",
-                                       "create", "delete"};
+  static const char* const kGitea[] = {"push",
+                                       "pull_request",
+                                       "pull_request_sync",
+                                       "pull_request_review_approved",
+                                       "pull_request_review_rejected",
+                                       "pull_request_review_comment",
+                                       "status",
+                                       "create",
+                                       "delete"};
   if (source == Source::kPlane) {
     for (const char* e : kPlane)
       if (event == e) return e;

@@ -81,12 +81,12 @@ class Metrics final : public Telemetry {
   prometheus::Histogram& inbox_commit_deliveries_;
   prometheus::Counter& reconcile_unblocks_;
   prometheus::Gauge& store_up_;
-  prometheus::Gauge& leading_;                       // labelled with this replica's id
+  prometheus::Gauge& leading_;                          // labelled with this replica's id
   prometheus::Family<prometheus::Gauge>& leader_info_;  // {leader="<id>"} 1, for the one replica last seen leading
 
-  std::mutex scrape_mu_;                 // one collect at a time
-  double unblocked_seen_ = 0;            // guarded by scrape_mu_
-  std::string leader_seen_;              // guarded by scrape_mu_: the leader_info_ series present now
+  std::mutex scrape_mu_;       // one collect at a time
+  double unblocked_seen_ = 0;  // guarded by scrape_mu_
+  std::string leader_seen_;    // guarded by scrape_mu_: the leader_info_ series present now
 };
 
 }  // namespace orch

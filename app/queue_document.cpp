@@ -74,8 +74,8 @@ Result<json> write_back_json(Store& store, bool enabled) {
     if (!counts.ok()) return counts.status();
     pending_count += counts.value().pending;
     failed_count += counts.value().failed;
-    for (auto [status, into] : {std::pair{NotificationStatus::kFailed, &failed},
-                                std::pair{NotificationStatus::kPending, &pending}}) {
+    for (auto [status, into] :
+         {std::pair{NotificationStatus::kFailed, &failed}, std::pair{NotificationStatus::kPending, &pending}}) {
       auto rows = store.messages(std::string(channel), status, kWriteListLimit);
       if (!rows.ok()) return rows.status();
       into->insert(into->end(), rows.value().begin(), rows.value().end());
@@ -114,14 +114,10 @@ Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& de
   if (!failed.ok()) return failed.status();
   for (const JobRow& j : failed.value()) doc["jobs"].push_back(job_json(j));
 
-  json reconciler = {{"enabled", defaults.enabled},
-                     {"plane_enabled", defaults.plane_enabled},
-                     {"interval_s", defaults.interval_s},
-                     {"last_pass_started_at", nullptr},
-                     {"last_pass_duration_s", nullptr},
-                     {"unblocked_total", 0},
-                     {"last_unblocked", nullptr},
-                     {"last_error", nullptr}};
+  json reconciler = {{"enabled", defaults.enabled},       {"plane_enabled", defaults.plane_enabled},
+                     {"interval_s", defaults.interval_s}, {"last_pass_started_at", nullptr},
+                     {"last_pass_duration_s", nullptr},   {"unblocked_total", 0},
+                     {"last_unblocked", nullptr},         {"last_error", nullptr}};
   auto flag = [&](const char* key, const char* field) -> Status {
     auto v = store.get_setting(key);
     if (!v.ok()) return v.status();

@@ -264,10 +264,14 @@ std::string json_for_script(const json& value) {
   std::string out;
   out.reserve(raw.size());
   for (char c : raw) {
-    if (c == '<') out += "\\u003c";
-    else if (c == '>') out += "\\u003e";
-    else if (c == '&') out += "\\u0026";
-    else out += c;
+    if (c == '<')
+      out += "\\u003c";
+    else if (c == '>')
+      out += "\\u003e";
+    else if (c == '&')
+      out += "\\u0026";
+    else
+      out += c;
   }
   return out;
 }
@@ -311,8 +315,10 @@ json QueuePage::page_config() const {
     while (!s.empty() && s.back() == '/') s.pop_back();
     return s;
   };
-  json c = {{"plane_base", trim(links_.plane_base_url)}, {"gitea_base", trim(links_.gitea_base_url)},
-            {"projects", json::object()}, {"stages", json::array({std::string(kStageCreated)})}};
+  json c = {{"plane_base", trim(links_.plane_base_url)},
+            {"gitea_base", trim(links_.gitea_base_url)},
+            {"projects", json::object()},
+            {"stages", json::array({std::string(kStageCreated)})}};
   for (const ProjectSpec& p : config_.projects)
     c["projects"][p.name] = {
         {"workspace", p.plane_workspace}, {"project_id", p.plane_project_id}, {"repo", p.gitea_repo}};

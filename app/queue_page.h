@@ -1,8 +1,8 @@
-// app/queue_page.h: GET /queue (the operator's page) and GET /queue.json (the document of docs/contracts.md "/queue.json",
-// plus a `log_tail` on each failed job), both behind the admin token. The page is one self-contained HTML document
-// (inline CSS and JS, no external asset) that renders the document with DOM text nodes only, so no stored string
-// can become markup, and re-fetches /queue.json every few seconds instead of reloading.
-// Handlers run on any server thread; the Store is thread-safe.
+// app/queue_page.h: GET /queue (the operator's page) and GET /queue.json (the document of docs/contracts.md
+// "/queue.json", plus a `log_tail` on each failed job), both behind the admin token. The page is one self-contained
+// HTML document (inline CSS and JS, no external asset) that renders the document with DOM text nodes only, so no stored
+// string can become markup, and re-fetches /queue.json every few seconds instead of reloading. Handlers run on any
+// server thread; the Store is thread-safe.
 #pragma once
 
 #include <httplib.h>
@@ -47,7 +47,7 @@ class QueuePage {
   const DataLayout& layout_;
   const QueueDefaults defaults_;
   const QueueLinks links_;
-  const Leadership* leadership_;  // null: say nothing of leadership
+  const Leadership* leadership_;   // null: say nothing of leadership
   const RefusalCounts* refusals_;  // null: no refused_deliveries field
 };
 

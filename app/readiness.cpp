@@ -86,14 +86,15 @@ std::vector<ReadinessCheck> serve_readiness_checks(ReadinessSources s) {
          return "";
        }},
       {"reconciler",
-       [s, ticking] { return ticking("reconciler", s.reconciler.running(), s.reconciler.last_tick(),
-                                        s.reconciler.interval()); }},
+       [s, ticking] {
+         return ticking("reconciler", s.reconciler.running(), s.reconciler.last_tick(), s.reconciler.interval());
+       }},
       {"outbox",
-       [s, ticking] { return ticking("outbox", s.outbox.running(), s.outbox.last_tick(),
-                                        s.outbox.interval()); }},
+       [s, ticking] { return ticking("outbox", s.outbox.running(), s.outbox.last_tick(), s.outbox.interval()); }},
       {"write_back",
-       [s, ticking] { return ticking("write-back", s.write_back.running(), s.write_back.last_tick(),
-                                        s.write_back.interval()); }},
+       [s, ticking] {
+         return ticking("write-back", s.write_back.running(), s.write_back.last_tick(), s.write_back.interval());
+       }},
   };
 }
 

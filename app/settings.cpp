@@ -76,9 +76,8 @@ Result<Settings> make_settings(Config config, const EnvLookup& env) {
   s.replica_id = env("ORCH_REPLICA_ID").value_or("");
   if (s.replica_id.empty()) s.replica_id = host_name();
   // It names this replica's PostgreSQL sessions ("orch:<id>"), which the server keeps to 63 bytes of printable ASCII.
-  const bool printable = std::all_of(s.replica_id.begin(), s.replica_id.end(), [](char c) {
-    return c > ' ' && c < 127 && c != '/';
-  });
+  const bool printable =
+      std::all_of(s.replica_id.begin(), s.replica_id.end(), [](char c) { return c > ' ' && c < 127 && c != '/'; });
   if (s.replica_id.size() > 50 || !printable)
     return bad_env("ORCH_REPLICA_ID", s.replica_id, "a name of at most 50 printable characters without spaces or '/'");
   s.leader_takeover = s.config.leader_takeover;
@@ -145,8 +144,10 @@ Result<Settings> make_settings(Config config, const EnvLookup& env) {
     }
   }
   if (auto fmt = env("ORCH_LOG_FORMAT")) {
-    if (*fmt == "json") s.log_json = true;
-    else if (*fmt != "text" && !fmt->empty()) return bad_env("ORCH_LOG_FORMAT", *fmt, "text or json");
+    if (*fmt == "json")
+      s.log_json = true;
+    else if (*fmt != "text" && !fmt->empty())
+      return bad_env("ORCH_LOG_FORMAT", *fmt, "text or json");
   }
   return s;
 }

@@ -26,8 +26,8 @@ struct Settings {
   int listen_port = 8080;
   std::string database_url;  // "" = embedded SQLite under data_dir
   std::string replica_id;    // ORCH_REPLICA_ID, else the host name: names this replica's claims, workers and lock
-  std::chrono::seconds leader_takeover{15};        // ORCH_LEADER_TAKEOVER_S over [store] leader_takeover
-  std::chrono::seconds inbox_claim_lease{300};     // ORCH_INBOX_CLAIM_LEASE_S
+  std::chrono::seconds leader_takeover{15};     // ORCH_LEADER_TAKEOVER_S over [store] leader_takeover
+  std::chrono::seconds inbox_claim_lease{300};  // ORCH_INBOX_CLAIM_LEASE_S
   std::string plane_base_url, gitea_base_url, telegram_api_base;
   Secret plane_webhook_secret, gitea_webhook_secret;
   Secret plane_api_key, gitea_token;
@@ -42,8 +42,8 @@ struct Settings {
   std::string public_url;  // ORCH_PUBLIC_URL: orch's address for people (the /queue link in comments); "" = none
   // How often the Plane and Gitea channels of the outbox are drained.
   std::chrono::milliseconds write_back_interval{std::chrono::seconds(2)};
-  bool plane_write_back = true;                         // ORCH_PLANE_WRITE_BACK over [plane] write_back
-  ReconcilerSpec reconciler;                            // env over [reconciler]
+  bool plane_write_back = true;                                 // ORCH_PLANE_WRITE_BACK over [plane] write_back
+  ReconcilerSpec reconciler;                                    // env over [reconciler]
   std::map<std::string, std::chrono::seconds> grace_overrides;  // ORCH_RECONCILE_GRACE_OVERRIDES_JSON
   std::vector<std::string> warnings;  // problems that fell back to a default; logged at start-up, never fatal
 

@@ -5,7 +5,6 @@
 
 #include <nlohmann/json.hpp>
 
-
 namespace orch {
 namespace {
 
@@ -160,9 +159,9 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       plane_http_(paced(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_),
                         plane_pacer_, kPlaneReadReserve),
                   sleeper_, clock_, log_),
-      plane_write_http_(paced(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_),
-                              plane_pacer_),
-                        sleeper_, clock_, log_),
+      plane_write_http_(
+          paced(client_options("plane", settings_.plane_base_url, settings_.plane_api_key, 4, metrics_), plane_pacer_),
+          sleeper_, clock_, log_),
       gitea_http_(client_options("gitea", settings_.gitea_base_url, settings_.gitea_token, 4, metrics_), sleeper_,
                   clock_, log_),
       gitea_review_http_(client_options("gitea", settings_.gitea_base_url, reviewer_token(settings_), 4, metrics_),
@@ -228,21 +227,23 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                                                      settings_.telegram_chat_id)),
       outbox_(*store_, *sender_, clock_, log_),
       outbox_thread_("outbox", std::chrono::seconds(5), [this] { outbox_.drain_once(); }),
-      plane_sender_(plane_writer_, settings_.config,
-                    [this](const std::string& user_id) { dispatcher_.add_plane_echo_actor(user_id); }, log_),
+      plane_sender_(
+          plane_writer_, settings_.config,
+          [this](const std::string& user_id) { dispatcher_.add_plane_echo_actor(user_id); }, log_),
       gitea_sender_(gitea_, gitea_reviewer_, log_),
       plane_outbox_(*store_, plane_sender_, clock_, log_, channel_options(kChannelPlane)),
       gitea_outbox_(*store_, gitea_sender_, clock_, log_, channel_options(kChannelGitea)),
-      write_back_thread_("write-back", settings_.write_back_interval, [this] {
-        plane_outbox_.drain_once();
-        gitea_outbox_.drain_once();
-      }),
-      queue_page_(*store_, clock_, settings_.config, layout_,
-                  QueueDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
-                                static_cast<long long>(settings_.reconciler.interval.count()),
-                                settings_.plane_write_back},
-                  QueueLinks{settings_.plane_base_url, settings_.gitea_base_url}, leadership_.get(),
-                  &webhook_routes_.refusals()) {
+      write_back_thread_("write-back", settings_.write_back_interval,
+                         [this] {
+                           plane_outbox_.drain_once();
+                           gitea_outbox_.drain_once();
+                         }),
+      queue_page_(
+          *store_, clock_, settings_.config, layout_,
+          QueueDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
+                        static_cast<long long>(settings_.reconciler.interval.count()), settings_.plane_write_back},
+          QueueLinks{settings_.plane_base_url, settings_.gitea_base_url}, leadership_.get(),
+          &webhook_routes_.refusals()) {
   // Independent of one another: the scheduler wakes the pool itself, and a worker removes a done task's worktree.
   subscribe_audit_log(bus_, log_);
   lifecycle_.subscribe_to(bus_, pool_);
@@ -319,7 +320,7 @@ void App::stop_threads() {
   reconciler_.stop();      // before the pool: its passes move tasks and queue jobs, none of which may land mid-stop
   leadership_->stop();     // after the reconciler: a leader steps down only once its passes have ended
   leader_changed_->listen({});
-  pool_.stop();            // stops running agents and requeues their jobs
+  pool_.stop();  // stops running agents and requeues their jobs
   inbox_.stop();
   outbox_thread_.stop();
   write_back_thread_.stop();
@@ -360,7 +361,7 @@ Status App::check_plane_states() {
 
 void App::stop() {
   if (!started_) return;
-  http_.stop();         // nothing new arrives
+  http_.stop();          // nothing new arrives
   sleeper_.interrupt();  // outbound calls give up now (a Retry-After can be a minute): their work stays durable
   stop_threads();
   started_ = false;

@@ -130,8 +130,8 @@ class App {
   RealSleeper sleeper_;
   std::unique_ptr<Store> store_;
   std::shared_ptr<LeaderListener> leader_changed_;  // the elector's news, for the reconciler
-  std::unique_ptr<Leadership> leadership_;  // make_leadership
-  Metrics metrics_;  // early: the components below report to it (Telemetry)
+  std::unique_ptr<Leadership> leadership_;          // make_leadership
+  Metrics metrics_;                                 // early: the components below report to it (Telemetry)
   Pipeline pipeline_;
   DataLayout layout_;
   // Plane counts 60 requests a minute per API key, and this process holds one key: one pacer for all its Plane calls.

@@ -64,7 +64,10 @@ WhatIf whatif(const std::string& path, const std::vector<NewDelivery>& ds, std::
       fresh.exec(sql.substr(7));
       fresh.exec("VACUUM");
     }
-  { auto s = SqliteStore::open(path); if (!s.ok()) throw std::runtime_error(s.status().to_string()); }
+  {
+    auto s = SqliteStore::open(path);
+    if (!s.ok()) throw std::runtime_error(s.status().to_string());
+  }
   SQLite::Database db(path, SQLite::OPEN_READWRITE);
   db.exec("PRAGMA journal_mode = WAL");
   db.exec("PRAGMA foreign_keys = ON");
@@ -200,18 +203,22 @@ int main(int argc, char** argv) {
         WhatIf w = whatif(work + "/ceiling-whatif.db", ds, b, setup);
         metrics["whatif_" + name + "_rps"] = w.rps;
         metrics["whatif_" + name + "_pages_per_commit"] = w.pages_per_commit;
-        std::printf("what-if, %zu per transaction, %-26s %8.0f deliveries/s, %6.1f pages written per commit (%.2f "
-                    "per delivery), %.3f ms per commit\n",
-                    b, name.c_str(), w.rps, w.pages_per_commit, w.pages_per_commit / static_cast<double>(b),
-                    w.commit_ms);
+        std::printf(
+            "what-if, %zu per transaction, %-26s %8.0f deliveries/s, %6.1f pages written per commit (%.2f "
+            "per delivery), %.3f ms per commit\n",
+            b, name.c_str(), w.rps, w.pages_per_commit, w.pages_per_commit / static_cast<double>(b), w.commit_ms);
       }
       for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(work + "/ceiling-whatif.db" + suffix);
     }
     for (const char* name : {"/ceiling-single.db", "/ceiling-batch.db"})
       for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(work + name + suffix);
     emit_result(f.get("out"), "ceiling", metrics,
-                {{"single", single}, {"batch_total", batch_total}, {"synchronous", "FULL"}, {"journal", "WAL"},
-                 {"dedup_on_digest", true}, {"ok", ok}});
+                {{"single", single},
+                 {"batch_total", batch_total},
+                 {"synchronous", "FULL"},
+                 {"journal", "WAL"},
+                 {"dedup_on_digest", true},
+                 {"ok", ok}});
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::cerr << "bench_ceiling: " << e.what() << "\n";

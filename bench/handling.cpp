@@ -141,14 +141,19 @@ int main(int argc, char** argv) {
             .getInt64();
     const long long review_jobs = db.execAndGet("SELECT COUNT(*) FROM jobs WHERE stage = 'review'").getInt64();
     const long long gitea_requests = static_cast<long long>(gitea.request_count());
-    std::printf("handling: %d status deliveries in %.2f s: %.0f deliveries/s; %d handled, %d ignored, %d failed; "
-                "%lld transitions development -> review, %lld reviewer jobs queued, %lld Gitea requests\n",
-                n, s, n / s, total.handled, total.ignored, total.failed, transitions, review_jobs, gitea_requests);
+    std::printf(
+        "handling: %d status deliveries in %.2f s: %.0f deliveries/s; %d handled, %d ignored, %d failed; "
+        "%lld transitions development -> review, %lld reviewer jobs queued, %lld Gitea requests\n",
+        n, s, n / s, total.handled, total.ignored, total.failed, transitions, review_jobs, gitea_requests);
     const bool ok = transitions == n && total.failed == 0;
-    emit_result(f.get("out"), "handling",
-                {{"deliveries_per_s", n / s}, {"ms_per_delivery", s * 1000 / n}},
-                {{"deliveries", n}, {"handled", total.handled}, {"ignored", total.ignored}, {"failed", total.failed},
-                 {"transitions", transitions}, {"review_jobs", review_jobs}, {"gitea_requests", gitea_requests},
+    emit_result(f.get("out"), "handling", {{"deliveries_per_s", n / s}, {"ms_per_delivery", s * 1000 / n}},
+                {{"deliveries", n},
+                 {"handled", total.handled},
+                 {"ignored", total.ignored},
+                 {"failed", total.failed},
+                 {"transitions", transitions},
+                 {"review_jobs", review_jobs},
+                 {"gitea_requests", gitea_requests},
                  {"ok", ok}});
     if (!f.has("keep")) std::filesystem::remove_all(work);
     return ok ? 0 : 1;

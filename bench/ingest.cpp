@@ -119,22 +119,28 @@ nlohmann::json load_metrics(const LoadResult& r) {
 nlohmann::json load_info(const LoadResult& r) {
   nlohmann::json statuses = nlohmann::json::object();
   for (auto [s, n] : r.statuses) statuses[std::to_string(s)] = n;
-  return {{"sends", r.sends},          {"acked", r.acked},
-          {"repeats", r.repeats},      {"duplicates_answered", r.dup_answered},
-          {"wrong_answers", r.wrong_answers}, {"transport_errors", r.transport_errors},
-          {"reconnects", r.reconnects}, {"gzip_answers", r.compressed}, {"statuses", statuses},
+  return {{"sends", r.sends},
+          {"acked", r.acked},
+          {"repeats", r.repeats},
+          {"duplicates_answered", r.dup_answered},
+          {"wrong_answers", r.wrong_answers},
+          {"transport_errors", r.transport_errors},
+          {"reconnects", r.reconnects},
+          {"gzip_answers", r.compressed},
+          {"statuses", statuses},
           {"first_wrong_answer", r.first_wrong_answer}};
 }
 
 void print_summary(const std::string& label, const LoadResult& r) {
   const auto& l = r.latencies_ms;
-  std::printf("%-10s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  p99.9 %6.2f ms  max %7.2f ms  (%llu sends, %llu acked, "
-              "%llu repeats answered duplicate, %llu wrong, %llu transport errors, %llu reconnects)\n",
-              label.c_str(), static_cast<double>(l.size()) / r.seconds, percentile_sorted(l, 0.5),
-              percentile_sorted(l, 0.99), percentile_sorted(l, 0.999), l.empty() ? 0.0 : l.back(),
-              static_cast<unsigned long long>(r.sends), static_cast<unsigned long long>(r.acked),
-              static_cast<unsigned long long>(r.dup_answered), static_cast<unsigned long long>(r.wrong_answers),
-              static_cast<unsigned long long>(r.transport_errors), static_cast<unsigned long long>(r.reconnects));
+  std::printf(
+      "%-10s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  p99.9 %6.2f ms  max %7.2f ms  (%llu sends, %llu acked, "
+      "%llu repeats answered duplicate, %llu wrong, %llu transport errors, %llu reconnects)\n",
+      label.c_str(), static_cast<double>(l.size()) / r.seconds, percentile_sorted(l, 0.5), percentile_sorted(l, 0.99),
+      percentile_sorted(l, 0.999), l.empty() ? 0.0 : l.back(), static_cast<unsigned long long>(r.sends),
+      static_cast<unsigned long long>(r.acked), static_cast<unsigned long long>(r.dup_answered),
+      static_cast<unsigned long long>(r.wrong_answers), static_cast<unsigned long long>(r.transport_errors),
+      static_cast<unsigned long long>(r.reconnects));
   if (!r.first_wrong_answer.empty()) std::printf("           first wrong answer: %s\n", r.first_wrong_answer.c_str());
   std::fflush(stdout);
 }
@@ -185,8 +191,7 @@ int route_server(const Flags& f) {
     return source == Source::kPlane && key == project_id ? std::string("project:shop")
                                                          : std::string(source_name(source)) + ":" + key;
   };
-  WebhookRoutes routes(*store, clock, log, WebhookSecrets{Secret(f.get("secret", kSecret)), Secret(), false},
-                       options);
+  WebhookRoutes routes(*store, clock, log, WebhookSecrets{Secret(f.get("secret", kSecret)), Secret(), false}, options);
   HttpServer http;
   routes.register_routes(http.routes());
   http.routes().Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
@@ -303,25 +308,25 @@ int serve_mode(const Flags& f) {
   for (long long c : levels) {
     const std::int64_t t0 = now_ns();
     // Fresh numbering per level: each server starts with an empty inbox anyway.
-    RequestSet set = make_requests(spec, kSecret, static_cast<std::uint64_t>(run) * 10000000ULL,
-                                   requests + warmup, 2);
+    RequestSet set = make_requests(spec, kSecret, static_cast<std::uint64_t>(run) * 10000000ULL, requests + warmup, 2);
     std::printf("ingest c=%lld: %zu signed requests of %zu-byte bodies prepared in %.1f s\n", c, set.requests.size(),
                 set.body_bytes, seconds_since(t0));
 
-    const std::string dir = work + "/ingest-c" + std::to_string(c) + "-" + std::to_string(getpid()) + "-" +
-                            std::to_string(run++);
+    const std::string dir =
+        work + "/ingest-c" + std::to_string(c) + "-" + std::to_string(getpid()) + "-" + std::to_string(run++);
     std::filesystem::remove_all(dir);
     const ServeConfig sc = prepare_serve_dir(dir, plane.base_url());
     const int port = free_port();
     // --idle-processor (a diagnostic): the processor's Plane is a closed port, so the head of the one lane waits in
     // retry backoff and the processor writes almost nothing while the load runs.
-    const std::map<std::string, std::string> env =
-        serve_env(dir, sc.data_dir, port, f.has("idle-processor") ? std::string("http://127.0.0.1:9") : plane.base_url());
+    const std::map<std::string, std::string> env = serve_env(
+        dir, sc.data_dir, port, f.has("idle-processor") ? std::string("http://127.0.0.1:9") : plane.base_url());
     const bool routes_only = f.get("server", "orch") == "routes";
     const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-    const pid_t pid = routes_only ? spawn({self, "--route-server", "--data", sc.data_dir, "--port", std::to_string(port)},
-                                          env, dir + "/orch.log")
-                                  : spawn({orch, "serve", "--config", dir + "/orch.toml"}, env, dir + "/orch.log");
+    const pid_t pid = routes_only
+                          ? spawn({self, "--route-server", "--data", sc.data_dir, "--port", std::to_string(port)}, env,
+                                  dir + "/orch.log")
+                          : spawn({orch, "serve", "--config", dir + "/orch.toml"}, env, dir + "/orch.log");
     if (!wait_healthy(pid, port)) {
       std::cerr << "orch serve did not come up; see " << dir << "/orch.log\n";
       stop_process(pid);
@@ -371,14 +376,16 @@ int serve_mode(const Flags& f) {
     }
     print_summary("c=" + std::to_string(c), p.measured);
     const double answered = static_cast<double>(p.measured.latencies_ms.size());
-    std::printf("           CPU: server %.2f s (%.0f us per request, %.0f %% of 2 cores), load generator %.2f s "
-                "(%.0f us per request)\n",
-                server_cpu, server_cpu * 1e6 / answered, server_cpu / p.measured.seconds / 2 * 100, own_cpu,
-                own_cpu * 1e6 / answered);
+    std::printf(
+        "           CPU: server %.2f s (%.0f us per request, %.0f %% of 2 cores), load generator %.2f s "
+        "(%.0f us per request)\n",
+        server_cpu, server_cpu * 1e6 / answered, server_cpu / p.measured.seconds / 2 * 100, own_cpu,
+        own_cpu * 1e6 / answered);
     if (committer_busy >= 0)
-      std::printf("           group commit: %.1f deliveries per transaction, committer busy %.0f %% of the time "
-                  "(orch_inbox_commit_* on /metrics)\n",
-                  commit_batch, committer_busy * 100);
+      std::printf(
+          "           group commit: %.1f deliveries per transaction, committer busy %.0f %% of the time "
+          "(orch_inbox_commit_* on /metrics)\n",
+          commit_batch, committer_busy * 100);
 
     const long rss_kb = proc_status_kb(pid, "VmRSS"), hwm_kb = proc_status_kb(pid, "VmHWM");
     ExactlyOnce once = check_inbox(sc.data_dir + "/orch.db", set, p.acked);
@@ -389,11 +396,12 @@ int serve_mode(const Flags& f) {
       pending = db.execAndGet("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").getInt64();
     }
     const int code = stop_process(pid);
-    std::printf("           inbox: %llu rows, exactly-once %s (missing %llu, duplicated %llu, unacknowledged %llu); "
-                "%lld still pending for the processor; server RSS %ld kB (peak %ld kB); exit %d\n",
-                static_cast<unsigned long long>(once.rows), once.ok ? "OK" : "FAILED",
-                static_cast<unsigned long long>(once.missing), static_cast<unsigned long long>(once.duplicated),
-                static_cast<unsigned long long>(once.unacknowledged), pending, rss_kb, hwm_kb, code);
+    std::printf(
+        "           inbox: %llu rows, exactly-once %s (missing %llu, duplicated %llu, unacknowledged %llu); "
+        "%lld still pending for the processor; server RSS %ld kB (peak %ld kB); exit %d\n",
+        static_cast<unsigned long long>(once.rows), once.ok ? "OK" : "FAILED",
+        static_cast<unsigned long long>(once.missing), static_cast<unsigned long long>(once.duplicated),
+        static_cast<unsigned long long>(once.unacknowledged), pending, rss_kb, hwm_kb, code);
 
     const bool ok = once.ok && p.measured.wrong_answers == 0 && p.warm.wrong_answers == 0 &&
                     p.measured.transport_errors == 0 && p.measured.acked > 0;
@@ -409,10 +417,19 @@ int serve_mode(const Flags& f) {
       metrics["commit_batch_mean"] = commit_batch;
     }
     nlohmann::json info = load_info(p.measured);
-    info.update({{"concurrency", c}, {"server", f.get("server", "orch")}, {"threads", o.threads}, {"idle_processor", f.has("idle-processor")}, {"accept_gzip", o.accept_gzip}, {"body_bytes", set.body_bytes},
-                 {"warmup", warmup}, {"exactly_once", once.ok}, {"inbox_rows", once.rows},
-                 {"missing", once.missing}, {"duplicated", once.duplicated},
-                 {"unacknowledged_rows", once.unacknowledged}, {"ok", ok}});
+    info.update({{"concurrency", c},
+                 {"server", f.get("server", "orch")},
+                 {"threads", o.threads},
+                 {"idle_processor", f.has("idle-processor")},
+                 {"accept_gzip", o.accept_gzip},
+                 {"body_bytes", set.body_bytes},
+                 {"warmup", warmup},
+                 {"exactly_once", once.ok},
+                 {"inbox_rows", once.rows},
+                 {"missing", once.missing},
+                 {"duplicated", once.duplicated},
+                 {"unacknowledged_rows", once.unacknowledged},
+                 {"ok", ok}});
     emit_result(out, f.get("label", "ingest") + "_c" + std::to_string(c), metrics, info);
     if (!f.has("keep")) std::filesystem::remove_all(dir);
   }
@@ -452,8 +469,8 @@ int pg_replicas_mode(const Flags& f) {
   int run = 0;
   for (long long n : counts)
     for (long long c : levels) {
-      RequestSet set = make_requests(spec, kSecret, static_cast<std::uint64_t>(run) * 10000000ULL, requests + warmup,
-                                     2);
+      RequestSet set =
+          make_requests(spec, kSecret, static_cast<std::uint64_t>(run) * 10000000ULL, requests + warmup, 2);
       const std::string url = server->fresh_database();
       const std::string dir = work + "/ingest-pg" + std::to_string(n) + "-c" + std::to_string(c) + "-" +
                               std::to_string(getpid()) + "-" + std::to_string(run++);
@@ -492,20 +509,27 @@ int pg_replicas_mode(const Flags& f) {
       ExactlyOnce once = check_pg_inbox(url, set, p.acked);
       int exits = 0;
       for (const Replica& r : replicas) exits |= stop_process(r.pid);
-      std::printf("           shared inbox: %llu rows, exactly-once %s (missing %llu, duplicated %llu, unacknowledged "
-                  "%llu); replicas exit %d\n",
-                  static_cast<unsigned long long>(once.rows), once.ok ? "OK" : "FAILED",
-                  static_cast<unsigned long long>(once.missing), static_cast<unsigned long long>(once.duplicated),
-                  static_cast<unsigned long long>(once.unacknowledged), exits);
+      std::printf(
+          "           shared inbox: %llu rows, exactly-once %s (missing %llu, duplicated %llu, unacknowledged "
+          "%llu); replicas exit %d\n",
+          static_cast<unsigned long long>(once.rows), once.ok ? "OK" : "FAILED",
+          static_cast<unsigned long long>(once.missing), static_cast<unsigned long long>(once.duplicated),
+          static_cast<unsigned long long>(once.unacknowledged), exits);
       // A replica that needs SIGKILL (stop_process's grace) with a backlog in the inbox is a failed check too.
       const bool ok = once.ok && exits == 0 && p.measured.wrong_answers == 0 && p.warm.wrong_answers == 0 &&
                       p.measured.transport_errors == 0 && p.measured.acked > 0;
       all_ok = all_ok && ok;
       nlohmann::json info = load_info(p.measured);
-      info.update({{"concurrency", c}, {"replicas", n}, {"store", "postgresql"}, {"exactly_once", once.ok},
+      info.update({{"concurrency", c},
+                   {"replicas", n},
+                   {"store", "postgresql"},
+                   {"exactly_once", once.ok},
                    {"replicas_exit", exits},
-                   {"inbox_rows", once.rows}, {"missing", once.missing}, {"duplicated", once.duplicated},
-                   {"unacknowledged_rows", once.unacknowledged}, {"ok", ok}});
+                   {"inbox_rows", once.rows},
+                   {"missing", once.missing},
+                   {"duplicated", once.duplicated},
+                   {"unacknowledged_rows", once.unacknowledged},
+                   {"ok", ok}});
       emit_result(out, "ingest_pg" + std::to_string(n) + "_c" + std::to_string(c), load_metrics(p.measured), info);
       if (!f.has("keep")) std::filesystem::remove_all(dir);
     }
@@ -545,8 +569,7 @@ int target_mode(const Flags& f) {
   info["concurrency"] = o.concurrency;
   info["targets"] = f.all("target");
   if (once.ran) info["exactly_once"] = once.ok;
-  emit_result(f.get("out"), f.get("label", "ingest_c" + std::to_string(o.concurrency)), load_metrics(p.measured),
-              info);
+  emit_result(f.get("out"), f.get("label", "ingest_c" + std::to_string(o.concurrency)), load_metrics(p.measured), info);
   const bool ok = p.measured.wrong_answers == 0 && p.warm.wrong_answers == 0 && (!once.ran || once.ok);
   return ok ? 0 : 1;
 }

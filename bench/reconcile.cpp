@@ -42,8 +42,8 @@ enum class Kind { kCandidate, kLive, kDone };
 Kind kind_of(std::int64_t i) { return i % 100 == 0 ? Kind::kCandidate : i % 100 == 1 ? Kind::kLive : Kind::kDone; }
 std::int64_t candidates_in(std::int64_t n) { return n / 100; }
 
-// The idle scan of engine/store/sqlite_store.cpp (ORCH_IDLE_TASKS_SQL), repeated here to read SQLite's cost counters for
-// it on a connection of our own; main() checks that its query plan is the store's (idle_tasks_plan()).
+// The idle scan of engine/store/sqlite_store.cpp (ORCH_IDLE_TASKS_SQL), repeated here to read SQLite's cost counters
+// for it on a connection of our own; main() checks that its query plan is the store's (idle_tasks_plan()).
 const char* kIdleSql =
     "SELECT id, project, work_item_id, work_item_key, title, description, stage, visit, branch, blocked, "
     "blocked_reason, rejection_reason, pr_number, pr_state, review_state, head_sha, tracker_state, created_at, "
@@ -109,8 +109,8 @@ void generate(const std::string& path, std::int64_t n) {
   }
   for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(tmp + suffix);
   std::filesystem::rename(tmp, path);
-  std::printf("reconcile: generated %lld tasks in %.1f s (%s, %.0f MB)\n", static_cast<long long>(n),
-              seconds_since(t0), path.c_str(), static_cast<double>(std::filesystem::file_size(path)) / 1e6);
+  std::printf("reconcile: generated %lld tasks in %.1f s (%s, %.0f MB)\n", static_cast<long long>(n), seconds_since(t0),
+              path.c_str(), static_cast<double>(std::filesystem::file_size(path)) / 1e6);
 }
 
 struct ScanCost {
@@ -234,15 +234,15 @@ int main(int argc, char** argv) {
       metrics["rows_read" + k] = report.scanned;
       metrics["scan_vm_steps" + k] = cost.vm_steps;
       metrics["scan_fullscan_steps" + k] = cost.fullscan_steps;
-      std::printf("reconcile %8lld tasks, %6lld candidates: pass %8.2f ms (first %8.2f ms, %6.1f us per candidate); "
-                  "rows read %d, evaluated %d, red %d; idle scan: %lld rows, %lld VM steps (%.1f per row), "
-                  "%lld full-scan steps, %lld sorts\n",
-                  n, static_cast<long long>(cand), pass_ms, first_ms,
-                  pass_ms * 1000 / static_cast<double>(std::max<std::int64_t>(1, cand)), report.scanned,
-                  report.evaluated, report.red, static_cast<long long>(cost.rows),
-                  static_cast<long long>(cost.vm_steps),
-                  static_cast<double>(cost.vm_steps) / static_cast<double>(std::max<std::int64_t>(1, cost.rows)),
-                  static_cast<long long>(cost.fullscan_steps), static_cast<long long>(cost.sorts));
+      std::printf(
+          "reconcile %8lld tasks, %6lld candidates: pass %8.2f ms (first %8.2f ms, %6.1f us per candidate); "
+          "rows read %d, evaluated %d, red %d; idle scan: %lld rows, %lld VM steps (%.1f per row), "
+          "%lld full-scan steps, %lld sorts\n",
+          n, static_cast<long long>(cand), pass_ms, first_ms,
+          pass_ms * 1000 / static_cast<double>(std::max<std::int64_t>(1, cand)), report.scanned, report.evaluated,
+          report.red, static_cast<long long>(cost.rows), static_cast<long long>(cost.vm_steps),
+          static_cast<double>(cost.vm_steps) / static_cast<double>(std::max<std::int64_t>(1, cost.rows)),
+          static_cast<long long>(cost.fullscan_steps), static_cast<long long>(cost.sorts));
       if (!plan_matches)
         std::printf("  the store's plan differs from the benchmark's copy of the idle scan:\n%s---\n%s",
                     store_plan.ok() ? store_plan.value().c_str() : store_plan.status().to_string().c_str(),
@@ -281,9 +281,10 @@ int main(int argc, char** argv) {
           ms = seconds_since(t0) * 1000;
         }
         metrics["http_cap500_pass_ms" + k] = ms;
-        std::printf("          server-shaped pass (cap 500, Gitea over loopback HTTP): %8.2f ms, %d evaluated, %d "
-                    "red, %zu requests (%zu answered from the proxy's cache)\n",
-                    ms, r.evaluated, r.red, gitea.request_count() + proxy.hits(), proxy.hits());
+        std::printf(
+            "          server-shaped pass (cap 500, Gitea over loopback HTTP): %8.2f ms, %d evaluated, %d "
+            "red, %zu requests (%zu answered from the proxy's cache)\n",
+            ms, r.evaluated, r.red, gitea.request_count() + proxy.hits(), proxy.hits());
         ok = ok && r.failed == 0 && r.red == std::min<std::int64_t>(500, cand);
       }
     }

@@ -44,9 +44,7 @@ std::string ratio(double v) {
   return buf;
 }
 
-std::string opt(const std::optional<double>& v, const std::string& unit = "") {
-  return v ? num(*v) + unit : "n/a";
-}
+std::string opt(const std::optional<double>& v, const std::string& unit = "") { return v ? num(*v) + unit : "n/a"; }
 
 struct Target {
   std::string what;
@@ -65,8 +63,9 @@ std::string verdict(const Target& t) {
     std::snprintf(buf, sizeof buf, "**met** (%s%.0f %% margin)", t.at_least ? "+" : "",
                   t.at_least ? (v / t.limit - 1) * 100 : (1 - v / t.limit) * 100);
   } else {
-    std::snprintf(buf, sizeof buf, "**missed** by %.0f %% (%s)", t.at_least ? (1 - v / t.limit) * 100 : (v / t.limit - 1) * 100,
-                  t.at_least ? ("needs " + num(t.limit / v) + "x").c_str() : ("needs " + num(v / t.limit) + "x less").c_str());
+    std::snprintf(
+        buf, sizeof buf, "**missed** by %.0f %% (%s)", t.at_least ? (1 - v / t.limit) * 100 : (v / t.limit - 1) * 100,
+        t.at_least ? ("needs " + num(t.limit / v) + "x").c_str() : ("needs " + num(v / t.limit) + "x less").c_str());
   }
   return buf;
 }
@@ -151,8 +150,8 @@ int main(int argc, char** argv) {
     for (const auto& [bench, metrics] : s)
       if (bench.rfind("ingest_pg", 0) == 0 && bench.size() > 4 && bench.compare(bench.size() - 4, 4, "_c64") == 0)
         if (const auto pg = med(s, bench, "rps"))
-          o << "| ingest c=64, " << bench.substr(9, bench.size() - 13) << " replica(s) on PostgreSQL / one SQLite node | "
-            << ratio(*pg / *sqlite) << " |\n";
+          o << "| ingest c=64, " << bench.substr(9, bench.size() - 13)
+            << " replica(s) on PostgreSQL / one SQLite node | " << ratio(*pg / *sqlite) << " |\n";
   if (const auto as_is = med(s, "ceiling", "whatif_as_is_rps"))
     for (const char* w : {"no_autocheckpoint", "autocheckpoint_1000", "page_size_1024", "sync_normal_not_durable"})
       if (const auto v = med(s, "ceiling", std::string("whatif_") + w + "_rps"))
@@ -160,12 +159,10 @@ int main(int argc, char** argv) {
   if (const auto it = s.find("reconcile"); it != s.end()) {
     for (const auto& [metric, values] : it->second)
       if (metric.rfind("us_per_candidate@", 0) == 0)
-        o << "| reconcile time per candidate, " << metric.substr(17) << " tasks | " << num(median(values))
-          << " us |\n";
+        o << "| reconcile time per candidate, " << metric.substr(17) << " tasks | " << num(median(values)) << " us |\n";
     const auto small = med(s, "reconcile", "us_per_candidate@1000");
     const auto big = med(s, "reconcile", "us_per_candidate@1000000");
-    if (small && big)
-      o << "| reconcile per-candidate cost, 1 M tasks / 1 k tasks | " << ratio(*big / *small) << " |\n";
+    if (small && big) o << "| reconcile per-candidate cost, 1 M tasks / 1 k tasks | " << ratio(*big / *small) << " |\n";
   }
   if (const auto g = med(s, "tracker", "peak_rss_growth_kb"))
     o << "| tracker pass peak RSS, largest minus smallest page count | " << num(*g) << " kB |\n";
@@ -182,17 +179,18 @@ int main(int argc, char** argv) {
       {"ingest c=64 p99 < 10 ms", med(s, "ingest_c64", "p99_ms"), 10, false, " ms"},
       {"ingest c=64 >= 1.0x single-thread durable-write ceiling",
        med(s, "ingest_c64", "rps") && single ? std::optional<double>(*med(s, "ingest_c64", "rps") / *single)
-                                              : std::nullopt,
+                                             : std::nullopt,
        1.0, true, "x"},
       {"reconcile gate side, 1 M tasks, 1 % red candidates < 1 s", med(s, "reconcile", "pass_ms@1000000"), 1000, false,
        " ms"},
-      {"idle RSS < 30 MB", med(s, "startup", "rss_idle_kb").has_value()
-                               ? std::optional<double>(*med(s, "startup", "rss_idle_kb") / mb)
-                               : std::nullopt,
+      {"idle RSS < 30 MB",
+       med(s, "startup", "rss_idle_kb").has_value() ? std::optional<double>(*med(s, "startup", "rss_idle_kb") / mb)
+                                                    : std::nullopt,
        30, false, " MiB"},
-      {"RSS with 100 k tasks < 100 MB", med(s, "startup", "rss_with_tasks_kb").has_value()
-                                            ? std::optional<double>(*med(s, "startup", "rss_with_tasks_kb") / mb)
-                                            : std::nullopt,
+      {"RSS with 100 k tasks < 100 MB",
+       med(s, "startup", "rss_with_tasks_kb").has_value()
+           ? std::optional<double>(*med(s, "startup", "rss_with_tasks_kb") / mb)
+           : std::nullopt,
        100, false, " MiB"},
       {"start-up with replay of 100 k tasks < 2 s", med(s, "startup", "startup_with_tasks_ms"), 2000, false, " ms"},
   };
@@ -210,7 +208,10 @@ int main(int argc, char** argv) {
     const auto fs = med(s, "reconcile", "scan_fullscan_steps@1000000");
     o << "| reconcile rows read proportional to candidates (rows read = candidates at every size; no full-scan step) | "
       << (any ? (proportional ? "rows = candidates" : "rows != candidates") : "n/a") << " | "
-      << (any && proportional && (!fs || *fs == 0) ? "**met**" : any ? "**missed**" : "not measured") << " |\n";
+      << (any && proportional && (!fs || *fs == 0) ? "**met**"
+          : any                                    ? "**missed**"
+                                                   : "not measured")
+      << " |\n";
   }
   for (const auto& entry : last_info) {
     const std::string& name = entry.first;

@@ -112,7 +112,8 @@ Boot boot(const std::string& orch, const std::string& dir, const std::string& te
   stop_process(pid);
   std::stringstream log;
   log << std::ifstream(dir + "/orch.log").rdbuf();
-  b.replay_logged = log.str().find("replayed " + std::to_string(expect_replayed) + " non-terminal") != std::string::npos;
+  b.replay_logged =
+      log.str().find("replayed " + std::to_string(expect_replayed) + " non-terminal") != std::string::npos;
   if (b.startup_ms < 0) std::cerr << "orch serve did not come up:\n" << log.str() << "\n";
   std::filesystem::remove_all(dir);
   return b;
@@ -153,10 +154,11 @@ int main(int argc, char** argv) {
       full_ms.push_back(b.startup_ms);
       full_rss.push_back(static_cast<double>(b.rss_kb));
       full_hwm.push_back(static_cast<double>(b.hwm_kb));
-      std::printf("startup run %d: empty %7.1f ms, RSS idle %6ld kB | %lld tasks: %7.1f ms, RSS %6ld kB (peak %ld "
-                  "kB)%s\n",
-                  r + 1, e.startup_ms, e.rss_kb, n, b.startup_ms, b.rss_kb, b.hwm_kb,
-                  b.replay_logged ? "" : "  (replay line missing from the log)");
+      std::printf(
+          "startup run %d: empty %7.1f ms, RSS idle %6ld kB | %lld tasks: %7.1f ms, RSS %6ld kB (peak %ld "
+          "kB)%s\n",
+          r + 1, e.startup_ms, e.rss_kb, n, b.startup_ms, b.rss_kb, b.hwm_kb,
+          b.replay_logged ? "" : "  (replay line missing from the log)");
     }
     emit_result(f.get("out"), "startup",
                 {{"startup_empty_ms", median(empty_ms)},

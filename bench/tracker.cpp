@@ -196,7 +196,8 @@ int main(int argc, char** argv) {
       metrics["sqlite_heap_peak_kb" + k] = r["sqlite_heap_peak_kb"];
       // Peak RSS less what SQLite's page caches grew by during the pass: the part that could grow with pages.
       metrics["peak_rss_less_sqlite_growth_kb" + k] =
-          r["peak_rss_kb"].get<long>() - (r["sqlite_heap_peak_kb"].get<long>() - r["sqlite_heap_before_kb"].get<long>());
+          r["peak_rss_kb"].get<long>() -
+          (r["sqlite_heap_peak_kb"].get<long>() - r["sqlite_heap_before_kb"].get<long>());
       info["run" + k] = r;
       const bool run_ok = r["visited"] == r["expected_visits"] && r["in_sync"] == r["expected_visits"] &&
                           r["failed"] == 0 && r["projects_failed"] == 0 && r["pages"] == p &&
@@ -207,12 +208,13 @@ int main(int argc, char** argv) {
       const long adj = metrics["peak_rss_less_sqlite_growth_kb" + k].get<long>();
       if (first_adj < 0) first_adj = adj;
       last_adj = adj;
-      std::printf("tracker %4lld pages x %d: full sweep %8.1f ms, peak RSS %6ld kB (before the pass %ld kB; SQLite heap "
-                  "%ld -> peak %ld kB); %d items visited, %d in sync, %d replayed, %lld pages fetched%s\n",
-                  p, per_page, r["pass_ms"].get<double>(), r["peak_rss_kb"].get<long>(),
-                  r["rss_before_kb"].get<long>(), r["sqlite_heap_before_kb"].get<long>(),
-                  r["sqlite_heap_peak_kb"].get<long>(), r["visited"].get<int>(), r["in_sync"].get<int>(),
-                  r["replayed"].get<int>(), r["pages"].get<long long>(), run_ok ? "" : "  (UNEXPECTED COUNTS)");
+      std::printf(
+          "tracker %4lld pages x %d: full sweep %8.1f ms, peak RSS %6ld kB (before the pass %ld kB; SQLite heap "
+          "%ld -> peak %ld kB); %d items visited, %d in sync, %d replayed, %lld pages fetched%s\n",
+          p, per_page, r["pass_ms"].get<double>(), r["peak_rss_kb"].get<long>(), r["rss_before_kb"].get<long>(),
+          r["sqlite_heap_before_kb"].get<long>(), r["sqlite_heap_peak_kb"].get<long>(), r["visited"].get<int>(),
+          r["in_sync"].get<int>(), r["replayed"].get<int>(), r["pages"].get<long long>(),
+          run_ok ? "" : "  (UNEXPECTED COUNTS)");
     }
     metrics["peak_rss_growth_kb"] = last_peak - first_peak;
     metrics["peak_rss_less_sqlite_growth_kb"] = last_adj - first_adj;

@@ -43,8 +43,8 @@ JobResult AttemptPolicy::attempt_failed(const JobRow& job, const std::string& re
                 queued.status().to_string());
       return {JobOutcome::kAbandoned, reason};
     }
-    log_.info("jobs: {} failed for {} in {} (attempt {} of {}): {}; attempt {} in {}s", job.agent,
-              task.work_item_key, job.stage, job.attempt, max_attempts, reason, next.attempt, wait.count());
+    log_.info("jobs: {} failed for {} in {} (attempt {} of {}): {}; attempt {} in {}s", job.agent, task.work_item_key,
+              job.stage, job.attempt, max_attempts, reason, next.attempt, wait.count());
     return {JobOutcome::kRetrying, reason};
   }
   std::string why = retryable ? job.agent + " failed attempt " + std::to_string(job.attempt) + " of " +
@@ -57,10 +57,9 @@ JobResult AttemptPolicy::block(const JobRow& job, const TaskRow& task, const std
   const TimePoint now = clock_.now();
   // The block and what says so, in one transaction: Telegram's notification and (write-back) Plane's comment and
   // the PR's failed pipeline status.
-  std::vector<OutboxMessage> said = {OutboxMessage{std::string(kChannelTelegram),
-                                                   "blocked:" + std::to_string(task.id) + ":" +
-                                                       std::to_string(task.visit),
-                                                   task.work_item_key + " is blocked in " + job.stage + ": " + reason}};
+  std::vector<OutboxMessage> said = {OutboxMessage{
+      std::string(kChannelTelegram), "blocked:" + std::to_string(task.id) + ":" + std::to_string(task.visit),
+      task.work_item_key + " is blocked in " + job.stage + ": " + reason}};
   std::vector<OutboxMessage> more = write_back_.blocked(task, job.stage, reason);
   said.insert(said.end(), more.begin(), more.end());
   if (Status s = store_.block_task(task.id, reason, now, said); !s.ok())

@@ -44,8 +44,8 @@ class AttemptPolicy {
  public:
   enum class Retry { kNo, kAfterBackoff, kNow };  // kNo: retrying cannot help (configuration, cannot start)
 
-  AttemptPolicy(Store& store, const Pipeline& pipeline, WriteBack& write_back, const Clock& clock,
-                spdlog::logger& log, AttemptOptions options = {})
+  AttemptPolicy(Store& store, const Pipeline& pipeline, WriteBack& write_back, const Clock& clock, spdlog::logger& log,
+                AttemptOptions options = {})
       : store_(store), pipeline_(pipeline), write_back_(write_back), clock_(clock), log_(log), options_(options) {}
 
   // The job failed for `reason`: finishes it (unless already failed), then retries or blocks as above.

@@ -24,9 +24,7 @@ class SystemClock final : public Clock {
 };
 
 // Milliseconds since the Unix epoch: how times are stored in the database (sortable, exact).
-inline long long to_millis(TimePoint t) {
-  return std::chrono::duration_cast<Millis>(t.time_since_epoch()).count();
-}
+inline long long to_millis(TimePoint t) { return std::chrono::duration_cast<Millis>(t.time_since_epoch()).count(); }
 inline TimePoint from_millis(long long ms) { return TimePoint(Millis(ms)); }
 
 // RFC 3339 in UTC with a 'Z' and millisecond precision: "2026-11-23T10:00:00.123Z" (whole seconds omit the fraction).

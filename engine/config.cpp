@@ -58,7 +58,8 @@ int edit_distance(std::string_view a, std::string_view b) {
     for (std::size_t j = 1; j <= m; ++j) {
       const int cost = a[i - 1] == b[j - 1] ? 0 : 1;
       d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
     }
   }
   return d[n][m];
@@ -68,7 +69,8 @@ std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 bool is_env_name(std::string_view s) {
   if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
 }
 
 // A program named by a relative path with a '/' ("agents/analyst.sh") is resolved against the config file's
@@ -126,7 +128,8 @@ class Reader {
         best = k;
       }
     }
-    if (!best.empty() && best_distance < static_cast<int>(first_key.size())) what += " (did you mean " + in_quotes(best) + "?)";
+    if (!best.empty() && best_distance < static_cast<int>(first_key.size()))
+      what += " (did you mean " + in_quotes(best) + "?)";
     fail(*first, what);
   }
 
@@ -183,11 +186,13 @@ class Reader {
     }
     const std::int64_t n = v->as_integer();
     if (n < min) {
-      fail(*v, in_quotes(key) + " in " + where + " must be at least " + std::to_string(min) + ", not " + std::to_string(n));
+      fail(*v,
+           in_quotes(key) + " in " + where + " must be at least " + std::to_string(min) + ", not " + std::to_string(n));
       return fallback;
     }
     if (n > max) {
-      fail(*v, in_quotes(key) + " in " + where + " must be at most " + std::to_string(max) + ", not " + std::to_string(n));
+      fail(*v,
+           in_quotes(key) + " in " + where + " must be at most " + std::to_string(max) + ", not " + std::to_string(n));
       return fallback;
     }
     return n;
@@ -203,8 +208,8 @@ class Reader {
     const toml::value* v = find(t, key);
     if (!v || failed()) return fallback;
     if (!v->is_string()) {
-      fail(*v, in_quotes(key) + " in " + where + " must be a duration string with a unit such as \"90s\", \"15m\", \"2h\", not " +
-                   type_phrase(*v));
+      fail(*v, in_quotes(key) + " in " + where +
+                   " must be a duration string with a unit such as \"90s\", \"15m\", \"2h\", not " + type_phrase(*v));
       return fallback;
     }
     const std::string& s = v->as_string().str;
@@ -264,7 +269,8 @@ void read_base_url(Reader& r, const toml::value& root, const std::string& sectio
   std::string url = r.string_or(*t, key, where, out);
   if (r.failed()) return;
   if (!is_http_url(url)) {
-    r.fail(*Reader::find(*t, key), in_quotes(key) + " in " + where + " must start with http:// or https://, not \"" + url + "\"");
+    r.fail(*Reader::find(*t, key),
+           in_quotes(key) + " in " + where + " must start with http:// or https://, not \"" + url + "\"");
     return;
   }
   while (url.size() > std::string_view("https://").size() && url.back() == '/') url.pop_back();
@@ -281,10 +287,11 @@ ServerSpec read_server(Reader& r, const toml::value& root) {
   if (!r.failed()) {
     const auto colon = s.listen.rfind(':');
     const std::string port = colon == std::string::npos ? "" : s.listen.substr(colon + 1);
-    const bool digits = !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const bool digits = !port.empty() && port.size() <= 5 &&
+                        std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (colon == 0 || !digits || std::stoi(port) > 65535)
-      r.fail(*Reader::find(*t, "listen"), "'listen' in [server] must be host:port, such as \"127.0.0.1:8080\", not \"" +
-                                              s.listen + "\"");
+      r.fail(*Reader::find(*t, "listen"),
+             "'listen' in [server] must be host:port, such as \"127.0.0.1:8080\", not \"" + s.listen + "\"");
   }
   s.data_dir = r.string_or(*t, "data_dir", where, s.data_dir);
   s.max_body_bytes = static_cast<std::size_t>(
@@ -297,7 +304,8 @@ ReconcilerSpec read_reconciler(Reader& r, const toml::value& root) {
   const toml::value* t = r.table(root, "reconciler", "'reconciler'");
   if (!t) return s;
   const std::string where = "[reconciler]";
-  r.check_keys(*t, {"enabled", "plane_enabled", "interval", "grace_default", "notify_unblock", "max_candidates_per_pass"},
+  r.check_keys(*t,
+               {"enabled", "plane_enabled", "interval", "grace_default", "notify_unblock", "max_candidates_per_pass"},
                where);
   s.enabled = r.bool_or(*t, "enabled", where, s.enabled);
   s.plane_enabled = r.bool_or(*t, "plane_enabled", where, s.plane_enabled);
@@ -313,7 +321,8 @@ JobsSpec read_jobs(Reader& r, const toml::value& root) {
   const toml::value* t = r.table(root, "jobs", "'jobs'");
   if (!t) return s;
   const std::string where = "[jobs]";
-  r.check_keys(*t, {"workers", "heartbeat_stale", "dispatch_timeout", "queued_ttl", "sweep_batch", "step_attempts"}, where);
+  r.check_keys(*t, {"workers", "heartbeat_stale", "dispatch_timeout", "queued_ttl", "sweep_batch", "step_attempts"},
+               where);
   s.workers = r.small_int_or(*t, "workers", where, s.workers, 1);
   s.heartbeat_stale = r.duration_or(*t, "heartbeat_stale", where, s.heartbeat_stale);
   s.dispatch_timeout = r.duration_or(*t, "dispatch_timeout", where, s.dispatch_timeout);
@@ -326,7 +335,8 @@ JobsSpec read_jobs(Reader& r, const toml::value& root) {
 // A table-array entry is named by its `name` when it has one, else by its position.
 std::string entry_where(const std::string& array, const toml::value& entry, std::size_t index) {
   const toml::value* name = Reader::find(entry, "name");
-  if (name && name->is_string() && !name->as_string().str.empty()) return "[[" + array + "]] \"" + name->as_string().str + "\"";
+  if (name && name->is_string() && !name->as_string().str.empty())
+    return "[[" + array + "]] \"" + name->as_string().str + "\"";
   return "[[" + array + "]] #" + std::to_string(index + 1);
 }
 
@@ -356,9 +366,9 @@ std::vector<ProjectSpec> read_projects(Reader& r, const toml::value& root) {
   for (std::size_t i = 0; i < entries.size() && !r.failed(); ++i) {
     const toml::value& t = *entries[i];
     const std::string where = entry_where("projects", t, i);
-    r.check_keys(t,
-                 {"name", "gitea_repo", "clone_url", "default_branch", "plane_workspace", "plane_project_id", "plane_states"},
-                 where);
+    r.check_keys(
+        t, {"name", "gitea_repo", "clone_url", "default_branch", "plane_workspace", "plane_project_id", "plane_states"},
+        where);
     ProjectSpec p;
     p.name = r.string_or(t, "name", where, "");
     p.gitea_repo = r.string_or(t, "gitea_repo", where, "");
@@ -374,7 +384,8 @@ std::vector<ProjectSpec> read_projects(Reader& r, const toml::value& root) {
     const auto slash = p.gitea_repo.find('/');
     if (slash == 0 || slash == std::string::npos || slash + 1 == p.gitea_repo.size() ||
         p.gitea_repo.find('/', slash + 1) != std::string::npos) {
-      r.fail(*Reader::find(t, "gitea_repo"), "'gitea_repo' in " + where + " must be owner/name, not \"" + p.gitea_repo + "\"");
+      r.fail(*Reader::find(t, "gitea_repo"),
+             "'gitea_repo' in " + where + " must be owner/name, not \"" + p.gitea_repo + "\"");
       break;
     }
     if (const toml::value* states = r.table(t, "plane_states", "'plane_states' in " + where)) {
@@ -387,10 +398,12 @@ std::vector<ProjectSpec> read_projects(Reader& r, const toml::value& root) {
     if (r.failed()) break;
     // Webhooks are routed to a project by repository and by Plane project id: each must name one project, compared
     // as the senders compare them (match_key: "Acme/App" and "acme/app" are one repository).
-    auto unique = [&](std::map<std::string, unsigned>& seen, const char* key, const std::string& value, const char* what) {
+    auto unique = [&](std::map<std::string, unsigned>& seen, const char* key, const std::string& value,
+                      const char* what) {
       const toml::value& at = *Reader::find(t, key);
       auto [it, inserted] = seen.emplace(std::string(key) == "name" ? value : match_key(value), line_of(at));
-      if (!inserted) r.fail(at, std::string(what) + " \"" + value + "\" (first on line " + std::to_string(it->second) + ")");
+      if (!inserted)
+        r.fail(at, std::string(what) + " \"" + value + "\" (first on line " + std::to_string(it->second) + ")");
     };
     unique(name_lines, "name", p.name, "duplicate project name");
     unique(repo_lines, "gitea_repo", p.gitea_repo, "a second project for gitea_repo");
@@ -400,7 +413,8 @@ std::vector<ProjectSpec> read_projects(Reader& r, const toml::value& root) {
   return projects;
 }
 
-std::map<std::string, AgentSpec> read_agents(Reader& r, const toml::value& root, const std::filesystem::path& base_dir) {
+std::map<std::string, AgentSpec> read_agents(Reader& r, const toml::value& root,
+                                             const std::filesystem::path& base_dir) {
   std::map<std::string, AgentSpec> agents;
   const toml::value* t = r.table(root, "agents", "'agents'");
   if (!t) return agents;
@@ -434,7 +448,8 @@ std::map<std::string, AgentSpec> read_agents(Reader& r, const toml::value& root,
       for (const auto& [key, v] : env->as_table()) {
         if (r.failed()) break;
         if (!is_env_name(key)) {
-          r.fail(v, "'env' in " + where + " has " + in_quotes(key) + ", which is not a variable name (letters, digits, _)");
+          r.fail(v, "'env' in " + where + " has " + in_quotes(key) +
+                        ", which is not a variable name (letters, digits, _)");
         } else if (!v.is_string()) {
           r.fail(v, "env " + in_quotes(key) + " in " + where + " must be a string, not " + type_phrase(v));
         } else {
@@ -464,8 +479,9 @@ GateSpec read_gate(Reader& r, const toml::value& g, const std::string& where, co
   if (r.failed()) return gate;
   const std::optional<GateSpec::Type> t = parse_gate_type(type_name);
   if (!t) {
-    r.fail(*type, "unknown gate type \"" + type_name + "\" in " + where +
-                      " (known: human_approval, ci_green, pr_open, pr_approved, pr_merged, artifacts, command, all, any)");
+    r.fail(*type,
+           "unknown gate type \"" + type_name + "\" in " + where +
+               " (known: human_approval, ci_green, pr_open, pr_approved, pr_merged, artifacts, command, all, any)");
     return gate;
   }
   gate.type = *t;
@@ -570,8 +586,10 @@ std::vector<StageSpec> read_stages(Reader& r, const toml::value& root, const std
     }
     s.agent = r.string_or(t, "agent", where, "");
     if (!r.failed() && !s.agent.empty() && !agents.contains(s.agent))
-      r.fail(*Reader::find(t, "agent"), where + " names agent \"" + s.agent + "\", but there is no [agents." + s.agent + "]");
-    if (const toml::value* gate = Reader::find(t, "gate"); gate && !r.failed()) s.gate = read_gate(r, *gate, where, base_dir);
+      r.fail(*Reader::find(t, "agent"),
+             where + " names agent \"" + s.agent + "\", but there is no [agents." + s.agent + "]");
+    if (const toml::value* gate = Reader::find(t, "gate"); gate && !r.failed())
+      s.gate = read_gate(r, *gate, where, base_dir);
     s.human = r.bool_or(t, "human", where, s.human);
     s.open_pr = r.bool_or(t, "open_pr", where, s.open_pr);
     if (Reader::find(t, "grace")) s.grace = r.duration_or(t, "grace", where, seconds{0}, /*allow_zero=*/true);
@@ -595,7 +613,8 @@ std::vector<StageSpec> read_stages(Reader& r, const toml::value& root, const std
       if (!v) continue;
       const std::string& target = v->as_string().str;
       if (!name_lines.contains(target))
-        r.fail(*v, in_quotes(key) + " in " + where + " names stage \"" + target + "\", which is not declared in [[stages]]");
+        r.fail(*v, in_quotes(key) + " in " + where + " names stage \"" + target +
+                       "\", which is not declared in [[stages]]");
     }
   }
   return stages;
@@ -620,13 +639,13 @@ void check_no_trigger_states(Reader& r, const Config& config) {
   std::stable_sort(uses.begin(), uses.end(), [](const Use& a, const Use& b) { return a.line < b.line; });
   for (const Use& use : uses) {
     for (const ProjectSpec& p : config.projects) {
-      for (auto [name, which] : {std::pair{&p.plane_states.in_progress, "in_progress"},
-                                 std::pair{&p.plane_states.approved, "approved"},
-                                 std::pair{&p.plane_states.rejected, "rejected"}}) {
+      for (auto [name, which] :
+           {std::pair{&p.plane_states.in_progress, "in_progress"}, std::pair{&p.plane_states.approved, "approved"},
+            std::pair{&p.plane_states.rejected, "rejected"}}) {
         if (use.state != *name) continue;
-        r.fail_at(static_cast<unsigned>(use.line),
-                  use.key + " is \"" + use.state + "\", the " + which + " state of [[projects]] \"" + p.name +
-                      "\": moving a work item there would trigger the pipeline again");
+        r.fail_at(static_cast<unsigned>(use.line), use.key + " is \"" + use.state + "\", the " + which +
+                                                       " state of [[projects]] \"" + p.name +
+                                                       "\": moving a work item there would trigger the pipeline again");
         return;
       }
     }
@@ -750,9 +769,9 @@ Result<Config> parse_config(const std::string& text, const std::string& filename
   config.source_path = filename;
   const std::filesystem::path base_dir = config_dir(filename);
   try {
-    r.check_keys(root,
-                 {"server", "plane", "gitea", "telegram", "reconciler", "jobs", "store", "projects", "agents", "stages"},
-                 "the top-level table");
+    r.check_keys(
+        root, {"server", "plane", "gitea", "telegram", "reconciler", "jobs", "store", "projects", "agents", "stages"},
+        "the top-level table");
     config.server = read_server(r, root);
     read_base_url(r, root, "plane", "base_url", config.plane_base_url, {"write_back", "done_state"});
     if (const toml::value* plane = r.table(root, "plane", "'plane'")) {

@@ -13,8 +13,8 @@ void EventBus::publish(const TransitionFired& event) const {
       st = internal(e.what());
     }
     if (!st.ok())
-      log_.warn("bus: subscriber {} failed for {} {} -> {}: {}", s.name, event.task.work_item_key, event.from,
-                event.to, st.to_string());
+      log_.warn("bus: subscriber {} failed for {} {} -> {}: {}", s.name, event.task.work_item_key, event.from, event.to,
+                st.to_string());
   }
 }
 

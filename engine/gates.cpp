@@ -101,8 +101,7 @@ Result<GateOutcome> GateEvaluator::evaluate_leaf(const GateSpec& gate, const Tas
       return red("command exited " + std::to_string(code.value()));
     }
     case T::kAll:
-    case T::kAny:
-      break;  // handled in evaluate()
+    case T::kAny: break;  // handled in evaluate()
   }
   return internal("unhandled gate type");
 }

@@ -20,23 +20,30 @@ std::optional<E> parse_of(const std::array<std::pair<E, const char*>, N>& table,
   return std::nullopt;
 }
 
-constexpr std::array<std::pair<Cause, const char*>, 4> kCauses{
-    {{Cause::kWebhook, "webhook"}, {Cause::kAgent, "agent"}, {Cause::kReconciler, "reconciler"},
-     {Cause::kManual, "manual"}}};
-constexpr std::array<std::pair<JobStatus, const char*>, 4> kJobStatuses{
-    {{JobStatus::kQueued, "queued"}, {JobStatus::kRunning, "running"}, {JobStatus::kSucceeded, "succeeded"},
-     {JobStatus::kFailed, "failed"}}};
-constexpr std::array<std::pair<Source, const char*>, 2> kSources{{{Source::kPlane, "plane"}, {Source::kGitea, "gitea"}}};
+constexpr std::array<std::pair<Cause, const char*>, 4> kCauses{{{Cause::kWebhook, "webhook"},
+                                                                {Cause::kAgent, "agent"},
+                                                                {Cause::kReconciler, "reconciler"},
+                                                                {Cause::kManual, "manual"}}};
+constexpr std::array<std::pair<JobStatus, const char*>, 4> kJobStatuses{{{JobStatus::kQueued, "queued"},
+                                                                         {JobStatus::kRunning, "running"},
+                                                                         {JobStatus::kSucceeded, "succeeded"},
+                                                                         {JobStatus::kFailed, "failed"}}};
+constexpr std::array<std::pair<Source, const char*>, 2> kSources{
+    {{Source::kPlane, "plane"}, {Source::kGitea, "gitea"}}};
 constexpr std::array<std::pair<DeliveryStatus, const char*>, 4> kDeliveryStatuses{
-    {{DeliveryStatus::kPending, "pending"}, {DeliveryStatus::kHandled, "handled"},
-     {DeliveryStatus::kIgnored, "ignored"}, {DeliveryStatus::kFailed, "failed"}}};
+    {{DeliveryStatus::kPending, "pending"},
+     {DeliveryStatus::kHandled, "handled"},
+     {DeliveryStatus::kIgnored, "ignored"},
+     {DeliveryStatus::kFailed, "failed"}}};
 constexpr std::array<std::pair<NotificationStatus, const char*>, 3> kNotificationStatuses{
-    {{NotificationStatus::kPending, "pending"}, {NotificationStatus::kSent, "sent"},
+    {{NotificationStatus::kPending, "pending"},
+     {NotificationStatus::kSent, "sent"},
      {NotificationStatus::kFailed, "failed"}}};
 constexpr std::array<std::pair<PrState, const char*>, 4> kPrStates{
     {{PrState::kNone, "none"}, {PrState::kOpen, "open"}, {PrState::kClosed, "closed"}, {PrState::kMerged, "merged"}}};
 constexpr std::array<std::pair<ReviewState, const char*>, 3> kReviewStates{
-    {{ReviewState::kNone, "none"}, {ReviewState::kApproved, "approved"},
+    {{ReviewState::kNone, "none"},
+     {ReviewState::kApproved, "approved"},
      {ReviewState::kChangesRequested, "changes_requested"}}};
 
 }  // namespace

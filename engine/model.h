@@ -58,7 +58,7 @@ struct NewTask {
   std::string work_item_key;  // e.g. SHOP-42
   std::string title;
   std::string description;
-  std::string branch;         // derived from the sanitised key / id, never the title
+  std::string branch;  // derived from the sanitised key / id, never the title
 };
 
 struct TaskRow {
@@ -166,9 +166,9 @@ struct DeliveryRow {
   TimePoint received_at{};
   std::optional<TimePoint> handled_at;
   std::string lane;
-  TimePoint run_after{};                        // not claimable before this (retry backoff); received_at at first
-  std::string claimed_by;                       // "" unless a processor holds it now
-  std::optional<TimePoint> claim_expires_at;    // the claim lapses then (its holder died): claimable again
+  TimePoint run_after{};                      // not claimable before this (retry backoff); received_at at first
+  std::string claimed_by;                     // "" unless a processor holds it now
+  std::optional<TimePoint> claim_expires_at;  // the claim lapses then (its holder died): claimable again
 };
 
 struct InboxInsert {

@@ -14,8 +14,8 @@ Result<TaskRow> StageEngine::advance_stage(TaskId id, const AdvanceRequest& requ
   if (request.finished_agent) {
     const StageSpec* stage = pipeline_.stage(from);
     if (!stage || stage->agent != *request.finished_agent)
-      return conflict("agent " + *request.finished_agent + " finished, but task " + task.work_item_key +
-                      " is in " + from);
+      return conflict("agent " + *request.finished_agent + " finished, but task " + task.work_item_key + " is in " +
+                      from);
   }
   std::string to;
   if (request.to) {
@@ -53,8 +53,7 @@ Result<GateOutcome> StageEngine::evaluate_gate(const TaskRow& task) {
 }
 
 Result<GateAdvance> StageEngine::advance_if_gate_passed(TaskId id, Cause cause,
-                                                        std::optional<std::string> finished_agent,
-                                                        std::string detail) {
+                                                        std::optional<std::string> finished_agent, std::string detail) {
   auto found = store_.find_task(id);
   if (!found.ok()) return found.status();
   if (!found.value()) return not_found("task " + std::to_string(id) + " does not exist");

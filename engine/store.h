@@ -33,9 +33,9 @@ struct IdleCursor {
 
 struct ProjectRow {
   std::string name;
-  std::string plane_identifier;                  // e.g. SHOP, read once from Plane
-  std::optional<TimePoint> tracker_horizon;      // tracker side: newest updated_at seen by the last pass
-  std::optional<TimePoint> tracker_full_sweep;   // when the last full sweep finished
+  std::string plane_identifier;                 // e.g. SHOP, read once from Plane
+  std::optional<TimePoint> tracker_horizon;     // tracker side: newest updated_at seen by the last pass
+  std::optional<TimePoint> tracker_full_sweep;  // when the last full sweep finished
 };
 
 struct TaskStore {
@@ -86,7 +86,7 @@ struct JobStore {
   virtual Status requeue_job(JobId id, TimePoint now) = 0;  // running -> queued (start-up recovery)
   virtual Result<std::vector<JobRow>> jobs_for_task(TaskId id) = 0;
   virtual Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) = 0;  // oldest first
-  virtual Result<std::vector<JobRow>> recent_failed_jobs(int limit) = 0;                   // newest first
+  virtual Result<std::vector<JobRow>> recent_failed_jobs(int limit) = 0;                  // newest first
   // Follow-up steps (ADR 0010). Moves a running job whose agent exited 0 to follow-up step `step` with no failed
   // tries and no error, and counts as a heartbeat. kConflict / kNotFound like finish_job.
   virtual Status begin_job_step(JobId id, const std::string& step, TimePoint now) = 0;

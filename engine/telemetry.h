@@ -1,7 +1,7 @@
 // engine/telemetry.h: the Telemetry seam: what the layers below app/ report as it happens (outbound API calls, agent
 // runs, handled deliveries, unblocks), so that /metrics can count what the database does not remember. app/metrics
-// implements it; a component given none (tests, the CLI) gets NoTelemetry and reports nowhere. Implementations are thread-safe: every
-// method may be called from any thread, and must be cheap (a counter, a histogram observation).
+// implements it; a component given none (tests, the CLI) gets NoTelemetry and reports nowhere. Implementations are
+// thread-safe: every method may be called from any thread, and must be cheap (a counter, a histogram observation).
 #pragma once
 
 #include <cstddef>

@@ -23,10 +23,8 @@ WriteBackPlan::WriteBackPlan(const Config& config, const Pipeline& pipeline, Wri
     : config_(config), pipeline_(pipeline), options_(without_trailing_slash(std::move(options))) {}
 
 OutboxMessage WriteBackPlan::comment(const TaskRow& task, const std::string& kind, const std::string& text) const {
-  nlohmann::json j = {{"kind", write_kind::kComment},
-                      {"project", task.project},
-                      {"work_item_id", task.work_item_id},
-                      {"text", text}};
+  nlohmann::json j = {
+      {"kind", write_kind::kComment}, {"project", task.project}, {"work_item_id", task.work_item_id}, {"text", text}};
   // Agent output may be any bytes: replace what is not UTF-8 rather than fail the transition.
   return OutboxMessage{std::string(kChannelPlane), key_of(task, kind),
                        j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "plane:" + task.work_item_id,
@@ -34,10 +32,8 @@ OutboxMessage WriteBackPlan::comment(const TaskRow& task, const std::string& kin
 }
 
 OutboxMessage WriteBackPlan::state_move(const TaskRow& task, const std::string& state) const {
-  nlohmann::json j = {{"kind", write_kind::kState},
-                      {"project", task.project},
-                      {"work_item_id", task.work_item_id},
-                      {"state", state}};
+  nlohmann::json j = {
+      {"kind", write_kind::kState}, {"project", task.project}, {"work_item_id", task.work_item_id}, {"state", state}};
   return OutboxMessage{std::string(kChannelPlane), key_of(task, "state"), j.dump(), "plane:" + task.work_item_id,
                        task.id};
 }
@@ -76,9 +72,9 @@ std::vector<OutboxMessage> WriteBackPlan::for_transition(const TaskRow& before, 
                           "orch's reconciler recovered an event that never arrived: " + t.detail + ". " +
                               before.work_item_key + " moved from " + t.from + " to " + t.to + "."));
   if (rollback)
-    out.push_back(comment(before, "rolled_back",
-                          "orch moved " + before.work_item_key + " back from " + t.from + " to " + t.to + ": " +
-                              *t.rejection_reason));
+    out.push_back(comment(
+        before, "rolled_back",
+        "orch moved " + before.work_item_key + " back from " + t.from + " to " + t.to + ": " + *t.rejection_reason));
   if (done)
     out.push_back(comment(before, "done",
                           before.pr_number
@@ -91,8 +87,8 @@ std::vector<OutboxMessage> WriteBackPlan::for_transition(const TaskRow& before, 
   } else if (const StageSpec* stage = pipeline_.stage(t.to); stage && !stage->plane_state.empty()) {
     out.push_back(state_move(before, stage->plane_state));
   }
-  if (auto status = done ? pipeline_status(before, "success", "done")
-                         : pipeline_status(before, "pending", "in " + t.to))
+  if (auto status =
+          done ? pipeline_status(before, "success", "done") : pipeline_status(before, "pending", "in " + t.to))
     out.push_back(std::move(*status));
   return out;
 }
@@ -104,11 +100,10 @@ std::vector<OutboxMessage> WriteBackPlan::agent_succeeded(const TaskRow& task, c
   const StageSpec* stage = pipeline_.stage(task.stage);
   if (!stage) return out;
   if (stage->gate && gate_is_human(*stage->gate))
-    out.push_back(comment(task, "analysis",
-                          "orch: the " + stage->agent + " agent finished " + task.stage + " of " +
-                              task.work_item_key + ".\n\n" + summary +
-                              "\n\nMove this work item to Approved to go on, or to Rejected to run " + task.stage +
-                              " again."));
+    out.push_back(comment(
+        task, "analysis",
+        "orch: the " + stage->agent + " agent finished " + task.stage + " of " + task.work_item_key + ".\n\n" +
+            summary + "\n\nMove this work item to Approved to go on, or to Rejected to run " + task.stage + " again."));
   if (stage->post_review && verdict && task.pr_number) {
     if (const ProjectSpec* project = config_.find_project(task.project)) {
       nlohmann::json j = {{"kind", write_kind::kReview},
@@ -141,8 +136,8 @@ std::vector<OutboxMessage> WriteBackPlan::ci_failed(const TaskRow& task, const s
                                                     const std::string& target_url) const {
   std::vector<OutboxMessage> out;
   if (!options_.enabled) return out;
-  std::string text = "CI is red on branch " + task.branch + " (" + sha.substr(0, 12) + "): " +
-                     (context.empty() ? std::string("a status") : context) + " reported " + state + ".";
+  std::string text = "CI is red on branch " + task.branch + " (" + sha.substr(0, 12) +
+                     "): " + (context.empty() ? std::string("a status") : context) + " reported " + state + ".";
   if (!target_url.empty()) text += " Details: " + target_url;
   // One comment per failing head in a visit: a second red context on the same commit says nothing new.
   out.push_back(comment(task, "ci_red:" + sha.substr(0, 12), text));

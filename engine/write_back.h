@@ -23,9 +23,9 @@
 namespace orch {
 
 struct WriteBackOptions {
-  bool enabled = true;          // [plane] write_back / ORCH_PLANE_WRITE_BACK: false = no Plane or Gitea writes at all
-  std::string public_url;       // orch's own address for people (links to /queue); "" = no link
-  std::string gitea_base_url;   // for pull-request links
+  bool enabled = true;         // [plane] write_back / ORCH_PLANE_WRITE_BACK: false = no Plane or Gitea writes at all
+  std::string public_url;      // orch's own address for people (links to /queue); "" = no link
+  std::string gitea_base_url;  // for pull-request links
 };
 
 // The Gitea commit status orch keeps on a task's pull request head.
@@ -36,7 +36,7 @@ namespace write_kind {
 inline constexpr const char* kComment = "comment";  // plane: project, work_item_id, text
 inline constexpr const char* kState = "state";      // plane: project, work_item_id, state (a name)
 inline constexpr const char* kReview = "review";    // gitea: repo, pr, event, body
-inline constexpr const char* kStatus = "status";    // gitea: repo, branch, sha (fallback), state, description, target_url
+inline constexpr const char* kStatus = "status";  // gitea: repo, branch, sha (fallback), state, description, target_url
 }  // namespace write_kind
 
 class WriteBackPlan final : public TransitionEffects {

@@ -56,10 +56,10 @@ class WriteGate {
   const Timing timing_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool held_ = false;                  // guarded by mu_
-  int acknowledging_waiting_ = 0;      // guarded by mu_
-  int normal_waiting_ = 0;             // guarded by mu_
-  int overdue_waiting_ = 0;            // guarded by mu_: kNormal writers past max_yield; they go before anyone
+  bool held_ = false;                         // guarded by mu_
+  int acknowledging_waiting_ = 0;             // guarded by mu_
+  int normal_waiting_ = 0;                    // guarded by mu_
+  int overdue_waiting_ = 0;                   // guarded by mu_: kNormal writers past max_yield; they go before anyone
   SteadyClock::time_point reserved_until_{};  // guarded by mu_: after an acknowledging write, for the next one
 };
 

@@ -285,8 +285,8 @@ Status GitWorkspaces::catch_up_worktree(const ProjectSpec& project, const TaskRo
   if (!lock.held()) return unavailable("git: cannot lock the clone of " + project.name);
   const std::string remote_ref = "refs/remotes/origin/" + task.branch;
   // Only this branch: a fetch of the whole remote per job would grow with the number of branches.
-  auto fetched = exec({"fetch", "--quiet", "origin", "+refs/heads/" + task.branch + ":" + remote_ref}, clone,
-                      clone_url(project));
+  auto fetched =
+      exec({"fetch", "--quiet", "origin", "+refs/heads/" + task.branch + ":" + remote_ref}, clone, clone_url(project));
   if (!fetched.ok()) return fetched.status();
   if (fetched.value().exit_code != 0) {
     auto listed = exec({"ls-remote", "--exit-code", "origin", "refs/heads/" + task.branch}, clone, clone_url(project));

@@ -73,8 +73,8 @@ Result<std::string> GiteaClient::repo_path(const std::string& repo) const {
 }
 
 HttpRequest GiteaClient::request(std::string method, std::string target, const nlohmann::json* body) const {
-  HttpRequest r = body ? HttpRequest::json(std::move(method), std::move(target), *body)
-                       : HttpRequest::get(std::move(target));
+  HttpRequest r =
+      body ? HttpRequest::json(std::move(method), std::move(target), *body) : HttpRequest::get(std::move(target));
   r.headers.push_back({"Authorization", "token " + token_.reveal()});
   return r;
 }
@@ -127,12 +127,12 @@ Result<bool> GiteaClient::has_review_containing(const std::string& repo, std::in
   auto base = repo_path(repo);
   if (!base.ok()) return base.status();
   bool found = false;
-  Status s = list_pages(base.value() + "/pulls/" + std::to_string(pr) + "/reviews",
-                        "gitea: reviews of " + repo + "#" + std::to_string(pr), options_.max_pages,
-                        [&](const json& review) {
-                          found = str_or_empty(review, "body").find(needle) != std::string::npos;
-                          return !found;
-                        });
+  Status s =
+      list_pages(base.value() + "/pulls/" + std::to_string(pr) + "/reviews",
+                 "gitea: reviews of " + repo + "#" + std::to_string(pr), options_.max_pages, [&](const json& review) {
+                   found = str_or_empty(review, "body").find(needle) != std::string::npos;
+                   return !found;
+                 });
   if (!s.ok()) return s;
   return found;
 }
@@ -145,7 +145,8 @@ Result<std::string> GiteaClient::branch_head(const std::string& repo, const std:
   if (!r.ok()) return r.status();
   auto j = parse_json_body(r.value(), "gitea: branch " + repo + ":" + branch);
   if (!j.ok()) return j.status();
-  std::string sha = j.value().is_object() && j.value().contains("commit") ? str_or_empty(j.value()["commit"], "id") : "";
+  std::string sha =
+      j.value().is_object() && j.value().contains("commit") ? str_or_empty(j.value()["commit"], "id") : "";
   if (sha.empty()) return unavailable("gitea: branch " + repo + ":" + branch + ": malformed answer: no commit.id");
   return sha;
 }
@@ -207,22 +208,22 @@ Result<bool> GiteaClient::pull_request_approved(const std::string& repo, std::in
   // Reviews come oldest first, so a reviewer's later review overwrites the earlier one. A review request or a
   // pending draft is not a verdict, and neither is a plain COMMENT review: Gitea keeps a reviewer's approval
   // or change request standing across their later comments.
-  Status s = list_pages(base.value() + "/pulls/" + std::to_string(number) + "/reviews",
-                        "gitea: reviews of " + repo + "#" + std::to_string(number), options_.max_pages,
-                        [&](const json& review) {
-                          std::string state = str_or_empty(review, "state");
-                          if (state != "APPROVED" && state != "REQUEST_CHANGES") return true;
-                          const json* user = review.contains("user") ? &review["user"] : nullptr;
-                          if (!user || !user->is_object()) return true;  // a team review request
-                          std::string who = user->contains("id") ? (*user)["id"].dump() : str_or_empty(*user, "login");
-                          auto flag = [&](const char* key, bool absent) {
-                            auto it = review.find(key);
-                            return it != review.end() && it->is_boolean() ? it->get<bool>() : absent;
-                          };
-                          // An absent `official` reads as not official: only an explicit true may approve.
-                          by_user[who] = {state, flag("dismissed", false), flag("stale", false), flag("official", false)};
-                          return true;
-                        });
+  Status s = list_pages(
+      base.value() + "/pulls/" + std::to_string(number) + "/reviews",
+      "gitea: reviews of " + repo + "#" + std::to_string(number), options_.max_pages, [&](const json& review) {
+        std::string state = str_or_empty(review, "state");
+        if (state != "APPROVED" && state != "REQUEST_CHANGES") return true;
+        const json* user = review.contains("user") ? &review["user"] : nullptr;
+        if (!user || !user->is_object()) return true;  // a team review request
+        std::string who = user->contains("id") ? (*user)["id"].dump() : str_or_empty(*user, "login");
+        auto flag = [&](const char* key, bool absent) {
+          auto it = review.find(key);
+          return it != review.end() && it->is_boolean() ? it->get<bool>() : absent;
+        };
+        // An absent `official` reads as not official: only an explicit true may approve.
+        by_user[who] = {state, flag("dismissed", false), flag("stale", false), flag("official", false)};
+        return true;
+      });
   if (!s.ok()) return s;
   bool approved = false;
   for (const auto& [who, latest] : by_user) {

@@ -1,6 +1,6 @@
-// integrations/gitea_client.h: GiteaClient implements CodeHost over Gitea's REST API v1 (docs/wire-formats.md §2.4-2.6).
-// It computes the combined CI state itself from the per-context statuses (the server's own combination covers one
-// page only, and changed across versions), and adopts an existing open PR when creating one answers 409.
+// integrations/gitea_client.h: GiteaClient implements CodeHost over Gitea's REST API v1 (docs/wire-formats.md
+// §2.4-2.6). It computes the combined CI state itself from the per-context statuses (the server's own combination
+// covers one page only, and changed across versions), and adopts an existing open PR when creating one answers 409.
 // Thread-safe: stateless beyond the thread-safe HttpClient.
 #pragma once
 
@@ -13,9 +13,9 @@
 namespace orch {
 
 struct GiteaClientOptions {
-  int limit = 50;                   // Gitea's MAX_RESPONSE_ITEMS default: a larger limit is silently capped
-  int max_pages = 200;              // guards every paged listing
-  int closed_search_max_pages = 20; // how far back pull_request_for_branch looks for a closed / merged PR
+  int limit = 50;                    // Gitea's MAX_RESPONSE_ITEMS default: a larger limit is silently capped
+  int max_pages = 200;               // guards every paged listing
+  int closed_search_max_pages = 20;  // how far back pull_request_for_branch looks for a closed / merged PR
   // [gitea] official_reviews_only: only reviews Gitea marks official (those counting toward its required
   // approvals) can approve. A stale approval (commits pushed after it) never approves, whatever this says.
   bool official_reviews_only = true;

@@ -26,8 +26,7 @@ void ensure_curl_initialised() {
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
-      return false;
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
   return true;
 }
 
@@ -63,8 +62,7 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
     return len;
   }
   auto colon = line.find(':');
-  if (colon != std::string_view::npos)
-    headers->push_back({trim(line.substr(0, colon)), trim(line.substr(colon + 1))});
+  if (colon != std::string_view::npos) headers->push_back({trim(line.substr(0, colon)), trim(line.substr(colon + 1))});
   return len;
 }
 
@@ -85,10 +83,8 @@ bool transient(CURLcode c) {
     case CURLE_PARTIAL_FILE:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-      return true;
-    default:
-      return false;
+    case CURLE_HTTP2_STREAM: return true;
+    default: return false;
   }
 }
 
@@ -286,9 +282,10 @@ Status HttpClient::pace(const std::string& what, Millis& paced) {
   for (;;) {
     const Millis wait = options_.pacer->before_request(clock_.now(), options_.pacer_reserve);
     if (wait <= Millis(0)) return {};
-    log_.info("{}: the server's rate-limit allowance is used up (or down to this client's reserve); pausing {} ms "
-              "until its window resets",
-              what, wait.count());
+    log_.info(
+        "{}: the server's rate-limit allowance is used up (or down to this client's reserve); pausing {} ms "
+        "until its window resets",
+        what, wait.count());
     if (!sleeper_.sleep_for(wait)) return unavailable(what + ": not sent: shutting down");
     paced += wait;
   }
@@ -361,14 +358,12 @@ Result<HttpResponse> HttpClient::send(const HttpRequest& request) {
     auto spent = std::chrono::duration_cast<Millis>(clock_.now() - started) - paced;
     if (spent + wait > options_.retry_budget) {
       std::string msg = what + " " + last_failure + "; next retry in " + std::to_string(wait.count()) +
-                        " ms would exceed the retry budget of " + std::to_string(options_.retry_budget.count()) +
-                        " ms";
+                        " ms would exceed the retry budget of " + std::to_string(options_.retry_budget.count()) + " ms";
       if (a.curl == CURLE_OK && request.any_status) return std::move(a.response);
       return unavailable(msg);
     }
     log_.warn("{} {}; attempt {}/{}, retrying in {} ms", what, last_failure, attempt, max_attempts, wait.count());
-    if (!sleeper_.sleep_for(wait))
-      return unavailable(what + " " + last_failure + "; not retried: shutting down");
+    if (!sleeper_.sleep_for(wait)) return unavailable(what + " " + last_failure + "; not retried: shutting down");
   }
 }
 

@@ -58,9 +58,9 @@ struct HttpHeader {
 
 struct HttpRequest {
   std::string method = "GET";
-  std::string target;                // path and query relative to the base URL, e.g. "/api/v1/version"
-  std::vector<HttpHeader> headers;   // may carry credentials: never logged, never put in a message
-  std::string body;                  // sent with Content-Type: application/json unless a header says otherwise
+  std::string target;               // path and query relative to the base URL, e.g. "/api/v1/version"
+  std::vector<HttpHeader> headers;  // may carry credentials: never logged, never put in a message
+  std::string body;                 // sent with Content-Type: application/json unless a header says otherwise
   // Shown instead of the path in messages and logs when the path itself holds a secret (Telegram's /bot<token>/).
   std::string log_target;
   // A non-idempotent call (a POST creating a comment) is retried only when it surely was not processed:
@@ -83,18 +83,18 @@ struct HttpResponse {
 };
 
 struct HttpClientOptions {
-  std::string name = "http";              // prefixes log lines and messages: "plane", "gitea", "telegram"
-  std::string base_url;                    // "https://plane.example.com"; a trailing slash is ignored
+  std::string name = "http";  // prefixes log lines and messages: "plane", "gitea", "telegram"
+  std::string base_url;       // "https://plane.example.com"; a trailing slash is ignored
   Millis connect_timeout{5000};
-  Millis total_timeout{30000};             // one attempt, connect to last byte
-  std::string ca_file;                     // "" = the system trust store; TLS verification is always on
-  int max_attempts = 4;                    // 1 = no retries
-  Millis backoff_base{500};                // attempt n waits uniform[0, min(cap, base * 2^(n-1))]
+  Millis total_timeout{30000};  // one attempt, connect to last byte
+  std::string ca_file;          // "" = the system trust store; TLS verification is always on
+  int max_attempts = 4;         // 1 = no retries
+  Millis backoff_base{500};     // attempt n waits uniform[0, min(cap, base * 2^(n-1))]
   Millis backoff_cap{30000};
-  Millis retry_budget{60000};              // no retry once this much time has passed since the first attempt
+  Millis retry_budget{60000};  // no retry once this much time has passed since the first attempt
   std::size_t max_response_bytes = 32u << 20;
-  std::vector<Secret> redact;              // values replaced by "<redacted>" in every message and log line
-  int pool_size = 4;                       // easy handles kept for reuse (each keeps its connections alive)
+  std::vector<Secret> redact;  // values replaced by "<redacted>" in every message and log line
+  int pool_size = 4;           // easy handles kept for reuse (each keeps its connections alive)
   std::string user_agent = "orch/0.1";
   Telemetry* telemetry = &no_telemetry();  // told the outcome and duration of every attempt; never null
   // Asked before every attempt and told every answer: waits for the server's rate-limit window instead of running
@@ -137,7 +137,7 @@ class HttpClient {
   CURL* acquire();
   void release(CURL* handle);
   Millis jittered_backoff(int attempt);
-  Status pace(const std::string& what, Millis& paced);  // waits as options_.pacer says; kUnavailable if interrupted
+  Status pace(const std::string& what, Millis& paced);     // waits as options_.pacer says; kUnavailable if interrupted
   std::string describe(const HttpRequest& request) const;  // "GET /api/v1/x" with no query, redacted
 
   const HttpClientOptions options_;
@@ -148,7 +148,7 @@ class HttpClient {
   std::mutex pool_mu_;
   std::vector<CURL*> idle_;  // guarded by pool_mu_
   std::mutex rng_mu_;
-  std::mt19937_64 rng_;      // guarded by rng_mu_
+  std::mt19937_64 rng_;  // guarded by rng_mu_
 };
 
 // Percent-encodes everything but RFC 3986 unreserved characters; keep_slash leaves '/' alone (Gitea branch paths).

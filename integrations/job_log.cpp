@@ -67,8 +67,8 @@ void JobLog::finish(const std::string& footer) {
   finished_ = true;
   if (dropped_ > 0) {
     const std::size_t kept = std::min(tail_.size(), tail_keep_);
-    const std::string marker = "\n[orch: " + std::to_string(dropped_ - kept) +
-                               " bytes of output omitted here: the job log is capped]\n";
+    const std::string marker =
+        "\n[orch: " + std::to_string(dropped_ - kept) + " bytes of output omitted here: the job log is capped]\n";
     write_all(file_, marker.data(), marker.size());
     write_all(file_, tail_.data() + (tail_.size() - kept), kept);
     last_ = kept > 0 ? tail_.back() : '\n';

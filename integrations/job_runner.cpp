@@ -1,15 +1,15 @@
-// Why it is built this way: a claimed job is the worker's until it writes the job's final status; everything that can go wrong in
-// between becomes an attempt that failed (retried with exponential backoff up to the agent's max_attempts, then the
-// task is blocked and a notification enqueued), except what retrying cannot fix (no agent or project configured,
-// the program cannot start), which blocks at once. The task row decides whether the job still matters: a task that
-// moved to another stage or visit meanwhile abandons the job without a retry. Once the agent has exited 0, though,
-// its success stands: the calls that follow (push, open_pr, gate) are the job's steps (ADR 0010), persisted on the
-// job row before each is done, retried on their own backoff through the queue (the job keeps its attempt, so the
+// Why it is built this way: a claimed job is the worker's until it writes the job's final status; everything that can
+// go wrong in between becomes an attempt that failed (retried with exponential backoff up to the agent's max_attempts,
+// then the task is blocked and a notification enqueued), except what retrying cannot fix (no agent or project
+// configured, the program cannot start), which blocks at once. The task row decides whether the job still matters: a
+// task that moved to another stage or visit meanwhile abandons the job without a retry. Once the agent has exited 0,
+// though, its success stands: the calls that follow (push, open_pr, gate) are the job's steps (ADR 0010), persisted on
+// the job row before each is done, retried on their own backoff through the queue (the job keeps its attempt, so the
 // claim that takes it up again resumes the step instead of running the agent), and resumed after a restart.
 //
 // The agent is data-driven from the outside world, so it gets nothing of ours: a fresh environment (the ORCH_*
-// variables of docs/contracts.md, its agent's `env` table, a minimal PATH, HOME = the worktree), no file descriptors (the process
-// runner closes them), its own process group (a timeout kills everything it started), and the task's
+// variables of docs/contracts.md, its agent's `env` table, a minimal PATH, HOME = the worktree), no file descriptors
+// (the process runner closes them), its own process group (a timeout kills everything it started), and the task's
 // attacker-controlled text (title, description) only inside the JSON file named by ORCH_TASK_JSON.
 // What it may leave for us goes into ORCH_OUTPUT_DIR, emptied before each run; summary.md there is read by
 // job_summary, which trusts nothing about it (symlinks, fifos, size), and handed with the exit code to the
@@ -114,7 +114,8 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
 
   auto worktree = deps_.git.ensure_worktree(*project, task);
   if (!worktree.ok())
-    return attempt_failed(job, "worktree: " + worktree.status().message, AttemptPolicy::retry_unless_invalid(worktree.status()));
+    return attempt_failed(job, "worktree: " + worktree.status().message,
+                          AttemptPolicy::retry_unless_invalid(worktree.status()));
   // The previous stage may have run on another replica (or a human pushed): start from the remote's branch.
   if (Status s = deps_.git.catch_up_worktree(*project, task); !s.ok())
     return attempt_failed(job, "worktree: " + s.message,
@@ -170,9 +171,9 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
       code.ok() && (code.value() == 0 || (stage->post_review && code.value() == kExitRequestChanges));
   {
     const AgentOutcome outcome = stop.stop_requested() || !moved_on.empty() ? AgentOutcome::kStopped
-                                 : !code.ok()          ? AgentOutcome::kError
-                                 : succeeded           ? AgentOutcome::kSucceeded
-                                                       : AgentOutcome::kFailed;
+                                 : !code.ok()                               ? AgentOutcome::kError
+                                 : succeeded                                ? AgentOutcome::kSucceeded
+                                                                            : AgentOutcome::kFailed;
     options_.telemetry->agent_run(agent->name, job.stage, outcome,
                                   std::chrono::duration<double>(Steady::now() - agent_started).count());
   }
@@ -254,7 +255,8 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
       auto head = deps_.git.branch_head(project, task.branch);
       if (head.ok()) {
         // The sha -> branch map lets a CI status event (which names no branch) find this task.
-        if (Status s = deps_.store.record_branch_head(project.gitea_repo, task.branch, head.value(), deps_.clock.now()); !s.ok())
+        if (Status s = deps_.store.record_branch_head(project.gitea_repo, task.branch, head.value(), deps_.clock.now());
+            !s.ok())
           deps_.log.warn("jobs: cannot record the head of {}: {}", task.branch, s.to_string());
         TaskFacts facts;
         facts.head_sha = head.value();
@@ -277,8 +279,8 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
       if (!pr) {
         std::string title = task.work_item_key + ": " + task.title;
         if (title.size() > kMaxPrTitle) title.resize(kMaxPrTitle);
-        auto created = deps_.code_host.create_pull_request(project.gitea_repo, task.branch, project.default_branch, title,
-                                                      "Opened by orch for " + task.work_item_key + ".");
+        auto created = deps_.code_host.create_pull_request(project.gitea_repo, task.branch, project.default_branch,
+                                                           title, "Opened by orch for " + task.work_item_key + ".");
         if (!created.ok()) return step_failed(job, task, step, tries, created.status());
         pr = created.value();
       }
@@ -303,12 +305,12 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
         // Not a failure of the job: the reconciler evaluates the gate again once the task is idle.
         if (advanced.status().code != Code::kConflict)
           deps_.log.warn("jobs: {} succeeded for {}, gate not evaluated: {}", agent.name, task.work_item_key,
-                    advanced.status().to_string());
+                         advanced.status().to_string());
         return {JobOutcome::kSucceeded, advanced.status().message};
       }
       if (!advanced.value().advanced)
         deps_.log.info("jobs: {} succeeded for {} in {}; waiting: {}", agent.name, task.work_item_key, job.stage,
-                  advanced.value().gate.why);
+                       advanced.value().gate.why);
       return {JobOutcome::kSucceeded, advanced.value().gate.why};
     }
   }
@@ -329,7 +331,7 @@ JobResult JobRunner::step_failed(const JobRow& job, const TaskRow& task, const s
     // The job stays running with its step recorded: the sweeper's heartbeat rule fails it in the end.
     if (!w.ok()) deps_.log.warn("jobs: cannot queue step {} of job {} again: {}", step, job.id, w.to_string());
     deps_.log.info("jobs: step {} of job {} failed (try {} of {}): {}; again in {}s", step, job.id, failed, budget,
-              s.message, wait.count());
+                   s.message, wait.count());
     return {JobOutcome::kStepRetrying, error};
   }
   if (Status w = deps_.store.fail_job_step(job.id, error, std::nullopt, now); !w.ok() && w.code != Code::kConflict)
@@ -340,7 +342,8 @@ JobResult JobRunner::step_failed(const JobRow& job, const TaskRow& task, const s
     deps_.log.warn("jobs: job {} failed in step {} after {} tries: {}", job.id, step, failed, s.message);
     return {JobOutcome::kAbandoned, error};
   }
-  return deps_.attempts.block(job, task, "step " + step + " failed " + std::to_string(failed) + " time(s): " + s.message);
+  return deps_.attempts.block(job, task,
+                              "step " + step + " failed " + std::to_string(failed) + " time(s): " + s.message);
 }
 
 Status JobRunner::write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree) {

@@ -34,7 +34,11 @@
 namespace orch {
 
 // What an agent's successful run produced, for those who report it (write-back, docs/adr/0013).
-struct AgentResult { int exit_code = 0; std::string summary; std::optional<std::string> verdict; };  // verdict:
+struct AgentResult {
+  int exit_code = 0;
+  std::string summary;
+  std::optional<std::string> verdict;
+};  // verdict:
 //   "APPROVED" (exit 0) / "REQUEST_CHANGES" (exit 3) on a post_review stage, nullopt elsewhere
 struct JobReporter {
   virtual ~JobReporter() = default;
@@ -76,7 +80,7 @@ struct WorkerOptions {
   // replica's workers by their pid.
   std::string replica_id;
   WriteBack* write_back = &WriteBack::off();  // says in Plane and on the PR that a PR was opened; never null
-  JobReporter* reporter = &no_reporter();      // told of each successful agent run with its summary; never null
+  JobReporter* reporter = &no_reporter();     // told of each successful agent run with its summary; never null
 };
 
 // The config's [jobs] table as worker options: its worker count, and a heartbeat a tenth of the stale threshold

@@ -8,8 +8,8 @@
 
 namespace orch {
 
-OutboxDrainer::OutboxDrainer(OutboxStore& store, NotificationSender& sender, const Clock& clock,
-                             spdlog::logger& log, OutboxOptions options)
+OutboxDrainer::OutboxDrainer(OutboxStore& store, NotificationSender& sender, const Clock& clock, spdlog::logger& log,
+                             OutboxOptions options)
     : store_(store), sender_(sender), clock_(clock), log_(log), options_(options) {}
 
 Seconds OutboxDrainer::backoff(int attempts) const {
@@ -67,8 +67,7 @@ int OutboxDrainer::drain_once() {
     if (!written.ok()) {
       // The row stays claimed until its lease lapses, so a message that did go out will go out again then:
       // unavoidable without a two-phase send, and rare (the store failed between two statements).
-      log_.warn("outbox: cannot record the outcome of {} message {}: {}", options_.channel, n_row.id,
-                written.message);
+      log_.warn("outbox: cannot record the outcome of {} message {}: {}", options_.channel, n_row.id, written.message);
       return sent;
     }
     if (!r.status.ok() && r.status.code == Code::kUnavailable) return sent;

@@ -32,9 +32,9 @@ struct NotificationSender {
 };
 
 struct OutboxOptions {
-  int batch = 50;                                   // rows sent at most per drain_once()
-  int max_attempts = 50;                            // then failed; with the cap below, about 8 hours of outage
-  Seconds backoff_base{5};                          // attempt n waits min(cap, base * 2^(n-1))
+  int batch = 50;           // rows sent at most per drain_once()
+  int max_attempts = 50;    // then failed; with the cap below, about 8 hours of outage
+  Seconds backoff_base{5};  // attempt n waits min(cap, base * 2^(n-1))
   Seconds backoff_cap{std::chrono::minutes(10)};
   // A claimed row is ours for this long: if the drainer dies before recording the outcome, it comes due again then.
   Millis claim_lease{std::chrono::minutes(2)};

@@ -52,13 +52,16 @@ Result<WorkItem> parse_plane_work_item(const json& j) {
   w.id = str_or_empty(j, "id");
   if (w.id.empty()) return invalid("plane work item without an id");
   w.project_id = str_or_empty(j, "project");
-  if (auto it = j.find("sequence_id"); it != j.end() && it->is_number_integer()) w.sequence_id = it->get<std::int64_t>();
+  if (auto it = j.find("sequence_id"); it != j.end() && it->is_number_integer())
+    w.sequence_id = it->get<std::int64_t>();
   w.name = str_or_empty(j, "name");
   w.description = str_or_empty(j, "description_stripped");
   if (w.description.empty()) w.description = str_or_empty(j, "description_html");
   if (auto it = j.find("state"); it != j.end()) {
-    if (it->is_string()) w.state_id = it->get<std::string>();
-    else if (it->is_object()) w.state_id = str_or_empty(*it, "id");  // ?expand=state, or a webhook's data
+    if (it->is_string())
+      w.state_id = it->get<std::string>();
+    else if (it->is_object())
+      w.state_id = str_or_empty(*it, "id");  // ?expand=state, or a webhook's data
   }
   std::string updated = str_or_empty(j, "updated_at");
   if (!updated.empty()) w.updated_at = parse_rfc3339(updated);
@@ -74,8 +77,8 @@ std::string PlaneClient::project_path(const ProjectSpec& project) const {
 }
 
 HttpRequest PlaneClient::request(std::string method, std::string target, const nlohmann::json* body) const {
-  HttpRequest r = body ? HttpRequest::json(std::move(method), std::move(target), *body)
-                       : HttpRequest::get(std::move(target));
+  HttpRequest r =
+      body ? HttpRequest::json(std::move(method), std::move(target), *body) : HttpRequest::get(std::move(target));
   r.headers.push_back({"X-API-Key", api_key_.reveal()});
   return r;
 }
@@ -257,10 +260,9 @@ Result<std::string> PlaneClient::current_user_id() {
   const HttpResponse& res = r.value();
   const std::string what = "plane: GET /api/v1/users/me/";
   if (res.status == 401 || res.status == 403)
-    return invalid(what + ": the API key was refused (" + std::to_string(res.status) + "): " +
-                   http_.redact(res.body.substr(0, 200)));
-  if (res.status == 429 || res.status >= 500)
-    return unavailable(what + " answered " + std::to_string(res.status));
+    return invalid(what + ": the API key was refused (" + std::to_string(res.status) +
+                   "): " + http_.redact(res.body.substr(0, 200)));
+  if (res.status == 429 || res.status >= 500) return unavailable(what + " answered " + std::to_string(res.status));
   if (res.status < 200 || res.status >= 300) return invalid(what + " answered " + std::to_string(res.status));
   auto j = parse_json_body(res, what);
   if (!j.ok()) return invalid(j.status().message);
@@ -269,8 +271,8 @@ Result<std::string> PlaneClient::current_user_id() {
   return id;
 }
 
-Status PlaneClient::add_comment(const ProjectSpec& project, const std::string& work_item_id,
-                                const std::string& html, const std::string& external_id) {
+Status PlaneClient::add_comment(const ProjectSpec& project, const std::string& work_item_id, const std::string& html,
+                                const std::string& external_id) {
   json body = {{"comment_html", html}};
   if (!external_id.empty()) {
     body["external_source"] = kCommentSource;

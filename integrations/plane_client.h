@@ -66,9 +66,9 @@ class PlaneClient final : public Tracker {
   const Secret api_key_;
   const PlaneClientOptions options_;
   std::mutex mu_;
-  std::map<std::string, StateIds> states_;       // by project path; guarded by mu_
+  std::map<std::string, StateIds> states_;                                 // by project path; guarded by mu_
   std::map<std::string, std::map<std::string, std::string>> state_names_;  // by project path; guarded by mu_
-  std::map<std::string, std::string> identifiers_;  // by project path; guarded by mu_
+  std::map<std::string, std::string> identifiers_;                         // by project path; guarded by mu_
   std::atomic<std::int64_t> pages_fetched_{0};
 };
 

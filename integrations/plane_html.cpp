@@ -25,8 +25,8 @@ bool url_char(char c) {
   // RFC 3986's unreserved, reserved and '%'; a URL ends at whitespace, quotes and angle brackets.
   const auto u = static_cast<unsigned char>(c);
   if (u <= 0x20 || u >= 0x7f) return false;
-  return c != '"' && c != '<' && c != '>' && c != '\'' && c != '`' && c != '{' && c != '}' && c != '|' &&
-         c != '\\' && c != '^';
+  return c != '"' && c != '<' && c != '>' && c != '\'' && c != '`' && c != '{' && c != '}' && c != '|' && c != '\\' &&
+         c != '^';
 }
 
 // One line of text: escaped, with bare http(s) URLs linked. Trailing punctuation stays outside the link.

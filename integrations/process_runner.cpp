@@ -1,8 +1,9 @@
 // DESIGN: the child is spawned as the leader of a new process group, so one kill(-pgid) reaches everything it
 // started. We wait on a pidfd (and an eventfd for stop requests) with poll(), which wakes on exit, on the next
 // heartbeat or at the deadline, whichever is first: no sleeping loop. With an output sink the same poll() drains the
-// command's output pipe, so the thread that waits is the one that pumps its output. The leader is detected with the pidfd but
-// reaped only after its group has been killed, so the group id cannot be reused by an unrelated process in between.
+// command's output pipe, so the thread that waits is the one that pumps its output. The leader is detected with the
+// pidfd but reaped only after its group has been killed, so the group id cannot be reused by an unrelated process in
+// between.
 #include "integrations/process_runner.h"
 
 #include <errno.h>
@@ -85,8 +86,8 @@ struct OutputPipe {
 // `beat` is called every `interval` meanwhile; `out` (optional) is drained as it fills. Without pidfd support
 // (Linux < 5.3) it polls every 10 ms.
 enum class Woke { kExited, kDeadline, kStopped };
-Woke wait_for_exit(pid_t pid, int pidfd, int stopfd, std::optional<Steady::time_point> deadline,
-                   Millis interval, const std::function<void()>& beat, OutputPipe* out = nullptr) {
+Woke wait_for_exit(pid_t pid, int pidfd, int stopfd, std::optional<Steady::time_point> deadline, Millis interval,
+                   const std::function<void()>& beat, OutputPipe* out = nullptr) {
   auto next_beat = Steady::now() + interval;
   while (true) {
     auto now = Steady::now();
@@ -100,8 +101,8 @@ Woke wait_for_exit(pid_t pid, int pidfd, int stopfd, std::optional<Steady::time_
     if (beat && interval.count() > 0) until = std::min(until, next_beat);
     int timeout_ms = -1;
     if (until != Steady::time_point::max())
-      timeout_ms = static_cast<int>(
-          std::clamp<long long>(std::chrono::ceil<Millis>(until - Steady::now()).count(), 0, 1 << 30));
+      timeout_ms =
+          static_cast<int>(std::clamp<long long>(std::chrono::ceil<Millis>(until - Steady::now()).count(), 0, 1 << 30));
     if (pidfd < 0) timeout_ms = timeout_ms < 0 ? 10 : std::min(timeout_ms, 10);
     pollfd fds[3] = {{pidfd, POLLIN, 0}, {stopfd, POLLIN, 0}, {out ? out->fd : -1, POLLIN, 0}};
     int n = poll(fds, 3, timeout_ms);
@@ -208,8 +209,8 @@ Result<int> ProcessRunner::run(const ProcessSpec& spec) {
   posix_spawnattr_destroy(&attr);
   if (write_end >= 0) close(write_end);  // the child has its copy; ours would keep the pipe from ever ending
   if (err != 0)
-    return invalid("process: cannot start '" + name + "'" + (spec.cwd.empty() ? "" : " in '" + spec.cwd + "'") +
-                   ": " + errno_text(err));
+    return invalid("process: cannot start '" + name + "'" + (spec.cwd.empty() ? "" : " in '" + spec.cwd + "'") + ": " +
+                   errno_text(err));
   if (spec.on_start) spec.on_start(pid);
 
   Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
@@ -226,9 +227,7 @@ Result<int> ProcessRunner::run(const ProcessSpec& spec) {
 
   std::string killed_why;
   if (woke != Woke::kExited) {
-    killed_why = woke == Woke::kStopped
-                     ? "stopped"
-                     : "timed out after " + std::to_string(spec.timeout.count()) + " ms";
+    killed_why = woke == Woke::kStopped ? "stopped" : "timed out after " + std::to_string(spec.timeout.count()) + " ms";
     kill(-pid, SIGTERM);
     wait_for_exit(pid, pidfd.get(), -1, Steady::now() + spec.kill_grace, Millis(0), nullptr,
                   spec.on_output ? &out : nullptr);

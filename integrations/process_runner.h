@@ -20,21 +20,21 @@
 namespace orch {
 
 struct ProcessSpec {
-  std::vector<std::string> argv;                 // argv[0] without a '/' is looked up on PATH
-  std::string cwd;                               // "" = orch's own working directory
-  std::optional<std::vector<std::string>> env;   // "K=V" entries, exactly these; nullopt = inherit orch's
-  std::string log_path;                          // stdout and stderr appended here; "" = /dev/null
+  std::vector<std::string> argv;                // argv[0] without a '/' is looked up on PATH
+  std::string cwd;                              // "" = orch's own working directory
+  std::optional<std::vector<std::string>> env;  // "K=V" entries, exactly these; nullopt = inherit orch's
+  std::string log_path;                         // stdout and stderr appended here; "" = /dev/null
   // Set: stdout and stderr go through a pipe to this function instead of log_path. It is called on the thread that
   // runs the command, while it waits (no thread of its own). After the group is gone, what the pipe still holds is
   // read for at most output_drain: a process that left the group (setsid) and kept the pipe open cannot hold us.
   std::function<void(std::string_view)> on_output;
   Millis output_drain{2000};
-  Millis timeout{0};                             // 0 = no timeout
-  Millis kill_grace{2000};                       // between SIGTERM and SIGKILL
-  Millis heartbeat_interval{0};                  // 0 = no heartbeat
-  std::function<void()> heartbeat;               // called every heartbeat_interval while the command runs
-  std::function<void(pid_t)> on_start;           // the child's pid, which is also its process group id
-  std::stop_token stop;                          // a stop request ends the command as a timeout does
+  Millis timeout{0};                    // 0 = no timeout
+  Millis kill_grace{2000};              // between SIGTERM and SIGKILL
+  Millis heartbeat_interval{0};         // 0 = no heartbeat
+  std::function<void()> heartbeat;      // called every heartbeat_interval while the command runs
+  std::function<void(pid_t)> on_start;  // the child's pid, which is also its process group id
+  std::stop_token stop;                 // a stop request ends the command as a timeout does
 };
 
 class ProcessRunner final : public CommandRunner {

@@ -53,7 +53,7 @@ void RatePacer::observe(const HttpResponse& response, TimePoint now) {
   auto reset = non_negative(response.header(options_.reset_header));
   // A Reset beyond the year 2200 is nonsense (and would overflow the time point): treated as absent.
   TimePoint clear = reset && *reset < (std::int64_t{1} << 33) ? TimePoint(Seconds(*reset)) + options_.margin
-                                                               : now + options_.max_pause;
+                                                              : now + options_.max_pause;
   window_clear_at_ = std::clamp(clear, now, now + options_.max_pause);
 }
 

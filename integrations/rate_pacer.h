@@ -53,7 +53,7 @@ class RatePacer {
   // our own count only covers requests since). A 429 with Retry-After closes the window for every caller until then.
   void observe(const HttpResponse& response, TimePoint now);
 
-  std::int64_t pauses() const;  // before_request calls that answered "wait": for tests and logs
+  std::int64_t pauses() const;                    // before_request calls that answered "wait": for tests and logs
   std::optional<std::int64_t> remaining() const;  // the allowance as last known; nullopt: unknown (no limit seen)
 
  private:

@@ -89,11 +89,11 @@ SendResult TelegramSender::send(const std::string& text) {
     const HttpResponse& resp = r.value();
     if (resp.status >= 200 && resp.status < 300) return {};
     json j = json::parse(resp.body, nullptr, false);
-    std::string description =
-        j.is_object() && j.contains("description") && j["description"].is_string() ? j["description"].get<std::string>()
-                                                                                   : "";
-    const json* params = j.is_object() && j.contains("parameters") && j["parameters"].is_object() ? &j["parameters"]
-                                                                                                  : nullptr;
+    std::string description = j.is_object() && j.contains("description") && j["description"].is_string()
+                                  ? j["description"].get<std::string>()
+                                  : "";
+    const json* params =
+        j.is_object() && j.contains("parameters") && j["parameters"].is_object() ? &j["parameters"] : nullptr;
     std::string what = "telegram: sendMessage answered " + std::to_string(resp.status) +
                        (description.empty() ? "" : ": " + http_.redact(description));
     if (resp.status == 429) {

@@ -74,13 +74,14 @@ RecoveryReport recover_interrupted_jobs(JobStore& jobs, AttemptPolicy& attempts,
       }
       continue;
     }
-    JobResult r = attempts.attempt_failed(job, "interrupted: worker " + job.worker + " exited while it ran", AttemptPolicy::Retry::kNow);
+    JobResult r = attempts.attempt_failed(job, "interrupted: worker " + job.worker + " exited while it ran",
+                                          AttemptPolicy::Retry::kNow);
     if (r.outcome == JobOutcome::kRetrying) ++report.requeued;
     if (r.outcome == JobOutcome::kBlocked) ++report.blocked;
   }
   if (report.requeued + report.blocked > 0)
     log.info("jobs: start-up recovery: {} interrupted job(s) queued again, {} blocked", report.requeued,
-              report.blocked);
+             report.blocked);
   return report;
 }
 

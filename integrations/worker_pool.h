@@ -81,7 +81,7 @@ class WorkerPool final : public JobWaker {
   const WorktreeRemover remove_worktree_;
   std::mutex mu_;
   std::condition_variable_any cv_;
-  unsigned long pokes_ = 0;            // guarded by mu_: a generation, so one poke wakes every idle worker
+  unsigned long pokes_ = 0;                  // guarded by mu_: a generation, so one poke wakes every idle worker
   std::deque<TaskRow> worktrees_to_remove_;  // guarded by mu_
   // Guards the vectors below against running() and liveness() on other threads (the HTTP ones of /readyz) while
   // the owner starts or stops the pool. Not held by the workers, nor while joining them.

@@ -69,8 +69,8 @@ SendResult PlaneWriteSender::send_row(const NotificationRow& row) {
   if (!project) return send_result_of(invalid("project " + field(j.value(), "project") + " is not configured"));
   const std::string item = field(j.value(), "work_item_id");
   if (kind == write_kind::kComment)
-    return send_result_of(plane_.add_comment(*project, item, text_to_comment_html(field(j.value(), "text")),
-                                             row.dedup_key));
+    return send_result_of(
+        plane_.add_comment(*project, item, text_to_comment_html(field(j.value(), "text")), row.dedup_key));
   if (kind == write_kind::kState)
     return send_result_of(plane_.move_work_item_to_state(*project, item, field(j.value(), "state")));
   return send_result_of(invalid("unknown Plane write '" + kind + "'"));
@@ -102,8 +102,8 @@ SendResult GiteaWriteSender::send_row(const NotificationRow& row) {
       log_.warn("write-back: Gitea refused the {} review on {}#{} ({}); posting it as a comment", event, repo, pr,
                 s.message);
       s = reviewer_.create_review(repo, pr, "COMMENT",
-                               body + "\n\n(orch's verdict was " + event +
-                                   "; Gitea refused it: " + html_escape(s.message) + ")\n\n" + marker);
+                                  body + "\n\n(orch's verdict was " + event +
+                                      "; Gitea refused it: " + html_escape(s.message) + ")\n\n" + marker);
     }
     return send_result_of(s);
   }

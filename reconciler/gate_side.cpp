@@ -84,8 +84,7 @@ GateSideReport GateSide::run_once(bool dry_run, const std::function<bool()>& kee
     }
     std::size_t done = 0;
     for (const TaskRow& task : page.value()) {
-      if (report.evaluated >= cap || report.scanned >= max_scanned ||
-          unavailable_run >= kUnavailableRunToStop) {
+      if (report.evaluated >= cap || report.scanned >= max_scanned || unavailable_run >= kUnavailableRunToStop) {
         stop = true;
         break;
       }

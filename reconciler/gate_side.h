@@ -21,7 +21,8 @@ namespace orch {
 // The grace of a stage (Settings::grace_for in the app: override, else the stage's own, else the default).
 using GraceFn = std::function<Seconds(const std::string& stage)>;
 
-// A stage only a tracker verdict may move (human gates stay human: docs/design.md invariant 8): declared human, or its gate asks a human.
+// A stage only a tracker verdict may move (human gates stay human: docs/design.md invariant 8): declared human, or its
+// gate asks a human.
 bool is_human_stage(const StageSpec& stage);
 
 // One transition the reconciler made (or, in a dry run, would make): a lost event recovered.
@@ -30,10 +31,10 @@ struct Unblock {
   std::string work_item_key;  // e.g. SHOP-42
   std::string from;           // the stage it was stuck in ("created" for a start)
   std::string to;
-  int visit = 0;              // the task's visit after the transition: with task_id, names this one transition
-  std::string via;            // "gate" or "tracker"
-  std::string action;         // "advance", "start", "approve", "reject"
-  std::string why;            // the gate's reason or the tracker state
+  int visit = 0;       // the task's visit after the transition: with task_id, names this one transition
+  std::string via;     // "gate" or "tracker"
+  std::string action;  // "advance", "start", "approve", "reject"
+  std::string why;     // the gate's reason or the tracker state
 };
 
 // Told each transition the moment it is made (not in a dry run), so what it triggers (the unblock notification)
@@ -70,12 +71,12 @@ struct GateSideOptions {
 };
 
 struct GateSideReport {
-  int scanned = 0;      // idle rows read from the store
-  int evaluated = 0;    // gate pre-evaluations made
-  int red = 0;          // evaluated and red: silence
-  int skipped = 0;      // human stage, no gate, blocked, inside its grace, active job
-  int backing_off = 0;  // skipped because an earlier evaluation failed and its backoff has not run out
-  int failed = 0;       // evaluation or advance errors (each backs off)
+  int scanned = 0;                 // idle rows read from the store
+  int evaluated = 0;               // gate pre-evaluations made
+  int red = 0;                     // evaluated and red: silence
+  int skipped = 0;                 // human stage, no gate, blocked, inside its grace, active job
+  int backing_off = 0;             // skipped because an earlier evaluation failed and its backoff has not run out
+  int failed = 0;                  // evaluation or advance errors (each backs off)
   std::vector<Unblock> unblocked;  // advanced (dry run: would advance)
   std::string first_error;         // for the snapshot's last_error; "" when none
   bool interrupted = false;        // keep_going() said stop (leadership lost) before the pass was done

@@ -1,8 +1,8 @@
-// Why it is built this way: one pass = switches -> gate side -> tracker side -> sweeper -> what an operator sees. The sides decide and
-// act; this file only makes their unblocks visible (a log line, an outbox notification whose dedup key names the
-// one transition, so a repeated pass or a second process cannot double it) and keeps the snapshot that /queue and
-// `orch status` read. The switches are re-read from the settings table every pass, so `orch reconcile disable`
-// run against the same database takes effect on the server's next pass without a restart.
+// Why it is built this way: one pass = switches -> gate side -> tracker side -> sweeper -> what an operator sees. The
+// sides decide and act; this file only makes their unblocks visible (a log line, an outbox notification whose dedup key
+// names the one transition, so a repeated pass or a second process cannot double it) and keeps the snapshot that /queue
+// and `orch status` read. The switches are re-read from the settings table every pass, so `orch reconcile disable` run
+// against the same database takes effect on the server's next pass without a restart.
 #include "reconciler/reconciler.h"
 
 #include <exception>
@@ -20,10 +20,14 @@ std::vector<std::string> PassReport::lines(bool dry_run) const {
   std::vector<std::string> out;
   for (const Unblock& u : unblocked) {
     std::string verb;
-    if (u.action == "advance") verb = dry_run ? "would advance" : "advanced";
-    else if (u.action == "start") verb = dry_run ? "would start" : "started";
-    else if (u.action == "approve") verb = dry_run ? "would approve" : "approved";
-    else verb = dry_run ? "would reject" : "rejected";
+    if (u.action == "advance")
+      verb = dry_run ? "would advance" : "advanced";
+    else if (u.action == "start")
+      verb = dry_run ? "would start" : "started";
+    else if (u.action == "approve")
+      verb = dry_run ? "would approve" : "approved";
+    else
+      verb = dry_run ? "would reject" : "rejected";
     if (u.action == "advance")
       out.push_back(verb + " " + u.work_item_key + " from " + u.from + " to " + u.to + " (" + u.why + ") via " + u.via);
     else
@@ -32,8 +36,7 @@ std::vector<std::string> PassReport::lines(bool dry_run) const {
   return out;
 }
 
-ReconcilePass::ReconcilePass(ReconcileParts parts, const Clock& clock, spdlog::logger& log,
-                             ReconcileDefaults defaults)
+ReconcilePass::ReconcilePass(ReconcileParts parts, const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults)
     : parts_(parts), clock_(clock), log_(log), defaults_(defaults) {}
 
 bool ReconcilePass::read_switch(const char* key, bool fallback, bool& ok) {
@@ -78,7 +81,8 @@ PassReport ReconcilePass::run_once(PassOptions options) {
       note("inbox: " + counts.status().message);
     } else if (counts.value().pending > 0) {
       report.deferred_for_inbox = counts.value().pending;
-      log_.debug("reconciler: {} deliveries pending in the inbox; gate and tracker sides wait", report.deferred_for_inbox);
+      log_.debug("reconciler: {} deliveries pending in the inbox; gate and tracker sides wait",
+                 report.deferred_for_inbox);
     }
   }
   const bool sides = report.deferred_for_inbox == 0;
@@ -89,11 +93,11 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   if (!options.dry_run) on_unblock = [&](const Unblock& u) { report_unblock(u, clock_.now(), report); };
 
   if (sides) try {
-    report.gate = parts_.gate.run_once(options.dry_run, leading, on_unblock);
-  } catch (const std::exception& e) {
-    log_.warn("reconciler: gate side failed: {}", e.what());
-    note(std::string("gate side: ") + e.what());
-  }
+      report.gate = parts_.gate.run_once(options.dry_run, leading, on_unblock);
+    } catch (const std::exception& e) {
+      log_.warn("reconciler: gate side failed: {}", e.what());
+      note(std::string("gate side: ") + e.what());
+    }
   note(report.gate.first_error);
   for (const Unblock& u : report.gate.unblocked) report.unblocked.push_back(u);
 
@@ -137,12 +141,10 @@ void ReconcilePass::report_unblock(const Unblock& u, TimePoint now, PassReport& 
   if (!defaults_.notify_unblock) return;
   const std::string key = "unblock:" + std::to_string(u.task_id) + ":" + std::to_string(u.visit);
   // Plain text: the outbox stores it as is and the sender escapes it (integrations/telegram_notifier.h).
-  const std::string text =
-      u.work_item_key + " unblocked (lost webhook): " + u.from + " → " + u.to + " via " + u.via;
+  const std::string text = u.work_item_key + " unblocked (lost webhook): " + u.from + " → " + u.to + " via " + u.via;
   auto queued = parts_.outbox.enqueue_notification(key, text, now);
   if (!queued.ok()) {
-    log_.warn("reconciler: cannot queue the unblock notification for {}: {}", u.work_item_key,
-              queued.status().message);
+    log_.warn("reconciler: cannot queue the unblock notification for {}: {}", u.work_item_key, queued.status().message);
     if (report.error.empty()) report.error = "notification for " + u.work_item_key + ": " + queued.status().message;
   }
 }
@@ -156,8 +158,8 @@ std::optional<nlohmann::json> read_snapshot(SettingsStore& settings, spdlog::log
     log.warn("reconciler: cannot read the status snapshot: {}", previous.status().message);
     return std::nullopt;
   }
-  nlohmann::json old = previous.value() ? nlohmann::json::parse(*previous.value(), nullptr, false)
-                                        : nlohmann::json::object();
+  nlohmann::json old =
+      previous.value() ? nlohmann::json::parse(*previous.value(), nullptr, false) : nlohmann::json::object();
   return old.is_object() ? old : nlohmann::json::object();
 }
 

@@ -38,11 +38,11 @@ struct PassOptions {
 };
 
 struct PassReport {
-  bool enabled = false;        // the switches as this pass read them
+  bool enabled = false;  // the switches as this pass read them
   bool plane_enabled = false;
-  bool ran = false;            // false: switched off, not the leader, or the switches could not be read
-  bool leader = true;          // false: another replica leads, so this one did nothing
-  bool interrupted = false;    // this replica stopped leading during the pass: the rest was left to the next leader
+  bool ran = false;          // false: switched off, not the leader, or the switches could not be read
+  bool leader = true;        // false: another replica leads, so this one did nothing
+  bool interrupted = false;  // this replica stopped leading during the pass: the rest was left to the next leader
   GateSideReport gate;
   std::optional<TrackerSideReport> tracker;  // absent: switched off or no tracker side wired
   std::optional<SweepReport> sweep;          // absent: no sweeper wired, or a dry run

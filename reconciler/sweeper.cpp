@@ -1,7 +1,7 @@
-// Why it is built this way: the sweeper is the backstop for the worker. A worker that dies (crash, OOM kill, host reboot) leaves its
-// job `running` forever; the task then looks busy and the reconciler skips it. Failing such jobs makes the task
-// idle again, and the reconciler's gate side takes it from there. The rules are ordered: orphaned first (a dead
-// worker is the common case), then timed out (a live worker that failed to kill its agent), then expired queue
+// Why it is built this way: the sweeper is the backstop for the worker. A worker that dies (crash, OOM kill, host
+// reboot) leaves its job `running` forever; the task then looks busy and the reconciler skips it. Failing such jobs
+// makes the task idle again, and the reconciler's gate side takes it from there. The rules are ordered: orphaned first
+// (a dead worker is the common case), then timed out (a live worker that failed to kill its agent), then expired queue
 // entries. A job finished by its worker between our read and our write is left alone (finish_job's kConflict).
 #include "reconciler/sweeper.h"
 
@@ -55,8 +55,7 @@ SweepReport Sweeper::run_once() {
   return report;
 }
 
-void Sweeper::follow_up(const JobRow& job, const std::string& reason, AttemptPolicy::Retry retry,
-                        SweepReport& report) {
+void Sweeper::follow_up(const JobRow& job, const std::string& reason, AttemptPolicy::Retry retry, SweepReport& report) {
   try {
     const JobResult r = attempts_.attempt_failed(job, reason, retry);
     if (r.outcome == JobOutcome::kRetrying) ++report.retried;

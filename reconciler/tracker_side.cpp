@@ -32,8 +32,8 @@ struct TrackerSide::ProjectPass {
 };
 
 TrackerSide::TrackerSide(const std::vector<ProjectSpec>& projects, const Pipeline& pipeline, Tracker& tracker,
-                         Handlers& handlers, TaskStore& tasks, JobStore& jobs, const Clock& clock,
-                         spdlog::logger& log, GraceFn grace, TrackerSideOptions options)
+                         Handlers& handlers, TaskStore& tasks, JobStore& jobs, const Clock& clock, spdlog::logger& log,
+                         GraceFn grace, TrackerSideOptions options)
     : projects_(projects),
       pipeline_(pipeline),
       tracker_(tracker),
@@ -109,33 +109,34 @@ Status TrackerSide::reconcile_project(const ProjectSpec& project, TimePoint now,
               (options_.full_sweep_every_passes > 0 && since_full + 1 >= options_.full_sweep_every_passes);
   if (!pass.full) pass.stop_before = *old->tracker_horizon - reach;
 
-  Status listed = tracker_.list_work_items(project, /*newest_first=*/true, [&](const WorkItem& item, TrackerState state) {
-    if (stopping()) {
-      pass.interrupted = true;
-      return false;
-    }
-    if (!pass.full && pass.visited >= options_.max_items_per_project) {
-      pass.budget_hit = true;
-      return false;
-    }
-    if (pass.stop_before && item.updated_at && *item.updated_at < *pass.stop_before) return false;  // horizon
-    ++pass.visited;
-    ++report.visited;
-    if (item.updated_at && (!pass.newest || *item.updated_at > *pass.newest)) pass.newest = item.updated_at;
-    try {
-      return reconcile_item(project, item, state, now, dry_run, pass, report);
-    } catch (const std::exception& e) {  // one item, not the project
-      ++report.failed;
-      pass.defer(item);
-      log_.warn("tracker side: {} work item {} skipped: {}", project.name, item.id, e.what());
-      if (report.first_error.empty()) report.first_error = "tracker side: work item " + item.id + ": " + e.what();
-      return true;
-    }
-  });
+  Status listed =
+      tracker_.list_work_items(project, /*newest_first=*/true, [&](const WorkItem& item, TrackerState state) {
+        if (stopping()) {
+          pass.interrupted = true;
+          return false;
+        }
+        if (!pass.full && pass.visited >= options_.max_items_per_project) {
+          pass.budget_hit = true;
+          return false;
+        }
+        if (pass.stop_before && item.updated_at && *item.updated_at < *pass.stop_before) return false;  // horizon
+        ++pass.visited;
+        ++report.visited;
+        if (item.updated_at && (!pass.newest || *item.updated_at > *pass.newest)) pass.newest = item.updated_at;
+        try {
+          return reconcile_item(project, item, state, now, dry_run, pass, report);
+        } catch (const std::exception& e) {  // one item, not the project
+          ++report.failed;
+          pass.defer(item);
+          log_.warn("tracker side: {} work item {} skipped: {}", project.name, item.id, e.what());
+          if (report.first_error.empty()) report.first_error = "tracker side: work item " + item.id + ": " + e.what();
+          return true;
+        }
+      });
   ++report.projects;
   if (pass.full) ++report.full_sweeps;
   if (!listed.ok()) return listed;  // the horizon stays where it was: the next pass covers this one's ground
-  if (pass.interrupted) {  // whoever leads next covers this ground again from the old horizon
+  if (pass.interrupted) {           // whoever leads next covers this ground again from the old horizon
     report.interrupted = true;
     return {};
   }
@@ -173,8 +174,8 @@ bool TrackerSide::reconcile_item(const ProjectSpec& project, const WorkItem& ite
     pass.defer(item);
     const Seconds wait = backoff_.failed("item:" + item.id, now);
     if (s.code == Code::kUnavailable)
-      log_.debug("tracker side: {} work item {} not replayed: {} (next try in {}s)", project.name, item.id,
-                 s.message, wait.count());
+      log_.debug("tracker side: {} work item {} not replayed: {} (next try in {}s)", project.name, item.id, s.message,
+                 wait.count());
     else
       log_.warn("tracker side: {} work item {} skipped: {} (next try in {}s)", project.name, item.id, s.message,
                 wait.count());
@@ -212,8 +213,10 @@ bool TrackerSide::reconcile_item(const ProjectSpec& project, const WorkItem& ite
 
   Replay what = Replay::kNone;
   if (state == TrackerState::kInProgress) {
-    if (!task || task->stage == Pipeline::kCreated) what = Replay::kStart;  // no task, or a claim left in created
-    else if (!item.state_id.empty() && task->tracker_state != item.state_id) what = Replay::kRecord;
+    if (!task || task->stage == Pipeline::kCreated)
+      what = Replay::kStart;  // no task, or a claim left in created
+    else if (!item.state_id.empty() && task->tracker_state != item.state_id)
+      what = Replay::kRecord;
   } else if (task && (state == TrackerState::kApproved || state == TrackerState::kRejected)) {
     const StageSpec* spec = pipeline_.stage(task->stage);
     const bool already = !item.state_id.empty() && task->tracker_state == item.state_id;
@@ -242,18 +245,19 @@ bool TrackerSide::reconcile_item(const ProjectSpec& project, const WorkItem& ite
 Status TrackerSide::replay(const ProjectSpec& project, const WorkItem& item, Replay what,
                            const std::optional<TaskRow>& task, bool dry_run, TrackerSideReport& report) {
   const std::string from = task ? task->stage : std::string(Pipeline::kCreated);
-  const char* action = what == Replay::kApprove  ? "approve"
-                       : what == Replay::kReject ? "reject"
-                                                 : "start";
+  const char* action = what == Replay::kApprove ? "approve" : what == Replay::kReject ? "reject" : "start";
   const char* state = what == Replay::kApprove  ? "approved in Plane"
                       : what == Replay::kReject ? "rejected in Plane"
                                                 : "in progress in Plane";
   if (dry_run) {
     if (what == Replay::kRecord) return {};  // remembers the tracker state; no transition to report
     std::optional<std::string> to;
-    if (what == Replay::kStart) to = pipeline_.first_working_stage();
-    else if (what == Replay::kApprove) to = pipeline_.next(from);
-    else to = pipeline_.rollback_target(from, Rollback::kReject);
+    if (what == Replay::kStart)
+      to = pipeline_.first_working_stage();
+    else if (what == Replay::kApprove)
+      to = pipeline_.next(from);
+    else
+      to = pipeline_.rollback_target(from, Rollback::kReject);
     if (!to) return {};  // the handler would only record the state
     ++report.replayed;
     std::string key;
@@ -263,8 +267,8 @@ Status TrackerSide::replay(const ProjectSpec& project, const WorkItem& item, Rep
       auto identifier = tracker_.project_identifier(project);
       key = identifier.ok() ? identifier.value() + "-" + std::to_string(item.sequence_id) : item.id;
     }
-    report.unblocked.push_back({task ? task->id : 0, key, from, *to, task ? task->visit + 1 : 2, "tracker", action,
-                                state});
+    report.unblocked.push_back(
+        {task ? task->id : 0, key, from, *to, task ? task->visit + 1 : 2, "tracker", action, state});
     return {};
   }
 
@@ -272,14 +276,11 @@ Status TrackerSide::replay(const ProjectSpec& project, const WorkItem& item, Rep
   Result<HandleOutcome> outcome = [&]() -> Result<HandleOutcome> {
     switch (what) {
       case Replay::kStart:
-      case Replay::kRecord:
-        return handlers_.handle_status_start(project, item, Cause::kReconciler);
-      case Replay::kApprove:
-        return handlers_.handle_verdict(project, item, true, "", Cause::kReconciler);
+      case Replay::kRecord: return handlers_.handle_status_start(project, item, Cause::kReconciler);
+      case Replay::kApprove: return handlers_.handle_verdict(project, item, true, "", Cause::kReconciler);
       case Replay::kReject:
         return handlers_.handle_verdict(project, item, false, "rejected in Plane", Cause::kReconciler);
-      case Replay::kNone:
-        break;
+      case Replay::kNone: break;
     }
     return HandleOutcome::ignored("nothing to replay");
   }();

@@ -40,12 +40,12 @@ struct TrackerSideReport {
   int projects = 0;         // projects listed this pass
   int projects_failed = 0;  // could not be listed, or their horizon not read / saved
   int full_sweeps = 0;
-  int visited = 0;  // work items in a configured state
-  int young = 0;    // updated inside the grace: the webhook may still be on its way
-  int busy = 0;     // its task has a queued or running job
-  int in_sync = 0;  // nothing to do
-  int replayed = 0;  // handler calls made (or, in a dry run, that would be made)
-  int failed = 0;    // items whose replay failed (retried next pass)
+  int visited = 0;                 // work items in a configured state
+  int young = 0;                   // updated inside the grace: the webhook may still be on its way
+  int busy = 0;                    // its task has a queued or running job
+  int in_sync = 0;                 // nothing to do
+  int replayed = 0;                // handler calls made (or, in a dry run, that would be made)
+  int failed = 0;                  // items whose replay failed (retried next pass)
   std::vector<Unblock> unblocked;  // replays that changed a stage (dry run: transitions it would make)
   std::string first_error;
   bool interrupted = false;  // keep_going() said stop (leadership lost): horizons were left where they were
@@ -71,8 +71,8 @@ class TrackerSide {
   Status reconcile_project(const ProjectSpec& project, TimePoint now, bool dry_run, bool force_full,
                            TrackerSideReport& report);
   // Returns false when the pass must stop listing this project (replay budget spent).
-  bool reconcile_item(const ProjectSpec& project, const WorkItem& item, TrackerState state, TimePoint now,
-                      bool dry_run, ProjectPass& pass, TrackerSideReport& report);
+  bool reconcile_item(const ProjectSpec& project, const WorkItem& item, TrackerState state, TimePoint now, bool dry_run,
+                      ProjectPass& pass, TrackerSideReport& report);
   Status replay(const ProjectSpec& project, const WorkItem& item, Replay what, const std::optional<TaskRow>& task,
                 bool dry_run, TrackerSideReport& report);
   Seconds longest_grace() const;

@@ -88,7 +88,8 @@ ProgramRun run_program(const std::vector<std::string>& argv, const std::vector<s
   bool timed_out = false;
   char buf[65536];
   for (int out_fd = out[0]; out_fd >= 0;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       timed_out = true;
       break;
@@ -166,8 +167,10 @@ Status GitHttp::ensure_repo(const std::string& repo) {
     return unavailable("git init --bare " + git + " failed");
   const std::string blob = step({"git", "--git-dir=" + git, "hash-object", "-w", "--stdin"},
                                 "# shop\n\nThe sandbox's example repository (orch-sandbox).\n");
-  const std::string tree = blob.empty() ? "" : step({"git", "--git-dir=" + git, "mktree"}, "100644 blob " + blob + "\tREADME.md\n");
-  const std::string commit = tree.empty() ? "" : step({"git", "--git-dir=" + git, "commit-tree", tree, "-m", "initial commit"});
+  const std::string tree =
+      blob.empty() ? "" : step({"git", "--git-dir=" + git, "mktree"}, "100644 blob " + blob + "\tREADME.md\n");
+  const std::string commit =
+      tree.empty() ? "" : step({"git", "--git-dir=" + git, "commit-tree", tree, "-m", "initial commit"});
   if (commit.empty() || step({"git", "--git-dir=" + git, "update-ref", "refs/heads/main", commit}).empty())
     return unavailable("cannot make the initial commit in " + git);
   return {};
@@ -279,8 +282,10 @@ void GitHttp::handle(const httplib::Request& req, httplib::Response& res) {
   std::vector<RefChange> changes;
   for (const auto& [branch, sha] : after) {
     auto it = before.find(branch);
-    if (it == before.end()) changes.push_back({branch, "", sha});
-    else if (it->second != sha) changes.push_back({branch, it->second, sha});
+    if (it == before.end())
+      changes.push_back({branch, "", sha});
+    else if (it->second != sha)
+      changes.push_back({branch, it->second, sha});
   }
   for (const auto& [branch, sha] : before)
     if (!after.count(branch)) changes.push_back({branch, sha, ""});

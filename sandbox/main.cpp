@@ -137,13 +137,15 @@ int serve(const ServeOptions& o) {
   server.set_keep_alive_timeout(2);
   server.Get("/", [&](const httplib::Request&, httplib::Response& res) {
     res.set_header("Cache-Control", "no-store");
-    res.set_header("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'");
+    res.set_header("Content-Security-Policy",
+                   "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'");
     res.set_content(sandbox_page(so.orch_url), "text/html; charset=utf-8");
   });
   server.Get("/api/state", [&](const httplib::Request&, httplib::Response& res) { answer(res, sandbox.state()); });
   server.Get("/api/items", [&](const httplib::Request&, httplib::Response& res) { answer(res, sandbox.items()); });
   server.Get("/api/pulls", [&](const httplib::Request&, httplib::Response& res) { answer(res, sandbox.pulls()); });
-  server.Get("/api/telegram", [&](const httplib::Request&, httplib::Response& res) { answer(res, sandbox.telegram()); });
+  server.Get("/api/telegram",
+             [&](const httplib::Request&, httplib::Response& res) { answer(res, sandbox.telegram()); });
   server.Get("/api/log", [&](const httplib::Request&, httplib::Response& res) { answer(res, sandbox.log_lines()); });
   server.Get(R"(/api/items/([^/]+)/comments)", [&](const httplib::Request& req, httplib::Response& res) {
     answer(res, sandbox.comments(req.matches[1]));
@@ -157,11 +159,16 @@ int serve(const ServeOptions& o) {
                 json b;
                 if (!acceptable_post(req, res, &b)) return;
                 const std::string key = req.matches[1], verb = req.matches[2];
-                if (verb == "move") answer(res, sandbox.move(key, str(b, "state")));
-                else if (verb == "ci") answer(res, sandbox.ci(key, str(b, "state")));
-                else if (verb == "approve") answer(res, sandbox.review(key, true, str(b, "body")));
-                else if (verb == "request-changes") answer(res, sandbox.review(key, false, str(b, "body")));
-                else answer(res, sandbox.merge(key));
+                if (verb == "move")
+                  answer(res, sandbox.move(key, str(b, "state")));
+                else if (verb == "ci")
+                  answer(res, sandbox.ci(key, str(b, "state")));
+                else if (verb == "approve")
+                  answer(res, sandbox.review(key, true, str(b, "body")));
+                else if (verb == "request-changes")
+                  answer(res, sandbox.review(key, false, str(b, "body")));
+                else
+                  answer(res, sandbox.merge(key));
               });
   server.Post("/api/lose-next-webhook", [&](const httplib::Request& req, httplib::Response& res) {
     json b;
@@ -185,7 +192,8 @@ int serve(const ServeOptions& o) {
     // The next free port after orch's.
     std::string orch_host = "127.0.0.1";
     int orch_port = 8080;
-    const std::string hostport = so.orch_url.substr(so.orch_url.find("://") == std::string::npos ? 0 : so.orch_url.find("://") + 3);
+    const std::string hostport =
+        so.orch_url.substr(so.orch_url.find("://") == std::string::npos ? 0 : so.orch_url.find("://") + 3);
     split_listen(hostport, &orch_host, &orch_port);
     port = 0;
     for (int p = orch_port + 1; p < orch_port + 200 && p <= 65535; ++p)
@@ -198,8 +206,8 @@ int serve(const ServeOptions& o) {
       return 1;
     }
   }
-  const std::string url = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
-                          std::to_string(port);
+  const std::string url =
+      "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
   std::thread listener([&] { server.listen_after_bind(); });
   while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 
@@ -264,8 +272,10 @@ std::string encode(const std::string& s) {
   std::string out;
   static const char* hex = "0123456789ABCDEF";
   for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
-    else out += '%', out += hex[c >> 4], out += hex[c & 15];
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~')
+      out += static_cast<char>(c);
+    else
+      out += '%', out += hex[c >> 4], out += hex[c & 15];
   }
   return out;
 }
@@ -295,14 +305,18 @@ int main(int argc, char** argv) {
   CLI::App app{"orch-sandbox: a local Plane, Gitea and Telegram for trying orch (scripts/serve.sh starts it)"};
   app.require_subcommand(1);
   std::string sandbox_flag, data_dir = env_or("ORCH_DATA_DIR", "./var");
-  app.add_option("--sandbox", sandbox_flag, "the sandbox's URL (default: ORCH_SANDBOX_URL, else <data dir>/sandbox/sandbox.env)");
+  app.add_option("--sandbox", sandbox_flag,
+                 "the sandbox's URL (default: ORCH_SANDBOX_URL, else <data dir>/sandbox/sandbox.env)");
   app.add_option("--data-dir", data_dir, "orch's data directory (default: ORCH_DATA_DIR, else ./var)");
 
   ServeOptions so;
   so.listen = env_or("ORCH_SANDBOX_LISTEN");
   so.orch_url = "http://" + env_or("ORCH_LISTEN", "127.0.0.1:8080");
-  auto* serve_cmd = app.add_subcommand("serve", "run the sandbox until SIGINT or SIGTERM (secrets from ORCH_* variables)");
-  serve_cmd->add_option("--listen", so.listen, "host:port of the page and control API (default: ORCH_SANDBOX_LISTEN, else the next free port after orch's)");
+  auto* serve_cmd =
+      app.add_subcommand("serve", "run the sandbox until SIGINT or SIGTERM (secrets from ORCH_* variables)");
+  serve_cmd->add_option(
+      "--listen", so.listen,
+      "host:port of the page and control API (default: ORCH_SANDBOX_LISTEN, else the next free port after orch's)");
   serve_cmd->add_option("--orch", so.orch_url, "orch's base URL, where webhooks go (default: http://$ORCH_LISTEN)");
 
   Client client;
@@ -317,7 +331,8 @@ int main(int argc, char** argv) {
   move_cmd->add_option("STATE", state, "the state's name")->required();
   auto* ci_cmd = app.add_subcommand("ci", "report CI (context ci/build) on the head of a work item's PR");
   ci_cmd->add_option("KEY", key, "e.g. SHOP-1")->required();
-  ci_cmd->add_option("STATE", state, "success or failure (also pending, error)")->required()
+  ci_cmd->add_option("STATE", state, "success or failure (also pending, error)")
+      ->required()
       ->check(CLI::IsMember({"success", "failure", "pending", "error"}));
   auto* approve_cmd = app.add_subcommand("approve", "approve a work item's PR (as the human reviewer ada)");
   approve_cmd->add_option("KEY", key, "e.g. SHOP-1")->required();
@@ -336,7 +351,8 @@ int main(int argc, char** argv) {
   auto* log_cmd = app.add_subcommand("log", "the sandbox's recent log: webhooks sent and lost");
   log_cmd->add_flag("--json", client.json_out, "print JSON");
   bool off = false;
-  auto* lose_cmd = app.add_subcommand("lose-next-webhook", "the next webhook is not sent (the reconciler must recover it)");
+  auto* lose_cmd =
+      app.add_subcommand("lose-next-webhook", "the next webhook is not sent (the reconciler must recover it)");
   lose_cmd->add_flag("--off", off, "turn the switch off again");
   auto* state_cmd = app.add_subcommand("state", "everything the page shows, as JSON");
 
@@ -390,9 +406,10 @@ int main(int argc, char** argv) {
                       [](const json& m) { std::cout << printable(m["text"].get<std::string>()) << "\n"; });
   if (pulls_cmd->parsed())
     return print_list(client, call(client, "GET", "/api/pulls"), [](const json& p) {
-      std::cout << "#" << p["number"].get<long long>() << "\t" << (p["merged"].get<bool>() ? "merged" : p["state"].get<std::string>())
-                << "\t" << p["head"].get<std::string>() << "\t" << p["head_sha"].get<std::string>().substr(0, 12)
-                << "\t" << p["statuses"].dump() << "\n";
+      std::cout << "#" << p["number"].get<long long>() << "\t"
+                << (p["merged"].get<bool>() ? "merged" : p["state"].get<std::string>()) << "\t"
+                << p["head"].get<std::string>() << "\t" << p["head_sha"].get<std::string>().substr(0, 12) << "\t"
+                << p["statuses"].dump() << "\n";
     });
   if (log_cmd->parsed())
     return print_list(client, call(client, "GET", "/api/log"),

@@ -31,8 +31,8 @@ namespace {
 
 constexpr size_t kMaxLines = 200;
 const std::vector<std::string> kExtraStates = {"Approved", "Rejected", "In Review"};
-const std::vector<std::string> kStateNames = {"Backlog",  "Todo",     "In Progress", "Approved",
-                                              "Rejected", "In Review", "Done",       "Cancelled"};
+const std::vector<std::string> kStateNames = {"Backlog",  "Todo",      "In Progress", "Approved",
+                                              "Rejected", "In Review", "Done",        "Cancelled"};
 
 bool same_secret(const std::string& a, const std::string& b) {
   // Constant time: compare digests, so neither the length nor a prefix leaks.
@@ -47,13 +47,20 @@ std::optional<std::string> base64_decode(std::string_view in) {
   int bits = 0, value = 0;
   for (char c : in) {
     int d;
-    if (c >= 'A' && c <= 'Z') d = c - 'A';
-    else if (c >= 'a' && c <= 'z') d = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') d = c - '0' + 52;
-    else if (c == '+') d = 62;
-    else if (c == '/') d = 63;
-    else if (c == '=') break;
-    else return std::nullopt;
+    if (c >= 'A' && c <= 'Z')
+      d = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      d = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      d = c - '0' + 52;
+    else if (c == '+')
+      d = 62;
+    else if (c == '/')
+      d = 63;
+    else if (c == '=')
+      break;
+    else
+      return std::nullopt;
     value = (value << 6) | d;
     bits += 6;
     if (bits >= 8) {
@@ -103,8 +110,8 @@ std::optional<TimePoint> parse_isoformat(const std::string& s) {
     micros = std::stoll(digits.substr(0, 6));
   }
   const std::time_t t = timegm(&tm);
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::seconds(t) +
-                                                                   std::chrono::microseconds(micros)));
+  return TimePoint(
+      std::chrono::duration_cast<TimePoint::duration>(std::chrono::seconds(t) + std::chrono::microseconds(micros)));
 }
 
 std::string describe(const DeliveryResult& r) {
@@ -118,9 +125,10 @@ Sandbox::Sandbox(SandboxOptions options, spdlog::logger& log)
     : options_(std::move(options)),
       log_(log),
       telegram_(options_.telegram_bot_token, options_.telegram_chat_id),
-      git_(options_.dir / "git", {kRepo}, [this](const httplib::Request& req) { return authorised_git(req); },
-           [this](const std::string& repo, const std::vector<RefChange>& changes) { on_push(repo, changes); },
-           (options_.dir / "git.log").string()) {
+      git_(
+          options_.dir / "git", {kRepo}, [this](const httplib::Request& req) { return authorised_git(req); },
+          [this](const std::string& repo, const std::vector<RefChange>& changes) { on_push(repo, changes); },
+          (options_.dir / "git.log").string()) {
   // A long-running fake must not keep every request it ever answered (packs included).
   for (testing::FakeServer* s : std::initializer_list<testing::FakeServer*>{&plane_, &gitea_, &telegram_})
     s->set_request_log_limit(100);
@@ -128,7 +136,8 @@ Sandbox::Sandbox(SandboxOptions options, spdlog::logger& log)
 
 Sandbox::~Sandbox() {
   // The fakes' handlers call into this object (the git route, the Gitea observer): they stop first.
-  for (testing::FakeServer* s : std::initializer_list<testing::FakeServer*>{&plane_, &gitea_, &telegram_}) s->shutdown();
+  for (testing::FakeServer* s : std::initializer_list<testing::FakeServer*>{&plane_, &gitea_, &telegram_})
+    s->shutdown();
   sender_.request_stop();
   cv_.notify_all();
   if (sender_.joinable()) sender_.join();
@@ -316,7 +325,9 @@ Result<json> Sandbox::move(const std::string& key, const std::string& state) {
   PlaneIssueWebhook hook;  // field "state", a person (not orch's API user) as the actor
   hook.old_value = from;
   const std::string body = plane_.issue_webhook_body(id.value(), hook);
-  const std::string k = (*before)["sequence_id"].is_number() ? kIdentifier + "-" + std::to_string((*before)["sequence_id"].get<long long>()) : key;
+  const std::string k = (*before)["sequence_id"].is_number()
+                            ? kIdentifier + "-" + std::to_string((*before)["sequence_id"].get<long long>())
+                            : key;
   enqueue({"plane issue updated " + k + " (" + state_name(from) + " -> " + name + ")", [this, body] {
              return plane_.deliver(options_.orch_url + "/webhooks/plane", options_.plane_webhook_secret, "issue", body);
            }});
@@ -382,19 +393,19 @@ Result<json> Sandbox::merge(const std::string& key) {
   });
   if (moved) {
     gitea_.set_branch(kRepo, p->base_ref, p->head_sha);
-    const auto push = FakeGitea::push_payload(kRepo, p->base_ref, before, p->head_sha, "Merge pull request #" +
-                                                                                          std::to_string(p->number) + "\n");
+    const auto push = FakeGitea::push_payload(kRepo, p->base_ref, before, p->head_sha,
+                                              "Merge pull request #" + std::to_string(p->number) + "\n");
     enqueue({"gitea push " + p->base_ref + " (merge of #" + std::to_string(p->number) + ")", [this, push] {
                return gitea_.send_webhook(options_.orch_url + "/webhooks/gitea", options_.gitea_webhook_secret, "push",
                                           push);
              }});
   }
   const auto payload = gitea_.pull_request_payload(kRepo, p->number, "closed");
-  enqueue({"gitea pull_request closed (merged) #" + std::to_string(p->number) + " (" + upper(key) + ")",
-           [this, payload] {
-             return gitea_.send_webhook(options_.orch_url + "/webhooks/gitea", options_.gitea_webhook_secret,
-                                        "pull_request", payload);
-           }});
+  enqueue(
+      {"gitea pull_request closed (merged) #" + std::to_string(p->number) + " (" + upper(key) + ")", [this, payload] {
+         return gitea_.send_webhook(options_.orch_url + "/webhooks/gitea", options_.gitea_webhook_secret,
+                                    "pull_request", payload);
+       }});
   note("merged #" + std::to_string(p->number) + " (" + upper(key) + ")" + (moved ? "" : "; main was not moved"));
   save();
   return json{{"key", upper(key)}, {"pr", p->number}, {"merged", true}, {"main_moved", moved}};
@@ -412,10 +423,12 @@ json Sandbox::lose_next_webhook(bool on) {
 void Sandbox::on_push(const std::string& repo, const std::vector<RefChange>& changes) {
   const std::string zero(40, '0');
   for (const auto& c : changes) {
-    if (c.after.empty()) gitea_.delete_branch(repo, c.branch);
-    else gitea_.set_branch(repo, c.branch, c.after);
-    const auto push = FakeGitea::push_payload(repo, c.branch, c.before.empty() ? zero : c.before,
-                                              c.after.empty() ? zero : c.after);
+    if (c.after.empty())
+      gitea_.delete_branch(repo, c.branch);
+    else
+      gitea_.set_branch(repo, c.branch, c.after);
+    const auto push =
+        FakeGitea::push_payload(repo, c.branch, c.before.empty() ? zero : c.before, c.after.empty() ? zero : c.after);
     enqueue({"gitea push " + c.branch + " " + (c.after.empty() ? "deleted" : c.after.substr(0, 12)), [this, push] {
                return gitea_.send_webhook(options_.orch_url + "/webhooks/gitea", options_.gitea_webhook_secret, "push",
                                           push);
@@ -495,7 +508,8 @@ json Sandbox::pulls() const {
   json out = json::array();
   for (const auto& p : gitea_.pulls(kRepo)) {
     json statuses = json::object();
-    for (const auto& s : gitea_.status_history(kRepo, p.head_sha)) statuses[s["context"].get<std::string>()] = s["status"];
+    for (const auto& s : gitea_.status_history(kRepo, p.head_sha))
+      statuses[s["context"].get<std::string>()] = s["status"];
     json reviews = json::array();
     for (const auto& r : gitea_.reviews(kRepo, p.number))
       reviews.push_back(json{{"user", r.user}, {"state", r.state}, {"stale", r.stale}, {"body", r.body}});
@@ -563,14 +577,25 @@ void Sandbox::save() const {
   for (const auto& p : gitea_.pulls(kRepo)) {
     ojson reviews = ojson::array();
     for (const auto& rv : gitea_.reviews(kRepo, p.number))
-      reviews.push_back(ojson{{"user", rv.user}, {"state", rv.state}, {"dismissed", rv.dismissed},
-                              {"stale", rv.stale}, {"commit_id", rv.commit_id}, {"body", rv.body}});
+      reviews.push_back(ojson{{"user", rv.user},
+                              {"state", rv.state},
+                              {"dismissed", rv.dismissed},
+                              {"stale", rv.stale},
+                              {"commit_id", rv.commit_id},
+                              {"body", rv.body}});
     ojson statuses = ojson::array();
     for (const auto& s : gitea_.status_history(kRepo, p.head_sha))
       statuses.push_back(ojson{{"context", s["context"]}, {"state", s["status"]}});
-    doc["pulls"].push_back(ojson{{"number", p.number}, {"head", p.head_ref}, {"head_sha", p.head_sha},
-                                 {"base", p.base_ref}, {"title", p.title}, {"body", p.body}, {"state", p.state},
-                                 {"merged", p.merged}, {"user", p.user}, {"reviews", reviews},
+    doc["pulls"].push_back(ojson{{"number", p.number},
+                                 {"head", p.head_ref},
+                                 {"head_sha", p.head_sha},
+                                 {"base", p.base_ref},
+                                 {"title", p.title},
+                                 {"body", p.body},
+                                 {"state", p.state},
+                                 {"merged", p.merged},
+                                 {"user", p.user},
+                                 {"reviews", reviews},
                                  {"statuses", statuses}});
   }
   const fs::path file = options_.dir / "state.json", tmp = options_.dir / "state.json.tmp";

@@ -33,7 +33,7 @@ inline const std::string kWorkspace = "acme";
 inline const std::string kProjectId = "4af0c6c4-5b8e-4d2a-9c61-0d3e7f2a91b5";
 inline const std::string kIdentifier = "SHOP";
 inline const std::string kRepo = "acme/shop";
-inline const std::string kOrchUser = "orch";          // the login ORCH_GITEA_TOKEN acts as
+inline const std::string kOrchUser = "orch";           // the login ORCH_GITEA_TOKEN acts as
 inline const std::string kReviewUser = "orch-review";  // the login ORCH_GITEA_REVIEW_TOKEN acts as
 inline const std::string kHuman = "ada";               // who clicks in the sandbox
 
@@ -77,7 +77,7 @@ class Sandbox {
 
  private:
   struct Outgoing {
-    std::string what;                       // e.g. "plane issue updated SHOP-1 (In Progress)"
+    std::string what;  // e.g. "plane issue updated SHOP-1 (In Progress)"
     std::function<testing::DeliveryResult()> send;
   };
   struct ItemRecord {
@@ -105,15 +105,15 @@ class Sandbox {
   GitHttp git_;
 
   mutable std::mutex mu_;
-  std::vector<ItemRecord> items_;   // guarded by mu_; in creation order
-  std::deque<Outgoing> queue_;      // guarded by mu_
-  bool lose_next_ = false;          // guarded by mu_
-  int lost_ = 0, sent_ = 0;         // guarded by mu_
-  std::deque<std::string> lines_;   // guarded by mu_; the last kMaxLines log lines
-  bool sending_ = false;            // guarded by mu_; a delivery is in flight
+  std::vector<ItemRecord> items_;  // guarded by mu_; in creation order
+  std::deque<Outgoing> queue_;     // guarded by mu_
+  bool lose_next_ = false;         // guarded by mu_
+  int lost_ = 0, sent_ = 0;        // guarded by mu_
+  std::deque<std::string> lines_;  // guarded by mu_; the last kMaxLines log lines
+  bool sending_ = false;           // guarded by mu_; a delivery is in flight
   std::condition_variable_any cv_;
-  mutable std::mutex save_mu_;      // one writer of state.json at a time
-  std::jthread sender_;             // last: stopped before the rest goes
+  mutable std::mutex save_mu_;  // one writer of state.json at a time
+  std::jthread sender_;         // last: stopped before the rest goes
 };
 
 }  // namespace orch::sandbox

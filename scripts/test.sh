@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 preset="${1:-release}"
 shift || true
 scripts/install-deps.sh --with-browser
-scripts/lint-test-names.sh
+scripts/lint
 cmake --preset "$preset" >/dev/null
 cmake --build --preset "$preset"
 runner=()

@@ -26,7 +26,8 @@ Result<HandleOutcome> InboxProcessor::handle_guarded(const DeliveryRow& row) {
 DeliveryResult InboxProcessor::to_result(const DeliveryRow& row, const Result<HandleOutcome>& outcome) {
   const char* source = source_name(row.source);
   if (!outcome.ok()) {
-    log_.warn("inbox: {} delivery {} ({}) failed: {}", source, row.delivery_id, row.event, outcome.status().to_string());
+    log_.warn("inbox: {} delivery {} ({}) failed: {}", source, row.delivery_id, row.event,
+              outcome.status().to_string());
     return {DeliveryStatus::kFailed, outcome.status().to_string()};
   }
   const HandleOutcome& o = outcome.value();
@@ -73,8 +74,8 @@ InboxPass InboxProcessor::run_once(std::stop_token stop) {
         log_.warn("inbox: {} delivery {} ({}) will be retried (attempt {} of {}): {}", source_name(row.source),
                   row.delivery_id, row.event, retry.attempts + 1, options_.max_attempts, outcome.status().message);
         if (Status s = inbox_.retry_delivery(row.seq, outcome.status().to_string(), retry.at); !s.ok())
-          log_.warn("inbox: cannot schedule the retry of {} delivery {}: {}", source_name(row.source),
-                    row.delivery_id, s.to_string());
+          log_.warn("inbox: cannot schedule the retry of {} delivery {}: {}", source_name(row.source), row.delivery_id,
+                    s.to_string());
         wait_until(retry.at);
         continue;  // its lane waits; the others go on
       }

@@ -1,8 +1,9 @@
 // webhooks/inbox_processor.h: InboxProcessor claims and handles the stored deliveries, lane by lane in arrival order,
 // on its own thread, from start() until stop(). Claims (InboxStore::claim_delivery) let several processors (replicas)
-// share one inbox: each delivery is handled by one of them, and one lane by one at a time. All logic is in run_once(); poke() (after a delivery is stored) wakes it at once, and it
-// also looks every poll_interval for deliveries stored by another process. Pending deliveries left by a crash are
-// simply the first ones it finds. Only the owner calls start() and stop(); poke() and replay() from any thread.
+// share one inbox: each delivery is handled by one of them, and one lane by one at a time. All logic is in run_once();
+// poke() (after a delivery is stored) wakes it at once, and it also looks every poll_interval for deliveries stored by
+// another process. Pending deliveries left by a crash are simply the first ones it finds. Only the owner calls start()
+// and stop(); poke() and replay() from any thread.
 #pragma once
 
 #include <atomic>
@@ -97,10 +98,10 @@ class InboxProcessor {
   spdlog::logger& log_;
   const InboxProcessorOptions options_;
 
-  std::mutex handle_mu_;                    // run_once() and replay() never handle at the same time
+  std::mutex handle_mu_;  // run_once() and replay() never handle at the same time
   // Transient failures of deliveries this processor claimed: the attempt budget is counted here, the backoff is
   // in the row (run_after), so that every claimer respects it.
-  std::map<DeliverySeq, Retry> retries_;    // guarded by handle_mu_
+  std::map<DeliverySeq, Retry> retries_;  // guarded by handle_mu_
 
   std::atomic<std::chrono::steady_clock::time_point> last_progress_{std::chrono::steady_clock::now()};
 

@@ -198,7 +198,8 @@ Result<GiteaPullRequestEvent> parse_gitea_pull_request(std::string_view body) {
   e.pr.head_sha = head_sha.value();
   if (auto base = p.find("base"); base != p.end() && base->is_object()) e.pr.base_ref = optional_string(*base, "ref");
   e.pr.html_url = optional_string(p, "html_url");
-  if (auto sender = j.find("sender"); sender != j.end() && sender->is_object()) e.sender = optional_string(*sender, "login");
+  if (auto sender = j.find("sender"); sender != j.end() && sender->is_object())
+    e.sender = optional_string(*sender, "login");
   return e;
 }
 

@@ -24,7 +24,7 @@ struct PlaneIssueEvent {
   std::string state_name;   // data.state.name, for logs only
   std::string field;        // activity.field; "" when null (created) or when there is no activity (legacy)
   bool has_activity = false;
-  std::string actor_id;     // activity.actor.id; "" when absent
+  std::string actor_id;  // activity.actor.id; "" when absent
 
   // A state change (field `state` from the API, `state_id` from the web UI), a created issue (it may already be
   // in a state), or a legacy update without an activity block (it does not say which field changed).
@@ -63,8 +63,8 @@ Result<GiteaPullRequestEvent> parse_gitea_pull_request(std::string_view body);
 struct GiteaStatusEvent {
   std::string repo;  // repository.full_name
   std::string sha;
-  std::string state;    // pending, success, error, failure, warning, skipped
-  std::string context;  // e.g. ci/build
+  std::string state;       // pending, success, error, failure, warning, skipped
+  std::string context;     // e.g. ci/build
   std::string target_url;  // the CI run's page; "" when absent
 };
 Result<GiteaStatusEvent> parse_gitea_status(std::string_view body);

@@ -27,8 +27,7 @@ std::string hmac_sha256_hex(std::string_view key, std::string_view data) {
   // An empty key is legal HMAC; OpenSSL wants a non-null pointer for it.
   static const unsigned char kEmpty = 0;
   const void* k = key.empty() ? static_cast<const void*>(&kEmpty) : static_cast<const void*>(key.data());
-  const unsigned char* d =
-      data.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(data.data());
+  const unsigned char* d = data.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(data.data());
   if (!HMAC(EVP_sha256(), k, static_cast<int>(key.size()), d, data.size(), mac, &len)) return {};
   return to_hex(mac, len);
 }

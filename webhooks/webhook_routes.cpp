@@ -34,7 +34,9 @@ void reply(httplib::Response& res, int status, const json& body) {
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json; charset=utf-8");
 }
 
-void refuse(httplib::Response& res, int status, const std::string& message) { reply(res, status, {{"error", message}}); }
+void refuse(httplib::Response& res, int status, const std::string& message) {
+  reply(res, status, {{"error", message}});
+}
 
 // The media type of a Content-Type value, lowercased, without parameters or surrounding space.
 std::string media_type(const std::string& content_type) {
@@ -180,10 +182,14 @@ WebhookRoutes::WebhookRoutes(InboxStore& inbox, const Clock& clock, spdlog::logg
 
 void WebhookRoutes::register_routes(httplib::Server& server) {
   server.set_payload_max_length(options_.max_body_bytes);
-  server.Post("/webhooks/plane", [this](const httplib::Request& req, httplib::Response& res,
-                                        const httplib::ContentReader& reader) { serve(Source::kPlane, req, res, reader); });
-  server.Post("/webhooks/gitea", [this](const httplib::Request& req, httplib::Response& res,
-                                        const httplib::ContentReader& reader) { serve(Source::kGitea, req, res, reader); });
+  server.Post("/webhooks/plane",
+              [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+                serve(Source::kPlane, req, res, reader);
+              });
+  server.Post("/webhooks/gitea",
+              [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+                serve(Source::kGitea, req, res, reader);
+              });
   for (Source s : {Source::kPlane, Source::kGitea}) {
     const Secret& secret = s == Source::kPlane ? secrets_.plane : secrets_.gitea;
     if (!secret.empty()) continue;
@@ -224,10 +230,9 @@ void WebhookRoutes::serve(Source source, const httplib::Request& req, httplib::R
     early_reason = Refusal::kUnsupportedMediaType;
     early_error = plane ? "content type must be application/json"
                         : "content type must be application/json or application/x-www-form-urlencoded";
-  } else if (check_signature &&
-             (plane ? req.get_header_value("X-Plane-Signature").empty()
-                    : req.get_header_value("X-Gitea-Signature").empty() &&
-                          req.get_header_value("X-Hub-Signature-256").empty())) {
+  } else if (check_signature && (plane ? req.get_header_value("X-Plane-Signature").empty()
+                                       : req.get_header_value("X-Gitea-Signature").empty() &&
+                                             req.get_header_value("X-Hub-Signature-256").empty())) {
     early_status = 401;
     early_reason = Refusal::kMissingSignature;
     early_error = plane ? "missing X-Plane-Signature" : "missing X-Gitea-Signature";
@@ -297,8 +302,8 @@ void WebhookRoutes::serve(Source source, const httplib::Request& req, httplib::R
   delivery.body_digest = sha256_hex(body);
   delivery.body = std::move(body);
   delivery.received_at = clock_.now();
-  delivery.lane = options_.lane_of ? options_.lane_of(source, scan.project_key)
-                                   : std::string(name) + ":" + scan.project_key;
+  delivery.lane =
+      options_.lane_of ? options_.lane_of(source, scan.project_key) : std::string(name) + ":" + scan.project_key;
   auto stored = store(std::move(delivery), /*dedup_on_digest=*/plane);
   if (!stored.ok()) {
     log_.warn("webhooks: a {} delivery was not stored (503, not acknowledged): {}", name, stored.status().to_string());
@@ -371,7 +376,7 @@ void WebhookRoutes::commit_loop(std::stop_token stop) {
     const auto began = std::chrono::steady_clock::now();
     auto written = inbox_.insert_deliveries(deliveries, dedup);
     options_.telemetry->inbox_commit(batch.size(),
-                                       std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+                                     std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (!written.ok())
         batch[i]->done.set_value(written.status());

@@ -1,10 +1,10 @@
 // webhooks/webhook_routes.h: POST /webhooks/plane and POST /webhooks/gitea. HTTP in: secret configured, size limit,
-// content type (JSON; for Gitea also its form content type), signature, JSON syntax, delivery id; then the dedup claim and the insert in one
-// transaction, and the answer: 202 {"delivery": id}, or 200 {"duplicate": true}. No domain logic here: the
-// InboxProcessor handles what was stored (docs/adr/0002). A refused request writes nothing.
-// With group commit, a committer thread (start() .. stop()) writes the deliveries that arrive together in one
-// transaction and answers each request only after its commit. register_routes() before the server starts;
-// start() before it accepts, stop() after it stopped accepting. Request handlers run on any server thread.
+// content type (JSON; for Gitea also its form content type), signature, JSON syntax, delivery id; then the dedup claim
+// and the insert in one transaction, and the answer: 202 {"delivery": id}, or 200 {"duplicate": true}. No domain logic
+// here: the InboxProcessor handles what was stored (docs/adr/0002). A refused request writes nothing. With group
+// commit, a committer thread (start() .. stop()) writes the deliveries that arrive together in one transaction and
+// answers each request only after its commit. register_routes() before the server starts; start() before it accepts,
+// stop() after it stopped accepting. Request handlers run on any server thread.
 #pragma once
 
 #include <httplib.h>
@@ -79,8 +79,7 @@ class WebhookRoutes {
     bool dedup_on_digest = false;
     std::promise<Result<InboxInsert>> done;
   };
-  void serve(Source source, const httplib::Request& req, httplib::Response& res,
-             const httplib::ContentReader& reader);
+  void serve(Source source, const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
   Result<InboxInsert> store(NewDelivery delivery, bool dedup_on_digest);
   void count_refusal(Source source, Refusal reason, const std::string& error);
   void commit_loop(std::stop_token stop);

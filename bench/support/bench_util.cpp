@@ -185,8 +185,8 @@ int stop_process(pid_t pid, std::chrono::milliseconds grace) {
   }
   if (const char* dump = std::getenv("ORCH_BENCH_STACKS_ON_KILL"); dump && *dump) {
     // A diagnostic: where a process that ignored SIGTERM for the whole grace is stuck.
-    const std::string cmd = "gdb -p " + std::to_string(pid) + " -batch -ex 'thread apply all bt' >> '" +
-                            std::string(dump) + "' 2>&1";
+    const std::string cmd =
+        "gdb -p " + std::to_string(pid) + " -batch -ex 'thread apply all bt' >> '" + std::string(dump) + "' 2>&1";
     [[maybe_unused]] int rc = std::system(cmd.c_str());
   }
   kill(pid, SIGKILL);
@@ -267,7 +267,8 @@ struct CachingProxy::Impl {
   std::size_t hits = 0, misses = 0;     // guarded by mu
 };
 
-CachingProxy::CachingProxy(std::string upstream_base_url) : impl_(std::make_unique<Impl>(std::move(upstream_base_url))) {
+CachingProxy::CachingProxy(std::string upstream_base_url)
+    : impl_(std::make_unique<Impl>(std::move(upstream_base_url))) {
   Impl& m = *impl_;
   m.server.set_tcp_nodelay(true);
   m.server.set_keep_alive_max_count(1000000);
@@ -381,7 +382,7 @@ std::string plane_issue_body(const PlaneBodySpec& spec, std::uint64_t n, TimePoi
   const std::string actor_id = "7d1e0b9a-55aa-4c3e-8f0e-1b2c3d4e5f60";
   auto user = [](const std::string& id, const std::string& first, const std::string& last, const std::string& email,
                  const std::string& display) {
-    return oj{{"id", id},       {"first_name", first}, {"last_name", last},        {"email", email},
+    return oj{{"id", id},     {"first_name", first},   {"last_name", last},      {"email", email},
               {"avatar", ""}, {"avatar_url", nullptr}, {"display_name", display}};
   };
   const std::string updated = testing::python_isoformat(updated_at);
@@ -389,11 +390,11 @@ std::string plane_issue_body(const PlaneBodySpec& spec, std::uint64_t n, TimePoi
   auto build = [&](const std::string& description) {
     oj data = {
         {"id", bench_uuid(1, n)},
-        {"labels", oj::array({oj{{"id", "0ec6cfa4-e906-4aad-9390-2df0303a41ce"}, {"name", "backend"},
-                                 {"color", "#4f46e5"}}})},
+        {"labels",
+         oj::array({oj{{"id", "0ec6cfa4-e906-4aad-9390-2df0303a41ce"}, {"name", "backend"}, {"color", "#4f46e5"}}})},
         {"assignees", oj::array()},  // unassigned: keeps the body near the ~1.5 KB of the issue
-        {"state", oj{{"id", spec.state_id}, {"name", spec.state_name}, {"color", "#3A3A3A"},
-                     {"group", spec.state_group}}},
+        {"state",
+         oj{{"id", spec.state_id}, {"name", spec.state_name}, {"color", "#3A3A3A"}, {"group", spec.state_group}}},
         {"description", oj::object()},
         {"created_at", created},
         {"updated_at", updated},

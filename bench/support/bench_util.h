@@ -71,7 +71,8 @@ int stop_process(pid_t pid, std::chrono::milliseconds grace = std::chrono::secon
 bool exited(pid_t pid, int* code = nullptr);
 
 // GET http://127.0.0.1:port/path over a fresh connection; the status code, or -1 when no answer.
-int http_get_status(int port, const std::string& path, std::chrono::milliseconds timeout = std::chrono::milliseconds(200));
+int http_get_status(int port, const std::string& path,
+                    std::chrono::milliseconds timeout = std::chrono::milliseconds(200));
 // A loopback port nobody listens on right now.
 int free_port();
 // Sets TCP_NODELAY on this process's listening socket for `port` (found through /proc/self/fd); Linux copies it to
@@ -135,7 +136,8 @@ struct ServeConfig {
   std::string repo = "acme/shop";
   int workers = 2;
 };
-// Writes a config file in the shape of docs/contracts.md "The config file" (agents are /bin/true; the clone URL a path that is never used).
+// Writes a config file in the shape of docs/contracts.md "The config file" (agents are /bin/true; the clone URL a path
+// that is never used).
 void write_serve_config(const std::string& path, const ServeConfig& c);
 
 }  // namespace orch::bench

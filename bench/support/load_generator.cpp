@@ -224,9 +224,10 @@ class Worker {
   }
 
   void start_next(Conn& c) {
-    const bool repeat = o_.dup_every > 0 && sends_ % static_cast<std::uint64_t>(o_.dup_every) ==
-                                                    static_cast<std::uint64_t>(o_.dup_every - 1) &&
-                        !result.acked_indices.empty();
+    const bool repeat =
+        o_.dup_every > 0 &&
+        sends_ % static_cast<std::uint64_t>(o_.dup_every) == static_cast<std::uint64_t>(o_.dup_every - 1) &&
+        !result.acked_indices.empty();
     if (repeat) {
       c.index = result.acked_indices[rand() % result.acked_indices.size()];
     } else {

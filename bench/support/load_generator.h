@@ -50,15 +50,15 @@ struct LoadOptions {
 struct LoadResult {
   double seconds = 0;
   std::uint64_t sends = 0;
-  std::uint64_t acked = 0;          // 202 {"delivery": id} for an original
-  std::uint64_t dup_answered = 0;   // 200 {"duplicate": true} for a repeat
+  std::uint64_t acked = 0;         // 202 {"delivery": id} for an original
+  std::uint64_t dup_answered = 0;  // 200 {"duplicate": true} for a repeat
   std::uint64_t repeats = 0;
   std::uint64_t wrong_answers = 0;  // anything else (a repeat stored again, a 5xx, a malformed answer)
   std::uint64_t transport_errors = 0;
   std::uint64_t reconnects = 0;
   std::uint64_t compressed = 0;  // answers that came gzip-encoded
   std::map<int, std::uint64_t> statuses;
-  std::vector<double> latencies_ms;    // sorted
+  std::vector<double> latencies_ms;          // sorted
   std::vector<std::uint32_t> acked_indices;  // into RequestSet::requests
   std::string first_wrong_answer;
 };

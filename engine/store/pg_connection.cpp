@@ -72,10 +72,24 @@ PGconn* connect_raw(const std::string& url, const PgStoreOptions& o) {
   const std::string count = std::to_string(std::max(1, o.keepalives_count));
   // Entries before "dbname" are defaults the URL may override; entries after it override the URL.
   const std::string app = o.application_name.empty() ? "orch" : o.application_name;
-  const char* keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
-                        "keepalives_count", "fallback_application_name", "dbname", "client_encoding", nullptr};
-  const char* values[] = {connect_timeout.c_str(), "1", idle.c_str(), interval.c_str(), count.c_str(), app.c_str(),
-                          url.c_str(), "UTF8", nullptr};
+  const char* keys[] = {"connect_timeout",
+                        "keepalives",
+                        "keepalives_idle",
+                        "keepalives_interval",
+                        "keepalives_count",
+                        "fallback_application_name",
+                        "dbname",
+                        "client_encoding",
+                        nullptr};
+  const char* values[] = {connect_timeout.c_str(),
+                          "1",
+                          idle.c_str(),
+                          interval.c_str(),
+                          count.c_str(),
+                          app.c_str(),
+                          url.c_str(),
+                          "UTF8",
+                          nullptr};
   return PQconnectdbParams(keys, values, /*expand_dbname=*/1);
 }
 

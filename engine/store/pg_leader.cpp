@@ -104,8 +104,8 @@ bool consume(PGconn* pg, const bool& doomed) {
 
 // Runs one statement; nullopt with *why when the connection failed, the statement failed, `deadline` passed or stop
 // was requested. A failed statement counts as a failed connection: the elector then starts over on a new one.
-std::optional<PgResult> query(Session& s, const char* sql, const std::vector<std::string>& params,
-                              int wake_fd, SteadyClock::time_point deadline, Io* why) {
+std::optional<PgResult> query(Session& s, const char* sql, const std::vector<std::string>& params, int wake_fd,
+                              SteadyClock::time_point deadline, Io* why) {
   std::vector<const char*> values;
   for (const std::string& p : params) values.push_back(p.c_str());
   *why = Io::kBroken;
@@ -246,11 +246,18 @@ void PgLeaderElector::run() {
   const std::string idle_s = std::to_string(ka.idle_s), interval_s = std::to_string(ka.interval_s),
                     count = std::to_string(ka.count), user_timeout = std::to_string(ka.user_timeout_ms);
   // Entries before "dbname" are defaults the URL may override; application_name after it always wins.
-  const char* keys[] = {"connect_timeout", "keepalives",       "keepalives_idle", "keepalives_interval",
-                        "keepalives_count", "tcp_user_timeout", "dbname",          "application_name",
-                        "client_encoding",  nullptr};
-  const char* values[] = {connect_timeout_s.c_str(), "1", idle_s.c_str(), interval_s.c_str(), count.c_str(),
-                          user_timeout.c_str(), url_.c_str(), app_name.c_str(), "UTF8", nullptr};
+  const char* keys[] = {"connect_timeout",  "keepalives", "keepalives_idle",  "keepalives_interval", "keepalives_count",
+                        "tcp_user_timeout", "dbname",     "application_name", "client_encoding",     nullptr};
+  const char* values[] = {connect_timeout_s.c_str(),
+                          "1",
+                          idle_s.c_str(),
+                          interval_s.c_str(),
+                          count.c_str(),
+                          user_timeout.c_str(),
+                          url_.c_str(),
+                          app_name.c_str(),
+                          "UTF8",
+                          nullptr};
 
   std::unique_ptr<Session> session;
   SteadyClock::time_point compete_after = SteadyClock::now();

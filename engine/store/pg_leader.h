@@ -1,6 +1,6 @@
-// engine/store/pg_leader.h: PgLeaderElector, leader election among the replicas sharing one PostgreSQL database: the leader
-// is the replica whose session holds a session-level advisory lock on a fixed key. It runs on its own thread, from
-// start() until stop(), over a dedicated connection (never one of the store's pool) named "orch:<replica id>".
+// engine/store/pg_leader.h: PgLeaderElector, leader election among the replicas sharing one PostgreSQL database: the
+// leader is the replica whose session holds a session-level advisory lock on a fixed key. It runs on its own thread,
+// from start() until stop(), over a dedicated connection (never one of the store's pool) named "orch:<replica id>".
 // is_leader() and leader_id() are thread-safe and cheap; only the owner calls start() and stop().
 //
 // How it behaves
@@ -93,9 +93,9 @@ class PgLeaderElector final : public Leadership {
   std::atomic<bool> leading_{false};
   std::atomic<bool> stopping_{false};
   mutable std::mutex mu_;
-  std::string leader_id_;  // guarded by mu_
+  std::string leader_id_;    // guarded by mu_
   std::mutex lifecycle_mu_;  // serialises start() and stop()
-  std::thread thread_;     // guarded by lifecycle_mu_; last member, so it ends before the others are destroyed
+  std::thread thread_;       // guarded by lifecycle_mu_; last member, so it ends before the others are destroyed
 };
 
 }  // namespace orch

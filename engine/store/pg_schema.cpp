@@ -184,8 +184,9 @@ constexpr const char* kSchemaTable =
 
 // Reads the schema version (0 when orch_schema does not exist or is empty).
 int read_version(PgConn& c) {
-  if (!c.one("SELECT to_regclass('orch_schema') IS NOT NULL", [](const PgRow& r) { return r.boolean(0); })
-           .value_or(false))
+  if (!c.one("SELECT to_regclass('orch_schema') IS NOT NULL", [](const PgRow& r) {
+          return r.boolean(0);
+        }).value_or(false))
     return 0;
   return static_cast<int>(c.one("SELECT version FROM orch_schema", read_int0).value_or(0));
 }
@@ -209,9 +210,10 @@ Result<int> migrate_pg_schema(PgConn& c) {
   found = static_cast<int>(c.one("SELECT version FROM orch_schema", read_int0).value_or(0));
   if (found > PgStore::kSchemaVersion) return too_new(found);  // ~Txn rolls back
   for (int v = found; v < PgStore::kSchemaVersion; ++v) c.exec_simple(kMigrations[v]);
-  c.exec("INSERT INTO orch_schema (one_row, version) VALUES (true, $1::integer) "
-         "ON CONFLICT (one_row) DO UPDATE SET version = EXCLUDED.version",
-         PgStore::kSchemaVersion);
+  c.exec(
+      "INSERT INTO orch_schema (one_row, version) VALUES (true, $1::integer) "
+      "ON CONFLICT (one_row) DO UPDATE SET version = EXCLUDED.version",
+      PgStore::kSchemaVersion);
   txn.commit();
   return found;
 }

@@ -66,8 +66,9 @@ std::int32_t lock_hash(std::string_view a, std::string_view b, std::string_view 
 
 // The reconciler's idle scan: a range over tasks_idle (stage <> 'done' matches the partial index), strictly after
 // the (updated_at, id) cursor as a row-value comparison, skipping tasks with an active job through jobs_task_status.
-#define ORCH_PG_IDLE_TASKS_SQL                                                                                   \
-  "SELECT " ORCH_TASK_COLUMNS " FROM tasks "                                                                    \
+#define ORCH_PG_IDLE_TASKS_SQL                                                                                  \
+  "SELECT " ORCH_TASK_COLUMNS                                                                                   \
+  " FROM tasks "                                                                                                \
   "WHERE stage <> 'done' AND updated_at < $1::bigint AND (updated_at, id) > ($2::bigint, $3::bigint) "          \
   "AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.task_id = tasks.id AND jobs.status IN ('queued', 'running')) " \
   "ORDER BY updated_at, id LIMIT $4::bigint"
@@ -81,19 +82,19 @@ std::int32_t lock_hash(std::string_view a, std::string_view b, std::string_view 
 // commit-ordered across replicas, so an earlier seq can become visible after a later one was claimed; without the
 // rule it would be handled beside it. $4: whether a claim also needs its claimer alive (a session named
 // "orch:<claimer>") to hold.
-#define ORCH_PG_CLAIM_DELIVERY_SQL                                                                                \
-  "WITH RECURSIVE heads(seq, lane) AS ("                                                                          \
-  "(SELECT seq, lane FROM deliveries WHERE status = 'pending' ORDER BY lane, seq LIMIT 1) "                       \
-  "UNION ALL SELECT n.seq, n.lane FROM heads h CROSS JOIN LATERAL (SELECT seq, lane FROM deliveries "            \
-  "WHERE status = 'pending' AND lane > h.lane ORDER BY lane, seq LIMIT 1) n) "                                    \
-  "UPDATE deliveries SET claimed_by = $1, claim_expires_at = $2 WHERE seq = ("                                    \
+#define ORCH_PG_CLAIM_DELIVERY_SQL                                                                                 \
+  "WITH RECURSIVE heads(seq, lane) AS ("                                                                           \
+  "(SELECT seq, lane FROM deliveries WHERE status = 'pending' ORDER BY lane, seq LIMIT 1) "                        \
+  "UNION ALL SELECT n.seq, n.lane FROM heads h CROSS JOIN LATERAL (SELECT seq, lane FROM deliveries "              \
+  "WHERE status = 'pending' AND lane > h.lane ORDER BY lane, seq LIMIT 1) n) "                                     \
+  "UPDATE deliveries SET claimed_by = $1, claim_expires_at = $2 WHERE seq = ("                                     \
   "SELECT d.seq FROM heads h JOIN deliveries d ON d.seq = h.seq WHERE d.status = 'pending' AND d.run_after <= $3 " \
-  "AND (d.claim_expires_at IS NULL OR d.claim_expires_at <= $3 OR d.claimed_by = $1 "                             \
+  "AND (d.claim_expires_at IS NULL OR d.claim_expires_at <= $3 OR d.claimed_by = $1 "                              \
   "OR ($4 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'orch:' || d.claimed_by))) " \
-  "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending' AND e.claimed_by <> '' "                 \
-  "AND e.lane = d.lane AND e.seq > d.seq AND e.claimed_by <> $1 AND e.claim_expires_at > $3 "                     \
+  "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending' AND e.claimed_by <> '' "                  \
+  "AND e.lane = d.lane AND e.seq > d.seq AND e.claimed_by <> $1 AND e.claim_expires_at > $3 "                      \
   "AND (NOT $4 OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'orch:' || e.claimed_by))) " \
-  "ORDER BY d.seq LIMIT 1 FOR UPDATE OF d SKIP LOCKED) "                                                          \
+  "ORDER BY d.seq LIMIT 1 FOR UPDATE OF d SKIP LOCKED) "                                                           \
   "RETURNING " ORCH_DELIVERY_COLUMNS
 
 template <>
@@ -145,7 +146,8 @@ struct Dialect<PgConn> {
   // Takes the advisory locks of a batch's dedup keys, all at once, in ascending order: an inserter that finds a key
   // taken waits for its holder to commit, then sees the holder's row; ascending order rules out lock cycles, and since
   // no two inserters can then conflict on a row, the inserts themselves never wait on each other.
-  static void lock_dedup_keys(PgConn& c, const std::vector<NewDelivery>& deliveries, const std::vector<bool>& dedup_on_digest) {
+  static void lock_dedup_keys(PgConn& c, const std::vector<NewDelivery>& deliveries,
+                              const std::vector<bool>& dedup_on_digest) {
     std::vector<std::int32_t> keys;
     for (size_t i = 0; i < deliveries.size(); ++i) {
       const char* source = source_name(deliveries[i].source);
@@ -209,11 +211,16 @@ std::string PgStore::redact(const std::string& url) {
   for (PQconninfoOption* o = opts; o->keyword; ++o) {
     if (!o->val) continue;
     const std::string_view k = o->keyword;
-    if (k == "user") user = o->val;
-    else if (k == "host") host = o->val;
-    else if (k == "hostaddr" && host.empty()) host = o->val;
-    else if (k == "port") port = o->val;
-    else if (k == "dbname") dbname = o->val;
+    if (k == "user")
+      user = o->val;
+    else if (k == "host")
+      host = o->val;
+    else if (k == "hostaddr" && host.empty())
+      host = o->val;
+    else if (k == "port")
+      port = o->val;
+    else if (k == "dbname")
+      dbname = o->val;
   }
   PQconninfoFree(opts);
   std::string out = "postgresql://";

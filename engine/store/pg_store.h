@@ -15,7 +15,7 @@
 
 namespace orch {
 
-class PgConn;  // engine/store/pg_connection.h
+class PgConn;                            // engine/store/pg_connection.h
 extern template class SqlStore<PgConn>;  // compiled once, in pg_store.cpp
 
 struct PgStoreOptions {

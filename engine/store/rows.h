@@ -28,11 +28,11 @@ struct Bytes {
 
 // Column lists are macros so that every statement stays a single string literal: greppable, and one cache entry.
 // The _OF forms qualify each column (`ORCH_JOB_COLUMNS_OF("jobs.")`) for statements that join the table.
-#define ORCH_TASK_COLUMNS                                                                                       \
+#define ORCH_TASK_COLUMNS                                                                                         \
   "id, project, work_item_id, work_item_key, title, description, stage, visit, branch, blocked, blocked_reason, " \
   "rejection_reason, pr_number, pr_state, review_state, head_sha, tracker_state, created_at, entered_stage_at, "  \
   "updated_at"
-#define ORCH_JOB_COLUMNS_OF(t)                                                                                      \
+#define ORCH_JOB_COLUMNS_OF(t)                                                                                     \
   t "id, " t "task_id, " t "visit, " t "stage, " t "agent, " t "status, " t "attempt, " t "error, " t "worker, " t \
     "created_at, " t "run_after, " t "started_at, " t "heartbeat_at, " t "finished_at, " t "step, " t              \
     "step_attempts, " t "step_error"
@@ -40,11 +40,11 @@ struct Bytes {
 #define ORCH_DELIVERY_COLUMNS                                                                                  \
   "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at, lane, run_after, " \
   "claimed_by, claim_expires_at"
-#define ORCH_NOTIFICATION_COLUMNS_OF(t)                                                                          \
-  t "id, " t "dedup_key, " t "text, " t "status, " t "attempts, " t "error, " t "created_at, " t              \
-    "next_attempt_at, " t "sent_at, " t "channel, " t "lane"
+#define ORCH_NOTIFICATION_COLUMNS_OF(t)                                                                                \
+  t "id, " t "dedup_key, " t "text, " t "status, " t "attempts, " t "error, " t "created_at, " t "next_attempt_at, " t \
+    "sent_at, " t "channel, " t "lane"
 #define ORCH_NOTIFICATION_COLUMNS ORCH_NOTIFICATION_COLUMNS_OF("")
-#define ORCH_TRANSITION_SELECT                                                                          \
+#define ORCH_TRANSITION_SELECT                                                                         \
   "SELECT tr.id, tr.task_id, t.work_item_key, tr.from_stage, tr.to_stage, tr.cause, tr.detail, tr.at " \
   "FROM transitions tr JOIN tasks t ON t.id = tr.task_id "
 #define ORCH_PROJECT_COLUMNS "name, plane_identifier, tracker_horizon, tracker_full_sweep"

@@ -76,8 +76,8 @@ InboxInsert insert_one(Conn& c, const NewDelivery& d, bool dedup_on_digest) {
                   source, d.body_digest))
       return {*seq, true};
   }
-  if (std::optional<std::int64_t> seq = c.one(Dialect<Conn>::kInsertDelivery, read_int0, source, d.delivery_id,
-                                              d.event, d.body_digest, Bytes{d.body}, d.received_at, d.lane))
+  if (std::optional<std::int64_t> seq = c.one(Dialect<Conn>::kInsertDelivery, read_int0, source, d.delivery_id, d.event,
+                                              d.body_digest, Bytes{d.body}, d.received_at, d.lane))
     return {*seq, false};
   std::optional<std::int64_t> seq =
       c.one("SELECT seq FROM deliveries WHERE source = $1 AND delivery_id = $2", read_int0, source, d.delivery_id);
@@ -102,12 +102,12 @@ Result<Claim> SqlStore<Conn>::create_task_atomic(const NewTask& task, TimePoint 
   return write("create_task_atomic", [&](Conn& c) -> Result<Claim> {
     // A racing inserter of the same work item makes this INSERT wait for it to commit (PostgreSQL) or cannot run
     // beside it (SQLite's one writer), then do nothing; the SELECT then sees the winner's row.
-    if (std::optional<TaskRow> row = c.one(
-            "INSERT INTO tasks (project, work_item_id, work_item_key, title, description, stage, visit, branch, "
-            "created_at, entered_stage_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8, $8) "
-            "ON CONFLICT (work_item_id) DO NOTHING RETURNING " ORCH_TASK_COLUMNS,
-            read_task, task.project, task.work_item_id, task.work_item_key, task.title, task.description,
-            kStageCreated, task.branch, now))
+    if (std::optional<TaskRow> row =
+            c.one("INSERT INTO tasks (project, work_item_id, work_item_key, title, description, stage, visit, branch, "
+                  "created_at, entered_stage_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8, $8) "
+                  "ON CONFLICT (work_item_id) DO NOTHING RETURNING " ORCH_TASK_COLUMNS,
+                  read_task, task.project, task.work_item_id, task.work_item_key, task.title, task.description,
+                  kStageCreated, task.branch, now))
       return Claim{std::move(*row), true};
     std::optional<TaskRow> row =
         c.one("SELECT " ORCH_TASK_COLUMNS " FROM tasks WHERE work_item_id = $1", read_task, task.work_item_id);
@@ -135,7 +135,8 @@ Result<std::optional<TaskRow>> SqlStore<Conn>::find_task_by_branch(const std::st
                                                                    const std::string& branch) {
   return run("find_task_by_branch", [&](Conn& c) -> Result<std::optional<TaskRow>> {
     // A branch belongs to one task; should history ever hold two, the live (then the newest) one wins.
-    return c.one("SELECT " ORCH_TASK_COLUMNS " FROM tasks WHERE project = $1 AND branch = $2 "
+    return c.one("SELECT " ORCH_TASK_COLUMNS
+                 " FROM tasks WHERE project = $1 AND branch = $2 "
                  "ORDER BY stage = 'done', id DESC LIMIT 1",
                  read_task, project, branch);
   });
@@ -161,9 +162,11 @@ Result<std::vector<TaskRow>> SqlStore<Conn>::non_terminal_tasks(TaskId after, in
 template <class Conn>
 Result<std::vector<TaskRow>> SqlStore<Conn>::tasks_for_queue(TimePoint done_since) {
   return run("tasks_for_queue", [&](Conn& c) -> Result<std::vector<TaskRow>> {
-    return c.all("SELECT " ORCH_TASK_COLUMNS " FROM tasks WHERE stage <> 'done' "
+    return c.all("SELECT " ORCH_TASK_COLUMNS
+                 " FROM tasks WHERE stage <> 'done' "
                  "UNION ALL "
-                 "SELECT " ORCH_TASK_COLUMNS " FROM tasks WHERE stage = 'done' AND entered_stage_at >= $1 "
+                 "SELECT " ORCH_TASK_COLUMNS
+                 " FROM tasks WHERE stage = 'done' AND entered_stage_at >= $1 "
                  "ORDER BY id",
                  read_task, done_since);
   });
@@ -183,19 +186,20 @@ Result<TaskRow> SqlStore<Conn>::apply_transition(const TransitionRequest& r) {
   return write("apply_transition", [&](Conn& c) -> Result<TaskRow> {
     // A concurrent transition of the same task makes this UPDATE wait, then re-check `stage = from` on the row it
     // committed: the loser matches nothing and gets kConflict.
-    std::optional<TaskRow> row =
-        c.one("UPDATE tasks SET stage = $1, visit = visit + 1, entered_stage_at = $2, updated_at = $2, "
-              "blocked = false, blocked_reason = '', rejection_reason = $3 WHERE id = $4 AND stage = $5 "
-              "RETURNING " ORCH_TASK_COLUMNS,
-              read_task, r.to, r.now, r.rejection_reason.value_or(""), r.task_id, r.from);
+    std::optional<TaskRow> row = c.one(
+        "UPDATE tasks SET stage = $1, visit = visit + 1, entered_stage_at = $2, updated_at = $2, "
+        "blocked = false, blocked_reason = '', rejection_reason = $3 WHERE id = $4 AND stage = $5 "
+        "RETURNING " ORCH_TASK_COLUMNS,
+        read_task, r.to, r.now, r.rejection_reason.value_or(""), r.task_id, r.from);
     if (!row) {
       std::optional<std::string> stage = c.one("SELECT stage FROM tasks WHERE id = $1", read_text0, r.task_id);
       if (!stage) return not_found("task " + std::to_string(r.task_id) + " not found");
       return conflict("task " + std::to_string(r.task_id) + " is in " + *stage + ", not " + r.from);
     }
-    std::int64_t transition_id = c.one("INSERT INTO transitions (task_id, from_stage, to_stage, cause, detail, at) "
-                                       "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                                       read_int0, r.task_id, r.from, r.to, cause_name(r.cause), r.detail, r.now)
+    std::int64_t transition_id = c.one(
+                                      "INSERT INTO transitions (task_id, from_stage, to_stage, cause, detail, at) "
+                                      "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                                      read_int0, r.task_id, r.from, r.to, cause_name(r.cause), r.detail, r.now)
                                      .value();
     insert_messages(c, r.outbox, r.now, transition_id);
     return std::move(*row);
@@ -261,9 +265,10 @@ template <class Conn>
 Status SqlStore<Conn>::record_branch_head(const std::string& repo, const std::string& branch, const std::string& sha,
                                           TimePoint now) {
   return write("record_branch_head", [&](Conn& c) -> Status {
-    c.exec("INSERT INTO branch_heads (repo, branch, sha, updated_at) VALUES ($1, $2, $3, $4) "
-           "ON CONFLICT (repo, branch) DO UPDATE SET sha = excluded.sha, updated_at = excluded.updated_at",
-           repo, branch, sha, now);
+    c.exec(
+        "INSERT INTO branch_heads (repo, branch, sha, updated_at) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (repo, branch) DO UPDATE SET sha = excluded.sha, updated_at = excluded.updated_at",
+        repo, branch, sha, now);
     return {};
   });
 }
@@ -301,8 +306,9 @@ Result<std::optional<JobRow>> SqlStore<Conn>::enqueue_job(const NewJob& job, Tim
     // twice): a read answers those without the write lock, whose BEGIN IMMEDIATE / COMMIT cost 70 % of a 100 k-task
     // replay on SQLite (bench/RESULTS.md). An attempt inserted after this read is still caught by ON CONFLICT below.
     auto exists = run("enqueue_job", [&](Conn& c) -> Result<bool> {
-      return c.one("SELECT 1 FROM jobs WHERE task_id = $1 AND visit = $2 AND attempt = $3", read_int0, job.task_id,
-                   job.visit, job.attempt)
+      return c
+          .one("SELECT 1 FROM jobs WHERE task_id = $1 AND visit = $2 AND attempt = $3", read_int0, job.task_id,
+               job.visit, job.attempt)
           .has_value();
     });
     if (!exists.ok()) return exists.status();
@@ -311,10 +317,11 @@ Result<std::optional<JobRow>> SqlStore<Conn>::enqueue_job(const NewJob& job, Tim
   return write("enqueue_job", [&](Conn& c) -> Result<std::optional<JobRow>> {
     if (!c.one("SELECT id FROM tasks WHERE id = $1", read_int0, job.task_id))
       return not_found("task " + std::to_string(job.task_id) + " not found");
-    return c.one("INSERT INTO jobs (task_id, visit, stage, agent, status, attempt, created_at, run_after) "
-                 "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7) "
-                 "ON CONFLICT (task_id, visit, attempt) DO NOTHING RETURNING " ORCH_JOB_COLUMNS,
-                 read_job, job.task_id, job.visit, job.stage, job.agent, job.attempt, now, job.run_after);
+    return c.one(
+        "INSERT INTO jobs (task_id, visit, stage, agent, status, attempt, created_at, run_after) "
+        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7) "
+        "ON CONFLICT (task_id, visit, attempt) DO NOTHING RETURNING " ORCH_JOB_COLUMNS,
+        read_job, job.task_id, job.visit, job.stage, job.agent, job.attempt, now, job.run_after);
   });
 }
 
@@ -352,9 +359,10 @@ Status SqlStore<Conn>::requeue_job(JobId id, TimePoint now) {
     if (!status) return not_found("job " + std::to_string(id) + " not found");
     if (*status == "queued") return {};  // already requeued: a second recovery pass changes nothing
     if (*status != "running") return conflict("job " + std::to_string(id) + " is " + *status + ", not running");
-    c.exec("UPDATE jobs SET status = 'queued', worker = '', started_at = NULL, heartbeat_at = NULL, run_after = $1 "
-           "WHERE id = $2",
-           now, id);
+    c.exec(
+        "UPDATE jobs SET status = 'queued', worker = '', started_at = NULL, heartbeat_at = NULL, run_after = $1 "
+        "WHERE id = $2",
+        now, id);
     return {};
   });
 }
@@ -375,12 +383,14 @@ Status SqlStore<Conn>::fail_job_step(JobId id, const std::string& error, std::op
                                      TimePoint now) {
   return write("fail_job_step", [&](Conn& c) -> Status {
     const int changed =
-        retry_at ? c.exec("UPDATE jobs SET status = 'queued', worker = '', heartbeat_at = NULL, run_after = $1, "
-                          "step_attempts = step_attempts + 1, step_error = $2 WHERE id = $3 AND status = 'running'",
-                          *retry_at, error, id)
-                 : c.exec("UPDATE jobs SET status = 'failed', error = $1, finished_at = $2, "
-                          "step_attempts = step_attempts + 1, step_error = $1 WHERE id = $3 AND status = 'running'",
-                          error, now, id);
+        retry_at ? c.exec(
+                       "UPDATE jobs SET status = 'queued', worker = '', heartbeat_at = NULL, run_after = $1, "
+                       "step_attempts = step_attempts + 1, step_error = $2 WHERE id = $3 AND status = 'running'",
+                       *retry_at, error, id)
+                 : c.exec(
+                       "UPDATE jobs SET status = 'failed', error = $1, finished_at = $2, "
+                       "step_attempts = step_attempts + 1, step_error = $1 WHERE id = $3 AND status = 'running'",
+                       error, now, id);
     return changed ? Status{} : sql_store::job_mismatch(c, id, "running");
   });
 }
@@ -412,7 +422,8 @@ template <class Conn>
 Result<std::vector<JobRow>> SqlStore<Conn>::recent_failed_jobs(int limit) {
   if (Status s = sql_store::check_limit(limit, "recent_failed_jobs"); !s.ok()) return s;
   return run("recent_failed_jobs", [&](Conn& c) -> Result<std::vector<JobRow>> {
-    return c.all("SELECT " ORCH_JOB_COLUMNS " FROM jobs WHERE status = 'failed' "
+    return c.all("SELECT " ORCH_JOB_COLUMNS
+                 " FROM jobs WHERE status = 'failed' "
                  "ORDER BY finished_at DESC, id DESC LIMIT $1",
                  read_job, limit);
   });
@@ -477,7 +488,8 @@ Result<std::vector<InboxInsert>> SqlStore<Conn>::insert_deliveries(const std::ve
 template <class Conn>
 Result<std::optional<DeliveryRow>> SqlStore<Conn>::next_pending_delivery(DeliverySeq after) {
   return run("next_pending_delivery", [&](Conn& c) -> Result<std::optional<DeliveryRow>> {
-    return c.one("SELECT " ORCH_DELIVERY_COLUMNS " FROM deliveries WHERE status = 'pending' AND seq > $1 "
+    return c.one("SELECT " ORCH_DELIVERY_COLUMNS
+                 " FROM deliveries WHERE status = 'pending' AND seq > $1 "
                  "ORDER BY seq LIMIT 1",
                  read_delivery, after);
   });
@@ -509,7 +521,8 @@ Status SqlStore<Conn>::finish_delivery(DeliverySeq seq, DeliveryStatus status, c
 template <class Conn>
 Result<std::optional<DeliveryRow>> SqlStore<Conn>::find_delivery(const std::string& delivery_id) {
   return run("find_delivery", [&](Conn& c) -> Result<std::optional<DeliveryRow>> {
-    return c.one("SELECT " ORCH_DELIVERY_COLUMNS " FROM deliveries WHERE source IN ('plane', 'gitea') "
+    return c.one("SELECT " ORCH_DELIVERY_COLUMNS
+                 " FROM deliveries WHERE source IN ('plane', 'gitea') "
                  "AND delivery_id = $1 ORDER BY seq DESC LIMIT 1",
                  read_delivery, delivery_id);
   });
@@ -523,9 +536,10 @@ Status SqlStore<Conn>::requeue_delivery(DeliverySeq seq) {
     if (*status == "pending") return {};  // already waiting: replaying twice is one replay
     if (*status != "failed")
       return conflict("delivery " + std::to_string(seq) + " is " + *status + "; only a failed delivery is replayed");
-    c.exec("UPDATE deliveries SET status = 'pending', error = '', handled_at = NULL, claimed_by = '', "
-           "claim_expires_at = NULL, run_after = received_at WHERE seq = $1",
-           seq);
+    c.exec(
+        "UPDATE deliveries SET status = 'pending', error = '', handled_at = NULL, claimed_by = '', "
+        "claim_expires_at = NULL, run_after = received_at WHERE seq = $1",
+        seq);
     return {};
   });
 }
@@ -624,7 +638,8 @@ Result<std::vector<NotificationRow>> SqlStore<Conn>::messages(const std::string&
                                                               int limit) {
   if (Status s = sql_store::check_limit(limit, "messages"); !s.ok()) return s;
   return run("messages", [&](Conn& c) -> Result<std::vector<NotificationRow>> {
-    return c.all("SELECT " ORCH_NOTIFICATION_COLUMNS " FROM notifications WHERE channel = $1 AND status = $2 "
+    return c.all("SELECT " ORCH_NOTIFICATION_COLUMNS
+                 " FROM notifications WHERE channel = $1 AND status = $2 "
                  "ORDER BY id DESC LIMIT $3",
                  read_notification, channel, std::string(notification_status_name(status)), limit);
   });
@@ -634,7 +649,8 @@ template <class Conn>
 Result<std::vector<NotificationRow>> SqlStore<Conn>::due_notifications(TimePoint now, int limit) {
   if (Status s = sql_store::check_limit(limit, "due_notifications"); !s.ok()) return s;
   return run("due_notifications", [&](Conn& c) -> Result<std::vector<NotificationRow>> {
-    return c.all("SELECT " ORCH_NOTIFICATION_COLUMNS " FROM notifications WHERE status = 'pending' "
+    return c.all("SELECT " ORCH_NOTIFICATION_COLUMNS
+                 " FROM notifications WHERE status = 'pending' "
                  "AND next_attempt_at <= $1 AND channel = 'telegram' ORDER BY next_attempt_at, id LIMIT $2",
                  read_notification, now, limit);
   });
@@ -700,10 +716,9 @@ template <class Conn>
 Result<OutboxCounts> SqlStore<Conn>::channel_counts(const std::string& channel) {
   return run("channel_counts", [&](Conn& c) -> Result<OutboxCounts> {
     OutboxCounts counts;
-    for (const auto& [status, n] :
-         c.all("SELECT status, count(*) FROM notifications WHERE channel = $1 GROUP BY status",
-               [](const auto& r) { return std::pair(enum_at(r, 0, parse_notification_status), r.int64(1)); },
-               channel)) {
+    for (const auto& [status, n] : c.all(
+             "SELECT status, count(*) FROM notifications WHERE channel = $1 GROUP BY status",
+             [](const auto& r) { return std::pair(enum_at(r, 0, parse_notification_status), r.int64(1)); }, channel)) {
       switch (status) {
         case NotificationStatus::kPending: counts.pending = n; break;
         case NotificationStatus::kSent: counts.sent = n; break;

@@ -77,7 +77,8 @@ class SqliteConn {
   // Runs `sql` with `args` bound in order ($1, $2, ...): the first row read by `read`, or nullopt. The statement is
   // reset before this returns (for RETURNING, all changes are made by the first step), so no read snapshot stays open.
   template <class F, class... A>
-  auto one(const char* sql, F read, const A&... args) -> std::optional<decltype(read(std::declval<const SqliteRow&>()))> {
+  auto one(const char* sql, F read, const A&... args)
+      -> std::optional<decltype(read(std::declval<const SqliteRow&>()))> {
     Stmt s(*this, sql, args...);
     if (!s->executeStep()) return std::nullopt;
     auto row = read(SqliteRow(*s));
@@ -124,7 +125,9 @@ class SqliteConn {
     void bind(int i, const std::string& v) { s_.bind(i, v); }
     void bind(int i, const char* v) { s_.bind(i, v); }
     void bind(int i, std::string_view v) { s_.bind(i, std::string(v)); }
-    void bind(int i, Bytes v) { s_.bind(i, static_cast<const void*>(v.bytes.data()), static_cast<int>(v.bytes.size())); }
+    void bind(int i, Bytes v) {
+      s_.bind(i, static_cast<const void*>(v.bytes.data()), static_cast<int>(v.bytes.size()));
+    }
     template <class T>
     void bind(int i, const std::optional<T>& v) {
       if (v)

@@ -26,8 +26,9 @@ namespace orch {
 // The reconciler's idle scan: a range over tasks_idle (stage <> 'done' matches the partial index), strictly after
 // the (updated_at, id) cursor, skipping tasks with an active job through jobs_task_status.
 #define ORCH_SQLITE_IDLE_TASKS_SQL                                                                              \
-  "SELECT " ORCH_TASK_COLUMNS " FROM tasks "                                                                   \
-  "WHERE stage <> 'done' AND updated_at < $1 AND (updated_at, id) > ($2, $3) "                                \
+  "SELECT " ORCH_TASK_COLUMNS                                                                                   \
+  " FROM tasks "                                                                                                \
+  "WHERE stage <> 'done' AND updated_at < $1 AND (updated_at, id) > ($2, $3) "                                  \
   "AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.task_id = tasks.id AND jobs.status IN ('queued', 'running')) " \
   "ORDER BY updated_at, id LIMIT $4"
 
@@ -36,16 +37,16 @@ namespace orch {
 // backlog (a lane whose head is held or waiting for its retry no longer makes the claim step over its whole
 // backlog). The oldest head that is due and that nobody else holds wins. INDEXED BY: without statistics SQLite
 // would rather read every pending row through deliveries_status and sort them.
-#define ORCH_SQLITE_CLAIM_DELIVERY_SQL                                                                            \
-  "WITH RECURSIVE heads(seq, lane) AS ("                                                                          \
+#define ORCH_SQLITE_CLAIM_DELIVERY_SQL                                                                           \
+  "WITH RECURSIVE heads(seq, lane) AS ("                                                                         \
   "SELECT seq, lane FROM (SELECT seq, lane FROM deliveries INDEXED BY deliveries_pending_lane "                  \
-  "WHERE status = 'pending' ORDER BY lane, seq LIMIT 1) "                                                         \
+  "WHERE status = 'pending' ORDER BY lane, seq LIMIT 1) "                                                        \
   "UNION ALL SELECT n.seq, n.lane FROM heads h JOIN deliveries n ON n.seq = (SELECT m.seq FROM deliveries AS m " \
-  "INDEXED BY deliveries_pending_lane "                                                                           \
-  "WHERE m.status = 'pending' AND m.lane > h.lane ORDER BY m.lane, m.seq LIMIT 1)) "                              \
-  "UPDATE deliveries SET claimed_by = $1, claim_expires_at = $2 WHERE seq = ("                                    \
+  "INDEXED BY deliveries_pending_lane "                                                                          \
+  "WHERE m.status = 'pending' AND m.lane > h.lane ORDER BY m.lane, m.seq LIMIT 1)) "                             \
+  "UPDATE deliveries SET claimed_by = $1, claim_expires_at = $2 WHERE seq = ("                                   \
   "SELECT d.seq FROM heads h JOIN deliveries d ON d.seq = h.seq WHERE d.run_after <= $3 "                        \
-  "AND (d.claim_expires_at IS NULL OR d.claim_expires_at <= $3 OR d.claimed_by = $1) "                            \
+  "AND (d.claim_expires_at IS NULL OR d.claim_expires_at <= $3 OR d.claimed_by = $1) "                           \
   "ORDER BY d.seq LIMIT 1) RETURNING " ORCH_DELIVERY_COLUMNS
 
 template <>
@@ -155,8 +156,8 @@ Result<std::string> SqliteStore::idle_tasks_plan() {
   });
 }
 
-Result<std::optional<DeliveryRow>> SqliteStore::claim_delivery(const std::string& claimer, TimePoint now,
-                                                               Millis lease, std::stop_token) {
+Result<std::optional<DeliveryRow>> SqliteStore::claim_delivery(const std::string& claimer, TimePoint now, Millis lease,
+                                                               std::stop_token) {
   if (claimer.empty()) return invalid("claim_delivery: empty claimer");
   if (lease <= Millis::zero()) return invalid("claim_delivery: the lease must be positive");
   return write("claim_delivery", [&](SqliteConn& c) -> Result<std::optional<DeliveryRow>> {

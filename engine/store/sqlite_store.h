@@ -31,7 +31,7 @@ struct SqliteStoreOptions {
   int checkpoint_pages = 32000;
 };
 
-class SqliteConn;  // engine/store/sqlite_connection.h
+class SqliteConn;                            // engine/store/sqlite_connection.h
 extern template class SqlStore<SqliteConn>;  // compiled once, in sqlite_store.cpp
 
 class SqliteStore final : public SqlStore<SqliteConn> {

@@ -34,13 +34,11 @@ class RunningApp {
  public:
   // `env` is added over the defaults; a value of "" removes a default (e.g. {"ORCH_ADMIN_TOKEN", ""}).
   explicit RunningApp(Env env = {}) {
-    std::map<std::string, std::string> vars = {{"ORCH_DATA_DIR", dir_.path().string()},
-                                               {"ORCH_LISTEN", "127.0.0.1:0"},
-                                               {"ORCH_ADMIN_TOKEN", kAdminToken},
-                                               {"ORCH_PLANE_BASE_URL", kPlaneBase},
-                                               {"ORCH_GITEA_BASE_URL", kGiteaBase},
-                                               {"ORCH_RECONCILE_PLANE_ENABLED", "0"},
-                                               {"ORCH_ALLOW_UNSIGNED_WEBHOOKS", "1"}};
+    std::map<std::string, std::string> vars = {
+        {"ORCH_DATA_DIR", dir_.path().string()}, {"ORCH_LISTEN", "127.0.0.1:0"},
+        {"ORCH_ADMIN_TOKEN", kAdminToken},       {"ORCH_PLANE_BASE_URL", kPlaneBase},
+        {"ORCH_GITEA_BASE_URL", kGiteaBase},     {"ORCH_RECONCILE_PLANE_ENABLED", "0"},
+        {"ORCH_ALLOW_UNSIGNED_WEBHOOKS", "1"}};
     for (auto& [k, v] : env) vars[k] = v;
     auto settings = make_settings(default_config(), [vars](const std::string& name) -> std::optional<std::string> {
       auto it = vars.find(name);
@@ -70,16 +68,24 @@ class RunningApp {
   // Seeding, before start().
   TaskRow add_task(const std::string& key, const std::string& title, const std::vector<std::string>& path) {
     TimePoint now = SystemClock().now();
-    NewTask t{.project = "shop", .work_item_id = "wi-" + key, .work_item_key = key, .title = title,
-              .description = "", .branch = "orch/" + lower(key)};
+    NewTask t{.project = "shop",
+              .work_item_id = "wi-" + key,
+              .work_item_key = key,
+              .title = title,
+              .description = "",
+              .branch = "orch/" + lower(key)};
     auto claim = store().create_task_atomic(t, now);
     REQUIRE(claim.ok());
     TaskRow row = claim.value().task;
     std::string from = row.stage;
     for (const std::string& to : path) {
-      auto moved = store().apply_transition(
-          TransitionRequest{.task_id = row.id, .from = from, .to = to, .cause = Cause::kWebhook,
-                            .detail = "seeded", .rejection_reason = std::nullopt, .now = now});
+      auto moved = store().apply_transition(TransitionRequest{.task_id = row.id,
+                                                              .from = from,
+                                                              .to = to,
+                                                              .cause = Cause::kWebhook,
+                                                              .detail = "seeded",
+                                                              .rejection_reason = std::nullopt,
+                                                              .now = now});
       REQUIRE(moved.ok());
       row = moved.value();
       from = to;
@@ -88,7 +94,10 @@ class RunningApp {
   }
   void add_failed_delivery(const std::string& id, const std::string& error) {
     TimePoint now = SystemClock().now();
-    NewDelivery d{.source = Source::kGitea, .delivery_id = id, .event = "status", .body_digest = "digest-" + id,
+    NewDelivery d{.source = Source::kGitea,
+                  .delivery_id = id,
+                  .event = "status",
+                  .body_digest = "digest-" + id,
                   .body = R"({"sha":"0000000000000000000000000000000000000000","state":"success",)"
                           R"("context":"ci","repository":{"full_name":"acme/unknown"}})",
                   .received_at = now};
@@ -98,8 +107,12 @@ class RunningApp {
   }
   // The first attempt of the developer's job for `task`, enqueued and claimed by worker "1/0" (so it is running).
   JobRow claim_new_job(const TaskRow& task, TimePoint now) {
-    auto job = store().enqueue_job(NewJob{.task_id = task.id, .visit = task.visit, .stage = task.stage,
-                                          .agent = "developer", .attempt = 1, .run_after = now},
+    auto job = store().enqueue_job(NewJob{.task_id = task.id,
+                                          .visit = task.visit,
+                                          .stage = task.stage,
+                                          .agent = "developer",
+                                          .attempt = 1,
+                                          .run_after = now},
                                    now);
     REQUIRE(job.ok());
     REQUIRE(job.value());
@@ -133,9 +146,10 @@ class RunningApp {
   NotificationId add_write(const std::string& channel, const std::string& key, const std::string& text,
                            const std::optional<std::string>& error) {
     TimePoint now = SystemClock().now();
-    auto added = store().enqueue_messages({OutboxMessage{.channel = channel, .dedup_key = key, .text = text,
-                                                         .lane = channel + ":lane-" + key, .task_id = 0}},
-                                          now);
+    auto added = store().enqueue_messages(
+        {OutboxMessage{
+            .channel = channel, .dedup_key = key, .text = text, .lane = channel + ":lane-" + key, .task_id = 0}},
+        now);
     REQUIRE(added.ok());
     REQUIRE(added.value() == 1);
     auto rows = store().messages(channel, NotificationStatus::kPending, 1000);

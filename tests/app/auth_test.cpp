@@ -85,8 +85,9 @@ TEST_CASE("every protected route refuses a missing or wrong token and accepts th
     CHECK(right_basic->status != 401);
   }
   // A POST the browser marks as coming from another site is refused even with the credentials it holds.
-  auto csrf = c.Post("/admin/reconcile/disable", {{"Authorization", "Bearer " + std::string(kAdminToken)},
-                                                  {"Sec-Fetch-Site", "cross-site"}}, "", "application/json");
+  auto csrf = c.Post("/admin/reconcile/disable",
+                     {{"Authorization", "Bearer " + std::string(kAdminToken)}, {"Sec-Fetch-Site", "cross-site"}}, "",
+                     "application/json");
   REQUIRE(csrf);
   CHECK(csrf->status == 403);
   // The unknown delivery and task are answered as such once authenticated.

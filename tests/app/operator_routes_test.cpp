@@ -71,25 +71,45 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
   seed(app);
   app.start();
   json doc = get_queue(app);
-  check_fields(doc, {{"generated_at", T::kString}, {"tasks", T::kArray}, {"jobs", T::kArray},
-                     {"reconciler", T::kObject}, {"inbox", T::kObject}, {"transitions", T::kArray},
-                     {"notifications", T::kObject}, {"refused_deliveries", T::kArray}});
+  check_fields(doc, {{"generated_at", T::kString},
+                     {"tasks", T::kArray},
+                     {"jobs", T::kArray},
+                     {"reconciler", T::kObject},
+                     {"inbox", T::kObject},
+                     {"transitions", T::kArray},
+                     {"notifications", T::kObject},
+                     {"refused_deliveries", T::kArray}});
   CHECK(is_rfc3339(doc["generated_at"]));
   REQUIRE(doc["tasks"].size() == 3);
   for (const json& t : doc["tasks"]) {
-    check_fields(t, {{"id", T::kInt}, {"project", T::kString}, {"work_item_id", T::kString},
-                     {"work_item_key", T::kString}, {"title", T::kString}, {"stage", T::kString},
-                     {"blocked", T::kBool}, {"blocked_reason", T::kStringOrNull}, {"branch", T::kString},
-                     {"pr_number", T::kIntOrNull}, {"head_sha", T::kStringOrNull},
-                     {"entered_stage_at", T::kString}, {"updated_at", T::kString}});
+    check_fields(t, {{"id", T::kInt},
+                     {"project", T::kString},
+                     {"work_item_id", T::kString},
+                     {"work_item_key", T::kString},
+                     {"title", T::kString},
+                     {"stage", T::kString},
+                     {"blocked", T::kBool},
+                     {"blocked_reason", T::kStringOrNull},
+                     {"branch", T::kString},
+                     {"pr_number", T::kIntOrNull},
+                     {"head_sha", T::kStringOrNull},
+                     {"entered_stage_at", T::kString},
+                     {"updated_at", T::kString}});
     CHECK(is_rfc3339(t["entered_stage_at"]));
   }
   REQUIRE_FALSE(doc["jobs"].empty());
   bool saw_failed = false;
   for (const json& j : doc["jobs"]) {
-    check_fields(j, {{"id", T::kInt}, {"task_id", T::kInt}, {"stage", T::kString}, {"agent", T::kString},
-                     {"status", T::kString}, {"attempt", T::kInt}, {"started_at", T::kStringOrNull},
-                     {"heartbeat_at", T::kStringOrNull}, {"step", T::kString}, {"step_attempts", T::kInt},
+    check_fields(j, {{"id", T::kInt},
+                     {"task_id", T::kInt},
+                     {"stage", T::kString},
+                     {"agent", T::kString},
+                     {"status", T::kString},
+                     {"attempt", T::kInt},
+                     {"started_at", T::kStringOrNull},
+                     {"heartbeat_at", T::kStringOrNull},
+                     {"step", T::kString},
+                     {"step_attempts", T::kInt},
                      {"step_error", T::kString}});
     CHECK(std::set<std::string>{"queued", "running", "succeeded", "failed"}.count(j["status"].get<std::string>()));
     if (j["status"] == "failed" && j["error"] == "agent exited with 1") {
@@ -99,23 +119,35 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
     }
   }
   CHECK(saw_failed);
-  check_fields(doc["reconciler"], {{"enabled", T::kBool}, {"plane_enabled", T::kBool}, {"interval_s", T::kInt},
+  check_fields(doc["reconciler"], {{"enabled", T::kBool},
+                                   {"plane_enabled", T::kBool},
+                                   {"interval_s", T::kInt},
                                    {"last_pass_started_at", T::kStringOrNull},
-                                   {"last_pass_duration_s", T::kNumberOrNull}, {"unblocked_total", T::kInt},
-                                   {"last_unblocked", T::kStringOrNull}, {"last_error", T::kStringOrNull},
-                                   {"leader", T::kStringOrNull}, {"replica", T::kString}, {"leading", T::kBool}});
+                                   {"last_pass_duration_s", T::kNumberOrNull},
+                                   {"unblocked_total", T::kInt},
+                                   {"last_unblocked", T::kStringOrNull},
+                                   {"last_error", T::kStringOrNull},
+                                   {"leader", T::kStringOrNull},
+                                   {"replica", T::kString},
+                                   {"leading", T::kBool}});
   CHECK(doc["reconciler"]["unblocked_total"].get<int>() >= 3);
   CHECK(doc["reconciler"]["last_unblocked"] == "SHOP-42");
-  check_fields(doc["inbox"], {{"received", T::kInt}, {"pending", T::kInt}, {"handled", T::kInt},
-                              {"ignored", T::kInt}, {"failed", T::kInt}, {"failed_deliveries", T::kArray}});
+  check_fields(doc["inbox"], {{"received", T::kInt},
+                              {"pending", T::kInt},
+                              {"handled", T::kInt},
+                              {"ignored", T::kInt},
+                              {"failed", T::kInt},
+                              {"failed_deliveries", T::kArray}});
   REQUIRE(doc["inbox"]["failed_deliveries"].size() == 1);
-  check_fields(doc["inbox"]["failed_deliveries"][0], {{"source", T::kString}, {"delivery_id", T::kString},
-                                                      {"event", T::kString}, {"error", T::kString},
+  check_fields(doc["inbox"]["failed_deliveries"][0], {{"source", T::kString},
+                                                      {"delivery_id", T::kString},
+                                                      {"event", T::kString},
+                                                      {"error", T::kString},
                                                       {"received_at", T::kString}});
   REQUIRE_FALSE(doc["transitions"].empty());
   for (const json& t : doc["transitions"]) {
-    check_fields(t, {{"task_id", T::kInt}, {"from", T::kString}, {"to", T::kString}, {"cause", T::kString},
-                     {"at", T::kString}});
+    check_fields(
+        t, {{"task_id", T::kInt}, {"from", T::kString}, {"to", T::kString}, {"cause", T::kString}, {"at", T::kString}});
     CHECK(std::set<std::string>{"webhook", "agent", "reconciler", "manual"}.count(t["cause"].get<std::string>()));
   }
   check_fields(doc["notifications"], {{"pending", T::kInt}, {"sent", T::kInt}, {"failed", T::kInt}});
@@ -171,8 +203,9 @@ TEST_CASE("kill switch flips through the admin endpoints show in /queue.json, th
   CHECK(get_queue(app)["reconciler"]["enabled"] == true);
   CHECK(c.Post("/admin/reconcile/enable?side=gitea", admin(), "", "application/json")->status == 400);
   // The CLI goes through the same function: `orch reconcile disable --plane` on the same data, while serving.
-  const std::string cli = "ORCH_DATA_DIR='" + app.dir().path().string() + "' ORCH_CONFIG='" ORCH_SOURCE_DIR
-                          "/examples/orch.toml' '" ORCH_BINARY "' reconcile disable --plane >/dev/null";
+  const std::string cli = "ORCH_DATA_DIR='" + app.dir().path().string() +
+                          "' ORCH_CONFIG='" ORCH_SOURCE_DIR "/examples/orch.toml' '" ORCH_BINARY
+                          "' reconcile disable --plane >/dev/null";
   CHECK(std::system(cli.c_str()) == 0);
   CHECK(get_queue(app)["reconciler"]["plane_enabled"] == false);
   REQUIRE(set_reconcile_switch(app.store(), false, false).ok());
@@ -237,8 +270,12 @@ TEST_CASE("/readyz fails, naming the inbox processor, when a delivery has waited
   RunningApp app;
   app.start();
   app.app().inbox().stop();  // the processor is wedged: nothing takes the delivery below
-  NewDelivery d{.source = Source::kPlane, .delivery_id = "stuck-1", .event = "issue", .body_digest = "d",
-                .body = "{}", .received_at = SystemClock().now() - std::chrono::minutes(10)};
+  NewDelivery d{.source = Source::kPlane,
+                .delivery_id = "stuck-1",
+                .event = "issue",
+                .body_digest = "d",
+                .body = "{}",
+                .received_at = SystemClock().now() - std::chrono::minutes(10)};
   REQUIRE(app.store().insert_delivery(d, false).ok());
   auto res = app.client().Get("/readyz");
   REQUIRE(res);
@@ -252,7 +289,7 @@ TEST_CASE("/readyz fails, naming the inbox processor, when a delivery has waited
 TEST_CASE("the exposition checker refuses what Prometheus would") {
   CHECK(parse_exposition("# TYPE a counter\na 1\n").errors.empty());
   CHECK(parse_exposition("# TYPE a gauge\na{x=\"1\",y=\"q\\\"\"} 2.5\n").errors.empty());
-  CHECK_FALSE(parse_exposition("a 1\n").errors.empty());                      // no TYPE
+  CHECK_FALSE(parse_exposition("a 1\n").errors.empty());                         // no TYPE
   CHECK_FALSE(parse_exposition("# TYPE a counter\na{x=1} 1\n").errors.empty());  // unquoted label
   CHECK_FALSE(parse_exposition("# TYPE a counter\na one\n").errors.empty());
   CHECK_FALSE(parse_exposition("# TYPE a counter\n#bogus\n").errors.empty());
@@ -263,10 +300,9 @@ TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs,
   seed(app);
   app.start();
   auto c = app.client();
-  auto stored = c.Post("/webhooks/gitea",
-                       {{"X-Gitea-Delivery", "m-1"}, {"X-Gitea-Event-Type", "push"}},
-                       R"({"ref":"refs/heads/main","after":"abc","repository":{"full_name":"acme/shop"}})",
-                       "application/json");
+  auto stored =
+      c.Post("/webhooks/gitea", {{"X-Gitea-Delivery", "m-1"}, {"X-Gitea-Event-Type", "push"}},
+             R"({"ref":"refs/heads/main","after":"abc","repository":{"full_name":"acme/shop"}})", "application/json");
   REQUIRE(stored);
   CHECK(stored->status == 202);
   auto refused = c.Post("/webhooks/gitea", {{"X-Gitea-Event-Type", "push"}}, "{}", "application/json");
@@ -274,9 +310,12 @@ TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs,
   CHECK(refused->status >= 400);
   // A transition after start-up goes through the bus (the seeded ones were written to the store directly).
   TaskRow fresh = app.add_task("SHOP-9", "Fresh", {});
-  auto moved = app.app().engine().advance_stage(
-      fresh.id, AdvanceRequest{.cause = Cause::kManual, .to = "analysis", .expected_from = std::nullopt,
-                               .finished_agent = std::nullopt, .rejection_reason = std::nullopt, .detail = "test"});
+  auto moved = app.app().engine().advance_stage(fresh.id, AdvanceRequest{.cause = Cause::kManual,
+                                                                         .to = "analysis",
+                                                                         .expected_from = std::nullopt,
+                                                                         .finished_agent = std::nullopt,
+                                                                         .rejection_reason = std::nullopt,
+                                                                         .detail = "test"});
   REQUIRE_MESSAGE(moved.ok(), moved.status().message);
   REQUIRE(c.Post("/admin/reconcile/disable", admin(), "", "application/json")->status == 200);
 
@@ -373,9 +412,9 @@ TEST_CASE("/metrics counts API calls by client and outcome, agent runs, delivery
 
   // A delivery through the real route and inbox thread is timed too (its Gitea call fails fast: a closed port).
   auto c = app.client();
-  auto stored = c.Post("/webhooks/gitea", {{"X-Gitea-Delivery", "h-1"}, {"X-Gitea-Event-Type", "push"}},
-                       R"({"ref":"refs/heads/main","after":"abc","repository":{"full_name":"acme/shop"}})",
-                       "application/json");
+  auto stored =
+      c.Post("/webhooks/gitea", {{"X-Gitea-Delivery", "h-1"}, {"X-Gitea-Event-Type", "push"}},
+             R"({"ref":"refs/heads/main","after":"abc","repository":{"full_name":"acme/shop"}})", "application/json");
   REQUIRE(stored);
   REQUIRE(stored->status == 202);
   REQUIRE(eventually([&] { return app.store().inbox_counts().value().pending == 0; }, 10s));
@@ -391,12 +430,19 @@ TEST_CASE("/metrics counts API calls by client and outcome, agent runs, delivery
   CHECK(e.types["orch_api_call_duration_seconds"] == "histogram");
   CHECK(e.samples[R"(orch_api_call_duration_seconds_count{client="gitea"})"] == 2);
   CHECK(e.types["orch_agent_run_duration_seconds"] == "histogram");
-  CHECK(e.samples[R"(orch_agent_run_duration_seconds_count{agent="developer",outcome="succeeded",stage="development"})"] == 1);
-  CHECK(e.samples[R"(orch_agent_run_duration_seconds_sum{agent="developer",outcome="failed",stage="development"})"] == 3);
+  CHECK(e.samples
+            [R"(orch_agent_run_duration_seconds_count{agent="developer",outcome="succeeded",stage="development"})"] ==
+        1);
+  CHECK(e.samples[R"(orch_agent_run_duration_seconds_sum{agent="developer",outcome="failed",stage="development"})"] ==
+        3);
   CHECK(e.types["orch_delivery_handling_duration_seconds"] == "histogram");
-  CHECK(e.samples[R"(orch_delivery_handling_duration_seconds_count{event="status",outcome="handled",source="gitea"})"] == 1);
-  CHECK(e.samples[R"(orch_delivery_handling_duration_seconds_count{event="other",outcome="ignored",source="gitea"})"] == 2);
-  CHECK(e.samples[R"(orch_delivery_handling_duration_seconds_count{event="push",outcome="handled",source="gitea"})"] == 1);
+  CHECK(
+      e.samples[R"(orch_delivery_handling_duration_seconds_count{event="status",outcome="handled",source="gitea"})"] ==
+      1);
+  CHECK(e.samples[R"(orch_delivery_handling_duration_seconds_count{event="other",outcome="ignored",source="gitea"})"] ==
+        2);
+  CHECK(e.samples[R"(orch_delivery_handling_duration_seconds_count{event="push",outcome="handled",source="gitea"})"] ==
+        1);
   CHECK(e.types["orch_reconcile_unblocks_by_stage_total"] == "counter");
   CHECK(e.samples[R"(orch_reconcile_unblocks_by_stage_total{side="gate",stage="development"})"] == 1);
   CHECK(e.samples[R"(orch_reconcile_unblocks_by_stage_total{side="tracker",stage="analysis"})"] == 2);
@@ -449,7 +495,6 @@ TEST_CASE("a replica id that could not name a worker or a claim is refused at st
   CHECK(settings.status().message.find("ORCH_REPLICA_ID") != std::string::npos);
 }
 
-
 TEST_CASE("refused deliveries are counted on /metrics by source and reason and listed on /queue.json") {
   RunningApp app;  // unsigned webhooks allowed: the refusals below are for other reasons
   app.start();
@@ -483,7 +528,10 @@ TEST_CASE("refused deliveries are counted on /metrics by source and reason and l
   REQUIRE(doc["refused_deliveries"].size() == 3);
   std::map<std::string, json> by_kind;
   for (const json& r : doc["refused_deliveries"]) {
-    check_fields(r, {{"source", T::kString}, {"reason", T::kString}, {"count", T::kInt}, {"last_at", T::kString},
+    check_fields(r, {{"source", T::kString},
+                     {"reason", T::kString},
+                     {"count", T::kInt},
+                     {"last_at", T::kString},
                      {"last_error", T::kString}});
     CHECK(is_rfc3339(r["last_at"]));
     by_kind[r["source"].get<std::string>() + ":" + r["reason"].get<std::string>()] = r;
@@ -509,19 +557,21 @@ const std::string kHostileWrite = std::string(R"({"kind":"comment","project":"sh
 TEST_CASE("/queue.json's write_back block sums the Plane and Gitea writes and lists them without their text") {
   RunningApp app;
   const NotificationId failed = app.add_write("plane", "3:7:comment", kHostileWrite, "plane answered 422");
-  const NotificationId pending = app.add_write(
-      "gitea", "3:7:status", R"({"kind":"status","repo":"acme/shop","branch":"orch/shop-3","state":"pending"})",
-      std::nullopt);
-  const NotificationId newer_failed =
-      app.add_write("gitea", "3:8:review", R"({"kind":"review","repo":"acme/shop","pr":12,"event":"COMMENT"})",
-                    "gitea answered 500");
+  const NotificationId pending =
+      app.add_write("gitea", "3:7:status",
+                    R"({"kind":"status","repo":"acme/shop","branch":"orch/shop-3","state":"pending"})", std::nullopt);
+  const NotificationId newer_failed = app.add_write(
+      "gitea", "3:8:review", R"({"kind":"review","repo":"acme/shop","pr":12,"event":"COMMENT"})", "gitea answered 500");
   // A Telegram notification is not a write-back: counted under notifications only.
   REQUIRE(app.store().enqueue_notification("tg-1", "hello", SystemClock().now()).ok());
   app.start();
   json doc = get_queue(app);
   REQUIRE(doc.contains("write_back"));
   const json& wb = doc["write_back"];
-  check_fields(wb, {{"enabled", T::kBool}, {"pending", T::kInt}, {"failed", T::kInt}, {"failed_writes", T::kArray},
+  check_fields(wb, {{"enabled", T::kBool},
+                    {"pending", T::kInt},
+                    {"failed", T::kInt},
+                    {"failed_writes", T::kArray},
                     {"pending_writes", T::kArray}});
   CHECK(wb["enabled"] == true);
   CHECK(wb["pending"] == 1);
@@ -529,8 +579,13 @@ TEST_CASE("/queue.json's write_back block sums the Plane and Gitea writes and li
   REQUIRE(wb["failed_writes"].size() == 2);
   REQUIRE(wb["pending_writes"].size() == 1);
   for (const json& w : wb["failed_writes"]) {
-    check_fields(w, {{"id", T::kInt}, {"channel", T::kString}, {"kind", T::kString}, {"key", T::kString},
-                     {"attempts", T::kInt}, {"error", T::kString}, {"created_at", T::kString},
+    check_fields(w, {{"id", T::kInt},
+                     {"channel", T::kString},
+                     {"kind", T::kString},
+                     {"key", T::kString},
+                     {"attempts", T::kInt},
+                     {"error", T::kString},
+                     {"created_at", T::kString},
                      {"next_attempt_at", T::kString}});
     CHECK(is_rfc3339(w["created_at"]));
     CHECK(is_rfc3339(w["next_attempt_at"]));
@@ -569,9 +624,9 @@ TEST_CASE("/queue.json's write_back says enabled false when the kill switch ORCH
 TEST_CASE("retrying a failed write through POST /admin/outbox/<id>/retry makes it pending with a fresh budget") {
   RunningApp app;
   const NotificationId failed = app.add_write("plane", "5:9:comment", kHostileWrite, "plane answered 422");
-  const NotificationId pending = app.add_write(
-      "gitea", "5:9:status", R"({"kind":"status","repo":"acme/shop","branch":"orch/shop-5","state":"pending"})",
-      std::nullopt);
+  const NotificationId pending =
+      app.add_write("gitea", "5:9:status",
+                    R"({"kind":"status","repo":"acme/shop","branch":"orch/shop-5","state":"pending"})", std::nullopt);
   app.start();
   auto c = app.client();
   const std::string path = "/admin/outbox/" + std::to_string(failed) + "/retry";

@@ -64,9 +64,12 @@ Seeded seed_every_stage(RunningApp& app) {
   s.analysis = app.add_task("SHOP-2", "Analyse checkout", {"analysis"});
   s.development = app.add_task("SHOP-3", "Build the cart", {"analysis", "development"});
   REQUIRE(app.store()
-              .record_facts(s.development.id, TaskFacts{.pr_number = 12, .pr_state = PrState::kOpen,
-                                                        .review_state = std::nullopt, .head_sha = "3f9a0c5",
-                                                        .tracker_state = std::nullopt},
+              .record_facts(s.development.id,
+                            TaskFacts{.pr_number = 12,
+                                      .pr_state = PrState::kOpen,
+                                      .review_state = std::nullopt,
+                                      .head_sha = "3f9a0c5",
+                                      .tracker_state = std::nullopt},
                             SystemClock().now())
               .ok());
   s.review = app.add_task("SHOP-4", "Review the payment flow", {"analysis", "development", "review"});
@@ -96,7 +99,8 @@ TEST_CASE("the queue page renders every section in headless chromium, hostile st
     CHECK(dom.find(section) != std::string::npos);
   // The page re-fetched /queue.json with the browser's credentials and re-rendered.
   CHECK(dom.find(R"(data-source="live")") != std::string::npos);
-  for (const char* key : {"SHOP-1", "SHOP-2", "SHOP-3", "SHOP-4", "SHOP-5", "SHOP-6"}) CHECK(dom.find(key) != std::string::npos);
+  for (const char* key : {"SHOP-1", "SHOP-2", "SHOP-3", "SHOP-4", "SHOP-5", "SHOP-6"})
+    CHECK(dom.find(key) != std::string::npos);
   for (const char* heading : {">created (1)<", ">analysis (1)<", ">development (2)<", ">review (1)<", ">done (1)<"})
     CHECK(dom.find(heading) != std::string::npos);
   // The hostile title is text: escaped in the serialised DOM, and no <img> element exists.

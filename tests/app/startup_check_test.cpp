@@ -21,8 +21,7 @@ namespace {
 
 const std::string kApiKey = "plane_api_0123456789abcdef0123456789abcdef";
 
-Result<std::unique_ptr<App>> open_app(const TempDir& dir, Config config, const std::string& plane_url,
-                                      TestLog& log) {
+Result<std::unique_ptr<App>> open_app(const TempDir& dir, Config config, const std::string& plane_url, TestLog& log) {
   std::map<std::string, std::string> vars = {{"ORCH_DATA_DIR", dir.path().string()},
                                              {"ORCH_LISTEN", "127.0.0.1:0"},
                                              {"ORCH_PLANE_BASE_URL", plane_url},
@@ -64,8 +63,9 @@ TEST_CASE("start-up refuses a plane_state that Plane does not have, naming the c
     REQUIRE(app.ok());
     Status s = app.value()->start();
     CHECK(s.code == Code::kInvalid);
-    CHECK(s.message == "orch.toml:57: 'plane_state' in [[stages]] \"review\": Plane project shop has no state "
-                       "'In Reveiw'");
+    CHECK(s.message ==
+          "orch.toml:57: 'plane_state' in [[stages]] \"review\": Plane project shop has no state "
+          "'In Reveiw'");
   }
   auto good = open_app(dir, with_states("In Review"), plane.base_url(), log);
   REQUIRE(good.ok());

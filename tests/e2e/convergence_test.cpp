@@ -52,10 +52,12 @@ void check_write_back(World& w, const RunResult& r) {
   const long long transitions = w.count("SELECT COUNT(*) FROM transitions");
   for (const auto& row : items)
     CHECK(accepted(w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", w.plane.echo_webhook_body(row[0]))));
-  CHECK(eventually([&] {
-    return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'ignored' AND error LIKE 'our own write%'") ==
-           static_cast<long long>(items.size());
-  }, 30s));
+  CHECK(eventually(
+      [&] {
+        return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'ignored' AND error LIKE 'our own write%'") ==
+               static_cast<long long>(items.size());
+      },
+      30s));
   CHECK(w.count("SELECT COUNT(*) FROM transitions") == transitions);
   CHECK(w.count("SELECT COUNT(*) FROM transitions WHERE cause = 'reconciler'") == r.reconciler_transitions);
 }

@@ -68,7 +68,8 @@ TEST_CASE("e2e crash: SIGKILL while deliveries are acknowledged - after restart 
           killed_cv.wait(lock, [&] { return killed; });
         }
         DeliveryResult r = w.plane.deliver(plane_url, kPlaneSecret, "issue", bodies[i]);
-        if (r.status == -1) std::this_thread::sleep_for(100ms);  // down: the next items wait a little, as a sender would
+        if (r.status == -1)
+          std::this_thread::sleep_for(100ms);  // down: the next items wait a little, as a sender would
         std::lock_guard lock(mu);
         ++answered;
         if (r.status == 202) {
@@ -93,13 +94,19 @@ TEST_CASE("e2e crash: SIGKILL while deliveries are acknowledged - after restart 
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   REQUIRE(connect(cut_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  const std::string head = "POST /webhooks/plane HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                           "X-Plane-Delivery: " + cut_delivery + "\r\nX-Plane-Event: issue\r\nX-Plane-Signature: " +
-                           hmac_sha256_hex(kPlaneSecret, cut_body) + "\r\nContent-Length: " +
-                           std::to_string(cut_body.size()) + "\r\n\r\n" + cut_body.substr(0, cut_body.size() / 2);
+  const std::string head =
+      "POST /webhooks/plane HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "X-Plane-Delivery: " +
+      cut_delivery + "\r\nX-Plane-Event: issue\r\nX-Plane-Signature: " + hmac_sha256_hex(kPlaneSecret, cut_body) +
+      "\r\nContent-Length: " + std::to_string(cut_body.size()) + "\r\n\r\n" + cut_body.substr(0, cut_body.size() / 2);
   REQUIRE(send(cut_fd, head.data(), head.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(head.size()));
 
-  REQUIRE(eventually([&] { std::lock_guard lock(mu); return answered >= kBeforeKill; }, 120s));
+  REQUIRE(eventually(
+      [&] {
+        std::lock_guard lock(mu);
+        return answered >= kBeforeKill;
+      },
+      120s));
   w.orch->kill_hard();
   const int acked_at_kill = acked.load();
   {
@@ -109,16 +116,21 @@ TEST_CASE("e2e crash: SIGKILL while deliveries are acknowledged - after restart 
   killed_cv.notify_all();
   close(cut_fd);
   // The held deliveries now meet a server that is down: at least one is refused before the restart.
-  REQUIRE(eventually([&] { std::lock_guard lock(mu); return refused > 0; }, 30s));
+  REQUIRE(eventually(
+      [&] {
+        std::lock_guard lock(mu);
+        return refused > 0;
+      },
+      30s));
   REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
   for (auto& t : clients) t.join();
   MESSAGE("acked before the kill: " << acked_at_kill << ", acked in all: " << acked_items.size()
                                     << ", unanswered: " << unanswered_items.size());
   CHECK(acked_at_kill == kBeforeKill);  // every delivery sent before the kill was answered, the rest after it
 
-  REQUIRE_MESSAGE(eventually([&] { return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'") == 0; },
-                             120s),
-                  w.orch->log_tail());
+  REQUIRE_MESSAGE(
+      eventually([&] { return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'") == 0; }, 120s),
+      w.orch->log_tail());
   auto db = w.open_db();
   // Every acknowledged delivery is in the inbox, handled.
   for (const auto& id : acked_deliveries) {

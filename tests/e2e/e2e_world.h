@@ -343,8 +343,8 @@ class World {
   FakeGitea gitea;
   FakeTelegram telegram;
   std::string data_dir, bare, config_path, log_path, main_sha;  // data_dir and log_path: replica 0's
-  std::string database_url;  // "" on SQLite
-  std::vector<std::string> replica_ids, data_dirs, log_paths;  // replicated worlds: one each per replica
+  std::string database_url;                                     // "" on SQLite
+  std::vector<std::string> replica_ids, data_dirs, log_paths;   // replicated worlds: one each per replica
   std::vector<std::unique_ptr<OrchProcess>> replicas;
   std::unique_ptr<OrchProcess>& orch;  // replicas[0]: the one replica of a SQLite world
 
@@ -372,8 +372,10 @@ class World {
       const std::string prefix = "refs/heads/";
       if (ref.rfind(prefix, 0) == 0) {
         std::string branch = ref.substr(prefix.size());
-        if (sha.find_first_not_of('0') == std::string::npos) gitea.delete_branch(kRepo, branch);
-        else gitea.set_branch(kRepo, branch, sha);
+        if (sha.find_first_not_of('0') == std::string::npos)
+          gitea.delete_branch(kRepo, branch);
+        else
+          gitea.set_branch(kRepo, branch, sha);
         ++pushes_;
       }
       res.set_content("ok", "text/plain");
@@ -421,20 +423,19 @@ class World {
   void write_config() {
     std::ofstream f(config_path);
     f << "[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"" << data_dir << "\"\nmax_body_bytes = 1048576\n\n"
-      << "[plane]\nbase_url = \"" << plane.base_url() << "\"\n" << (options_.write_back ? "done_state = \"Done\"\n" : "")
-      << "[gitea]\nbase_url = \"" << gitea.base_url()
+      << "[plane]\nbase_url = \"" << plane.base_url() << "\"\n"
+      << (options_.write_back ? "done_state = \"Done\"\n" : "") << "[gitea]\nbase_url = \"" << gitea.base_url()
       << "\"\n[telegram]\napi_base = \"" << telegram.base_url() << "\"\n\n"
       << "[reconciler]\nenabled = true\nplane_enabled = true\ninterval = \"60s\"\ngrace_default = \"15m\"\n"
       << "notify_unblock = true\nmax_candidates_per_pass = 500\n\n"
-      << "[jobs]\nworkers = " << options_.workers
-      << "\nheartbeat_stale = \"" << options_.heartbeat_stale << "\"\ndispatch_timeout = \"5m\"\nqueued_ttl = \"2h\"\nsweep_batch = 500\n\n"
+      << "[jobs]\nworkers = " << options_.workers << "\nheartbeat_stale = \"" << options_.heartbeat_stale
+      << "\"\ndispatch_timeout = \"5m\"\nqueued_ttl = \"2h\"\nsweep_batch = 500\n\n"
       << "[[projects]]\nname = \"shop\"\ngitea_repo = \"" << kRepo << "\"\nclone_url = \"" << bare
       << "\"\ndefault_branch = \"main\"\nplane_workspace = \"" << kWorkspace << "\"\nplane_project_id = \""
       << kProjectId
       << "\"\nplane_states = { in_progress = \"In Progress\", approved = \"Approved\", rejected = \"Rejected\" }\n\n"
       << agent_block("analyst", options_.analyst, options_.analyst_timeout, options_.analyst_env)
-      << agent_block("developer", options_.developer, "2m", {})
-      << agent_block("reviewer", options_.reviewer, "2m", {})
+      << agent_block("developer", options_.developer, "2m", {}) << agent_block("reviewer", options_.reviewer, "2m", {})
       << "[[stages]]\nname = \"analysis\"\nagent = \"analyst\"\ngate = { type = \"human_approval\" }\nhuman = true\n"
          "on_reject = \"analysis\"\n\n"
       << "[[stages]]\nname = \"development\"\nagent = \"developer\"\nopen_pr = true\ngate = { type = \"ci_green\" }\n\n"

@@ -17,9 +17,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-long long inbox_pending(World& w) {
-  return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'");
-}
+long long inbox_pending(World& w) { return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"); }
 
 }  // namespace
 
@@ -105,14 +103,16 @@ TEST_CASE("e2e SIGTERM: orch serve exits 0 within seconds while an agent runs / 
   CHECK(took < 5s);
   MESSAGE("orch serve stopped in " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
   // No process of the agent's group is left (the sleeping child included).
-  CHECK(eventually([&] { return kill(-agent, 0) == -1 && errno == ESRCH; }, 20s));  // a deadline, not a bound: ASan/TSan on 2 cores
+  CHECK(eventually([&] { return kill(-agent, 0) == -1 && errno == ESRCH; },
+                   20s));  // a deadline, not a bound: ASan/TSan on 2 cores
   // The interrupted job went back to the queue, to be run again by the next start.
   CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 0);
   CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'queued'") == 1);
 }
 
-TEST_CASE("e2e SIGTERM: orch serve exits 0 within seconds while Plane throttles it (Retry-After 30 s) / and the "
-          "delivery stays pending for the next start") {
+TEST_CASE(
+    "e2e SIGTERM: orch serve exits 0 within seconds while Plane throttles it (Retry-After 30 s) / and the "
+    "delivery stays pending for the next start") {
   World w;
   REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
   const std::string item = w.add_item("Throttled");

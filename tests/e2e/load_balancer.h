@@ -26,8 +26,8 @@ namespace orch::testing::e2e {
 class LoadBalancer {
  public:
   struct Forwarded {
-    std::string source;       // "plane" or "gitea" (from the path)
-    std::string delivery_id;  // X-Plane-Delivery / X-Gitea-Delivery
+    std::string source;              // "plane" or "gitea" (from the path)
+    std::string delivery_id;         // X-Plane-Delivery / X-Gitea-Delivery
     std::vector<std::size_t> tried;  // backends, in order; the last one answered unless status is 502
     int status = 0;                  // what the sender got
     std::string body;
@@ -84,9 +84,9 @@ class LoadBalancer {
  private:
   void forward(const httplib::Request& req, httplib::Response& res) {
     Forwarded f;
-    f.source = req.path.find("/plane") != std::string::npos ? "plane" : req.path.find("/gitea") != std::string::npos
-                                                                            ? "gitea"
-                                                                            : "";
+    f.source = req.path.find("/plane") != std::string::npos   ? "plane"
+               : req.path.find("/gitea") != std::string::npos ? "gitea"
+                                                              : "";
     f.delivery_id = req.has_header("X-Plane-Delivery")   ? req.get_header_value("X-Plane-Delivery")
                     : req.has_header("X-Gitea-Delivery") ? req.get_header_value("X-Gitea-Delivery")
                                                          : "";
@@ -129,8 +129,8 @@ class LoadBalancer {
   }
 
   static bool is_hop_by_hop(const std::string& name) {
-    for (const char* h : {"Host", "Content-Length", "Content-Type", "Connection", "Keep-Alive", "Accept-Encoding",
-                          "Transfer-Encoding"})
+    for (const char* h :
+         {"Host", "Content-Length", "Content-Type", "Connection", "Keep-Alive", "Accept-Encoding", "Transfer-Encoding"})
       if (::strcasecmp(name.c_str(), h) == 0) return true;
     return false;
   }

@@ -28,8 +28,8 @@ constexpr auto kStartPace = std::chrono::milliseconds(150);  // one work item mo
 
 enum Step { kStart = 0, kApprove = 1, kCi = 2, kReview = 3, kFinished = 4 };
 constexpr const char* kTargetStage[] = {"analysis", "development", "review", "done"};
-constexpr const char* kStepName[] = {"start (Plane In Progress)", "approve (Plane Approved)", "CI success (Gitea status)",
-                                     "review approved (Gitea review)"};
+constexpr const char* kStepName[] = {"start (Plane In Progress)", "approve (Plane Approved)",
+                                     "CI success (Gitea status)", "review approved (Gitea review)"};
 
 struct Loss {
   double drop = 0.0;   // the webhook of a step is not sent (the fakes' tables change all the same)
@@ -42,10 +42,10 @@ struct Item {
   std::string id;
   int next = kStart;
   bool dropped[4]{};
-  long long truth_ms[4]{};        // when the test changed the fake's table for the step (system clock)
+  long long truth_ms[4]{};         // when the test changed the fake's table for the step (system clock)
   long long task_updated_ms[4]{};  // the task's updated_at at that moment (gate-side steps)
-  std::string start_body;         // the In Progress webhook as first built, re-sent late by some items
-  std::string branch, sha;        // the task branch and its pushed head
+  std::string start_body;          // the In Progress webhook as first built, re-sent late by some items
+  std::string branch, sha;         // the task branch and its pushed head
 };
 
 struct TaskView {
@@ -239,8 +239,7 @@ inline RunResult run_pipeline(int n, const Loss& loss, PipelineOptions run = {})
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   CHECK_MESSAGE(failed_sends == 0, (send_errors.empty() ? std::string() : send_errors.front()));
-  REQUIRE_MESSAGE(result.done == n, "only " << result.done << " of " << n << " items reached done\n"
-                                            << w.log_tails());
+  REQUIRE_MESSAGE(result.done == n, "only " << result.done << " of " << n << " items reached done\n" << w.log_tails());
 
   // ---- every item once: tasks, branches, pull requests, jobs, transitions ----
   CHECK(w.count("SELECT COUNT(*) FROM tasks") == n);
@@ -268,7 +267,9 @@ inline RunResult run_pipeline(int n, const Loss& loss, PipelineOptions run = {})
     for (std::size_t i = 0; i < w.replica_count(); ++i)
       if (!w.alive(i)) killed += " OR worker LIKE '" + w.replica_ids[i] + "/%'";
     for (const auto& j : w.rows("SELECT id, task_id, stage, attempt, status, worker, error FROM jobs WHERE "
-                                "status <> 'succeeded' AND NOT (status = 'failed' AND (" + killed + ") AND "
+                                "status <> 'succeeded' AND NOT (status = 'failed' AND (" +
+                                killed +
+                                ") AND "
                                 "error LIKE 'orphaned%')"))
       FAIL_CHECK("job " << j[0] << " of task " << j[1] << " in " << j[2] << " (attempt " << j[3] << ") is " << j[4]
                         << " on " << j[5] << ": " << j[6]);
@@ -296,8 +297,8 @@ inline RunResult run_pipeline(int n, const Loss& loss, PipelineOptions run = {})
   auto late_webhook = [&](const Item& item, long long since) {
     const std::string quoted_branch = item.branch.empty() ? "" : "\"" + item.branch + "\"";  // not orch/shop-10
     return w.count("SELECT COUNT(*) FROM deliveries WHERE handled_at >= $1 AND (" + w.body_contains("$2") +
-                       " OR ($3 <> '' AND " + w.body_contains("$3") + ") OR ($4 <> '' AND " +
-                       w.body_contains("$4") + "))",
+                       " OR ($3 <> '' AND " + w.body_contains("$3") + ") OR ($4 <> '' AND " + w.body_contains("$4") +
+                       "))",
                    {std::to_string(since), item.id, quoted_branch, item.sha}) > 0;
   };
   const auto tasks_at_end = read_tasks(w);
@@ -331,13 +332,14 @@ inline RunResult run_pipeline(int n, const Loss& loss, PipelineOptions run = {})
         if (cause == "reconciler") ++racy_by_reconciler;
         CHECK_MESSAGE((cause == "webhook" || cause == "reconciler" || cause == "agent"), "cause " << cause);
       } else {
-        CHECK_MESSAGE((cause == "webhook" || cause == "agent"),
-                      name << " of task " << task.id << " was delivered (" << at - item.truth_ms[step]
-                           << " ms after the truth), cause " << cause);
+        CHECK_MESSAGE((cause == "webhook" || cause == "agent"), name << " of task " << task.id << " was delivered ("
+                                                                     << at - item.truth_ms[step]
+                                                                     << " ms after the truth), cause " << cause);
       }
     }
   }
-  result.reconciler_transitions = static_cast<int>(w.count("SELECT COUNT(*) FROM transitions WHERE cause = 'reconciler'"));
+  result.reconciler_transitions =
+      static_cast<int>(w.count("SELECT COUNT(*) FROM transitions WHERE cause = 'reconciler'"));
   CHECK(result.reconciler_transitions ==
         result.dropped - dropped_by_agent - dropped_by_late_webhook + racy_by_reconciler);
   CHECK(w.count("SELECT COUNT(*) FROM transitions WHERE cause NOT IN ('webhook', 'reconciler', 'agent') AND "
@@ -348,9 +350,11 @@ inline RunResult run_pipeline(int n, const Loss& loss, PipelineOptions run = {})
 
   // ---- one "unblocked" Telegram message per reconciler transition, none twice ----
   // A notification the killed replica had claimed waits for its claim lease (2 min, telegram_notifier.h) to lapse.
-  CHECK(eventually([&] {
-    return w.count("SELECT COUNT(*) FROM notifications WHERE status <> 'sent' AND channel = 'telegram'") == 0;
-  }, w.replicated() ? 150s : 30s));
+  CHECK(eventually(
+      [&] {
+        return w.count("SELECT COUNT(*) FROM notifications WHERE status <> 'sent' AND channel = 'telegram'") == 0;
+      },
+      w.replicated() ? 150s : 30s));
   std::set<std::string> texts;
   for (const auto& m : w.telegram.messages()) {
     if (texts.insert(m.text).second) {
@@ -427,8 +431,8 @@ inline RunResult run_pipeline(int n, const Loss& loss, PipelineOptions run = {})
                     agent);
     const double handled = status["inbox"]["handled"].get<double>() + status["inbox"]["ignored"].get<double>();
     CHECK(sum_samples(e, "orch_delivery_handling_duration_seconds_count") == handled);
-    CHECK(sum_samples(e, "orch_delivery_handling_duration_seconds_count",
-                      {R"(source="plane")", R"(event="issue")"}) > 0);
+    CHECK(sum_samples(e, "orch_delivery_handling_duration_seconds_count", {R"(source="plane")", R"(event="issue")"}) >
+          0);
     CHECK(sum_samples(e, "orch_api_calls_total", {R"(client="plane")", R"(outcome="ok")"}) > 0);
     CHECK(sum_samples(e, "orch_api_calls_total", {R"(client="gitea")", R"(outcome="ok")"}) > 0);
     CHECK(sum_samples(e, "orch_api_calls_total", {R"(client="telegram")", R"(outcome="ok")"}) ==
@@ -439,11 +443,10 @@ inline RunResult run_pipeline(int n, const Loss& loss, PipelineOptions run = {})
   for (std::size_t i : w.live_replicas())
     CHECK_MESSAGE(w.replicas[i]->terminate() == std::optional<int>(0), w.log_tails());
   MESSAGE(n << " items done in " << result.seconds << " s; dropped " << result.dropped << ", racy " << result.racy
-            << " (" << racy_by_reconciler << " won by the reconciler), won by the agent's own gate check "
-            << agent_won << " (" << dropped_by_agent << " dropped), dropped but taken by a late webhook of the "
-            << "same item " << dropped_by_late_webhook << ", reconciler transitions "
-            << result.reconciler_transitions << ", unblock messages " << result.unblock_messages << " ("
-            << result.repeated_messages << " sent twice)");
+            << " (" << racy_by_reconciler << " won by the reconciler), won by the agent's own gate check " << agent_won
+            << " (" << dropped_by_agent << " dropped), dropped but taken by a late webhook of the "
+            << "same item " << dropped_by_late_webhook << ", reconciler transitions " << result.reconciler_transitions
+            << ", unblock messages " << result.unblock_messages << " (" << result.repeated_messages << " sent twice)");
   return result;
 }
 
@@ -451,6 +454,5 @@ inline int item_count() {
   if (const char* n = std::getenv("ORCH_E2E_ITEMS"); n && *n) return std::max(1, std::atoi(n));
   return 50;
 }
-
 
 }  // namespace orch::testing::e2e

@@ -30,9 +30,7 @@ TEST_CASE("e2e reconciler: an acknowledged webhook queued in the inbox past the 
   const std::string a = w.add_item("A");
   w.plane.set_work_item_state(a, in_progress);
   REQUIRE(w.plane.send_issue_webhook(w.plane_url(), kPlaneSecret, a).status == 202);
-  REQUIRE_MESSAGE(eventually([&] {
-                    return w.count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") == 1;
-                  }, 60s),
+  REQUIRE_MESSAGE(eventually([&] { return w.count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") == 1; }, 60s),
                   w.orch->log_tail());
 
   // The project's git lock is busy: the next start's worktree creation waits in the inbox thread.
@@ -53,10 +51,12 @@ TEST_CASE("e2e reconciler: an acknowledged webhook queued in the inbox past the 
   ::flock(fd, LOCK_UN);
   ::close(fd);
 
-  REQUIRE_MESSAGE(eventually([&] {
-                    return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'") == 0 &&
-                           w.count("SELECT COUNT(*) FROM tasks WHERE stage = 'development'") == 1;
-                  }, 60s),
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'") == 0 &&
+                               w.count("SELECT COUNT(*) FROM tasks WHERE stage = 'development'") == 1;
+                      },
+                      60s),
                   w.orch->log_tail());
   // Nothing was lost: both deliveries were acknowledged and handled. So no transition is the reconciler's.
   CHECK(w.count("SELECT COUNT(*) FROM transitions WHERE cause = 'reconciler'") == 0);

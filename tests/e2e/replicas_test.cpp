@@ -73,8 +73,8 @@ void check_each_job_ran_on_one_replica(const World& w) {
     auto found = logs.where.find(std::stoll(j[0]));
     if (found == logs.where.end()) {
       // A job claimed by a replica that was killed before its worker opened the log: never by a live one.
-      CHECK_MESSAGE((j[2] != "succeeded" && !w.alive(index)), "job " << j[0] << " (" << j[2] << ") on " << replica
-                                                                      << " has no log");
+      CHECK_MESSAGE((j[2] != "succeeded" && !w.alive(index)),
+                    "job " << j[0] << " (" << j[2] << ") on " << replica << " has no log");
       continue;
     }
     CHECK_MESSAGE(found->second == std::vector<std::size_t>{index},
@@ -84,8 +84,9 @@ void check_each_job_ran_on_one_replica(const World& w) {
 
 }  // namespace
 
-TEST_CASE("e2e pg replicas: 50 concurrent In Progress deliveries spread over three replicas make one task, one "
-          "branch, one first job") {
+TEST_CASE(
+    "e2e pg replicas: 50 concurrent In Progress deliveries spread over three replicas make one task, one "
+    "branch, one first job") {
   World w(three_replicas());
   REQUIRE_MESSAGE(w.start(), w.log_tails());
   const std::string item = w.add_item("Race me");
@@ -133,9 +134,8 @@ TEST_CASE("e2e pg replicas: 50 concurrent In Progress deliveries spread over thr
   CHECK(w.count("SELECT COUNT(*) FROM transitions WHERE to_stage = 'analysis'") == 1);
 
   // The one analyst job runs on one replica, and its push leaves exactly one task branch on the remote.
-  REQUIRE_MESSAGE(
-      eventually([&] { return w.count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") == 1; }, 60s),
-      w.log_tails());
+  REQUIRE_MESSAGE(eventually([&] { return w.count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") == 1; }, 60s),
+                  w.log_tails());
   std::vector<std::string> task_branches;
   for (const auto& b : w.bare_branches())
     if (b != "main") task_branches.push_back(b);
@@ -157,8 +157,9 @@ TEST_CASE("e2e pg replicas: 50 concurrent In Progress deliveries spread over thr
     CHECK_MESSAGE(w.replicas[i]->terminate() == std::optional<int>(0), w.log_tails());
 }
 
-TEST_CASE("e2e pg replicas: the leader SIGKILLed mid-run — every acknowledged delivery handled once, leadership "
-          "moves within the bound, every item done, nothing doubled") {
+TEST_CASE(
+    "e2e pg replicas: the leader SIGKILLed mid-run — every acknowledged delivery handled once, leadership "
+    "moves within the bound, every item done, nothing doubled") {
   const int n = item_count();
   static constexpr int kTakeoverS = 3;
   PipelineOptions run;
@@ -250,8 +251,8 @@ TEST_CASE("e2e pg replicas: the leader SIGKILLed mid-run — every acknowledged 
       const auto it = inbox.find({f.source, f.delivery_id});
       if (f.status == 202) {
         ++acked;
-        REQUIRE_MESSAGE(it != inbox.end(), "acknowledged " << f.source << " delivery " << f.delivery_id
-                                                           << " is not in the inbox");
+        REQUIRE_MESSAGE(it != inbox.end(),
+                        "acknowledged " << f.source << " delivery " << f.delivery_id << " is not in the inbox");
         CHECK(it->second.size() == 1);
         CHECK_MESSAGE((it->second[0] == "handled" || it->second[0] == "ignored"),
                       f.source << " delivery " << f.delivery_id << " is " << it->second[0]);

@@ -212,7 +212,9 @@ class ServeScript {
 
   std::string out_path() const { return tmp_.file("serve.out"); }
   std::string err_path() const { return tmp_.file("serve.err"); }
-  std::string logs() const { return "---- stdout\n" + read_file(out_path()) + "---- stderr\n" + tail(read_file(err_path())); }
+  std::string logs() const {
+    return "---- stdout\n" + read_file(out_path()) + "---- stderr\n" + tail(read_file(err_path()));
+  }
   static std::string tail(const std::string& s) { return s.size() > 8000 ? s.substr(s.size() - 8000) : s; }
 
   const TempDir& tmp_;
@@ -232,18 +234,22 @@ std::string drive_to_pull_request(ServeScript& s) {
   while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
   REQUIRE(key == "SHOP-2");  // SHOP-1 is the sandbox's seed item
   REQUIRE(s.cli({"move", key, "In Progress"}) == 0);
-  REQUIRE_MESSAGE(eventually([&] {
-                    const auto k = s.comment_kinds(key);
-                    return !k.empty() && k.front() == "analysis";
-                  }, 90s),
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        const auto k = s.comment_kinds(key);
+                        return !k.empty() && k.front() == "analysis";
+                      },
+                      90s),
                   s.logs());
   CHECK(s.stage(key) == "analysis");
   REQUIRE(s.cli({"move", key, "Approved"}) == 0);
   REQUIRE_MESSAGE(eventually([&] { return s.pull(key).is_object(); }, 90s), s.logs());
-  REQUIRE_MESSAGE(eventually([&] {
-                    json t = s.task(key);
-                    return t.is_object() && t["stage"] == "development" && t["pr_number"].is_number();
-                  }, 60s),
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        json t = s.task(key);
+                        return t.is_object() && t["stage"] == "development" && t["pr_number"].is_number();
+                      },
+                      60s),
                   s.logs());
   return key;
 }
@@ -261,7 +267,8 @@ std::vector<std::string> secrets_of(const ServeScript& s) {
 
 }  // namespace
 
-TEST_CASE("e2e sandbox: serve.sh runs one item through the example pipeline to done, and Ctrl-C leaves nothing running") {
+TEST_CASE(
+    "e2e sandbox: serve.sh runs one item through the example pipeline to done, and Ctrl-C leaves nothing running") {
   TempDir tmp;
   ServeScript s(tmp);
   REQUIRE_MESSAGE(s.start(), s.logs());
@@ -288,20 +295,23 @@ TEST_CASE("e2e sandbox: serve.sh runs one item through the example pipeline to d
   // What a person sees in the sandbox's Plane: write-back's comments, in order, and the item in Done.
   REQUIRE_MESSAGE(eventually([&] { return s.comment_kinds(key).size() >= 4; }, 30s), s.logs());
   CHECK(s.comment_kinds(key) == std::vector<std::string>{"analysis", "pr_opened", "review_approved", "done"});
-  CHECK(eventually([&] {
-    json items = s.cli_json({"items", "--json"});
-    if (items.is_array())
-      for (const auto& i : items)
-        if (i["key"] == key) return i["state"] == "Done";
-    return false;
-  }, 30s));
+  CHECK(eventually(
+      [&] {
+        json items = s.cli_json({"items", "--json"});
+        if (items.is_array())
+          for (const auto& i : items)
+            if (i["key"] == key) return i["state"] == "Done";
+        return false;
+      },
+      30s));
   std::string shown;
   REQUIRE(s.cli({"comments", key}, &shown) == 0);
   CHECK(shown.find("Analysis of " + key) != std::string::npos);  // the example analyst's summary.md
   // Telegram: nothing was blocked or lost, so nothing to say.
   json telegram = s.cli_json({"telegram", "--json"});
   REQUIRE(telegram.is_array());
-  for (const auto& m : telegram) CHECK_MESSAGE(m["text"].get<std::string>().find(" is blocked in ") == std::string::npos, m);
+  for (const auto& m : telegram)
+    CHECK_MESSAGE(m["text"].get<std::string>().find(" is blocked in ") == std::string::npos, m);
   // A person merges afterwards: main fast-forwards to the PR's head.
   REQUIRE(s.cli({"merge", key}) == 0);
   REQUIRE(eventually([&] { return s.pull(key)["merged"] == true; }, 10s));
@@ -317,54 +327,65 @@ TEST_CASE("e2e sandbox: serve.sh runs one item through the example pipeline to d
   CHECK(read_file(s.err_path()).find(token) == std::string::npos);
 }
 
-TEST_CASE("e2e sandbox: with lose-next-webhook on before CI reports, the item still reaches done through the reconciler") {
+TEST_CASE(
+    "e2e sandbox: with lose-next-webhook on before CI reports, the item still reaches done through the reconciler") {
   TempDir tmp;
   ServeScript s(tmp);
   REQUIRE_MESSAGE(s.start(), s.logs());
   const std::string key = drive_to_pull_request(s);
   // The developer's job has finished and looked at its gate itself (CI pending), and every webhook so far is out:
   // the one lost is CI's, and only the reconciler can make up for it.
-  REQUIRE_MESSAGE(eventually([&] {
-                    return read_file(s.err_path()).find("developer succeeded for " + key + " in development; waiting") !=
-                           std::string::npos;
-                  }, 60s),
-                  s.logs());
+  REQUIRE_MESSAGE(
+      eventually(
+          [&] {
+            return read_file(s.err_path()).find("developer succeeded for " + key + " in development; waiting") !=
+                   std::string::npos;
+          },
+          60s),
+      s.logs());
   REQUIRE(eventually([&] { return s.pending_webhooks() == 0; }, 30s));
   REQUIRE(s.cli({"lose-next-webhook"}) == 0);
   REQUIRE(s.cli({"ci", key, "success"}) == 0);
   std::string log;
-  REQUIRE(eventually([&] {
-    s.cli({"log"}, &log);
-    return log.find("lost: gitea status ci/build success") != std::string::npos;
-  }, 20s));
+  REQUIRE(eventually(
+      [&] {
+        s.cli({"log"}, &log);
+        return log.find("lost: gitea status ci/build success") != std::string::npos;
+      },
+      20s));
   REQUIRE_MESSAGE(eventually([&] { return s.stage(key) == "done"; }, 120s), s.logs());
   json q = s.queue_json();
   REQUIRE(q.is_object());
   CHECK(q["reconciler"]["unblocked_total"].get<int>() >= 1);
   CHECK(q["reconciler"]["last_unblocked"] == key);
   bool by_reconciler = false;
-  for (const auto& t : q["transitions"])
-    by_reconciler |= t["to"] == "review" && t["cause"] == "reconciler";
+  for (const auto& t : q["transitions"]) by_reconciler |= t["to"] == "review" && t["cause"] == "reconciler";
   CHECK_MESSAGE(by_reconciler, q["transitions"].dump());
   // The unblock is told on Telegram and in Plane.
-  REQUIRE_MESSAGE(eventually([&] {
-                    json m = s.cli_json({"telegram", "--json"});
-                    if (!m.is_array()) return false;
-                    for (const auto& x : m)
-                      if (x["text"].get<std::string>().find(key + " unblocked (lost webhook)") != std::string::npos)
-                        return true;
-                    return false;
-                  }, 30s),
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        json m = s.cli_json({"telegram", "--json"});
+                        if (!m.is_array()) return false;
+                        for (const auto& x : m)
+                          if (x["text"].get<std::string>().find(key + " unblocked (lost webhook)") != std::string::npos)
+                            return true;
+                        return false;
+                      },
+                      30s),
                   s.logs());
-  REQUIRE(eventually([&] {
-    const auto k = s.comment_kinds(key);
-    return std::find(k.begin(), k.end(), "unblocked") != k.end() && k.back() == "done";
-  }, 30s));
+  REQUIRE(eventually(
+      [&] {
+        const auto k = s.comment_kinds(key);
+        return std::find(k.begin(), k.end(), "unblocked") != k.end() && k.back() == "done";
+      },
+      30s));
   CHECK(s.interrupt() == 130);
   CHECK(s.leftovers().empty());
 }
 
-TEST_CASE("e2e sandbox: a person clicks In Progress, Approved, CI green and merge on the sandbox page in chromium, and /queue shows the item done and merged") {
+TEST_CASE(
+    "e2e sandbox: a person clicks In Progress, Approved, CI green and merge on the sandbox page in chromium, and "
+    "/queue shows the item done and merged") {
   if (!fs::exists(kChromium)) {
     MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
     return;
@@ -384,8 +405,10 @@ TEST_CASE("e2e sandbox: a person clicks In Progress, Approved, CI green and merg
   const std::string hostile_row = "document.querySelector('#items tr[data-key=\"SHOP-2\"]')";
   const std::string pull_row = "document.querySelector('#pulls tr[data-key=\"" + key + "\"]')";
   auto click = [&](const std::string& row, const std::string& label) {
-    return js("(() => { const r = " + row + "; if (!r) return false; const b = [...r.querySelectorAll('button')]"
-              ".find(b => b.textContent === " + json(label).dump() + "); if (!b) return false; b.click(); return true; })()") == true;
+    return js("(() => { const r = " + row +
+              "; if (!r) return false; const b = [...r.querySelectorAll('button')]"
+              ".find(b => b.textContent === " +
+              json(label).dump() + "); if (!b) return false; b.click(); return true; })()") == true;
   };
   REQUIRE(eventually([&] { return js(item_row + " !== null") == true; }));
   REQUIRE(js("document.getElementById('title').value = " + json(hostile).dump() +
@@ -395,18 +418,24 @@ TEST_CASE("e2e sandbox: a person clicks In Progress, Approved, CI green and merg
   CHECK(js("document.querySelector('#items img') === null") == true);
 
   REQUIRE(click(item_row, "In Progress"));
-  REQUIRE_MESSAGE(eventually([&] {
-                    const auto k = s.comment_kinds(key);
-                    return !k.empty() && k.front() == "analysis";
-                  }, 90s),
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        const auto k = s.comment_kinds(key);
+                        return !k.empty() && k.front() == "analysis";
+                      },
+                      90s),
                   s.logs());
   // The analysis comment is on the page, as text.
-  REQUIRE(eventually([&] { return js("document.getElementById('comments').textContent.includes('Analysis of " + key + "')") == true; }));
+  REQUIRE(eventually([&] {
+    return js("document.getElementById('comments').textContent.includes('Analysis of " + key + "')") == true;
+  }));
   REQUIRE(click(item_row, "Approved"));
-  REQUIRE_MESSAGE(eventually([&] {
-                    return read_file(s.err_path()).find("developer succeeded for " + key + " in development") !=
-                           std::string::npos;
-                  }, 90s),
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        return read_file(s.err_path()).find("developer succeeded for " + key + " in development") !=
+                               std::string::npos;
+                      },
+                      90s),
                   s.logs());
   REQUIRE(eventually([&] { return js(pull_row + " !== null") == true; }));
   REQUIRE(click(pull_row, "CI green"));

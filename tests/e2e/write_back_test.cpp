@@ -9,12 +9,12 @@
 using namespace orch::testing;
 using namespace orch::testing::e2e;
 
-TEST_CASE("e2e write-back: one item through the pipeline leaves exactly the expected comments and state moves in Plane") {
+TEST_CASE(
+    "e2e write-back: one item through the pipeline leaves exactly the expected comments and state moves in Plane") {
   PipelineOptions run;
   run.world.write_back = true;
   run.at_end = [](World& w, const RunResult&) {
-    REQUIRE(eventually([&] { return w.count("SELECT COUNT(*) FROM notifications WHERE status <> 'sent'") == 0; },
-                       60s));
+    REQUIRE(eventually([&] { return w.count("SELECT COUNT(*) FROM notifications WHERE status <> 'sent'") == 0; }, 60s));
     const auto rows = w.rows("SELECT work_item_id, head_sha FROM tasks");
     REQUIRE(rows.size() == 1);
     const std::string item = rows[0][0];

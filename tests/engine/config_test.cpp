@@ -82,7 +82,8 @@ TEST_CASE("config: an unknown key in any table is rejected with its line") {
        6, "unknown key 'approve' in plane_states of [[projects]] \"shop\" (did you mean 'approved'?)"},
       {with_pipeline({"[agents.analyst]", "argv = [\"a\"]", "timout = \"1m\""}), 3,
        "unknown key 'timout' in [agents.analyst] (did you mean 'timeout'?)"},
-      {toml({"[agents.dev]", "argv = [\"/bin/true\"]", "[[stages]]", "name = \"development\"", "gaet = { type = \"ci_green\" }"}),
+      {toml({"[agents.dev]", "argv = [\"/bin/true\"]", "[[stages]]", "name = \"development\"",
+             "gaet = { type = \"ci_green\" }"}),
        5, "unknown key 'gaet' in [[stages]] \"development\" (did you mean 'gate'?)"},
       {toml({"[[stages]]", "name = \"development\"", "gate = { type = \"ci_green\", pahts = [\"x\"] }"}), 3,
        "unknown key 'pahts' in the gate of [[stages]] \"development\" (did you mean 'paths'?)"},
@@ -101,8 +102,10 @@ TEST_CASE("config: an unknown key far from every known key gets no suggestion") 
 TEST_CASE("config: a value of the wrong type names its line and the expected type") {
   check_error(with_pipeline({"[jobs]", "workers = \"2\""}), 2, "'workers' in [jobs] must be an integer, not a string");
   check_error(with_pipeline({"[server]", "listen = 8080"}), 2, "'listen' in [server] must be a string, not an integer");
-  check_error(with_pipeline({"[reconciler]", "enabled = \"yes\""}), 2, "'enabled' in [reconciler] must be true or false");
-  check_error(with_pipeline({"[agents.a]", "argv = \"/bin/a\""}), 2, "'argv' in [agents.a] must be an array of strings");
+  check_error(with_pipeline({"[reconciler]", "enabled = \"yes\""}), 2,
+              "'enabled' in [reconciler] must be true or false");
+  check_error(with_pipeline({"[agents.a]", "argv = \"/bin/a\""}), 2,
+              "'argv' in [agents.a] must be an array of strings");
   check_error(with_pipeline({"[agents.a]", "argv = [\"/bin/a\", 3]"}), 2, "must hold only strings, not an integer");
   check_error(with_pipeline({"[agents.a]", "argv = [\"/bin/a\"]", "env = { MODEL = 1 }"}), 3,
               "env 'MODEL' in [agents.a] must be a string");
@@ -117,12 +120,14 @@ TEST_CASE("config: a value of the wrong type names its line and the expected typ
 TEST_CASE("config: a malformed duration names its line and the accepted units") {
   for (std::string bad : {"90x", "", "-5s", "5", "5 s", "s", "1.5h"}) {
     INFO("duration: \"" << bad << "\"");
-    check_error(with_pipeline({"[reconciler]", "enabled = true", "interval = \"" + bad + "\""}), 3,
-                "'interval' in [reconciler] is not a duration: \"" + bad + "\" (write a whole number with a unit s, m, h or d");
+    check_error(
+        with_pipeline({"[reconciler]", "enabled = true", "interval = \"" + bad + "\""}), 3,
+        "'interval' in [reconciler] is not a duration: \"" + bad + "\" (write a whole number with a unit s, m, h or d");
   }
   check_error(with_pipeline({"[jobs]", "queued_ttl = 7200"}), 2,
               "'queued_ttl' in [jobs] must be a duration string with a unit such as \"90s\"");
-  check_error(with_pipeline({"[reconciler]", "interval = \"0s\""}), 2, "'interval' in [reconciler] must be longer than zero");
+  check_error(with_pipeline({"[reconciler]", "interval = \"0s\""}), 2,
+              "'interval' in [reconciler] must be longer than zero");
   check_error(with_pipeline({"[agents.a]", "argv = [\"a\"]", "timeout = \"0m\""}), 3,
               "'timeout' in [agents.a] must be longer than zero");
   check_error(toml({"[[stages]]", "name = \"development\"", "grace = \"30\""}), 3,
@@ -136,22 +141,24 @@ TEST_CASE("config: parse_duration reads whole numbers with s, m, h or d") {
   CHECK(parse_duration("1d") == 24h);
   CHECK(parse_duration("1h30m") == 90min);
   CHECK(parse_duration("0s") == 0s);
-  for (std::string_view bad : {"", "5", "90x", "-5s", "+5s", " 5s", "5s ", "5S", "m", "1.5h", "99999999999999999999s"}) {
+  for (std::string_view bad :
+       {"", "5", "90x", "-5s", "+5s", " 5s", "5s ", "5S", "m", "1.5h", "99999999999999999999s"}) {
     INFO("duration: \"" << bad << "\"");
     CHECK_FALSE(parse_duration(bad).has_value());
   }
 }
 
 TEST_CASE("config: a stage naming a missing agent is rejected at the agent's line") {
-  check_error(toml({"[agents.dev]", "argv = [\"/bin/true\"]", "[[stages]]", "name = \"development\"", "agent = \"develper\""}),
-              5, "[[stages]] \"development\" names agent \"develper\", but there is no [agents.develper]");
+  check_error(
+      toml({"[agents.dev]", "argv = [\"/bin/true\"]", "[[stages]]", "name = \"development\"", "agent = \"develper\""}),
+      5, "[[stages]] \"development\" names agent \"develper\", but there is no [agents.develper]");
 }
 
 TEST_CASE("config: a gate of unknown type is rejected at its line") {
   check_error(toml({"[[stages]]", "name = \"development\"", "", "gate = { type = \"ci_greeen\" }"}), 4,
               "unknown gate type \"ci_greeen\" in [[stages]] \"development\"");
-  check_error(toml({"[[stages]]", "name = \"review\"", "gate = { type = \"any\", of = [", "  { type = \"pr_approved\" },",
-                    "  { type = \"pr_mergd\" },", "] }"}),
+  check_error(toml({"[[stages]]", "name = \"review\"", "gate = { type = \"any\", of = [",
+                    "  { type = \"pr_approved\" },", "  { type = \"pr_mergd\" },", "] }"}),
               5, "unknown gate type \"pr_mergd\"");
   check_error(toml({"[[stages]]", "name = \"development\"", "gate = { of = [] }"}), 3,
               "a gate in [[stages]] \"development\" is missing 'type'");
@@ -185,7 +192,8 @@ TEST_CASE("config: an all or any gate needs a non-empty of") {
 }
 
 TEST_CASE("config: a duplicate stage name is rejected at the second one") {
-  check_error(toml({"[[stages]]", "name = \"review\"", "[[stages]]", "name = \"development\"", "[[stages]]", "name = \"review\""}),
+  check_error(toml({"[[stages]]", "name = \"review\"", "[[stages]]", "name = \"development\"", "[[stages]]",
+                    "name = \"review\""}),
               6, "duplicate stage \"review\" (first on line 2)");
 }
 
@@ -196,8 +204,8 @@ TEST_CASE("config: created and done are implicit and may not be declared") {
 }
 
 TEST_CASE("config: a rollback edge must name a declared stage") {
-  check_error(toml({"[[stages]]", "name = \"analysis\"", "on_reject = \"analyse\"", "[[stages]]", "name = \"review\""}), 3,
-              "'on_reject' in [[stages]] \"analysis\" names stage \"analyse\", which is not declared");
+  check_error(toml({"[[stages]]", "name = \"analysis\"", "on_reject = \"analyse\"", "[[stages]]", "name = \"review\""}),
+              3, "'on_reject' in [[stages]] \"analysis\" names stage \"analyse\", which is not declared");
   check_error(toml({"[[stages]]", "name = \"analysis\"", "[[stages]]", "name = \"review\"",
                     "on_changes_requested = \"development\""}),
               5, "'on_changes_requested' in [[stages]] \"review\" names stage \"development\"");
@@ -238,9 +246,11 @@ TEST_CASE("config: two projects for one repository in different case are rejecte
 
 TEST_CASE("config: a project without its repository or Plane project is rejected at its header") {
   for (std::string missing : {"gitea_repo", "plane_workspace", "plane_project_id"}) {
-    std::vector<std::string> fields = {"gitea_repo = \"acme/shop\"", "plane_workspace = \"acme\"", "plane_project_id = \"p1\""};
+    std::vector<std::string> fields = {"gitea_repo = \"acme/shop\"", "plane_workspace = \"acme\"",
+                                       "plane_project_id = \"p1\""};
     std::erase_if(fields, [&](const std::string& f) { return f.starts_with(missing); });
-    const std::string text = with_pipeline({"[jobs]", "workers = 1", "", "[[projects]]", "name = \"shop\"", fields[0], fields[1]});
+    const std::string text =
+        with_pipeline({"[jobs]", "workers = 1", "", "[[projects]]", "name = \"shop\"", fields[0], fields[1]});
     INFO("missing " << missing);
     check_error(text, 4, "[[projects]] \"shop\" is missing '" + missing + "'");
   }
@@ -259,7 +269,8 @@ TEST_CASE("config: counts below one are rejected") {
   check_error(with_pipeline({"[agents.a]", "argv = [\"a\"]", "max_attempts = 0"}), 3,
               "'max_attempts' in [agents.a] must be at least 1, not 0");
   check_error(with_pipeline({"[jobs]", "workers = 0"}), 2, "'workers' in [jobs] must be at least 1, not 0");
-  check_error(with_pipeline({"[server]", "max_body_bytes = -1"}), 2, "'max_body_bytes' in [server] must be at least 1, not -1");
+  check_error(with_pipeline({"[server]", "max_body_bytes = -1"}), 2,
+              "'max_body_bytes' in [server] must be at least 1, not -1");
   check_error(with_pipeline({"[jobs]", "sweep_batch = 0"}), 2, "'sweep_batch' in [jobs] must be at least 1");
   check_error(with_pipeline({"[jobs]", "step_attempts = 0"}), 2, "'step_attempts' in [jobs] must be at least 1");
   check_error(with_pipeline({"[jobs]", "workers = 3000000000"}), 2, "'workers' in [jobs] must be at most");
@@ -322,9 +333,9 @@ TEST_CASE("config: absent keys take the documented defaults") {
   CHECK(s.on_reject.empty());
   CHECK(s.on_changes_requested.empty());
 
-  const Config p = parse_ok(with_pipeline({"[agents.a]", "argv = [\"a\"]", "[[projects]]", "name = \"shop\"",
-                                           "gitea_repo = \"acme/shop\"", "plane_workspace = \"acme\"",
-                                           "plane_project_id = \"p1\""}));
+  const Config p = parse_ok(
+      with_pipeline({"[agents.a]", "argv = [\"a\"]", "[[projects]]", "name = \"shop\"", "gitea_repo = \"acme/shop\"",
+                     "plane_workspace = \"acme\"", "plane_project_id = \"p1\""}));
   REQUIRE(p.projects.size() == 1);
   CHECK(p.projects[0].clone_url.empty());
   CHECK(p.projects[0].default_branch == "main");
@@ -476,7 +487,8 @@ TEST_CASE("config: human may be set on any stage, and a human_approval anywhere 
       "human = true",
       "[[stages]]",
       "name = \"review\"",
-      "gate = { type = \"all\", of = [{ type = \"ci_green\" }, { type = \"any\", of = [{ type = \"human_approval\" }] }] }",
+      "gate = { type = \"all\", of = [{ type = \"ci_green\" }, { type = \"any\", of = [{ type = \"human_approval\" }] "
+      "}] }",
   }));
   CHECK(c.stages[0].human);
   CHECK_FALSE(gate_is_human(*c.stages[0].gate));
@@ -554,8 +566,8 @@ TEST_CASE("config: [plane] write_back defaults to true and done_state to unset, 
   CHECK(defaults.stages[0].plane_state_line == 0);
   CHECK_FALSE(defaults.stages[0].post_review);
 
-  const Config c = parse_ok(with_pipeline({"[plane]", "base_url = \"http://x\"", "write_back = false",
-                                           "done_state = \"Done\""}));
+  const Config c =
+      parse_ok(with_pipeline({"[plane]", "base_url = \"http://x\"", "write_back = false", "done_state = \"Done\""}));
   CHECK_FALSE(c.plane_write_back);
   CHECK(c.plane_done_state == "Done");
   CHECK(c.plane_done_state_line == 4);
@@ -601,25 +613,27 @@ TEST_CASE("config: a stage's plane_state and post_review are read, and post_revi
 
 TEST_CASE("config: a plane_state or done_state that is a project's trigger state is refused at its line") {
   // Each trigger state of the project, compared exactly as the Plane client resolves names.
-  check_error(with_project_pipeline({"[plane]", "done_state = \"Doing\"", "[[stages]]", "name = \"development\"",
-                                     "agent = \"dev\""}),
-              2,
-              "'done_state' in [plane] is \"Doing\", the in_progress state of [[projects]] \"shop\": moving a work item "
-              "there would trigger the pipeline again");
-  check_error(with_project_pipeline({"[[stages]]", "name = \"development\"", "agent = \"dev\"", "plane_state = \"OK\""}),
-              4,
-              "'plane_state' in [[stages]] \"development\" is \"OK\", the approved state of [[projects]] \"shop\": "
-              "moving a work item there would trigger the pipeline again");
-  check_error(with_project_pipeline({"[[stages]]", "name = \"development\"", "agent = \"dev\"", "plane_state = \"No\""}),
-              4, "the rejected state of [[projects]] \"shop\"");
+  check_error(
+      with_project_pipeline(
+          {"[plane]", "done_state = \"Doing\"", "[[stages]]", "name = \"development\"", "agent = \"dev\""}),
+      2,
+      "'done_state' in [plane] is \"Doing\", the in_progress state of [[projects]] \"shop\": moving a work item "
+      "there would trigger the pipeline again");
+  check_error(
+      with_project_pipeline({"[[stages]]", "name = \"development\"", "agent = \"dev\"", "plane_state = \"OK\""}), 4,
+      "'plane_state' in [[stages]] \"development\" is \"OK\", the approved state of [[projects]] \"shop\": "
+      "moving a work item there would trigger the pipeline again");
+  check_error(
+      with_project_pipeline({"[[stages]]", "name = \"development\"", "agent = \"dev\"", "plane_state = \"No\""}), 4,
+      "the rejected state of [[projects]] \"shop\"");
   // The first in the file is reported.
-  check_error(with_project_pipeline({"[plane]", "done_state = \"No\"", "[[stages]]", "name = \"development\"",
-                                     "plane_state = \"OK\""}),
+  check_error(with_project_pipeline(
+                  {"[plane]", "done_state = \"No\"", "[[stages]]", "name = \"development\"", "plane_state = \"OK\""}),
               2, "'done_state' in [plane] is \"No\"");
   // Other names pass, also one differing only in case (Plane's names are matched exactly).
-  const Config c = parse_ok(with_project_pipeline({"[plane]", "done_state = \"Done\"", "[[stages]]",
-                                                   "name = \"development\"", "agent = \"dev\"",
-                                                   "plane_state = \"doing\""}));
+  const Config c =
+      parse_ok(with_project_pipeline({"[plane]", "done_state = \"Done\"", "[[stages]]", "name = \"development\"",
+                                      "agent = \"dev\"", "plane_state = \"doing\""}));
   CHECK(c.stages[0].plane_state == "doing");
 }
 

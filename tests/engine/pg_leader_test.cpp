@@ -56,8 +56,8 @@ PgLeaderOptions fast(LeaderCount& count, Changes& changes) {
   o.takeover_within = kBound;
   o.retry_interval = 20ms;
   o.health_interval = 20ms;
-  o.health_timeout = 2s;   // generous: a sanitizer build on a busy machine is slow
-  o.rejoin_holdoff = 2s;   // a deposed leader gives the others this long to take over
+  o.health_timeout = 2s;  // generous: a sanitizer build on a busy machine is slow
+  o.rejoin_holdoff = 2s;  // a deposed leader gives the others this long to take over
   o.on_change = [&count, &changes](bool leading) {
     count.change(leading);
     changes.add(leading);
@@ -76,9 +76,8 @@ TEST_CASE("pg leader: of two electors on one database exactly one leads, and bot
   CHECK(a.replica_id() == "replica-a");
   a.start();
   b.start();
-  REQUIRE(eventually([&] {
-    return a.is_leader() != b.is_leader() && !a.leader_id().empty() && a.leader_id() == b.leader_id();
-  }));
+  REQUIRE(eventually(
+      [&] { return a.is_leader() != b.is_leader() && !a.leader_id().empty() && a.leader_id() == b.leader_id(); }));
   PgLeaderElector& leader = a.is_leader() ? a : b;
   CHECK(leader.leader_id() == leader.replica_id());
   CHECK(count.now.load() == 1);
@@ -96,7 +95,8 @@ TEST_CASE("pg leader: of two electors on one database exactly one leads, and bot
   CHECK(count.max.load() == 1);
 }
 
-TEST_CASE("pg leader: read_pg_leader names the replica that leads, \"\" when none does, and an error without a server") {
+TEST_CASE(
+    "pg leader: read_pg_leader names the replica that leads, \"\" when none does, and an error without a server") {
   const std::string url = testing::fresh_pg_database();
   auto none = read_pg_leader(url);
   REQUIRE_MESSAGE(none.ok(), none.status().message);

@@ -109,8 +109,10 @@ TEST_CASE("pg store: replicas opening a fresh database at the same moment migrat
   int migrated = 0;
   for (const auto& store : opened) {
     REQUIRE_MESSAGE(store.ok(), store.status().message);
-    if (store.value()->version_at_open() == 0) ++migrated;
-    else CHECK(store.value()->version_at_open() == PgStore::kSchemaVersion);
+    if (store.value()->version_at_open() == 0)
+      ++migrated;
+    else
+      CHECK(store.value()->version_at_open() == PgStore::kSchemaVersion);
   }
   CHECK(migrated == 1);
   CHECK(PgStore::schema_version(url).value() == PgStore::kSchemaVersion);
@@ -141,8 +143,9 @@ TEST_CASE("pg store: a connection terminated mid-call fails that call with kUnav
   std::jthread writer([&] { during = store->set_setting("k", "during"); });
   std::string pid;
   REQUIRE(eventually([&] {  // the writer waits for the lock: now its backend is killed under it
-    pid = monitor.value("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()");
+    pid = monitor.value(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()");
     return !pid.empty();
   }));
   CHECK(monitor.value("SELECT pg_terminate_backend($1::integer)", {pid}) == "t");
@@ -166,9 +169,8 @@ TEST_CASE("pg store: an idle pooled connection whose server hung up is replaced,
   const std::string pid = store_backend(monitor);
   REQUIRE_FALSE(pid.empty());
   CHECK(monitor.value("SELECT pg_terminate_backend($1::integer)", {pid}) == "t");
-  REQUIRE(eventually([&] {
-    return monitor.value("SELECT count(*) FROM pg_stat_activity WHERE pid = $1::integer", {pid}) == "0";
-  }));
+  REQUIRE(eventually(
+      [&] { return monitor.value("SELECT count(*) FROM pg_stat_activity WHERE pid = $1::integer", {pid}) == "0"; }));
   // The server's goodbye sits on the idle connection's socket: acquire() sees it and opens a new connection.
   auto value = store->get_setting("k");
   REQUIRE_MESSAGE(value.ok(), value.status().message);
@@ -217,14 +219,17 @@ TEST_CASE("pg store: the idle-task scan is a range over the partial index, not a
   // A long history of done tasks and finished jobs, and a live set large enough that sorting it would cost more
   // than reading it in index order: the scan must read neither the history nor more of the live set than it returns.
   PgSql sql(url);
-  sql.exec("INSERT INTO tasks (project, work_item_id, work_item_key, title, description, stage, branch, created_at, "
-           "entered_stage_at, updated_at) SELECT 'shop', 'old-' || g, 'SHOP-' || g, 't', 'd', 'done', "
-           "'orch/old-' || g, 0, 0, g FROM generate_series(1, 20000) AS g");
-  sql.exec("INSERT INTO jobs (task_id, visit, stage, agent, status, attempt, created_at, run_after) "
-           "SELECT id, 1, 'analysis', 'analyst', 'succeeded', 1, 0, 0 FROM tasks");
-  sql.exec("INSERT INTO tasks (project, work_item_id, work_item_key, title, description, stage, branch, created_at, "
-           "entered_stage_at, updated_at) SELECT 'shop', 'live-' || g, 'SHOP-L' || g, 't', 'd', 'analysis', "
-           "'orch/live-' || g, 0, 0, 100000 + g FROM generate_series(1, 1000) AS g");
+  sql.exec(
+      "INSERT INTO tasks (project, work_item_id, work_item_key, title, description, stage, branch, created_at, "
+      "entered_stage_at, updated_at) SELECT 'shop', 'old-' || g, 'SHOP-' || g, 't', 'd', 'done', "
+      "'orch/old-' || g, 0, 0, g FROM generate_series(1, 20000) AS g");
+  sql.exec(
+      "INSERT INTO jobs (task_id, visit, stage, agent, status, attempt, created_at, run_after) "
+      "SELECT id, 1, 'analysis', 'analyst', 'succeeded', 1, 0, 0 FROM tasks");
+  sql.exec(
+      "INSERT INTO tasks (project, work_item_id, work_item_key, title, description, stage, branch, created_at, "
+      "entered_stage_at, updated_at) SELECT 'shop', 'live-' || g, 'SHOP-L' || g, 't', 'd', 'analysis', "
+      "'orch/live-' || g, 0, 0, 100000 + g FROM generate_series(1, 1000) AS g");
   sql.exec("ANALYZE tasks");
   sql.exec("ANALYZE jobs");
   auto plan = store->idle_tasks_plan();
@@ -238,7 +243,8 @@ TEST_CASE("pg store: the idle-task scan is a range over the partial index, not a
   CHECK(store->idle_tasks(from_millis(200000), {}, 100).value().size() == 100);
 }
 
-TEST_CASE("pg store: a stop request cancels a claim waiting in PostgreSQL: it claims nothing, and the next claim works") {
+TEST_CASE(
+    "pg store: a stop request cancels a claim waiting in PostgreSQL: it claims nothing, and the next claim works") {
   const std::string url = testing::fresh_pg_database();
   auto store = open_store(url, {.max_connections = 2, .statement_timeout = 120s});  // only the stop ends the wait
   testing::ManualClock clock;
@@ -253,8 +259,9 @@ TEST_CASE("pg store: a stop request cancels a claim waiting in PostgreSQL: it cl
   PgSql monitor(url);
   REQUIRE(eventually(
       [&] {
-        return monitor.value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
-                             "application_name = 'orch' AND wait_event_type = 'Lock'") == "1";
+        return monitor.value(
+                   "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                   "application_name = 'orch' AND wait_event_type = 'Lock'") == "1";
       },
       30s));
   stopping.request_stop();  // SIGTERM
@@ -314,9 +321,10 @@ TEST_CASE("pg store: a claim reads the lane heads, not the backlog behind a held
   auto store = open_store(url);
   testing::ManualClock clock;
   PgSql sql(url);
-  sql.exec("INSERT INTO deliveries (source, delivery_id, event, body_digest, body, received_at, lane, run_after) "
-           "SELECT 'plane', 'a-' || g, 'issue', 'h-a-' || g, convert_to(repeat('x', 1500), 'UTF8'), g, 'project:a', 0 "
-           "FROM generate_series(1, 20000) AS g");
+  sql.exec(
+      "INSERT INTO deliveries (source, delivery_id, event, body_digest, body, received_at, lane, run_after) "
+      "SELECT 'plane', 'a-' || g, 'issue', 'h-a-' || g, convert_to(repeat('x', 1500), 'UTF8'), g, 'project:a', 0 "
+      "FROM generate_series(1, 20000) AS g");
   REQUIRE(store->insert_delivery(lane_delivery("b-1", "project:b", clock.now()), false).ok());
   REQUIRE(store->insert_delivery(lane_delivery("c-1", "project:c", clock.now()), false).ok());
   CHECK(claim(*store, "r1", clock.now()) == "a-1");

@@ -128,7 +128,10 @@ TEST_CASE("a failing subscriber is logged and the others still run") {
   EngineFixture f;
   f.bus.subscribe("broken", [](const TransitionFired&) -> Status { throw std::runtime_error("boom"); });
   int after = 0;
-  f.bus.subscribe("after", [&](const TransitionFired&) { ++after; return Status{}; });
+  f.bus.subscribe("after", [&](const TransitionFired&) {
+    ++after;
+    return Status{};
+  });
   TaskRow t = f.task_in("analysis");
   AdvanceRequest r;
   r.to = "analysis";

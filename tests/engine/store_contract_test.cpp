@@ -175,7 +175,7 @@ TEST_CASE_TEMPLATE("store: create_task_atomic creates a task once and returns th
   REQUIRE(second.ok());
   CHECK_FALSE(second->created);
   CHECK(second->task.id == t.id);
-  CHECK(second->task.title == "title 42");        // the loser writes nothing
+  CHECK(second->task.title == "title 42");  // the loser writes nothing
   CHECK(second->task.updated_at == kMonday9am);
   CHECK(store->count_tasks().value() == 1);
   CHECK(store->find_task_by_work_item("wi-42").value()->id == t.id);
@@ -185,8 +185,8 @@ TEST_CASE_TEMPLATE("store: create_task_atomic creates a task once and returns th
   CHECK(store->create_task_atomic(empty, clock.now()).status().code == Code::kInvalid);
 }
 
-TEST_CASE_TEMPLATE("store: 16 threads racing for the same work items create each exactly once", B,
-                   SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: 16 threads racing for the same work items create each exactly once", B, SqliteBackend,
+                   PgBackend) {
   B backend;
   auto store = backend.open();
   constexpr int kThreads = 16;
@@ -222,8 +222,8 @@ TEST_CASE_TEMPLATE("store: 16 threads racing for the same work items create each
   CHECK(store->count_tasks().value() == kRounds);
 }
 
-TEST_CASE_TEMPLATE("store: idle_tasks lists live tasks past the cutoff with no active job", B,
-                   SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: idle_tasks lists live tasks past the cutoff with no active job", B, SqliteBackend,
+                   PgBackend) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -265,8 +265,8 @@ TEST_CASE_TEMPLATE("store: idle_tasks lists live tasks past the cutoff with no a
   SUBCASE("limit must be positive") { CHECK(store->idle_tasks(t0 + 1h, {}, 0).status().code == Code::kInvalid); }
 }
 
-TEST_CASE_TEMPLATE("store: idle_tasks pages by (updated_at, id) strictly after the cursor", B,
-                   SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: idle_tasks pages by (updated_at, id) strictly after the cursor", B, SqliteBackend,
+                   PgBackend) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -290,8 +290,8 @@ TEST_CASE_TEMPLATE("store: idle_tasks pages by (updated_at, id) strictly after t
   CHECK(seen == expected);
 }
 
-TEST_CASE_TEMPLATE("store: apply_transition is a compare-and-set that writes the audit row", B,
-                   SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: apply_transition is a compare-and-set that writes the audit row", B, SqliteBackend,
+                   PgBackend) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -353,8 +353,8 @@ TEST_CASE_TEMPLATE("store: apply_transition is a compare-and-set that writes the
   }
 }
 
-TEST_CASE_TEMPLATE("store: record_facts overwrites only the facts it carries and bumps updated_at", B,
-                   SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: record_facts overwrites only the facts it carries and bumps updated_at", B, SqliteBackend,
+                   PgBackend) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -432,8 +432,8 @@ TEST_CASE_TEMPLATE("store: enqueue_job is idempotent per (task, visit, attempt)"
         Code::kNotFound);
 }
 
-TEST_CASE_TEMPLATE("store: claim_job takes the oldest due job, and a job finishes only from running", B,
-                   SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: claim_job takes the oldest due job, and a job finishes only from running", B, SqliteBackend,
+                   PgBackend) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -520,8 +520,8 @@ TEST_CASE_TEMPLATE("store: 8 threads claiming 200 jobs claim each exactly once",
   CHECK(store->jobs_with_status(JobStatus::kRunning, 1000).value().size() == kJobs);
 }
 
-TEST_CASE_TEMPLATE("store: the sweeper rules fail only stale or expired jobs, in capped batches", B,
-                   SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: the sweeper rules fail only stale or expired jobs, in capped batches", B, SqliteBackend,
+                   PgBackend) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -565,8 +565,8 @@ TEST_CASE_TEMPLATE("store: the sweeper rules fail only stale or expired jobs, in
   CHECK(store->fail_expired_queued(clock.now(), 0, "x", clock.now()).status().code == Code::kInvalid);
 }
 
-TEST_CASE_TEMPLATE("store: the inbox deduplicates by delivery id, and by body digest when asked", B,
-                   SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: the inbox deduplicates by delivery id, and by body digest when asked", B, SqliteBackend,
+                   PgBackend) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -585,8 +585,7 @@ TEST_CASE_TEMPLATE("store: the inbox deduplicates by delivery id, and by body di
   CHECK(store->insert_delivery(delivery(Source::kGitea, "g2", "h9", clock.now()), false)->duplicate);
   CHECK_FALSE(store->insert_delivery(delivery(Source::kGitea, "d1", "h7", clock.now()), false)->duplicate);
   CHECK(store->inbox_counts().value().received == 4);
-  CHECK(store->insert_delivery(delivery(Source::kGitea, "", "h1", clock.now()), false).status().code ==
-        Code::kInvalid);
+  CHECK(store->insert_delivery(delivery(Source::kGitea, "", "h1", clock.now()), false).status().code == Code::kInvalid);
 
   SUBCASE("the body is stored byte for byte") {
     NewDelivery d = delivery(Source::kPlane, "bin", "h-bin", clock.now());
@@ -605,18 +604,18 @@ TEST_CASE_TEMPLATE("store: the inbox deduplicates by delivery id, and by body di
   }
 }
 
-TEST_CASE_TEMPLATE("store: a batch of deliveries is one transaction that sees its own duplicates", B,
-                   SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: a batch of deliveries is one transaction that sees its own duplicates", B, SqliteBackend,
+                   PgBackend) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
   REQUIRE(store->insert_delivery(delivery(Source::kGitea, "old", "h0", clock.now()), false).ok());
   std::vector<NewDelivery> batch{
-      delivery(Source::kPlane, "p1", "h1", clock.now()),  // new
-      delivery(Source::kPlane, "p1", "h2", clock.now()),  // same id as the first, in the same batch
-      delivery(Source::kPlane, "p2", "h1", clock.now()),  // same digest as the first
-      delivery(Source::kGitea, "old", "h3", clock.now()), // stored before the batch
-      delivery(Source::kGitea, "g1", "h1", clock.now()),  // digest dedup off for Gitea
+      delivery(Source::kPlane, "p1", "h1", clock.now()),   // new
+      delivery(Source::kPlane, "p1", "h2", clock.now()),   // same id as the first, in the same batch
+      delivery(Source::kPlane, "p2", "h1", clock.now()),   // same digest as the first
+      delivery(Source::kGitea, "old", "h3", clock.now()),  // stored before the batch
+      delivery(Source::kGitea, "g1", "h1", clock.now()),   // digest dedup off for Gitea
   };
   auto result = store->insert_deliveries(batch, {true, true, true, false, false});
   REQUIRE_MESSAGE(result.ok(), result.status().message);
@@ -942,7 +941,7 @@ TEST_CASE_TEMPLATE("store: claim_due_notifications leases due notifications to o
   clock.advance(1ms);  // the drainer died: at the end of the lease they come due again
   batch = store->claim_due_notifications(clock.now(), 30s, 1);
   CHECK(ids_of(batch.value()) == std::vector<NotificationId>{all[0]});  // capped at the limit
-  REQUIRE(store->mark_notification_sent(all[0], clock.now()).ok());  // marking ends the claim
+  REQUIRE(store->mark_notification_sent(all[0], clock.now()).ok());     // marking ends the claim
 
   clock.set(t0 + 1min);
   batch = store->claim_due_notifications(clock.now(), 30s, 10);
@@ -1039,9 +1038,9 @@ TEST_CASE_TEMPLATE("store: claim_next_message sends a lane in order, lanes past 
   ManualClock clock;
   const TimePoint t0 = clock.now();
   const std::string plane(kChannelPlane);
-  REQUIRE(store->enqueue_messages({plane_message("a1", "plane:a"), plane_message("a2", "plane:a"),
-                                   plane_message("b1", "plane:b")},
-                                  t0)
+  REQUIRE(store
+              ->enqueue_messages(
+                  {plane_message("a1", "plane:a"), plane_message("a2", "plane:a"), plane_message("b1", "plane:b")}, t0)
               .ok());
   REQUIRE(store->enqueue_notification("tg", "telegram text", t0).value());
   auto id_of = [&](const std::string& key) {
@@ -1207,10 +1206,10 @@ TEST_CASE_TEMPLATE("store: concurrent claimers never get one delivery twice nor 
       insert(*stores[0], lane_delivery("d" + std::to_string(lane) + "-" + std::to_string(i),
                                        "project:" + std::to_string(lane), kMonday9am));
   std::mutex mu;
-  std::set<std::string> in_flight;                // guarded by mu: lanes a claimer holds right now
-  std::map<std::string, DeliverySeq> last_seq;    // guarded by mu: per lane, the last delivery handled
-  std::multiset<DeliverySeq> handled;             // guarded by mu
-  int overlaps = 0, out_of_order = 0;             // guarded by mu
+  std::set<std::string> in_flight;              // guarded by mu: lanes a claimer holds right now
+  std::map<std::string, DeliverySeq> last_seq;  // guarded by mu: per lane, the last delivery handled
+  std::multiset<DeliverySeq> handled;           // guarded by mu
+  int overlaps = 0, out_of_order = 0;           // guarded by mu
   std::atomic<int> finished{0};
   ThreadErrors errors;
   std::barrier start(kThreads);
@@ -1339,8 +1338,10 @@ TEST_CASE_TEMPLATE("store: group commits of the same deliveries in opposite orde
   CHECK(stores[0]->inbox_counts().value().received == kBatch * kRounds);
 }
 
-TEST_CASE_TEMPLATE("store: a job's follow-up step is recorded, retried from the queue without a new attempt, and "
-                   "failed with its error", B, SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE(
+    "store: a job's follow-up step is recorded, retried from the queue without a new attempt, and "
+    "failed with its error",
+    B, SqliteBackend, PgBackend) {
   B backend;
   auto store = backend.open();
   ManualClock clock;

@@ -64,7 +64,8 @@ TEST_CASE("write gate: a normal writer held back past max_yield goes next, befor
   CHECK(order_after_release(gate, P::kAcknowledge) == std::vector<std::string>{"processor", "committer"});
 }
 
-TEST_CASE("write gate: after an acknowledging write the gate waits for the next one, a normal writer at most max_yield") {
+TEST_CASE(
+    "write gate: after an acknowledging write the gate waits for the next one, a normal writer at most max_yield") {
   // The reservation never ends by itself here; only the normal writer's max_yield (2 s) lets it in.
   WriteGate gate({.anticipation = kForever, .max_yield = 2s});
   Order order;

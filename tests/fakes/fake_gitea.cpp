@@ -129,7 +129,7 @@ void FakeGitea::add_review(const std::string& repo, std::int64_t number, GiteaRe
   if (review.commit_id.empty()) {
     for (const auto& p : r.pulls)
       if (p.number == number)
-        review.commit_id = !p.head_sha.empty()           ? p.head_sha
+        review.commit_id = !p.head_sha.empty()            ? p.head_sha
                            : r.branches.count(p.head_ref) ? r.branches.at(p.head_ref)
                                                           : "";
   }
@@ -384,7 +384,8 @@ void FakeGitea::install_routes() {
     std::string sha;
     if (r->branches.count(ref)) {
       sha = r->branches[ref];
-    } else if (ref.size() >= 7 && std::all_of(ref.begin(), ref.end(), [](unsigned char c) { return std::isxdigit(c); })) {
+    } else if (ref.size() >= 7 &&
+               std::all_of(ref.begin(), ref.end(), [](unsigned char c) { return std::isxdigit(c); })) {
       for (const auto& [s, _] : r->statuses)
         if (s.rfind(ref, 0) == 0) sha = s;
       for (const auto& [b, s] : r->branches)
@@ -409,12 +410,12 @@ void FakeGitea::install_routes() {
       statuses.push_back(status_json(full, sha, s));
       page_states.push_back(s.state);
     }
-    int last = std::max(1, static_cast<int>((latest.size() + static_cast<size_t>(limit) - 1) /
-                                            static_cast<size_t>(limit)));
+    int last =
+        std::max(1, static_cast<int>((latest.size() + static_cast<size_t>(limit) - 1) / static_cast<size_t>(limit)));
     res.set_header("X-Total-Count", std::to_string(latest.size()));
     if (page < last)
-      res.set_header("Link", "<" + base_url() + req.path + "?limit=" + std::to_string(limit) + "&page=" +
-                                 std::to_string(page + 1) + ">; rel=\"next\",<" + base_url() + req.path +
+      res.set_header("Link", "<" + base_url() + req.path + "?limit=" + std::to_string(limit) +
+                                 "&page=" + std::to_string(page + 1) + ">; rel=\"next\",<" + base_url() + req.path +
                                  "?limit=" + std::to_string(limit) + "&page=" + std::to_string(last) +
                                  ">; rel=\"last\"");
     ojson j;
@@ -480,7 +481,8 @@ void FakeGitea::install_routes() {
     if (r)
       for (const auto& p : r->pulls)
         if (p.number == n)
-          return send_json(res, 200, pull_json_locked(std::string(req.matches[1]) + "/" + std::string(req.matches[2]), p));
+          return send_json(res, 200,
+                           pull_json_locked(std::string(req.matches[1]) + "/" + std::string(req.matches[2]), p));
     api_error(res, 404, "The target couldn't be found.");
   });
 
@@ -500,14 +502,17 @@ void FakeGitea::install_routes() {
     std::lock_guard lock(mu_);
     Repo* r = repo_locked(req.matches[1], req.matches[2]);
     if (!r) return api_error(res, 404, "The target couldn't be found.");
-    if (!r->branches.count(head) || !r->branches.count(base)) return api_error(res, 404, "The target couldn't be found.");
-    if (head == base) return api_error(res, 422, "Invalid PullRequest: There are no changes between the head and the base");
+    if (!r->branches.count(head) || !r->branches.count(base))
+      return api_error(res, 404, "The target couldn't be found.");
+    if (head == base)
+      return api_error(res, 422, "Invalid PullRequest: There are no changes between the head and the base");
     for (const auto& p : r->pulls)
       if (p.state == "open" && p.head_ref == head && p.base_ref == base)
         return api_error(res, 409,
                          "pull request already exists for these targets [id: " + std::to_string(300 + p.number) +
-                             ", issue_id: " + std::to_string(p.number) + ", head_repo_id: 1, base_repo_id: 1, head_branch: " +
-                             head + ", base_branch: " + base + "]");
+                             ", issue_id: " + std::to_string(p.number) +
+                             ", head_repo_id: 1, base_repo_id: 1, head_branch: " + head + ", base_branch: " + base +
+                             "]");
     GiteaPull p;
     p.number = r->next_index++;
     p.head_ref = head;
@@ -516,7 +521,8 @@ void FakeGitea::install_routes() {
     p.title = title;
     p.body = body.value("body", "");
     r->pulls.push_back(p);
-    if (api_observer_) api_observer_({"pull_opened", std::string(req.matches[1]) + "/" + std::string(req.matches[2]), p.number});
+    if (api_observer_)
+      api_observer_({"pull_opened", std::string(req.matches[1]) + "/" + std::string(req.matches[2]), p.number});
     send_json(res, 201, pull_json_locked(std::string(req.matches[1]) + "/" + std::string(req.matches[2]), p));
   });
 
@@ -527,7 +533,8 @@ void FakeGitea::install_routes() {
       std::lock_guard lock(mu_);
       Repo* r = repo_locked(req.matches[1], req.matches[2]);
       std::int64_t n = std::stoll(req.matches[3]);
-      bool exists = r && std::any_of(r->pulls.begin(), r->pulls.end(), [&](const GiteaPull& p) { return p.number == n; });
+      bool exists =
+          r && std::any_of(r->pulls.begin(), r->pulls.end(), [&](const GiteaPull& p) { return p.number == n; });
       if (!exists) return api_error(res, 404, "The target couldn't be found.");
       const std::string full = std::string(req.matches[1]) + "/" + std::string(req.matches[2]);
       std::int64_t id = 1;
@@ -552,9 +559,11 @@ void FakeGitea::install_routes() {
     if (!authorised(req, res)) return;
     auto body = nlohmann::json::parse(req.body, nullptr, false);
     if (body.is_discarded() || !body.is_object()) return api_error(res, 422, "invalid JSON body");
-    const std::string event = body.contains("event") && body["event"].is_string() ? body["event"].get<std::string>() : "";
+    const std::string event =
+        body.contains("event") && body["event"].is_string() ? body["event"].get<std::string>() : "";
     const std::string text = body.contains("body") && body["body"].is_string() ? body["body"].get<std::string>() : "";
-    std::string commit = body.contains("commit_id") && body["commit_id"].is_string() ? body["commit_id"].get<std::string>() : "";
+    std::string commit =
+        body.contains("commit_id") && body["commit_id"].is_string() ? body["commit_id"].get<std::string>() : "";
     std::lock_guard lock(mu_);
     Repo* r = repo_locked(req.matches[1], req.matches[2]);
     const std::int64_t n = std::stoll(req.matches[3]);
@@ -566,14 +575,14 @@ void FakeGitea::install_routes() {
     const bool verdict = event == "APPROVED" || event == "REQUEST_CHANGES";
     const std::string author = user_of_locked(req);
     if (verdict && pull->user == author)
-      return api_error(res, 422, event == "APPROVED" ? "approve your own pull is not allowed"
-                                                     : "reject your own pull is not allowed");
+      return api_error(
+          res, 422,
+          event == "APPROVED" ? "approve your own pull is not allowed" : "reject your own pull is not allowed");
     const bool needs_body = event == "REQUEST_CHANGES" || event == "COMMENT";
     if (needs_body && text.find_first_not_of(" \t\r\n") == std::string::npos)
       return api_error(res, 422, "review event " + event + " requires a body");
-    if (verdict && pull->state != "open")
-      return api_error(res, 422, "can't submit review for a closed or merged PR");
-    const std::string head = !pull->head_sha.empty()            ? pull->head_sha
+    if (verdict && pull->state != "open") return api_error(res, 422, "can't submit review for a closed or merged PR");
+    const std::string head = !pull->head_sha.empty()             ? pull->head_sha
                              : r->branches.count(pull->head_ref) ? r->branches.at(pull->head_ref)
                                                                  : "";
     if (commit.empty()) commit = head;
@@ -588,8 +597,9 @@ void FakeGitea::install_routes() {
     list.push_back(rv);
     if (api_observer_)
       api_observer_({"review", std::string(req.matches[1]) + "/" + std::string(req.matches[2]), n, rv.state, rv.user});
-    send_json(res, 200, review_json(std::string(req.matches[1]) + "/" + std::string(req.matches[2]), n,
-                                    static_cast<std::int64_t>(list.size()), rv));
+    send_json(res, 200,
+              review_json(std::string(req.matches[1]) + "/" + std::string(req.matches[2]), n,
+                          static_cast<std::int64_t>(list.size()), rv));
   });
 
   // NewCommitStatus (gitea.md §3.5): a short sha is expanded, an unknown one is a 500; the state is not validated;
@@ -618,7 +628,8 @@ void FakeGitea::install_routes() {
     for (const auto& [s, _] : r->statuses) consider(s);
     if (sha.empty()) return api_error(res, 500, "GetCommit[" + ref + "]: object does not exist [id: " + ref + "]");
     auto& list = r->statuses[sha];
-    const std::string state = body.contains("state") && body["state"].is_string() ? body["state"].get<std::string>() : "";
+    const std::string state =
+        body.contains("state") && body["state"].is_string() ? body["state"].get<std::string>() : "";
     Status st{static_cast<std::int64_t>(list.size() + 1), field("context"), state, std::chrono::system_clock::now()};
     st.posted = true;
     st.description = field("description");
@@ -663,8 +674,8 @@ std::string FakeGitea::coarse_event(const std::string& event_type) {
   return event_type;  // push, pull_request, status, create, delete, ...
 }
 
-DeliveryResult FakeGitea::send_webhook(const std::string& url, const std::string& secret,
-                                       const std::string& event_type, const nlohmann::ordered_json& payload) {
+DeliveryResult FakeGitea::send_webhook(const std::string& url, const std::string& secret, const std::string& event_type,
+                                       const nlohmann::ordered_json& payload) {
   std::string body = go_json_marshal_indent(payload);
   std::string id = random_uuid4();
   std::string event = coarse_event(event_type);
@@ -754,8 +765,8 @@ nlohmann::ordered_json FakeGitea::review_payload(const std::string& repo, std::i
   ojson j = pull_request_payload(repo, number, "reviewed");
   j["requested_reviewer"] = user_json(reviewer);
   j["sender"] = user_json(reviewer);
-  j["review"] = ojson{{"type", approved ? "pull_request_review_approved" : "pull_request_review_rejected"},
-                      {"content", content}};
+  j["review"] =
+      ojson{{"type", approved ? "pull_request_review_approved" : "pull_request_review_rejected"}, {"content", content}};
   return j;
 }
 

@@ -18,7 +18,7 @@ namespace orch::testing {
 struct GiteaPull {
   std::int64_t number = 0;  // 0 = the next index
   std::string head_ref{};
-  std::string head_sha{};   // "" = the head branch's current sha
+  std::string head_sha{};  // "" = the head branch's current sha
   std::string base_ref = "main";
   std::string title = "A change";
   std::string body{};
@@ -30,7 +30,7 @@ struct GiteaPull {
 
 struct GiteaReview {
   std::string user = "reviewer";
-  std::int64_t user_id = 0;  // 0 = derived from the login
+  std::int64_t user_id = 0;        // 0 = derived from the login
   std::string state = "APPROVED";  // APPROVED, REQUEST_CHANGES, COMMENT, PENDING, REQUEST_REVIEW
   bool dismissed = false;
   bool stale = false;  // also set by push_to_pull, as Gitea's MarkReviewsAsStale does
@@ -47,11 +47,12 @@ class FakeGitea final : public FakeServer {
   ~FakeGitea() override;
 
   void set_token(const std::string& token);  // then requests need Authorization: token <token> ("" = no check)
-  void add_repo(const std::string& repo);     // "owner/name"; any other call on a repo adds it too
+  void add_repo(const std::string& repo);    // "owner/name"; any other call on a repo adds it too
   void set_branch(const std::string& repo, const std::string& branch, const std::string& sha);
   void delete_branch(const std::string& repo, const std::string& branch);
   // Appends a commit status; a later one for the same context supersedes the earlier one.
-  void add_status(const std::string& repo, const std::string& sha, const std::string& context, const std::string& state);
+  void add_status(const std::string& repo, const std::string& sha, const std::string& context,
+                  const std::string& state);
   std::int64_t add_pull(const std::string& repo, GiteaPull pull);  // returns its number
   // The next `times` POST .../pulls (pull request creations) answer `status` and create nothing; listings and the
   // other routes answer normally (FakeServer's faults match a path, which GET /pulls shares).
@@ -120,8 +121,8 @@ class FakeGitea final : public FakeServer {
     bool posted = false;  // through the API (not add_status)
   };
   struct Repo {
-    std::map<std::string, std::string> branches;           // name -> sha
-    std::map<std::string, std::vector<Status>> statuses;   // sha -> in creation order
+    std::map<std::string, std::string> branches;          // name -> sha
+    std::map<std::string, std::vector<Status>> statuses;  // sha -> in creation order
     std::vector<GiteaPull> pulls;
     std::map<std::int64_t, std::vector<GiteaReview>> reviews;
     std::int64_t next_index = 1;
@@ -140,15 +141,15 @@ class FakeGitea final : public FakeServer {
   std::string default_error_body(int status) const override;
 
   mutable std::mutex mu_;
-  std::map<std::string, Repo> repos_;  // by "owner/name"; guarded by mu_
-  std::string token_;                  // guarded by mu_
-  std::map<std::string, std::string> user_tokens_;  // token -> login; guarded by mu_
+  std::map<std::string, Repo> repos_;                             // by "owner/name"; guarded by mu_
+  std::string token_;                                             // guarded by mu_
+  std::map<std::string, std::string> user_tokens_;                // token -> login; guarded by mu_
   std::string user_of_locked(const httplib::Request& req) const;  // the login a request acts as
-  int pull_create_faults_ = 0;         // guarded by mu_
-  int pull_create_fault_status_ = 500; // guarded by mu_
-  std::string api_user_ = "orch";      // guarded by mu_
-  std::function<void(const ApiWrite&)> api_observer_;  // guarded by mu_
-  GitHandler git_handler_;                              // guarded by mu_
+  int pull_create_faults_ = 0;                                    // guarded by mu_
+  int pull_create_fault_status_ = 500;                            // guarded by mu_
+  std::string api_user_ = "orch";                                 // guarded by mu_
+  std::function<void(const ApiWrite&)> api_observer_;             // guarded by mu_
+  GitHandler git_handler_;                                        // guarded by mu_
 };
 
 }  // namespace orch::testing

@@ -24,9 +24,12 @@ std::string strip_tags(const std::string& html) {
   std::string out;
   bool in_tag = false;
   for (char c : html) {
-    if (c == '<') in_tag = true;
-    else if (c == '>') in_tag = false;
-    else if (!in_tag) out += c;
+    if (c == '<')
+      in_tag = true;
+    else if (c == '>')
+      in_tag = false;
+    else if (!in_tag)
+      out += c;
   }
   return out;
 }
@@ -398,21 +401,22 @@ void FakePlane::install_routes() {
     paginate(req, res, states.size(), [&](size_t i) { return state_json_locked(*p, states[i]); });
   });
 
-  route("GET", kProjectPrefix + "/(?:work-items|issues)/?", [this](const httplib::Request& req, httplib::Response& res) {
-    if (redirect_slashless(req, res) || !authorised(req, res)) return;
-    std::lock_guard lock(mu_);
-    Project* p = project_locked(req.matches[1], req.matches[2]);
-    if (!p) return send_json(res, 404, {{"error", "The requested resource does not exist."}});
-    std::string order = req.has_param("order_by") ? req.get_param_value("order_by") : "-created_at";
-    std::vector<const Item*> rows;
-    for (const auto& id : p->items) rows.push_back(&items_.at(id));
-    bool desc = !order.empty() && order[0] == '-';
-    bool by_updated = (desc ? order.substr(1) : order) == "updated_at";
-    auto key = [&](const Item* i) { return by_updated ? i->updated_at : i->created_at; };
-    std::stable_sort(rows.begin(), rows.end(),
-                     [&](const Item* a, const Item* b) { return desc ? key(a) > key(b) : key(a) < key(b); });
-    paginate(req, res, rows.size(), [&](size_t i) { return rows[i]->json; });
-  });
+  route("GET", kProjectPrefix + "/(?:work-items|issues)/?",
+        [this](const httplib::Request& req, httplib::Response& res) {
+          if (redirect_slashless(req, res) || !authorised(req, res)) return;
+          std::lock_guard lock(mu_);
+          Project* p = project_locked(req.matches[1], req.matches[2]);
+          if (!p) return send_json(res, 404, {{"error", "The requested resource does not exist."}});
+          std::string order = req.has_param("order_by") ? req.get_param_value("order_by") : "-created_at";
+          std::vector<const Item*> rows;
+          for (const auto& id : p->items) rows.push_back(&items_.at(id));
+          bool desc = !order.empty() && order[0] == '-';
+          bool by_updated = (desc ? order.substr(1) : order) == "updated_at";
+          auto key = [&](const Item* i) { return by_updated ? i->updated_at : i->created_at; };
+          std::stable_sort(rows.begin(), rows.end(),
+                           [&](const Item* a, const Item* b) { return desc ? key(a) > key(b) : key(a) < key(b); });
+          paginate(req, res, rows.size(), [&](size_t i) { return rows[i]->json; });
+        });
 
   route("GET", kProjectPrefix + "/(?:work-items|issues)/([^/]+)/?",
         [this](const httplib::Request& req, httplib::Response& res) {
@@ -468,15 +472,19 @@ void FakePlane::install_routes() {
           if (!p || it == items_.end())
             return send_json(res, 404, {{"error", "The requested resource does not exist."}});
           // Plane's IssueComment has a unique (external_source, external_id) per work item among live comments.
-          const std::string ext_source =
-              body.contains("external_source") && body["external_source"].is_string() ? body["external_source"].get<std::string>() : "";
-          const std::string ext_id =
-              body.contains("external_id") && body["external_id"].is_string() ? body["external_id"].get<std::string>() : "";
+          const std::string ext_source = body.contains("external_source") && body["external_source"].is_string()
+                                             ? body["external_source"].get<std::string>()
+                                             : "";
+          const std::string ext_id = body.contains("external_id") && body["external_id"].is_string()
+                                         ? body["external_id"].get<std::string>()
+                                         : "";
           if (!ext_source.empty() && !ext_id.empty()) {
             for (const ojson& old : it->second.comments)
               if (old["external_source"] == ext_source && old["external_id"] == ext_id)
-                return send_json(res, 409, {{"error", "Work item comment with the same external id and external source already exists"},
-                                            {"id", old["id"]}});
+                return send_json(
+                    res, 409,
+                    {{"error", "Work item comment with the same external id and external source already exists"},
+                     {"id", old["id"]}});
           }
           ojson c;
           c["id"] = random_uuid4();
@@ -504,8 +512,7 @@ void FakePlane::install_routes() {
             // A content provider that fails aborts the response: the status line and headers are out, then the
             // connection closes with the body missing, so curl reports a partial transfer and never sees a 201.
             res.status = 201;
-            res.set_content_provider(
-                64, "application/json", [](size_t, size_t, httplib::DataSink&) { return false; });
+            res.set_content_provider(64, "application/json", [](size_t, size_t, httplib::DataSink&) { return false; });
             return;
           }
           send_json(res, 201, c);
@@ -666,11 +673,8 @@ DeliveryResult FakePlane::deliver(const std::string& url, const std::string& sec
                                   const std::string& body) {
   std::string id = random_uuid4();
   std::vector<std::pair<std::string, std::string>> headers = {
-      {"User-Agent", "Autopilot"},
-      {"Accept", "*/*"},
-      {"Accept-Encoding", "gzip, deflate"},
-      {"X-Plane-Delivery", id},
-      {"X-Plane-Event", event},
+      {"User-Agent", "Autopilot"}, {"Accept", "*/*"},        {"Accept-Encoding", "gzip, deflate"},
+      {"X-Plane-Delivery", id},    {"X-Plane-Event", event},
   };
   if (!secret.empty()) headers.emplace_back("X-Plane-Signature", hmac_sha256_hex(secret, body));
   DeliveryResult r = post_webhook(url, headers, body, "application/json");

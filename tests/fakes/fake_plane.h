@@ -4,10 +4,10 @@
 // the slashless-URL 301, X-API-Key checks, and 429 with Retry-After. Like Plane's ApiKeyRateThrottle it counts
 // requests per API key in a sliding window (60 a minute unless set_rate_limit says otherwise), puts
 // X-RateLimit-Remaining / X-RateLimit-Reset on every allowed answer and answers an over-limit request with
-// 429 + Retry-After + {"error_code":5900,...} and no rate headers (plane.md §3). It sends signed issue webhooks with Plane's
-// exact bytes. For orch's writes: /users/me/ (the API key's user), the history of API state changes and the webhook
-// echo of one, an outage until a time (fail_until), comments stored with their answer lost, and a log of request
-// times for budget tests. Thread-safe: tables may be changed from the test while the server answers.
+// 429 + Retry-After + {"error_code":5900,...} and no rate headers (plane.md §3). It sends signed issue webhooks with
+// Plane's exact bytes. For orch's writes: /users/me/ (the API key's user), the history of API state changes and the
+// webhook echo of one, an outage until a time (fail_until), comments stored with their answer lost, and a log of
+// request times for budget tests. Thread-safe: tables may be changed from the test while the server answers.
 #pragma once
 
 #include <deque>
@@ -27,7 +27,7 @@ struct PlaneWorkItemSeed {
   std::string description_html = "<p></p>";
   std::optional<TimePoint> created_at{};  // default: the fake's now
   std::optional<TimePoint> updated_at{};  // default: created_at
-  std::int64_t sequence_id = 0;         // 0 = next in the project
+  std::int64_t sequence_id = 0;           // 0 = next in the project
 };
 
 struct PlaneActor {
@@ -39,7 +39,7 @@ struct PlaneActor {
 };
 
 struct PlaneIssueWebhook {
-  std::string action = "updated";             // created / updated / deleted (legacy: create / update / delete)
+  std::string action = "updated";              // created / updated / deleted (legacy: create / update / delete)
   std::optional<std::string> field = "state";  // "state" (API) or "state_id" (web UI); nullopt on created
   nlohmann::ordered_json old_value = nullptr;
   std::optional<nlohmann::ordered_json> new_value;  // default for a state field: the item's current state id
@@ -57,7 +57,7 @@ class FakePlane final : public FakeServer {
                    const std::string& workspace_id = "d2d97c94-a6ad-4012-b526-5577c0d7c769");
   std::string add_state(const std::string& project_id, const std::string& name, const std::string& group);
   void remove_state(const std::string& project_id, const std::string& name);
-  std::string state_id(const std::string& project_id, const std::string& name) const;  // "" if none
+  std::string state_id(const std::string& project_id, const std::string& name) const;     // "" if none
   std::string add_work_item(const std::string& project_id, PlaneWorkItemSeed seed = {});  // returns its id
   void set_work_item_state(const std::string& work_item_id, const std::string& state_id,
                            std::optional<TimePoint> updated_at = {});
@@ -65,7 +65,7 @@ class FakePlane final : public FakeServer {
   std::vector<nlohmann::ordered_json> comments(const std::string& work_item_id) const;
   // Puts back a comment exactly as comments() listed it (the sandbox restoring its saved state). No webhook.
   void restore_comment(const std::string& work_item_id, nlohmann::ordered_json comment);
-  void set_now(TimePoint now);              // the time PATCHes and new rows get; default: the system clock
+  void set_now(TimePoint now);               // the time PATCHes and new rows get; default: the system clock
   void set_api_key(const std::string& key);  // then requests must carry X-API-Key: key ("" = no check)
   // The time the rate-limit window (and every other "now") is read from, instead of the system clock or set_now:
   // a test's ManualClock, so a window of 60 s passes when the client's RecordingSleeper waits. Not owned.
@@ -103,8 +103,8 @@ class FakePlane final : public FakeServer {
 
   // Webhooks. The body is built from the current tables (Plane's data is a fresh read).
   std::string issue_webhook_body(const std::string& work_item_id, const PlaneIssueWebhook& hook = {}) const;
-  DeliveryResult send_issue_webhook(const std::string& url, const std::string& secret,
-                                    const std::string& work_item_id, const PlaneIssueWebhook& hook = {});
+  DeliveryResult send_issue_webhook(const std::string& url, const std::string& secret, const std::string& work_item_id,
+                                    const PlaneIssueWebhook& hook = {});
   // Posts a body as Plane does: a fresh X-Plane-Delivery every call (Plane's retries re-send identical bytes).
   DeliveryResult deliver(const std::string& url, const std::string& secret, const std::string& event,
                          const std::string& body);
@@ -138,20 +138,20 @@ class FakePlane final : public FakeServer {
   std::string default_error_body(int status) const override;
 
   mutable std::mutex mu_;
-  std::map<std::string, Project> projects_;  // by project id; guarded by mu_
-  std::map<std::string, Item> items_;        // by work item id; guarded by mu_
-  std::optional<TimePoint> now_;             // guarded by mu_
-  std::string api_key_;                      // guarded by mu_
-  const Clock* clock_ = nullptr;             // guarded by mu_
-  int rate_limit_ = 60;                      // guarded by mu_
+  std::map<std::string, Project> projects_;                          // by project id; guarded by mu_
+  std::map<std::string, Item> items_;                                // by work item id; guarded by mu_
+  std::optional<TimePoint> now_;                                     // guarded by mu_
+  std::string api_key_;                                              // guarded by mu_
+  const Clock* clock_ = nullptr;                                     // guarded by mu_
+  int rate_limit_ = 60;                                              // guarded by mu_
   std::chrono::milliseconds rate_window_ = std::chrono::minutes(1);  // guarded by mu_
-  std::map<std::string, std::deque<TimePoint>> rate_history_;      // by API key, newest first; guarded by mu_
-  int throttled_ = 0;                                               // guarded by mu_
-  std::string api_user_id_ = kApiUserId;                            // guarded by mu_
-  std::optional<TimePoint> fail_until_;                             // guarded by mu_
-  int fail_until_status_ = 500;                                     // guarded by mu_
-  int drop_comment_answers_ = 0;                                    // guarded by mu_
-  std::vector<TimePoint> request_times_;                            // guarded by mu_
+  std::map<std::string, std::deque<TimePoint>> rate_history_;        // by API key, newest first; guarded by mu_
+  int throttled_ = 0;                                                // guarded by mu_
+  std::string api_user_id_ = kApiUserId;                             // guarded by mu_
+  std::optional<TimePoint> fail_until_;                              // guarded by mu_
+  int fail_until_status_ = 500;                                      // guarded by mu_
+  int drop_comment_answers_ = 0;                                     // guarded by mu_
+  std::vector<TimePoint> request_times_;                             // guarded by mu_
 };
 
 }  // namespace orch::testing

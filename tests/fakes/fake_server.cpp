@@ -84,13 +84,18 @@ std::string go_string(std::string_view s) {
       case '\t': out += "\\t"; break;
       case '\b': out += "\\b"; break;
       case '\f': out += "\\f"; break;
-      case '<': case '>': case '&': out += u_escape(static_cast<unsigned>(cp)); break;
+      case '<':
+      case '>':
+      case '&': out += u_escape(static_cast<unsigned>(cp)); break;
       case 0x2028: out += "\\u2028"; break;
       case 0x2029: out += "\\u2029"; break;
       default:
-        if (cp < 0x20) out += u_escape(static_cast<unsigned>(cp));
-        else if (cp == 0xFFFD && !(i - start == 3 && s.substr(start, 3) == "\xEF\xBF\xBD")) out += "\\ufffd";
-        else out.append(s.substr(start, i - start));
+        if (cp < 0x20)
+          out += u_escape(static_cast<unsigned>(cp));
+        else if (cp == 0xFFFD && !(i - start == 3 && s.substr(start, 3) == "\xEF\xBF\xBD"))
+          out += "\\ufffd";
+        else
+          out.append(s.substr(start, i - start));
     }
   }
   return out + "\"";
@@ -270,12 +275,18 @@ void FakeServer::route(const std::string& method, const std::string& pattern, Ha
     }
     handler(req, res);
   };
-  if (method == "GET") server_.Get(pattern, wrapped);
-  else if (method == "POST") server_.Post(pattern, wrapped);
-  else if (method == "PATCH") server_.Patch(pattern, wrapped);
-  else if (method == "PUT") server_.Put(pattern, wrapped);
-  else if (method == "DELETE") server_.Delete(pattern, wrapped);
-  else throw std::invalid_argument("unsupported method " + method);
+  if (method == "GET")
+    server_.Get(pattern, wrapped);
+  else if (method == "POST")
+    server_.Post(pattern, wrapped);
+  else if (method == "PATCH")
+    server_.Patch(pattern, wrapped);
+  else if (method == "PUT")
+    server_.Put(pattern, wrapped);
+  else if (method == "DELETE")
+    server_.Delete(pattern, wrapped);
+  else
+    throw std::invalid_argument("unsupported method " + method);
 }
 
 std::vector<RecordedRequest> FakeServer::requests() const {

@@ -32,7 +32,7 @@ struct RecordedRequest {
   std::string body;
   int remote_port = 0;  // the client's side of the connection: equal ports mean a reused connection
 
-  std::string header(std::string_view name) const;  // case-insensitive; "" if absent
+  std::string header(std::string_view name) const;   // case-insensitive; "" if absent
   std::string param(const std::string& name) const;  // "" if absent
   bool has_param(const std::string& name) const { return params.count(name) > 0; }
 };
@@ -101,9 +101,9 @@ class FakeServer {
   std::thread thread_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool stopping_ = false;                // guarded by mu_
-  std::vector<RecordedRequest> log_;     // guarded by mu_
-  size_t log_limit_ = 0;                 // guarded by mu_; 0 = no limit
+  bool stopping_ = false;                     // guarded by mu_
+  std::vector<RecordedRequest> log_;          // guarded by mu_
+  size_t log_limit_ = 0;                      // guarded by mu_; 0 = no limit
   std::deque<std::pair<Fault, int>> faults_;  // guarded by mu_; (fault, times left)
 };
 

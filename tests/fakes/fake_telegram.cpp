@@ -25,9 +25,9 @@ void fail(httplib::Response& res, int code, const std::string& description, cons
 
 // Telegram's HTML mode: only its tags, and every other <, > and & escaped. An empty string means it parses.
 std::string html_error(const std::string& text) {
-  static const std::set<std::string> kTags = {"b",    "strong", "i",          "em",   "u",   "ins",
-                                              "s",    "strike", "del",        "span", "tg-spoiler",
-                                              "a",    "tg-emoji", "code",     "pre",  "blockquote"};
+  static const std::set<std::string> kTags = {"b",        "strong", "i",   "em",        "u",          "ins",
+                                              "s",        "strike", "del", "span",      "tg-spoiler", "a",
+                                              "tg-emoji", "code",   "pre", "blockquote"};
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
     if (c == '<') {
@@ -65,11 +65,16 @@ std::string html_shown(const std::string& text) {
     } else if (c == '&') {
       size_t semi = text.find(';', i);
       std::string entity = text.substr(i + 1, semi - i - 1);
-      if (entity == "lt") out += '<';
-      else if (entity == "gt") out += '>';
-      else if (entity == "amp") out += '&';
-      else if (entity == "quot") out += '"';
-      else out += '?';  // a numeric entity: one character, enough for the count
+      if (entity == "lt")
+        out += '<';
+      else if (entity == "gt")
+        out += '>';
+      else if (entity == "amp")
+        out += '&';
+      else if (entity == "quot")
+        out += '"';
+      else
+        out += '?';  // a numeric entity: one character, enough for the count
       i = semi;
     } else {
       out += c;
@@ -186,7 +191,8 @@ void FakeTelegram::install_routes() {
     result["message_id"] = m.message_id;
     result["from"] = ojson{{"id", 7012345678LL}, {"is_bot", true}, {"first_name", "orch"}, {"username", "orch_bot"}};
     bool numeric = !chat.empty() && chat.find_first_not_of("-0123456789") == std::string::npos;
-    result["chat"] = ojson{{"id", numeric ? ojson(std::stoll(chat)) : ojson(chat)}, {"title", "orch"}, {"type", "supergroup"}};
+    result["chat"] =
+        ojson{{"id", numeric ? ojson(std::stoll(chat)) : ojson(chat)}, {"title", "orch"}, {"type", "supergroup"}};
     result["date"] = 1795424400;
     result["text"] = text;
     ojson ok;

@@ -43,8 +43,8 @@ class FakeTelegram final : public FakeServer {
   const std::string token_;
   const std::string chat_id_;
   mutable std::mutex mu_;
-  std::vector<TelegramMessage> messages_;             // guarded by mu_
-  std::vector<std::string> chats_;                    // valid chat ids; guarded by mu_
+  std::vector<TelegramMessage> messages_;                      // guarded by mu_
+  std::vector<std::string> chats_;                             // valid chat ids; guarded by mu_
   std::vector<std::pair<std::string, std::string>> migrated_;  // from -> to; guarded by mu_
 };
 

@@ -46,8 +46,9 @@ TEST_CASE("python_json_dumps produces json.dumps' exact bytes") {
   v["e"] = nlohmann::ordered_json::object();
   v["l"] = nlohmann::ordered_json::array();
   // Expected output computed with CPython 3.11's json.dumps.
-  CHECK(python_json_dumps(v) ==
-        R"({"event": "issue", "n": [1, 2.5, 65535.0, null, true], "s": "\u00e9\u2028<>&\"\\\n\t\u0001\ud83d\ude00", "e": {}, "l": []})");
+  CHECK(
+      python_json_dumps(v) ==
+      R"({"event": "issue", "n": [1, 2.5, 65535.0, null, true], "s": "\u00e9\u2028<>&\"\\\n\t\u0001\ud83d\ude00", "e": {}, "l": []})");
 }
 
 TEST_CASE("go_json_marshal_indent indents by two spaces and escapes HTML characters") {

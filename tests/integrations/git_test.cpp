@@ -37,7 +37,8 @@ TaskRow task_row(const std::string& key) {
 
 }  // namespace
 
-TEST_CASE("ensure_worktree makes the clone, branch and worktree once, and a second call or a new instance runs no git") {
+TEST_CASE(
+    "ensure_worktree makes the clone, branch and worktree once, and a second call or a new instance runs no git") {
   TempDir dir;
   fs::path remote = make_remote(dir.path());
   TestLog log;
@@ -133,8 +134,8 @@ TEST_CASE("remove_worktree removes the worktree and keeps the branch, and a seco
 
   CHECK(git_ws.remove_worktree(project, task).ok());
   CHECK_FALSE(fs::exists(layout.worktree(task)));
-  CHECK_FALSE(git({"rev-parse", "--verify", "refs/heads/orch/shop-8"}, layout.clone("shop"), dir.path() / "scratch")
-                  .empty());
+  CHECK_FALSE(
+      git({"rev-parse", "--verify", "refs/heads/orch/shop-8"}, layout.clone("shop"), dir.path() / "scratch").empty());
   const int ran = git_ws.commands_run();
   CHECK(git_ws.remove_worktree(project, task).ok());
   CHECK(git_ws.commands_run() == ran);
@@ -214,8 +215,9 @@ TEST_CASE("git failures are values with git's own words, the token never shows, 
   CHECK(is_safe_branch_name(branch_for("../../$(touch pwned)", "x")));
 }
 
-TEST_CASE("the worktree lifecycle runs no git on entering a working stage or on replay, and a worker removes the "
-          "worktree at done") {
+TEST_CASE(
+    "the worktree lifecycle runs no git on entering a working stage or on replay, and a worker removes the "
+    "worktree at done") {
   TempDir remote_dir;
   fs::path remote = make_remote(remote_dir.path());
   // No stage has an agent here, so the pool's workers only remove worktrees: a job's own ensure_worktree would run
@@ -228,8 +230,8 @@ TEST_CASE("the worktree lifecycle runs no git on entering a working stage or on 
   WorktreeLifecycle lifecycle(git_ws, f.config, f.pipeline);
   // The removal runs on a worker of a real pool, not on the thread that fired the transition.
   AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
-  JobRunner jobs(JobRunnerDeps{*f.store, f.engine, attempts, git_ws, runner, f.gitea, f.config, f.layout, f.clock,
-                               f.log});
+  JobRunner jobs(
+      JobRunnerDeps{*f.store, f.engine, attempts, git_ws, runner, f.gitea, f.config, f.layout, f.clock, f.log});
   std::atomic<std::thread::id> removed_on{};
   WorkerPool pool(jobs, *f.store, f.clock, f.log, [&](const TaskRow& t) {
     removed_on = std::this_thread::get_id();
@@ -264,9 +266,9 @@ TEST_CASE("the worktree lifecycle runs no git on entering a working stage or on 
   CHECK(eventually([&] { return !fs::exists(f.layout.worktree(task)); }));
   CHECK(removed_on.load() != std::thread::id{});
   CHECK(removed_on.load() != std::this_thread::get_id());
-  CHECK_FALSE(git({"rev-parse", "--verify", "refs/heads/orch/shop-42"}, f.layout.clone("shop"),
-                  remote_dir.path() / "scratch")
-                  .empty());
+  CHECK_FALSE(
+      git({"rev-parse", "--verify", "refs/heads/orch/shop-42"}, f.layout.clone("shop"), remote_dir.path() / "scratch")
+          .empty());
   // A duplicate done event finds nothing to remove.
   const int after_done = git_ws.commands_run();
   CHECK(lifecycle.remove(*f.store->find_task(task.id).value()).ok());

@@ -139,8 +139,8 @@ TEST_CASE("pull_request_for_branch prefers the open PR, then the newest closed o
   f.gitea.set_branch(kRepo, "orch/shop-2", kShaB);
   f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-1", .state = "closed"});
   std::int64_t open = f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-1"});
-  std::int64_t merged =
-      f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-2", .state = "closed", .merged = true, .head_branch_deleted = true});
+  std::int64_t merged = f.gitea.add_pull(
+      kRepo, {.head_ref = "orch/shop-2", .state = "closed", .merged = true, .head_branch_deleted = true});
 
   auto a = f.client->pull_request_for_branch(kRepo, "orch/shop-1");
   REQUIRE(a.ok());
@@ -332,7 +332,8 @@ TEST_CASE("the review stage's gate over the real client: a stale approval leaves
   CHECK(after.value().why.find("not approved") != std::string::npos);
 }
 
-TEST_CASE("create_review posts CreatePullReviewOptions and the fake records a fresh official review of the token's user") {
+TEST_CASE(
+    "create_review posts CreatePullReviewOptions and the fake records a fresh official review of the token's user") {
   Fixture f;
   f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
   std::int64_t n = f.gitea.add_pull(kRepo, {.head_ref = "orch/shop-42", .user = "dev"});
@@ -350,7 +351,7 @@ TEST_CASE("create_review posts CreatePullReviewOptions and the fake records a fr
   CHECK(reviews[0].state == "APPROVED");
   CHECK(reviews[0].official == true);
   CHECK_FALSE(reviews[0].stale);
-  CHECK(reviews[0].commit_id == kShaA);  // no commit_id sent: Gitea takes the PR head
+  CHECK(reviews[0].commit_id == kShaA);                      // no commit_id sent: Gitea takes the PR head
   CHECK(f.client->pull_request_approved(kRepo, n).value());  // the read side sees it as any approval
 
   f.gitea.set_api_user("orch-reviewer");
@@ -376,7 +377,7 @@ TEST_CASE("create_review: a bad event sends nothing, Gitea's refusals are kInval
   CHECK(self.code == Code::kInvalid);
   CHECK(self.message.find("approve your own pull is not allowed") != std::string::npos);
   CHECK(f.client->create_review(kRepo, other, "REQUEST_CHANGES", "  ").code == Code::kInvalid);  // needs a body
-  CHECK(f.client->create_review(kRepo, 999, "COMMENT", "x").code == Code::kInvalid);           // 404
+  CHECK(f.client->create_review(kRepo, 999, "COMMENT", "x").code == Code::kInvalid);             // 404
   CHECK(f.gitea.reviews(kRepo, other).empty());
 
   const size_t posted = f.gitea.requests_to("/reviews").size();
@@ -400,8 +401,10 @@ TEST_CASE("set_commit_status posts CreateStatusOption, the combined status sees 
   Fixture f;
   f.gitea.set_branch(kRepo, "orch/shop-42", kShaA);
   f.gitea.add_status(kRepo, kShaA, "ci/build", "success");
-  REQUIRE(f.client->set_commit_status(kRepo, kShaA, "pending", "orch/review", "waiting for a reviewer",
-                                      "https://orch.example.com/queue").ok());
+  REQUIRE(f.client
+              ->set_commit_status(kRepo, kShaA, "pending", "orch/review", "waiting for a reviewer",
+                                  "https://orch.example.com/queue")
+              .ok());
   auto posts = f.gitea.requests_to("/statuses/");
   REQUIRE(posts.size() == 1);
   CHECK(posts[0].method == "POST");

@@ -122,8 +122,10 @@ TEST_CASE("2000 work items are listed over 20 pages of the same per_page, one pa
     CHECK(reqs[p].param("per_page") == "100");
     CHECK(reqs[p].param("order_by") == "-updated_at");
     CHECK(reqs[p].header("X-API-Key") == kApiKey);
-    if (p == 0) CHECK_FALSE(reqs[p].has_param("cursor"));
-    else CHECK(reqs[p].param("cursor") == "100:" + std::to_string(p) + ":0");
+    if (p == 0)
+      CHECK_FALSE(reqs[p].has_param("cursor"));
+    else
+      CHECK(reqs[p].param("cursor") == "100:" + std::to_string(p) + ":0");
   }
   CHECK(f.plane.requests_to("/states/").size() == 1);
 }
@@ -132,7 +134,8 @@ TEST_CASE("listing oldest-created-first asks for -created_at") {
   Fixture f;
   f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
   int visited = 0;
-  REQUIRE(f.client->list_work_items(f.project, false, [&](const WorkItem&, TrackerState) { return ++visited, true; }).ok());
+  REQUIRE(
+      f.client->list_work_items(f.project, false, [&](const WorkItem&, TrackerState) { return ++visited, true; }).ok());
   CHECK(visited == 1);
   CHECK(f.plane.requests_to("/work-items/").at(0).param("order_by") == "-created_at");
 }
@@ -141,7 +144,8 @@ TEST_CASE("the listing stops on next_page_results, even though next_cursor is st
   Fixture f;
   for (int i = 0; i < 100; ++i) f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
   int visited = 0;
-  REQUIRE(f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited, true; }).ok());
+  REQUIRE(
+      f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited, true; }).ok());
   CHECK(visited == 100);
   CHECK(f.plane.requests_to("/work-items/").size() == 1);  // exactly one full page: no empty follow-up
 }
@@ -150,7 +154,8 @@ TEST_CASE("visit returning false stops the listing early") {
   Fixture f;
   for (int i = 0; i < 350; ++i) f.plane.add_work_item(kProjectId, {.state_id = f.approved});
   int visited = 0;
-  REQUIRE(f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited < 5; }).ok());
+  REQUIRE(
+      f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited < 5; }).ok());
   CHECK(visited == 5);
   CHECK(f.plane.requests_to("/work-items/").size() == 1);
 }
@@ -169,7 +174,8 @@ TEST_CASE("a malformed page ends the listing with an error value") {
     broken.path_contains = "/work-items/";
     f.plane.inject(broken);
     int visited = 0;
-    Status s = f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited, true; });
+    Status s =
+        f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited, true; });
     CHECK_FALSE(s.ok());
     CHECK(s.message.find("not JSON") != std::string::npos);
     CHECK(visited == 200);
@@ -196,7 +202,8 @@ TEST_CASE("a 429 in the middle of a listing is waited out per Retry-After and th
   f.plane.inject(pass, 1);
   f.plane.rate_limit_next(1, 12);
   int visited = 0;
-  REQUIRE(f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited, true; }).ok());
+  REQUIRE(
+      f.client->list_work_items(f.project, true, [&](const WorkItem&, TrackerState) { return ++visited, true; }).ok());
   CHECK(visited == 250);
   CHECK(f.sleeper.waits() == std::vector<Millis>{12000ms});
   auto reqs = f.plane.requests_to("/work-items/");
@@ -258,7 +265,8 @@ TEST_CASE("add_comment posts comment_html and is not retried after a 5xx") {
   CHECK(f.plane.requests_to("/comments/").size() == 2);
 }
 
-TEST_CASE("plane comments: a marked comment carries external_source orch and its id, and a second one is a delivered 409") {
+TEST_CASE(
+    "plane comments: a marked comment carries external_source orch and its id, and a second one is a delivered 409") {
   Fixture f;
   const std::string item = f.plane.add_work_item(kProjectId, {.state_id = f.in_progress});
   const std::string html = text_to_comment_html("Analysis finished.\n\nMove the item to Approved or Rejected.");
@@ -387,7 +395,7 @@ TEST_CASE("rate pacing: a burst of 150 Plane requests waits for the window and m
   for (const std::string& id : ids) REQUIRE(f.client->get_work_item(f.project, id).ok());
   CHECK(f.plane.throttled() == 0);
   CHECK(f.plane.requests_to("/work-items/").size() == 150);  // no retry was needed
-  CHECK(f.pacer.pauses() == 2);                               // 60 + 60 + 30
+  CHECK(f.pacer.pauses() == 2);                              // 60 + 60 + 30
   CHECK(f.slept() >= 120s);
   CHECK(f.slept() <= 124s);
   CHECK(f.clock.now() - started == f.slept());  // the fake's window passed on the sleeper's time, not the wall's
@@ -403,7 +411,9 @@ TEST_CASE("rate pacing: without a pacer the same burst runs into the fake Plane'
   CHECK(f.plane.requests_to("/work-items/").size() == 152);
 }
 
-TEST_CASE("rate limit: the fake Plane answers the real 429 (body, Retry-After, no rate headers) and the client waits it out") {
+TEST_CASE(
+    "rate limit: the fake Plane answers the real 429 (body, Retry-After, no rate headers) and the client waits it "
+    "out") {
   PacedFixture f;
   const std::string id = f.plane.add_work_item(kProjectId, {});
   const auto now_s = std::chrono::duration_cast<Seconds>(f.clock.now().time_since_epoch()).count();
@@ -467,7 +477,8 @@ TEST_CASE("plane writes: current_user_id says when the key is refused, and tells
   CHECK(f.client->current_user_id().ok());
 }
 
-TEST_CASE("plane writes: state_id_by_name resolves any state from the one cached listing, and an unknown one is kNotFound") {
+TEST_CASE(
+    "plane writes: state_id_by_name resolves any state from the one cached listing, and an unknown one is kNotFound") {
   Fixture f;
   CHECK(f.client->state_id_by_name(f.project, "Todo").value() == f.todo);
   CHECK(f.client->state_id_by_name(f.project, "Approved").value() == f.approved);

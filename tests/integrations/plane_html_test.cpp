@@ -29,9 +29,11 @@ TEST_CASE("comment html: hostile text arrives as text — no element, attribute 
   }
 }
 
-TEST_CASE("comment html: bare http(s) URLs become links, escaped, trailing punctuation outside, other schemes are not") {
-  CHECK(text_to_comment_html("PR: https://gitea.example/acme/shop/pulls/12.") ==
-        "<p>PR: <a href=\"https://gitea.example/acme/shop/pulls/12\">https://gitea.example/acme/shop/pulls/12</a>.</p>");
+TEST_CASE(
+    "comment html: bare http(s) URLs become links, escaped, trailing punctuation outside, other schemes are not") {
+  CHECK(
+      text_to_comment_html("PR: https://gitea.example/acme/shop/pulls/12.") ==
+      "<p>PR: <a href=\"https://gitea.example/acme/shop/pulls/12\">https://gitea.example/acme/shop/pulls/12</a>.</p>");
   CHECK(text_to_comment_html("see http://ci/x?a=1&b=2") ==
         "<p>see <a href=\"http://ci/x?a=1&amp;b=2\">http://ci/x?a=1&amp;b=2</a></p>");
   // A quote or an angle bracket ends the URL: it cannot break out of the attribute.
@@ -49,8 +51,14 @@ TEST_CASE("comment html: ``` fences make a verbatim, escaped preformatted block"
 }
 
 TEST_CASE("comment html: invalid UTF-8 becomes U+FFFD, control characters are dropped, valid UTF-8 is kept") {
-  CHECK(text_to_comment_html("caf\xC3\xA9 \xE2\x9C\x93 \xF0\x9F\x9A\x80") == "<p>caf\xC3\xA9 \xE2\x9C\x93 \xF0\x9F\x9A\x80</p>");
-  CHECK(text_to_comment_html("a\xFF" "b\xC0\xAF" "c") == "<p>a\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD" "c</p>");
+  CHECK(text_to_comment_html("caf\xC3\xA9 \xE2\x9C\x93 \xF0\x9F\x9A\x80") ==
+        "<p>caf\xC3\xA9 \xE2\x9C\x93 \xF0\x9F\x9A\x80</p>");
+  CHECK(text_to_comment_html("a\xFF"
+                             "b\xC0\xAF"
+                             "c") ==
+        "<p>a\xEF\xBF\xBD"
+        "b\xEF\xBF\xBD\xEF\xBF\xBD"
+        "c</p>");
   CHECK(text_to_comment_html(std::string("a\0b\x1b[31mc\x7f", 11)) == "<p>ab[31mc</p>");
   CHECK(text_to_comment_html("\xED\xA0\x80") == "<p>\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD</p>");  // a surrogate
 }

@@ -124,9 +124,9 @@ TEST_CASE("rate pacing: a caller's reserve pauses it while a caller with none sp
   RatePacer pacer;  // reserve 0 of its own
   const TimePoint now = kMonday9am;
   pacer.observe(allowed(12, unix_s(now) + 60), now);
-  CHECK(pacer.before_request(now, kPlaneReadReserve) == 0ms);  // 12 left
-  CHECK(pacer.before_request(now, kPlaneReadReserve) == 0ms);  // 11 left
-  CHECK(pacer.before_request(now, kPlaneReadReserve) == 61000ms);  // 10 left: the reads wait for the window
+  CHECK(pacer.before_request(now, kPlaneReadReserve) == 0ms);               // 12 left
+  CHECK(pacer.before_request(now, kPlaneReadReserve) == 0ms);               // 11 left
+  CHECK(pacer.before_request(now, kPlaneReadReserve) == 61000ms);           // 10 left: the reads wait for the window
   for (int i = 0; i < 10; ++i) CHECK(pacer.before_request(now, 0) == 0ms);  // the writes still go, all 10
   CHECK(pacer.before_request(now) == 61000ms);                              // and then they wait too
   CHECK(pacer.before_request(now + 61s, kPlaneReadReserve) == 0ms);         // the window has passed for everyone
@@ -207,7 +207,8 @@ TEST_CASE("rate pacing over HTTP: with 5 requests left the reads wait for the wi
   CHECK(f.plane.comments(f.item).size() == 6);
 }
 
-TEST_CASE("rate pacing over HTTP: reads polling flat out and bursts of writes meet no 429 over minutes, and no write waits") {
+TEST_CASE(
+    "rate pacing over HTTP: reads polling flat out and bursts of writes meet no 429 over minutes, and no write waits") {
   TwoClients f;
   const TimePoint started = f.clock.now();
   int writes = 0;

@@ -54,11 +54,14 @@ using Scripts = std::map<std::string, std::string>;  // agent name -> body of it
 struct WorkerFixture {
   explicit WorkerFixture(const Scripts& scripts, WorkerOptions o = fast_options(),
                          const std::function<void(Config&)>& tweak = {})
-      : remote(make_remote(remote_dir.path())), f(config_for(remote, remote_dir.path(), scripts, tweak)),
-        git_ws(f.layout, processes, Secret(), f.log), options(o),
+      : remote(make_remote(remote_dir.path())),
+        f(config_for(remote, remote_dir.path(), scripts, tweak)),
+        git_ws(f.layout, processes, Secret(), f.log),
+        options(o),
         attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log, options.attempts),
-        runner(JobRunnerDeps{*f.store, f.engine, attempts, git_ws, processes, f.gitea, f.config, f.layout, f.clock, f.log},
-               options) {}
+        runner(
+            JobRunnerDeps{*f.store, f.engine, attempts, git_ws, processes, f.gitea, f.config, f.layout, f.clock, f.log},
+            options) {}
 
   static WorkerOptions fast_options() {
     WorkerOptions o;
@@ -69,12 +72,12 @@ struct WorkerFixture {
     return o;
   }
 
-  static Config config_for(const fs::path& remote, const fs::path& dir,
-                           const Scripts& scripts,
+  static Config config_for(const fs::path& remote, const fs::path& dir, const Scripts& scripts,
                            const std::function<void(Config&)>& tweak) {
     Config c = default_config();
     c.projects[0].clone_url = remote.string();
-    for (const auto& [agent, body] : scripts) c.agents[agent].argv = {write_script(dir / "agents", agent, body).string()};
+    for (const auto& [agent, body] : scripts)
+      c.agents[agent].argv = {write_script(dir / "agents", agent, body).string()};
     for (auto& [name, agent] : c.agents) agent.env = {{"OUT", (dir / "out").string()}, {"MODEL", "large"}};
     fs::create_directories(dir / "out");
     if (tweak) tweak(c);
@@ -110,11 +113,11 @@ bool group_gone(pid_t pgid) { return ::kill(-pgid, 0) == -1 && errno == ESRCH; }
 
 TEST_CASE("an agent that succeeds gets its work pushed, the PR opened, and the task advanced through its gate") {
   WorkerFixture w(Scripts{{"developer",
-                    "set -e\n"
-                    "echo \"work for $ORCH_WORK_ITEM_KEY\" > work.txt\n"
-                    "git add work.txt\n"
-                    "git -c user.name=agent -c user.email=agent@example.com commit -q -m work\n"
-                    "echo done\n"}});
+                           "set -e\n"
+                           "echo \"work for $ORCH_WORK_ITEM_KEY\" > work.txt\n"
+                           "git add work.txt\n"
+                           "git -c user.name=agent -c user.email=agent@example.com commit -q -m work\n"
+                           "echo done\n"}});
   TaskRow task = w.f.task_in("development", "SHOP-5");
   w.f.gitea.set_branch(task.branch, "cafe123");  // CI is green on the pushed head
   w.f.gitea.set_status("cafe123", CiState::kSuccess);
@@ -201,10 +204,10 @@ TEST_CASE("a failing agent is retried with exponential backoff, then the task is
 TEST_CASE("a hanging agent is killed at its timeout with its whole process group, heartbeating until then") {
   ProcessRunner::become_child_subreaper();  // so the killed background child is reaped here, not left a zombie
   WorkerFixture w(Scripts{{"analyst",
-                    "echo $$ > \"$OUT/pgid\"\n"
-                    "sleep 1000 &\n"
-                    "echo $! > \"$OUT/child\"\n"
-                    "sleep 1000\n"}},
+                           "echo $$ > \"$OUT/pgid\"\n"
+                           "sleep 1000 &\n"
+                           "echo $! > \"$OUT/child\"\n"
+                           "sleep 1000\n"}},
                   WorkerFixture::fast_options(), [](Config& c) { c.agents["analyst"].timeout = 2s; });
   w.f.task_in("analysis", "SHOP-4");
   JobRow job = w.claim("analysis");
@@ -234,7 +237,11 @@ TEST_CASE("hostile text in the title reaches the agent only as data, and names s
   WorkerFixture w(Scripts{{"analyst", "cp \"$ORCH_TASK_JSON\" \"$OUT/task.json\"\nenv > \"$OUT/env.txt\"\n"}});
   ::setenv("ORCH_TEST_LEAK", "leaked", 1);  // set in orch's own environment: the agent must not see it
 
-  NewTask t{"shop", "../wi-$(touch pwned)", hostile_key, hostile_title, "desc with $(touch pwned)\n\"quoted\"",
+  NewTask t{"shop",
+            "../wi-$(touch pwned)",
+            hostile_key,
+            hostile_title,
+            "desc with $(touch pwned)\n\"quoted\"",
             branch_for(hostile_key, "../wi-$(touch pwned)")};
   auto claim = w.f.store->create_task_atomic(t, w.f.clock.now());
   REQUIRE(claim.ok());
@@ -281,10 +288,25 @@ TEST_CASE("hostile text in the title reaches the agent only as data, and names s
   std::istringstream lines(env);
   for (std::string line; std::getline(lines, line);)
     if (auto eq = line.find('='); eq != std::string::npos && eq > 0) names.insert(line.substr(0, eq));
-  const std::set<std::string> allowed = {
-      "ORCH_TASK_ID", "ORCH_WORK_ITEM_ID", "ORCH_WORK_ITEM_KEY", "ORCH_PROJECT", "ORCH_STAGE", "ORCH_BRANCH",
-      "ORCH_WORKTREE", "ORCH_ATTEMPT", "ORCH_REJECTION_REASON", "ORCH_TASK_JSON", "ORCH_OUTPUT_DIR", "PATH", "HOME",
-      "OUT", "MODEL", "PWD", "OLDPWD", "SHLVL", "_"};  // the last four are the shell's own
+  const std::set<std::string> allowed = {"ORCH_TASK_ID",
+                                         "ORCH_WORK_ITEM_ID",
+                                         "ORCH_WORK_ITEM_KEY",
+                                         "ORCH_PROJECT",
+                                         "ORCH_STAGE",
+                                         "ORCH_BRANCH",
+                                         "ORCH_WORKTREE",
+                                         "ORCH_ATTEMPT",
+                                         "ORCH_REJECTION_REASON",
+                                         "ORCH_TASK_JSON",
+                                         "ORCH_OUTPUT_DIR",
+                                         "PATH",
+                                         "HOME",
+                                         "OUT",
+                                         "MODEL",
+                                         "PWD",
+                                         "OLDPWD",
+                                         "SHLVL",
+                                         "_"};  // the last four are the shell's own
   for (const auto& n : names) CHECK_MESSAGE(allowed.count(n) == 1, "unexpected variable " << n);
   CHECK(env.find("ORCH_TASK_ID=" + std::to_string(task.id) + "\n") != std::string::npos);
   CHECK(env.find("ORCH_STAGE=analysis\n") != std::string::npos);
@@ -302,7 +324,8 @@ TEST_CASE("hostile text in the title reaches the agent only as data, and names s
 TEST_CASE("the job log is capped: the start and the end of the output are kept, the middle is dropped") {
   WorkerOptions o = WorkerFixture::fast_options();
   o.log_cap_bytes = 64 * 1024;
-  WorkerFixture w(Scripts{{"analyst", "echo FIRST-LINE\nhead -c 3000000 /dev/zero | tr '\\0' x\necho\necho LAST-LINE\n"}}, o);
+  WorkerFixture w(
+      Scripts{{"analyst", "echo FIRST-LINE\nhead -c 3000000 /dev/zero | tr '\\0' x\necho\necho LAST-LINE\n"}}, o);
   w.f.task_in("analysis", "SHOP-2");
   JobRow job = w.claim("analysis");
   CHECK(w.runner.run(job).outcome == JobOutcome::kSucceeded);
@@ -332,12 +355,14 @@ TEST_CASE("a job whose task moved on is abandoned without running its agent or r
   CHECK_FALSE(w.f.reload(task.id).blocked);
 }
 
-TEST_CASE("a running agent whose task moves on is stopped at its next heartbeat, its job failed as superseded, "
-          "and the worker is free for the next stage") {
+TEST_CASE(
+    "a running agent whose task moves on is stopped at its next heartbeat, its job failed as superseded, "
+    "and the worker is free for the next stage") {
   // The agent writes its pid then becomes `sleep`: the pid is the process the runner must stop.
   // Its timeout (60 s) bounds the test if the agent were not stopped: it would end as an attempt that failed.
-  WorkerFixture w(Scripts{{"analyst", "echo $$ > \"$OUT/pid.tmp\" && mv \"$OUT/pid.tmp\" \"$OUT/pid\"\nexec sleep 1000\n"}},
-                  WorkerFixture::fast_options(), [](Config& c) { c.agents["analyst"].timeout = 60s; });
+  WorkerFixture w(
+      Scripts{{"analyst", "echo $$ > \"$OUT/pid.tmp\" && mv \"$OUT/pid.tmp\" \"$OUT/pid\"\nexec sleep 1000\n"}},
+      WorkerFixture::fast_options(), [](Config& c) { c.agents["analyst"].timeout = 60s; });
   TaskRow task = w.f.task_in("analysis", "SHOP-4");
   JobRow job = w.claim("analysis");
   JobResult result;
@@ -361,8 +386,9 @@ TEST_CASE("a running agent whose task moves on is stopped at its next heartbeat,
   CHECK(w.f.log.contains("jobs: analyst for SHOP-4 stopped: superseded"));
 }
 
-TEST_CASE("start-up recovery queues the next attempt of jobs a dead worker left running, blocks those on their last "
-          "attempt, and leaves live workers' jobs alone") {
+TEST_CASE(
+    "start-up recovery queues the next attempt of jobs a dead worker left running, blocks those on their last "
+    "attempt, and leaves live workers' jobs alone") {
   WorkerFixture w(Scripts{{"analyst", "exit 0\n"}});
   TaskRow a = w.f.task_in("analysis", "SHOP-1");
   TaskRow b = w.f.task_in("analysis", "SHOP-2");
@@ -398,12 +424,14 @@ TEST_CASE("start-up recovery queues the next attempt of jobs a dead worker left 
   CHECK(w.f.store->find_job(live->id).value()->status == JobStatus::kRunning);
   CHECK(w.f.log.contains("jobs: start-up recovery: 1 interrupted job(s) queued again, 1 blocked"));
 
-  RecoveryReport second = recover_interrupted_jobs(*w.f.store, w.attempts, w.options.replica_id, w.f.clock, w.f.log);  // a second pass changes nothing
+  RecoveryReport second = recover_interrupted_jobs(*w.f.store, w.attempts, w.options.replica_id, w.f.clock,
+                                                   w.f.log);  // a second pass changes nothing
   CHECK(second.requeued + second.blocked == 0);
 }
 
-TEST_CASE("a job the sweeper fails goes through the worker's rule: an orphan runs again at once, its last attempt "
-          "blocks the task, an expired one blocks it") {
+TEST_CASE(
+    "a job the sweeper fails goes through the worker's rule: an orphan runs again at once, its last attempt "
+    "blocks the task, an expired one blocks it") {
   WorkerFixture w(Scripts{{"analyst", "exit 0\n"}});
   JobsSpec spec;  // heartbeat_stale 150 s, queued_ttl 2 h
   Sweeper sweeper(*w.f.store, w.attempts, w.f.pipeline, spec, w.f.clock, w.f.log);
@@ -448,17 +476,19 @@ TEST_CASE("a job the sweeper fails goes through the worker's rule: an orphan run
   CHECK(w.f.reload(a.id).blocked);
   CHECK(w.f.reload(a.id).blocked_reason.find("expired") != std::string::npos);
   CHECK(w.f.store->jobs_for_task(a.id).value().size() == 2);  // no third attempt
-  CHECK(sweeper.run_once().changed() == 0);                    // and a further pass changes nothing
+  CHECK(sweeper.run_once().changed() == 0);                   // and a further pass changes nothing
 }
 
 TEST_CASE("the pool runs queued jobs on its threads, wakes on poke, and stops promptly, requeueing a running agent") {
   WorkerFixture w(Scripts{{"analyst", "touch \"$OUT/started-$ORCH_TASK_ID\"\nsleep 1000\n"},
-                   {"developer", "touch \"$OUT/dev-$ORCH_TASK_ID\"\n"}});
+                          {"developer", "touch \"$OUT/dev-$ORCH_TASK_ID\"\n"}});
   WorkerOptions o = w.options;
   o.workers = 1;
   o.poll_interval = std::chrono::hours(1);  // only a poke can wake an idle worker in this test
   AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, o.attempts);
-  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock, w.f.log}, o);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config,
+                                 w.f.layout, w.f.clock, w.f.log},
+                   o);
   WorkerPool pool(runner, *w.f.store, w.f.clock, w.f.log);
   pool.start();
   TaskRow task = w.f.task_in("development", "SHOP-1");  // an analysis job (superseded) and a development job
@@ -469,8 +499,12 @@ TEST_CASE("the pool runs queued jobs on its threads, wakes on poke, and stops pr
     return fs::exists(file);
   };
   CHECK(eventually([&] { return poked(w.out() / ("dev-" + std::to_string(task.id))); }, 60s));
-  CHECK(eventually([&] { return w.f.store->jobs_with_status(JobStatus::kQueued, 10).value().empty() &&
-                                w.f.store->jobs_with_status(JobStatus::kRunning, 10).value().empty(); }, 20s));
+  CHECK(eventually(
+      [&] {
+        return w.f.store->jobs_with_status(JobStatus::kQueued, 10).value().empty() &&
+               w.f.store->jobs_with_status(JobStatus::kRunning, 10).value().empty();
+      },
+      20s));
 
   TaskRow hanging = w.f.task_in("analysis", "SHOP-2");
   REQUIRE(eventually([&] { return poked(w.out() / ("started-" + std::to_string(hanging.id))); }, 60s));
@@ -490,7 +524,9 @@ TEST_CASE("the pool answers running() and liveness() from another thread while i
   WorkerOptions o = w.options;
   o.workers = 2;
   AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, o.attempts);
-  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock, w.f.log}, o);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config,
+                                 w.f.layout, w.f.clock, w.f.log},
+                   o);
   WorkerPool pool(runner, *w.f.store, w.f.clock, w.f.log);
   std::atomic<bool> done{false};
   std::atomic<int> reads{0};
@@ -520,16 +556,18 @@ TEST_CASE("the pool answers running() and liveness() from another thread while i
 
 TEST_CASE("two worker pools on one database file never run the same job twice") {
   // One echo is one write(2) with O_APPEND (">>"): lines from concurrent agents never interleave.
-  WorkerFixture w(Scripts{{"analyst", "id=$(grep -o '\"job_id\": [0-9]*' \"$ORCH_TASK_JSON\" | tr -dc '0-9')\n"
-                               "echo \"$id\" >> \"$OUT/ids\"\n"}});
+  WorkerFixture w(Scripts{{"analyst",
+                           "id=$(grep -o '\"job_id\": [0-9]*' \"$ORCH_TASK_JSON\" | tr -dc '0-9')\n"
+                           "echo \"$id\" >> \"$OUT/ids\"\n"}});
   // 100 jobs over 10 tasks: attempts 1..10 of each task's analysis visit, all due now.
   std::set<JobId> expected;
   for (int t = 1; t <= 10; ++t) {
     TaskRow task = w.f.task_in("analysis", "SHOP-" + std::to_string(t));
     w.f.plane.set_item(WorkItem{task.work_item_id, "p", t, "x", "", "In Progress", std::nullopt});  // gate stays red
     for (int attempt = 2; attempt <= 10; ++attempt)
-      REQUIRE(w.f.store->enqueue_job({task.id, task.visit, "analysis", "analyst", attempt, w.f.clock.now()},
-                                     w.f.clock.now()).ok());
+      REQUIRE(w.f.store
+                  ->enqueue_job({task.id, task.visit, "analysis", "analyst", attempt, w.f.clock.now()}, w.f.clock.now())
+                  .ok());
   }
   const auto queued = w.f.store->jobs_with_status(JobStatus::kQueued, 1000);  // named: value() of a temporary dangles
   REQUIRE(queued.ok());
@@ -545,16 +583,19 @@ TEST_CASE("two worker pools on one database file never run the same job twice") 
   WorkerOptions o = w.options;
   o.workers = 4;
   AttemptPolicy runner1_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, o.attempts);
-  JobRunner runner1(JobRunnerDeps{*w.f.store, w.f.engine, runner1_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock, w.f.log}, o);
+  JobRunner runner1(JobRunnerDeps{*w.f.store, w.f.engine, runner1_attempts, w.git_ws, w.processes, w.f.gitea,
+                                  w.f.config, w.f.layout, w.f.clock, w.f.log},
+                    o);
   AttemptPolicy runner2_attempts(*store2.value(), w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, o.attempts);
-  JobRunner runner2(JobRunnerDeps{*store2.value(), engine2, runner2_attempts, git2, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock, w.f.log}, o);
+  JobRunner runner2(JobRunnerDeps{*store2.value(), engine2, runner2_attempts, git2, w.processes, w.f.gitea, w.f.config,
+                                  w.f.layout, w.f.clock, w.f.log},
+                    o);
   WorkerPool pool1(runner1, *w.f.store, w.f.clock, w.f.log);
   WorkerPool pool2(runner2, *store2.value(), w.f.clock, w.f.log);
   pool1.start();
   pool2.start();
   bool all_done = eventually(
-      [&] { return w.f.store->jobs_with_status(JobStatus::kSucceeded, 1000).value().size() == expected.size(); },
-      180s);
+      [&] { return w.f.store->jobs_with_status(JobStatus::kSucceeded, 1000).value().size() == expected.size(); }, 180s);
   pool1.stop();
   pool2.stop();
   REQUIRE(all_done);
@@ -592,7 +633,9 @@ TEST_CASE("start-up recovery leaves a job of another replica alone, and recovers
   WorkerOptions o = w.options;
   o.replica_id = "replica-a";
   AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, o.attempts);
-  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config, w.f.layout, w.f.clock, w.f.log}, o);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, w.f.gitea, w.f.config,
+                                 w.f.layout, w.f.clock, w.f.log},
+                   o);
   RecoveryReport report =
       recover_interrupted_jobs(*w.f.store, runner.attempts(), runner.options().replica_id, w.f.clock, w.f.log);
   CHECK(report.requeued == 1);
@@ -654,12 +697,15 @@ std::vector<JobRow> jobs_in(Store& store, TaskId task, const std::string& stage)
   return out;
 }
 
-TEST_CASE("a job whose PR creation answers 500 three times keeps its agent's success: the agent ran once and one PR "
-          "exists") {
+TEST_CASE(
+    "a job whose PR creation answers 500 three times keeps its agent's success: the agent ran once and one PR "
+    "exists") {
   WorkerFixture w(Scripts{{"developer", kCountingDeveloper}});
   HttpGitea gitea(w.f.clock, w.f.log);
   AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, w.options.attempts);
-  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log}, w.options);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, *gitea.client,
+                                 w.f.config, w.f.layout, w.f.clock, w.f.log},
+                   w.options);
   TaskRow task = w.f.task_in("development", "SHOP-7");
   gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000001");
   gitea.fake.fail_next_pull_creates(3, 500);
@@ -706,8 +752,9 @@ TEST_CASE("a job whose PR creation answers 500 three times keeps its agent's suc
   CHECK(jobs[0].step_attempts == 0);
 }
 
-TEST_CASE("a job left in a follow-up step by a process that died resumes that step after a restart, without "
-          "running its agent again") {
+TEST_CASE(
+    "a job left in a follow-up step by a process that died resumes that step after a restart, without "
+    "running its agent again") {
   WorkerFixture w(Scripts{{"developer", kCountingDeveloper}});
   HttpGitea gitea(w.f.clock, w.f.log);
   TaskRow task = w.f.task_in("development", "SHOP-8");
@@ -716,7 +763,9 @@ TEST_CASE("a job left in a follow-up step by a process that died resumes that st
   JobId id = 0;
   {
     AttemptPolicy before_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, w.options.attempts);
-    JobRunner before(JobRunnerDeps{*w.f.store, w.f.engine, before_attempts, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log}, w.options);
+    JobRunner before(JobRunnerDeps{*w.f.store, w.f.engine, before_attempts, w.git_ws, w.processes, *gitea.client,
+                                   w.f.config, w.f.layout, w.f.clock, w.f.log},
+                     w.options);
     JobRow job = w.claim("development");
     id = job.id;
     CHECK(before.run(job).outcome == JobOutcome::kStepRetrying);
@@ -735,7 +784,9 @@ TEST_CASE("a job left in a follow-up step by a process that died resumes that st
   std::unique_ptr<SqliteStore> store = std::move(reopened).value();
   StageEngine engine(*store, w.f.pipeline, w.f.gates, w.f.bus, w.f.clock, w.f.log);
   AttemptPolicy after_attempts(*store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, w.options.attempts);
-  JobRunner after(JobRunnerDeps{*store, engine, after_attempts, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log}, w.options);
+  JobRunner after(JobRunnerDeps{*store, engine, after_attempts, w.git_ws, w.processes, *gitea.client, w.f.config,
+                                w.f.layout, w.f.clock, w.f.log},
+                  w.options);
   RecoveryReport report =
       recover_interrupted_jobs(*store, after.attempts(), after.options().replica_id, w.f.clock, w.f.log);
   CHECK(report.requeued == 1);
@@ -760,14 +811,17 @@ TEST_CASE("a job left in a follow-up step by a process that died resumes that st
   CHECK(jobs[0].status == JobStatus::kSucceeded);
 }
 
-TEST_CASE("a follow-up step out of budget fails its job with the step's error and blocks the task, and the agent "
-          "ran once") {
+TEST_CASE(
+    "a follow-up step out of budget fails its job with the step's error and blocks the task, and the agent "
+    "ran once") {
   WorkerOptions o = WorkerFixture::fast_options();
   o.step_max_attempts = 3;
   WorkerFixture w(Scripts{{"developer", kCountingDeveloper}}, o);
   HttpGitea gitea(w.f.clock, w.f.log);
   AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, w.options.attempts);
-  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log}, w.options);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, *gitea.client,
+                                 w.f.config, w.f.layout, w.f.clock, w.f.log},
+                   w.options);
   TaskRow task = w.f.task_in("development", "SHOP-9");
   gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000003");
   gitea.fake.fail_next_pull_creates(1000, 500);
@@ -782,8 +836,8 @@ TEST_CASE("a follow-up step out of budget fails its job with the step's error an
     }
     outcomes.push_back(runner.run(*claimed).outcome);
   }
-  CHECK(outcomes == std::vector<JobOutcome>{JobOutcome::kStepRetrying, JobOutcome::kStepRetrying,
-                                            JobOutcome::kBlocked});
+  CHECK(outcomes ==
+        std::vector<JobOutcome>{JobOutcome::kStepRetrying, JobOutcome::kStepRetrying, JobOutcome::kBlocked});
   JobRow failed = w.f.store->find_job(job.id).value().value();
   CHECK(failed.status == JobStatus::kFailed);
   CHECK(failed.attempt == 1);
@@ -799,12 +853,15 @@ TEST_CASE("a follow-up step out of budget fails its job with the step's error an
   CHECK(gitea.pull_creates() == 3);
 }
 
-TEST_CASE("a gate that cannot be read after the agent succeeded is retried as the job's gate step, and the task "
-          "advances once it reads green") {
+TEST_CASE(
+    "a gate that cannot be read after the agent succeeded is retried as the job's gate step, and the task "
+    "advances once it reads green") {
   WorkerFixture w(Scripts{{"developer", kCountingDeveloper}});
   HttpGitea gitea(w.f.clock, w.f.log);  // the PR goes to the fake Gitea; the gate reads the fixture's table
   AttemptPolicy runner_attempts(*w.f.store, w.f.pipeline, WriteBack::off(), w.f.clock, w.f.log, w.options.attempts);
-  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, *gitea.client, w.f.config, w.f.layout, w.f.clock, w.f.log}, w.options);
+  JobRunner runner(JobRunnerDeps{*w.f.store, w.f.engine, runner_attempts, w.git_ws, w.processes, *gitea.client,
+                                 w.f.config, w.f.layout, w.f.clock, w.f.log},
+                   w.options);
   TaskRow task = w.f.task_in("development", "SHOP-10");
   gitea.fake.set_branch(kStepRepo, task.branch, "c0ffee0000000000000000000000000000000004");
   w.f.gitea.fail_with(Status{Code::kUnavailable, "gitea: HTTP 503"});
@@ -892,8 +949,9 @@ TEST_CASE("the agent's ORCH_OUTPUT_DIR is absolute and empty at its start, and i
 
 TEST_CASE("without a summary.md the reporter gets the last 40 lines of the agent's run, without orch's own lines") {
   RecordingReporter reporter;
-  WorkerFixture w(Scripts{{"analyst", "i=1\nwhile [ $i -le 50 ]; do echo \"line $i\"; i=$((i+1)); done\n"
-                                      "printf 'the end, without a newline'\n"}},
+  WorkerFixture w(Scripts{{"analyst",
+                           "i=1\nwhile [ $i -le 50 ]; do echo \"line $i\"; i=$((i+1)); done\n"
+                           "printf 'the end, without a newline'\n"}},
                   reporting_to(reporter));
   w.f.task_in("analysis", "SHOP-22");
   JobRow job = w.claim("analysis");
@@ -920,11 +978,13 @@ TEST_CASE("a summary.md that is a symlink to a file outside the output directory
   CHECK(reporter.calls[0].result.summary == "fallback\n");
 }
 
-TEST_CASE("on a post_review stage exit 3 is a successful run with the verdict REQUEST_CHANGES and exit 0 one with "
-          "APPROVED, and the follow-up steps run after both") {
+TEST_CASE(
+    "on a post_review stage exit 3 is a successful run with the verdict REQUEST_CHANGES and exit 0 one with "
+    "APPROVED, and the follow-up steps run after both") {
   RecordingReporter reporter;
-  WorkerFixture w(Scripts{{"reviewer", "echo 'please rename it' > \"$ORCH_OUTPUT_DIR/summary.md\"\n"
-                                       "[ \"$ORCH_WORK_ITEM_KEY\" = SHOP-24 ] && exit 3\nexit 0\n"}},
+  WorkerFixture w(Scripts{{"reviewer",
+                           "echo 'please rename it' > \"$ORCH_OUTPUT_DIR/summary.md\"\n"
+                           "[ \"$ORCH_WORK_ITEM_KEY\" = SHOP-24 ] && exit 3\nexit 0\n"}},
                   reporting_to(reporter), [](Config& c) { c.stages[2].post_review = true; });
   for (const char* key : {"SHOP-24", "SHOP-25"}) {
     INFO(key);
@@ -947,8 +1007,9 @@ TEST_CASE("on a post_review stage exit 3 is a successful run with the verdict RE
   CHECK(reporter.calls[1].result.verdict == std::optional<std::string>("APPROVED"));
 }
 
-TEST_CASE("exit 3 on a stage without post_review, and any other exit on a post_review stage, fail the attempt "
-          "unreported") {
+TEST_CASE(
+    "exit 3 on a stage without post_review, and any other exit on a post_review stage, fail the attempt "
+    "unreported") {
   RecordingReporter reporter;
   WorkerFixture w(Scripts{{"analyst", "exit 3\n"}, {"reviewer", "exit 4\n"}}, reporting_to(reporter),
                   [](Config& c) { c.stages[2].post_review = true; });
@@ -964,8 +1025,9 @@ TEST_CASE("exit 3 on a stage without post_review, and any other exit on a post_r
   CHECK(reporter.calls.empty());
 }
 
-TEST_CASE("a reporter failing with kUnavailable fails the attempt before any follow-up step, and the next attempt "
-          "runs the agent and reports again") {
+TEST_CASE(
+    "a reporter failing with kUnavailable fails the attempt before any follow-up step, and the next attempt "
+    "runs the agent and reports again") {
   RecordingReporter reporter;
   reporter.answer = unavailable("plane: HTTP 503");
   WorkerFixture w(Scripts{{"analyst", "echo run >> \"$OUT/runs\"\n"}}, reporting_to(reporter));

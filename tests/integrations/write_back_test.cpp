@@ -154,7 +154,7 @@ TEST_CASE("write-back: Plane down for 30 s and a comment whose answer is lost: e
   auto comments = w.plane.comments(item);
   REQUIRE(comments.size() == 4);
   CHECK(comment_ids(comments) == std::vector<std::string>{"7:0:ci_red:111111111111", "7:0:review_changes",
-                                                           "7:0:blocked", "7:0:ci_red:222222222222"});
+                                                          "7:0:blocked", "7:0:ci_red:222222222222"});
   for (const auto& c : comments) CHECK(c["external_source"] == "orch");
   CHECK(comments[0]["comment_html"].get<std::string>().find("ci/build reported failure") != std::string::npos);
   CHECK(comments[2]["comment_html"].get<std::string>().find("https://orch.example/queue") != std::string::npos);

@@ -127,8 +127,8 @@ TEST_CASE("ORCH_RECONCILE_GRACE_OVERRIDES_JSON moves the boundary — each inval
     f.clock.advance(1s);
     CHECK(f.gate_side.run_once().unblocked.size() == 1);
   }
-  for (const char* bad : {"{not json", "[1, 2]", R"({"development": "fast"})", R"({"development": -5})",
-                          R"({"development": 1.5})"}) {
+  for (const char* bad :
+       {"{not json", "[1, 2]", R"({"development": "fast"})", R"({"development": -5})", R"({"development": 1.5})"}) {
     CAPTURE(bad);
     RigOptions o;
     o.env["ORCH_RECONCILE_GRACE_OVERRIDES_JSON"] = bad;

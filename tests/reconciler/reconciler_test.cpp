@@ -34,7 +34,6 @@ struct Rig : ReconcilerRig {
     gitea.set_status(sha, CiState::kSuccess);
     return t;
   }
-
 };
 
 }  // namespace
@@ -207,8 +206,10 @@ Convergence converge(int n, double loss, unsigned seed) {
   };
   std::vector<World> world(n);
   auto deliver = [&](const std::function<void()>& event) {
-    if (lost(rng)) ++out.dropped;
-    else event();
+    if (lost(rng))
+      ++out.dropped;
+    else
+      event();
   };
   auto item = [&](int i, const char* state) {
     WorkItem w{"conv-" + std::to_string(i), f.shop().plane_project_id, i + 1, "Item", "", state, f.clock.now()};
@@ -242,8 +243,7 @@ Convergence converge(int n, double loss, unsigned seed) {
       if (!task) continue;
       bool busy = false;
       const std::vector<JobRow> jobs = f.store->jobs_for_task(task->id).value();
-      for (const JobRow& j : jobs)
-        busy = busy || j.status == JobStatus::kQueued || j.status == JobStatus::kRunning;
+      for (const JobRow& j : jobs) busy = busy || j.status == JobStatus::kQueued || j.status == JobStatus::kRunning;
       if (busy) continue;
       if (task->stage == "analysis" && !w.approved) {
         w.approved = true;
@@ -257,8 +257,8 @@ Convergence converge(int n, double loss, unsigned seed) {
         deliver([&] { REQUIRE(f.engine.advance_if_gate_passed(task->id, Cause::kWebhook).ok()); });
       } else if (task->stage == "review" && !w.reviewed) {
         w.reviewed = true;
-        f.gitea.set_pr(task->branch, PullRequestInfo{i + 1, true, false, task->branch, "sha" + std::to_string(i),
-                                                     "main", ""});
+        f.gitea.set_pr(task->branch,
+                       PullRequestInfo{i + 1, true, false, task->branch, "sha" + std::to_string(i), "main", ""});
         f.gitea.set_approved(i + 1, true);
         deliver([&] { REQUIRE(f.engine.advance_if_gate_passed(task->id, Cause::kWebhook).ok()); });
       }
@@ -302,8 +302,12 @@ TEST_CASE("convergence: with no loss the reconciler never unblocks anything") {
 
 TEST_CASE("deliveries still queued in the inbox defer both sides: a queued event is not a lost one") {
   Rig f;
-  ReconcilePass pass(ReconcileParts{.settings = *f.store, .outbox = *f.store, .inbox = *f.store,
-                                    .gate = f.gate_side, .tracker = &f.tracker_side, .leadership = f.sole},
+  ReconcilePass pass(ReconcileParts{.settings = *f.store,
+                                    .outbox = *f.store,
+                                    .inbox = *f.store,
+                                    .gate = f.gate_side,
+                                    .tracker = &f.tracker_side,
+                                    .leadership = f.sole},
                      f.clock, f.log, {});
   TaskRow t = f.stuck_in_development("SHOP-1", "abc1234");
   f.clock.advance(31min);
@@ -329,8 +333,7 @@ TEST_CASE("deliveries still queued in the inbox defer both sides: a queued event
 TEST_CASE("a pass runs only on the leader, and stops between tasks the moment this replica stops leading") {
   FlagLeadership leadership(false);
   Rig f({}, /*with_sweeper=*/true, &leadership);
-  for (const char* key : {"SHOP-1", "SHOP-2", "SHOP-3"})
-    f.stuck_in_development(key, std::string("sha-") + key);
+  for (const char* key : {"SHOP-1", "SHOP-2", "SHOP-3"}) f.stuck_in_development(key, std::string("sha-") + key);
   f.clock.advance(31min);
 
   // A follower does nothing at all: no transition, no Plane call, no snapshot.
@@ -364,11 +367,11 @@ TEST_CASE("a pass runs only on the leader, and stops between tasks the moment th
   CHECK(rest.unblocked.size() + cut.unblocked.size() == 3);
 }
 
-TEST_CASE("each unblock's notification is queued, and the unblock counted in the snapshot, before the pass touches "
-          "the next task, so a killed leader loses at most the one in flight") {
+TEST_CASE(
+    "each unblock's notification is queued, and the unblock counted in the snapshot, before the pass touches "
+    "the next task, so a killed leader loses at most the one in flight") {
   Rig f;
-  for (const char* key : {"SHOP-1", "SHOP-2", "SHOP-3"})
-    f.stuck_in_development(key, std::string("sha-") + key);
+  for (const char* key : {"SHOP-1", "SHOP-2", "SHOP-3"}) f.stuck_in_development(key, std::string("sha-") + key);
   f.clock.advance(31min);
 
   // At each reconciler transition, how many notifications are already in the outbox: the earlier ones' only.

@@ -86,8 +86,8 @@ struct Rig : ReconcilerRig {
         sorted(static_cast<SortedTracker&>(*wrapped)) {}
 
   WorkItem item(int seq, const std::string& state, std::optional<TimePoint> updated) {
-    WorkItem w{"wi-" + std::to_string(seq), shop().plane_project_id, seq, "Item " + std::to_string(seq), "", state,
-               updated};
+    WorkItem w{
+        "wi-" + std::to_string(seq), shop().plane_project_id, seq, "Item " + std::to_string(seq), "", state, updated};
     plane.set_item(w);
     return w;
   }
@@ -108,7 +108,6 @@ struct Rig : ReconcilerRig {
   std::optional<TaskRow> task_of(const std::string& work_item_id) {
     return store->find_task_by_work_item(work_item_id).value();
   }
-
 
   SortedTracker& sorted;  // what the tracker side reads through
 };

@@ -27,9 +27,8 @@ DevTools::DevTools(const TempDir& profile) {
     dup2(in, 3);
     dup2(out, 4);
     execl(kChromium, kChromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-          "--disable-dev-shm-usage", "--remote-debugging-pipe", user_data.c_str(), "about:blank",
-          static_cast<char*>(nullptr));
+          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+          "--remote-debugging-pipe", user_data.c_str(), "about:blank", static_cast<char*>(nullptr));
     _exit(127);
   }
   close(to_chrome[0]);
@@ -81,12 +80,18 @@ bool DevTools::screenshot(const std::string& session, const std::string& png_pat
   int bits = 0, value = 0;
   for (char c : b64) {
     int d;
-    if (c >= 'A' && c <= 'Z') d = c - 'A';
-    else if (c >= 'a' && c <= 'z') d = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') d = c - '0' + 52;
-    else if (c == '+') d = 62;
-    else if (c == '/') d = 63;
-    else continue;  // '=' padding
+    if (c >= 'A' && c <= 'Z')
+      d = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      d = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      d = c - '0' + 52;
+    else if (c == '+')
+      d = 62;
+    else if (c == '/')
+      d = 63;
+    else
+      continue;  // '=' padding
     value = (value << 6) | d;
     bits += 6;
     if (bits >= 8) {

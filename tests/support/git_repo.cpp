@@ -16,10 +16,14 @@ std::string git(const std::vector<std::string>& args, const fs::path& cwd, const
   spec.argv = {"git"};
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());
   spec.cwd = cwd.string();
-  spec.env = std::vector<std::string>{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + scratch.string(),
-                                      "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
-                                      "GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.com",
-                                      "GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.com"};
+  spec.env = std::vector<std::string>{"PATH=/usr/local/bin:/usr/bin:/bin",
+                                      "HOME=" + scratch.string(),
+                                      "GIT_CONFIG_NOSYSTEM=1",
+                                      "GIT_CONFIG_GLOBAL=/dev/null",
+                                      "GIT_AUTHOR_NAME=test",
+                                      "GIT_AUTHOR_EMAIL=test@example.com",
+                                      "GIT_COMMITTER_NAME=test",
+                                      "GIT_COMMITTER_EMAIL=test@example.com"};
   std::string text;
   spec.on_output = [&text](std::string_view out) { text.append(out); };
   auto code = runner.run(spec);

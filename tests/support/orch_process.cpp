@@ -81,8 +81,8 @@ int free_loopback_port() {
   return port;
 }
 
-int run_capture(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
-                std::string* out, std::chrono::milliseconds timeout) {
+int run_capture(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env, std::string* out,
+                std::chrono::milliseconds timeout) {
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) return -1;
   pid_t pid = spawn(argv, with_defaults(env), pipefd[1], -1);
@@ -97,8 +97,7 @@ int run_capture(const std::vector<std::string>& argv, const std::map<std::string
   while ((n = read(pipefd[0], buf, sizeof buf)) > 0) data.append(buf, static_cast<size_t>(n));
   close(pipefd[0]);
   int status = 0;
-  if (!eventually([&] { return waitpid(pid, &status, WNOHANG) != 0; },
-                  timeout)) {
+  if (!eventually([&] { return waitpid(pid, &status, WNOHANG) != 0; }, timeout)) {
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
     return -1;
@@ -126,19 +125,19 @@ bool OrchProcess::start(std::chrono::milliseconds deadline) {
   if (log_fd >= 0) close(log_fd);
   if (pid_ < 0) return false;
   return eventually(
-      [&] {
-        if (pid_ <= 0) return false;
-        int status = 0;
-        if (waitpid(pid_, &status, WNOHANG) == pid_) {
-          pid_ = -1;  // died during start-up
-          return true;
-        }
-        httplib::Client c("127.0.0.1", port_);
-        c.set_connection_timeout(std::chrono::milliseconds(200));
-        auto r = c.Get("/healthz");
-        return r && r->status == 200;
-      },
-      deadline) &&
+             [&] {
+               if (pid_ <= 0) return false;
+               int status = 0;
+               if (waitpid(pid_, &status, WNOHANG) == pid_) {
+                 pid_ = -1;  // died during start-up
+                 return true;
+               }
+               httplib::Client c("127.0.0.1", port_);
+               c.set_connection_timeout(std::chrono::milliseconds(200));
+               auto r = c.Get("/healthz");
+               return r && r->status == 200;
+             },
+             deadline) &&
          pid_ > 0;
 }
 

@@ -19,8 +19,8 @@ namespace orch::testing {
 int free_loopback_port();
 
 // Runs argv (argv[0] a path) with exactly `env`, capturing stdout; returns the exit code (-1 on spawn failure).
-int run_capture(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
-                std::string* out, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+int run_capture(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env, std::string* out,
+                std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 class OrchProcess {
  public:

@@ -128,9 +128,7 @@ std::string conninfo_url(const fs::path& socket_dir, const std::string& database
   return "postgresql:///" + database + "?host=" + socket_dir.string() + "&user=postgres";
 }
 
-bool answers(const fs::path& socket_dir) {
-  return PQping(conninfo_url(socket_dir, "postgres").c_str()) == PQPING_OK;
-}
+bool answers(const fs::path& socket_dir) { return PQping(conninfo_url(socket_dir, "postgres").c_str()) == PQPING_OK; }
 
 std::map<std::string, std::string> read_state(const fs::path& state_file) {
   std::map<std::string, std::string> state;
@@ -165,8 +163,8 @@ std::unique_ptr<PgServer> PgServer::start() {
   if (!::mkdtemp(pattern.data())) throw std::runtime_error(std::string("pg server: mkdtemp: ") + std::strerror(errno));
   const fs::path root = pattern;
   if (as.switch_user && ::chown(root.c_str(), as.uid, as.gid) != 0)
-    throw std::runtime_error("pg server: cannot hand " + root.string() + " to the postgres user: " +
-                             std::strerror(errno));
+    throw std::runtime_error("pg server: cannot hand " + root.string() +
+                             " to the postgres user: " + std::strerror(errno));
   std::unique_ptr<PgServer> server(new PgServer(root, bin, /*owned=*/true));
   const fs::path data = root / "data";
   const fs::path log = root / "setup.log";
@@ -242,12 +240,11 @@ void PgServer::stop() {
   if (fs::exists(data / "postmaster.pid", ec)) {
     const RunAs as = server_user();
     const fs::path log = root_ / "setup.log";
-    if (run_program({(bin_dir_ / "pg_ctl").string(), "stop", "-w", "-t", "30", "-s", "-D", data.string(), "-m",
-                     "fast"},
+    if (run_program({(bin_dir_ / "pg_ctl").string(), "stop", "-w", "-t", "30", "-s", "-D", data.string(), "-m", "fast"},
                     as, root_, log) != 0)
-      run_program({(bin_dir_ / "pg_ctl").string(), "stop", "-w", "-t", "30", "-s", "-D", data.string(), "-m",
-                   "immediate"},
-                  as, root_, log);
+      run_program(
+          {(bin_dir_ / "pg_ctl").string(), "stop", "-w", "-t", "30", "-s", "-D", data.string(), "-m", "immediate"}, as,
+          root_, log);
   }
   if (!std::getenv("ORCH_KEEP_TEST_TMP")) fs::remove_all(root_, ec);
   root_.clear();
@@ -313,7 +310,8 @@ PgSql::PgSql(const std::string& url) : pg_(PQconnectdb(url.c_str())) {
     PQfinish(pg_);
     throw std::runtime_error("pg sql: cannot connect to " + url + ": " + message);
   }
-  PQsetNoticeProcessor(pg_, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      pg_, [](void*, const char*) {}, nullptr);
 }
 
 PgSql::~PgSql() { PQfinish(pg_); }
@@ -321,8 +319,8 @@ PgSql::~PgSql() { PQfinish(pg_); }
 std::vector<std::vector<std::string>> PgSql::rows(const std::string& sql, const std::vector<std::string>& params) {
   std::vector<const char*> values;
   for (const std::string& p : params) values.push_back(p.c_str());
-  PGresult* r = PQexecParams(pg_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
-                             nullptr, 0);
+  PGresult* r =
+      PQexecParams(pg_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr, nullptr, 0);
   const ExecStatusType st = PQresultStatus(r);
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
     std::string message = PQresultErrorMessage(r);

@@ -36,8 +36,11 @@ inline Config default_config() {
   StageSpec review;
   review.name = "review";
   review.agent = "reviewer";
-  review.gate = GateSpec{GateSpec::Type::kAny, {}, {},
-                         {GateSpec{GateSpec::Type::kPrApproved, {}, {}, {}}, GateSpec{GateSpec::Type::kPrMerged, {}, {}, {}}}};
+  review.gate =
+      GateSpec{GateSpec::Type::kAny,
+               {},
+               {},
+               {GateSpec{GateSpec::Type::kPrApproved, {}, {}, {}}, GateSpec{GateSpec::Type::kPrMerged, {}, {}, {}}}};
   review.on_changes_requested = "development";
   c.stages = {analysis, development, review};
   c.reconciler.grace_default = std::chrono::minutes(15);

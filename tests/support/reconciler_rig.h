@@ -29,7 +29,7 @@ struct ReconcilerRigOptions {
   GateSideOptions gate{};
   TrackerSideOptions tracker{};
   ReconcileDefaults defaults{};
-  bool with_sweeper = false;            // the pass runs the sweeper too
+  bool with_sweeper = false;               // the pass runs the sweeper too
   const Leadership* leadership = nullptr;  // default: the rig's SoleReplica, which always leads
   // What the tracker side reads through, made from the fixture's TableTracker; default: the table itself.
   std::function<std::unique_ptr<Tracker>(Tracker& table)> wrap_tracker{};

@@ -16,12 +16,30 @@ namespace orch::testing {
 
 class TableCodeHost final : public CodeHost {
  public:
-  void set_branch(const std::string& branch, const std::string& sha) { std::lock_guard l(mu_); heads_[branch] = sha; }
-  void set_status(const std::string& sha, CiState s) { std::lock_guard l(mu_); ci_[sha] = s; }
-  void set_pr(const std::string& branch, PullRequestInfo pr) { std::lock_guard l(mu_); prs_[branch] = pr; }
-  void set_approved(std::int64_t number, bool approved) { std::lock_guard l(mu_); approved_[number] = approved; }
-  void fail_with(std::optional<Status> s) { std::lock_guard l(mu_); fail_ = std::move(s); }
-  int calls() const { std::lock_guard l(mu_); return calls_; }
+  void set_branch(const std::string& branch, const std::string& sha) {
+    std::lock_guard l(mu_);
+    heads_[branch] = sha;
+  }
+  void set_status(const std::string& sha, CiState s) {
+    std::lock_guard l(mu_);
+    ci_[sha] = s;
+  }
+  void set_pr(const std::string& branch, PullRequestInfo pr) {
+    std::lock_guard l(mu_);
+    prs_[branch] = pr;
+  }
+  void set_approved(std::int64_t number, bool approved) {
+    std::lock_guard l(mu_);
+    approved_[number] = approved;
+  }
+  void fail_with(std::optional<Status> s) {
+    std::lock_guard l(mu_);
+    fail_ = std::move(s);
+  }
+  int calls() const {
+    std::lock_guard l(mu_);
+    return calls_;
+  }
 
   Result<CiState> combined_status(const std::string&, const std::string& ref) override {
     std::lock_guard l(mu_);
@@ -89,10 +107,22 @@ class TableCodeHost final : public CodeHost {
 // State ids are the state names themselves: "In Progress", "Approved", "Rejected", anything else is kOther.
 class TableTracker final : public Tracker {
  public:
-  void set_item(WorkItem item) { std::lock_guard l(mu_); items_[item.id] = std::move(item); }
-  void set_state(const std::string& id, const std::string& state) { std::lock_guard l(mu_); items_[id].state_id = state; }
-  void fail_with(std::optional<Status> s) { std::lock_guard l(mu_); fail_ = std::move(s); }
-  int calls() const { std::lock_guard l(mu_); return calls_; }
+  void set_item(WorkItem item) {
+    std::lock_guard l(mu_);
+    items_[item.id] = std::move(item);
+  }
+  void set_state(const std::string& id, const std::string& state) {
+    std::lock_guard l(mu_);
+    items_[id].state_id = state;
+  }
+  void fail_with(std::optional<Status> s) {
+    std::lock_guard l(mu_);
+    fail_ = std::move(s);
+  }
+  int calls() const {
+    std::lock_guard l(mu_);
+    return calls_;
+  }
 
   Result<TrackerState> classify_state(const ProjectSpec& p, const std::string& state_id) override {
     if (state_id == p.plane_states.in_progress) return TrackerState::kInProgress;
@@ -132,7 +162,7 @@ class TableTracker final : public Tracker {
   Status move_work_item(const ProjectSpec& p, const std::string& id, TrackerState to) override {
     std::lock_guard l(mu_);
     ++calls_;
-    items_[id].state_id = to == TrackerState::kApproved ? p.plane_states.approved
+    items_[id].state_id = to == TrackerState::kApproved   ? p.plane_states.approved
                           : to == TrackerState::kRejected ? p.plane_states.rejected
                                                           : p.plane_states.in_progress;
     return {};
@@ -154,8 +184,14 @@ class TableTracker final : public Tracker {
 
 class TableRunner final : public CommandRunner {
  public:
-  void set_exit(int code) { std::lock_guard l(mu_); exit_ = code; }
-  std::vector<std::vector<std::string>> runs() const { std::lock_guard l(mu_); return runs_; }
+  void set_exit(int code) {
+    std::lock_guard l(mu_);
+    exit_ = code;
+  }
+  std::vector<std::vector<std::string>> runs() const {
+    std::lock_guard l(mu_);
+    return runs_;
+  }
   Result<int> run(const std::vector<std::string>& argv, const std::string&, std::chrono::seconds) override {
     std::lock_guard l(mu_);
     runs_.push_back(argv);

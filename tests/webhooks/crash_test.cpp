@@ -102,8 +102,8 @@ TEST_CASE("SIGKILL while deliveries are acknowledged: every acknowledged deliver
   }
 
   std::mutex mu;
-  std::set<std::string> acked_ids;         // guarded by mu: answered 202
-  std::set<std::string> acked_items;       // guarded by mu: work items of those
+  std::set<std::string> acked_ids;    // guarded by mu: answered 202
+  std::set<std::string> acked_items;  // guarded by mu: work items of those
   std::atomic<int> acked{0}, duplicates{0};
   std::vector<std::thread> clients;
   for (int c = 0; c < 4; ++c)

@@ -81,8 +81,10 @@ TEST_CASE("fifty racing start calls for one work item create one task, one branc
   for (int i = 0; i < 50; ++i)
     threads.emplace_back([&] {
       auto out = t.h.handle_status_start(t.shop, t.item("wi-race", "In Progress", 9), Cause::kWebhook);
-      if (!out.ok()) ++errors;
-      else if (out->kind == Kind::kChanged) ++changed;
+      if (!out.ok())
+        ++errors;
+      else if (out->kind == Kind::kChanged)
+        ++changed;
     });
   for (auto& th : threads) th.join();
   CHECK(errors == 0);
@@ -263,8 +265,8 @@ TEST_CASE("pull request events record the PR facts and the branch head, then let
   CHECK(done.stage == "done");
   CHECK(done.pr_state == PrState::kMerged);
 
-  auto stranger = t.h.handle_pull_request(t.shop, "opened", PullRequestInfo{3, true, false, "feature/x", "abc", "main", ""},
-                                          Cause::kWebhook);
+  auto stranger = t.h.handle_pull_request(
+      t.shop, "opened", PullRequestInfo{3, true, false, "feature/x", "abc", "main", ""}, Cause::kWebhook);
   REQUIRE(stranger.ok());
   CHECK(stranger->kind == Kind::kIgnored);
 }
@@ -329,9 +331,14 @@ TEST_CASE("the dispatcher ignores orch's own Plane writes coming back, by the co
   Dispatcher echo_aware(t.h, t.f.config, options);
   Dispatcher plain(t.h, t.f.config);
   nlohmann::json body = {
-      {"event", "issue"}, {"action", "updated"},
-      {"data", {{"id", "wi-echo"}, {"project", t.shop.plane_project_id}, {"sequence_id", 5}, {"name", "n"},
-                {"state", {{"id", "In Progress"}, {"name", "In Progress"}, {"group", "started"}}}}},
+      {"event", "issue"},
+      {"action", "updated"},
+      {"data",
+       {{"id", "wi-echo"},
+        {"project", t.shop.plane_project_id},
+        {"sequence_id", 5},
+        {"name", "n"},
+        {"state", {{"id", "In Progress"}, {"name", "In Progress"}, {"group", "started"}}}}},
       {"activity", {{"field", "state"}, {"actor", {{"id", "0b0b0b0b-0000-4000-8000-00000000b07"}}}}}};
   DeliveryRow row;
   row.source = Source::kPlane;
@@ -377,8 +384,8 @@ TEST_CASE("a Gitea delivery naming the repository as Acme/Shop reaches the proje
   // Recorded under the configured spelling, which is what the gates and the REST calls use.
   CHECK(t.f.store->branches_with_head("acme/shop", kSha).value() == std::vector<std::string>{task.branch});
   // A repository that is not configured in any case is still ignored, with its name in the reason.
-  row.body = nlohmann::json{{"ref", "refs/heads/x"}, {"after", kSha}, {"repository", {{"full_name", "Acme/Other"}}}}
-                 .dump();
+  row.body =
+      nlohmann::json{{"ref", "refs/heads/x"}, {"after", kSha}, {"repository", {{"full_name", "Acme/Other"}}}}.dump();
   auto other = dispatcher.handle_delivery(row);
   REQUIRE(other.ok());
   CHECK(other->kind == Kind::kIgnored);

@@ -93,8 +93,9 @@ TEST_CASE("stored deliveries are handled in arrival order, each marked with its 
   CHECK(p.handler.seen().size() == 3);
 }
 
-TEST_CASE("a stop request ends a pass after the delivery in hand: shutdown never waits for a backlog, which stays "
-          "pending for the next start") {
+TEST_CASE(
+    "a stop request ends a pass after the delivery in hand: shutdown never waits for a backlog, which stays "
+    "pending for the next start") {
   ProcessorFixture p;
   for (int i = 1; i <= 10; ++i) p.add("d" + std::to_string(i));
   std::stop_source stopping;
@@ -235,7 +236,7 @@ TEST_CASE("the thread handles a poked delivery promptly and stops promptly") {
   auto t0 = std::chrono::steady_clock::now();
   p.processor.stop();
   CHECK(std::chrono::steady_clock::now() - t0 < 30s);  // not the hour; wide enough for TSan on 2 busy cores
-  p.processor.stop();  // idempotent
+  p.processor.stop();                                  // idempotent
 }
 
 namespace {
@@ -304,15 +305,22 @@ TEST_CASE("two processors sharing one inbox never handle one delivery twice, nor
   InboxProcessor second(*f.store, h2, f.clock, f.log, o2);
   constexpr int kDeliveries = 120;
   for (int i = 0; i < kDeliveries; ++i) {
-    NewDelivery d{Source::kGitea, "d" + std::to_string(i), "status", "x" + std::to_string(i), "{}", f.clock.now(),
-                  "project:" + std::to_string(i % 3)};
+    NewDelivery d{Source::kGitea, "d" + std::to_string(i),           "status", "x" + std::to_string(i), "{}",
+                  f.clock.now(),  "project:" + std::to_string(i % 3)};
     REQUIRE(f.store->insert_delivery(d, false).ok());
   }
-  std::thread a([&] { while (first.run_once().handled > 0) {} });
-  std::thread b([&] { while (second.run_once().handled > 0) {} });
+  std::thread a([&] {
+    while (first.run_once().handled > 0) {
+    }
+  });
+  std::thread b([&] {
+    while (second.run_once().handled > 0) {
+    }
+  });
   a.join();
   b.join();
-  while (first.run_once().handled > 0) {}  // whatever a lost race left behind
+  while (first.run_once().handled > 0) {
+  }  // whatever a lost race left behind
   CHECK_FALSE(overlap);
   CHECK(f.store->inbox_counts().value().handled == kDeliveries);
   CHECK(handled_count.size() == kDeliveries);

@@ -59,10 +59,13 @@ TEST_CASE("a Plane payload missing a field it needs is kInvalid naming that fiel
     j[ptr.parent_pointer()].erase(ptr.back());
     return j.dump();
   };
-  for (const auto& [pointer, field] : std::vector<std::pair<std::string, std::string>>{
-           {"/data/state/id", "data.state.id"}, {"/data/project", "data.project"},
-           {"/data/sequence_id", "data.sequence_id"}, {"/data/id", "data.id"}, {"/action", "action"},
-           {"/data", "data"}}) {
+  for (const auto& [pointer, field] :
+       std::vector<std::pair<std::string, std::string>>{{"/data/state/id", "data.state.id"},
+                                                        {"/data/project", "data.project"},
+                                                        {"/data/sequence_id", "data.sequence_id"},
+                                                        {"/data/id", "data.id"},
+                                                        {"/action", "action"},
+                                                        {"/data", "data"}}) {
     CAPTURE(pointer);
     auto e = parse_plane_issue(without(pointer));
     REQUIRE_FALSE(e.ok());

@@ -32,7 +32,7 @@ TEST_CASE("a Plane signature verifies over the exact bytes only") {
   CHECK_FALSE(verify_plane_signature(secret + "x", body, sig));
   CHECK_FALSE(verify_plane_signature(secret, body, ""));
   CHECK_FALSE(verify_plane_signature(secret, body, sig.substr(0, 63)));
-  CHECK_FALSE(verify_plane_signature(secret, body, "sha256=" + sig));  // Plane sends no prefix
+  CHECK_FALSE(verify_plane_signature(secret, body, "sha256=" + sig));                       // Plane sends no prefix
   CHECK_FALSE(verify_plane_signature("", body, orch::testing::hmac_sha256_hex("", body)));  // no secret, no trust
 }
 
@@ -42,7 +42,7 @@ TEST_CASE("a Gitea signature is X-Gitea-Signature, else X-Hub-Signature-256 with
   CHECK(verify_gitea_signature("s3cr3t", body, sig, ""));
   CHECK(verify_gitea_signature("s3cr3t", body, "", "sha256=" + sig));
   CHECK(verify_gitea_signature("s3cr3t", body, sig, "sha256=" + sig));
-  CHECK_FALSE(verify_gitea_signature("s3cr3t", body, "", sig));  // the hub header needs its prefix
+  CHECK_FALSE(verify_gitea_signature("s3cr3t", body, "", sig));        // the hub header needs its prefix
   CHECK_FALSE(verify_gitea_signature("s3cr3t", body, "", "sha256="));  // what Gitea sends without a secret
   CHECK_FALSE(verify_gitea_signature("s3cr3t", body, "", ""));
   // A present X-Gitea-Signature decides: a valid hub header does not rescue a wrong one.

@@ -58,7 +58,8 @@ inline std::string plane_issue_body(const PlaneHook& h) {
   using oj = nlohmann::ordered_json;
   oj data = oj::object();
   data["id"] = h.work_item_id;
-  data["labels"] = oj::array({oj{{"id", "0ec6cfa4-e906-4aad-9390-2df0303a41ce"}, {"name", "backend"}, {"color", "#4f46e5"}}});
+  data["labels"] =
+      oj::array({oj{{"id", "0ec6cfa4-e906-4aad-9390-2df0303a41ce"}, {"name", "backend"}, {"color", "#4f46e5"}}});
   data["assignees"] = oj::array();
   data["state"] = oj{{"id", h.state}, {"name", h.state}, {"color", "#F59E0B"}, {"group", state_group(h.state)}};
   data["description"] = oj::object();
@@ -105,8 +106,13 @@ inline std::string plane_issue_body(const PlaneHook& h) {
       activity["new_value"] = nullptr;
       activity["old_value"] = nullptr;
     }
-    activity["actor"] = oj{{"id", h.actor_id}, {"first_name", "Bot"}, {"last_name", ""}, {"email", "bot@example.com"},
-                           {"avatar", ""}, {"avatar_url", nullptr}, {"display_name", "approvals-bot"}};
+    activity["actor"] = oj{{"id", h.actor_id},
+                           {"first_name", "Bot"},
+                           {"last_name", ""},
+                           {"email", "bot@example.com"},
+                           {"avatar", ""},
+                           {"avatar_url", nullptr},
+                           {"display_name", "approvals-bot"}};
     activity["old_identifier"] = nullptr;
     activity["new_identifier"] = nullptr;
     body["activity"] = activity;
@@ -128,16 +134,23 @@ inline nlohmann::ordered_json gitea_repository() {
 
 inline std::string gitea_push_body(const std::string& branch, const std::string& after,
                                    const std::string& before = "3a1f0c6e9d2b4e7f8a9b0c1d2e3f4a5b6c7d8e9f") {
-  nlohmann::ordered_json commit = {{"id", after}, {"message", "Fix parser\n"},
+  nlohmann::ordered_json commit = {{"id", after},
+                                   {"message", "Fix parser\n"},
                                    {"url", "https://git.example.com/acme/shop/commit/" + after},
                                    {"author", {{"name", "Ann"}, {"email", "ann@example.com"}, {"username", "ann"}}},
                                    {"committer", {{"name", "Ann"}, {"email", "ann@example.com"}, {"username", "ann"}}},
-                                   {"verification", nullptr}, {"timestamp", "2026-08-20T10:15:30+02:00"},
-                                   {"added", nlohmann::ordered_json::array()}, {"removed", nlohmann::ordered_json::array()},
+                                   {"verification", nullptr},
+                                   {"timestamp", "2026-08-20T10:15:30+02:00"},
+                                   {"added", nlohmann::ordered_json::array()},
+                                   {"removed", nlohmann::ordered_json::array()},
                                    {"modified", {"src/p.cc"}}};
-  nlohmann::ordered_json body = {{"ref", "refs/heads/" + branch}, {"before", before}, {"after", after},
+  nlohmann::ordered_json body = {{"ref", "refs/heads/" + branch},
+                                 {"before", before},
+                                 {"after", after},
                                  {"compare_url", "https://git.example.com/acme/shop/compare/x...y"},
-                                 {"commits", {commit}}, {"total_commits", 1}, {"head_commit", commit},
+                                 {"commits", {commit}},
+                                 {"total_commits", 1},
+                                 {"head_commit", commit},
                                  {"repository", gitea_repository()},
                                  {"pusher", {{"id", 5}, {"login", "ann"}, {"username", "ann"}}},
                                  {"sender", {{"id", 5}, {"login", "ann"}, {"username", "ann"}}}};
@@ -156,13 +169,24 @@ struct GiteaPr {
 
 inline std::string gitea_pull_request_body(const GiteaPr& p) {
   nlohmann::ordered_json pr = {
-      {"id", 311}, {"number", p.number}, {"url", "https://git.example.com/api/v1/repos/acme/shop/pulls/" + std::to_string(p.number)},
-      {"html_url", "https://git.example.com/acme/shop/pulls/" + std::to_string(p.number)}, {"title", "SHOP-42"},
-      {"body", ""}, {"user", {{"id", 5}, {"login", "orch"}}}, {"state", p.state}, {"draft", false},
-      {"merged", p.merged}, {"merged_at", nullptr}, {"merge_commit_sha", nullptr}, {"mergeable", true},
-      {"base", {{"label", "main"}, {"ref", "main"}, {"sha", "1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e"}, {"repo_id", 7}}},
+      {"id", 311},
+      {"number", p.number},
+      {"url", "https://git.example.com/api/v1/repos/acme/shop/pulls/" + std::to_string(p.number)},
+      {"html_url", "https://git.example.com/acme/shop/pulls/" + std::to_string(p.number)},
+      {"title", "SHOP-42"},
+      {"body", ""},
+      {"user", {{"id", 5}, {"login", "orch"}}},
+      {"state", p.state},
+      {"draft", false},
+      {"merged", p.merged},
+      {"merged_at", nullptr},
+      {"merge_commit_sha", nullptr},
+      {"mergeable", true},
+      {"base",
+       {{"label", "main"}, {"ref", "main"}, {"sha", "1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e"}, {"repo_id", 7}}},
       {"head", {{"label", p.head_ref}, {"ref", p.head_ref}, {"sha", p.head_sha}, {"repo_id", 7}}},
-      {"merge_base", "1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e"}, {"requested_reviewers", nlohmann::ordered_json::array()}};
+      {"merge_base", "1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e"},
+      {"requested_reviewers", nlohmann::ordered_json::array()}};
   nlohmann::ordered_json body = nlohmann::ordered_json::object();
   body["action"] = p.review_type ? "reviewed" : p.action;
   body["number"] = p.number;
@@ -181,10 +205,18 @@ inline std::string gitea_pull_request_body(const GiteaPr& p) {
 inline std::string gitea_status_body(const std::string& sha, const std::string& state,
                                      const std::string& context = "ci/build") {
   nlohmann::ordered_json body = {
-      {"commit", {{"id", sha}, {"message", "Fix parser\n"}, {"url", "https://git.example.com/acme/shop/commit/" + sha}}},
-      {"context", context}, {"created_at", "2026-08-20T08:16:02Z"}, {"description", "Build passed"}, {"id", 1234},
-      {"repository", gitea_repository()}, {"sender", {{"id", 2}, {"login", "ci-bot"}}}, {"sha", sha},
-      {"state", state}, {"target_url", "https://ci.example.com/b/77"}, {"updated_at", "2026-08-20T08:16:02Z"}};
+      {"commit",
+       {{"id", sha}, {"message", "Fix parser\n"}, {"url", "https://git.example.com/acme/shop/commit/" + sha}}},
+      {"context", context},
+      {"created_at", "2026-08-20T08:16:02Z"},
+      {"description", "Build passed"},
+      {"id", 1234},
+      {"repository", gitea_repository()},
+      {"sender", {{"id", 2}, {"login", "ci-bot"}}},
+      {"sha", sha},
+      {"state", state},
+      {"target_url", "https://ci.example.com/b/77"},
+      {"updated_at", "2026-08-20T08:16:02Z"}};
   return go_json_marshal_indent(body);
 }
 
@@ -211,8 +243,8 @@ inline std::string gitea_coarse_event(const std::string& type) {
 inline HeaderList gitea_headers(const std::string& body, const std::string& delivery_id, const std::string& event_type,
                                 const std::string& secret = kGiteaSecret) {
   const std::string sig = orch::testing::hmac_sha256_hex(secret, body);
-  return {{"X-Gitea-Delivery", delivery_id},     {"X-Gitea-Event", gitea_coarse_event(event_type)},
-          {"X-Gitea-Event-Type", event_type},    {"X-Gitea-Signature", sig},
+  return {{"X-Gitea-Delivery", delivery_id},        {"X-Gitea-Event", gitea_coarse_event(event_type)},
+          {"X-Gitea-Event-Type", event_type},       {"X-Gitea-Signature", sig},
           {"X-Hub-Signature-256", "sha256=" + sig}, {"X-Gitea-Hook-Installation-Target-Type", "repository"}};
 }
 

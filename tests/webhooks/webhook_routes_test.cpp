@@ -65,8 +65,8 @@ TEST_CASE("Gitea deliveries are deduplicated by delivery id, X-Hub-Signature-256
   std::erase_if(hub, [](const auto& h) { return h.first == "X-Gitea-Signature"; });
   CHECK(post_to(s.server.port(), "/webhooks/gitea", hub, body).status == 202);
   // A sender older than X-Gitea-Event-Type: the coarse X-Gitea-Event is stored instead.
-  const std::string review = gitea_pull_request_body(GiteaPr{12, "opened", "open", false, "orch/shop-42", kSha,
-                                                             "pull_request_review_approved"});
+  const std::string review = gitea_pull_request_body(
+      GiteaPr{12, "opened", "open", false, "orch/shop-42", kSha, "pull_request_review_approved"});
   HeaderList old = gitea_headers(review, "f3c1a6d2-0000-4000-8000-000000000004", "pull_request_review_approved");
   std::erase_if(old, [](const auto& h) { return h.first == "X-Gitea-Event-Type"; });
   CHECK(post_to(s.server.port(), "/webhooks/gitea", old, review).status == 202);
@@ -95,7 +95,9 @@ TEST_CASE("a missing or invalid signature is refused with 401 and leaves no trac
   HeaderList wrong = gitea_headers(gbody, "g-2", "status", "not the secret");
   CHECK(post_to(s.server.port(), "/webhooks/gitea", wrong, gbody).status == 401);
   // What Gitea sends for a hook without a secret: empty signature, bare "sha256=".
-  HeaderList empty = {{"X-Gitea-Delivery", "g-3"}, {"X-Gitea-Event-Type", "status"}, {"X-Gitea-Signature", ""},
+  HeaderList empty = {{"X-Gitea-Delivery", "g-3"},
+                      {"X-Gitea-Event-Type", "status"},
+                      {"X-Gitea-Signature", ""},
                       {"X-Hub-Signature-256", "sha256="}};
   CHECK(post_to(s.server.port(), "/webhooks/gitea", empty, gbody).status == 401);
   check_nothing_written(s);
@@ -162,7 +164,8 @@ TEST_CASE("a source without a secret is refused with 503 unless unsigned webhook
   WebhookSecrets none;  // no secrets at all
   {
     WebhookStack s(none);
-    CHECK(s.f.log.contains("warning webhooks: plane webhooks are refused (503) until ORCH_PLANE_WEBHOOK_SECRET is set"));
+    CHECK(
+        s.f.log.contains("warning webhooks: plane webhooks are refused (503) until ORCH_PLANE_WEBHOOK_SECRET is set"));
     const std::string body = plane_issue_body(PlaneHook{});
     Reply r = s.plane(body, "p-1");
     CHECK(r.status == 503);
@@ -366,7 +369,8 @@ struct CommitLog final : Telemetry {
   std::vector<std::pair<std::size_t, double>> commits;
 };
 
-TEST_CASE("the same start event delivered 50 times at once, under different ids and bodies, makes one task and one job") {
+TEST_CASE(
+    "the same start event delivered 50 times at once, under different ids and bodies, makes one task and one job") {
   CommitLog commit_log;
   WebhookRouteOptions options;
   options.telemetry = &commit_log;
@@ -401,10 +405,12 @@ TEST_CASE("the same start event delivered 50 times at once, under different ids 
     }
     CHECK(written == 50);
   }
-  CHECK(eventually([&] {
-    auto c = s.f.store->inbox_counts().value();
-    return c.handled == 50 && c.pending == 0;
-  }, 20s));
+  CHECK(eventually(
+      [&] {
+        auto c = s.f.store->inbox_counts().value();
+        return c.handled == 50 && c.pending == 0;
+      },
+      20s));
   s.processor.stop();
   CHECK(s.f.store->count_tasks().value() == 1);
   auto task = s.task_of(PlaneHook{}.work_item_id);
@@ -457,7 +463,8 @@ TEST_CASE("the route files a delivery under its project's lane, the same lane fo
   CHECK(w.delivery("p-2").lane == "plane:0c0c0c0c-0000-4000-8000-000000000000");
   // A nested object named like the field does not confuse the scan: only the top-level data.project counts.
   const std::string tricky = R"({"event":"issue","x":{"data":{"project":"wrong"}},"data":{"state":{"project":"no"},)"
-                             R"("project":")" + kPlaneProjectId + R"("}})";
+                             R"("project":")" +
+                             kPlaneProjectId + R"("}})";
   REQUIRE(w.plane(tricky, "p-3").status == 202);
   CHECK(w.delivery("p-3").lane == "project:shop");
   // No project named at all: the lane says so rather than guessing.
@@ -471,8 +478,10 @@ std::string go_query_escape(const std::string& s) {
   static const char* kHex = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
-    else if (c == ' ') out += '+';
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~')
+      out += static_cast<char>(c);
+    else if (c == ' ')
+      out += '+';
     else {
       out += '%';
       out += kHex[c >> 4];

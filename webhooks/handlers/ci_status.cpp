@@ -82,8 +82,10 @@ Result<HandleOutcome> Handlers::handle_ci_status(const ProjectSpec& project, con
   if (!tasks.ok()) return tasks.status();
   if (tasks.value().size() != 1) {
     std::string why = tasks.value().empty()
-                          ? what + " resolves to no task: no recorded branch head, no open pull request with that "
-                                   "head, and no task waiting in a CI-gated stage of " + project.name
+                          ? what +
+                                " resolves to no task: no recorded branch head, no open pull request with that "
+                                "head, and no task waiting in a CI-gated stage of " +
+                                project.name
                           : what + " is ambiguous: " + std::to_string(tasks.value().size()) + " tasks (" +
                                 keys_of(tasks.value()) + ") through " + route;
     log_.info("ci status: {}", why);
@@ -98,8 +100,7 @@ Result<HandleOutcome> Handlers::handle_ci_status(const ProjectSpec& project, con
   }
   // orch's own status (a blocked task's `failure`) is not CI: saying it again in Plane would be an echo.
   if ((state == "failure" || state == "error") && context != kPipelineStatusContext)
-    if (Status s = write_back_.ci_failed(task, sha, context, state, target_url); !s.ok())
-      return s;
+    if (Status s = write_back_.ci_failed(task, sha, context, state, target_url); !s.ok()) return s;
   return look_again(task, cause, what + " for " + task.work_item_key + " via " + route);
 }
 

@@ -33,8 +33,7 @@ Result<HandleOutcome> Dispatcher::plane(const DeliveryRow& d) {
   const ProjectSpec* project = config_.find_project_by_plane_id(e.item.project_id);
   if (!project) return HandleOutcome::ignored("unknown plane project " + e.item.project_id);
   if (is_echo(e.actor_id)) return HandleOutcome::ignored("our own write (orch's Plane change coming back)");
-  if (!e.may_change_state())
-    return HandleOutcome::ignored("plane field '" + e.field + "' changed, not the state");
+  if (!e.may_change_state()) return HandleOutcome::ignored("plane field '" + e.field + "' changed, not the state");
   return handlers_.handle_tracker_state(*project, e.item, Cause::kWebhook);
 }
 
@@ -70,8 +69,7 @@ Result<HandleOutcome> Dispatcher::gitea(const DeliveryRow& d) {
       return handlers_.handle_ci_status(*project, s.value().sha, s.value().state, s.value().context, Cause::kWebhook,
                                         s.value().target_url);
     }
-    case GiteaEvent::kOther:
-      break;
+    case GiteaEvent::kOther: break;
   }
   return HandleOutcome::ignored("gitea event '" + d.event + "' is not handled");
 }

@@ -45,8 +45,7 @@ Status Handlers::record_tracker_state(const TaskRow& task, const std::string& st
 
 Result<HandleOutcome> Handlers::look_again(const TaskRow& task, Cause cause, const std::string& why) {
   if (engine_.pipeline().is_terminal(task.stage)) return HandleOutcome::noop(task.id, why + "; task is done");
-  if (is_human(task.stage))
-    return HandleOutcome::noop(task.id, why + "; " + task.stage + " waits for a human verdict");
+  if (is_human(task.stage)) return HandleOutcome::noop(task.id, why + "; " + task.stage + " waits for a human verdict");
   auto gate = engine_.advance_if_gate_passed(task.id, cause);
   if (!gate.ok()) {
     // Someone else moved the task between our read and our write: they did the work.
@@ -55,8 +54,8 @@ Result<HandleOutcome> Handlers::look_again(const TaskRow& task, Cause cause, con
   }
   const GateAdvance& g = gate.value();
   if (g.advanced)
-    return HandleOutcome::changed(task.id, task.work_item_key + " " + task.stage + " -> " + g.task.stage + " (" +
-                                               g.gate.why + ")");
+    return HandleOutcome::changed(
+        task.id, task.work_item_key + " " + task.stage + " -> " + g.task.stage + " (" + g.gate.why + ")");
   return HandleOutcome::noop(task.id, why + "; " + task.work_item_key + " stays in " + task.stage + ": " + g.gate.why);
 }
 
@@ -64,14 +63,10 @@ Result<HandleOutcome> Handlers::handle_tracker_state(const ProjectSpec& project,
   auto state = tracker_.classify_state(project, item.state_id);
   if (!state.ok()) return state.status();
   switch (state.value()) {
-    case TrackerState::kInProgress:
-      return handle_status_start(project, item, cause);
-    case TrackerState::kApproved:
-      return handle_verdict(project, item, true, "", cause);
-    case TrackerState::kRejected:
-      return handle_verdict(project, item, false, "rejected in Plane", cause);
-    case TrackerState::kOther:
-      break;
+    case TrackerState::kInProgress: return handle_status_start(project, item, cause);
+    case TrackerState::kApproved: return handle_verdict(project, item, true, "", cause);
+    case TrackerState::kRejected: return handle_verdict(project, item, false, "rejected in Plane", cause);
+    case TrackerState::kOther: break;
   }
   auto found = store_.find_task_by_work_item(item.id);
   if (!found.ok()) return found.status();

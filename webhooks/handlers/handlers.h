@@ -41,8 +41,14 @@ class Handlers {
   // `write_back` stores what a red CI and a review verdict tell the people in Plane (docs/adr/0013).
   Handlers(TaskStore& store, StageEngine& engine, Tracker& tracker, CodeHost& code_host, const Config& config,
            const Clock& clock, spdlog::logger& log, WriteBack& write_back = WriteBack::off())
-      : store_(store), engine_(engine), tracker_(tracker), code_host_(code_host), config_(config), clock_(clock),
-        log_(log), write_back_(write_back) {}
+      : store_(store),
+        engine_(engine),
+        tracker_(tracker),
+        code_host_(code_host),
+        config_(config),
+        clock_(clock),
+        log_(log),
+        write_back_(write_back) {}
 
   // ---- Plane ----
 
@@ -80,8 +86,8 @@ class Handlers {
   // A review: approved -> record, then advance_if_gate_passed; changes requested -> record, then the stage's
   // on_changes_requested edge when it declares one (else advance_if_gate_passed, which stays red).
   // The verdict is said in Plane, with the reviewer's login.
-  Result<HandleOutcome> handle_review(const ProjectSpec& project, const PullRequestInfo& pr, bool approved,
-                                      Cause cause, const std::string& reviewer = "");
+  Result<HandleOutcome> handle_review(const ProjectSpec& project, const PullRequestInfo& pr, bool approved, Cause cause,
+                                      const std::string& reviewer = "");
 
   // A push to a branch: records the branch head (and the head sha of the branch's task).
   Result<HandleOutcome> handle_push(const ProjectSpec& project, const std::string& branch, const std::string& sha,
@@ -90,7 +96,8 @@ class Handlers {
  private:
   Result<std::optional<TaskRow>> task_for_branch(const ProjectSpec& project, const PullRequestInfo& pr);
   Result<std::vector<TaskRow>> tasks_for_sha(const ProjectSpec& project, const std::string& sha, std::string& route);
-  // advance_if_gate_passed, except for human stages (only a tracker verdict moves those: human gates stay human, docs/design.md invariant 8).
+  // advance_if_gate_passed, except for human stages (only a tracker verdict moves those: human gates stay human,
+  // docs/design.md invariant 8).
   Result<HandleOutcome> look_again(const TaskRow& task, Cause cause, const std::string& why);
   Status record_tracker_state(const TaskRow& task, const std::string& state_id);
   bool is_human(const std::string& stage) const;

@@ -62,8 +62,8 @@ Result<HandleOutcome> Handlers::handle_review(const ProjectSpec& project, const 
                                               Cause cause, const std::string& reviewer) {
   auto task = task_for_branch(project, pr);
   if (!task.ok()) return task.status();
-  const std::string what = std::string(approved ? "approving" : "changes-requested") + " review of pr #" +
-                           std::to_string(pr.number);
+  const std::string what =
+      std::string(approved ? "approving" : "changes-requested") + " review of pr #" + std::to_string(pr.number);
   if (!task.value()) return HandleOutcome::ignored(what + ": no task for branch " + pr.head_ref);
   const TaskRow& t = *task.value();
   TaskFacts facts;
@@ -79,8 +79,8 @@ Result<HandleOutcome> Handlers::handle_review(const ProjectSpec& project, const 
   if (Status s = write_back_.review_verdict(t, pr.number, approved, reviewer); !s.ok()) return s;
   if (!approved && engine_.pipeline().rollback_target(t.stage, Rollback::kChangesRequested)) {
     // The reviewer's text stays on Gitea (the agent can read it there): the reason names only the PR.
-    auto back = engine_.rollback(t.id, Rollback::kChangesRequested, cause, "changes requested in review of pr #" +
-                                 std::to_string(pr.number), t.stage);
+    auto back = engine_.rollback(t.id, Rollback::kChangesRequested, cause,
+                                 "changes requested in review of pr #" + std::to_string(pr.number), t.stage);
     if (!back.ok()) {
       if (back.status().code == Code::kConflict)
         return HandleOutcome::noop(t.id, t.work_item_key + " moved meanwhile: " + back.status().message);
@@ -104,8 +104,8 @@ Result<HandleOutcome> Handlers::handle_push(const ProjectSpec& project, const st
     facts.head_sha = sha;
     if (Status s = store_.record_facts(task.value()->id, facts, clock_.now()); !s.ok()) return s;
   }
-  return HandleOutcome::noop(task.value()->id, task.value()->work_item_key + " branch " + branch + " at " +
-                                                   sha.substr(0, 7));
+  return HandleOutcome::noop(task.value()->id,
+                             task.value()->work_item_key + " branch " + branch + " at " + sha.substr(0, 7));
 }
 
 }  // namespace orch

@@ -15,7 +15,8 @@ Result<HandleOutcome> Handlers::handle_verdict(const ProjectSpec& project, const
   const char* verdict = approved ? "approval" : "rejection";
   auto found = store_.find_task_by_work_item(item.id);
   if (!found.ok()) return found.status();
-  if (!found.value()) return HandleOutcome::ignored(std::string(verdict) + " for work item " + item.id + " with no task");
+  if (!found.value())
+    return HandleOutcome::ignored(std::string(verdict) + " for work item " + item.id + " with no task");
   const TaskRow& task = *found.value();
   if (task.project != project.name)
     return HandleOutcome::ignored(task.work_item_key + " belongs to project " + task.project, task.id);
@@ -23,9 +24,9 @@ Result<HandleOutcome> Handlers::handle_verdict(const ProjectSpec& project, const
   if (!is_human(task.stage)) {
     log_.info("verdict: {} of {} ignored: {} is not a human stage", verdict, task.work_item_key, task.stage);
     if (Status s = record_tracker_state(task, item.state_id); !s.ok()) return s;
-    return HandleOutcome::ignored(std::string(verdict) + " ignored: " + task.work_item_key + " is in " + task.stage +
-                                      ", not a human stage",
-                                  task.id);
+    return HandleOutcome::ignored(
+        std::string(verdict) + " ignored: " + task.work_item_key + " is in " + task.stage + ", not a human stage",
+        task.id);
   }
   if (!item.state_id.empty() && task.tracker_state == item.state_id)
     return HandleOutcome::noop(task.id, std::string(verdict) + " of " + task.work_item_key + " already applied");
