@@ -70,6 +70,7 @@ WebhookRouteOptions route_options(const Settings& s, Telemetry& telemetry) {
 
 WorkerOptions worker_options(const Settings& s, Telemetry& telemetry) {
   WorkerOptions o = worker_options_from(s.config.jobs);
+  o.limits = job_limits(s.config);
   o.telemetry = &telemetry;
   o.replica_id = s.replica_id;
   return o;

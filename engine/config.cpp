@@ -321,9 +321,12 @@ JobsSpec read_jobs(Reader& r, const toml::value& root) {
   const toml::value* t = r.table(root, "jobs", "'jobs'");
   if (!t) return s;
   const std::string where = "[jobs]";
-  r.check_keys(*t, {"workers", "heartbeat_stale", "dispatch_timeout", "queued_ttl", "sweep_batch", "step_attempts"},
-               where);
+  r.check_keys(
+      *t,
+      {"workers", "max_running", "heartbeat_stale", "dispatch_timeout", "queued_ttl", "sweep_batch", "step_attempts"},
+      where);
   s.workers = r.small_int_or(*t, "workers", where, s.workers, 1);
+  s.max_running = r.small_int_or(*t, "max_running", where, s.max_running, 1);
   s.heartbeat_stale = r.duration_or(*t, "heartbeat_stale", where, s.heartbeat_stale);
   s.dispatch_timeout = r.duration_or(*t, "dispatch_timeout", where, s.dispatch_timeout);
   s.queued_ttl = r.duration_or(*t, "queued_ttl", where, s.queued_ttl);
@@ -366,9 +369,10 @@ std::vector<ProjectSpec> read_projects(Reader& r, const toml::value& root) {
   for (std::size_t i = 0; i < entries.size() && !r.failed(); ++i) {
     const toml::value& t = *entries[i];
     const std::string where = entry_where("projects", t, i);
-    r.check_keys(
-        t, {"name", "gitea_repo", "clone_url", "default_branch", "plane_workspace", "plane_project_id", "plane_states"},
-        where);
+    r.check_keys(t,
+                 {"name", "gitea_repo", "clone_url", "default_branch", "plane_workspace", "plane_project_id",
+                  "plane_states", "max_running"},
+                 where);
     ProjectSpec p;
     p.name = r.string_or(t, "name", where, "");
     p.gitea_repo = r.string_or(t, "gitea_repo", where, "");
@@ -376,6 +380,7 @@ std::vector<ProjectSpec> read_projects(Reader& r, const toml::value& root) {
     p.default_branch = r.string_or(t, "default_branch", where, p.default_branch);
     p.plane_workspace = r.string_or(t, "plane_workspace", where, "");
     p.plane_project_id = r.string_or(t, "plane_project_id", where, "");
+    p.max_running = r.small_int_or(t, "max_running", where, p.max_running, 1);
     if (r.failed()) break;
     for (const char* required : {"name", "gitea_repo", "plane_workspace", "plane_project_id"}) {
       if (!Reader::find(t, required)) r.fail(t, where + " is missing " + in_quotes(required));
@@ -432,7 +437,7 @@ std::map<std::string, AgentSpec> read_agents(Reader& r, const toml::value& root,
       break;
     }
     const toml::value& a = *value;
-    r.check_keys(a, {"argv", "timeout", "max_attempts", "env"}, where);
+    r.check_keys(a, {"argv", "timeout", "max_attempts", "max_running", "env"}, where);
     AgentSpec spec;
     spec.name = name;
     spec.argv = r.strings(a, "argv", where);
@@ -444,6 +449,7 @@ std::map<std::string, AgentSpec> read_agents(Reader& r, const toml::value& root,
     if (!spec.argv.empty()) spec.argv[0] = resolve_program(spec.argv[0], base_dir);
     spec.timeout = r.duration_or(a, "timeout", where, spec.timeout);
     spec.max_attempts = r.small_int_or(a, "max_attempts", where, spec.max_attempts, 1);
+    spec.max_running = r.small_int_or(a, "max_running", where, spec.max_running, 1);
     if (const toml::value* env = r.table(a, "env", "'env' in " + where)) {
       for (const auto& [key, v] : env->as_table()) {
         if (r.failed()) break;
@@ -823,6 +829,16 @@ Result<Config> load_config(const std::string& path) {
   text << in.rdbuf();
   if (in.bad()) return invalid("cannot read " + path + ": " + std::strerror(errno));
   return parse_config(text.str(), path);
+}
+
+JobLimits job_limits(const Config& config) {
+  JobLimits limits;
+  limits.max_running = config.jobs.max_running;
+  for (const ProjectSpec& p : config.projects)
+    if (p.max_running > 0) limits.per_project[p.name] = p.max_running;
+  for (const auto& [name, agent] : config.agents)
+    if (agent.max_running > 0) limits.per_agent[name] = agent.max_running;
+  return limits;
 }
 
 }  // namespace orch

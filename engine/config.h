@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/model.h"
 #include "engine/status.h"
 
 namespace orch {
@@ -29,6 +30,7 @@ struct AgentSpec {
   std::vector<std::string> argv;
   std::chrono::seconds timeout{std::chrono::minutes(30)};
   int max_attempts = 3;
+  int max_running = 0;  // jobs of this agent running at once, in every process sharing the store; 0 = no limit
   std::map<std::string, std::string> env;
 };
 
@@ -64,6 +66,7 @@ struct ProjectSpec {
   std::string plane_workspace;
   std::string plane_project_id;
   PlaneStateNames plane_states;
+  int max_running = 0;  // jobs of this project running at once, in every process sharing the store; 0 = no limit
 };
 
 // [server] max_body_bytes when unset: 16 MiB. A Plane work-item webhook carries the description three times
@@ -88,6 +91,8 @@ struct ReconcilerSpec {
 
 struct JobsSpec {
   int workers = 2;
+  // Jobs running at once in every process sharing the store (replicas, runners); 0 = no limit but the workers.
+  int max_running = 0;
   std::chrono::seconds heartbeat_stale{150};
   std::chrono::seconds dispatch_timeout{std::chrono::minutes(5)};
   std::chrono::seconds queued_ttl{std::chrono::hours(2)};
@@ -137,6 +142,9 @@ struct PlaneStateRef {
 };
 // In config order: per project, the stages' plane_state in stage order, then done_state.
 std::vector<PlaneStateRef> plane_state_refs(const Config& config);
+
+// The `max_running` limits of [jobs], each project and each agent, as the job claim enforces them.
+JobLimits job_limits(const Config& config);
 
 // Parses and validates; every error names the file and line: "orch.toml:12: unknown key 'gaet' in [[stages]]".
 Result<Config> parse_config(const std::string& text, const std::string& filename);

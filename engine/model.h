@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -129,6 +130,16 @@ struct JobRow {
   std::string step;
   int step_attempts = 0;   // failed tries of `step`; 0 when it has just begun
   std::string step_error;  // the last failed try's error, "" if none
+};
+
+// How many jobs may run at once, counted over every process that shares the store (replicas, runners): in all
+// (`[jobs] max_running`), per project (`[[projects]] max_running`) and per agent (`[agents.X] max_running`).
+// 0 or absent = no limit. The claim enforces them (JobStore::claim_job), so they hold across processes.
+struct JobLimits {
+  int max_running = 0;
+  std::map<std::string, int> per_project;
+  std::map<std::string, int> per_agent;
+  bool any() const { return max_running > 0 || !per_project.empty() || !per_agent.empty(); }
 };
 
 // (task_id, visit, attempt) is unique: enqueueing the first attempt of the current visit twice, by a replay or

@@ -78,8 +78,16 @@ struct JobStore {
   virtual ~JobStore() = default;
   // Idempotent: (task, visit, attempt) is unique, so enqueueing an existing one returns nullopt and changes nothing.
   virtual Result<std::optional<JobRow>> enqueue_job(const NewJob& job, TimePoint now) = 0;
-  // Atomically moves the oldest claimable queued job (run_after <= now) to running for `worker`.
-  virtual Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now) = 0;
+  // Atomically moves a claimable queued job (run_after <= now) to running for `worker`, within `limits` (counted over
+  // every running job in the store, whoever claimed it): a job whose project or agent is at its limit, or any job
+  // when the store is at the overall limit, stays queued. Fair between projects: the due job of the project with the
+  // fewest running jobs goes first, the oldest (run_after, id) among equals, so one project's backlog cannot starve
+  // another's (docs/adr/0018).
+  virtual Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now,
+                                                  const JobLimits& limits) = 0;
+  Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now) {
+    return claim_job(worker, now, JobLimits{});
+  }
   virtual Status heartbeat_job(JobId id, TimePoint now) = 0;
   // Only a running job finishes; kConflict if the sweeper (or anyone) already finished it.
   virtual Status finish_job(JobId id, JobStatus status, const std::string& error, TimePoint now) = 0;

@@ -60,7 +60,8 @@ inline JobReporter& no_reporter() {
 inline constexpr int kExitRequestChanges = 3;
 
 struct WorkerOptions {
-  int workers = 2;  // JobsSpec::workers
+  int workers = 2;   // JobsSpec::workers
+  JobLimits limits;  // the max_running limits every claim respects (job_limits(config)); none by default
   // Heartbeats must come well inside JobsSpec::heartbeat_stale (150 s by default), or the sweeper fails the job.
   Millis heartbeat_interval{std::chrono::seconds(10)};
   // An idle worker claims again this often without a poke: jobs enqueued by other processes, backoffs coming due.

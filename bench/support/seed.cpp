@@ -29,7 +29,8 @@ Seeder::Seeder(const std::string& path) {
   job_ = std::make_unique<SQLite::Statement>(
       *db_,
       "INSERT INTO jobs (task_id, visit, stage, agent, status, attempt, created_at, run_after, started_at, "
-      "heartbeat_at, finished_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)");
+      "heartbeat_at, finished_at, project) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, "
+      "(SELECT project FROM tasks WHERE id = ?1))");
   head_ = std::make_unique<SQLite::Statement>(
       *db_, "INSERT OR REPLACE INTO branch_heads (repo, branch, sha, updated_at) VALUES (?, ?, ?, ?)");
 }

@@ -174,6 +174,13 @@ ALTER TABLE notifications ADD COLUMN channel TEXT NOT NULL DEFAULT 'telegram';
 ALTER TABLE notifications ADD COLUMN lane TEXT NOT NULL DEFAULT '';
 CREATE INDEX notifications_lane ON notifications (channel, lane, id) WHERE status = 'pending';
 )sql",
+    // 7: fair, limited job claims (docs/adr/0018). A job carries its task's project, so that the claim finds each
+    // project's oldest due job by an index seek and counts the running jobs per project without a join.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN project TEXT NOT NULL DEFAULT '';
+UPDATE jobs SET project = tasks.project FROM tasks WHERE tasks.id = jobs.task_id;
+CREATE INDEX jobs_status_project ON jobs (status, project, run_after, id);
+)sql",
 };
 static_assert(std::size(kMigrations) == PgStore::kSchemaVersion, "one migration per schema version");
 

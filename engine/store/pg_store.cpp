@@ -42,6 +42,7 @@ namespace {
 
 // Advisory lock keys (one 64-bit key each): 'orch' in the high half. pg_leader.h uses ...0001, pg_schema.cpp ...0002.
 constexpr std::int64_t kClaimDeliveryLockKey = 0x6f72636800000003LL;
+constexpr std::int64_t kClaimJobLockKey = 0x6f72636800000004LL;
 // The two-int4 advisory lock space of the inbox dedup keys (a different lock space from the 64-bit keys).
 constexpr std::int32_t kInboxLockClass = 0x6f726368;  // 'orch'
 
@@ -113,11 +114,32 @@ struct Dialect<PgConn> {
 
   // SKIP LOCKED: racing claimers (threads or replicas) each lock a different queued job instead of queueing on
   // the same one; a row another claimer just took is re-checked on its new version and no longer matches.
+  // As SQLite's (the parameters likewise). Runs after serialize_claims: at READ COMMITTED this statement's snapshot
+  // already holds every claim committed before the lock was granted, so the counts are exact.
   static constexpr const char* kClaimJob =
-      "UPDATE jobs SET status = 'running', worker = $1, started_at = $2, heartbeat_at = $2 "
-      "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= $2 "
-      "ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 'queued' "
-      "RETURNING " ORCH_JOB_COLUMNS;
+      "WITH RECURSIVE projects(project) AS (SELECT (SELECT min(project) FROM jobs WHERE status = 'queued') "
+      "UNION ALL SELECT (SELECT min(project) FROM jobs WHERE status = 'queued' AND project > projects.project) "
+      "FROM projects WHERE projects.project IS NOT NULL), "
+      "running AS (SELECT project, agent FROM jobs WHERE status = 'running'), "
+      "by_project AS (SELECT project, count(*) AS n FROM running GROUP BY project), "
+      "by_agent AS (SELECT agent, count(*) AS n FROM running GROUP BY agent), "
+      "total AS (SELECT count(*) AS n FROM running), "
+      "full_agents AS (SELECT ba.agent FROM by_agent ba JOIN jsonb_each_text($5::jsonb) l ON l.key = ba.agent "
+      "WHERE ba.n >= l.value::bigint), "
+      "heads AS (SELECT p.project AS project, (SELECT h.id FROM jobs h WHERE h.status = 'queued' "
+      "AND h.project = p.project AND h.run_after <= $2 AND h.agent NOT IN (SELECT agent FROM full_agents) "
+      "ORDER BY h.run_after, h.id LIMIT 1) AS id FROM projects p WHERE p.project IS NOT NULL), "
+      "pick AS (SELECT j.id FROM heads JOIN jobs j ON j.id = heads.id CROSS JOIN total "
+      "LEFT JOIN by_project bp ON bp.project = heads.project "
+      "WHERE ($3::bigint < 1 OR total.n < $3::bigint) AND coalesce(bp.n, 0) < "
+      "coalesce((SELECT value::bigint FROM jsonb_each_text($4::jsonb) WHERE key = heads.project), "
+      "9223372036854775807) ORDER BY coalesce(bp.n, 0), j.run_after, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED) "
+      "UPDATE jobs SET status = 'running', worker = $1, started_at = $2, heartbeat_at = $2 FROM pick "
+      "WHERE jobs.id = pick.id AND jobs.status = 'queued' RETURNING " ORCH_JOB_COLUMNS_OF("jobs.");
+  // One claim at a time across every replica and runner: two concurrent claims would each count the running jobs
+  // without the other's and could both take the last slot under a limit. Claims are rare (a worker's, when idle or
+  // after a job) and short; the lock is released at commit.
+  static void serialize_claims(PgConn& c) { c.exec("SELECT pg_advisory_xact_lock($1::bigint)", kClaimJobLockKey); }
   // Read-then-write at READ COMMITTED: the row is locked from the read on.
   static constexpr const char* kJobStatusForUpdate = "SELECT status FROM jobs WHERE id = $1 FOR UPDATE";
   // The sweeper rules pick their batch in a MATERIALIZED CTE: locked once, exactly `limit` rows at most, whatever

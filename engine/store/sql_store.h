@@ -48,7 +48,8 @@ class SqlStore : public Store {
 
   // JobStore
   Result<std::optional<JobRow>> enqueue_job(const NewJob& job, TimePoint now) override;
-  Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now) override;
+  using JobStore::claim_job;
+  Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now, const JobLimits& limits) override;
   Status heartbeat_job(JobId id, TimePoint now) override;
   Status finish_job(JobId id, JobStatus status, const std::string& error, TimePoint now) override;
   Status requeue_job(JobId id, TimePoint now) override;

@@ -4,6 +4,8 @@
 //
 // What a Dialect<Conn> states (static members):
 //   kIdleTasks, kRecordFacts, kSaveProject, kClaimJob, kJobStatusForUpdate, kFailStaleRunning, kFailExpiredQueued,
+//   serialize_claims(Conn&): first in claim_job's transaction, so that two claims never both count the same running
+//     jobs under a limit (a no-op where the transaction already holds the only write lock);
 //   kInsertDelivery, kDeliveryStatusForUpdate, kClaimNextMessage, kClaimDueNotifications: its SQL for statements
 //     whose text differs (locking clauses, casts, index hints), with the parameters in the order of the shared one;
 //   kEnqueueReadsFirst: whether enqueue_job first looks for the attempt without a write transaction;
@@ -12,6 +14,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 
@@ -47,6 +52,13 @@ template <class R>
 std::vector<R> sorted_by_id(std::vector<R> rows) {  // RETURNING gives no order
   std::sort(rows.begin(), rows.end(), [](const R& a, const R& b) { return a.id < b.id; });
   return rows;
+}
+
+// A name -> limit map as the JSON object the claim's SQL reads with json_each / jsonb_each_text.
+inline std::string limits_json(const std::map<std::string, int>& limits) {
+  nlohmann::json o = nlohmann::json::object();
+  for (const auto& [name, n] : limits) o[name] = n;
+  return o.dump();
 }
 
 // Why a job-state change matched no row: it is not there, or it is not in the state the change requires.
@@ -315,20 +327,29 @@ Result<std::optional<JobRow>> SqlStore<Conn>::enqueue_job(const NewJob& job, Tim
     if (exists.value()) return std::optional<JobRow>();
   }
   return write("enqueue_job", [&](Conn& c) -> Result<std::optional<JobRow>> {
-    if (!c.one("SELECT id FROM tasks WHERE id = $1", read_int0, job.task_id))
-      return not_found("task " + std::to_string(job.task_id) + " not found");
+    std::optional<std::string> project = c.one("SELECT project FROM tasks WHERE id = $1", read_text0, job.task_id);
+    if (!project) return not_found("task " + std::to_string(job.task_id) + " not found");
     return c.one(
-        "INSERT INTO jobs (task_id, visit, stage, agent, status, attempt, created_at, run_after) "
-        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7) "
+        "INSERT INTO jobs (task_id, visit, stage, agent, status, attempt, created_at, run_after, project) "
+        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8) "
         "ON CONFLICT (task_id, visit, attempt) DO NOTHING RETURNING " ORCH_JOB_COLUMNS,
-        read_job, job.task_id, job.visit, job.stage, job.agent, job.attempt, now, job.run_after);
+        read_job, job.task_id, job.visit, job.stage, job.agent, job.attempt, now, job.run_after, *project);
   });
 }
 
 template <class Conn>
-Result<std::optional<JobRow>> SqlStore<Conn>::claim_job(const std::string& worker, TimePoint now) {
+Result<std::optional<JobRow>> SqlStore<Conn>::claim_job(const std::string& worker, TimePoint now,
+                                                        const JobLimits& limits) {
+  for (const auto* per : {&limits.per_project, &limits.per_agent})
+    for (const auto& [name, n] : *per)
+      if (n < 1)
+        return invalid("claim_job: the max_running of " + name + " must be positive, got " + std::to_string(n));
+  const std::string per_project = sql_store::limits_json(limits.per_project);
+  const std::string per_agent = sql_store::limits_json(limits.per_agent);
+  const std::int64_t max_running = std::max(0, limits.max_running);
   return write("claim_job", [&](Conn& c) -> Result<std::optional<JobRow>> {
-    return c.one(Dialect<Conn>::kClaimJob, read_job, worker, now);
+    Dialect<Conn>::serialize_claims(c);
+    return c.one(Dialect<Conn>::kClaimJob, read_job, worker, now, max_running, per_project, per_agent);
   });
 }
 

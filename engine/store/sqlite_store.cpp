@@ -62,10 +62,32 @@ struct Dialect<SqliteConn> {
       "tracker_horizon = excluded.tracker_horizon, tracker_full_sweep = excluded.tracker_full_sweep";
 
   // `AND status = 'queued'` again in the outer WHERE: the claim holds even if the inner choice were stale.
+  // $3: the overall limit (0: none); $4, $5: {"name": limit} objects per project and per agent. `projects` walks the
+  // distinct projects of the queue by index seeks (a skip scan of jobs_status_project), `heads` seeks each one's
+  // oldest due job whose agent is below its limit; the running jobs are few (the workers of every process). So a
+  // claim costs per project, not per queued job (docs/adr/0018, bench/claim.cpp).
   static constexpr const char* kClaimJob =
-      "UPDATE jobs SET status = 'running', worker = $1, started_at = $2, heartbeat_at = $2 "
-      "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= $2 "
-      "ORDER BY run_after, id LIMIT 1) AND status = 'queued' RETURNING " ORCH_JOB_COLUMNS;
+      "UPDATE jobs SET status = 'running', worker = $1, started_at = $2, heartbeat_at = $2 WHERE id = ("
+      "WITH RECURSIVE projects(project) AS (SELECT (SELECT min(project) FROM jobs WHERE status = 'queued') "
+      "UNION ALL SELECT (SELECT min(project) FROM jobs WHERE status = 'queued' AND project > projects.project) "
+      "FROM projects WHERE projects.project IS NOT NULL), "
+      "running AS (SELECT project, agent FROM jobs WHERE status = 'running'), "
+      "by_project AS (SELECT project, count(*) AS n FROM running GROUP BY project), "
+      "by_agent AS (SELECT agent, count(*) AS n FROM running GROUP BY agent), "
+      "total AS (SELECT count(*) AS n FROM running), "
+      "full_agents AS (SELECT ba.agent FROM by_agent ba JOIN json_each($5) l ON l.key = ba.agent WHERE ba.n >= "
+      "l.value), "
+      "heads AS (SELECT p.project AS project, (SELECT h.id FROM jobs h WHERE h.status = 'queued' "
+      "AND h.project = p.project AND h.run_after <= $2 AND h.agent NOT IN (SELECT agent FROM full_agents) "
+      "ORDER BY h.run_after, h.id LIMIT 1) AS id FROM projects p WHERE p.project IS NOT NULL) "
+      "SELECT j.id FROM heads JOIN jobs j ON j.id = heads.id CROSS JOIN total "
+      "LEFT JOIN by_project bp ON bp.project = heads.project "
+      "WHERE ($3 < 1 OR total.n < $3) AND coalesce(bp.n, 0) < "
+      "coalesce((SELECT value FROM json_each($4) WHERE key = heads.project), 9223372036854775807) "
+      "ORDER BY coalesce(bp.n, 0), j.run_after, j.id LIMIT 1) "
+      "AND status = 'queued' RETURNING " ORCH_JOB_COLUMNS;
+  // BEGIN IMMEDIATE holds the file's only write lock from the start: claims are serial already.
+  static void serialize_claims(SqliteConn&) {}
   // The write lock is held from BEGIN IMMEDIATE: a plain read is already the row the update will change.
   static constexpr const char* kJobStatusForUpdate = "SELECT status FROM jobs WHERE id = $1";
   static constexpr const char* kFailStaleRunning =

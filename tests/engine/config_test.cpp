@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <map>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -375,6 +376,36 @@ TEST_CASE("config: the optional [store] table and explicit values are read") {
   CHECK(c.jobs.workers == 8);
   CHECK(c.jobs.queued_ttl == 24h);
   CHECK(c.jobs.step_attempts == 3);
+}
+
+TEST_CASE("config: max_running is read in [jobs], a project and an agent, and job_limits gathers them") {
+  const Config c = parse_ok(with_pipeline({
+      "[jobs]",
+      "max_running = 4",
+      "[[projects]]",
+      "name = \"shop\"",
+      "gitea_repo = \"acme/shop\"",
+      "plane_workspace = \"acme\"",
+      "plane_project_id = \"p-1\"",
+      "max_running = 2",
+      "[[projects]]",
+      "name = \"docs\"",
+      "gitea_repo = \"acme/docs\"",
+      "plane_workspace = \"acme\"",
+      "plane_project_id = \"p-2\"",
+      "[agents.analyst]",
+      "argv = [\"/bin/true\"]",
+      "max_running = 1",
+  }));
+  const JobLimits limits = job_limits(c);
+  CHECK(limits.max_running == 4);
+  CHECK(limits.per_project == std::map<std::string, int>{{"shop", 2}});   // docs has none
+  CHECK(limits.per_agent == std::map<std::string, int>{{"analyst", 1}});  // dev has none
+  CHECK(job_limits(parse_ok(with_pipeline({}))).any() == false);
+  check_error(with_pipeline({"[jobs]", "max_running = 0"}), 2, "'max_running' in [jobs] must be at least 1, not 0");
+  check_error(with_pipeline({"[agents.a]", "argv = [\"a\"]", "max_running = -2"}), 3,
+              "'max_running' in [agents.a] must be at least 1, not -2");
+  check_error(with_pipeline({"[jobs]", "max_runing = 2"}), 2, "max_running");  // a typo names the key it meant
 }
 
 TEST_CASE("config: relative programs with a slash are resolved against the config file's directory") {

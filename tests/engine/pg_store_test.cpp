@@ -122,14 +122,15 @@ TEST_CASE("pg store: replicas opening a fresh database at the same moment migrat
 TEST_CASE("pg store: a database written by a newer orch is refused, naming both versions") {
   const std::string url = testing::fresh_pg_database();
   open_store(url).reset();
-  PgSql(url).exec("UPDATE orch_schema SET version = 7");
+  const int newer = PgStore::kSchemaVersion + 1;
+  PgSql(url).exec("UPDATE orch_schema SET version = " + std::to_string(newer));
   auto store = PgStore::open(url);
   REQUIRE_FALSE(store.ok());
   CHECK(store.status().code == Code::kInvalid);
-  const std::string expected = "database schema version 7 is newer than this orch (" +
+  const std::string expected = "database schema version " + std::to_string(newer) + " is newer than this orch (" +
                                std::to_string(PgStore::kSchemaVersion) + "); upgrade orch";
   CHECK_MESSAGE(store.status().message.find(expected) != std::string::npos, store.status().message);
-  CHECK(PgStore::schema_version(url).value() == 7);  // and nothing was downgraded
+  CHECK(PgStore::schema_version(url).value() == newer);  // and nothing was downgraded
 }
 
 TEST_CASE("pg store: a connection terminated mid-call fails that call with kUnavailable, and the next call recovers") {

@@ -73,15 +73,16 @@ TEST_CASE("sqlite store: a database written by a newer orch is refused, naming b
   open_store(path).reset();
   {
     SQLite::Database db(path, SQLite::OPEN_READWRITE);
-    db.exec("PRAGMA user_version = 7");
+    db.exec("PRAGMA user_version = " + std::to_string(SqliteStore::kSchemaVersion + 1));
   }
   auto store = SqliteStore::open(path);
   REQUIRE_FALSE(store.ok());
   CHECK(store.status().code == Code::kInvalid);
-  const std::string expected = "database schema version 7 is newer than this orch (" +
-                               std::to_string(SqliteStore::kSchemaVersion) + "); upgrade orch";
+  const std::string expected = "database schema version " + std::to_string(SqliteStore::kSchemaVersion + 1) +
+                               " is newer than this orch (" + std::to_string(SqliteStore::kSchemaVersion) +
+                               "); upgrade orch";
   CHECK_MESSAGE(store.status().message.find(expected) != std::string::npos, store.status().message);
-  CHECK(SqliteStore::schema_version(path).value() == 7);  // and nothing was downgraded
+  CHECK(SqliteStore::schema_version(path).value() == SqliteStore::kSchemaVersion + 1);  // and nothing was downgraded
 }
 
 TEST_CASE("sqlite store: processes racing for the same work items create each exactly once") {

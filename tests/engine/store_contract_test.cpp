@@ -9,6 +9,7 @@
 #include <array>
 #include <atomic>
 #include <barrier>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -479,6 +480,109 @@ TEST_CASE_TEMPLATE("store: claim_job takes the oldest due job, and a job finishe
     CHECK(store->requeue_job(earlier.id, clock.now()).code == Code::kConflict);
     CHECK(store->claim_job("200/1", clock.now()).value()->id == now.id);
   }
+}
+
+// A task of `project` (its key unique across projects) and one queued job of `agent` for it, due at `at`.
+JobRow queued_job(Store& store, const std::string& project, const std::string& id, const std::string& agent,
+                  TimePoint at) {
+  NewTask t = new_task(project + "-" + id);
+  t.project = project;
+  auto claim = store.create_task_atomic(t, at);
+  REQUIRE_MESSAGE(claim.ok(), claim.status().message);
+  auto row = store.enqueue_job(NewJob{claim->task.id, 1, "analysis", agent, 1, at}, at);
+  REQUIRE_MESSAGE(row.ok(), row.status().message);
+  REQUIRE(row->has_value());
+  return *row.value();
+}
+
+// The job claim_job hands out under `limits`, or 0 for none.
+JobId claim_under(Store& store, const JobLimits& limits, TimePoint now) {
+  auto job = store.claim_job("w/1", now, limits);
+  REQUIRE_MESSAGE(job.ok(), job.status().message);
+  return job.value() ? job.value()->id : 0;
+}
+
+TEST_CASE_TEMPLATE("store: claim_job keeps a job queued while the store, its project or its agent is at max_running", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  const TimePoint t0 = clock.now();
+  JobRow shop1 = queued_job(*store, "shop", "1", "analyst", t0);
+  JobRow shop2 = queued_job(*store, "shop", "2", "analyst", t0 + 1s);
+  JobRow docs1 = queued_job(*store, "docs", "1", "developer", t0 + 2s);
+  JobRow docs2 = queued_job(*store, "docs", "2", "analyst", t0 + 3s);
+  clock.advance(10s);
+
+  SUBCASE("overall") {
+    JobLimits limits;
+    limits.max_running = 2;
+    CHECK(claim_under(*store, limits, clock.now()) == shop1.id);
+    CHECK(claim_under(*store, limits, clock.now()) == docs1.id);  // docs runs nothing yet: it goes first
+    CHECK(claim_under(*store, limits, clock.now()) == 0);
+    REQUIRE(store->finish_job(shop1.id, JobStatus::kSucceeded, "", clock.now()).ok());
+    CHECK(claim_under(*store, limits, clock.now()) == shop2.id);
+    CHECK(claim_under(*store, limits, clock.now()) == 0);
+    CHECK(store->find_job(docs2.id).value()->status == JobStatus::kQueued);
+  }
+  SUBCASE("per project") {
+    JobLimits limits;
+    limits.per_project["shop"] = 1;
+    CHECK(claim_under(*store, limits, clock.now()) == shop1.id);
+    CHECK(claim_under(*store, limits, clock.now()) == docs1.id);
+    CHECK(claim_under(*store, limits, clock.now()) == docs2.id);  // docs has no limit; shop2 waits
+    CHECK(claim_under(*store, limits, clock.now()) == 0);
+    REQUIRE(store->requeue_job(shop1.id, clock.now()).ok());      // a requeued job frees its slot too
+    CHECK(claim_under(*store, limits, clock.now()) == shop2.id);  // shop's oldest due job: shop1 is due only now
+    CHECK(claim_under(*store, limits, clock.now()) == 0);
+    CHECK(store->find_job(shop1.id).value()->status == JobStatus::kQueued);
+  }
+  SUBCASE("per agent") {
+    JobLimits limits;
+    limits.per_agent["analyst"] = 1;
+    CHECK(claim_under(*store, limits, clock.now()) == shop1.id);
+    CHECK(claim_under(*store, limits, clock.now()) == docs1.id);  // the developer is not the analyst
+    CHECK(claim_under(*store, limits, clock.now()) == 0);
+    REQUIRE(store->finish_job(shop1.id, JobStatus::kFailed, "exit 1", clock.now()).ok());
+    CHECK(claim_under(*store, limits, clock.now()) == shop2.id);  // docs runs one, shop none: shop's turn
+  }
+  SUBCASE("a limit below one is refused, not read as none") {
+    JobLimits limits;
+    limits.per_agent["analyst"] = 0;
+    CHECK(store->claim_job("w/1", clock.now(), limits).status().code == Code::kInvalid);
+    CHECK(store->find_job(shop1.id).value()->status == JobStatus::kQueued);
+  }
+}
+
+TEST_CASE_TEMPLATE("store: claims are fair between projects: 2 queued jobs start within one slot of a backlog of 50", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  std::set<JobId> small;
+  for (int i = 0; i < 50; ++i) queued_job(*store, "big", std::to_string(i), "analyst", clock.now() + i * 1s);
+  for (int i = 0; i < 2; ++i)
+    small.insert(queued_job(*store, "small", std::to_string(i), "analyst", clock.now() + 60s + i * 1s).id);
+  clock.advance(2min);
+  JobLimits limits;
+  limits.max_running = 2;
+  // Two slots; each time a slot frees, the next claim fills it. Oldest-first would start the small project's jobs
+  // after the 50; fair claims start one in each of the first two slots that free.
+  std::vector<JobId> order;
+  std::vector<JobId> running;
+  for (int round = 0; round < 6; ++round) {
+    while (JobId id = claim_under(*store, limits, clock.now())) {
+      order.push_back(id);
+      running.push_back(id);
+    }
+    CHECK(running.size() == 2);
+    REQUIRE(store->finish_job(running.front(), JobStatus::kSucceeded, "", clock.now()).ok());
+    running.erase(running.begin());
+  }
+  REQUIRE(order.size() >= 4);
+  CHECK(small.count(order[1]) == 1);                          // the second slot goes to the small project at once
+  CHECK(small.count(order[3]) + small.count(order[2]) == 1);  // and its second job within one more slot
+  CHECK(std::count_if(order.begin(), order.end(), [&](JobId id) { return small.count(id) == 1; }) == 2);
 }
 
 TEST_CASE_TEMPLATE("store: 8 threads claiming 200 jobs claim each exactly once", B, SqliteBackend, PgBackend) {
@@ -1192,6 +1296,75 @@ TEST_CASE_TEMPLATE("store: claimers on several stores never get one job twice", 
   CHECK(seen.size() == kJobs);
   CHECK(std::set<JobId>(seen.begin(), seen.end()) == all);
   CHECK(stores[0]->jobs_with_status(JobStatus::kRunning, 1000).value().size() == kJobs);
+}
+
+TEST_CASE_TEMPLATE("store: claimers on several stores never run more jobs than max_running allows", B, SqliteBackend,
+                   PgBackend) {
+  B backend;
+  auto stores = open_stores(backend);
+  constexpr int kThreads = 8;
+  constexpr int kJobs = 60;
+  for (int i = 0; i < kJobs; ++i)
+    queued_job(*stores[0], i % 3 == 0 ? "docs" : "shop", std::to_string(i), i % 2 ? "developer" : "analyst",
+               kMonday9am);
+  JobLimits limits;
+  limits.max_running = 3;
+  limits.per_project["shop"] = 2;
+  std::map<JobId, std::string> project_of;
+  for (const auto& row : stores[0]->jobs_with_status(JobStatus::kQueued, 1000).value())
+    project_of[row.id] = task_of(*stores[0], row.task_id).project;
+  // Each worker holds up to two jobs, so the store is at its limits most of the time and the claims race at the
+  // boundary; after each claim the worker reads what the store has running, which must never pass a limit.
+  std::atomic<int> most{0}, most_shop{0}, done{0};
+  ThreadErrors errors;
+  std::barrier start(kThreads);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        Store& store = *stores[t % kStores];
+        std::deque<JobId> held;
+        start.arrive_and_wait();
+        while (done.load() < kJobs && !errors.any()) {
+          auto job = store.claim_job("w/" + std::to_string(t), kMonday9am, limits);
+          if (!job.ok()) {
+            errors.add("claim_job", job.status());
+            return;
+          }
+          if (job->has_value()) {
+            held.push_back(job.value()->id);
+            auto running = store.jobs_with_status(JobStatus::kRunning, 1000);
+            if (!running.ok()) {
+              errors.add("jobs_with_status", running.status());
+              return;
+            }
+            int all = 0, shop = 0;
+            for (const JobRow& r : running.value()) {
+              ++all;
+              if (project_of.at(r.id) == "shop") ++shop;
+            }
+            for (auto [seen, n] : {std::pair{&most, all}, std::pair{&most_shop, shop}}) {
+              int prev = seen->load();
+              while (n > prev && !seen->compare_exchange_weak(prev, n)) {
+              }
+            }
+          }
+          if (held.size() >= 2 || (!job->has_value() && !held.empty())) {
+            Status finished = store.finish_job(held.front(), JobStatus::kSucceeded, "", kMonday9am);
+            if (!finished.ok()) errors.add("finish_job", finished);
+            held.pop_front();
+            ++done;
+          }
+        }
+      });
+    }
+  }
+  CHECK_MESSAGE(!errors.any(), errors.summary());
+  CHECK(done.load() == kJobs);
+  CHECK(most.load() <= 3);
+  CHECK(most_shop.load() <= 2);
+  CHECK(most.load() >= 2);  // the workers did overlap: the limits were reached, not idle
+  CHECK(stores[0]->jobs_with_status(JobStatus::kSucceeded, 1000).value().size() == kJobs);
 }
 
 TEST_CASE_TEMPLATE("store: concurrent claimers never get one delivery twice nor two of one lane at once", B,
