@@ -119,8 +119,9 @@ int cmd_status(const CommonOptions& common, bool json) {
     observed = std::make_unique<ObservedLeadership>(settings.value().replica_id, leader.ok() ? leader.value() : "");
   }
   SoleReplica sole(settings.value().replica_id);
+  const Pipeline pipeline(settings.value().config);
   auto doc = queue_document(*store.value().store, clock.now(), queue_defaults(settings.value()),
-                            observed ? observed.get() : &sole);
+                            waiting_rules(settings.value(), pipeline), observed ? observed.get() : &sole);
   if (!doc.ok()) return fail("status", doc.status());
   const auto& d = doc.value();
   if (json) {
@@ -137,6 +138,11 @@ int cmd_status(const CommonOptions& common, bool json) {
     if (t["blocked"].get<bool>())
       std::cout << "  blocked: " << t["work_item_key"].get<std::string>() << " in " << t["stage"].get<std::string>()
                 << ": " << t["blocked_reason"].get<std::string>() << "\n";
+  for (const auto& t : d["tasks"])
+    if (!t["blocked"].get<bool>() && t["waiting"].is_object())
+      std::cout << "  waiting: " << t["work_item_key"].get<std::string>() << " in " << t["stage"].get<std::string>()
+                << " (" << t["waiting"]["reason"].get<std::string>() << "): " << t["waiting"]["text"].get<std::string>()
+                << "\n";
   std::map<std::string, int> by_status;
   for (const auto& j : d["jobs"]) by_status[j["status"].get<std::string>()]++;
   std::cout << "jobs:";
@@ -152,6 +158,95 @@ int cmd_status(const CommonOptions& common, bool json) {
             << inbox["failed"] << "\n";
   std::cout << "notifications: pending " << d["notifications"]["pending"] << ", sent " << d["notifications"]["sent"]
             << ", failed " << d["notifications"]["failed"] << "\n";
+  return kOk;
+}
+
+namespace {
+
+// `orch explain`'s document: the task, why it waits, its transitions, its jobs and the gate side's last look.
+Result<nlohmann::json> explain_document(Store& store, const Settings& settings, const std::string& key, TimePoint now) {
+  auto found = store.find_task_by_key(key);
+  if (!found.ok()) return found.status();
+  if (!found.value()) return not_found("no task " + key + " (orch knows work items by their key, e.g. SHOP-42)");
+  const TaskRow* task = &*found.value();
+  const Pipeline pipeline(settings.config);
+  auto doc = queue_document(store, now, queue_defaults(settings), waiting_rules(settings, pipeline));
+  if (!doc.ok()) return doc.status();
+  nlohmann::json out;
+  out["task"] = queue_task_json(*task);  // a task done for more than a day is not in the document
+  out["task"]["waiting"] = nullptr;
+  for (const auto& t : doc.value()["tasks"])
+    if (t["id"] == task->id) out["task"] = t;
+  auto transitions = store.transitions_for_task(task->id);
+  if (!transitions.ok()) return transitions.status();
+  out["transitions"] = nlohmann::json::array();
+  for (const TransitionRow& tr : transitions.value())
+    out["transitions"].push_back({{"from", tr.from},
+                                  {"to", tr.to},
+                                  {"cause", cause_name(tr.cause)},
+                                  {"detail", tr.detail},
+                                  {"at", format_rfc3339(tr.at)}});
+  auto jobs = store.jobs_for_task(task->id);
+  if (!jobs.ok()) return jobs.status();
+  out["jobs"] = nlohmann::json::array();
+  for (const JobRow& j : jobs.value())
+    out["jobs"].push_back({{"id", j.id},
+                           {"visit", j.visit},
+                           {"stage", j.stage},
+                           {"agent", j.agent},
+                           {"status", job_status_name(j.status)},
+                           {"attempt", j.attempt},
+                           {"error", j.error},
+                           {"step", j.step},
+                           {"created_at", format_rfc3339(j.created_at)},
+                           {"finished_at", j.finished_at ? nlohmann::json(format_rfc3339(*j.finished_at)) : nullptr}});
+  auto evaluations = store.current_gate_evaluations();
+  if (!evaluations.ok()) return evaluations.status();
+  out["gate"] = nullptr;
+  for (const GateEvaluation& e : evaluations.value())
+    if (e.task_id == task->id)
+      out["gate"] = {{"stage", e.stage}, {"green", e.green}, {"why", e.why}, {"since", format_rfc3339(e.since)}};
+  return out;
+}
+
+}  // namespace
+
+int cmd_explain(const CommonOptions& common, const std::string& key, bool json) {
+  auto settings = settings_for(common);
+  if (!settings.ok()) return fail("explain", settings.status());
+  auto store = open_store(settings.value());
+  if (!store.ok()) return fail("explain", store.status());
+  SystemClock clock;
+  auto doc = explain_document(*store.value().store, settings.value(), key, clock.now());
+  if (!doc.ok()) return fail("explain", doc.status());
+  const auto& d = doc.value();
+  if (json) {
+    std::cout << d.dump(2) << "\n";
+    return kOk;
+  }
+  const auto& t = d["task"];
+  std::cout << key << ": " << t["title"].get<std::string>() << "\n";
+  std::cout << "stage: " << t["stage"].get<std::string>() << " (since " << t["entered_stage_at"].get<std::string>()
+            << ")\n";
+  if (t["waiting"].is_object())
+    std::cout << "waiting: " << t["waiting"]["reason"].get<std::string>() << ": "
+              << t["waiting"]["text"].get<std::string>() << " (since " << t["waiting"]["since"].get<std::string>()
+              << ")\n";
+  else
+    std::cout << "waiting: nothing (done)\n";
+  if (d["gate"].is_object())
+    std::cout << "gate: " << (d["gate"]["green"].get<bool>() ? "green" : "red") << ": "
+              << d["gate"]["why"].get<std::string>() << " (since " << d["gate"]["since"].get<std::string>() << ")\n";
+  std::cout << "transitions:\n";
+  for (const auto& tr : d["transitions"])
+    std::cout << "  " << tr["at"].get<std::string>() << " " << tr["from"].get<std::string>() << " -> "
+              << tr["to"].get<std::string>() << " (" << tr["cause"].get<std::string>() << ")"
+              << (tr["detail"].get<std::string>().empty() ? "" : ": " + tr["detail"].get<std::string>()) << "\n";
+  std::cout << "jobs:\n";
+  for (const auto& j : d["jobs"])
+    std::cout << "  #" << j["id"] << " " << j["stage"].get<std::string>() << " " << j["agent"].get<std::string>()
+              << " attempt " << j["attempt"] << ": " << j["status"].get<std::string>()
+              << (j["error"].get<std::string>().empty() ? "" : ": " + j["error"].get<std::string>()) << "\n";
   return kOk;
 }
 

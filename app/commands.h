@@ -21,6 +21,8 @@ int cmd_check_config(const std::string& file);
 int cmd_serve(const CommonOptions& common);
 int cmd_migrate(const CommonOptions& common);
 int cmd_status(const CommonOptions& common, bool json);
+// Why one task waits, and what led there: its waiting reason, the gate side's last look, transitions and jobs.
+int cmd_explain(const CommonOptions& common, const std::string& key, bool json);
 int cmd_replay(const CommonOptions& common, const std::string& delivery_id);
 int cmd_reconcile_switch(const CommonOptions& common, bool enable, bool plane_only);
 int cmd_reconcile_once(const CommonOptions& common, bool dry_run);

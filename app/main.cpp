@@ -31,6 +31,13 @@ int main(int argc, char** argv) {
   add_config(status);
   status->add_flag("--json", status_json, "print /queue.json's document");
 
+  std::string explain_key;
+  bool explain_json = false;
+  auto* explain = cli.add_subcommand("explain", "why one task waits: its reason, gate, transitions and jobs");
+  add_config(explain);
+  explain->add_option("KEY", explain_key, "the work item's key, e.g. SHOP-42")->required();
+  explain->add_flag("--json", explain_json, "print the document as JSON");
+
   std::string delivery_id;
   auto* replay = cli.add_subcommand("replay", "handle a stored delivery again (e.g. a failed one)");
   add_config(replay);
@@ -66,6 +73,7 @@ int main(int argc, char** argv) {
   if (*serve) return cmd_serve(common);
   if (*migrate) return cmd_migrate(common);
   if (*status) return cmd_status(common, status_json);
+  if (*explain) return cmd_explain(common, explain_key, explain_json);
   if (*replay) return cmd_replay(common, delivery_id);
   if (*reconcile) {
     if (*enable || *disable) return cmd_reconcile_switch(common, enable->parsed(), reconcile_opts.plane_only);

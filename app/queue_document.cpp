@@ -1,6 +1,7 @@
 #include "app/queue_document.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -11,7 +12,9 @@ using nlohmann::json;
 
 json time_or_null(const std::optional<TimePoint>& t) { return t ? json(format_rfc3339(*t)) : json(nullptr); }
 
-json task_json(const TaskRow& t) {
+}  // namespace
+
+json queue_task_json(const TaskRow& t) {
   return {{"id", t.id},
           {"project", t.project},
           {"work_item_id", t.work_item_id},
@@ -29,6 +32,8 @@ json task_json(const TaskRow& t) {
           {"created_at", format_rfc3339(t.created_at)},
           {"updated_at", format_rfc3339(t.updated_at)}};
 }
+
+namespace {
 
 json job_json(const JobRow& j) {
   return {{"id", j.id},
@@ -95,20 +100,58 @@ Result<json> write_back_json(Store& store, bool enabled) {
 
 }  // namespace
 
-Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& defaults, const Leadership* leadership) {
+WaitingRules waiting_rules(const Settings& settings, const Pipeline& pipeline) {
+  std::map<std::string, PlaneStateNames> states;
+  for (const ProjectSpec& p : settings.config.projects) states[p.name] = p.plane_states;
+  return WaitingRules{pipeline, [&settings](const std::string& stage) { return settings.grace_for(stage); },
+                      job_limits(settings.config), std::move(states)};
+}
+
+json waiting_json(const std::optional<Waiting>& w) {
+  if (!w) return nullptr;
+  return {{"reason", w->reason}, {"text", w->text}, {"since", format_rfc3339(w->since)}};
+}
+
+Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& defaults, const WaitingRules& rules,
+                            const Leadership* leadership) {
   json doc;
   doc["generated_at"] = format_rfc3339(now);
 
   auto tasks = store.tasks_for_queue(now - std::chrono::hours(24));
   if (!tasks.ok()) return tasks.status();
-  doc["tasks"] = json::array();
-  for (const TaskRow& t : tasks.value()) doc["tasks"].push_back(task_json(t));
-
+  std::vector<JobRow> active[2];  // running, queued: oldest first
   doc["jobs"] = json::array();
-  for (JobStatus s : {JobStatus::kRunning, JobStatus::kQueued}) {
-    auto jobs = store.jobs_with_status(s, 500);
+  for (int i = 0; i < 2; ++i) {
+    auto jobs = store.jobs_with_status(i == 0 ? JobStatus::kRunning : JobStatus::kQueued, 500);
     if (!jobs.ok()) return jobs.status();
-    for (const JobRow& j : jobs.value()) doc["jobs"].push_back(job_json(j));
+    active[i] = std::move(jobs).value();
+    for (const JobRow& j : active[i]) doc["jobs"].push_back(job_json(j));
+  }
+
+  // Why each task waits: its current visit's jobs, the gate side's last word and the queue as the claim sees it.
+  auto visit_jobs = store.current_visit_jobs();
+  if (!visit_jobs.ok()) return visit_jobs.status();
+  auto evaluations = store.current_gate_evaluations();
+  if (!evaluations.ok()) return evaluations.status();
+  std::map<TaskId, std::vector<JobRow>> jobs_of;
+  for (JobRow& j : visit_jobs.value()) jobs_of[j.task_id].push_back(std::move(j));
+  std::map<TaskId, const GateEvaluation*> gate_of;
+  for (const GateEvaluation& e : evaluations.value()) gate_of[e.task_id] = &e;
+  std::map<TaskId, std::string> project_of;
+  for (const TaskRow& t : tasks.value()) project_of[t.id] = t.project;
+  const JobQueueView queue(active[0], active[1], [&](TaskId id) {
+    auto it = project_of.find(id);
+    return it == project_of.end() ? std::string() : it->second;
+  });
+  static const std::vector<JobRow> kNoJobs;
+  doc["tasks"] = json::array();
+  for (const TaskRow& t : tasks.value()) {
+    json row = queue_task_json(t);
+    auto jobs = jobs_of.find(t.id);
+    auto gate = gate_of.find(t.id);
+    row["waiting"] = waiting_json(explain_waiting(t, jobs == jobs_of.end() ? kNoJobs : jobs->second,
+                                                  gate == gate_of.end() ? nullptr : gate->second, queue, rules, now));
+    doc["tasks"].push_back(std::move(row));
   }
   auto failed = store.recent_failed_jobs(20);
   if (!failed.ok()) return failed.status();

@@ -4,10 +4,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "app/settings.h"
 #include "engine/clock.h"
 #include "engine/leadership.h"
 #include "engine/setting_keys.h"
 #include "engine/store.h"
+#include "engine/waiting.h"
 
 namespace orch {
 
@@ -18,9 +20,19 @@ struct QueueDefaults {  // what the reconcile block says before the reconciler e
   bool write_back_enabled = true;  // Settings::plane_write_back: the write_back block's `enabled`
 };
 
-// With `leadership`, the reconcile block also says which replica leads (`leader`), which one answered (`replica`)
-// and whether that is the leader (`leading`); the reconciler and the sweeper run only on the leader.
+// Each task carries `waiting` (engine/waiting.h, by `rules`). With `leadership`, the reconcile block also says which
+// replica leads (`leader`), which one answered (`replica`) and whether that is the leader (`leading`); the reconciler
+// and the sweeper run only on the leader.
 Result<nlohmann::json> queue_document(Store& store, TimePoint now, const QueueDefaults& defaults,
-                                      const Leadership* leadership = nullptr);
+                                      const WaitingRules& rules, const Leadership* leadership = nullptr);
+
+// The waiting rules of these settings: the reconciler's graces, the claim's limits, the Plane state names.
+WaitingRules waiting_rules(const Settings& settings, const Pipeline& pipeline);
+
+// One task of /queue.json's `tasks`, without `waiting`.
+nlohmann::json queue_task_json(const TaskRow& t);
+
+// /queue.json's `waiting` of one task: {"reason", "text", "since"}, or null.
+nlohmann::json waiting_json(const std::optional<Waiting>& w);
 
 }  // namespace orch

@@ -131,13 +131,14 @@ function renderTasks(doc) {
   for (const [stage, tasks] of byStage) {
     if (!tasks.length) continue;
     parts.push(el('h3', {class: 'stage-heading'}, stage + ' (' + tasks.length + ')'));
-    parts.push(table(['item', 'title', 'stage', 'in stage for', 'branch', 'PR', 'blocked', ''], tasks.map(t => {
+    parts.push(table(['item', 'title', 'stage', 'in stage for', 'waiting', 'branch', 'PR', 'blocked', ''], tasks.map(t => {
       const repo = repoUrl(t);
       return el('tr', {class: t.blocked ? 'task blocked' : 'task', 'data-task-id': t.id},
         el('td', {class: 'key'}, link(t.work_item_key || t.work_item_id, planeUrl(t))),
         el('td', {class: 'title'}, t.title),
         el('td', {class: 'stage'}, t.stage),
         el('td', {}, ago(t.entered_stage_at, doc.generated_at)),
+        el('td', {class: 'waiting'}, t.waiting ? el('span', {class: 'reason'}, t.waiting.reason) : '', t.waiting ? ' ' + t.waiting.text : ''),
         el('td', {}, t.branch ? link(t.branch, repo ? repo + '/src/branch/' + path(t.branch) : null) : ''),
         el('td', {}, t.pr_number !== null ? link('#' + t.pr_number + ' ' + t.pr_state, repo ? repo + '/pulls/' + seg(t.pr_number) : null) : ''),
         el('td', {class: 'bad'}, t.blocked ? (t.blocked_reason || 'blocked') : ''),
@@ -277,19 +278,20 @@ std::string json_for_script(const json& value) {
 }
 
 QueuePage::QueuePage(Store& store, const Clock& clock, const Config& config, const DataLayout& layout,
-                     QueueDefaults defaults, QueueLinks links, const Leadership* leadership,
+                     QueueDefaults defaults, WaitingRules rules, QueueLinks links, const Leadership* leadership,
                      const RefusalCounts* refusals)
     : store_(store),
       clock_(clock),
       config_(config),
       layout_(layout),
       defaults_(defaults),
+      rules_(std::move(rules)),
       links_(std::move(links)),
       leadership_(leadership),
       refusals_(refusals) {}
 
 Result<json> QueuePage::document() {
-  auto doc = queue_document(store_, clock_.now(), defaults_, leadership_);
+  auto doc = queue_document(store_, clock_.now(), defaults_, rules_, leadership_);
   if (!doc.ok()) return doc.status();
   json d = doc.value();
   if (refusals_) {

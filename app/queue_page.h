@@ -29,7 +29,8 @@ class QueuePage {
  public:
   // With `refusals`, the document carries `refused_deliveries`: what the webhook routes refused since start.
   QueuePage(Store& store, const Clock& clock, const Config& config, const DataLayout& layout, QueueDefaults defaults,
-            QueueLinks links, const Leadership* leadership = nullptr, const RefusalCounts* refusals = nullptr);
+            WaitingRules rules, QueueLinks links, const Leadership* leadership = nullptr,
+            const RefusalCounts* refusals = nullptr);
 
   void register_routes(httplib::Server& server, const Secret& admin_token);
 
@@ -46,6 +47,7 @@ class QueuePage {
   const Config& config_;
   const DataLayout& layout_;
   const QueueDefaults defaults_;
+  const WaitingRules rules_;
   const QueueLinks links_;
   const Leadership* leadership_;   // null: say nothing of leadership
   const RefusalCounts* refusals_;  // null: no refused_deliveries field

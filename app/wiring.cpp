@@ -205,7 +205,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                       WebhookSecrets{settings_.plane_webhook_secret, settings_.gitea_webhook_secret,
                                      settings_.allow_unsigned_webhooks},
                       route_options(settings_, metrics_)),
-      gate_side_(*store_, *store_, engine_, clock_, log_, grace_fn(settings_),
+      gate_side_(*store_, *store_, *store_, engine_, clock_, log_, grace_fn(settings_),
                  GateSideOptions{.max_candidates_per_pass = settings_.reconciler.max_candidates_per_pass}),
       tracker_side_(settings_.config.projects, pipeline_, plane_, handlers_, *store_, *store_, clock_, log_,
                     grace_fn(settings_)),
@@ -243,8 +243,8 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
           *store_, clock_, settings_.config, layout_,
           QueueDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
                         static_cast<long long>(settings_.reconciler.interval.count()), settings_.plane_write_back},
-          QueueLinks{settings_.plane_base_url, settings_.gitea_base_url}, leadership_.get(),
-          &webhook_routes_.refusals()) {
+          waiting_rules(settings_, pipeline_), QueueLinks{settings_.plane_base_url, settings_.gitea_base_url},
+          leadership_.get(), &webhook_routes_.refusals()) {
   // Independent of one another: the scheduler wakes the pool itself, and a worker removes a done task's worktree.
   subscribe_audit_log(bus_, log_);
   lifecycle_.subscribe_to(bus_, pool_);

@@ -44,11 +44,16 @@ int run(int argc, char** argv) {
   int projects = 4, running = 4, claims = 2000;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
-    if (a == "--work") work = v;
-    else if (a == "--backlogs") backlogs = v;
-    else if (a == "--projects") projects = std::stoi(v);
-    else if (a == "--running") running = std::stoi(v);
-    else if (a == "--claims") claims = std::stoi(v);
+    if (a == "--work")
+      work = v;
+    else if (a == "--backlogs")
+      backlogs = v;
+    else if (a == "--projects")
+      projects = std::stoi(v);
+    else if (a == "--running")
+      running = std::stoi(v);
+    else if (a == "--claims")
+      claims = std::stoi(v);
     else {
       std::cerr << "bench_claim: unknown option " << a << "\n";
       return 2;

@@ -132,6 +132,17 @@ struct JobRow {
   std::string step_error;  // the last failed try's error, "" if none
 };
 
+// What the reconciler's gate side last concluded about a task's gate in one visit of a stage: the pre-evaluation
+// that /queue.json's `waiting` reports (engine/waiting.h), so the page never forms a second opinion of its own.
+struct GateEvaluation {
+  TaskId task_id = 0;
+  std::string stage;
+  int visit = 0;
+  bool green = false;
+  std::string why;    // GateOutcome::why: "ci failure on abc1234"
+  TimePoint since{};  // the first evaluation of this visit with this outcome and reason
+};
+
 // How many jobs may run at once, counted over every process that shares the store (replicas, runners): in all
 // (`[jobs] max_running`), per project (`[[projects]] max_running`) and per agent (`[agents.X] max_running`).
 // 0 or absent = no limit. The claim enforces them (JobStore::claim_job), so they hold across processes.

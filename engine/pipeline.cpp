@@ -4,6 +4,8 @@
 
 namespace orch {
 
+bool is_human_stage(const StageSpec& stage) { return stage.human || (stage.gate && gate_is_human(*stage.gate)); }
+
 Pipeline::Pipeline(const Config& config) : stages_(config.stages), agents_(config.agents) {
   // The config loader refuses an empty pipeline; this guards direct construction in code.
   if (stages_.empty()) throw std::invalid_argument("a pipeline needs at least one stage");

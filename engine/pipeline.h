@@ -15,6 +15,10 @@ namespace orch {
 
 enum class Rollback { kReject, kChangesRequested };
 
+// A stage only a tracker verdict may move (human gates stay human: docs/design.md invariant 8): declared human, or its
+// gate asks a human.
+bool is_human_stage(const StageSpec& stage);
+
 class Pipeline {
  public:
   explicit Pipeline(const Config& config);

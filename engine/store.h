@@ -45,6 +45,8 @@ struct TaskStore {
   virtual Result<Claim> create_task_atomic(const NewTask& task, TimePoint now) = 0;
   virtual Result<std::optional<TaskRow>> find_task(TaskId id) = 0;
   virtual Result<std::optional<TaskRow>> find_task_by_work_item(const std::string& work_item_id) = 0;
+  // The newest task of a work item key (SHOP-42), for people's commands (`orch explain`); not indexed.
+  virtual Result<std::optional<TaskRow>> find_task_by_key(const std::string& work_item_key) = 0;
   virtual Result<std::optional<TaskRow>> find_task_by_branch(const std::string& project, const std::string& branch) = 0;
   virtual Result<std::vector<TaskRow>> tasks_in_stage(const std::string& project, const std::string& stage) = 0;
   // Non-terminal tasks (stage != done) by id, for the start-up replay; page with `after`.
@@ -62,7 +64,8 @@ struct TaskStore {
   // keys names the task's latest transition).
   virtual Status block_task(TaskId id, const std::string& reason, TimePoint now,
                             const std::vector<OutboxMessage>& outbox) = 0;
-  virtual Result<std::vector<TransitionRow>> recent_transitions(int limit) = 0;  // newest first
+  virtual Result<std::vector<TransitionRow>> recent_transitions(int limit) = 0;    // newest first
+  virtual Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) = 0;  // oldest first
   virtual Result<std::int64_t> count_tasks() = 0;
 
   // Branch heads learned from push / pull-request events: the sha -> branch map for Gitea status events.
@@ -94,7 +97,9 @@ struct JobStore {
   virtual Status requeue_job(JobId id, TimePoint now) = 0;  // running -> queued (start-up recovery)
   virtual Result<std::vector<JobRow>> jobs_for_task(TaskId id) = 0;
   virtual Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) = 0;  // oldest first
-  virtual Result<std::vector<JobRow>> recent_failed_jobs(int limit) = 0;                  // newest first
+  // The jobs of the current visit of every task not done, by id: what /queue.json's `waiting` reads in one query.
+  virtual Result<std::vector<JobRow>> current_visit_jobs() = 0;
+  virtual Result<std::vector<JobRow>> recent_failed_jobs(int limit) = 0;  // newest first
   // Follow-up steps (ADR 0010). Moves a running job whose agent exited 0 to follow-up step `step` with no failed
   // tries and no error, and counts as a heartbeat. kConflict / kNotFound like finish_job.
   virtual Status begin_job_step(JobId id, const std::string& step, TimePoint now) = 0;
@@ -167,6 +172,16 @@ struct OutboxStore {
   virtual Result<OutboxCounts> outbox_counts() = 0;  // Telegram's
 };
 
+// The gate side's conclusions (GateEvaluation), one row per task, for the waiting reasons of /queue.json.
+struct GateEvaluationStore {
+  virtual ~GateEvaluationStore() = default;
+  // Upserts by task, in one transaction: a row whose stage, visit, outcome and reason are unchanged is left as it is
+  // (its `since` stays); any change replaces it whole.
+  virtual Status record_gate_evaluations(const std::vector<GateEvaluation>& evaluations) = 0;
+  // The evaluations of the current visit of every task not done (older visits' rows are not returned).
+  virtual Result<std::vector<GateEvaluation>> current_gate_evaluations() = 0;
+};
+
 struct SettingsStore {
   virtual ~SettingsStore() = default;
   virtual Result<std::optional<std::string>> get_setting(const std::string& key) = 0;
@@ -176,12 +191,11 @@ struct SettingsStore {
 // Reads that only tests make (what an assertion wants to see whole); no component takes this role.
 struct StoreProbe {
   virtual ~StoreProbe() = default;
-  virtual Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) = 0;  // oldest first
   virtual Result<std::optional<JobRow>> find_job(JobId id) = 0;
   virtual Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) = 0;  // Telegram's
   virtual Result<std::vector<NotificationRow>> all_notifications() = 0;                          // oldest first
 };
 
-struct Store : TaskStore, JobStore, InboxStore, OutboxStore, SettingsStore, StoreProbe {};
+struct Store : TaskStore, JobStore, InboxStore, OutboxStore, GateEvaluationStore, SettingsStore, StoreProbe {};
 
 }  // namespace orch

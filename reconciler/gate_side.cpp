@@ -24,8 +24,6 @@ constexpr int kScanFactor = 4;
 
 }  // namespace
 
-bool is_human_stage(const StageSpec& stage) { return stage.human || (stage.gate && gate_is_human(*stage.gate)); }
-
 bool RetryBackoff::waiting(const std::string& key, TimePoint now) const {
   auto it = entries_.find(key);
   return it != entries_.end() && now < it->second.until;
@@ -45,10 +43,11 @@ void RetryBackoff::prune(TimePoint now) {
   std::erase_if(entries_, [&](const auto& kv) { return kv.second.until + cap_ < now; });
 }
 
-GateSide::GateSide(TaskStore& tasks, JobStore& jobs, StageEngine& engine, const Clock& clock, spdlog::logger& log,
-                   GraceFn grace, GateSideOptions options)
+GateSide::GateSide(TaskStore& tasks, JobStore& jobs, GateEvaluationStore& evaluations, StageEngine& engine,
+                   const Clock& clock, spdlog::logger& log, GraceFn grace, GateSideOptions options)
     : tasks_(tasks),
       jobs_(jobs),
+      evaluations_(evaluations),
       engine_(engine),
       pipeline_(engine.pipeline()),
       clock_(clock),
@@ -126,6 +125,10 @@ GateSideReport GateSide::run_once(bool dry_run, const std::function<bool()>& kee
       break;
     }
   }
+  // What each red task waits for, as the reconciler saw it. A failed write only leaves /queue.json's reason older.
+  if (Status recorded = evaluations_.record_gate_evaluations(verdicts_); !recorded.ok())
+    log_.warn("gate side: {} red verdict(s) not recorded: {}", verdicts_.size(), recorded.message);
+  verdicts_.clear();
   if (unavailable > 0)
     log_.warn("gate side: {} task(s) could not be evaluated (first: {}); each backs off{}", unavailable,
               first_unavailable, unavailable_run >= kUnavailableRunToStop ? ", pass cut short" : "");
@@ -168,6 +171,7 @@ Status GateSide::reconcile_one(const TaskRow& task, TimePoint now, bool dry_run,
   if (!gate.value().green) {
     ++report.red;
     log_.debug("gate side: {} stays in {}: {}", task.work_item_key, task.stage, gate.value().why);
+    if (!dry_run) verdicts_.push_back({task.id, task.stage, task.visit, false, gate.value().why, now});
     return {};
   }
   const std::optional<std::string> next = pipeline_.next(task.stage);

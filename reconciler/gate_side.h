@@ -21,10 +21,6 @@ namespace orch {
 // The grace of a stage (Settings::grace_for in the app: override, else the stage's own, else the default).
 using GraceFn = std::function<Seconds(const std::string& stage)>;
 
-// A stage only a tracker verdict may move (human gates stay human: docs/design.md invariant 8): declared human, or its
-// gate asks a human.
-bool is_human_stage(const StageSpec& stage);
-
 // One transition the reconciler made (or, in a dry run, would make): a lost event recovered.
 struct Unblock {
   TaskId task_id = 0;         // 0 in a dry run of a start: the task does not exist yet
@@ -84,8 +80,10 @@ struct GateSideReport {
 
 class GateSide {
  public:
-  GateSide(TaskStore& tasks, JobStore& jobs, StageEngine& engine, const Clock& clock, spdlog::logger& log,
-           GraceFn grace, GateSideOptions options = {});
+  // The red verdicts of a pass are recorded in `evaluations` at its end, in one transaction (not in a dry run): what
+  // /queue.json's `waiting` reports.
+  GateSide(TaskStore& tasks, JobStore& jobs, GateEvaluationStore& evaluations, StageEngine& engine, const Clock& clock,
+           spdlog::logger& log, GraceFn grace, GateSideOptions options = {});
 
   // One bounded pass. Never throws: a failing task is logged, backed off and skipped. With dry_run it evaluates
   // and reports what it would advance, and writes nothing.
@@ -100,6 +98,8 @@ class GateSide {
 
   TaskStore& tasks_;
   JobStore& jobs_;
+  GateEvaluationStore& evaluations_;
+  std::vector<GateEvaluation> verdicts_;  // this pass's red verdicts, recorded at its end
   StageEngine& engine_;
   const Pipeline& pipeline_;
   const Clock& clock_;

@@ -48,6 +48,7 @@ struct Bytes {
   "SELECT tr.id, tr.task_id, t.work_item_key, tr.from_stage, tr.to_stage, tr.cause, tr.detail, tr.at " \
   "FROM transitions tr JOIN tasks t ON t.id = tr.task_id "
 #define ORCH_PROJECT_COLUMNS "name, plane_identifier, tracker_horizon, tracker_full_sweep"
+#define ORCH_GATE_EVALUATION_COLUMNS_OF(t) t "task_id, " t "stage, " t "visit, " t "green, " t "why, " t "since"
 
 // ---- columns ----------------------------------------------------------------------------------------------------
 
@@ -175,6 +176,18 @@ inline constexpr auto read_transition = [](const auto& r) {
   t.detail = r.text(6);
   t.at = time_at(r, 7);
   return t;
+};
+
+// ORCH_GATE_EVALUATION_COLUMNS_OF
+inline constexpr auto read_gate_evaluation = [](const auto& r) {
+  GateEvaluation e;
+  e.task_id = r.int64(0);
+  e.stage = r.text(1);
+  e.visit = int32_at(r, 2);
+  e.green = r.boolean(3);
+  e.why = r.text(4);
+  e.since = time_at(r, 5);
+  return e;
 };
 
 // ORCH_PROJECT_COLUMNS

@@ -28,6 +28,7 @@ class SqlStore : public Store {
   Result<Claim> create_task_atomic(const NewTask& task, TimePoint now) override;
   Result<std::optional<TaskRow>> find_task(TaskId id) override;
   Result<std::optional<TaskRow>> find_task_by_work_item(const std::string& work_item_id) override;
+  Result<std::optional<TaskRow>> find_task_by_key(const std::string& work_item_key) override;
   Result<std::optional<TaskRow>> find_task_by_branch(const std::string& project, const std::string& branch) override;
   Result<std::vector<TaskRow>> tasks_in_stage(const std::string& project, const std::string& stage) override;
   Result<std::vector<TaskRow>> non_terminal_tasks(TaskId after, int limit) override;
@@ -46,6 +47,10 @@ class SqlStore : public Store {
   Result<std::optional<ProjectRow>> find_project(const std::string& name) override;
   Status save_project(const ProjectRow& row) override;
 
+  // GateEvaluationStore
+  Status record_gate_evaluations(const std::vector<GateEvaluation>& evaluations) override;
+  Result<std::vector<GateEvaluation>> current_gate_evaluations() override;
+
   // JobStore
   Result<std::optional<JobRow>> enqueue_job(const NewJob& job, TimePoint now) override;
   using JobStore::claim_job;
@@ -57,6 +62,7 @@ class SqlStore : public Store {
   Status fail_job_step(JobId id, const std::string& error, std::optional<TimePoint> retry_at, TimePoint now) override;
   Result<std::vector<JobRow>> jobs_for_task(TaskId id) override;
   Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) override;
+  Result<std::vector<JobRow>> current_visit_jobs() override;
   Result<std::vector<JobRow>> recent_failed_jobs(int limit) override;
   Result<std::vector<JobRow>> fail_stale_running(TimePoint heartbeat_before, int limit, const std::string& reason,
                                                  TimePoint now) override;

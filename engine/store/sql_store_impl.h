@@ -143,6 +143,14 @@ Result<std::optional<TaskRow>> SqlStore<Conn>::find_task_by_work_item(const std:
 }
 
 template <class Conn>
+Result<std::optional<TaskRow>> SqlStore<Conn>::find_task_by_key(const std::string& work_item_key) {
+  return run("find_task_by_key", [&](Conn& c) -> Result<std::optional<TaskRow>> {
+    return c.one("SELECT " ORCH_TASK_COLUMNS " FROM tasks WHERE work_item_key = $1 ORDER BY id DESC LIMIT 1", read_task,
+                 work_item_key);
+  });
+}
+
+template <class Conn>
 Result<std::optional<TaskRow>> SqlStore<Conn>::find_task_by_branch(const std::string& project,
                                                                    const std::string& branch) {
   return run("find_task_by_branch", [&](Conn& c) -> Result<std::optional<TaskRow>> {
@@ -248,6 +256,34 @@ Status SqlStore<Conn>::block_task(TaskId id, const std::string& reason, TimePoin
       return not_found("task " + std::to_string(id) + " not found");
     insert_messages(c, outbox, now, std::nullopt);
     return {};
+  });
+}
+
+template <class Conn>
+Status SqlStore<Conn>::record_gate_evaluations(const std::vector<GateEvaluation>& evaluations) {
+  for (const GateEvaluation& e : evaluations)
+    if (e.task_id <= 0 || e.stage.empty()) return invalid("record_gate_evaluations: no task or stage");
+  if (evaluations.empty()) return {};
+  return write("record_gate_evaluations", [&](Conn& c) -> Status {
+    for (const GateEvaluation& e : evaluations)
+      c.exec(
+          "INSERT INTO gate_evaluations (" ORCH_GATE_EVALUATION_COLUMNS_OF("") ") VALUES ($1, $2, $3, $4, $5, $6) "
+          "ON CONFLICT (task_id) DO UPDATE SET stage = excluded.stage, visit = excluded.visit, "
+          "green = excluded.green, why = excluded.why, since = excluded.since "
+          "WHERE gate_evaluations.stage <> excluded.stage OR gate_evaluations.visit <> excluded.visit "
+          "OR gate_evaluations.green <> excluded.green OR gate_evaluations.why <> excluded.why",
+          e.task_id, e.stage, e.visit, e.green, e.why, e.since);
+    return {};
+  });
+}
+
+template <class Conn>
+Result<std::vector<GateEvaluation>> SqlStore<Conn>::current_gate_evaluations() {
+  return run("current_gate_evaluations", [&](Conn& c) -> Result<std::vector<GateEvaluation>> {
+    return c.all("SELECT " ORCH_GATE_EVALUATION_COLUMNS_OF("g.") " FROM gate_evaluations g JOIN tasks t "
+                 "ON t.id = g.task_id AND t.stage = g.stage AND t.visit = g.visit WHERE t.stage <> 'done' "
+                 "ORDER BY g.task_id",
+                 read_gate_evaluation);
   });
 }
 
@@ -436,6 +472,15 @@ Result<std::vector<JobRow>> SqlStore<Conn>::jobs_with_status(JobStatus status, i
   return run("jobs_with_status", [&](Conn& c) -> Result<std::vector<JobRow>> {
     return c.all("SELECT " ORCH_JOB_COLUMNS " FROM jobs WHERE status = $1 ORDER BY created_at, id LIMIT $2", read_job,
                  job_status_name(status), limit);
+  });
+}
+
+template <class Conn>
+Result<std::vector<JobRow>> SqlStore<Conn>::current_visit_jobs() {
+  return run("current_visit_jobs", [&](Conn& c) -> Result<std::vector<JobRow>> {
+    return c.all("SELECT " ORCH_JOB_COLUMNS_OF("j.") " FROM jobs j JOIN tasks t ON t.id = j.task_id "
+                 "AND t.visit = j.visit WHERE t.stage <> 'done' ORDER BY j.id",
+                 read_job);
   });
 }
 

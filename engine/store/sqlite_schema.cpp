@@ -177,6 +177,18 @@ ALTER TABLE jobs ADD COLUMN project TEXT NOT NULL DEFAULT '';
 UPDATE jobs SET project = (SELECT project FROM tasks WHERE tasks.id = jobs.task_id);
 CREATE INDEX jobs_status_project ON jobs (status, project, run_after, id);
 )sql",
+    // 8: the gate side's last conclusion per task (engine/waiting.h): /queue.json says "waiting because the gate is
+    // red: CI failure on abc123" from what the reconciler saw, never from an evaluation of its own.
+    R"sql(
+CREATE TABLE gate_evaluations (
+  task_id      INTEGER PRIMARY KEY REFERENCES tasks (id),
+  stage        TEXT NOT NULL,
+  visit        INTEGER NOT NULL,
+  green        INTEGER NOT NULL,
+  why          TEXT NOT NULL,
+  since        INTEGER NOT NULL
+) STRICT;
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 

@@ -9,6 +9,7 @@
 #include "app/admin_actions.h"
 #include "tests/app/app_harness.h"
 #include "tests/support/exposition.h"
+#include "tests/support/orch_process.h"
 
 namespace orch {
 namespace {
@@ -96,6 +97,16 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
                      {"entered_stage_at", T::kString},
                      {"updated_at", T::kString}});
     CHECK(is_rfc3339(t["entered_stage_at"]));
+    if (t["stage"] == "done") {
+      CHECK(t["waiting"].is_null());
+    } else {
+      REQUIRE(t["waiting"].is_object());
+      check_fields(t["waiting"], {{"reason", T::kString}, {"text", T::kString}, {"since", T::kString}});
+      CHECK(std::set<std::string>{"gate_red", "job_queued", "job_running", "awaiting_human", "blocked",
+                                  "budget_exhausted", "within_grace"}
+                .count(t["waiting"]["reason"].get<std::string>()));
+      CHECK(is_rfc3339(t["waiting"]["since"]));
+    }
   }
   REQUIRE_FALSE(doc["jobs"].empty());
   bool saw_failed = false;
@@ -249,6 +260,37 @@ TEST_CASE("retrying a blocked task unblocks it and queues the next attempt of it
   auto not_blocked = c.Post("/admin/tasks/" + std::to_string(other.id) + "/retry", admin(), "", "application/json");
   REQUIRE(not_blocked);
   CHECK(not_blocked->status == 409);
+}
+
+TEST_CASE("orch explain and orch status say why a task waits, from the database, while the server is not running") {
+  RunningApp app;
+  TaskRow task = app.add_task("SHOP-7", "Explain me", {"analysis", "development"});
+  app.add_failed_job(task, "boom\n");
+  REQUIRE(app.store().set_blocked(task.id, true, "agent failed", SystemClock().now()).ok());
+  const std::map<std::string, std::string> env = {{"ORCH_DATA_DIR", app.dir().path().string()},
+                                                  {"ORCH_CONFIG", ORCH_SOURCE_DIR "/examples/orch.toml"}};
+  std::string out;
+  REQUIRE(run_capture({ORCH_BINARY, "explain", "SHOP-7"}, env, &out) == 0);
+  CAPTURE(out);
+  CHECK(out.find("SHOP-7: Explain me\n") == 0);
+  CHECK(out.find("\nstage: development (since ") != std::string::npos);
+  CHECK(out.find("\nwaiting: blocked: blocked in development after 1 attempt: agent failed;") != std::string::npos);
+  CHECK(out.find(" created -> analysis (webhook): seeded\n") != std::string::npos);
+  CHECK(out.find(" analysis -> development (webhook): seeded\n") != std::string::npos);
+  CHECK(out.find("attempt 1: failed: agent exited with 1") != std::string::npos);
+
+  REQUIRE(run_capture({ORCH_BINARY, "explain", "SHOP-7", "--json"}, env, &out) == 0);
+  json doc = json::parse(out, nullptr, false);
+  REQUIRE(doc.is_object());
+  CHECK(doc["task"]["work_item_key"] == "SHOP-7");
+  CHECK(doc["task"]["waiting"]["reason"] == "blocked");
+  CHECK(doc["transitions"].size() == 2);
+  CHECK(doc["jobs"].size() >= 1);
+  CHECK(doc["gate"].is_null());
+
+  CHECK(run_capture({ORCH_BINARY, "explain", "SHOP-404"}, env, &out) == 1);
+  REQUIRE(run_capture({ORCH_BINARY, "status"}, env, &out) == 0);
+  CHECK(out.find("  blocked: SHOP-7 in development: agent failed\n") != std::string::npos);
 }
 
 TEST_CASE("/readyz names each dependency and is ready when all are") {

@@ -109,6 +109,9 @@ TEST_CASE("the queue page renders every section in headless chromium, hostile st
   CHECK(dom.find("&lt;script&gt;alert(2)&lt;/script&gt;") != std::string::npos);  // the log tail
   CHECK(dom.find(R"(class="task blocked")") != std::string::npos);
   CHECK(dom.find("agent failed 3 times") != std::string::npos);
+  // Why each task waits: the reason, then its sentence, as text.
+  CHECK(dom.find(R"(<td class="waiting"><span class="reason">blocked</span> blocked in development)") !=
+        std::string::npos);
   // Links to Plane and Gitea.
   CHECK(dom.find(std::string("href=\"") + kPlaneBase +
                  "/acme/projects/22b6fc9c-1849-45da-b103-52a3e3a6b4c1/issues/wi-SHOP-3\"") != std::string::npos);

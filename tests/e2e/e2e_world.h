@@ -102,6 +102,7 @@ struct WorldOptions {
   // Issue 20: orch writes back to the fakes (comments, the review stage's "In Review", done_state "Done"). Off by
   // default: the other worlds test other things, and the writes share Plane's budget with the reconciler.
   bool write_back = false;
+  int project_max_running = 0;  // issue 25: the project's `max_running` (0: not written)
 };
 
 class World {
@@ -433,7 +434,10 @@ class World {
       << "[[projects]]\nname = \"shop\"\ngitea_repo = \"" << kRepo << "\"\nclone_url = \"" << bare
       << "\"\ndefault_branch = \"main\"\nplane_workspace = \"" << kWorkspace << "\"\nplane_project_id = \""
       << kProjectId
-      << "\"\nplane_states = { in_progress = \"In Progress\", approved = \"Approved\", rejected = \"Rejected\" }\n\n"
+      << "\"\nplane_states = { in_progress = \"In Progress\", approved = \"Approved\", rejected = \"Rejected\" }\n"
+      << (options_.project_max_running > 0 ? "max_running = " + std::to_string(options_.project_max_running) + "\n"
+                                           : std::string())
+      << "\n"
       << agent_block("analyst", options_.analyst, options_.analyst_timeout, options_.analyst_env)
       << agent_block("developer", options_.developer, "2m", {}) << agent_block("reviewer", options_.reviewer, "2m", {})
       << "[[stages]]\nname = \"analysis\"\nagent = \"analyst\"\ngate = { type = \"human_approval\" }\nhuman = true\n"

@@ -409,6 +409,80 @@ TEST_CASE_TEMPLATE("store: task listings for the queue, the replay and branch lo
   CHECK(store->find_task_by_branch("shop", "orch/shop-b").value()->id == b);
   CHECK_FALSE(store->find_task_by_branch("other", "orch/shop-b").value().has_value());
   CHECK_FALSE(store->find_task(12345).value().has_value());
+  CHECK(store->find_task_by_key("SHOP-b").value()->id == b);
+  CHECK_FALSE(store->find_task_by_key("SHOP-zz").value().has_value());
+}
+
+TEST_CASE_TEMPLATE(
+    "store: gate evaluations are kept per task, their since held while the reason stays, and only the "
+    "current visit's are read",
+    B, SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId a = make_task(*store, "a", clock.now());
+  TaskId b = make_task(*store, "b", clock.now());
+  REQUIRE(store->apply_transition({a, "created", "development", Cause::kManual, "", std::nullopt, clock.now()}).ok());
+  REQUIRE(store->apply_transition({b, "created", "development", Cause::kManual, "", std::nullopt, clock.now()}).ok());
+  const int visit = task_of(*store, a).visit;
+  const TimePoint first = clock.now();
+  auto red = [&](TaskId id, const std::string& why) {
+    return GateEvaluation{id, "development", visit, false, why, clock.now()};
+  };
+  REQUIRE(store->record_gate_evaluations({red(a, "ci pending on abc")}).ok());
+  clock.advance(10min);
+  REQUIRE(store->record_gate_evaluations({red(a, "ci pending on abc"), red(b, "no pull request")}).ok());
+  auto rows = store->current_gate_evaluations().value();
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].task_id == a);
+  CHECK(rows[0].stage == "development");
+  CHECK(rows[0].visit == visit);
+  CHECK(rows[0].why == "ci pending on abc");
+  CHECK_FALSE(rows[0].green);
+  CHECK(rows[0].since == first);  // the same reason: since when it holds
+  CHECK(rows[1].task_id == b);
+  CHECK(rows[1].since == clock.now());
+  clock.advance(10min);
+  REQUIRE(store->record_gate_evaluations({red(a, "ci failure on abc")}).ok());
+  rows = store->current_gate_evaluations().value();
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].why == "ci failure on abc");
+  CHECK(rows[0].since == clock.now());  // a new reason starts again
+  // Another stage or visit: the row is no longer the task's current one; done tasks are not read.
+  REQUIRE(store->apply_transition({a, "development", "review", Cause::kManual, "", std::nullopt, clock.now()}).ok());
+  rows = store->current_gate_evaluations().value();
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].task_id == b);
+  REQUIRE(store->apply_transition({b, "development", "done", Cause::kManual, "", std::nullopt, clock.now()}).ok());
+  CHECK(store->current_gate_evaluations().value().empty());
+  // A bad row refuses the whole batch: nothing half-written.
+  CHECK(store->record_gate_evaluations({red(a, "x"), GateEvaluation{0, "development", 1, false, "x", clock.now()}})
+            .code == Code::kInvalid);
+  CHECK(store->record_gate_evaluations({}).ok());
+}
+
+TEST_CASE_TEMPLATE("store: current_visit_jobs reads the jobs of each live task's current visit", B, SqliteBackend,
+                   PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId a = make_task(*store, "a", clock.now());
+  TaskId b = make_task(*store, "b", clock.now());
+  const JobRow old_visit = enqueue(*store, a, 1, 1, clock.now(), clock.now());
+  REQUIRE(store->apply_transition({a, "created", "analysis", Cause::kManual, "", std::nullopt, clock.now()}).ok());
+  const int visit = task_of(*store, a).visit;
+  const JobRow first = enqueue(*store, a, visit, 1, clock.now(), clock.now());
+  const JobRow retry = enqueue(*store, a, visit, 2, clock.now(), clock.now());
+  const JobRow of_b = enqueue(*store, b, 1, 1, clock.now(), clock.now());
+  auto ids = [&] {
+    std::vector<JobId> out;
+    for (const JobRow& j : store->current_visit_jobs().value()) out.push_back(j.id);
+    return out;
+  };
+  CHECK(ids() == std::vector<JobId>{first.id, retry.id, of_b.id});
+  CHECK(old_visit.id < first.id);
+  REQUIRE(store->apply_transition({b, "created", "done", Cause::kManual, "", std::nullopt, clock.now()}).ok());
+  CHECK(ids() == std::vector<JobId>{first.id, retry.id});
 }
 
 TEST_CASE_TEMPLATE("store: enqueue_job is idempotent per (task, visit, attempt)", B, SqliteBackend, PgBackend) {

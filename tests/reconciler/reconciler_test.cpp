@@ -161,7 +161,7 @@ TEST_CASE("the snapshot keeps the running total across passes and reports the la
   CHECK(snap["last_unblocked"] == "SHOP-2");
   CHECK(snap["last_error"].is_null());
   // What /queue.json shows, from the database alone.
-  auto doc = queue_document(*f.store, f.clock.now(), QueueDefaults{}).value();
+  auto doc = queue_document(*f.store, f.clock.now(), QueueDefaults{}, waiting_rules(f.settings, f.pipeline)).value();
   CHECK(doc["reconciler"]["unblocked_total"] == 2);
   CHECK(doc["reconciler"]["last_unblocked"] == "SHOP-2");
 }

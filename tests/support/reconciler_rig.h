@@ -51,7 +51,7 @@ struct ReconcilerRig : EngineFixture {
         settings(settings_from_env(config, o.env)),
         wrapped(o.wrap_tracker ? o.wrap_tracker(plane) : nullptr),
         handlers(*store, engine, plane, gitea, config, clock, log),
-        gate_side(*store, *store, engine, clock, log, grace(), o.gate),
+        gate_side(*store, *store, *store, engine, clock, log, grace(), o.gate),
         tracker_side(config.projects, pipeline, wrapped ? *wrapped : static_cast<Tracker&>(plane), handlers, *store,
                      *store, clock, log, grace(), o.tracker),
         attempts(*store, pipeline, WriteBack::off(), clock, log),

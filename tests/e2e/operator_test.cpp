@@ -1,0 +1,85 @@
+// End to end against the real binary (issue 25): a task waits behind its project's max_running, /queue.json (through
+// `orch status --json`) says so and names the limit, and it runs when the other finishes, never beside it.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tests/e2e/e2e_world.h"
+
+using namespace orch::testing;
+using namespace orch::testing::e2e;
+using namespace std::chrono_literals;
+
+namespace {
+
+// The task of a Plane work item in /queue.json, or null.
+nlohmann::json task_of(const nlohmann::json& doc, const std::string& item) {
+  if (doc.is_object())
+    for (const auto& t : doc["tasks"])
+      if (t["work_item_id"] == item) return t;
+  return nullptr;
+}
+
+bool waits(World& w, const std::string& item, const std::string& reason, const std::string& needle = "") {
+  const nlohmann::json t = task_of(w.orch->status_json(), item);
+  if (!t.is_object() || !t["waiting"].is_object() || t["waiting"]["reason"] != reason) return false;
+  return t["waiting"]["text"].get<std::string>().find(needle) != std::string::npos;
+}
+
+// Lets the one gated agent that waits on the fifo finish: open for writing (only possible once it reads) and close.
+bool release(const std::string& fifo) {
+  return eventually(
+      [&] {
+        const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+        if (fd < 0) return false;
+        ::close(fd);
+        return true;
+      },
+      30s);
+}
+
+}  // namespace
+
+TEST_CASE("e2e project limit: a second task waits behind max_running = 1, /queue.json names the limit, then it runs") {
+  TempDir scratch;
+  const std::string fifo = scratch.file("release");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  WorldOptions options;
+  options.analyst = "gated.sh";
+  options.analyst_env = {{"E2E_RELEASE_FIFO", fifo}};
+  options.project_max_running = 1;
+  options.workers = 4;  // workers to spare: only the limit holds the second job
+  World w(options);
+  REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
+
+  const std::string first = w.add_item("First in line");
+  const std::string second = w.add_item("Second in line");
+  for (const std::string& item : {first, second}) {
+    w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "In Progress"));
+    REQUIRE(w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", w.plane.issue_webhook_body(item)).status == 202);
+    if (item == first)
+      REQUIRE_MESSAGE(eventually([&] { return waits(w, first, "job_running", "agent analyst running"); }, 30s),
+                      w.orch->log_tail());
+  }
+  REQUIRE_MESSAGE(
+      eventually([&] { return waits(w, second, "job_queued", "held by project shop's max_running = 1 (1 running)"); },
+                 30s),
+      w.orch->log_tail());
+  CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 1);
+
+  REQUIRE(release(fifo));
+  REQUIRE_MESSAGE(eventually([&] { return waits(w, first, "awaiting_human", "to Approved or Rejected in Plane"); }, 30s),
+                  w.orch->log_tail());
+  REQUIRE_MESSAGE(eventually([&] { return waits(w, second, "job_running", "agent analyst running"); }, 30s),
+                  w.orch->log_tail());
+  REQUIRE(release(fifo));
+  REQUIRE_MESSAGE(eventually([&] { return waits(w, second, "awaiting_human"); }, 30s), w.orch->log_tail());
+
+  // Never side by side: the second analyst started after the first had finished.
+  CHECK(w.count("SELECT COUNT(*) FROM jobs a JOIN jobs b ON a.id < b.id WHERE a.status = 'succeeded' AND "
+                "b.status = 'succeeded' AND b.started_at >= a.finished_at") == 1);
+  CHECK(w.count("SELECT COUNT(*) FROM jobs") == 2);
+  CHECK(w.orch->terminate() == std::optional<int>(0));
+}
