@@ -11,6 +11,29 @@ Status set_reconcile_switch(SettingsStore& settings, bool enable, bool plane_onl
   return settings.set_setting(key, enable ? "1" : "0");
 }
 
+Result<TaskRow> rerun_stage(StageEngine& engine, TaskStore& tasks, const Pipeline& pipeline, TaskId id,
+                            const std::optional<std::string>& stage) {
+  auto task = tasks.find_task(id);
+  if (!task.ok()) return task.status();
+  if (!task.value()) return Status{Code::kNotFound, "no task " + std::to_string(id)};
+  const TaskRow& t = *task.value();
+  if (pipeline.is_terminal(t.stage)) return Status{Code::kConflict, t.work_item_key + " is done: nothing to re-run"};
+  const std::string to = stage.value_or(t.stage);
+  const StageSpec* spec = pipeline.stage(to);
+  if (!spec) return Status{Code::kInvalid, "'" + to + "' is not a working stage of the pipeline"};
+  if (is_human_stage(*spec))
+    return Status{Code::kInvalid, "stage " + to + " is a human stage: a person moves " + t.work_item_key +
+                                      " in Plane, there is no agent to re-run"};
+  if (spec->agent.empty()) return Status{Code::kInvalid, "stage " + to + " has no agent to re-run"};
+  AdvanceRequest request;
+  request.cause = Cause::kManual;
+  request.to = to;
+  request.expected_from = t.stage;
+  request.rerun = true;
+  request.detail = "re-run by a person";
+  return engine.advance_stage(id, request);
+}
+
 Result<JobRow> retry_blocked_task(Store& store, const Pipeline& pipeline, TaskId id, TimePoint now) {
   auto task = store.find_task(id);
   if (!task.ok()) return task.status();

@@ -6,6 +6,7 @@
 #include "engine/clock.h"
 #include "engine/model.h"
 #include "engine/pipeline.h"
+#include "engine/stage_engine.h"
 #include "engine/store.h"
 
 namespace orch {
@@ -17,6 +18,15 @@ Status set_reconcile_switch(SettingsStore& settings, bool enable, bool plane_onl
 // Gives a blocked task one more attempt: enqueues the next attempt number of the current visit with its stage's
 // agent, then clears `blocked`. kNotFound: no such task; kConflict: not blocked; kInvalid: its stage has no agent.
 Result<JobRow> retry_blocked_task(Store& store, const Pipeline& pipeline, TaskId id, TimePoint now);
+
+// A person re-runs a stage (`orch task rerun KEY [--stage S]`, POST /admin/tasks/{id}/rerun): the task enters
+// `stage` (default: its current one) again through advance_stage with cause manual (an audit row), so the stage's
+// agent gets the first job of the new visit. A job still running is never killed: it finishes, its result no longer
+// counts, and the claim starts the new job only after it (one running job per task; docs/adr/0019).
+// kNotFound: no task; kConflict: done; kInvalid: not a working stage, a human stage, a stage without an agent, or a
+// stage after the current one.
+Result<TaskRow> rerun_stage(StageEngine& engine, TaskStore& tasks, const Pipeline& pipeline, TaskId id,
+                            const std::optional<std::string>& stage);
 
 // Gives a failed outbox message (a write-back, or a Telegram notification) a fresh attempt budget, due now; its
 // channel's drainer sends it on its next round. kNotFound: no such message; kConflict: not failed.

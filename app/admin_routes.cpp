@@ -94,6 +94,23 @@ void register_admin_routes(httplib::Server& server, const Secret& admin_token, A
                         {"status", job_status_name(job.value().status)}});
               }));
 
+  server.Post(R"(/admin/tasks/(\d+)/rerun)",
+              admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
+                std::string raw = req.matches[1];
+                TaskId id = 0;
+                auto [p, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), id);
+                if (ec != std::errc() || p != raw.data() + raw.size())
+                  return answer(res, 400, {{"error", "bad task id"}});
+                std::optional<std::string> stage;
+                if (req.has_param("stage")) stage = req.get_param_value("stage");
+                auto task = rerun_stage(deps.engine, deps.store, deps.pipeline, id, stage);
+                if (!task.ok()) return answer_error(res, task.status());
+                deps.pool.poke();
+                deps.log.info("admin: task {} re-runs {} (visit {})", task.value().work_item_key, task.value().stage,
+                              task.value().visit);
+                answer(res, 200, {{"task_id", id}, {"stage", task.value().stage}, {"visit", task.value().visit}});
+              }));
+
   server.Post(R"(/admin/outbox/(\d+)/retry)",
               admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
                 std::string raw = req.matches[1];

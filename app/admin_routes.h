@@ -16,6 +16,7 @@
 #include "engine/clock.h"
 #include "engine/pipeline.h"
 #include "engine/secret.h"
+#include "engine/stage_engine.h"
 #include "engine/store.h"
 #include "integrations/worker_pool.h"
 #include "reconciler/reconciler.h"
@@ -29,6 +30,7 @@ struct AdminDeps {
   Reconciler& reconciler;
   WorkerPool& pool;
   const Pipeline& pipeline;
+  StageEngine& engine;
   const Clock& clock;
   spdlog::logger& log;
 };

@@ -298,6 +298,21 @@ int cmd_reconcile_once(const CommonOptions& common, bool dry_run) {
   return kOk;
 }
 
+int cmd_task_rerun(const CommonOptions& common, const std::string& key, const std::optional<std::string>& stage) {
+  std::shared_ptr<spdlog::logger> log;
+  auto app = quiet_app(common, log);
+  if (!app.ok()) return fail("task rerun", app.status());
+  auto found = app.value()->store().find_task_by_key(key);
+  if (!found.ok()) return fail("task rerun", found.status());
+  if (!found.value()) return fail("task rerun", not_found("no task " + key));
+  auto task =
+      rerun_stage(app.value()->engine(), app.value()->store(), app.value()->pipeline(), found.value()->id, stage);
+  if (!task.ok()) return fail("task rerun", task.status());
+  std::cout << key << " re-runs " << task.value().stage << " (visit " << task.value().visit
+            << "): its agent starts after any job of the task still running\n";
+  return kOk;
+}
+
 int cmd_sweep_once(const CommonOptions& common) {
   std::shared_ptr<spdlog::logger> log;
   auto app = quiet_app(common, log);

@@ -38,6 +38,16 @@ int main(int argc, char** argv) {
   explain->add_option("KEY", explain_key, "the work item's key, e.g. SHOP-42")->required();
   explain->add_flag("--json", explain_json, "print the document as JSON");
 
+  std::string task_key;
+  std::optional<std::string> rerun_stage;
+  auto* task = cli.add_subcommand("task", "act on one task (by its work item key)");
+  task->require_subcommand(1);
+  add_config(task);
+  auto* rerun = task->add_subcommand("rerun", "re-run a stage: after any job still running, never killing it");
+  add_config(rerun);
+  rerun->add_option("KEY", task_key, "the work item's key, e.g. SHOP-42")->required();
+  rerun->add_option("--stage", rerun_stage, "the stage to re-run: the current one (default) or an earlier one");
+
   std::string delivery_id;
   auto* replay = cli.add_subcommand("replay", "handle a stored delivery again (e.g. a failed one)");
   add_config(replay);
@@ -74,6 +84,7 @@ int main(int argc, char** argv) {
   if (*migrate) return cmd_migrate(common);
   if (*status) return cmd_status(common, status_json);
   if (*explain) return cmd_explain(common, explain_key, explain_json);
+  if (*task && *rerun) return cmd_task_rerun(common, task_key, rerun_stage);
   if (*replay) return cmd_replay(common, delivery_id);
   if (*reconcile) {
     if (*enable || *disable) return cmd_reconcile_switch(common, enable->parsed(), reconcile_opts.plane_only);

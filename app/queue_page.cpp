@@ -103,6 +103,7 @@ async function post(url, label) {
 }
 function replay(id) { return post('/admin/deliveries/' + seg(id) + '/replay', 'replay ' + id); }
 function retry(taskId) { return post('/admin/tasks/' + seg(taskId) + '/retry', 'retry task ' + taskId); }
+function rerun(taskId) { return post('/admin/tasks/' + seg(taskId) + '/rerun', 're-run task ' + taskId); }
 function retryWrite(id) { return post('/admin/outbox/' + seg(id) + '/retry', 'retry write ' + id); }
 function flip(enable, plane) {
   return post('/admin/reconcile/' + (enable ? 'enable' : 'disable') + (plane ? '?side=plane' : ''),
@@ -142,7 +143,8 @@ function renderTasks(doc) {
         el('td', {}, t.branch ? link(t.branch, repo ? repo + '/src/branch/' + path(t.branch) : null) : ''),
         el('td', {}, t.pr_number !== null ? link('#' + t.pr_number + ' ' + t.pr_state, repo ? repo + '/pulls/' + seg(t.pr_number) : null) : ''),
         el('td', {class: 'bad'}, t.blocked ? (t.blocked_reason || 'blocked') : ''),
-        el('td', {}, t.blocked ? el('button', {class: 'retry', onclick: () => retry(t.id)}, 'Retry') : ''));
+        el('td', {}, t.blocked ? el('button', {class: 'retry', onclick: () => retry(t.id)}, 'Retry') : '',
+          (CONFIG.rerunnable || []).includes(t.stage) ? el('button', {class: 'rerun', onclick: () => rerun(t.id)}, 'Re-run') : ''));
     })));
   }
   setBody('tasks', ...(parts.length ? parts : [el('p', {class: 'muted'}, 'no tasks')]));
@@ -324,7 +326,11 @@ json QueuePage::page_config() const {
   for (const ProjectSpec& p : config_.projects)
     c["projects"][p.name] = {
         {"workspace", p.plane_workspace}, {"project_id", p.plane_project_id}, {"repo", p.gitea_repo}};
-  for (const StageSpec& s : config_.stages) c["stages"].push_back(s.name);
+  c["rerunnable"] = json::array();  // the stages whose tasks get a Re-run button (rerun_stage would accept them)
+  for (const StageSpec& s : config_.stages) {
+    c["stages"].push_back(s.name);
+    if (!is_human_stage(s) && !s.agent.empty()) c["rerunnable"].push_back(s.name);
+  }
   c["stages"].push_back(std::string(kStageDone));
   return c;
 }

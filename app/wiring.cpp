@@ -266,7 +266,7 @@ void App::register_routes() {
   metrics_.register_routes(r, settings_.metrics_token);
   queue_page_.register_routes(r, settings_.admin_token);
   register_admin_routes(r, settings_.admin_token,
-                        AdminDeps{*store_, inbox_, reconciler_, pool_, pipeline_, clock_, log_});
+                        AdminDeps{*store_, inbox_, reconciler_, pool_, pipeline_, engine_, clock_, log_});
   register_readiness(r, serve_readiness_checks(ReadinessSources{.store = *store_,
                                                                 .inbox = inbox_,
                                                                 .pool = pool_,

@@ -1,5 +1,6 @@
 #include "engine/pipeline.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace orch {
@@ -53,6 +54,15 @@ bool Pipeline::allowed(std::string_view from, std::string_view to) const {
   for (Rollback kind : {Rollback::kReject, Rollback::kChangesRequested})
     if (auto r = rollback_target(from, kind); r && *r == to) return true;
   return false;
+}
+
+bool Pipeline::rerun_allowed(std::string_view from, std::string_view to) const {
+  auto index = [this](std::string_view name) {
+    auto it = std::find_if(stages_.begin(), stages_.end(), [&](const StageSpec& s) { return s.name == name; });
+    return it == stages_.end() ? -1 : static_cast<int>(it - stages_.begin());
+  };
+  const int f = index(from), t = index(to);
+  return f >= 0 && t >= 0 && t <= f;
 }
 
 std::chrono::seconds Pipeline::grace(std::string_view name, std::chrono::seconds fallback) const {

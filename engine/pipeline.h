@@ -35,6 +35,8 @@ class Pipeline {
   std::optional<std::string> rollback_target(std::string_view stage, Rollback kind) const;
   // A forward step to the next stage, or a declared rollback edge.
   bool allowed(std::string_view from, std::string_view to) const;
+  // A person's re-run (`orch task rerun`, ADR 0019): from a working stage into it again or into an earlier one.
+  bool rerun_allowed(std::string_view from, std::string_view to) const;
   // The stage's own grace, or the default.
   std::chrono::seconds grace(std::string_view stage, std::chrono::seconds fallback) const;
   const std::vector<StageSpec>& stages() const { return stages_; }

@@ -25,8 +25,14 @@ Result<TaskRow> StageEngine::advance_stage(TaskId id, const AdvanceRequest& requ
   } else {
     return invalid("stage " + from + " has no next stage");
   }
-  if (!pipeline_.allowed(from, to))
+  if (request.rerun) {
+    if (request.cause != Cause::kManual) return invalid("only a person re-runs a stage");
+    if (!pipeline_.rerun_allowed(from, to))
+      return invalid("task " + task.work_item_key + " is in " + from + ": it can re-run " + from +
+                     " or an earlier stage, not " + to);
+  } else if (!pipeline_.allowed(from, to)) {
     return invalid("transition " + from + " -> " + to + " is not declared in the pipeline");
+  }
 
   TransitionRequest write;
   write.task_id = id;

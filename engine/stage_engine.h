@@ -25,6 +25,9 @@ struct AdvanceRequest {
   std::optional<std::string> finished_agent;  // the agent that finished: must be the current stage's agent
   std::optional<std::string> rejection_reason;
   std::string detail;
+  // A person's re-run (cause manual): `to` may be the current stage or an earlier one (Pipeline::rerun_allowed)
+  // instead of a declared edge.
+  bool rerun = false;
 };
 
 struct GateAdvance {

@@ -85,7 +85,8 @@ struct JobStore {
   // every running job in the store, whoever claimed it): a job whose project or agent is at its limit, or any job
   // when the store is at the overall limit, stays queued. Fair between projects: the due job of the project with the
   // fewest running jobs goes first, the oldest (run_after, id) among equals, so one project's backlog cannot starve
-  // another's (docs/adr/0018).
+  // another's (docs/adr/0018). One running job per task: a job whose task has another one running (a re-run's job
+  // while the earlier visit's agent finishes) stays queued until it ends (docs/adr/0019).
   virtual Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now,
                                                   const JobLimits& limits) = 0;
   Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now) {

@@ -45,9 +45,11 @@ Waiting job_waiting(const TaskRow& task, const JobRow& job, const JobQueueView& 
   const auto [position, queued] = queue.position(job, task.project);
   std::string text = "agent " + job.agent + " queued (" + attempt + ")";
   if (position > 0)
-    text += ", " + std::to_string(position) + " of " + std::to_string(queued) + " in project " + task.project +
-            "'s queue";
-  if (job.run_after > now) {
+    text +=
+        ", " + std::to_string(position) + " of " + std::to_string(queued) + " in project " + task.project + "'s queue";
+  if (queue.task_running(task.id)) {  // a re-run's job: the claim keeps one running job per task
+    text += ", after the task's job of an earlier visit, still running, finishes";
+  } else if (job.run_after > now) {
     text += ", not before its retry at " + format_rfc3339(job.run_after);
   } else if (std::string limit = holding_limit(job, task.project, queue, rules.limits); !limit.empty()) {
     text += ", held by " + limit;
@@ -65,6 +67,7 @@ JobQueueView::JobQueueView(const std::vector<JobRow>& running, const std::vector
     ++running_total_;
     ++by_project_[project_of(j.task_id)];
     ++by_agent_[j.agent];
+    running_tasks_.insert(j.task_id);
   }
   std::vector<const JobRow*> order;
   for (const JobRow& j : queued) order.push_back(&j);
@@ -120,8 +123,9 @@ std::optional<Waiting> explain_waiting(const TaskRow& task, const std::vector<Jo
 
   const StageSpec* spec = rules.pipeline.stage(task.stage);
   if (!spec)  // `created`: a start that was stored but not made; the tracker side replays it
-    return Waiting{kWithinGrace, "created but not yet in " + rules.pipeline.first_working_stage() +
-                                     ": the reconciler's tracker side replays the start on its next pass",
+    return Waiting{kWithinGrace,
+                   "created but not yet in " + rules.pipeline.first_working_stage() +
+                       ": the reconciler's tracker side replays the start on its next pass",
                    task.created_at};
   if (is_human_stage(*spec)) {
     auto names = rules.plane_states.find(task.project);
@@ -144,12 +148,11 @@ std::optional<Waiting> explain_waiting(const TaskRow& task, const std::vector<Jo
                        format_rfc3339(look_at),
                    idle_since};
   if (gate && !gate->green)
-    return Waiting{kGateRed, "gate red: " + gate->why + " (the reconciler's verdict since " +
-                                 format_rfc3339(gate->since) + ")",
+    return Waiting{kGateRed,
+                   "gate red: " + gate->why + " (the reconciler's verdict since " + format_rfc3339(gate->since) + ")",
                    gate->since};
   return Waiting{kWithinGrace,
-                 "past stage " + task.stage + "'s grace: the reconciler evaluates its gate on its next pass",
-                 look_at};
+                 "past stage " + task.stage + "'s grace: the reconciler evaluates its gate on its next pass", look_at};
 }
 
 std::string describe_duration(std::chrono::nanoseconds d) {

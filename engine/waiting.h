@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,7 @@ class JobQueueView {
   int running_total() const { return running_total_; }
   int running_in_project(const std::string& project) const;
   int running_of_agent(const std::string& agent) const;
+  bool task_running(TaskId task) const { return running_tasks_.count(task) > 0; }
   // 1-based position of `job` among its project's queued jobs, and how many that project has queued; {0, n} when
   // the job is not among them.
   std::pair<int, int> position(const JobRow& job, const std::string& project) const;
@@ -54,6 +56,7 @@ class JobQueueView {
  private:
   int running_total_ = 0;
   std::map<std::string, int> by_project_, by_agent_;
+  std::set<TaskId> running_tasks_;
   std::map<std::string, std::vector<JobId>> queued_by_project_;  // claim order
 };
 

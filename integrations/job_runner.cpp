@@ -159,6 +159,10 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
     // until its timeout for a result nobody would use. A failing read decides nothing; the next heartbeat asks again.
     auto now_task = deps_.store.find_task(job.task_id);
     if (!now_task.ok()) return;
+    // Back in the same stage on a later visit (a person's re-run, or a rollback into it): the agent is never killed.
+    // It finishes, its result no longer counts (abandoned below), and the new visit's job starts after it: the claim
+    // keeps one running job per task (docs/adr/0019).
+    if (now_task.value() && now_task.value()->stage == job.stage) return;
     moved_on = now_task.value() ? superseded(job, *now_task.value()) : "superseded: the task is gone";
     if (!moved_on.empty()) halt.request_stop();
   };

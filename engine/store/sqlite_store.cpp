@@ -79,6 +79,7 @@ struct Dialect<SqliteConn> {
       "l.value), "
       "heads AS (SELECT p.project AS project, (SELECT h.id FROM jobs h WHERE h.status = 'queued' "
       "AND h.project = p.project AND h.run_after <= $2 AND h.agent NOT IN (SELECT agent FROM full_agents) "
+      "AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.task_id = h.task_id AND r.status = 'running') "
       "ORDER BY h.run_after, h.id LIMIT 1) AS id FROM projects p WHERE p.project IS NOT NULL) "
       "SELECT j.id FROM heads JOIN jobs j ON j.id = heads.id CROSS JOIN total "
       "LEFT JOIN by_project bp ON bp.project = heads.project "

@@ -293,6 +293,80 @@ TEST_CASE("orch explain and orch status say why a task waits, from the database,
   CHECK(out.find("  blocked: SHOP-7 in development: agent failed\n") != std::string::npos);
 }
 
+TEST_CASE("re-running a stage never kills the running job: the re-run's job follows it, both in the audit log") {
+  RunningApp app;
+  TaskRow task = app.add_task("SHOP-9", "Re-run me", {"analysis", "development"});
+  const JobRow running = app.claim_new_job(task, SystemClock().now());
+  // Not started: no worker races the claims below.
+  auto rerun = rerun_stage(app.app().engine(), app.store(), app.app().pipeline(), task.id, std::nullopt);
+  REQUIRE_MESSAGE(rerun.ok(), rerun.status().message);
+  CHECK(rerun.value().stage == "development");
+  CHECK(rerun.value().visit == task.visit + 1);
+  auto audit = app.store().transitions_for_task(task.id).value();
+  REQUIRE(audit.size() == 3);
+  CHECK(audit.back().from == "development");
+  CHECK(audit.back().to == "development");
+  CHECK(audit.back().cause == Cause::kManual);
+  CHECK(audit.back().detail == "re-run by a person");
+  CHECK(app.store().find_job(running.id).value()->status == JobStatus::kRunning);  // untouched
+  // The re-run's job is queued, held while the earlier one runs, and says so.
+  std::optional<JobRow> queued;
+  for (const JobRow& j : app.store().jobs_for_task(task.id).value())
+    if (j.visit == task.visit + 1) queued = j;
+  REQUIRE(queued);
+  CHECK(queued->status == JobStatus::kQueued);
+  CHECK(queued->agent == "developer");
+  CHECK_FALSE(app.store().claim_job("1/1", SystemClock().now()).value().has_value());
+  json doc = queue_document(app.store(), SystemClock().now(), QueueDefaults{},
+                            waiting_rules(app.app().settings(), app.app().pipeline()))
+                 .value();
+  for (const json& t : doc["tasks"])
+    if (t["id"] == task.id) {
+      CHECK(t["waiting"]["reason"] == "job_queued");
+      CHECK(t["waiting"]["text"].get<std::string>().find("after the task's job of an earlier visit") !=
+            std::string::npos);
+    }
+  REQUIRE(app.store().finish_job(running.id, JobStatus::kFailed, "superseded", SystemClock().now()).ok());
+  auto next = app.store().claim_job("1/1", SystemClock().now()).value();
+  REQUIRE(next);
+  CHECK(next->id == queued->id);
+
+  // Refused, with the reason: a later stage, a human stage, a done task, an unknown one.
+  auto later = rerun_stage(app.app().engine(), app.store(), app.app().pipeline(), task.id, std::string("review"));
+  CHECK(later.status().code == Code::kInvalid);
+  CHECK(later.status().message.find("re-run development or an earlier stage, not review") != std::string::npos);
+  auto human = rerun_stage(app.app().engine(), app.store(), app.app().pipeline(), task.id, std::string("analysis"));
+  CHECK(human.status().code == Code::kInvalid);
+  CHECK(human.status().message.find("human stage") != std::string::npos);
+  TaskRow done = app.add_task("SHOP-10", "Done already", {"analysis", "development", "review", "done"});
+  CHECK(rerun_stage(app.app().engine(), app.store(), app.app().pipeline(), done.id, std::nullopt).status().code ==
+        Code::kConflict);
+  CHECK(app.store().transitions_for_task(task.id).value().size() == 3);  // the refusals wrote nothing
+
+  // The CLI and the admin endpoint are the same action.
+  const std::map<std::string, std::string> env = {{"ORCH_DATA_DIR", app.dir().path().string()},
+                                                  {"ORCH_CONFIG", ORCH_SOURCE_DIR "/examples/orch.toml"}};
+  std::string out;
+  CHECK(run_capture({ORCH_BINARY, "task", "rerun", "SHOP-10"}, env, &out) == 1);
+  REQUIRE(run_capture({ORCH_BINARY, "task", "rerun", "SHOP-9"}, env, &out) == 0);
+  CHECK(out == "SHOP-9 re-runs development (visit " + std::to_string(task.visit + 2) +
+                   "): its agent starts after any job of the task still running\n");
+  app.start();
+  auto c = app.client();
+  const std::string url = "/admin/tasks/" + std::to_string(task.id) + "/rerun";
+  CHECK(c.Post(url + "?stage=analysis", admin(), "", "application/json")->status == 400);
+  CHECK(c.Post("/admin/tasks/" + std::to_string(done.id) + "/rerun", admin(), "", "application/json")->status == 409);
+  CHECK(c.Post("/admin/tasks/987654/rerun", admin(), "", "application/json")->status == 404);
+  CHECK(c.Post(url, httplib::Headers{}, "", "application/json")->status == 401);
+  auto ok = c.Post(url + "?stage=development", admin(), "", "application/json");
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  json body = json::parse(ok->body, nullptr, false);
+  CHECK(body["stage"] == "development");
+  CHECK(body["visit"].get<int>() >= task.visit + 3);  // the started workers may have moved it meanwhile
+  CHECK(app.log().contains("admin: task SHOP-9 re-runs development"));
+}
+
 TEST_CASE("/readyz names each dependency and is ready when all are") {
   RunningApp app;
   app.start();

@@ -169,6 +169,42 @@ TEST_CASE("clicking Replay on a failed delivery in chromium replays it and the p
   (void)chrome.call("Browser.close", nlohmann::json::object());
 }
 
+TEST_CASE("clicking Re-run on a task in chromium re-runs its stage, and human or done stages have no button") {
+  if (!std::filesystem::exists(kChromium)) {
+    MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
+    return;
+  }
+  RunningApp app;
+  const Seeded s = seed_every_stage(app);
+  app.start();
+  TempDir profile;
+  DevTools chrome(profile);
+  auto target = chrome.call("Target.createTarget", {{"url", queue_url(app)}});
+  REQUIRE_MESSAGE(target.contains("targetId"), target.dump());
+  auto attached = chrome.call("Target.attachToTarget", {{"targetId", target["targetId"]}, {"flatten", true}});
+  REQUIRE_MESSAGE(attached.contains("sessionId"), attached.dump());
+  const std::string session = attached["sessionId"];
+  auto js = [&](const std::string& expr) { return chrome.eval(session, expr); };
+  auto row = [](const TaskRow& t) {
+    return "document.querySelector('tr[data-task-id=\"" + std::to_string(t.id) + "\"]')";
+  };
+  REQUIRE(eventually([&] { return js("document.getElementById('status')?.getAttribute('data-source')") == "live"; }));
+  CHECK(js(row(s.analysis) + ".querySelector('button.rerun') === null") == true);  // a human stage
+  CHECK(js(row(s.done) + ".querySelector('button.rerun') === null") == true);
+  CHECK(js(row(s.review) + ".querySelector('button.rerun').click(), true") == true);
+  CHECK(eventually([&] {
+    return js("document.getElementById('status').getAttribute('data-last-action')") ==
+           "re-run task " + std::to_string(s.review.id) + " ok";
+  }));
+  auto audit = app.store().transitions_for_task(s.review.id).value();
+  REQUIRE_FALSE(audit.empty());
+  CHECK(audit.back().from == "review");
+  CHECK(audit.back().to == "review");
+  CHECK(audit.back().cause == Cause::kManual);
+  CHECK(app.log().contains("admin: task SHOP-4 re-runs review"));
+  (void)chrome.call("Browser.close", nlohmann::json::object());
+}
+
 TEST_CASE("the queue page's jobs table shows a job's failing follow-up step, its tries and its error") {
   if (!std::filesystem::exists(kChromium)) {
     MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");

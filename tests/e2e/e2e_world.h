@@ -94,6 +94,7 @@ struct WorldOptions {
   std::string reviewer = "reviewer.sh";
   std::string analyst_timeout = "2m";
   std::map<std::string, std::string> analyst_env{};
+  std::map<std::string, std::string> developer_env{};
   std::string heartbeat_stale = "150s";  // [jobs] heartbeat_stale: when the sweeper fails a job of a dead worker
   // Issue 11: `replicas` orch serve processes on one PostgreSQL database; more than one implies postgres.
   int replicas = 1;
@@ -439,7 +440,8 @@ class World {
                                            : std::string())
       << "\n"
       << agent_block("analyst", options_.analyst, options_.analyst_timeout, options_.analyst_env)
-      << agent_block("developer", options_.developer, "2m", {}) << agent_block("reviewer", options_.reviewer, "2m", {})
+      << agent_block("developer", options_.developer, "2m", options_.developer_env)
+      << agent_block("reviewer", options_.reviewer, "2m", {})
       << "[[stages]]\nname = \"analysis\"\nagent = \"analyst\"\ngate = { type = \"human_approval\" }\nhuman = true\n"
          "on_reject = \"analysis\"\n\n"
       << "[[stages]]\nname = \"development\"\nagent = \"developer\"\nopen_pr = true\ngate = { type = \"ci_green\" }\n\n"

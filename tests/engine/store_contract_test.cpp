@@ -512,10 +512,10 @@ TEST_CASE_TEMPLATE("store: claim_job takes the oldest due job, and a job finishe
   B backend;
   auto store = backend.open();
   ManualClock clock;
-  TaskId id = make_task(*store, "1", clock.now());
-  JobRow later = enqueue(*store, id, 1, 1, clock.now(), clock.now() + 10s);
-  JobRow earlier = enqueue(*store, id, 1, 2, clock.now(), clock.now() - 1s);
-  JobRow now = enqueue(*store, id, 1, 3, clock.now(), clock.now());
+  // Three tasks: the claim runs one job per task at a time.
+  JobRow later = enqueue(*store, make_task(*store, "1", clock.now()), 1, 1, clock.now(), clock.now() + 10s);
+  JobRow earlier = enqueue(*store, make_task(*store, "2", clock.now()), 1, 1, clock.now(), clock.now() - 1s);
+  JobRow now = enqueue(*store, make_task(*store, "3", clock.now()), 1, 1, clock.now(), clock.now());
 
   auto first = store->claim_job("100/1", clock.now());
   REQUIRE(first.ok());
@@ -574,6 +574,26 @@ JobId claim_under(Store& store, const JobLimits& limits, TimePoint now) {
   auto job = store.claim_job("w/1", now, limits);
   REQUIRE_MESSAGE(job.ok(), job.status().message);
   return job.value() ? job.value()->id : 0;
+}
+
+TEST_CASE_TEMPLATE("store: claim_job runs one job per task: a later visit's job waits for the running one", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  TaskId a = make_task(*store, "a", clock.now());
+  TaskId b = make_task(*store, "b", clock.now());
+  const JobRow first = enqueue(*store, a, 1, 1, clock.now(), clock.now());
+  REQUIRE(store->claim_job("w/1", clock.now()).value()->id == first.id);
+  clock.advance(1s);
+  const JobRow rerun = enqueue(*store, a, 2, 1, clock.now(), clock.now());  // a re-run's job: the next visit
+  clock.advance(1s);
+  const JobRow other = enqueue(*store, b, 1, 1, clock.now(), clock.now());
+  // The older due job of the same project is held; the other task's job is not held up behind it.
+  CHECK(store->claim_job("w/2", clock.now()).value()->id == other.id);
+  CHECK_FALSE(store->claim_job("w/2", clock.now()).value().has_value());
+  REQUIRE(store->finish_job(first.id, JobStatus::kFailed, "superseded", clock.now()).ok());
+  CHECK(store->claim_job("w/2", clock.now()).value()->id == rerun.id);
 }
 
 TEST_CASE_TEMPLATE("store: claim_job keeps a job queued while the store, its project or its agent is at max_running", B,
@@ -665,11 +685,8 @@ TEST_CASE_TEMPLATE("store: 8 threads claiming 200 jobs claim each exactly once",
   constexpr int kJobs = 200;
   constexpr int kThreads = 8;
   std::set<JobId> all;
-  for (int i = 0; i < 20; ++i) {
-    TaskId task = make_task(*store, std::to_string(i), kMonday9am);
-    for (int attempt = 1; attempt <= kJobs / 20; ++attempt)
-      all.insert(enqueue(*store, task, 1, attempt, kMonday9am, kMonday9am).id);
-  }
+  for (int i = 0; i < kJobs; ++i)  // one job per task: the claim runs one job per task at a time
+    all.insert(enqueue(*store, make_task(*store, std::to_string(i), kMonday9am), 1, 1, kMonday9am, kMonday9am).id);
   std::vector<std::vector<JobId>> claimed(kThreads);
   std::atomic<int> errors{0};
   std::barrier start(kThreads);
@@ -705,8 +722,8 @@ TEST_CASE_TEMPLATE("store: the sweeper rules fail only stale or expired jobs, in
   ManualClock clock;
   TaskId id = make_task(*store, "1", clock.now());
   std::vector<JobId> running;
-  for (int attempt = 1; attempt <= 4; ++attempt) {
-    enqueue(*store, id, 1, attempt, clock.now(), clock.now());
+  for (int i = 1; i <= 4; ++i) {  // four tasks: one running job each
+    enqueue(*store, i == 1 ? id : make_task(*store, std::to_string(i), clock.now()), 1, 1, clock.now(), clock.now());
     running.push_back(store->claim_job("w/1", clock.now()).value().value().id);
   }
   // Heartbeats at +1, +2, +3, +4 minutes; the cutoff at +3m makes the first two stale.
@@ -1338,11 +1355,9 @@ TEST_CASE_TEMPLATE("store: claimers on several stores never get one job twice", 
   constexpr int kJobs = 120;
   constexpr int kThreads = 8;
   std::set<JobId> all;
-  for (int i = 0; i < 12; ++i) {
-    TaskId task = make_task(*stores[0], std::to_string(i), kMonday9am);
-    for (int attempt = 1; attempt <= kJobs / 12; ++attempt)
-      all.insert(enqueue(*stores[0], task, 1, attempt, kMonday9am, kMonday9am).id);
-  }
+  for (int i = 0; i < kJobs; ++i)  // one job per task: the claim runs one job per task at a time
+    all.insert(
+        enqueue(*stores[0], make_task(*stores[0], std::to_string(i), kMonday9am), 1, 1, kMonday9am, kMonday9am).id);
   std::vector<std::vector<JobId>> claimed(kThreads);
   ThreadErrors errors;
   std::barrier start(kThreads);

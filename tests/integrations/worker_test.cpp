@@ -387,6 +387,45 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "a running agent whose stage a person re-runs is not stopped: it finishes, its result does not count, and the "
+    "new visit's job is claimable only after it") {
+  // The agent runs until the test creates `release`; its timeout (60 s) bounds the test.
+  WorkerFixture w(Scripts{{"developer",
+                           "echo $$ > \"$OUT/pid.tmp\" && mv \"$OUT/pid.tmp\" \"$OUT/pid\"\n"
+                           "while [ ! -e \"$OUT/release\" ]; do sleep 0.02; done\nexit 0\n"}},
+                  WorkerFixture::fast_options(), [](Config& c) { c.agents["developer"].timeout = 60s; });
+  TaskRow task = w.f.task_in("development", "SHOP-5");
+  JobRow job = w.claim("development");
+  JobResult result;
+  std::jthread running([&] { result = w.runner.run(job); });
+  REQUIRE(eventually([&] { return fs::exists(w.out() / "pid"); }, 30s));
+
+  AdvanceRequest r;
+  r.to = "development";
+  r.rerun = true;
+  auto rerun = w.f.engine.advance_stage(task.id, r);
+  REQUIRE_MESSAGE(rerun.ok(), rerun.status().message);
+  CHECK(rerun.value().visit == task.visit + 1);
+  // A heartbeat after the re-run (it writes the clock's new time) saw the task back in its stage, and let it run.
+  w.f.clock.advance(1s);
+  REQUIRE(eventually([&] { return w.f.store->find_job(job.id).value()->heartbeat_at == w.f.clock.now(); }, 30s));
+  // The new visit's job waits for this one: one running job per task.
+  CHECK_FALSE(w.f.store->claim_job("test/1", w.f.clock.now()).value().has_value());
+  std::ofstream(w.out() / "release") << "go";
+  running.join();
+
+  CHECK(result.outcome == JobOutcome::kAbandoned);
+  CHECK(result.detail.find("superseded: task is in development (visit " + std::to_string(task.visit + 1)) !=
+        std::string::npos);
+  CHECK_FALSE(w.f.log.contains("stopped: superseded"));
+  CHECK(read_file(w.f.layout.job_log(job.id)).find("[orch] exit 0") != std::string::npos);
+  auto next = w.f.store->claim_job("test/1", w.f.clock.now()).value();
+  REQUIRE(next.has_value());
+  CHECK(next->visit == task.visit + 1);
+  CHECK(next->stage == "development");
+}
+
+TEST_CASE(
     "start-up recovery queues the next attempt of jobs a dead worker left running, blocks those on their last "
     "attempt, and leaves live workers' jobs alone") {
   WorkerFixture w(Scripts{{"analyst", "exit 0\n"}});

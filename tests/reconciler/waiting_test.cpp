@@ -112,7 +112,8 @@ TEST_CASE("waiting: a human stage waits for a person in Plane, since it entered 
   CHECK(w["since"] == format_rfc3339(t.entered_stage_at));
 }
 
-TEST_CASE("waiting: inside its grace a task says when the reconciler looks again, and past it the gate side's red gate") {
+TEST_CASE(
+    "waiting: inside its grace a task says when the reconciler looks again, and past it the gate side's red gate") {
   Rig f;  // development's grace: 30 min
   TaskRow t = f.in_development("SHOP-1");
   f.clock.advance(10min);

@@ -1,6 +1,6 @@
 #!/bin/sh
-# e2e gated analyst: runs until the test opens and closes the fifo $E2E_RELEASE_FIFO (one release per run), then
-# does what the analyst does.
+# e2e gated agent: runs until the test opens and closes the fifo $E2E_RELEASE_FIFO (one release per run), then does
+# what $E2E_GATED_THEN (an agent script beside this one, default analyst.sh) does.
 set -e
 cat "$E2E_RELEASE_FIFO" > /dev/null
-exec "$(dirname "$0")/analyst.sh"
+exec /bin/sh "$(dirname "$0")/${E2E_GATED_THEN:-analyst.sh}"
