@@ -1,6 +1,8 @@
 #include "app/admin_routes.h"
 
 #include <charconv>
+#include <cstdint>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -30,6 +32,15 @@ void answer(httplib::Response& res, int status, const json& body) {
 }
 
 void answer_error(httplib::Response& res, const Status& s) { answer(res, http_status(s.code), {{"error", s.message}}); }
+
+// The path's numeric {id} (its first match); nullopt when it does not fit the id's type.
+std::optional<std::int64_t> path_id(const httplib::Request& req) {
+  const std::string raw = req.matches[1];
+  std::int64_t id = 0;
+  auto [p, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), id);
+  if (ec != std::errc() || p != raw.data() + raw.size()) return std::nullopt;
+  return id;
+}
 
 // A browser that holds the admin credentials (basic auth is cached per origin) would send them with a POST that
 // another site's page makes: refuse what the browser itself marks as coming from elsewhere. curl and scripts send
@@ -78,11 +89,9 @@ void register_admin_routes(httplib::Server& server, const Secret& admin_token, A
 
   server.Post(R"(/admin/tasks/(\d+)/retry)",
               admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
-                std::string raw = req.matches[1];
-                TaskId id = 0;
-                auto [p, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), id);
-                if (ec != std::errc() || p != raw.data() + raw.size())
-                  return answer(res, 400, {{"error", "bad task id"}});
+                const auto parsed = path_id(req);
+                if (!parsed) return answer(res, 400, {{"error", "bad task id"}});
+                const TaskId id = *parsed;
                 auto job = retry_blocked_task(deps.store, deps.pipeline, id, deps.clock.now());
                 if (!job.ok()) return answer_error(res, job.status());
                 deps.pool.poke();
@@ -96,11 +105,9 @@ void register_admin_routes(httplib::Server& server, const Secret& admin_token, A
 
   server.Post(R"(/admin/tasks/(\d+)/rerun)",
               admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
-                std::string raw = req.matches[1];
-                TaskId id = 0;
-                auto [p, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), id);
-                if (ec != std::errc() || p != raw.data() + raw.size())
-                  return answer(res, 400, {{"error", "bad task id"}});
+                const auto parsed = path_id(req);
+                if (!parsed) return answer(res, 400, {{"error", "bad task id"}});
+                const TaskId id = *parsed;
                 std::optional<std::string> stage;
                 if (req.has_param("stage")) stage = req.get_param_value("stage");
                 auto task = rerun_stage(deps.engine, deps.store, deps.pipeline, id, stage);
@@ -113,11 +120,9 @@ void register_admin_routes(httplib::Server& server, const Secret& admin_token, A
 
   server.Post(R"(/admin/outbox/(\d+)/retry)",
               admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
-                std::string raw = req.matches[1];
-                NotificationId id = 0;
-                auto [p, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), id);
-                if (ec != std::errc() || p != raw.data() + raw.size())
-                  return answer(res, 400, {{"error", "bad outbox message id"}});
+                const auto parsed = path_id(req);
+                if (!parsed) return answer(res, 400, {{"error", "bad outbox message id"}});
+                const NotificationId id = *parsed;
                 if (Status s = retry_outbox_message(deps.store, id, deps.clock.now()); !s.ok())
                   return answer_error(res, s);
                 deps.log.info("admin: outbox message {} retried", id);

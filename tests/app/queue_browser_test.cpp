@@ -144,11 +144,8 @@ TEST_CASE("clicking Replay on a failed delivery in chromium replays it and the p
   TempDir profile;
   DevTools chrome(profile);
   const std::string url = queue_url(app);
-  auto target = chrome.call("Target.createTarget", {{"url", url}});
-  REQUIRE_MESSAGE(target.contains("targetId"), target.dump());
-  auto attached = chrome.call("Target.attachToTarget", {{"targetId", target["targetId"]}, {"flatten", true}});
-  REQUIRE_MESSAGE(attached.contains("sessionId"), attached.dump());
-  const std::string session = attached["sessionId"];
+  const std::string session = chrome.open(url);
+  REQUIRE_FALSE(session.empty());
   auto js = [&](const std::string& expr) { return chrome.eval(session, expr); };
 
   const std::string row = R"(document.querySelector('tr[data-delivery-id="dlv-failed-1"]'))";
@@ -179,11 +176,8 @@ TEST_CASE("clicking Re-run on a task in chromium re-runs its stage, and human or
   app.start();
   TempDir profile;
   DevTools chrome(profile);
-  auto target = chrome.call("Target.createTarget", {{"url", queue_url(app)}});
-  REQUIRE_MESSAGE(target.contains("targetId"), target.dump());
-  auto attached = chrome.call("Target.attachToTarget", {{"targetId", target["targetId"]}, {"flatten", true}});
-  REQUIRE_MESSAGE(attached.contains("sessionId"), attached.dump());
-  const std::string session = attached["sessionId"];
+  const std::string session = chrome.open(queue_url(app));
+  REQUIRE_FALSE(session.empty());
   auto js = [&](const std::string& expr) { return chrome.eval(session, expr); };
   auto row = [](const TaskRow& t) {
     return "document.querySelector('tr[data-task-id=\"" + std::to_string(t.id) + "\"]')";
@@ -235,11 +229,8 @@ TEST_CASE("the queue page lists a failed write-back, and pressing its Retry in c
   app.start();
   TempDir profile;
   DevTools chrome(profile);
-  auto target = chrome.call("Target.createTarget", {{"url", queue_url(app)}});
-  REQUIRE_MESSAGE(target.contains("targetId"), target.dump());
-  auto attached = chrome.call("Target.attachToTarget", {{"targetId", target["targetId"]}, {"flatten", true}});
-  REQUIRE_MESSAGE(attached.contains("sessionId"), attached.dump());
-  const std::string session = attached["sessionId"];
+  const std::string session = chrome.open(queue_url(app));
+  REQUIRE_FALSE(session.empty());
   auto js = [&](const std::string& expr) { return chrome.eval(session, expr); };
 
   const std::string sid = std::to_string(id);
