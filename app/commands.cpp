@@ -10,6 +10,7 @@
 #include "app/queue_document.h"
 #include "app/settings.h"
 #include "app/wiring.h"
+#include "engine/printable.h"
 
 namespace orch {
 namespace {
@@ -137,12 +138,12 @@ int cmd_status(const CommonOptions& common, bool json) {
   for (const auto& t : d["tasks"])
     if (t["blocked"].get<bool>())
       std::cout << "  blocked: " << t["work_item_key"].get<std::string>() << " in " << t["stage"].get<std::string>()
-                << ": " << t["blocked_reason"].get<std::string>() << "\n";
+                << ": " << printable(t["blocked_reason"].get<std::string>()) << "\n";
   for (const auto& t : d["tasks"])
     if (!t["blocked"].get<bool>() && t["waiting"].is_object())
       std::cout << "  waiting: " << t["work_item_key"].get<std::string>() << " in " << t["stage"].get<std::string>()
-                << " (" << t["waiting"]["reason"].get<std::string>() << "): " << t["waiting"]["text"].get<std::string>()
-                << "\n";
+                << " (" << t["waiting"]["reason"].get<std::string>()
+                << "): " << printable(t["waiting"]["text"].get<std::string>()) << "\n";
   std::map<std::string, int> by_status;
   for (const auto& j : d["jobs"]) by_status[j["status"].get<std::string>()]++;
   std::cout << "jobs:";
@@ -225,28 +226,30 @@ int cmd_explain(const CommonOptions& common, const std::string& key, bool json) 
     return kOk;
   }
   const auto& t = d["task"];
-  std::cout << key << ": " << t["title"].get<std::string>() << "\n";
+  std::cout << key << ": " << printable(t["title"].get<std::string>()) << "\n";
   std::cout << "stage: " << t["stage"].get<std::string>() << " (since " << t["entered_stage_at"].get<std::string>()
             << ")\n";
   if (t["waiting"].is_object())
     std::cout << "waiting: " << t["waiting"]["reason"].get<std::string>() << ": "
-              << t["waiting"]["text"].get<std::string>() << " (since " << t["waiting"]["since"].get<std::string>()
-              << ")\n";
+              << printable(t["waiting"]["text"].get<std::string>()) << " (since "
+              << t["waiting"]["since"].get<std::string>() << ")\n";
   else
     std::cout << "waiting: nothing (done)\n";
   if (d["gate"].is_object())
     std::cout << "gate: " << (d["gate"]["green"].get<bool>() ? "green" : "red") << ": "
-              << d["gate"]["why"].get<std::string>() << " (since " << d["gate"]["since"].get<std::string>() << ")\n";
+              << printable(d["gate"]["why"].get<std::string>()) << " (since " << d["gate"]["since"].get<std::string>()
+              << ")\n";
   std::cout << "transitions:\n";
   for (const auto& tr : d["transitions"])
     std::cout << "  " << tr["at"].get<std::string>() << " " << tr["from"].get<std::string>() << " -> "
               << tr["to"].get<std::string>() << " (" << tr["cause"].get<std::string>() << ")"
-              << (tr["detail"].get<std::string>().empty() ? "" : ": " + tr["detail"].get<std::string>()) << "\n";
+              << (tr["detail"].get<std::string>().empty() ? "" : ": " + printable(tr["detail"].get<std::string>()))
+              << "\n";
   std::cout << "jobs:\n";
   for (const auto& j : d["jobs"])
     std::cout << "  #" << j["id"] << " " << j["stage"].get<std::string>() << " " << j["agent"].get<std::string>()
               << " attempt " << j["attempt"] << ": " << j["status"].get<std::string>()
-              << (j["error"].get<std::string>().empty() ? "" : ": " + j["error"].get<std::string>()) << "\n";
+              << (j["error"].get<std::string>().empty() ? "" : ": " + printable(j["error"].get<std::string>())) << "\n";
   return kOk;
 }
 

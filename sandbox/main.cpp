@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "engine/printable.h"
 #include "sandbox/page.h"
 #include "sandbox/sandbox.h"
 
@@ -277,14 +278,6 @@ std::string encode(const std::string& s) {
     else
       out += '%', out += hex[c >> 4], out += hex[c & 15];
   }
-  return out;
-}
-
-// Titles, comments and messages come from Plane users and agents: a terminal must not receive their control
-// characters (escape sequences), so human-readable output shows them as '?'.
-std::string printable(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) out += (c < 0x20 && c != '\t') || c == 0x7f ? '?' : static_cast<char>(c);
   return out;
 }
 

@@ -264,7 +264,7 @@ TEST_CASE("retrying a blocked task unblocks it and queues the next attempt of it
 
 TEST_CASE("orch explain and orch status say why a task waits, from the database, while the server is not running") {
   RunningApp app;
-  TaskRow task = app.add_task("SHOP-7", "Explain me", {"analysis", "development"});
+  TaskRow task = app.add_task("SHOP-7", "Explain \x1b[2Jme", {"analysis", "development"});  // an escape
   app.add_failed_job(task, "boom\n");
   REQUIRE(app.store().set_blocked(task.id, true, "agent failed", SystemClock().now()).ok());
   const std::map<std::string, std::string> env = {{"ORCH_DATA_DIR", app.dir().path().string()},
@@ -272,7 +272,7 @@ TEST_CASE("orch explain and orch status say why a task waits, from the database,
   std::string out;
   REQUIRE(run_capture({ORCH_BINARY, "explain", "SHOP-7"}, env, &out) == 0);
   CAPTURE(out);
-  CHECK(out.find("SHOP-7: Explain me\n") == 0);
+  CHECK(out.find("SHOP-7: Explain ?[2Jme\n") == 0);  // the terminal never gets the escape
   CHECK(out.find("\nstage: development (since ") != std::string::npos);
   CHECK(out.find("\nwaiting: blocked: blocked in development after 1 attempt: agent failed;") != std::string::npos);
   CHECK(out.find(" created -> analysis (webhook): seeded\n") != std::string::npos);
