@@ -1405,6 +1405,13 @@ TEST_CASE_TEMPLATE("store: claimers on several stores never run more jobs than m
   // Each worker holds up to two jobs, so the store is at its limits most of the time and the claims race at the
   // boundary; after each claim the worker reads what the store has running, which must never pass a limit.
   std::atomic<int> most{0}, most_shop{0}, done{0};
+  // Bumped when a job ends (a slot frees) or a thread fails: an idle worker waits for it, as a poked worker would,
+  // instead of spinning on claims that hold SQLite's one write lock against the workers that would free a slot.
+  std::atomic<int> events{0};
+  auto event = [&events] {
+    events.fetch_add(1);
+    events.notify_all();
+  };
   ThreadErrors errors;
   std::barrier start(kThreads);
   {
@@ -1415,9 +1422,11 @@ TEST_CASE_TEMPLATE("store: claimers on several stores never run more jobs than m
         std::deque<JobId> held;
         start.arrive_and_wait();
         while (done.load() < kJobs && !errors.any()) {
+          const int seen = events.load();
           auto job = store.claim_job("w/" + std::to_string(t), kMonday9am, limits);
           if (!job.ok()) {
             errors.add("claim_job", job.status());
+            event();
             return;
           }
           if (job->has_value()) {
@@ -1425,6 +1434,7 @@ TEST_CASE_TEMPLATE("store: claimers on several stores never run more jobs than m
             auto running = store.jobs_with_status(JobStatus::kRunning, 1000);
             if (!running.ok()) {
               errors.add("jobs_with_status", running.status());
+              event();
               return;
             }
             int all = 0, shop = 0;
@@ -1443,6 +1453,9 @@ TEST_CASE_TEMPLATE("store: claimers on several stores never run more jobs than m
             if (!finished.ok()) errors.add("finish_job", finished);
             held.pop_front();
             ++done;
+            event();
+          } else if (!job->has_value()) {
+            events.wait(seen);  // nothing claimable and nothing held: until a job ends somewhere
           }
         }
       });
