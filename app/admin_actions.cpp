@@ -21,10 +21,7 @@ Result<TaskRow> rerun_stage(StageEngine& engine, TaskStore& tasks, const Pipelin
   const std::string to = stage.value_or(t.stage);
   const StageSpec* spec = pipeline.stage(to);
   if (!spec) return Status{Code::kInvalid, "'" + to + "' is not a working stage of the pipeline"};
-  if (is_human_stage(*spec))
-    return Status{Code::kInvalid, "stage " + to + " is a human stage: a person moves " + t.work_item_key +
-                                      " in Plane, there is no agent to re-run"};
-  if (spec->agent.empty()) return Status{Code::kInvalid, "stage " + to + " has no agent to re-run"};
+  if (Status s = rerunnable(*spec); !s.ok()) return s;
   AdvanceRequest request;
   request.cause = Cause::kManual;
   request.to = to;
@@ -32,6 +29,14 @@ Result<TaskRow> rerun_stage(StageEngine& engine, TaskStore& tasks, const Pipelin
   request.rerun = true;
   request.detail = "re-run by a person";
   return engine.advance_stage(id, request);
+}
+
+Status rerunnable(const StageSpec& stage) {
+  if (is_human_stage(stage))
+    return Status{Code::kInvalid,
+                  "stage " + stage.name + " is a human stage: a person moves it in Plane, there is no agent to re-run"};
+  if (stage.agent.empty()) return Status{Code::kInvalid, "stage " + stage.name + " has no agent to re-run"};
+  return {};
 }
 
 Result<JobRow> retry_blocked_task(Store& store, const Pipeline& pipeline, TaskId id, TimePoint now) {

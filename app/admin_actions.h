@@ -27,6 +27,9 @@ Result<JobRow> retry_blocked_task(Store& store, const Pipeline& pipeline, TaskId
 // stage after the current one.
 Result<TaskRow> rerun_stage(StageEngine& engine, TaskStore& tasks, const Pipeline& pipeline, TaskId id,
                             const std::optional<std::string>& stage);
+// Whether rerun_stage accepts `stage` as its target (kInvalid with the reason: a human stage, no agent); the /queue
+// page shows its Re-run button by the same rule.
+Status rerunnable(const StageSpec& stage);
 
 // Gives a failed outbox message (a write-back, or a Telegram notification) a fresh attempt budget, due now; its
 // channel's drainer sends it on its next round. kNotFound: no such message; kConflict: not failed.

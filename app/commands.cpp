@@ -181,26 +181,11 @@ Result<nlohmann::json> explain_document(Store& store, const Settings& settings, 
   auto transitions = store.transitions_for_task(task->id);
   if (!transitions.ok()) return transitions.status();
   out["transitions"] = nlohmann::json::array();
-  for (const TransitionRow& tr : transitions.value())
-    out["transitions"].push_back({{"from", tr.from},
-                                  {"to", tr.to},
-                                  {"cause", cause_name(tr.cause)},
-                                  {"detail", tr.detail},
-                                  {"at", format_rfc3339(tr.at)}});
+  for (const TransitionRow& tr : transitions.value()) out["transitions"].push_back(queue_transition_json(tr));
   auto jobs = store.jobs_for_task(task->id);
   if (!jobs.ok()) return jobs.status();
   out["jobs"] = nlohmann::json::array();
-  for (const JobRow& j : jobs.value())
-    out["jobs"].push_back({{"id", j.id},
-                           {"visit", j.visit},
-                           {"stage", j.stage},
-                           {"agent", j.agent},
-                           {"status", job_status_name(j.status)},
-                           {"attempt", j.attempt},
-                           {"error", j.error},
-                           {"step", j.step},
-                           {"created_at", format_rfc3339(j.created_at)},
-                           {"finished_at", j.finished_at ? nlohmann::json(format_rfc3339(*j.finished_at)) : nullptr}});
+  for (const JobRow& j : jobs.value()) out["jobs"].push_back(queue_job_json(j));
   auto evaluations = store.current_gate_evaluations();
   if (!evaluations.ok()) return evaluations.status();
   out["gate"] = nullptr;
@@ -249,7 +234,7 @@ int cmd_explain(const CommonOptions& common, const std::string& key, bool json) 
   for (const auto& j : d["jobs"])
     std::cout << "  #" << j["id"] << " " << j["stage"].get<std::string>() << " " << j["agent"].get<std::string>()
               << " attempt " << j["attempt"] << ": " << j["status"].get<std::string>()
-              << (j["error"].get<std::string>().empty() ? "" : ": " + printable(j["error"].get<std::string>())) << "\n";
+              << (j["error"].is_string() ? ": " + printable(j["error"].get<std::string>()) : "") << "\n";
   return kOk;
 }
 

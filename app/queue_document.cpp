@@ -33,11 +33,10 @@ json queue_task_json(const TaskRow& t) {
           {"updated_at", format_rfc3339(t.updated_at)}};
 }
 
-namespace {
-
-json job_json(const JobRow& j) {
+json queue_job_json(const JobRow& j) {
   return {{"id", j.id},
           {"task_id", j.task_id},
+          {"visit", j.visit},
           {"stage", j.stage},
           {"agent", j.agent},
           {"status", job_status_name(j.status)},
@@ -52,6 +51,18 @@ json job_json(const JobRow& j) {
           {"step_attempts", j.step_attempts},
           {"step_error", j.step_error}};
 }
+
+json queue_transition_json(const TransitionRow& t) {
+  return {{"task_id", t.task_id},
+          {"work_item_key", t.work_item_key},
+          {"from", t.from},
+          {"to", t.to},
+          {"cause", cause_name(t.cause)},
+          {"detail", t.detail},
+          {"at", format_rfc3339(t.at)}};
+}
+
+namespace {
 
 // A write-back's row, without its text: the text holds tracker titles and agent output (attacker-influenced and
 // possibly long); the operator needs to know which write it is, not its words.
@@ -125,7 +136,7 @@ Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& de
     auto jobs = store.jobs_with_status(i == 0 ? JobStatus::kRunning : JobStatus::kQueued, 500);
     if (!jobs.ok()) return jobs.status();
     active[i] = std::move(jobs).value();
-    for (const JobRow& j : active[i]) doc["jobs"].push_back(job_json(j));
+    for (const JobRow& j : active[i]) doc["jobs"].push_back(queue_job_json(j));
   }
 
   // Why each task waits: its current visit's jobs, the gate side's last word and the queue as the claim sees it.
@@ -155,7 +166,7 @@ Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& de
   }
   auto failed = store.recent_failed_jobs(20);
   if (!failed.ok()) return failed.status();
-  for (const JobRow& j : failed.value()) doc["jobs"].push_back(job_json(j));
+  for (const JobRow& j : failed.value()) doc["jobs"].push_back(queue_job_json(j));
 
   json reconciler = {{"enabled", defaults.enabled},       {"plane_enabled", defaults.plane_enabled},
                      {"interval_s", defaults.interval_s}, {"last_pass_started_at", nullptr},
@@ -203,14 +214,7 @@ Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& de
   auto transitions = store.recent_transitions(200);
   if (!transitions.ok()) return transitions.status();
   doc["transitions"] = json::array();
-  for (const TransitionRow& t : transitions.value())
-    doc["transitions"].push_back({{"task_id", t.task_id},
-                                  {"work_item_key", t.work_item_key},
-                                  {"from", t.from},
-                                  {"to", t.to},
-                                  {"cause", cause_name(t.cause)},
-                                  {"detail", t.detail},
-                                  {"at", format_rfc3339(t.at)}});
+  for (const TransitionRow& t : transitions.value()) doc["transitions"].push_back(queue_transition_json(t));
 
   auto outbox = store.outbox_counts();
   if (!outbox.ok()) return outbox.status();

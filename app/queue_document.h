@@ -29,8 +29,10 @@ Result<nlohmann::json> queue_document(Store& store, TimePoint now, const QueueDe
 // The waiting rules of these settings: the reconciler's graces, the claim's limits, the Plane state names.
 WaitingRules waiting_rules(const Settings& settings, const Pipeline& pipeline);
 
-// One task of /queue.json's `tasks`, without `waiting`.
+// One row of /queue.json's `tasks` (without `waiting`), `jobs` and `transitions`: `orch explain` prints the same.
 nlohmann::json queue_task_json(const TaskRow& t);
+nlohmann::json queue_job_json(const JobRow& j);
+nlohmann::json queue_transition_json(const TransitionRow& t);
 
 // /queue.json's `waiting` of one task: {"reason", "text", "since"}, or null.
 nlohmann::json waiting_json(const std::optional<Waiting>& w);

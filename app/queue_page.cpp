@@ -2,6 +2,7 @@
 
 #include <fstream>
 
+#include "app/admin_actions.h"
 #include "app/auth.h"
 
 namespace orch {
@@ -326,10 +327,10 @@ json QueuePage::page_config() const {
   for (const ProjectSpec& p : config_.projects)
     c["projects"][p.name] = {
         {"workspace", p.plane_workspace}, {"project_id", p.plane_project_id}, {"repo", p.gitea_repo}};
-  c["rerunnable"] = json::array();  // the stages whose tasks get a Re-run button (rerun_stage would accept them)
+  c["rerunnable"] = json::array();  // the stages whose tasks get a Re-run button
   for (const StageSpec& s : config_.stages) {
     c["stages"].push_back(s.name);
-    if (!is_human_stage(s) && !s.agent.empty()) c["rerunnable"].push_back(s.name);
+    if (rerunnable(s).ok()) c["rerunnable"].push_back(s.name);
   }
   c["stages"].push_back(std::string(kStageDone));
   return c;

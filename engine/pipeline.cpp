@@ -1,6 +1,5 @@
 #include "engine/pipeline.h"
 
-#include <algorithm>
 #include <stdexcept>
 
 namespace orch {
@@ -57,12 +56,9 @@ bool Pipeline::allowed(std::string_view from, std::string_view to) const {
 }
 
 bool Pipeline::rerun_allowed(std::string_view from, std::string_view to) const {
-  auto index = [this](std::string_view name) {
-    auto it = std::find_if(stages_.begin(), stages_.end(), [&](const StageSpec& s) { return s.name == name; });
-    return it == stages_.end() ? -1 : static_cast<int>(it - stages_.begin());
-  };
-  const int f = index(from), t = index(to);
-  return f >= 0 && t >= 0 && t <= f;
+  const StageSpec* f = stage(from);  // both point into stages_, in config order
+  const StageSpec* t = stage(to);
+  return f && t && t <= f;
 }
 
 std::chrono::seconds Pipeline::grace(std::string_view name, std::chrono::seconds fallback) const {

@@ -113,6 +113,7 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
   for (const json& j : doc["jobs"]) {
     check_fields(j, {{"id", T::kInt},
                      {"task_id", T::kInt},
+                     {"visit", T::kInt},
                      {"stage", T::kString},
                      {"agent", T::kString},
                      {"status", T::kString},
@@ -285,6 +286,8 @@ TEST_CASE("orch explain and orch status say why a task waits, from the database,
   CHECK(doc["task"]["work_item_key"] == "SHOP-7");
   CHECK(doc["task"]["waiting"]["reason"] == "blocked");
   CHECK(doc["transitions"].size() == 2);
+  CHECK(doc["transitions"][0]["work_item_key"] == "SHOP-7");  // /queue.json's transitions and jobs, as they are there
+  CHECK(doc["jobs"][0]["error"] == "agent exited with 1");
   CHECK(doc["jobs"].size() >= 1);
   CHECK(doc["gate"].is_null());
 

@@ -46,6 +46,28 @@ std::string queue_url(RunningApp& app) {
   return "http://admin:" + std::string(kAdminToken) + "@127.0.0.1:" + std::to_string(app.app().port()) + "/queue";
 }
 
+// /queue of the running app in a headless chromium on a fresh profile, driven over DevTools, once its script has
+// fetched /queue.json with the browser's credentials and rendered it (data-source="live").
+struct LiveQueuePage {
+  explicit LiveQueuePage(RunningApp& app) : chrome(profile), session(chrome.open(queue_url(app))) {
+    REQUIRE_FALSE(session.empty());
+    REQUIRE(eventually([&] { return js("document.getElementById('status')?.getAttribute('data-source')") == "live"; }));
+  }
+  ~LiveQueuePage() {
+    try {  // DevTools' own destructor SIGKILLs chromium if this fails, and a destructor must not throw
+      (void)chrome.call("Browser.close", nlohmann::json::object());
+    } catch (...) {
+    }
+  }
+  nlohmann::json js(const std::string& expression) { return chrome.eval(session, expression); }
+  // The status line's data-last-action: what the last button press answered ("replay ID ok", ...).
+  nlohmann::json last_action() { return js("document.getElementById('status').getAttribute('data-last-action')"); }
+
+  TempDir profile;
+  DevTools chrome;
+  const std::string session;
+};
+
 // The page's DOM once its script has fetched /queue.json and rendered, from a fresh browser profile.
 std::string dump_queue_dom(RunningApp& app) {
   TempDir profile;
@@ -141,29 +163,21 @@ TEST_CASE("clicking Replay on a failed delivery in chromium replays it and the p
   RunningApp app;
   seed_every_stage(app);
   app.start();
-  TempDir profile;
-  DevTools chrome(profile);
-  const std::string url = queue_url(app);
-  const std::string session = chrome.open(url);
-  REQUIRE_FALSE(session.empty());
-  auto js = [&](const std::string& expr) { return chrome.eval(session, expr); };
+  LiveQueuePage page(app);
+  auto js = [&](const std::string& expr) { return page.js(expr); };
 
   const std::string row = R"(document.querySelector('tr[data-delivery-id="dlv-failed-1"]'))";
-  REQUIRE(eventually([&] { return js("document.getElementById('status')?.getAttribute('data-source')") == "live"; }));
   REQUIRE(js(row + " !== null") == true);
   CHECK(js(row + ".querySelector('button.replay').click(), true") == true);
   // The button's POST went through the admin endpoint with the page's credentials, and the refresh that follows
   // no longer lists the delivery.
-  CHECK(eventually([&] {
-    return js("document.getElementById('status').getAttribute('data-last-action')") == "replay dlv-failed-1 ok";
-  }));
+  CHECK(eventually([&] { return page.last_action() == "replay dlv-failed-1 ok"; }));
   CHECK(eventually([&] { return js(row + " === null") == true; }));
   auto delivery = app.store().find_delivery("dlv-failed-1");
   REQUIRE(delivery.ok());
   REQUIRE(delivery.value());
   CHECK(delivery.value()->status != DeliveryStatus::kFailed);
   CHECK(app.log().contains("admin: delivery dlv-failed-1 replayed"));
-  (void)chrome.call("Browser.close", nlohmann::json::object());
 }
 
 TEST_CASE("clicking Re-run on a task in chromium re-runs its stage, and human or done stages have no button") {
@@ -174,29 +188,21 @@ TEST_CASE("clicking Re-run on a task in chromium re-runs its stage, and human or
   RunningApp app;
   const Seeded s = seed_every_stage(app);
   app.start();
-  TempDir profile;
-  DevTools chrome(profile);
-  const std::string session = chrome.open(queue_url(app));
-  REQUIRE_FALSE(session.empty());
-  auto js = [&](const std::string& expr) { return chrome.eval(session, expr); };
+  LiveQueuePage page(app);
+  auto js = [&](const std::string& expr) { return page.js(expr); };
   auto row = [](const TaskRow& t) {
     return "document.querySelector('tr[data-task-id=\"" + std::to_string(t.id) + "\"]')";
   };
-  REQUIRE(eventually([&] { return js("document.getElementById('status')?.getAttribute('data-source')") == "live"; }));
   CHECK(js(row(s.analysis) + ".querySelector('button.rerun') === null") == true);  // a human stage
   CHECK(js(row(s.done) + ".querySelector('button.rerun') === null") == true);
   CHECK(js(row(s.review) + ".querySelector('button.rerun').click(), true") == true);
-  CHECK(eventually([&] {
-    return js("document.getElementById('status').getAttribute('data-last-action')") ==
-           "re-run task " + std::to_string(s.review.id) + " ok";
-  }));
+  CHECK(eventually([&] { return page.last_action() == "re-run task " + std::to_string(s.review.id) + " ok"; }));
   auto audit = app.store().transitions_for_task(s.review.id).value();
   REQUIRE_FALSE(audit.empty());
   CHECK(audit.back().from == "review");
   CHECK(audit.back().to == "review");
   CHECK(audit.back().cause == Cause::kManual);
   CHECK(app.log().contains("admin: task SHOP-4 re-runs review"));
-  (void)chrome.call("Browser.close", nlohmann::json::object());
 }
 
 TEST_CASE("the queue page's jobs table shows a job's failing follow-up step, its tries and its error") {
@@ -227,17 +233,13 @@ TEST_CASE("the queue page lists a failed write-back, and pressing its Retry in c
       std::string(R"({"kind":"comment","project":"shop","work_item_id":"wi-SHOP-6","text":")") + kHostileTitle + "\"}",
       "plane answered 422 <b>bad</b>");
   app.start();
-  TempDir profile;
-  DevTools chrome(profile);
-  const std::string session = chrome.open(queue_url(app));
-  REQUIRE_FALSE(session.empty());
-  auto js = [&](const std::string& expr) { return chrome.eval(session, expr); };
+  LiveQueuePage page(app);
+  auto js = [&](const std::string& expr) { return page.js(expr); };
 
   const std::string sid = std::to_string(id);
   const std::string failed_row = "document.querySelector('#write-back tr.write.failed[data-write-id=\"" + sid + "\"]')";
   const std::string pending_row =
       "document.querySelector('#write-back tr.write.pending[data-write-id=\"" + sid + "\"]')";
-  REQUIRE(eventually([&] { return js("document.getElementById('status')?.getAttribute('data-source')") == "live"; }));
   CHECK(js("document.querySelector('#write-back .state').textContent") == "write-back: enabled");
   CHECK(js("document.querySelector('#write-back .counts').textContent") == "pending 0, failed 1");
   REQUIRE(js(failed_row + " !== null") == true);
@@ -249,9 +251,7 @@ TEST_CASE("the queue page lists a failed write-back, and pressing its Retry in c
   CHECK(js("document.body.textContent.includes('onerror')") == false);
 
   CHECK(js(failed_row + ".querySelector('button.retry-write').click(), true") == true);
-  CHECK(eventually([&] {
-    return js("document.getElementById('status').getAttribute('data-last-action')") == "retry write " + sid + " ok";
-  }));
+  CHECK(eventually([&] { return page.last_action() == "retry write " + sid + " ok"; }));
   CHECK(eventually([&] { return js(failed_row + " === null") == true; }));
   CHECK(eventually([&] { return js(pending_row + " !== null") == true; }));
   CHECK(js("document.querySelector('#write-back .counts').textContent") == "pending 1, failed 0");
@@ -261,7 +261,6 @@ TEST_CASE("the queue page lists a failed write-back, and pressing its Retry in c
   CHECK(rows.value()[0].id == id);
   CHECK(rows.value()[0].attempts == 0);
   CHECK(app.log().contains("admin: outbox message " + sid + " retried"));
-  (void)chrome.call("Browser.close", nlohmann::json::object());
 }
 
 TEST_CASE("the queue page's write-back section says off (kill switch) when ORCH_PLANE_WRITE_BACK is off") {
