@@ -164,7 +164,10 @@ int cmd_status(const CommonOptions& common, bool json) {
 
 namespace {
 
-// `orch explain`'s document: the task, why it waits, its transitions, its jobs and the gate side's last look.
+// `orch explain`'s document: the task, why it waits, its transitions, its jobs, the deliveries about it and the
+// gate side's last look.
+constexpr int kExplainDeliveries = 20;  // the last ones about the task
+
 Result<nlohmann::json> explain_document(Store& store, const Settings& settings, const std::string& key, TimePoint now) {
   auto found = store.find_task_by_key(key);
   if (!found.ok()) return found.status();
@@ -186,6 +189,10 @@ Result<nlohmann::json> explain_document(Store& store, const Settings& settings, 
   if (!jobs.ok()) return jobs.status();
   out["jobs"] = nlohmann::json::array();
   for (const JobRow& j : jobs.value()) out["jobs"].push_back(queue_job_json(j));
+  auto deliveries = store.delivery_ledger(kExplainDeliveries, task->id);
+  if (!deliveries.ok()) return deliveries.status();
+  out["deliveries"] = nlohmann::json::array();
+  for (const LedgerEntry& e : deliveries.value()) out["deliveries"].push_back(queue_ledger_json(e));
   auto evaluations = store.current_gate_evaluations();
   if (!evaluations.ok()) return evaluations.status();
   out["gate"] = nullptr;
@@ -235,6 +242,15 @@ int cmd_explain(const CommonOptions& common, const std::string& key, bool json) 
     std::cout << "  #" << j["id"] << " " << j["stage"].get<std::string>() << " " << j["agent"].get<std::string>()
               << " attempt " << j["attempt"] << ": " << j["status"].get<std::string>()
               << (j["error"].is_string() ? ": " + printable(j["error"].get<std::string>()) : "") << "\n";
+  std::cout << "deliveries (newest first):\n";
+  for (const auto& e : d["deliveries"]) {
+    const std::string outcome = e["outcome"].get<std::string>();
+    const std::string why =
+        outcome == "duplicate" ? "of " + e["duplicate_of"].get<std::string>() : e["detail"].get<std::string>();
+    std::cout << "  " << e["received_at"].get<std::string>() << " " << e["source"].get<std::string>() << " "
+              << printable(e["event"].get<std::string>()) << " " << printable(e["delivery_id"].get<std::string>())
+              << ": " << outcome << (why.empty() ? "" : ": " + printable(why)) << "\n";
+  }
   return kOk;
 }
 

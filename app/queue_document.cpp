@@ -62,6 +62,20 @@ json queue_transition_json(const TransitionRow& t) {
           {"at", format_rfc3339(t.at)}};
 }
 
+json queue_ledger_json(const LedgerEntry& e) {
+  return {{"source", source_name(e.source)},
+          {"delivery_id", e.delivery_id},
+          {"event", e.event},
+          {"outcome", e.duplicate ? "duplicate" : delivery_status_name(e.status)},
+          {"detail", e.detail},
+          {"duplicate_of", e.duplicate ? json(e.duplicate_of) : json(nullptr)},
+          {"attempts", e.attempts},
+          {"task_id", e.task_id ? json(e.task_id) : json(nullptr)},
+          {"work_item_key", e.work_item_key.empty() ? json(nullptr) : json(e.work_item_key)},
+          {"received_at", format_rfc3339(e.received_at)},
+          {"handled_at", time_or_null(e.handled_at)}};
+}
+
 namespace {
 
 // A write-back's row, without its text: the text holds tracker titles and agent output (attacker-influenced and
@@ -209,6 +223,10 @@ Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& de
                                           {"event", d.event},
                                           {"error", d.error},
                                           {"received_at", format_rfc3339(d.received_at)}});
+  auto ledger = store.delivery_ledger(kQueueLedgerLimit, 0);
+  if (!ledger.ok()) return ledger.status();
+  inbox["ledger"] = json::array();
+  for (const LedgerEntry& e : ledger.value()) inbox["ledger"].push_back(queue_ledger_json(e));
   doc["inbox"] = inbox;
 
   auto transitions = store.recent_transitions(200);

@@ -33,6 +33,11 @@ WaitingRules waiting_rules(const Settings& settings, const Pipeline& pipeline);
 nlohmann::json queue_task_json(const TaskRow& t);
 nlohmann::json queue_job_json(const JobRow& j);
 nlohmann::json queue_transition_json(const TransitionRow& t);
+// One entry of /queue.json's `inbox.ledger`: {source, delivery_id, event, outcome (pending|handled|ignored|failed|
+// duplicate), detail, duplicate_of, attempts, task_id, work_item_key, received_at, handled_at}.
+nlohmann::json queue_ledger_json(const LedgerEntry& e);
+// How many ledger entries /queue.json carries (newest first).
+inline constexpr int kQueueLedgerLimit = 100;
 
 // /queue.json's `waiting` of one task: {"reason", "text", "since"}, or null.
 nlohmann::json waiting_json(const std::optional<Waiting>& w);

@@ -35,6 +35,7 @@ dt{font-weight:bold}dd{margin:0}
 <section id="tasks"><h2>Tasks</h2><div class="body"></div></section>
 <section id="jobs"><h2>Jobs</h2><div class="body"></div></section>
 <section id="inbox"><h2>Inbox</h2><div class="body"></div></section>
+<section id="ledger"><h2>Delivery ledger</h2><div class="body"></div></section>
 <section id="notifications"><h2>Notifications</h2><div class="body"></div></section>
 <section id="write-back"><h2>Write-back</h2><div class="body"></div></section>
 <section id="transitions"><h2>Recent transitions</h2><div class="body"></div></section>
@@ -51,7 +52,8 @@ const REFRESH_MS = 5000;
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === 'class') e.className = v; else if (k === 'onclick') e.onclick = v; else e.setAttribute(k, v);
+    if (k === 'class') e.className = v; else if (k === 'onclick') e.onclick = v;
+    else if (k === 'onchange') e.onchange = v; else e.setAttribute(k, v);
   }
   for (const c of children) {
     if (c === null || c === undefined) continue;
@@ -190,6 +192,28 @@ function renderInbox(doc) {
         el('td', {}, r.source), el('td', {}, r.reason), el('td', {class: 'bad'}, r.count),
         el('td', {}, r.last_at), el('td', {}, r.last_error)))));
 }
+// Every stored delivery and refused duplicate, newest first, with what handling it concluded; the filter keeps the
+// rows about one work item (kept across refreshes).
+let ledgerFilter = '';
+function renderLedger(doc) {
+  const all = doc.inbox.ledger || [];
+  const keys = [...new Set(all.map(e => e.work_item_key).filter(k => k))].sort();
+  if (ledgerFilter && !keys.includes(ledgerFilter)) keys.push(ledgerFilter);
+  const select = el('select', {id: 'ledger-filter', onchange: ev => { ledgerFilter = ev.target.value; renderLedger(doc); }},
+    el('option', {value: ''}, 'all work items'), ...keys.map(k => el('option', {value: k}, k)));
+  select.value = ledgerFilter;
+  const shown = ledgerFilter ? all.filter(e => e.work_item_key === ledgerFilter) : all;
+  const why = e => e.outcome === 'duplicate' ? 'duplicate of ' + e.duplicate_of : (e.detail || '');
+  setBody('ledger', el('p', {}, 'item: ', select, ' (' + shown.length + ' of the last ' + all.length + ')'),
+    table(['received', 'source', 'event', 'delivery', 'item', 'outcome', 'why', ''], shown.map(e =>
+      el('tr', {class: 'ledger ' + e.outcome, 'data-ledger-delivery-id': e.delivery_id},
+        el('td', {}, e.received_at), el('td', {}, e.source), el('td', {}, e.event),
+        el('td', {class: 'delivery-id'}, e.delivery_id), el('td', {class: 'key'}, e.work_item_key || ''),
+        el('td', {class: 'outcome ' + (e.outcome === 'failed' ? 'bad' : '')}, e.outcome),
+        el('td', {class: 'why'}, why(e)),
+        el('td', {}, e.outcome === 'duplicate' || e.outcome === 'pending' ? '' :
+          el('button', {class: 'replay', onclick: () => replay(e.delivery_id)}, 'Replay'))))));
+}
 // The Plane and Gitea writes (never their text: only which write it is and how sending it went).
 function renderWriteBack(w) {
   if (!w) return setBody('write-back', el('p', {class: 'muted'}, 'not reported'));
@@ -219,6 +243,7 @@ function render(doc) {
   renderTasks(doc);
   renderJobs(doc);
   renderInbox(doc);
+  renderLedger(doc);
   const n = doc.notifications;
   setBody('notifications', el('p', {}, 'pending ' + n.pending + ', sent ' + n.sent + ', failed ' + n.failed));
   renderWriteBack(doc.write_back);

@@ -193,6 +193,31 @@ struct DeliveryRow {
   std::optional<TimePoint> claim_expires_at;  // the claim lapses then (its holder died): claimable again
 };
 
+// What handling a delivery concluded (InboxStore::finish_delivery): the ledger on /queue and `orch explain` show it.
+struct DeliveryOutcome {
+  DeliveryStatus status = DeliveryStatus::kHandled;
+  std::string error;   // the failure message or the reason it was ignored; "" when handled
+  TaskId task_id = 0;  // the task it was about; 0 when none (an unknown project, a work item with no task)
+  std::string detail;  // what it changed or concluded, whatever the status
+};
+
+// One line of the delivery ledger, newest first: a stored delivery with its outcome, or an arrival refused as a
+// duplicate of a stored one (then event, status and task are the original's).
+struct LedgerEntry {
+  Source source = Source::kPlane;
+  std::string delivery_id;
+  std::string event;
+  DeliveryStatus status = DeliveryStatus::kPending;
+  bool duplicate = false;
+  std::string duplicate_of;  // the stored original's delivery id, for a duplicate
+  std::string detail;        // why it was ignored or failed, else what it changed; "" for a duplicate
+  int attempts = 0;
+  TaskId task_id = 0;  // 0 when it was about no task, or is still pending
+  std::string work_item_key;
+  TimePoint received_at{};
+  std::optional<TimePoint> handled_at;
+};
+
 struct InboxInsert {
   DeliverySeq seq = 0;
   bool duplicate = false;

@@ -120,7 +120,8 @@ struct JobStore {
 struct InboxStore {
   virtual ~InboxStore() = default;
   // Dedup claim + insert in one transaction: a delivery whose (source, delivery_id) was seen, or, when
-  // dedup_on_digest, whose (source, body_digest) was seen, is a duplicate and nothing is written.
+  // dedup_on_digest, whose (source, body_digest) was seen, is a duplicate: only its arrival is written, to the
+  // ledger's duplicates (the delivery id it came with and the original's seq), never a second delivery.
   virtual Result<InboxInsert> insert_delivery(const NewDelivery& delivery, bool dedup_on_digest) = 0;
   // Group commit: several deliveries in one transaction; results in the same order.
   virtual Result<std::vector<InboxInsert>> insert_deliveries(const std::vector<NewDelivery>& deliveries,
@@ -137,12 +138,17 @@ struct InboxStore {
   // A transient failure of a claimed delivery: it stays pending at the head of its lane, unclaimed, claimable again
   // at run_after; attempts + 1 and the error are recorded.
   virtual Status retry_delivery(DeliverySeq seq, const std::string& error, TimePoint run_after) = 0;
-  // The final outcome (handled, ignored, failed); attempts + 1; ends any claim.
-  virtual Status finish_delivery(DeliverySeq seq, DeliveryStatus status, const std::string& error, TimePoint now) = 0;
+  // The final outcome (handled, ignored, failed), the task it was about and what it concluded; attempts + 1; ends
+  // any claim.
+  virtual Status finish_delivery(DeliverySeq seq, const DeliveryOutcome& outcome, TimePoint now) = 0;
   virtual Result<std::optional<DeliveryRow>> find_delivery(const std::string& delivery_id) = 0;
   virtual Status requeue_delivery(DeliverySeq seq) = 0;  // back to pending, for replay
   virtual Result<InboxCounts> inbox_counts() = 0;
   virtual Result<std::vector<DeliveryRow>> failed_deliveries(int limit) = 0;  // newest first
+  // The last `limit` ledger entries (stored deliveries and refused duplicates), newest arrival first; with a
+  // `task` other than 0, only those about that task. Each side is read by an index seek, never a scan of the whole
+  // inbox.
+  virtual Result<std::vector<LedgerEntry>> delivery_ledger(int limit, TaskId task) = 0;
 };
 
 // The outbox: messages stored with what causes them and sent later by a drainer per channel (ADR 0013). The

@@ -23,26 +23,35 @@ Result<HandleOutcome> InboxProcessor::handle_guarded(const DeliveryRow& row) {
   }
 }
 
+namespace {
+
+// The row keeps an error only for what was not handled; the detail (and the task) for every outcome: the ledger.
+DeliveryOutcome outcome_of(const DeliveryResult& r) {
+  return {r.status, r.status == DeliveryStatus::kHandled ? std::string() : r.detail, r.task_id, r.detail};
+}
+
+}  // namespace
+
 DeliveryResult InboxProcessor::to_result(const DeliveryRow& row, const Result<HandleOutcome>& outcome) {
   const char* source = source_name(row.source);
   if (!outcome.ok()) {
     log_.warn("inbox: {} delivery {} ({}) failed: {}", source, row.delivery_id, row.event,
               outcome.status().to_string());
-    return {DeliveryStatus::kFailed, outcome.status().to_string()};
+    return {DeliveryStatus::kFailed, outcome.status().to_string(), 0};
   }
   const HandleOutcome& o = outcome.value();
   switch (o.kind) {
     case HandleOutcome::Kind::kIgnored:
       log_.info("inbox: {} delivery {} ({}) ignored: {}", source, row.delivery_id, row.event, o.reason);
-      return {DeliveryStatus::kIgnored, o.reason};
+      return {DeliveryStatus::kIgnored, o.reason, o.task_id};
     case HandleOutcome::Kind::kChanged:
       log_.info("inbox: {} delivery {} ({}): {}", source, row.delivery_id, row.event, o.reason);
-      return {DeliveryStatus::kHandled, o.reason};
+      return {DeliveryStatus::kHandled, o.reason, o.task_id};
     case HandleOutcome::Kind::kNoop:
       log_.debug("inbox: {} delivery {} ({}): {}", source, row.delivery_id, row.event, o.reason);
-      return {DeliveryStatus::kHandled, o.reason};
+      return {DeliveryStatus::kHandled, o.reason, o.task_id};
   }
-  return {DeliveryStatus::kFailed, "unknown outcome"};
+  return {DeliveryStatus::kFailed, "unknown outcome", 0};
 }
 
 InboxPass InboxProcessor::run_once(std::stop_token stop) {
@@ -85,8 +94,7 @@ InboxPass InboxProcessor::run_once(std::stop_token stop) {
     DeliveryResult result = to_result(row, outcome);
     options_.telemetry->delivery_handled(row.source, row.event, result.status, handling_seconds);
     last_progress_.store(std::chrono::steady_clock::now());
-    const std::string& error = result.status == DeliveryStatus::kHandled ? std::string() : result.detail;
-    if (Status s = inbox_.finish_delivery(row.seq, result.status, error, clock_.now()); !s.ok()) {
+    if (Status s = inbox_.finish_delivery(row.seq, outcome_of(result), clock_.now()); !s.ok()) {
       // Still claimed by us: the next pass claims it again (a claimer takes back its own claims) and, the
       // handlers being idempotent, handling it a second time is safe.
       log_.warn("inbox: cannot record the outcome of {} delivery {}: {}", source_name(row.source), row.delivery_id,
@@ -126,8 +134,7 @@ Result<DeliveryResult> InboxProcessor::replay(const std::string& delivery_id) {
             delivery_status_name(row.status));
   DeliveryResult result = to_result(row, handle_guarded(row));
   retries_.erase(row.seq);
-  const std::string& error = result.status == DeliveryStatus::kHandled ? std::string() : result.detail;
-  if (Status s = inbox_.finish_delivery(row.seq, result.status, error, clock_.now()); !s.ok()) return s;
+  if (Status s = inbox_.finish_delivery(row.seq, outcome_of(result), clock_.now()); !s.ok()) return s;
   return result;
 }
 

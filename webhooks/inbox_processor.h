@@ -52,6 +52,7 @@ struct InboxPass {
 struct DeliveryResult {
   DeliveryStatus status = DeliveryStatus::kPending;
   std::string detail;  // the reason it was ignored, the error it failed with, or what it changed
+  TaskId task_id = 0;  // the task it was about, when the handler named one
 };
 
 class InboxProcessor {

@@ -75,11 +75,12 @@ class SqlStore : public Store {
                                                      const std::vector<bool>& dedup_on_digest) override;
   Result<std::optional<DeliveryRow>> next_pending_delivery(DeliverySeq after) override;
   Status retry_delivery(DeliverySeq seq, const std::string& error, TimePoint run_after) override;
-  Status finish_delivery(DeliverySeq seq, DeliveryStatus status, const std::string& error, TimePoint now) override;
+  Status finish_delivery(DeliverySeq seq, const DeliveryOutcome& outcome, TimePoint now) override;
   Result<std::optional<DeliveryRow>> find_delivery(const std::string& delivery_id) override;
   Status requeue_delivery(DeliverySeq seq) override;
   Result<InboxCounts> inbox_counts() override;
   Result<std::vector<DeliveryRow>> failed_deliveries(int limit) override;
+  Result<std::vector<LedgerEntry>> delivery_ledger(int limit, TaskId task) override;
 
   // OutboxStore
   Result<bool> enqueue_notification(const std::string& dedup_key, const std::string& text, TimePoint now) override;

@@ -77,6 +77,14 @@ Status notification_mismatch(Conn& c, NotificationId id, const char* expected = 
   return conflict("notification " + std::to_string(id) + " is " + *status + ", not " + expected);
 }
 
+// A refused duplicate's arrival, for the ledger: the delivery id it came with (Plane's retries carry a new one) and
+// the stored original. One small row; the body is not kept twice.
+template <class Conn>
+void record_duplicate(Conn& c, const NewDelivery& d, std::int64_t original_seq) {
+  c.exec("INSERT INTO delivery_duplicates (source, delivery_id, original_seq, received_at) VALUES ($1, $2, $3, $4)",
+         source_name(d.source), d.delivery_id, original_seq, d.received_at);
+}
+
 // The dedup claim and the insert, inside the caller's transaction and after Dialect::lock_dedup_keys(): rows committed
 // by a racing inserter of the same keys, and rows inserted earlier in the same transaction (a batch), are both seen.
 template <class Conn>
@@ -85,8 +93,10 @@ InboxInsert insert_one(Conn& c, const NewDelivery& d, bool dedup_on_digest) {
   if (dedup_on_digest) {
     if (std::optional<std::int64_t> seq =
             c.one("SELECT seq FROM deliveries WHERE source = $1 AND body_digest = $2 ORDER BY seq LIMIT 1", read_int0,
-                  source, d.body_digest))
+                  source, d.body_digest)) {
+      record_duplicate(c, d, *seq);
       return {*seq, true};
+    }
   }
   if (std::optional<std::int64_t> seq = c.one(Dialect<Conn>::kInsertDelivery, read_int0, source, d.delivery_id, d.event,
                                               d.body_digest, Bytes{d.body}, d.received_at, d.lane))
@@ -94,6 +104,7 @@ InboxInsert insert_one(Conn& c, const NewDelivery& d, bool dedup_on_digest) {
   std::optional<std::int64_t> seq =
       c.one("SELECT seq FROM deliveries WHERE source = $1 AND delivery_id = $2", read_int0, source, d.delivery_id);
   if (!seq) throw std::logic_error("delivery " + d.delivery_id + " conflicted but is not there");
+  record_duplicate(c, d, *seq);
   return {*seq, true};
 }
 
@@ -573,12 +584,12 @@ Status SqlStore<Conn>::retry_delivery(DeliverySeq seq, const std::string& error,
 }
 
 template <class Conn>
-Status SqlStore<Conn>::finish_delivery(DeliverySeq seq, DeliveryStatus status, const std::string& error,
-                                       TimePoint now) {
+Status SqlStore<Conn>::finish_delivery(DeliverySeq seq, const DeliveryOutcome& outcome, TimePoint now) {
+  const std::optional<TaskId> task = outcome.task_id ? std::optional<TaskId>(outcome.task_id) : std::nullopt;
   return write("finish_delivery", [&](Conn& c) -> Status {
     if (c.exec("UPDATE deliveries SET status = $1, error = $2, handled_at = $3, attempts = attempts + 1, "
-               "claimed_by = '', claim_expires_at = NULL WHERE seq = $4",
-               delivery_status_name(status), error, now, seq) == 0)
+               "claimed_by = '', claim_expires_at = NULL, task_id = $4, detail = $5 WHERE seq = $6",
+               delivery_status_name(outcome.status), outcome.error, now, task, outcome.detail, seq) == 0)
       return not_found("delivery " + std::to_string(seq) + " not found");
     return {};
   });
@@ -635,6 +646,72 @@ Result<std::vector<DeliveryRow>> SqlStore<Conn>::failed_deliveries(int limit) {
   return run("failed_deliveries", [&](Conn& c) -> Result<std::vector<DeliveryRow>> {
     return c.all("SELECT " ORCH_DELIVERY_COLUMNS " FROM deliveries WHERE status = 'failed' ORDER BY seq DESC LIMIT $1",
                  read_delivery, limit);
+  });
+}
+
+// Two index-ordered reads of at most `limit` rows each (deliveries by seq, duplicates by id; with a task, through
+// deliveries_task), merged by arrival.
+template <class Conn>
+Result<std::vector<LedgerEntry>> SqlStore<Conn>::delivery_ledger(int limit, TaskId task) {
+  if (Status s = sql_store::check_limit(limit, "delivery_ledger"); !s.ok()) return s;
+  return run("delivery_ledger", [&](Conn& c) -> Result<std::vector<LedgerEntry>> {
+    constexpr auto read_stored = [](const auto& r) {
+      LedgerEntry e;
+      e.source = enum_at(r, 0, parse_source);
+      e.delivery_id = r.text(1);
+      e.event = r.text(2);
+      e.status = enum_at(r, 3, parse_delivery_status);
+      e.detail = r.text(4);
+      e.attempts = int32_at(r, 5);
+      e.task_id = r.null(6) ? 0 : r.int64(6);
+      e.work_item_key = r.null(7) ? std::string() : r.text(7);
+      e.received_at = time_at(r, 8);
+      e.handled_at = opt_time_at(r, 9);
+      return std::pair<std::int64_t, LedgerEntry>{r.int64(10), std::move(e)};
+    };
+    constexpr auto read_duplicate = [](const auto& r) {
+      LedgerEntry e;
+      e.source = enum_at(r, 0, parse_source);
+      e.delivery_id = r.text(1);
+      e.event = r.text(2);
+      e.status = enum_at(r, 3, parse_delivery_status);
+      e.duplicate = true;
+      e.duplicate_of = r.text(4);
+      e.task_id = r.null(5) ? 0 : r.int64(5);
+      e.work_item_key = r.null(6) ? std::string() : r.text(6);
+      e.received_at = time_at(r, 7);
+      return std::pair<std::int64_t, LedgerEntry>{r.int64(8), std::move(e)};
+    };
+    // detail: why it was ignored or failed (error), else what it changed.
+#define ORCH_LEDGER_STORED                                                                                      \
+  "SELECT d.source, d.delivery_id, d.event, d.status, CASE WHEN d.error <> '' THEN d.error ELSE d.detail END, " \
+  "d.attempts, d.task_id, t.work_item_key, d.received_at, d.handled_at, d.seq "                                 \
+  "FROM deliveries d LEFT JOIN tasks t ON t.id = d.task_id "
+#define ORCH_LEDGER_DUPLICATE                                                                                     \
+  "SELECT x.source, x.delivery_id, o.event, o.status, o.delivery_id, o.task_id, t.work_item_key, x.received_at, " \
+  "x.id FROM delivery_duplicates x JOIN deliveries o ON o.seq = x.original_seq "                                  \
+  "LEFT JOIN tasks t ON t.id = o.task_id "
+    std::vector<std::pair<std::int64_t, LedgerEntry>> stored, duplicates;
+    if (task) {
+      stored = c.all(ORCH_LEDGER_STORED "WHERE d.task_id = $1 ORDER BY d.seq DESC LIMIT $2", read_stored, task, limit);
+      duplicates =
+          c.all(ORCH_LEDGER_DUPLICATE "WHERE o.task_id = $1 ORDER BY x.id DESC LIMIT $2", read_duplicate, task, limit);
+    } else {
+      stored = c.all(ORCH_LEDGER_STORED "ORDER BY d.seq DESC LIMIT $1", read_stored, limit);
+      duplicates = c.all(ORCH_LEDGER_DUPLICATE "ORDER BY x.id DESC LIMIT $1", read_duplicate, limit);
+    }
+#undef ORCH_LEDGER_STORED
+#undef ORCH_LEDGER_DUPLICATE
+    // Newest arrival first; a duplicate after (above) the original it repeats when both arrived at one instant.
+    std::vector<LedgerEntry> out;
+    out.reserve(std::min<std::size_t>(stored.size() + duplicates.size(), static_cast<std::size_t>(limit)));
+    auto s = stored.begin(), d = duplicates.begin();
+    while (out.size() < static_cast<std::size_t>(limit) && (s != stored.end() || d != duplicates.end())) {
+      const bool take_duplicate =
+          s == stored.end() || (d != duplicates.end() && d->second.received_at >= s->second.received_at);
+      out.push_back(std::move(take_duplicate ? (d++)->second : (s++)->second));
+    }
+    return out;
   });
 }
 

@@ -189,6 +189,21 @@ CREATE TABLE gate_evaluations (
   since        INTEGER NOT NULL
 ) STRICT;
 )sql",
+    // 9: the delivery ledger (/queue, orch explain). A delivery records the task it was about and what handling it
+    // concluded; a refused duplicate's arrival is one small row pointing at the stored original.
+    R"sql(
+ALTER TABLE deliveries ADD COLUMN task_id INTEGER;
+ALTER TABLE deliveries ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+CREATE INDEX deliveries_task ON deliveries (task_id, seq) WHERE task_id IS NOT NULL;
+CREATE TABLE delivery_duplicates (
+  id           INTEGER PRIMARY KEY,
+  source       TEXT NOT NULL,
+  delivery_id  TEXT NOT NULL,
+  original_seq INTEGER NOT NULL REFERENCES deliveries (seq),
+  received_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX delivery_duplicates_original ON delivery_duplicates (original_seq, id);
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 

@@ -103,7 +103,7 @@ class RunningApp {
                   .received_at = now};
     auto ins = store().insert_delivery(d, false);
     REQUIRE(ins.ok());
-    REQUIRE(store().finish_delivery(ins.value().seq, DeliveryStatus::kFailed, error, now).ok());
+    REQUIRE(store().finish_delivery(ins.value().seq, {DeliveryStatus::kFailed, error, 0, ""}, now).ok());
   }
   // The first attempt of the developer's job for `task`, enqueued and claimed by worker "1/0" (so it is running).
   JobRow claim_new_job(const TaskRow& task, TimePoint now) {

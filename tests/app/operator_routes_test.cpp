@@ -268,6 +268,19 @@ TEST_CASE("orch explain and orch status say why a task waits, from the database,
   TaskRow task = app.add_task("SHOP-7", "Explain \x1b[2Jme", {"analysis", "development"});  // an escape
   app.add_failed_job(task, "boom\n");
   REQUIRE(app.store().set_blocked(task.id, true, "agent failed", SystemClock().now()).ok());
+  // Deliveries about it (one handled, then re-sent: a duplicate) and one about nothing, which it does not list.
+  const TimePoint now = SystemClock().now();
+  auto store_delivery = [&](const std::string& id, Source source) {
+    auto ins = app.store().insert_delivery(
+        NewDelivery{source, id, source == Source::kPlane ? "issue" : "push", "digest-" + id, "{}", now}, false);
+    REQUIRE(ins.ok());
+    return ins.value();
+  };
+  const InboxInsert about = store_delivery("dlv-about", Source::kPlane);
+  REQUIRE(app.store().finish_delivery(about.seq, {DeliveryStatus::kHandled, "", task.id, "moved \x1b[31m"}, now).ok());
+  REQUIRE(store_delivery("dlv-about", Source::kPlane).duplicate);
+  const InboxInsert unrelated = store_delivery("dlv-unrelated", Source::kGitea);
+  REQUIRE(app.store().finish_delivery(unrelated.seq, {DeliveryStatus::kIgnored, "no task", 0, ""}, now).ok());
   const std::map<std::string, std::string> env = {{"ORCH_DATA_DIR", app.dir().path().string()},
                                                   {"ORCH_CONFIG", ORCH_SOURCE_DIR "/examples/orch.toml"}};
   std::string out;
@@ -279,6 +292,9 @@ TEST_CASE("orch explain and orch status say why a task waits, from the database,
   CHECK(out.find(" created -> analysis (webhook): seeded\n") != std::string::npos);
   CHECK(out.find(" analysis -> development (webhook): seeded\n") != std::string::npos);
   CHECK(out.find("attempt 1: failed: agent exited with 1") != std::string::npos);
+  CHECK(out.find(" plane issue dlv-about: duplicate: of dlv-about\n") != std::string::npos);
+  CHECK(out.find(" plane issue dlv-about: handled: moved ?[31m\n") != std::string::npos);
+  CHECK(out.find("dlv-unrelated") == std::string::npos);
 
   REQUIRE(run_capture({ORCH_BINARY, "explain", "SHOP-7", "--json"}, env, &out) == 0);
   json doc = json::parse(out, nullptr, false);
@@ -290,6 +306,10 @@ TEST_CASE("orch explain and orch status say why a task waits, from the database,
   CHECK(doc["jobs"][0]["error"] == "agent exited with 1");
   CHECK(doc["jobs"].size() >= 1);
   CHECK(doc["gate"].is_null());
+  REQUIRE(doc["deliveries"].size() == 2);
+  CHECK(doc["deliveries"][0]["outcome"] == "duplicate");
+  CHECK(doc["deliveries"][1]["outcome"] == "handled");
+  CHECK(doc["deliveries"][1]["work_item_key"] == "SHOP-7");
 
   CHECK(run_capture({ORCH_BINARY, "explain", "SHOP-404"}, env, &out) == 1);
   REQUIRE(run_capture({ORCH_BINARY, "status"}, env, &out) == 0);

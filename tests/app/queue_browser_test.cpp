@@ -180,6 +180,70 @@ TEST_CASE("clicking Replay on a failed delivery in chromium replays it and the p
   CHECK(app.log().contains("admin: delivery dlv-failed-1 replayed"));
 }
 
+TEST_CASE("the delivery ledger in chromium: outcomes, duplicates, hostile text, the filter by item and Replay") {
+  if (!std::filesystem::exists(kChromium)) {
+    MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
+    return;
+  }
+  RunningApp app;
+  const Seeded s = seed_every_stage(app);
+  const TimePoint now = SystemClock().now();
+  auto stored = [&](const std::string& id, const std::string& event) {
+    NewDelivery d{.source = Source::kGitea,
+                  .delivery_id = id,
+                  .event = event,
+                  .body_digest = "digest-" + id,
+                  .body = "{}",
+                  .received_at = now};
+    auto ins = app.store().insert_delivery(d, false);
+    REQUIRE(ins.ok());
+    return ins.value();
+  };
+  const InboxInsert pr = stored("dlv-pr-1", "pull_request");
+  REQUIRE(
+      app.store()
+          .finish_delivery(pr.seq, {DeliveryStatus::kHandled, "", s.development.id, std::string(kHostileTitle)}, now)
+          .ok());
+  REQUIRE(stored("dlv-pr-1", "pull_request").duplicate);  // re-sent: refused, and on the ledger
+  const InboxInsert other = stored("dlv-other-1", "push");
+  REQUIRE(app.store()
+              .finish_delivery(other.seq, {DeliveryStatus::kIgnored, "push to a branch of no task", 0, ""}, now)
+              .ok());
+  app.start();
+  LiveQueuePage page(app);
+  auto js = [&](const std::string& expr) { return page.js(expr); };
+  auto rows = [&](const std::string& selector) {
+    return js("document.querySelectorAll('#ledger tr.ledger" + selector + "').length");
+  };
+
+  CHECK(rows("") == 4);  // the failed delivery of the seed, the handled one, its duplicate and the ignored push
+  CHECK(rows(".handled") == 1);
+  CHECK(rows(".duplicate") == 1);
+  CHECK(rows(".ignored") == 1);
+  CHECK(rows(".failed") == 1);
+  CHECK(js("document.querySelector('#ledger tr.duplicate .why').textContent") == "duplicate of dlv-pr-1");
+  CHECK(js("document.querySelector('#ledger tr.duplicate button.replay') === null") == true);
+  CHECK(js("document.querySelector('#ledger tr.ignored .why').textContent") == "push to a branch of no task");
+  // What handling concluded is text, however hostile.
+  CHECK(js("document.querySelector('#ledger tr.handled .why').textContent") == kHostileTitle);
+  CHECK(js("document.querySelector('#ledger img') === null") == true);
+  CHECK(js("document.querySelector('#ledger tr.handled .key').textContent") == "SHOP-3");
+
+  // The filter keeps the rows about one work item, across the page's refreshes.
+  CHECK(js("(() => { const f = document.getElementById('ledger-filter'); f.value = 'SHOP-3';"
+           " f.dispatchEvent(new Event('change')); return true; })()") == true);
+  CHECK(rows("") == 2);
+  CHECK(js("document.querySelector('#ledger tr.ignored') === null") == true);
+  CHECK(js("refresh().then(() => document.body.setAttribute('data-refreshed', 'yes')), true") == true);
+  CHECK(eventually([&] { return js("document.body.getAttribute('data-refreshed')") == "yes"; }));
+  CHECK(rows("") == 2);
+
+  // Replay from the ledger goes through the admin endpoint.
+  CHECK(js("document.querySelector('#ledger tr.handled button.replay').click(), true") == true);
+  CHECK(eventually([&] { return page.last_action() == "replay dlv-pr-1 ok"; }));
+  CHECK(app.log().contains("admin: delivery dlv-pr-1 replayed"));
+}
+
 TEST_CASE("clicking Re-run on a task in chromium re-runs its stage, and human or done stages have no button") {
   if (!std::filesystem::exists(kChromium)) {
     MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");

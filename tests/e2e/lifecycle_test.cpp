@@ -69,6 +69,45 @@ TEST_CASE("e2e start race: 50 concurrent In Progress deliveries make one task / 
   CHECK(w.orch->terminate() == std::optional<int>(0));
 }
 
+TEST_CASE("e2e ledger: Plane's retry of a start (a new delivery id, the same body) is a duplicate on the ledger") {
+  World w;
+  REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
+  const std::string item = w.add_item("Ledger me");
+  w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "In Progress"));
+  const std::string body = w.plane.issue_webhook_body(item);
+  const DeliveryResult first = w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", body);
+  const DeliveryResult retry = w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", body);
+  CHECK(first.status == 202);
+  CHECK(retry.status == 200);  // a duplicate: acknowledged, not stored again
+  REQUIRE_MESSAGE(eventually([&] { return w.count("SELECT COUNT(*) FROM tasks") == 1 && inbox_pending(w) == 0; }, 30s),
+                  w.orch->log_tail());
+
+  auto status = w.orch->status_json();
+  REQUIRE(status.is_object());
+  // Newest first; later entries (the fake Plane's echoes of orch's own writes) may follow the analyst's job.
+  auto entry = [](const nlohmann::json& entries, const std::string& id) -> nlohmann::json {
+    for (const auto& e : entries)
+      if (e["delivery_id"] == id) return e;
+    return nullptr;
+  };
+  const nlohmann::json ledger = status["inbox"]["ledger"];
+  const nlohmann::json dup = entry(ledger, retry.delivery_id), original = entry(ledger, first.delivery_id);
+  REQUIRE(dup.is_object());
+  REQUIRE(original.is_object());
+  CHECK(dup["outcome"] == "duplicate");
+  CHECK(dup["duplicate_of"] == first.delivery_id);
+  CHECK(dup["work_item_key"] == "SHOP-1");
+  CHECK(original["outcome"] == "handled");
+  CHECK(original["work_item_key"] == "SHOP-1");
+  CHECK(original["detail"].get<std::string>().find("SHOP-1") != std::string::npos);
+
+  auto explained = w.orch->explain_json("SHOP-1");
+  REQUIRE(explained.is_object());
+  CHECK(entry(explained["deliveries"], retry.delivery_id)["outcome"] == "duplicate");
+  CHECK(entry(explained["deliveries"], first.delivery_id)["outcome"] == "handled");
+  CHECK(w.orch->terminate() == std::optional<int>(0));
+}
+
 TEST_CASE("e2e SIGTERM: orch serve exits 0 within seconds while an agent runs / and the agent process group is gone") {
   TempDir scratch;
   const std::string pid_file = scratch.file("agent.pid");

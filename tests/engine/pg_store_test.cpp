@@ -298,7 +298,7 @@ TEST_CASE("pg store: an earlier delivery that becomes visible after a later one 
   early_replica.exec("COMMIT");
 
   CHECK(claim(*store, "r2", clock.now()) == "-");  // "early" heads lane a now, but r1 is still handling "late"
-  REQUIRE(store->finish_delivery(late->seq, DeliveryStatus::kHandled, "", clock.now()).ok());
+  REQUIRE(store->finish_delivery(late->seq, {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).ok());
   CHECK(claim(*store, "r2", clock.now()) == "early");
   auto body = store->find_delivery("early");
   CHECK(body.value()->body == "{}");
@@ -342,7 +342,7 @@ TEST_CASE("pg store: a claim reads the lane heads, not the backlog behind a held
   CHECK(claim(*store, "r3", clock.now()) == "c-1");
   CHECK(claim(*store, "r4", clock.now()) == "-");
   auto a1 = store->find_delivery("a-1");
-  REQUIRE(store->finish_delivery(a1.value()->seq, DeliveryStatus::kHandled, "", clock.now()).ok());
+  REQUIRE(store->finish_delivery(a1.value()->seq, {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).ok());
   CHECK(claim(*store, "r4", clock.now()) == "a-2");
 }
 
@@ -404,7 +404,8 @@ TEST_CASE("pg store: a claim lapses as soon as its claimer has no session, and h
     CHECK(claim(*store, "replica-a", now) == "d2");
     // Now both are held by live replicas (replica-a's own sessions are the store's connections): nothing for x.
     CHECK(claim(*store, "replica-x", now) == "-");
-    REQUIRE(store->finish_delivery(store->find_delivery("d2").value()->seq, DeliveryStatus::kHandled, "", now).ok());
+    REQUIRE(store->finish_delivery(store->find_delivery("d2").value()->seq, {DeliveryStatus::kHandled, "", 0, ""}, now)
+                .ok());
   }
   // replica-b's session is gone (a SIGKILLed process, a lost host): its claim lapses now, not after the lease.
   REQUIRE(eventually([&] { return claim(*store, "replica-a", now) == "d1"; }, 10s));

@@ -852,11 +852,11 @@ TEST_CASE_TEMPLATE("store: deliveries are processed in arrival order and a faile
   auto next = store->next_pending_delivery(0);
   REQUIRE(next.value().has_value());
   CHECK(next.value()->seq == seqs[0]);
-  REQUIRE(store->finish_delivery(seqs[0], DeliveryStatus::kHandled, "", clock.now()).ok());
-  REQUIRE(store->finish_delivery(seqs[1], DeliveryStatus::kFailed, "first failure", clock.now()).ok());
-  REQUIRE(store->finish_delivery(seqs[2], DeliveryStatus::kIgnored, "unknown project", clock.now()).ok());
+  REQUIRE(store->finish_delivery(seqs[0], {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).ok());
+  REQUIRE(store->finish_delivery(seqs[1], {DeliveryStatus::kFailed, "first failure", 0, ""}, clock.now()).ok());
+  REQUIRE(store->finish_delivery(seqs[2], {DeliveryStatus::kIgnored, "unknown project", 0, ""}, clock.now()).ok());
   clock.advance(1s);
-  REQUIRE(store->finish_delivery(seqs[3], DeliveryStatus::kFailed, "second failure", clock.now()).ok());
+  REQUIRE(store->finish_delivery(seqs[3], {DeliveryStatus::kFailed, "second failure", 0, ""}, clock.now()).ok());
   CHECK_FALSE(store->next_pending_delivery(0).value().has_value());
 
   InboxCounts counts = store->inbox_counts().value();
@@ -882,9 +882,86 @@ TEST_CASE_TEMPLATE("store: deliveries are processed in arrival order and a faile
   CHECK_FALSE(store->next_pending_delivery(seqs[1]).value().has_value());
   CHECK(store->requeue_delivery(seqs[0]).code == Code::kConflict);
   CHECK(store->requeue_delivery(9999).code == Code::kNotFound);
-  CHECK(store->finish_delivery(9999, DeliveryStatus::kHandled, "", clock.now()).code == Code::kNotFound);
-  REQUIRE(store->finish_delivery(seqs[1], DeliveryStatus::kHandled, "", clock.now()).ok());
+  CHECK(store->finish_delivery(9999, {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).code == Code::kNotFound);
+  REQUIRE(store->finish_delivery(seqs[1], {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).ok());
   CHECK(store->find_delivery("d1").value()->attempts == 2);
+}
+
+TEST_CASE_TEMPLATE("store: the delivery ledger lists outcomes, tasks and refused duplicates, newest first", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  const TaskId t7 = make_task(*store, "7", clock.now());
+  const TaskId t8 = make_task(*store, "8", clock.now());
+  auto insert = [&](Source source, const std::string& id, const std::string& digest) {
+    auto in = store->insert_delivery(delivery(source, id, digest, clock.now()), source == Source::kPlane);
+    REQUIRE(in.ok());
+    clock.advance(1s);
+    return in.value();
+  };
+  const InboxInsert p1 = insert(Source::kPlane, "p1", "h1");
+  const InboxInsert g1 = insert(Source::kGitea, "g1", "x");
+  const InboxInsert g2 = insert(Source::kGitea, "g2", "x");
+  CHECK_FALSE(insert(Source::kPlane, "p2", "h2").duplicate);
+  // Plane's retry of p1 (a new delivery id, the same body) and a re-sent g1: refused, but on the ledger.
+  const InboxInsert p1_retry = insert(Source::kPlane, "p1-retry", "h1");
+  const InboxInsert g1_again = insert(Source::kGitea, "g1", "x");
+  CHECK(p1_retry.duplicate);
+  CHECK(p1_retry.seq == p1.seq);
+  CHECK(g1_again.duplicate);
+  REQUIRE(store->finish_delivery(p1.seq, {DeliveryStatus::kHandled, "", t7, "created SHOP-7"}, clock.now()).ok());
+  REQUIRE(store->finish_delivery(g1.seq, {DeliveryStatus::kIgnored, "no task with head abc", 0, "no task"}, clock.now())
+              .ok());
+  REQUIRE(
+      store->finish_delivery(g2.seq, {DeliveryStatus::kFailed, "gitea: HTTP 500", t8, "gitea: HTTP 500"}, clock.now())
+          .ok());
+  CHECK(store->inbox_counts().value().received == 4);  // duplicates are no deliveries
+
+  auto ledger = store->delivery_ledger(10, 0);
+  REQUIRE_MESSAGE(ledger.ok(), ledger.status().message);
+  REQUIRE(ledger.value().size() == 6);
+  const std::vector<LedgerEntry>& l = ledger.value();
+  CHECK(l[0].delivery_id == "g1");
+  CHECK(l[0].duplicate);
+  CHECK(l[0].duplicate_of == "g1");
+  CHECK(l[0].status == DeliveryStatus::kIgnored);  // the original's
+  CHECK(l[1].delivery_id == "p1-retry");
+  CHECK(l[1].duplicate);
+  CHECK(l[1].duplicate_of == "p1");
+  CHECK(l[1].event == "issue");
+  CHECK(l[1].task_id == t7);
+  CHECK(l[1].work_item_key == "SHOP-7");
+  CHECK(l[2].delivery_id == "p2");
+  CHECK(l[2].status == DeliveryStatus::kPending);
+  CHECK(l[2].task_id == 0);
+  CHECK_FALSE(l[2].handled_at.has_value());
+  CHECK(l[3].delivery_id == "g2");
+  CHECK(l[3].status == DeliveryStatus::kFailed);
+  CHECK(l[3].detail == "gitea: HTTP 500");
+  CHECK(l[3].work_item_key == "SHOP-8");
+  CHECK(l[4].delivery_id == "g1");
+  CHECK_FALSE(l[4].duplicate);
+  CHECK(l[4].detail == "no task with head abc");  // the reason it was ignored
+  CHECK(l[4].work_item_key.empty());
+  CHECK(l[5].delivery_id == "p1");
+  CHECK(l[5].status == DeliveryStatus::kHandled);
+  CHECK(l[5].detail == "created SHOP-7");  // what it changed
+  CHECK(l[5].attempts == 1);
+  CHECK(l[5].handled_at.has_value());
+  CHECK(l[5].received_at == kMonday9am);
+
+  CHECK(store->delivery_ledger(2, 0).value().size() == 2);
+  CHECK(store->delivery_ledger(2, 0).value()[1].delivery_id == "p1-retry");
+  auto about7 = store->delivery_ledger(10, t7).value();
+  REQUIRE(about7.size() == 2);
+  CHECK(about7[0].delivery_id == "p1-retry");
+  CHECK(about7[1].delivery_id == "p1");
+  auto about8 = store->delivery_ledger(10, t8).value();
+  REQUIRE(about8.size() == 1);
+  CHECK(about8[0].delivery_id == "g2");
+  CHECK(store->delivery_ledger(10, 9999).value().empty());
+  CHECK(store->delivery_ledger(0, 0).status().code == Code::kInvalid);
 }
 
 TEST_CASE_TEMPLATE("store: the outbox deduplicates by key and schedules retries", B, SqliteBackend, PgBackend) {
@@ -982,7 +1059,7 @@ TEST_CASE_TEMPLATE("store: claim_delivery hands out deliveries in arrival order,
 
   CHECK(claim(*store, "r2", clock.now()) == "b1");  // a1 holds lane a, not lane b
   CHECK(claim(*store, "r3", clock.now()) == "-");   // both heads are held: a2 and b2 wait behind them
-  REQUIRE(store->finish_delivery(a1.seq, DeliveryStatus::kHandled, "", clock.now()).ok());
+  REQUIRE(store->finish_delivery(a1.seq, {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).ok());
   DeliveryRow done = delivery_row(*store, "a1");
   CHECK(done.status == DeliveryStatus::kHandled);
   CHECK(done.claimed_by.empty());  // finishing ends the claim
@@ -990,7 +1067,8 @@ TEST_CASE_TEMPLATE("store: claim_delivery hands out deliveries in arrival order,
   CHECK(done.attempts == 1);
   CHECK(claim(*store, "r3", clock.now()) == "a2");  // lane a's next, in arrival order
   CHECK(claim(*store, "r1", clock.now()) == "-");
-  REQUIRE(store->finish_delivery(delivery_row(*store, "b1").seq, DeliveryStatus::kIgnored, "no", clock.now()).ok());
+  REQUIRE(store->finish_delivery(delivery_row(*store, "b1").seq, {DeliveryStatus::kIgnored, "no", 0, ""}, clock.now())
+              .ok());
   CHECK(claim(*store, "r1", clock.now()) == "b2");
   CHECK(store->inbox_counts().value().pending == 2);  // a2 and b2, claimed
 
@@ -1028,7 +1106,7 @@ TEST_CASE_TEMPLATE("store: a lane whose head waits for its retry is skipped whol
   CHECK(delivery_row(*store, "a1").error == "gitea 503");
 
   const DeliverySeq b1 = delivery_row(*store, "b1").seq;
-  REQUIRE(store->finish_delivery(b1, DeliveryStatus::kHandled, "", clock.now()).ok());
+  REQUIRE(store->finish_delivery(b1, {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).ok());
   CHECK(store->retry_delivery(b1, "late", clock.now()).code == Code::kNotFound);  // only a pending one is retried
   CHECK(store->retry_delivery(9999, "x", clock.now()).code == Code::kNotFound);
   CHECK(delivery_row(*store, "b1").status == DeliveryStatus::kHandled);
@@ -1055,7 +1133,8 @@ TEST_CASE_TEMPLATE("store: an unexpired claim is only its holder's to take back,
   CHECK(claim(*store, "r2", clock.now(), 1min) == "a1");
   CHECK(delivery_row(*store, "a1").claimed_by == "r2");
   CHECK(claim(*store, "r1", clock.now(), 1min) == "-");  // now r2's
-  REQUIRE(store->finish_delivery(delivery_row(*store, "a1").seq, DeliveryStatus::kHandled, "", clock.now()).ok());
+  REQUIRE(
+      store->finish_delivery(delivery_row(*store, "a1").seq, {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).ok());
   CHECK(claim(*store, "r1", clock.now(), 1min) == "a2");
 }
 
@@ -1084,14 +1163,14 @@ TEST_CASE_TEMPLATE("store: a failed delivery, requeued, is claimable again at th
   REQUIRE(store->retry_delivery(a1, "flaky", clock.now() + 1s).ok());
   clock.advance(1s);
   CHECK(claim(*store, "r1", clock.now()) == "a1");
-  REQUIRE(store->finish_delivery(a1, DeliveryStatus::kFailed, "boom", clock.now()).ok());
+  REQUIRE(store->finish_delivery(a1, {DeliveryStatus::kFailed, "boom", 0, ""}, clock.now()).ok());
   DeliveryRow failed = delivery_row(*store, "a1");
   CHECK(failed.status == DeliveryStatus::kFailed);
   CHECK(failed.attempts == 2);
   CHECK(failed.claimed_by.empty());
   CHECK_FALSE(failed.claim_expires_at.has_value());
   CHECK(claim(*store, "r2", clock.now()) == "a2");
-  REQUIRE(store->finish_delivery(a2, DeliveryStatus::kHandled, "", clock.now()).ok());
+  REQUIRE(store->finish_delivery(a2, {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).ok());
 
   REQUIRE(store->requeue_delivery(a1).ok());  // replay: pending again, due at once, unclaimed
   DeliveryRow replayed = delivery_row(*store, "a1");
@@ -1101,9 +1180,9 @@ TEST_CASE_TEMPLATE("store: a failed delivery, requeued, is claimable again at th
   CHECK(replayed.claimed_by.empty());
   CHECK(claim(*store, "r3", clock.now()) == "a1");  // it heads its lane again: a3 waits behind it
   CHECK(claim(*store, "r2", clock.now()) == "-");
-  REQUIRE(store->finish_delivery(a1, DeliveryStatus::kHandled, "", clock.now()).ok());
+  REQUIRE(store->finish_delivery(a1, {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).ok());
   CHECK(claim(*store, "r2", clock.now()) == "a3");
-  REQUIRE(store->finish_delivery(a3, DeliveryStatus::kHandled, "", clock.now()).ok());
+  REQUIRE(store->finish_delivery(a3, {DeliveryStatus::kHandled, "", 0, ""}, clock.now()).ok());
   CHECK(store->inbox_counts().value().handled == 3);
 }
 
@@ -1514,7 +1593,7 @@ TEST_CASE_TEMPLATE("store: concurrent claimers never get one delivery twice nor 
             handled.insert(row.seq);
             in_flight.erase(row.lane);  // before finishing: the next claim of this lane can only follow the finish
           }
-          if (Status s = store.finish_delivery(row.seq, DeliveryStatus::kHandled, "", kMonday9am); !s.ok()) {
+          if (Status s = store.finish_delivery(row.seq, {DeliveryStatus::kHandled, "", 0, ""}, kMonday9am); !s.ok()) {
             errors.add("finish_delivery", s);
             return;
           }

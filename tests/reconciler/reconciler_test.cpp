@@ -323,7 +323,7 @@ TEST_CASE("deliveries still queued in the inbox defer both sides: a queued event
   CHECK(f.store->all_notifications().value().empty());
 
   auto row = f.store->next_pending_delivery(0).value();
-  REQUIRE(f.store->finish_delivery(row->seq, DeliveryStatus::kHandled, "", f.clock.now()).ok());
+  REQUIRE(f.store->finish_delivery(row->seq, {DeliveryStatus::kHandled, "", 0, ""}, f.clock.now()).ok());
   PassReport after = pass.run_once();  // the inbox is drained: a still-stuck task is now truly stuck
   CHECK(after.deferred_for_inbox == 0);
   CHECK(after.unblocked.size() == 1);

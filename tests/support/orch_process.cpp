@@ -173,6 +173,13 @@ nlohmann::json OrchProcess::status_json() const {
   return nlohmann::json::parse(out, nullptr, false);
 }
 
+nlohmann::json OrchProcess::explain_json(const std::string& work_item_key) const {
+  std::string out;
+  int code = run_capture({ORCH_BINARY, "explain", work_item_key, "--json", "--config", config_path_}, env_, &out);
+  if (code != 0) return nullptr;
+  return nlohmann::json::parse(out, nullptr, false);
+}
+
 std::string OrchProcess::log_tail(std::size_t max_bytes) const {
   std::ifstream in(log_path_, std::ios::binary);
   std::stringstream ss;

@@ -45,6 +45,7 @@ class OrchProcess {
 
   // `orch status --json` against the same config and environment (works with or without a running server).
   nlohmann::json status_json() const;
+  nlohmann::json explain_json(const std::string& work_item_key) const;  // `orch explain KEY --json`; null on failure
   std::string log_tail(std::size_t max_bytes = 8000) const;
   const std::map<std::string, std::string>& env() const { return env_; }
 

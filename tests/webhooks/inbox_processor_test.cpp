@@ -93,6 +93,35 @@ TEST_CASE("stored deliveries are handled in arrival order, each marked with its 
   CHECK(p.handler.seen().size() == 3);
 }
 
+TEST_CASE("each outcome's task and detail reach the delivery ledger, also after a replay") {
+  ProcessorFixture p;
+  p.add("d1");
+  p.add("d2");
+  p.add("d3");
+  p.handler.on("d1", [] { return HandleOutcome::changed(7, "SHOP-1 development -> review"); });
+  p.handler.on("d2", [] { return HandleOutcome::ignored("a verdict outside a human stage", 7); });
+  p.handler.on("d3", [] { return Result<HandleOutcome>(invalid("field 'sha' missing")); });
+  p.handler.on("d3", [] { return HandleOutcome::noop(7, "in sync"); });  // its second handling: the replay's
+  p.processor.run_once();
+  auto about7 = p.f.store->delivery_ledger(10, 7);
+  REQUIRE(about7.ok());
+  REQUIRE(about7.value().size() == 2);
+  CHECK(about7.value()[0].delivery_id == "d2");
+  CHECK(about7.value()[0].detail == "a verdict outside a human stage");
+  CHECK(about7.value()[1].delivery_id == "d1");
+  CHECK(about7.value()[1].detail == "SHOP-1 development -> review");  // what a handled one changed
+  CHECK(p.row("d1").error.empty());
+  auto all = p.f.store->delivery_ledger(10, 0).value();
+  REQUIRE(all.size() == 3);
+  CHECK(all[0].status == DeliveryStatus::kFailed);
+  CHECK(all[0].task_id == 0);
+  CHECK(all[0].detail.find("field 'sha' missing") != std::string::npos);
+  // Replayed, d3 now names its task.
+  REQUIRE(p.processor.replay("d3").ok());
+  CHECK(p.f.store->delivery_ledger(10, 7).value().size() == 3);
+  CHECK(p.f.store->delivery_ledger(10, 7).value()[0].detail == "in sync");
+}
+
 TEST_CASE(
     "a stop request ends a pass after the delivery in hand: shutdown never waits for a backlog, which stays "
     "pending for the next start") {
