@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "engine/budget.h"
 #include "engine/setting_keys.h"
 
 namespace orch {
@@ -68,6 +69,31 @@ Result<JobRow> retry_blocked_task(Store& store, const Pipeline& pipeline, TaskId
   }
   if (!enqueued.value()) return Status{Code::kConflict, "attempt " + std::to_string(attempt + 1) + " already exists"};
   return *enqueued.value();
+}
+
+Result<TaskRow> resume_held_task(Store& store, const Config& config, TaskId id, MicroUsd raise, TimePoint now) {
+  if (raise < 0) return Status{Code::kInvalid, "a budget raise cannot be negative"};
+  auto task = store.find_task(id);
+  if (!task.ok()) return task.status();
+  if (!task.value()) return Status{Code::kNotFound, "no task " + std::to_string(id)};
+  TaskRow t = *task.value();
+  if (t.budget_hold.empty() && raise == 0)
+    return Status{Code::kConflict, t.work_item_key + " is not held for its budget (--raise-budget N raises it anyway)"};
+  // The limits of the agent that would run next: its current stage's.
+  std::string agent;
+  for (const StageSpec& s : config.stages)
+    if (s.name == t.stage) agent = s.agent;
+  auto spend = store.spend_of(id, agent);
+  if (!spend.ok()) return spend.status();
+  t.budget_raise += raise;
+  for (const BudgetLimit& l : budget_limits(config, t, agent, spend.value()))
+    if (l.exhausted())
+      return Status{Code::kInvalid, t.work_item_key + " has spent " + format_usd(l.spent) + " USD of " + l.name + " (" +
+                                        format_usd(l.limit) + " USD with the raise): raise it by more than " +
+                                        format_usd(l.spent - l.limit) + " USD"};
+  const std::string detail =
+      raise > 0 ? "budget raised by " + format_usd(raise) + " USD and resumed by a person" : "resumed by a person";
+  return store.resume_task(id, raise, detail, now);
 }
 
 Status retry_outbox_message(OutboxStore& outbox, NotificationId id, TimePoint now) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "engine/clock.h"
+#include "engine/config.h"
 #include "engine/model.h"
 #include "engine/pipeline.h"
 #include "engine/stage_engine.h"
@@ -30,6 +31,12 @@ Result<TaskRow> rerun_stage(StageEngine& engine, TaskStore& tasks, const Pipelin
 // Whether rerun_stage accepts `stage` as its target (kInvalid with the reason: a human stage, no agent); the /queue
 // page shows its Re-run button by the same rule.
 Status rerunnable(const StageSpec& stage);
+
+// A person lets a task held for its budget go on (`orch task resume KEY [--raise-budget N]`, POST
+// /admin/tasks/{id}/resume; docs/adr/0021): its limits are raised by `raise` for this task, the hold lifted with an
+// audit row, and its queued job becomes claimable. kNotFound: no task; kConflict: not held and no raise; kInvalid:
+// the raise would leave a limit spent (the message says what it has spent and what it needs), or is negative.
+Result<TaskRow> resume_held_task(Store& store, const Config& config, TaskId id, MicroUsd raise, TimePoint now);
 
 // Gives a failed outbox message (a write-back, or a Telegram notification) a fresh attempt budget, due now; its
 // channel's drainer sends it on its next round. kNotFound: no such message; kConflict: not failed.

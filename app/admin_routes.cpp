@@ -8,6 +8,7 @@
 
 #include "app/admin_actions.h"
 #include "app/auth.h"
+#include "engine/budget.h"
 
 namespace orch {
 namespace {
@@ -116,6 +117,34 @@ void register_admin_routes(httplib::Server& server, const Secret& admin_token, A
                 deps.log.info("admin: task {} re-runs {} (visit {})", task.value().work_item_key, task.value().stage,
                               task.value().visit);
                 answer(res, 200, {{"task_id", id}, {"stage", task.value().stage}, {"visit", task.value().visit}});
+              }));
+
+  server.Post(R"(/admin/tasks/(\d+)/resume)",
+              admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
+                const auto parsed = path_id(req);
+                if (!parsed) return answer(res, 400, {{"error", "bad task id"}});
+                const TaskId id = *parsed;
+                MicroUsd raise = 0;
+                if (req.has_param("raise_budget")) {
+                  const std::string text = req.get_param_value("raise_budget");
+                  double usd = -1;
+                  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), usd);
+                  const std::optional<MicroUsd> micros =
+                      ec == std::errc() && end == text.data() + text.size() ? usd_to_micros(usd) : std::nullopt;
+                  if (!micros)
+                    return answer(res, 400, {{"error", "raise_budget must be a number of US dollars, at least 0"}});
+                  raise = *micros;
+                }
+                auto task = resume_held_task(deps.store, deps.config, id, raise, deps.clock.now());
+                if (!task.ok()) return answer_error(res, task.status());
+                deps.pool.poke();
+                deps.log.info("admin: task {} resumed (budget raised by {} USD)", task.value().work_item_key,
+                              format_usd(raise));
+                answer(res, 200,
+                       {{"task_id", id},
+                        {"stage", task.value().stage},
+                        {"spend_usd", micros_to_usd(task.value().spend)},
+                        {"budget_raise_usd", micros_to_usd(task.value().budget_raise)}});
               }));
 
   server.Post(R"(/admin/outbox/(\d+)/retry)",

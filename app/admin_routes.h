@@ -30,6 +30,7 @@ struct AdminDeps {
   Reconciler& reconciler;
   WorkerPool& pool;
   const Pipeline& pipeline;
+  const Config& config;
   StageEngine& engine;
   const Clock& clock;
   spdlog::logger& log;

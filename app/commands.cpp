@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <functional>
 #include <iostream>
 #include <map>
 
@@ -10,6 +11,7 @@
 #include "app/queue_document.h"
 #include "app/settings.h"
 #include "app/wiring.h"
+#include "engine/budget.h"
 #include "engine/printable.h"
 
 namespace orch {
@@ -24,11 +26,6 @@ int fail(const std::string& command, const Status& s) {
 }
 
 Result<Settings> settings_for(const CommonOptions& common) { return load_settings(common.config, process_env()); }
-
-QueueDefaults queue_defaults(const Settings& s) {
-  return {s.reconciler.enabled, s.reconciler.plane_enabled, static_cast<long long>(s.reconciler.interval.count()),
-          s.plane_write_back};
-}
 
 }  // namespace
 
@@ -227,6 +224,11 @@ int cmd_explain(const CommonOptions& common, const std::string& key, bool json) 
               << t["waiting"]["since"].get<std::string>() << ")\n";
   else
     std::cout << "waiting: nothing (done)\n";
+  std::cout << "spend: " << format_usd(*usd_to_micros(t["spend_usd"].get<double>())) << " USD"
+            << (t["budget_raise_usd"].get<double>() > 0
+                    ? " (budget raised by " + format_usd(*usd_to_micros(t["budget_raise_usd"].get<double>())) + " USD)"
+                    : "")
+            << "\n";
   if (d["gate"].is_object())
     std::cout << "gate: " << (d["gate"]["green"].get<bool>() ? "green" : "red") << ": "
               << printable(d["gate"]["why"].get<std::string>()) << " (since " << d["gate"]["since"].get<std::string>()
@@ -241,7 +243,16 @@ int cmd_explain(const CommonOptions& common, const std::string& key, bool json) 
   for (const auto& j : d["jobs"])
     std::cout << "  #" << j["id"] << " " << j["stage"].get<std::string>() << " " << j["agent"].get<std::string>()
               << " attempt " << j["attempt"] << ": " << j["status"].get<std::string>()
-              << (j["error"].is_string() ? ": " + printable(j["error"].get<std::string>()) : "") << "\n";
+              << (j["error"].is_string() ? ": " + printable(j["error"].get<std::string>()) : "")
+              << (j["cost_usd"].get<double>() > 0
+                      ? " (" + format_usd(*usd_to_micros(j["cost_usd"].get<double>())) + " USD, " +
+                            std::to_string(j["tokens_in"].get<std::int64_t>()) + " tokens in, " +
+                            std::to_string(j["tokens_out"].get<std::int64_t>()) + " out" +
+                            (j["model"].get<std::string>().empty() ? ""
+                                                                   : ", " + printable(j["model"].get<std::string>())) +
+                            ")"
+                      : "")
+              << "\n";
   std::cout << "deliveries (newest first):\n";
   for (const auto& e : d["deliveries"]) {
     const std::string outcome = e["outcome"].get<std::string>();
@@ -302,19 +313,48 @@ int cmd_reconcile_once(const CommonOptions& common, bool dry_run) {
   return kOk;
 }
 
-int cmd_task_rerun(const CommonOptions& common, const std::string& key, const std::optional<std::string>& stage) {
+namespace {
+
+// An `orch task VERB KEY` action on the newest task of KEY, in the app the CLI opens: its answer printed by `say`,
+// its refusal (or an unknown key) on stderr with exit 1.
+int on_task(const CommonOptions& common, const char* verb, const std::string& key,
+            const std::function<Result<TaskRow>(App&, TaskId)>& act, const std::function<void(const TaskRow&)>& say) {
   std::shared_ptr<spdlog::logger> log;
   auto app = quiet_app(common, log);
-  if (!app.ok()) return fail("task rerun", app.status());
+  if (!app.ok()) return fail(verb, app.status());
   auto found = app.value()->store().find_task_by_key(key);
-  if (!found.ok()) return fail("task rerun", found.status());
-  if (!found.value()) return fail("task rerun", not_found("no task " + key));
-  auto task =
-      rerun_stage(app.value()->engine(), app.value()->store(), app.value()->pipeline(), found.value()->id, stage);
-  if (!task.ok()) return fail("task rerun", task.status());
-  std::cout << key << " re-runs " << task.value().stage << " (visit " << task.value().visit
-            << "): its agent starts after any job of the task still running\n";
+  if (!found.ok()) return fail(verb, found.status());
+  if (!found.value()) return fail(verb, not_found("no task " + key));
+  auto task = act(*app.value(), found.value()->id);
+  if (!task.ok()) return fail(verb, task.status());
+  say(task.value());
   return kOk;
+}
+
+}  // namespace
+
+int cmd_task_rerun(const CommonOptions& common, const std::string& key, const std::optional<std::string>& stage) {
+  return on_task(
+      common, "task rerun", key,
+      [&](App& app, TaskId id) { return rerun_stage(app.engine(), app.store(), app.pipeline(), id, stage); },
+      [&](const TaskRow& t) {
+        std::cout << key << " re-runs " << t.stage << " (visit " << t.visit
+                  << "): its agent starts after any job of the task still running\n";
+      });
+}
+
+int cmd_task_resume(const CommonOptions& common, const std::string& key, double raise_usd) {
+  const std::optional<MicroUsd> raise = usd_to_micros(raise_usd);
+  if (!raise) return fail("task resume", invalid("--raise-budget must be between 0 and 1000000000 US dollars"));
+  return on_task(
+      common, "task resume", key,
+      [&](App& app, TaskId id) {
+        return resume_held_task(app.store(), app.settings().config, id, *raise, SystemClock().now());
+      },
+      [&](const TaskRow& t) {
+        std::cout << key << " resumed in " << t.stage << " (spent " << format_usd(t.spend) << " USD, budget raised by "
+                  << format_usd(t.budget_raise) << " USD in all)\n";
+      });
 }
 
 int cmd_sweep_once(const CommonOptions& common) {

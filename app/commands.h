@@ -25,6 +25,8 @@ int cmd_status(const CommonOptions& common, bool json);
 int cmd_explain(const CommonOptions& common, const std::string& key, bool json);
 // `orch task rerun KEY [--stage S]`: rerun_stage (app/admin_actions.h) on the newest task of KEY.
 int cmd_task_rerun(const CommonOptions& common, const std::string& key, const std::optional<std::string>& stage);
+// `orch task resume KEY [--raise-budget N]`: resume_held_task (app/admin_actions.h) on the newest task of KEY.
+int cmd_task_resume(const CommonOptions& common, const std::string& key, double raise_usd);
 int cmd_replay(const CommonOptions& common, const std::string& delivery_id);
 int cmd_reconcile_switch(const CommonOptions& common, bool enable, bool plane_only);
 int cmd_reconcile_once(const CommonOptions& common, bool dry_run);

@@ -47,6 +47,12 @@ int main(int argc, char** argv) {
   add_config(rerun);
   rerun->add_option("KEY", task_key, "the work item's key, e.g. SHOP-42")->required();
   rerun->add_option("--stage", rerun_stage, "the stage to re-run: the current one (default) or an earlier one");
+  double raise_budget = 0;
+  auto* resume = task->add_subcommand("resume", "lift a task's budget hold, raising its budget (docs/adr/0021)");
+  add_config(resume);
+  resume->add_option("KEY", task_key, "the work item's key, e.g. SHOP-42")->required();
+  resume->add_option("--raise-budget", raise_budget, "US dollars added to the task's budget limits")
+      ->check(CLI::NonNegativeNumber);
 
   std::string delivery_id;
   auto* replay = cli.add_subcommand("replay", "handle a stored delivery again (e.g. a failed one)");
@@ -85,6 +91,7 @@ int main(int argc, char** argv) {
   if (*status) return cmd_status(common, status_json);
   if (*explain) return cmd_explain(common, explain_key, explain_json);
   if (*task && *rerun) return cmd_task_rerun(common, task_key, rerun_stage);
+  if (*task && *resume) return cmd_task_resume(common, task_key, raise_budget);
   if (*replay) return cmd_replay(common, delivery_id);
   if (*reconcile) {
     if (*enable || *disable) return cmd_reconcile_switch(common, enable->parsed(), reconcile_opts.plane_only);

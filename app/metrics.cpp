@@ -11,6 +11,7 @@
 #include <prometheus/text_serializer.h>
 
 #include "app/auth.h"
+#include "engine/budget.h"
 #include "engine/clock.h"
 #include "engine/setting_keys.h"
 #include "webhooks/refusals.h"
@@ -93,6 +94,10 @@ Metrics::Metrics(Store& store, const Leadership& leadership)
                            .Help("Outbox messages by channel (telegram, plane, gitea) and status (pending, sent, "
                                  "failed)")
                            .Register(*registry_)),
+      spend_(BuildGauge()
+                 .Name("orch_spend_usd")
+                 .Help("US dollars the agents' runs reported (usage.json), by project and stage")
+                 .Register(*registry_)),
       outbox_depth_(BuildGauge()
                         .Name("orch_notification_outbox_depth")
                         .Help("Notifications waiting to be sent")
@@ -301,6 +306,12 @@ void Metrics::collect_from_store() {
     outbox_messages_.Add({{"channel", ch}, {"status", "pending"}}).Set(static_cast<double>(c.value().pending));
     outbox_messages_.Add({{"channel", ch}, {"status", "sent"}}).Set(static_cast<double>(c.value().sent));
     outbox_messages_.Add({{"channel", ch}, {"status", "failed"}}).Set(static_cast<double>(c.value().failed));
+  }
+  if (auto spend = store_.spend_by_stage(); spend.ok()) {
+    for (const StageSpend& s : spend.value())
+      spend_.Add({{"project", s.project}, {"stage", s.stage}}).Set(micros_to_usd(s.spend));
+  } else {
+    up = false;
   }
   auto flag = [&](const char* key, prometheus::Gauge& g) {
     auto v = store_.get_setting(key);

@@ -71,6 +71,7 @@ class Metrics final : public Telemetry {
   prometheus::Family<prometheus::Gauge>& inbox_;
   prometheus::Family<prometheus::Gauge>& notifications_;
   prometheus::Family<prometheus::Gauge>& outbox_messages_;  // by channel and status
+  prometheus::Family<prometheus::Gauge>& spend_;            // US dollars agents reported, by project and stage
   prometheus::Gauge& outbox_depth_;
   prometheus::Gauge& reconcile_enabled_;
   prometheus::Gauge& reconcile_plane_enabled_;

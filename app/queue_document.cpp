@@ -5,6 +5,8 @@
 #include <utility>
 #include <vector>
 
+#include "engine/budget.h"
+
 namespace orch {
 namespace {
 
@@ -30,7 +32,11 @@ json queue_task_json(const TaskRow& t) {
           {"rejection_reason", t.rejection_reason.empty() ? json(nullptr) : json(t.rejection_reason)},
           {"entered_stage_at", format_rfc3339(t.entered_stage_at)},
           {"created_at", format_rfc3339(t.created_at)},
-          {"updated_at", format_rfc3339(t.updated_at)}};
+          {"updated_at", format_rfc3339(t.updated_at)},
+          // Spend budgets (docs/adr/0021).
+          {"spend_usd", micros_to_usd(t.spend)},
+          {"budget_raise_usd", micros_to_usd(t.budget_raise)},
+          {"budget_hold", t.budget_hold.empty() ? json(nullptr) : json(t.budget_hold)}};
 }
 
 json queue_job_json(const JobRow& j) {
@@ -49,7 +55,12 @@ json queue_job_json(const JobRow& j) {
           // The follow-up steps after the agent exited 0 (ADR 0010): "" before; always strings and an int.
           {"step", j.step},
           {"step_attempts", j.step_attempts},
-          {"step_error", j.step_error}};
+          {"step_error", j.step_error},
+          // What its agent's runs reported in usage.json (docs/adr/0021); 0 and "" when nothing.
+          {"cost_usd", micros_to_usd(j.cost)},
+          {"tokens_in", j.tokens_in},
+          {"tokens_out", j.tokens_out},
+          {"model", j.model}};
 }
 
 json queue_transition_json(const TransitionRow& t) {
@@ -125,6 +136,17 @@ Result<json> write_back_json(Store& store, bool enabled) {
 
 }  // namespace
 
+QueueDefaults queue_defaults(const Settings& s) {
+  QueueDefaults d{s.reconciler.enabled,
+                  s.reconciler.plane_enabled,
+                  static_cast<long long>(s.reconciler.interval.count()),
+                  s.plane_write_back,
+                  {}};
+  for (const ProjectSpec& p : s.config.projects)
+    if (p.budget > 0) d.project_budgets[p.name] = p.budget;
+  return d;
+}
+
 WaitingRules waiting_rules(const Settings& settings, const Pipeline& pipeline) {
   std::map<std::string, PlaneStateNames> states;
   for (const ProjectSpec& p : settings.config.projects) states[p.name] = p.plane_states;
@@ -181,6 +203,27 @@ Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& de
   auto failed = store.recent_failed_jobs(20);
   if (!failed.ok()) return failed.status();
   for (const JobRow& j : failed.value()) doc["jobs"].push_back(queue_job_json(j));
+
+  // Spend per project (with its budget) and per project and stage (docs/adr/0021).
+  auto stage_spend = store.spend_by_stage();
+  if (!stage_spend.ok()) return stage_spend.status();
+  std::map<std::string, MicroUsd> by_project;
+  for (const auto& [project, budget] : defaults.project_budgets) by_project[project];
+  json stages = json::array();
+  for (const StageSpend& s : stage_spend.value()) {
+    by_project[s.project] += s.spend;
+    stages.push_back({{"project", s.project}, {"stage", s.stage}, {"spend_usd", micros_to_usd(s.spend)}});
+  }
+  json projects = json::array();
+  for (const auto& [project, spend] : by_project) {
+    auto budget = defaults.project_budgets.find(project);
+    projects.push_back(
+        {{"project", project},
+         {"spend_usd", micros_to_usd(spend)},
+         {"budget_usd",
+          budget == defaults.project_budgets.end() ? json(nullptr) : json(micros_to_usd(budget->second))}});
+  }
+  doc["spend"] = {{"projects", std::move(projects)}, {"stages", std::move(stages)}};
 
   json reconciler = {{"enabled", defaults.enabled},       {"plane_enabled", defaults.plane_enabled},
                      {"interval_s", defaults.interval_s}, {"last_pass_started_at", nullptr},

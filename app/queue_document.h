@@ -2,6 +2,8 @@
 // added). Built from the database alone, so `orch status --json` prints the same thing without a server.
 #pragma once
 
+#include <map>
+
 #include <nlohmann/json.hpp>
 
 #include "app/settings.h"
@@ -17,7 +19,8 @@ struct QueueDefaults {  // what the reconcile block says before the reconciler e
   bool enabled = true;
   bool plane_enabled = true;
   long long interval_s = 60;
-  bool write_back_enabled = true;  // Settings::plane_write_back: the write_back block's `enabled`
+  bool write_back_enabled = true;                   // Settings::plane_write_back: the write_back block's `enabled`
+  std::map<std::string, MicroUsd> project_budgets;  // `budget_usd` of each project that has one: the spend block's
 };
 
 // Each task carries `waiting` (engine/waiting.h, by `rules`). With `leadership`, the reconcile block also says which
@@ -27,6 +30,8 @@ Result<nlohmann::json> queue_document(Store& store, TimePoint now, const QueueDe
                                       const WaitingRules& rules, const Leadership* leadership = nullptr);
 
 // The waiting rules of these settings: the reconciler's graces, the claim's limits, the Plane state names.
+// The settings' defaults for the document (the reconciler's start-up switches and interval, write-back, budgets).
+QueueDefaults queue_defaults(const Settings& settings);
 WaitingRules waiting_rules(const Settings& settings, const Pipeline& pipeline);
 
 // One row of /queue.json's `tasks` (without `waiting`), `jobs` and `transitions`: `orch explain` prints the same.

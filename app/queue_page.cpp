@@ -34,6 +34,7 @@ dt{font-weight:bold}dd{margin:0}
 <section id="reconciler"><h2>Reconciler</h2><div class="body"></div></section>
 <section id="tasks"><h2>Tasks</h2><div class="body"></div></section>
 <section id="jobs"><h2>Jobs</h2><div class="body"></div></section>
+<section id="spend"><h2>Spend</h2><div class="body"></div></section>
 <section id="inbox"><h2>Inbox</h2><div class="body"></div></section>
 <section id="ledger"><h2>Delivery ledger</h2><div class="body"></div></section>
 <section id="notifications"><h2>Notifications</h2><div class="body"></div></section>
@@ -107,6 +108,12 @@ async function post(url, label) {
 function replay(id) { return post('/admin/deliveries/' + seg(id) + '/replay', 'replay ' + id); }
 function retry(taskId) { return post('/admin/tasks/' + seg(taskId) + '/retry', 'retry task ' + taskId); }
 function rerun(taskId) { return post('/admin/tasks/' + seg(taskId) + '/rerun', 're-run task ' + taskId); }
+function resume(taskId) {
+  const raise = window.prompt('Lift the budget hold of task ' + taskId + ', raising its budget by (US dollars):', '1');
+  if (raise === null) return;
+  return post('/admin/tasks/' + seg(taskId) + '/resume?raise_budget=' + encodeURIComponent(raise), 'resume task ' + taskId);
+}
+function usd(v) { return v ? v.toFixed(2) + ' USD' : ''; }
 function retryWrite(id) { return post('/admin/outbox/' + seg(id) + '/retry', 'retry write ' + id); }
 function flip(enable, plane) {
   return post('/admin/reconcile/' + (enable ? 'enable' : 'disable') + (plane ? '?side=plane' : ''),
@@ -135,7 +142,7 @@ function renderTasks(doc) {
   for (const [stage, tasks] of byStage) {
     if (!tasks.length) continue;
     parts.push(el('h3', {class: 'stage-heading'}, stage + ' (' + tasks.length + ')'));
-    parts.push(table(['item', 'title', 'stage', 'in stage for', 'waiting', 'branch', 'PR', 'blocked', ''], tasks.map(t => {
+    parts.push(table(['item', 'title', 'stage', 'in stage for', 'waiting', 'spend', 'branch', 'PR', 'blocked', ''], tasks.map(t => {
       const repo = repoUrl(t);
       return el('tr', {class: t.blocked ? 'task blocked' : 'task', 'data-task-id': t.id},
         el('td', {class: 'key'}, link(t.work_item_key || t.work_item_id, planeUrl(t))),
@@ -143,10 +150,12 @@ function renderTasks(doc) {
         el('td', {class: 'stage'}, t.stage),
         el('td', {}, ago(t.entered_stage_at, doc.generated_at)),
         el('td', {class: 'waiting'}, t.waiting ? el('span', {class: 'reason'}, t.waiting.reason) : '', t.waiting ? ' ' + t.waiting.text : ''),
+        el('td', {class: 'spend'}, usd(t.spend_usd)),
         el('td', {}, t.branch ? link(t.branch, repo ? repo + '/src/branch/' + path(t.branch) : null) : ''),
         el('td', {}, t.pr_number !== null ? link('#' + t.pr_number + ' ' + t.pr_state, repo ? repo + '/pulls/' + seg(t.pr_number) : null) : ''),
         el('td', {class: 'bad'}, t.blocked ? (t.blocked_reason || 'blocked') : ''),
         el('td', {}, t.blocked ? el('button', {class: 'retry', onclick: () => retry(t.id)}, 'Retry') : '',
+          t.budget_hold ? el('button', {class: 'resume', onclick: () => resume(t.id)}, 'Resume') : '',
           (CONFIG.rerunnable || []).includes(t.stage) ? el('button', {class: 'rerun', onclick: () => rerun(t.id)}, 'Re-run') : ''));
     })));
   }
@@ -238,10 +247,19 @@ function renderTransitions(doc) {
     el('tr', {class: 'transition'}, el('td', {}, t.at), el('td', {}, t.work_item_key || ('task ' + t.task_id)),
        el('td', {}, t.from), el('td', {}, t.to), el('td', {class: 'cause'}, t.cause), el('td', {}, t.detail || '')))));
 }
+function renderSpend(spend) {
+  setBody('spend',
+    table(['project', 'spent', 'budget'], spend.projects.map(p =>
+      el('tr', {class: 'project-spend'}, el('td', {}, p.project), el('td', {}, usd(p.spend_usd) || '0.00 USD'),
+         el('td', {}, p.budget_usd === null ? 'none' : usd(p.budget_usd))))),
+    table(['project', 'stage', 'spent'], spend.stages.map(s =>
+      el('tr', {class: 'stage-spend'}, el('td', {}, s.project), el('td', {}, s.stage), el('td', {}, usd(s.spend_usd))))));
+}
 function render(doc) {
   renderReconciler(doc.reconciler);
   renderTasks(doc);
   renderJobs(doc);
+  renderSpend(doc.spend);
   renderInbox(doc);
   renderLedger(doc);
   const n = doc.notifications;

@@ -239,12 +239,9 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                            plane_outbox_.drain_once();
                            gitea_outbox_.drain_once();
                          }),
-      queue_page_(
-          *store_, clock_, settings_.config, layout_,
-          QueueDefaults{settings_.reconciler.enabled, settings_.reconciler.plane_enabled,
-                        static_cast<long long>(settings_.reconciler.interval.count()), settings_.plane_write_back},
-          waiting_rules(settings_, pipeline_), QueueLinks{settings_.plane_base_url, settings_.gitea_base_url},
-          leadership_.get(), &webhook_routes_.refusals()) {
+      queue_page_(*store_, clock_, settings_.config, layout_, queue_defaults(settings_),
+                  waiting_rules(settings_, pipeline_), QueueLinks{settings_.plane_base_url, settings_.gitea_base_url},
+                  leadership_.get(), &webhook_routes_.refusals()) {
   // Independent of one another: the scheduler wakes the pool itself, and a worker removes a done task's worktree.
   subscribe_audit_log(bus_, log_);
   lifecycle_.subscribe_to(bus_, pool_);
@@ -265,8 +262,9 @@ void App::register_routes() {
   metrics_.instrument(r);
   metrics_.register_routes(r, settings_.metrics_token);
   queue_page_.register_routes(r, settings_.admin_token);
-  register_admin_routes(r, settings_.admin_token,
-                        AdminDeps{*store_, inbox_, reconciler_, pool_, pipeline_, engine_, clock_, log_});
+  register_admin_routes(
+      r, settings_.admin_token,
+      AdminDeps{*store_, inbox_, reconciler_, pool_, pipeline_, settings_.config, engine_, clock_, log_});
   register_readiness(r, serve_readiness_checks(ReadinessSources{.store = *store_,
                                                                 .inbox = inbox_,
                                                                 .pool = pool_,

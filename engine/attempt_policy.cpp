@@ -12,6 +12,7 @@ const char* job_outcome_name(JobOutcome o) {
     case JobOutcome::kRequeued: return "requeued";
     case JobOutcome::kAbandoned: return "abandoned";
     case JobOutcome::kStepRetrying: return "step retrying";
+    case JobOutcome::kHeld: return "held";
   }
   return "unknown";
 }

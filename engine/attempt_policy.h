@@ -27,6 +27,7 @@ enum class JobOutcome {
   kRequeued,      // the pool is stopping: the agent was stopped and the job put back in the queue
   kAbandoned,     // nothing to do: the task is gone or has moved on, or the job was finished elsewhere
   kStepRetrying,  // the agent succeeded, a follow-up step failed: the job is queued to retry that step after a backoff
+  kHeld,          // its budget is spent: the task is held and the job back in the queue, its agent not started
 };
 const char* job_outcome_name(JobOutcome o);
 

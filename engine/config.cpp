@@ -20,6 +20,8 @@
 #include <sstream>
 #include <toml.hpp>
 
+#include "engine/budget.h"
+
 namespace orch {
 
 namespace {
@@ -202,6 +204,23 @@ class Reader {
     return static_cast<int>(int_or(t, key, where, fallback, min, INT_MAX));
   }
 
+  // A budget in US dollars (an integer or a float), > 0, as micro-USD; `fallback` when absent.
+  MicroUsd usd_or(const toml::value& t, const std::string& key, const std::string& where, MicroUsd fallback) {
+    const toml::value* v = find(t, key);
+    if (!v || failed()) return fallback;
+    if (!v->is_integer() && !v->is_floating()) {
+      fail(*v, in_quotes(key) + " in " + where + " must be a number of US dollars, not " + type_phrase(*v));
+      return fallback;
+    }
+    const double usd = v->is_integer() ? static_cast<double>(v->as_integer()) : v->as_floating();
+    const std::optional<MicroUsd> micros = usd_to_micros(usd);
+    if (!micros || *micros <= 0) {
+      fail(*v, in_quotes(key) + " in " + where + " must be more than 0 and at most 1000000000 US dollars");
+      return fallback;
+    }
+    return *micros;
+  }
+
   // Intervals and timeouts must be > 0; a grace may be "0s" (advance as soon as the gate is green).
   seconds duration_or(const toml::value& t, const std::string& key, const std::string& where, seconds fallback,
                       bool allow_zero = false) {
@@ -371,7 +390,7 @@ std::vector<ProjectSpec> read_projects(Reader& r, const toml::value& root) {
     const std::string where = entry_where("projects", t, i);
     r.check_keys(t,
                  {"name", "gitea_repo", "clone_url", "default_branch", "plane_workspace", "plane_project_id",
-                  "plane_states", "max_running"},
+                  "plane_states", "max_running", "budget_usd"},
                  where);
     ProjectSpec p;
     p.name = r.string_or(t, "name", where, "");
@@ -381,6 +400,7 @@ std::vector<ProjectSpec> read_projects(Reader& r, const toml::value& root) {
     p.plane_workspace = r.string_or(t, "plane_workspace", where, "");
     p.plane_project_id = r.string_or(t, "plane_project_id", where, "");
     p.max_running = r.small_int_or(t, "max_running", where, p.max_running, 1);
+    p.budget = r.usd_or(t, "budget_usd", where, p.budget);
     if (r.failed()) break;
     for (const char* required : {"name", "gitea_repo", "plane_workspace", "plane_project_id"}) {
       if (!Reader::find(t, required)) r.fail(t, where + " is missing " + in_quotes(required));
@@ -437,7 +457,7 @@ std::map<std::string, AgentSpec> read_agents(Reader& r, const toml::value& root,
       break;
     }
     const toml::value& a = *value;
-    r.check_keys(a, {"argv", "timeout", "max_attempts", "max_running", "env"}, where);
+    r.check_keys(a, {"argv", "timeout", "max_attempts", "max_running", "budget_usd_per_task", "env"}, where);
     AgentSpec spec;
     spec.name = name;
     spec.argv = r.strings(a, "argv", where);
@@ -450,6 +470,7 @@ std::map<std::string, AgentSpec> read_agents(Reader& r, const toml::value& root,
     spec.timeout = r.duration_or(a, "timeout", where, spec.timeout);
     spec.max_attempts = r.small_int_or(a, "max_attempts", where, spec.max_attempts, 1);
     spec.max_running = r.small_int_or(a, "max_running", where, spec.max_running, 1);
+    spec.budget_per_task = r.usd_or(a, "budget_usd_per_task", where, spec.budget_per_task);
     if (const toml::value* env = r.table(a, "env", "'env' in " + where)) {
       for (const auto& [key, v] : env->as_table()) {
         if (r.failed()) break;

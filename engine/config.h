@@ -30,7 +30,8 @@ struct AgentSpec {
   std::vector<std::string> argv;
   std::chrono::seconds timeout{std::chrono::minutes(30)};
   int max_attempts = 3;
-  int max_running = 0;  // jobs of this agent running at once, in every process sharing the store; 0 = no limit
+  int max_running = 0;           // jobs of this agent running at once, in every process sharing the store; 0 = no limit
+  MicroUsd budget_per_task = 0;  // `budget_usd_per_task`: its runs' spend on one task; 0 = no limit (engine/budget.h)
   std::map<std::string, std::string> env;
 };
 
@@ -67,6 +68,7 @@ struct ProjectSpec {
   std::string plane_project_id;
   PlaneStateNames plane_states;
   int max_running = 0;  // jobs of this project running at once, in every process sharing the store; 0 = no limit
+  MicroUsd budget = 0;  // `budget_usd`: every agent run's spend in the project; 0 = no limit (engine/budget.h)
 };
 
 // [server] max_body_bytes when unset: 16 MiB. A Plane work-item webhook carries the description three times

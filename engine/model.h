@@ -15,6 +15,8 @@ namespace orch {
 
 using TaskId = std::int64_t;
 using JobId = std::int64_t;
+// Money as whole millionths of a US dollar: sums over many runs stay exact (engine/budget.h, docs/adr/0021).
+using MicroUsd = std::int64_t;
 using DeliverySeq = std::int64_t;
 using NotificationId = std::int64_t;
 
@@ -83,6 +85,10 @@ struct TaskRow {
   TimePoint created_at{};
   TimePoint entered_stage_at{};
   TimePoint updated_at{};
+  MicroUsd spend = 0;         // what its agents' runs reported (usage.json), summed
+  MicroUsd budget_raise = 0;  // what people added to its limits (`orch task resume --raise-budget`)
+  std::string budget_hold;    // why it is held for its budget ("" = not held): the claim skips its jobs
+  std::optional<TimePoint> budget_hold_at;
 };
 
 struct Claim {
@@ -130,6 +136,33 @@ struct JobRow {
   std::string step;
   int step_attempts = 0;   // failed tries of `step`; 0 when it has just begun
   std::string step_error;  // the last failed try's error, "" if none
+  // What its agent's runs reported (usage.json), summed over its runs (a run again after a restart adds).
+  std::int64_t tokens_in = 0;
+  std::int64_t tokens_out = 0;
+  std::string model;  // the last one reported, "" if none
+  MicroUsd cost = 0;
+};
+
+// One run's usage as the agent reported it in ORCH_OUTPUT_DIR/usage.json (integrations/agent_usage.h).
+struct AgentUsage {
+  std::int64_t tokens_in = 0;
+  std::int64_t tokens_out = 0;
+  std::string model;
+  MicroUsd cost = 0;
+};
+
+// What the budgets of an agent's runs on a task are checked against (engine/budget.h).
+struct Spend {
+  MicroUsd task = 0;        // every run on the task
+  MicroUsd task_agent = 0;  // the agent's runs on the task
+  MicroUsd project = 0;     // every run of the task's project
+};
+
+// Spend summed per project and stage, for /queue.json and /metrics.
+struct StageSpend {
+  std::string project;
+  std::string stage;
+  MicroUsd spend = 0;
 };
 
 // What the reconciler's gate side last concluded about a task's gate in one visit of a stage: the pre-evaluation

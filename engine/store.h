@@ -64,6 +64,14 @@ struct TaskStore {
   // keys names the task's latest transition).
   virtual Status block_task(TaskId id, const std::string& reason, TimePoint now,
                             const std::vector<OutboxMessage>& outbox) = 0;
+  // The budget's hold (docs/adr/0021): sets budget_hold = reason, with a transitions row (from = to = its stage,
+  // cause agent, detail "held: <reason>") and the messages, in one transaction. false when it was held already
+  // (nothing written). The claim skips the jobs of a held task; the queued TTL does not expire them.
+  virtual Result<bool> hold_task(TaskId id, const std::string& reason, TimePoint now,
+                                 const std::vector<OutboxMessage>& outbox) = 0;
+  // A person lifts the hold: budget_hold cleared, budget_raise + raise, a transitions row (cause manual, `detail`),
+  // and the queued TTL of its queued jobs counted from now. Whether it should is the caller's (app/admin_actions.h).
+  virtual Result<TaskRow> resume_task(TaskId id, MicroUsd raise, const std::string& detail, TimePoint now) = 0;
   virtual Result<std::vector<TransitionRow>> recent_transitions(int limit) = 0;    // newest first
   virtual Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) = 0;  // oldest first
   virtual Result<std::int64_t> count_tasks() = 0;
@@ -101,6 +109,12 @@ struct JobStore {
   // The jobs of the current visit of every task not done, by id: what /queue.json's `waiting` reads in one query.
   virtual Result<std::vector<JobRow>> current_visit_jobs() = 0;
   virtual Result<std::vector<JobRow>> recent_failed_jobs(int limit) = 0;  // newest first
+  // Spend (docs/adr/0021). One run's usage added to its job, its task and its (project, stage) in one transaction;
+  // returns the spends after it, as spend_of does.
+  virtual Result<Spend> record_usage(JobId id, const AgentUsage& usage, TimePoint now) = 0;
+  // The task's spend, `agent`'s runs on it, and its project's. kNotFound: no task.
+  virtual Result<Spend> spend_of(TaskId task, const std::string& agent) = 0;
+  virtual Result<std::vector<StageSpend>> spend_by_stage() = 0;  // by project, then stage
   // Follow-up steps (ADR 0010). Moves a running job whose agent exited 0 to follow-up step `step` with no failed
   // tries and no error, and counts as a heartbeat. kConflict / kNotFound like finish_job.
   virtual Status begin_job_step(JobId id, const std::string& step, TimePoint now) = 0;

@@ -109,6 +109,11 @@ std::optional<Waiting> explain_waiting(const TaskRow& task, const std::vector<Jo
             "/retry gives it one more attempt";
     return Waiting{kBlocked, text, task.updated_at};
   }
+  if (!task.budget_hold.empty())
+    return Waiting{kBudgetExhausted,
+                   "held for its budget in " + task.stage + ": " + task.budget_hold + "; POST /admin/tasks/" +
+                       std::to_string(task.id) + "/resume lifts the hold",
+                   task.budget_hold_at.value_or(task.updated_at)};
   // The job of the current visit that is still to finish (the newest attempt, if a retry was queued).
   const JobRow* active = nullptr;
   TimePoint idle_since = task.updated_at;

@@ -2,8 +2,9 @@
 // (/queue.json's `waiting`, the /queue page, `orch status`, `orch explain`; docs/contracts.md). Derived from the
 // store alone: the task, its jobs, the queue's running jobs and what the reconciler's gate side last concluded about
 // its gate (GateEvaluation), never from a gate evaluation of its own, so the page and the reconciler cannot disagree.
-// The precedence follows what would move the task first: blocked, then its job (running, queued), then a person
-// (human stages), then the reconciler (inside the stage's grace, then the gate it found red). Pure; thread-safe.
+// The precedence follows what would move the task first: blocked, held for its budget (engine/budget.h), then its job
+// (running, queued), then a person (human stages), then the reconciler (inside the stage's grace, then the gate it
+// found red). Pure; thread-safe.
 #pragma once
 
 #include <functional>
@@ -19,7 +20,7 @@
 
 namespace orch {
 
-// The reasons, as /queue.json names them. kBudgetExhausted is reserved for spend budgets (not derived yet).
+// The reasons, as /queue.json names them.
 namespace waiting_reason {
 inline constexpr const char* kGateRed = "gate_red";
 inline constexpr const char* kJobQueued = "job_queued";

@@ -35,6 +35,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "integrations/agent_usage.h"
 #include "integrations/job_log.h"
 #include "integrations/job_summary.h"
 
@@ -68,7 +69,8 @@ WorkerOptions worker_options_from(const JobsSpec& jobs) {
   return o;
 }
 
-JobRunner::JobRunner(JobRunnerDeps deps, WorkerOptions options) : deps_(deps), options_(options) {}
+JobRunner::JobRunner(JobRunnerDeps deps, WorkerOptions options)
+    : deps_(deps), options_(options), budget_(deps.store, deps.config, deps.clock, deps.log) {}
 
 Seconds JobRunner::step_backoff(int tries) const {
   Seconds wait = options_.step_backoff;
@@ -111,6 +113,17 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   if (!project) return attempt_failed(job, "project " + task.project + " is not configured", Retry::kNo);
   // The agent exited 0 on an earlier claim of this job: resume its step. The agent never runs twice for one success.
   if (!job.step.empty()) return run_steps(job, *project, *agent, *stage);
+
+  // A spent budget: the agent is not started. The task is held until a person lifts it, and the job goes back to the
+  // queue, where the claim skips it until then (docs/adr/0021).
+  auto held = budget_.before_start(job, task);
+  if (!held.ok()) return attempt_failed(job, "budget: " + held.status().message, Retry::kAfterBackoff);
+  if (held.value()) {
+    if (Status s = deps_.store.requeue_job(job.id, deps_.clock.now()); !s.ok())
+      deps_.log.warn("jobs: cannot put job {} of held {} back in the queue: {}", job.id, task.work_item_key,
+                     s.to_string());
+    return {JobOutcome::kHeld, "held for its budget"};
+  }
 
   auto worktree = deps_.git.ensure_worktree(*project, task);
   if (!worktree.ok())
@@ -182,6 +195,12 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
                                   std::chrono::duration<double>(Steady::now() - agent_started).count());
   }
 
+  // What the run spent counts whatever became of it; the budgets are checked when the task still waits for it.
+  if (const std::optional<Spend> spend = record_usage(job); spend && moved_on.empty() && !stop.stop_requested()) {
+    auto after = budget_.after_run(job, task, *spend, !succeeded);
+    if (!after.ok())
+      deps_.log.warn("jobs: cannot check the budgets of {}: {}", task.work_item_key, after.status().to_string());
+  }
   if (!moved_on.empty()) {
     deps_.log.info("jobs: {} for {} stopped: {}", agent->name, task.work_item_key, moved_on);
     (void)deps_.store.finish_job(job.id, JobStatus::kFailed, moved_on, deps_.clock.now());
@@ -214,6 +233,21 @@ std::optional<JobResult> JobRunner::report_success(const JobRow& job, const Stag
   if (s.ok()) return std::nullopt;
   deps_.log.warn("jobs: job {} cannot report its agent's success: {}", job.id, s.to_string());
   return attempt_failed(job, "report: " + s.message, AttemptPolicy::retry_unless_invalid(s));
+}
+
+std::optional<Spend> JobRunner::record_usage(const JobRow& job) {
+  auto usage = read_agent_usage(output_dir(job));
+  if (!usage.ok()) {
+    deps_.log.warn("jobs: job {} ({}): {}; no usage recorded", job.id, job.agent, usage.status().message);
+    return std::nullopt;
+  }
+  if (!usage.value()) return std::nullopt;
+  auto spend = deps_.store.record_usage(job.id, *usage.value(), deps_.clock.now());
+  if (!spend.ok()) {
+    deps_.log.warn("jobs: cannot record the usage of job {}: {}", job.id, spend.status().to_string());
+    return std::nullopt;
+  }
+  return spend.value();
 }
 
 fs::path JobRunner::output_dir(const JobRow& job) const {

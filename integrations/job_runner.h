@@ -5,7 +5,8 @@
 // (advance_if_gate_passed), each persisted and retried on its own (docs/adr/0010). A failed attempt goes to the
 // AttemptPolicy (engine/attempt_policy.h), the rule the sweeper uses too. Who claims the job and on which thread is
 // not its business: the local WorkerPool (integrations/worker_pool.h) is one caller. Thread-safe: one run() per
-// claimed job, from any thread.
+// claimed job, from any thread. Before the agent starts and after it ran, the spend budgets (engine/budget.h): a spent
+// budget holds the task and leaves the job queued, its agent not started.
 #pragma once
 
 #include <chrono>
@@ -20,6 +21,7 @@
 #include <spdlog/logger.h>
 
 #include "engine/attempt_policy.h"
+#include "engine/budget.h"
 #include "engine/clock.h"
 #include "engine/config.h"
 #include "engine/facts.h"
@@ -138,9 +140,12 @@ class JobRunner {
   // A failure to report fails the attempt; nullopt goes on to the follow-up steps.
   std::optional<JobResult> report_success(const JobRow& job, const StageSpec& stage, int exit_code);
   Seconds step_backoff(int tries) const;
+  // The run's usage.json added to the job, its task and its project (nullopt: none reported, or it could not be).
+  std::optional<Spend> record_usage(const JobRow& job);
 
   const JobRunnerDeps deps_;
   const WorkerOptions options_;
+  BudgetGuard budget_;  // spend budgets: checked before the agent starts and after it ran (docs/adr/0021)
 };
 
 }  // namespace orch

@@ -208,6 +208,24 @@ CREATE TABLE delivery_duplicates (
 );
 CREATE INDEX delivery_duplicates_original ON delivery_duplicates (original_seq, id);
 )sql",
+    // 10: spend and budgets (docs/adr/0021). What agents reported, per job and summed per task and per (project,
+    // stage); a task's raise and its budget hold.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN tokens_in BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN tokens_out BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN model TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN cost_micros BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN spend_micros BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN budget_raise_micros BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN budget_hold TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN budget_hold_at BIGINT;
+CREATE TABLE stage_spend (
+  project      TEXT NOT NULL,
+  stage        TEXT NOT NULL,
+  spend_micros BIGINT NOT NULL,
+  PRIMARY KEY (project, stage)
+);
+)sql",
 };
 static_assert(std::size(kMigrations) == PgStore::kSchemaVersion, "one migration per schema version");
 

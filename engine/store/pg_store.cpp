@@ -129,6 +129,7 @@ struct Dialect<PgConn> {
       "heads AS (SELECT p.project AS project, (SELECT h.id FROM jobs h WHERE h.status = 'queued' "
       "AND h.project = p.project AND h.run_after <= $2 AND h.agent NOT IN (SELECT agent FROM full_agents) "
       "AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.task_id = h.task_id AND r.status = 'running') "
+      "AND NOT EXISTS (SELECT 1 FROM tasks held WHERE held.id = h.task_id AND held.budget_hold <> '') "
       "ORDER BY h.run_after, h.id LIMIT 1) AS id FROM projects p WHERE p.project IS NOT NULL), "
       "pick AS (SELECT j.id FROM heads JOIN jobs j ON j.id = heads.id CROSS JOIN total "
       "LEFT JOIN by_project bp ON bp.project = heads.project "
@@ -153,7 +154,8 @@ struct Dialect<PgConn> {
       "RETURNING " ORCH_JOB_COLUMNS_OF("jobs.");
   static constexpr const char* kFailExpiredQueued =
       "WITH batch AS MATERIALIZED (SELECT id FROM jobs WHERE status = 'queued' AND created_at < $3 "
-      "AND step = '' ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) "
+      "AND step = '' AND NOT EXISTS (SELECT 1 FROM tasks held WHERE held.id = jobs.task_id "
+      "AND held.budget_hold <> '') ORDER BY created_at, id LIMIT $4 FOR UPDATE OF jobs SKIP LOCKED) "
       "UPDATE jobs SET status = 'failed', error = $1, finished_at = $2 FROM batch WHERE jobs.id = batch.id "
       "RETURNING " ORCH_JOB_COLUMNS_OF("jobs.");
   // One round trip fewer: the insert's ON CONFLICT answers a repeated attempt as well as a read would.

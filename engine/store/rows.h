@@ -31,11 +31,11 @@ struct Bytes {
 #define ORCH_TASK_COLUMNS                                                                                         \
   "id, project, work_item_id, work_item_key, title, description, stage, visit, branch, blocked, blocked_reason, " \
   "rejection_reason, pr_number, pr_state, review_state, head_sha, tracker_state, created_at, entered_stage_at, "  \
-  "updated_at"
+  "updated_at, spend_micros, budget_raise_micros, budget_hold, budget_hold_at"
 #define ORCH_JOB_COLUMNS_OF(t)                                                                                     \
   t "id, " t "task_id, " t "visit, " t "stage, " t "agent, " t "status, " t "attempt, " t "error, " t "worker, " t \
     "created_at, " t "run_after, " t "started_at, " t "heartbeat_at, " t "finished_at, " t "step, " t              \
-    "step_attempts, " t "step_error"
+    "step_attempts, " t "step_error, " t "tokens_in, " t "tokens_out, " t "model, " t "cost_micros"
 #define ORCH_JOB_COLUMNS ORCH_JOB_COLUMNS_OF("")
 #define ORCH_DELIVERY_COLUMNS                                                                                  \
   "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at, lane, run_after, " \
@@ -101,6 +101,10 @@ inline constexpr auto read_task = [](const auto& r) {
   t.created_at = time_at(r, 17);
   t.entered_stage_at = time_at(r, 18);
   t.updated_at = time_at(r, 19);
+  t.spend = r.int64(20);
+  t.budget_raise = r.int64(21);
+  t.budget_hold = r.text(22);
+  t.budget_hold_at = opt_time_at(r, 23);
   return t;
 };
 
@@ -124,6 +128,10 @@ inline constexpr auto read_job = [](const auto& r) {
   j.step = r.text(14);
   j.step_attempts = int32_at(r, 15);
   j.step_error = r.text(16);
+  j.tokens_in = r.int64(17);
+  j.tokens_out = r.int64(18);
+  j.model = r.text(19);
+  j.cost = r.int64(20);
   return j;
 };
 

@@ -39,6 +39,9 @@ class SqlStore : public Store {
   Status set_blocked(TaskId id, bool blocked, const std::string& reason, TimePoint now) override;
   Status block_task(TaskId id, const std::string& reason, TimePoint now,
                     const std::vector<OutboxMessage>& outbox) override;
+  Result<bool> hold_task(TaskId id, const std::string& reason, TimePoint now,
+                         const std::vector<OutboxMessage>& outbox) override;
+  Result<TaskRow> resume_task(TaskId id, MicroUsd raise, const std::string& detail, TimePoint now) override;
   Result<std::vector<TransitionRow>> recent_transitions(int limit) override;
   Result<std::int64_t> count_tasks() override;
   Status record_branch_head(const std::string& repo, const std::string& branch, const std::string& sha,
@@ -64,6 +67,9 @@ class SqlStore : public Store {
   Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) override;
   Result<std::vector<JobRow>> current_visit_jobs() override;
   Result<std::vector<JobRow>> recent_failed_jobs(int limit) override;
+  Result<Spend> record_usage(JobId id, const AgentUsage& usage, TimePoint now) override;
+  Result<Spend> spend_of(TaskId task, const std::string& agent) override;
+  Result<std::vector<StageSpend>> spend_by_stage() override;
   Result<std::vector<JobRow>> fail_stale_running(TimePoint heartbeat_before, int limit, const std::string& reason,
                                                  TimePoint now) override;
   Result<std::vector<JobRow>> fail_expired_queued(TimePoint created_before, int limit, const std::string& reason,

@@ -270,6 +270,54 @@ Status SqlStore<Conn>::block_task(TaskId id, const std::string& reason, TimePoin
   });
 }
 
+// The audit row of a hold or a resume: the task stays in its stage (from = to), the visit is not bumped.
+template <class Conn>
+std::int64_t insert_audit_row(Conn& c, TaskId id, const std::string& stage, Cause cause, const std::string& detail,
+                              TimePoint now) {
+  return c
+      .one(
+          "INSERT INTO transitions (task_id, from_stage, to_stage, cause, detail, at) "
+          "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+          read_int0, id, stage, stage, cause_name(cause), detail, now)
+      .value();
+}
+
+template <class Conn>
+Result<bool> SqlStore<Conn>::hold_task(TaskId id, const std::string& reason, TimePoint now,
+                                       const std::vector<OutboxMessage>& outbox) {
+  if (reason.empty()) return invalid("hold_task: a hold needs its reason");
+  return write("hold_task", [&](Conn& c) -> Result<bool> {
+    std::optional<std::string> stage = c.one(
+        "UPDATE tasks SET budget_hold = $1, budget_hold_at = $2, updated_at = $2 WHERE id = $3 AND budget_hold = '' "
+        "RETURNING stage",
+        read_text0, reason, now, id);
+    if (!stage) {
+      if (!c.one("SELECT id FROM tasks WHERE id = $1", read_int0, id))
+        return not_found("task " + std::to_string(id) + " not found");
+      return false;  // held already
+    }
+    const std::int64_t transition_id = insert_audit_row(c, id, *stage, Cause::kAgent, "held: " + reason, now);
+    insert_messages(c, outbox, now, transition_id);
+    return true;
+  });
+}
+
+template <class Conn>
+Result<TaskRow> SqlStore<Conn>::resume_task(TaskId id, MicroUsd raise, const std::string& detail, TimePoint now) {
+  if (raise < 0) return invalid("resume_task: a raise cannot be negative");
+  return write("resume_task", [&](Conn& c) -> Result<TaskRow> {
+    std::optional<TaskRow> row = c.one(
+        "UPDATE tasks SET budget_hold = '', budget_hold_at = NULL, budget_raise_micros = budget_raise_micros + $1, "
+        "updated_at = $2 WHERE id = $3 RETURNING " ORCH_TASK_COLUMNS,
+        read_task, raise, now, id);
+    if (!row) return not_found("task " + std::to_string(id) + " not found");
+    insert_audit_row(c, id, row->stage, Cause::kManual, detail, now);
+    // The hold was no wait for a worker: the queued TTL of its jobs starts again.
+    c.exec("UPDATE jobs SET created_at = $1 WHERE task_id = $2 AND status = 'queued'", now, id);
+    return std::move(*row);
+  });
+}
+
 template <class Conn>
 Status SqlStore<Conn>::record_gate_evaluations(const std::vector<GateEvaluation>& evaluations) {
   for (const GateEvaluation& e : evaluations)
@@ -503,6 +551,63 @@ Result<std::vector<JobRow>> SqlStore<Conn>::recent_failed_jobs(int limit) {
                  " FROM jobs WHERE status = 'failed' "
                  "ORDER BY finished_at DESC, id DESC LIMIT $1",
                  read_job, limit);
+  });
+}
+
+// CAST: PostgreSQL's SUM of a BIGINT is a NUMERIC.
+template <class Conn>
+std::optional<Spend> read_spend(Conn& c, TaskId task, const std::string& agent) {
+  return c.one(
+      "SELECT t.spend_micros, "
+      "(SELECT CAST(COALESCE(SUM(j.cost_micros), 0) AS BIGINT) FROM jobs j WHERE j.task_id = t.id AND j.agent = $2), "
+      "(SELECT CAST(COALESCE(SUM(s.spend_micros), 0) AS BIGINT) FROM stage_spend s WHERE s.project = t.project) "
+      "FROM tasks t WHERE t.id = $1",
+      [](const auto& r) {
+        return Spend{r.int64(0), r.int64(1), r.int64(2)};
+      },
+      task, agent);
+}
+
+template <class Conn>
+Result<Spend> SqlStore<Conn>::record_usage(JobId id, const AgentUsage& u, TimePoint now) {
+  (void)now;
+  if (u.cost < 0 || u.tokens_in < 0 || u.tokens_out < 0) return invalid("record_usage: usage cannot be negative");
+  return write("record_usage", [&](Conn& c) -> Result<Spend> {
+    std::optional<JobRow> job = c.one(
+        "UPDATE jobs SET tokens_in = tokens_in + $1, tokens_out = tokens_out + $2, "
+        "model = CASE WHEN $3 = '' THEN model ELSE $3 END, cost_micros = cost_micros + $4 WHERE id = $5 "
+        "RETURNING " ORCH_JOB_COLUMNS,
+        read_job, u.tokens_in, u.tokens_out, u.model, u.cost, id);
+    if (!job) return not_found("job " + std::to_string(id) + " not found");
+    if (u.cost > 0) {
+      c.exec("UPDATE tasks SET spend_micros = spend_micros + $1 WHERE id = $2", u.cost, job->task_id);
+      c.exec(
+          "INSERT INTO stage_spend (project, stage, spend_micros) "
+          "SELECT project, stage, CAST($1 AS BIGINT) FROM jobs WHERE id = $2 "
+          "ON CONFLICT (project, stage) DO UPDATE SET spend_micros = stage_spend.spend_micros + $1",
+          u.cost, id);
+    }
+    std::optional<Spend> spend = read_spend(c, job->task_id, job->agent);
+    if (!spend) return not_found("task " + std::to_string(job->task_id) + " not found");
+    return *spend;
+  });
+}
+
+template <class Conn>
+Result<Spend> SqlStore<Conn>::spend_of(TaskId task, const std::string& agent) {
+  return run("spend_of", [&](Conn& c) -> Result<Spend> {
+    std::optional<Spend> spend = read_spend(c, task, agent);
+    if (!spend) return not_found("task " + std::to_string(task) + " not found");
+    return *spend;
+  });
+}
+
+template <class Conn>
+Result<std::vector<StageSpend>> SqlStore<Conn>::spend_by_stage() {
+  return run("spend_by_stage", [&](Conn& c) -> Result<std::vector<StageSpend>> {
+    return c.all("SELECT project, stage, spend_micros FROM stage_spend ORDER BY project, stage", [](const auto& r) {
+      return StageSpend{r.text(0), r.text(1), r.int64(2)};
+    });
   });
 }
 

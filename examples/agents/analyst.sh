@@ -12,3 +12,7 @@ Analysis of ${ORCH_WORK_ITEM_KEY:-the work item} (attempt ${ORCH_ATTEMPT:-1}) by
 Plan: add one line to CHANGES.md on branch ${ORCH_BRANCH:-the task branch}, open a pull request, and let CI and the
 reviewer have their say.
 SUMMARY
+# What the run cost, as a real agent would report it (docs/contracts.md, "The agent's environment"): a made-up price
+# for the demo, summed on /queue and checked against the budgets (budget_usd, budget_usd_per_task).
+printf '{"tokens_in": 1200, "tokens_out": 300, "model": "%s", "cost_usd": 0.02}\n' "${MODEL:-example}" \
+  > "$ORCH_OUTPUT_DIR/usage.json"

@@ -79,7 +79,9 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
                      {"inbox", T::kObject},
                      {"transitions", T::kArray},
                      {"notifications", T::kObject},
-                     {"refused_deliveries", T::kArray}});
+                     {"refused_deliveries", T::kArray},
+                     {"spend", T::kObject}});
+  check_fields(doc["spend"], {{"projects", T::kArray}, {"stages", T::kArray}});
   CHECK(is_rfc3339(doc["generated_at"]));
   REQUIRE(doc["tasks"].size() == 3);
   for (const json& t : doc["tasks"]) {
@@ -95,7 +97,10 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
                      {"pr_number", T::kIntOrNull},
                      {"head_sha", T::kStringOrNull},
                      {"entered_stage_at", T::kString},
-                     {"updated_at", T::kString}});
+                     {"updated_at", T::kString},
+                     {"spend_usd", T::kNumber},
+                     {"budget_raise_usd", T::kNumber},
+                     {"budget_hold", T::kStringOrNull}});
     CHECK(is_rfc3339(t["entered_stage_at"]));
     if (t["stage"] == "done") {
       CHECK(t["waiting"].is_null());
@@ -122,7 +127,11 @@ TEST_CASE("/queue.json carries every documented field with its documented type")
                      {"heartbeat_at", T::kStringOrNull},
                      {"step", T::kString},
                      {"step_attempts", T::kInt},
-                     {"step_error", T::kString}});
+                     {"step_error", T::kString},
+                     {"cost_usd", T::kNumber},
+                     {"tokens_in", T::kInt},
+                     {"tokens_out", T::kInt},
+                     {"model", T::kString}});
     CHECK(std::set<std::string>{"queued", "running", "succeeded", "failed"}.count(j["status"].get<std::string>()));
     if (j["status"] == "failed" && j["error"] == "agent exited with 1") {
       saw_failed = true;
@@ -266,7 +275,8 @@ TEST_CASE("retrying a blocked task unblocks it and queues the next attempt of it
 TEST_CASE("orch explain and orch status say why a task waits, from the database, while the server is not running") {
   RunningApp app;
   TaskRow task = app.add_task("SHOP-7", "Explain \x1b[2Jme", {"analysis", "development"});  // an escape
-  app.add_failed_job(task, "boom\n");
+  const JobRow failed = app.add_failed_job(task, "boom\n");
+  REQUIRE(app.store().record_usage(failed.id, AgentUsage{900, 80, "large \x1b[1m", 420'000}, SystemClock().now()).ok());
   REQUIRE(app.store().set_blocked(task.id, true, "agent failed", SystemClock().now()).ok());
   // Deliveries about it (one handled, then re-sent: a duplicate) and one about nothing, which it does not list.
   const TimePoint now = SystemClock().now();
@@ -291,7 +301,9 @@ TEST_CASE("orch explain and orch status say why a task waits, from the database,
   CHECK(out.find("\nwaiting: blocked: blocked in development after 1 attempt: agent failed;") != std::string::npos);
   CHECK(out.find(" created -> analysis (webhook): seeded\n") != std::string::npos);
   CHECK(out.find(" analysis -> development (webhook): seeded\n") != std::string::npos);
-  CHECK(out.find("attempt 1: failed: agent exited with 1") != std::string::npos);
+  CHECK(out.find("attempt 1: failed: agent exited with 1 (0.42 USD, 900 tokens in, 80 out, large ?[1m)\n") !=
+        std::string::npos);
+  CHECK(out.find("\nspend: 0.42 USD\n") != std::string::npos);
   CHECK(out.find(" plane issue dlv-about: duplicate: of dlv-about\n") != std::string::npos);
   CHECK(out.find(" plane issue dlv-about: handled: moved ?[31m\n") != std::string::npos);
   CHECK(out.find("dlv-unrelated") == std::string::npos);
@@ -390,6 +402,44 @@ TEST_CASE("re-running a stage never kills the running job: the re-run's job foll
   CHECK(app.log().contains("admin: task SHOP-9 re-runs development"));
 }
 
+TEST_CASE("a task held for its budget is resumed by the CLI or the admin endpoint only with a raise that lifts it") {
+  RunningApp app;
+  TaskRow task = app.add_task("SHOP-11", "Costly", {"analysis", "development"});
+  const TimePoint now = SystemClock().now();
+  REQUIRE(app.store().hold_task(task.id, "spent 3.00 USD of project shop's budget (3.00 USD)", now, {}).ok());
+  TaskRow free = app.add_task("SHOP-12", "Not held", {"analysis"});
+  const std::map<std::string, std::string> env = {{"ORCH_DATA_DIR", app.dir().path().string()},
+                                                  {"ORCH_CONFIG", ORCH_SOURCE_DIR "/examples/orch.toml"}};
+  std::string out;
+  CHECK(run_capture({ORCH_BINARY, "task", "resume", "SHOP-12"}, env, &out) == 1);  // not held, no raise
+  CHECK(run_capture({ORCH_BINARY, "task", "resume", "SHOP-404"}, env, &out) == 1);
+  CHECK(run_capture({ORCH_BINARY, "task", "resume", "SHOP-11", "--raise-budget", "-1"}, env, &out) == 2);
+  REQUIRE(run_capture({ORCH_BINARY, "task", "resume", "SHOP-11", "--raise-budget", "2.5"}, env, &out) == 0);
+  CHECK(out == "SHOP-11 resumed in development (spent 0.00 USD, budget raised by 2.50 USD in all)\n");
+  const TaskRow resumed = *app.store().find_task(task.id).value();
+  CHECK(resumed.budget_hold.empty());
+  CHECK(resumed.budget_raise == 2'500'000);
+  CHECK(app.store().transitions_for_task(task.id).value().back().detail ==
+        "budget raised by 2.50 USD and resumed by a person");
+
+  REQUIRE(app.store().hold_task(task.id, "held again", now, {}).ok());
+  app.start();
+  auto c = app.client();
+  const std::string url = "/admin/tasks/" + std::to_string(task.id) + "/resume";
+  CHECK(c.Post(url, httplib::Headers{}, "", "application/json")->status == 401);
+  CHECK(c.Post(url + "?raise_budget=lots", admin(), "", "application/json")->status == 400);
+  CHECK(c.Post(url + "?raise_budget=-2", admin(), "", "application/json")->status == 400);
+  CHECK(c.Post("/admin/tasks/" + std::to_string(free.id) + "/resume", admin(), "", "application/json")->status == 409);
+  CHECK(c.Post("/admin/tasks/987654/resume", admin(), "", "application/json")->status == 404);
+  auto ok = c.Post(url + "?raise_budget=1", admin(), "", "application/json");
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  json body = json::parse(ok->body, nullptr, false);
+  CHECK(body["budget_raise_usd"] == 3.5);
+  CHECK(app.store().find_task(task.id).value()->budget_hold.empty());
+  CHECK(app.log().contains("admin: task SHOP-11 resumed (budget raised by 1.00 USD)"));
+}
+
 TEST_CASE("/readyz names each dependency and is ready when all are") {
   RunningApp app;
   app.start();
@@ -437,6 +487,9 @@ TEST_CASE("the exposition checker refuses what Prometheus would") {
 TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs, inbox, outbox and reconciler") {
   RunningApp app;
   seed(app);
+  const std::vector<JobRow> failed = app.store().recent_failed_jobs(1).value();  // SHOP-3's, in development
+  REQUIRE(failed.size() == 1);
+  REQUIRE(app.store().record_usage(failed[0].id, AgentUsage{1, 1, "", 750'000}, SystemClock().now()).ok());
   app.start();
   auto c = app.client();
   auto stored =
@@ -475,6 +528,8 @@ TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs,
   CHECK(e.samples["orch_inbox_commit_deliveries_sum"] == 1);
   CHECK(e.types["orch_transitions_total"] == "counter");
   CHECK(e.samples[R"(orch_transitions_total{cause="manual",from="created",to="analysis"})"] == 1);
+  CHECK(e.types["orch_spend_usd"] == "gauge");
+  CHECK(e.samples[R"(orch_spend_usd{project="shop",stage="development"})"] == 0.75);
   CHECK(e.types["orch_jobs"] == "gauge");
   CHECK(e.samples.count(R"(orch_jobs{status="queued"})"));
   CHECK(e.samples.count(R"(orch_jobs{status="running"})"));

@@ -269,6 +269,40 @@ TEST_CASE("clicking Re-run on a task in chromium re-runs its stage, and human or
   CHECK(app.log().contains("admin: task SHOP-4 re-runs review"));
 }
 
+TEST_CASE("a task held for its budget in chromium: its reason, its spend, the spend section and Resume with a raise") {
+  if (!std::filesystem::exists(kChromium)) {
+    MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");
+    return;
+  }
+  RunningApp app;
+  const Seeded s = seed_every_stage(app);
+  const TaskRow held = app.add_task("SHOP-7", kHostileTitle, {"analysis", "development"});
+  const JobRow job = app.add_failed_job(held, "spent\n");
+  REQUIRE(app.store().record_usage(job.id, AgentUsage{100, 10, "large", 1'250'000}, SystemClock().now()).ok());
+  REQUIRE(app.store()
+              .hold_task(held.id, "spent 1.25 USD of developer's budget per task (1.00 USD)", SystemClock().now(), {})
+              .ok());
+  app.start();
+  LiveQueuePage page(app);
+  auto js = [&](const std::string& expr) { return page.js(expr); };
+  const std::string row = "document.querySelector('tr[data-task-id=\"" + std::to_string(held.id) + "\"]')";
+  CHECK(js(row + ".querySelector('.reason').textContent") == "budget_exhausted");
+  CHECK(js(row + ".querySelector('td.spend').textContent") == "1.25 USD");
+  CHECK(js(row + ".querySelector('td.title').textContent") == kHostileTitle);  // as text, never markup
+  const std::string other = "document.querySelector('tr[data-task-id=\"" + std::to_string(s.review.id) + "\"]')";
+  CHECK(js(other + ".querySelector('button.resume') === null") == true);  // not held: no button
+  CHECK(js("[...document.querySelectorAll('#spend tr.stage-spend td')].map(td => td.textContent).join('|')") ==
+        "shop|development|1.25 USD");
+  // Resume asks for the raise; the page posts it.
+  CHECK(js("window.prompt = () => '2', " + row + ".querySelector('button.resume').click(), true") == true);
+  CHECK(eventually([&] { return page.last_action() == "resume task " + std::to_string(held.id) + " ok"; }));
+  const TaskRow after = *app.store().find_task(held.id).value();
+  CHECK(after.budget_hold.empty());
+  CHECK(after.budget_raise == 2'000'000);
+  CHECK(app.store().transitions_for_task(held.id).value().back().detail ==
+        "budget raised by 2.00 USD and resumed by a person");
+}
+
 TEST_CASE("the queue page's jobs table shows a job's failing follow-up step, its tries and its error") {
   if (!std::filesystem::exists(kChromium)) {
     MESSAGE("SKIPPED: " << kChromium << " is not installed; run scripts/install-deps.sh --with-browser");

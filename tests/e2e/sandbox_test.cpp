@@ -307,6 +307,13 @@ TEST_CASE(
   std::string shown;
   REQUIRE(s.cli({"comments", key}, &shown) == 0);
   CHECK(shown.find("Analysis of " + key) != std::string::npos);  // the example analyst's summary.md
+  // The example analyst reports a made-up 0.02 USD a run (its usage.json): on /queue.json per task and per stage.
+  const json q = s.queue_json();
+  bool spent = false;
+  for (const auto& t : q["tasks"])
+    if (t["work_item_key"] == key) spent = t["spend_usd"] == 0.02;
+  CHECK(spent);
+  CHECK(q["spend"]["stages"][0]["stage"] == "analysis");
   // Telegram: nothing was blocked or lost, so nothing to say.
   json telegram = s.cli_json({"telegram", "--json"});
   REQUIRE(telegram.is_array());

@@ -408,6 +408,29 @@ TEST_CASE("config: max_running is read in [jobs], a project and an agent, and jo
   check_error(with_pipeline({"[jobs]", "max_runing = 2"}), 2, "max_running");  // a typo names the key it meant
 }
 
+TEST_CASE("config: budget_usd in a project and budget_usd_per_task in an agent are dollars, kept as micro-USD") {
+  const Config c = parse_ok(with_pipeline({
+      "[[projects]]",
+      "name = \"shop\"",
+      "gitea_repo = \"acme/shop\"",
+      "plane_workspace = \"acme\"",
+      "plane_project_id = \"p-1\"",
+      "budget_usd = 250",
+      "[agents.analyst]",
+      "argv = [\"/bin/true\"]",
+      "budget_usd_per_task = 1.25",
+  }));
+  CHECK(c.find_project("shop")->budget == 250'000'000);
+  CHECK(c.agents.at("analyst").budget_per_task == 1'250'000);
+  CHECK(c.agents.at("dev").budget_per_task == 0);  // none
+  check_error(with_pipeline({"[agents.a]", "argv = [\"a\"]", "budget_usd_per_task = 0"}), 3,
+              "'budget_usd_per_task' in [agents.a] must be more than 0 and at most 1000000000 US dollars");
+  check_error(with_pipeline({"[agents.a]", "argv = [\"a\"]", "budget_usd_per_task = \"5\""}), 3,
+              "'budget_usd_per_task' in [agents.a] must be a number of US dollars, not a string");
+  check_error(with_pipeline({"[agents.a]", "argv = [\"a\"]", "budget_usd_per_tsak = 5"}), 3,
+              "did you mean 'budget_usd_per_task'");  // a typo names the key it meant
+}
+
 TEST_CASE("config: relative programs with a slash are resolved against the config file's directory") {
   const std::string text = toml({
       "[agents.local]",

@@ -1760,5 +1760,92 @@ TEST_CASE_TEMPLATE(
   }
 }
 
+TEST_CASE_TEMPLATE(
+    "store: usage adds up per job, task, agent, stage and project, and a held task's jobs are neither claimed nor "
+    "expired "
+    "until it is resumed, with an audit row each",
+    B, SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  const JobRow a = queued_job(*store, "shop", "1", "analyst", clock.now());
+  const JobRow other = queued_job(*store, "shop", "2", "analyst", clock.now());
+  const JobRow elsewhere = queued_job(*store, "mill", "1", "analyst", clock.now());
+  REQUIRE(claim_under(*store, {}, clock.now()) != 0);
+  REQUIRE(claim_under(*store, {}, clock.now()) != 0);
+  REQUIRE(claim_under(*store, {}, clock.now()) != 0);
+
+  auto first = store->record_usage(a.id, AgentUsage{1000, 200, "large", 500'000}, clock.now());
+  REQUIRE_MESSAGE(first.ok(), first.status().message);
+  CHECK(first.value().task == 500'000);
+  CHECK(first.value().task_agent == 500'000);
+  CHECK(first.value().project == 500'000);
+  // A second run of the same job (after a restart) adds; an empty model keeps the last one.
+  auto second = store->record_usage(a.id, AgentUsage{10, 2, "", 250'000}, clock.now()).value();
+  CHECK(second.task == 750'000);
+  REQUIRE(store->record_usage(other.id, AgentUsage{0, 0, "small", 125'000}, clock.now()).ok());
+  REQUIRE(store->record_usage(elsewhere.id, AgentUsage{0, 0, "", 1'000'000}, clock.now()).ok());
+  const JobRow job = *store->find_job(a.id).value();
+  CHECK(job.tokens_in == 1010);
+  CHECK(job.tokens_out == 202);
+  CHECK(job.model == "large");
+  CHECK(job.cost == 750'000);
+  const Spend spend = store->spend_of(a.task_id, "analyst").value();
+  CHECK(spend.task == 750'000);
+  CHECK(spend.task_agent == 750'000);
+  CHECK(spend.project == 875'000);  // shop's two tasks, not mill's
+  CHECK(store->spend_of(a.task_id, "developer").value().task_agent == 0);
+  CHECK(task_of(*store, a.task_id).spend == 750'000);
+  const std::vector<StageSpend> stages = store->spend_by_stage().value();
+  REQUIRE(stages.size() == 2);
+  CHECK((stages[0].project == "mill" && stages[0].stage == "analysis" && stages[0].spend == 1'000'000));
+  CHECK((stages[1].project == "shop" && stages[1].spend == 875'000));
+  CHECK(store->record_usage(a.id, AgentUsage{-1, 0, "", 0}, clock.now()).status().code == Code::kInvalid);
+  CHECK(store->record_usage(9999, AgentUsage{}, clock.now()).status().code == Code::kNotFound);
+  CHECK(store->spend_of(9999, "analyst").status().code == Code::kNotFound);
+
+  // The hold: a retry of the held task is not claimed (the other task's is), nor expired by the queued TTL.
+  for (const JobRow& j : {a, other}) REQUIRE(store->finish_job(j.id, JobStatus::kFailed, "exit 1", clock.now()).ok());
+  const JobRow retry = enqueue(*store, a.task_id, 1, 2, clock.now(), clock.now());
+  const JobRow other_retry = enqueue(*store, other.task_id, 1, 2, clock.now(), clock.now());
+  const std::vector<OutboxMessage> said = {{std::string(kChannelTelegram), "budget-held:1", "SHOP-shop-1 is held"}};
+  auto held = store->hold_task(a.task_id, "spent 0.75 USD of 0.75", clock.now(), said);
+  REQUIRE_MESSAGE(held.ok(), held.status().message);
+  CHECK(held.value());
+  CHECK_FALSE(store->hold_task(a.task_id, "again", clock.now(), said).value());  // held already: nothing written
+  CHECK(store->hold_task(9999, "x", clock.now(), {}).status().code == Code::kNotFound);
+  CHECK(store->hold_task(a.task_id, "", clock.now(), {}).status().code == Code::kInvalid);
+  const TaskRow held_row = task_of(*store, a.task_id);
+  CHECK(held_row.budget_hold == "spent 0.75 USD of 0.75");
+  CHECK(held_row.budget_hold_at == clock.now());
+  CHECK(store->all_notifications().value().size() == 1);
+  CHECK(claim_under(*store, {}, clock.now()) == other_retry.id);
+  CHECK(claim_under(*store, {}, clock.now()) == 0);  // only the held task's retry is left
+  clock.advance(3h);
+  CHECK(store->fail_expired_queued(clock.now() - 2h, 10, "queued too long", clock.now()).value().empty());
+
+  // Resumed with a raise: claimable again, and its queued TTL counts from the resume.
+  auto resumed =
+      store->resume_task(a.task_id, 500'000, "budget raised by 0.50 USD and resumed by a person", clock.now());
+  REQUIRE_MESSAGE(resumed.ok(), resumed.status().message);
+  CHECK(resumed.value().budget_hold.empty());
+  CHECK_FALSE(resumed.value().budget_hold_at.has_value());
+  CHECK(resumed.value().budget_raise == 500'000);
+  CHECK(store->fail_expired_queued(clock.now() - 2h, 10, "queued too long", clock.now()).value().empty());
+  CHECK(claim_under(*store, {}, clock.now()) == retry.id);
+  CHECK(store->resume_task(a.task_id, -1, "x", clock.now()).status().code == Code::kInvalid);
+  CHECK(store->resume_task(9999, 0, "x", clock.now()).status().code == Code::kNotFound);
+  // Both are in the audit log, the task staying in its stage.
+  const std::vector<TransitionRow> audit = store->transitions_for_task(a.task_id).value();
+  REQUIRE(audit.size() == 2);
+  CHECK(audit[0].from == "created");
+  CHECK(audit[0].to == "created");
+  CHECK(audit[0].cause == Cause::kAgent);
+  CHECK(audit[0].detail == "held: spent 0.75 USD of 0.75");
+  CHECK(audit[1].cause == Cause::kManual);
+  CHECK(audit[1].detail == "budget raised by 0.50 USD and resumed by a person");
+  CHECK(task_of(*store, a.task_id).visit == 1);
+}
+
 }  // namespace
 }  // namespace orch

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "app/admin_actions.h"
 #include "app/queue_document.h"
 #include "integrations/git.h"
 #include "integrations/gitea_client.h"
@@ -1090,4 +1091,116 @@ TEST_CASE(
   CHECK(reporter.calls[1].job.id == second->id);
   CHECK(w.f.store->find_job(second->id).value()->status == JobStatus::kSucceeded);
   CHECK_FALSE(w.f.reload(task.id).blocked);
+}
+
+TEST_CASE(
+    "an agent reporting 0.5 USD a run against a 1.0 USD task budget: the second run warns once and holds the task, "
+    "no third run starts until a person raises the budget, then it does") {
+  WorkerFixture w(Scripts{{"analyst",
+                           "echo \"$ORCH_ATTEMPT\" >> \"$OUT/attempts\"\n"
+                           "echo '{\"tokens_in\": 1200, \"tokens_out\": 300, \"model\": \"large\", \"cost_usd\": 0.5}'"
+                           " > \"$ORCH_OUTPUT_DIR/usage.json\"\n"
+                           "exit 1\n"}},
+                  WorkerFixture::fast_options(), [](Config& c) {
+                    c.agents["analyst"].max_attempts = 5;
+                    c.agents["analyst"].budget_per_task = 1'000'000;
+                  });
+  TaskRow task = w.f.task_in("analysis", "SHOP-9");
+  CHECK(w.runner.run(w.claim("analysis")).outcome == JobOutcome::kRetrying);
+  CHECK(w.f.reload(task.id).spend == 500'000);
+  CHECK(w.f.store->all_notifications().value().empty());  // 50 %: nothing to say yet
+  w.f.clock.advance(30s);
+  auto second = w.f.store->claim_job("test/0", w.f.clock.now()).value();
+  REQUIRE(second);
+  CHECK(w.runner.run(*second).outcome == JobOutcome::kRetrying);
+  CHECK(w.f.store->find_job(second->id).value()->cost == 500'000);
+  CHECK(w.f.store->find_job(second->id).value()->tokens_in == 1200);
+  CHECK(w.f.store->find_job(second->id).value()->model == "large");
+
+  // 100 %: one warning, then the hold, both said; the audit log has the hold.
+  TaskRow held = w.f.reload(task.id);
+  CHECK(held.spend == 1'000'000);
+  CHECK(held.budget_hold.find("spent 1.00 USD of analyst's budget per task (1.00 USD)") == 0);
+  auto notes = w.f.store->all_notifications().value();
+  REQUIRE(notes.size() == 2);
+  CHECK(notes[0].dedup_key == "budget-warning:" + std::to_string(task.id) + ":task:1000000");
+  CHECK(notes[0].text == "SHOP-9 has spent 1.00 USD of analyst's budget per task (1.00 USD, 100 %)");
+  CHECK(notes[1].dedup_key == "budget-held:" + std::to_string(task.id) + ":task:1000000");
+  CHECK(notes[1].text.find("SHOP-9 is held in analysis: spent 1.00 USD") == 0);
+  const auto audit = w.f.store->transitions_for_task(task.id).value();
+  CHECK(audit.back().detail.find("held: spent 1.00 USD") == 0);
+  CHECK(w.f.log.contains("budget: SHOP-9 is held in analysis"));
+  // /queue.json says why it waits, and what it spent.
+  const WaitingRules rules{w.f.pipeline, [](const std::string&) { return Seconds(60); }, JobLimits{}, {}};
+  auto doc = queue_document(*w.f.store, w.f.clock.now(), QueueDefaults{}, rules);
+  REQUIRE_MESSAGE(doc.ok(), doc.status().message);
+  int seen = 0;
+  for (const auto& t : doc.value()["tasks"])
+    if (t["id"] == task.id) {
+      ++seen;
+      CHECK(t["waiting"]["reason"] == "budget_exhausted");
+      CHECK(t["spend_usd"] == 1.0);
+    }
+  CHECK(seen == 1);
+
+  // The third attempt is queued, but never claimed while held.
+  w.f.clock.advance(24h);
+  CHECK_FALSE(w.f.store->claim_job("test/0", w.f.clock.now()).value());
+  CHECK(read_file(w.out() / "attempts") == "1\n2\n");
+
+  // A resume that leaves the limit spent is refused; a raise lets the third run start.
+  auto refused = resume_held_task(*w.f.store, w.f.config, task.id, 0, w.f.clock.now());
+  CHECK(refused.status().code == Code::kInvalid);
+  CHECK(refused.status().message ==
+        "SHOP-9 has spent 1.00 USD of analyst's budget per task (1.00 USD with the raise): raise it by more than 0.00 "
+        "USD");
+  REQUIRE(resume_held_task(*w.f.store, w.f.config, task.id, 1'000'000, w.f.clock.now()).ok());
+  CHECK(w.f.store->transitions_for_task(task.id).value().back().detail ==
+        "budget raised by 1.00 USD and resumed by a person");
+  auto third = w.f.store->claim_job("test/0", w.f.clock.now()).value();
+  REQUIRE(third);
+  CHECK(third->attempt == 3);
+  CHECK(w.runner.run(*third).outcome == JobOutcome::kRetrying);
+  CHECK(read_file(w.out() / "attempts") == "1\n2\n3\n");
+  // 1.50 of 2.00 USD: below 80 % of the raised limit, no new warning, no hold.
+  CHECK(w.f.reload(task.id).budget_hold.empty());
+  CHECK(w.f.store->all_notifications().value().size() == 2);
+}
+
+TEST_CASE(
+    "a spent project budget holds every task of the project before its agent starts: the job goes back to the "
+    "queue unstarted") {
+  WorkerFixture w(Scripts{{"analyst",
+                           "echo \"$ORCH_WORK_ITEM_KEY\" >> \"$OUT/runs\"\n"
+                           "echo '{\"cost_usd\": 0.5}' > \"$ORCH_OUTPUT_DIR/usage.json\"\n"}},
+                  WorkerFixture::fast_options(), [](Config& c) { c.projects[0].budget = 500'000; });
+  TaskRow first = w.f.task_in("analysis", "SHOP-1");
+  TaskRow second = w.f.task_in("analysis", "SHOP-2");
+  JobRow job1 = w.claim("analysis");
+  REQUIRE(job1.task_id == first.id);
+  // It succeeded, but the project's budget is spent: held at once (no agent of the project may start).
+  CHECK(w.runner.run(job1).outcome == JobOutcome::kSucceeded);
+  CHECK_FALSE(w.f.reload(first.id).budget_hold.empty());
+  JobRow job2 = w.claim("analysis");
+  REQUIRE(job2.task_id == second.id);
+  CHECK(w.runner.run(job2).outcome == JobOutcome::kHeld);
+  CHECK(w.f.store->find_job(job2.id).value()->status == JobStatus::kQueued);
+  CHECK(w.f.store->find_job(job2.id).value()->attempt == 1);  // no attempt spent
+  CHECK(w.f.reload(second.id).budget_hold.find("spent 0.50 USD of project shop's budget (0.50 USD)") == 0);
+  CHECK(read_file(w.out() / "runs") == "SHOP-1\n");
+  CHECK_FALSE(w.f.store->claim_job("test/0", w.f.clock.now()).value());
+  // The warning is said once for the project's limit per task; each hold once.
+  auto notes = w.f.store->all_notifications().value();
+  CHECK(std::count_if(notes.begin(), notes.end(),
+                      [](const NotificationRow& n) { return n.dedup_key.rfind("budget-held:", 0) == 0; }) == 2);
+}
+
+TEST_CASE("usage.json that is not a usage report is ignored with a warning, and the run goes on as if none") {
+  WorkerFixture w(Scripts{{"analyst", "echo '{\"cost_usd\": \"lots\"}' > \"$ORCH_OUTPUT_DIR/usage.json\"\n"}},
+                  WorkerFixture::fast_options(), [](Config& c) { c.agents["analyst"].budget_per_task = 1; });
+  TaskRow task = w.f.task_in("analysis", "SHOP-4");
+  JobRow job = w.claim("analysis");
+  CHECK(w.runner.run(job).outcome == JobOutcome::kSucceeded);
+  CHECK(w.f.reload(task.id).spend == 0);
+  CHECK(w.f.log.contains("usage.json: 'cost_usd' must be a number of dollars, at least 0; no usage recorded"));
 }

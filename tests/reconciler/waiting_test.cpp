@@ -205,3 +205,50 @@ TEST_CASE("waiting: durations read as a person would say them") {
   CHECK(describe_duration(76h) == "3d 4h");
   CHECK(describe_duration(-5s) == "0s");
 }
+
+TEST_CASE(
+    "waiting: a task held for its budget says so, since its hold, before its queued job, and /queue.json has the "
+    "spend") {
+  Rig f;
+  TaskRow t = f.in_development("SHOP-8");
+  const JobRow job = f.claim("w/1");
+  REQUIRE(f.store->record_usage(job.id, AgentUsage{10, 20, "large", 1'250'000}, f.clock.now()).ok());
+  REQUIRE(f.store->finish_job(job.id, JobStatus::kFailed, "exit 1", f.clock.now()).ok());
+  REQUIRE(
+      f.store->enqueue_job(NewJob{t.id, t.visit, "development", "developer", 2, f.clock.now()}, f.clock.now()).ok());
+  f.clock.advance(5s);
+  const TimePoint held_at = f.clock.now();
+  REQUIRE(f.store->hold_task(t.id, "spent 1.25 USD of developer's budget per task (1.00 USD)", held_at, {}).ok());
+  f.clock.advance(1min);
+  auto w = f.waiting(t.id);
+  CHECK(w["reason"] == "budget_exhausted");
+  CHECK(w["since"] == format_rfc3339(held_at));
+  CHECK(text_of(w) ==
+        "held for its budget in development: spent 1.25 USD of developer's budget per task (1.00 USD); "
+        "POST /admin/tasks/" +
+            std::to_string(t.id) + "/resume lifts the hold");
+  const nlohmann::json doc = f.document();
+  for (const auto& row : doc["tasks"])
+    if (row["id"] == t.id) {
+      CHECK(row["spend_usd"] == 1.25);
+      CHECK(row["budget_hold"] == "spent 1.25 USD of developer's budget per task (1.00 USD)");
+      CHECK(row["budget_raise_usd"] == 0.0);
+    }
+  bool listed = false;
+  for (const auto& j : doc["jobs"])
+    if (j["id"] == job.id) {
+      listed = true;
+      CHECK(j["cost_usd"] == 1.25);
+      CHECK(j["tokens_in"] == 10);
+      CHECK(j["tokens_out"] == 20);
+      CHECK(j["model"] == "large");
+    }
+  CHECK(listed);
+  REQUIRE(doc["spend"]["stages"].size() == 1);
+  CHECK(doc["spend"]["stages"][0]["stage"] == "development");
+  CHECK(doc["spend"]["stages"][0]["spend_usd"] == 1.25);
+  CHECK(doc["spend"]["projects"][0]["project"] == "shop");
+  CHECK(doc["spend"]["projects"][0]["budget_usd"].is_null());
+  REQUIRE(f.store->resume_task(t.id, 1'000'000, "budget raised", f.clock.now()).ok());
+  CHECK(f.waiting(t.id)["reason"] == "job_queued");
+}
