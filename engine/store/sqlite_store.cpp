@@ -13,10 +13,12 @@
 //   dedup needs no locks of its own) and lets the queues claim without SKIP LOCKED.
 #include "engine/store/sqlite_store.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
 #include <utility>
 
+#include "engine/store/sqlite_checkpointer.h"
 #include "engine/store/sqlite_connection.h"
 #include "engine/store/sqlite_schema.h"
 #include "engine/store/sql_store_impl.h"
@@ -142,7 +144,15 @@ SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options)
 SqliteStore::~SqliteStore() = default;
 
 std::unique_ptr<SqliteConn> SqliteStore::open_connection() {
-  return std::make_unique<SqliteConn>(path_, options_.busy_timeout, options_.checkpoint_pages, write_gate_);
+  auto conn =
+      std::make_unique<SqliteConn>(path_, options_.busy_timeout, options_.checkpoint_in_place_pages, write_gate_);
+  if (checkpointer_) checkpointer_->watch(conn->db().getHandle());
+  return conn;
+}
+
+SqliteStore::CheckpointCounts SqliteStore::checkpoints() const {
+  const SqliteCheckpointer::Counts c = checkpointer_->counts();
+  return {c.rounds, c.restarts, c.in_place};
 }
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path, SqliteStoreOptions options) {
@@ -153,6 +163,12 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path, 
     Result<int> found = migrate_sqlite_schema(conn->db());
     if (!found.ok()) return Status{found.status().code, path + ": " + found.status().message};
     store->version_at_open_ = found.value();
+    store->checkpointer_ = std::make_unique<SqliteCheckpointer>(
+        path,
+        SqliteCheckpointer::Options{.start_pages = std::max(1, options.checkpoint_pages),
+                                    .in_place_pages = std::max(1, options.checkpoint_in_place_pages)},
+        store->write_gate_);
+    store->checkpointer_->watch(conn->db().getHandle());
     store->pool_.adopt(std::move(conn));
   } catch (const SQLite::Exception& e) {
     return status_of(("open " + path).c_str(), e);

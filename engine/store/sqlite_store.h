@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <stop_token>
 #include <string>
@@ -24,14 +25,15 @@ struct SqliteStoreOptions {
   std::chrono::milliseconds busy_timeout{5000};
   // This process's writers: inbox inserts (what webhook senders wait for) go first; see engine/write_gate.h.
   WriteGate::Timing writers{};
-  // SQLite's auto-checkpoint threshold (PRAGMA wal_autocheckpoint): the commit that leaves the log this many pages
-  // long copies it into the database file, in place. 32 000 pages (128 MiB of WAL at most): the inbox's random-key
-  // indexes rewrite the same pages many times between two checkpoints, and each is copied once per checkpoint; fewer,
-  // larger checkpoints measured faster than checkpoints on a thread of their own (docs/adr/0008).
-  int checkpoint_pages = 32000;
+  // WAL checkpoints run on a thread of their own, off the commit path (engine/store/sqlite_checkpointer.h,
+  // docs/adr/0022): a commit that leaves the log `checkpoint_pages` long wakes it; one that leaves it
+  // `checkpoint_in_place_pages` long (the thread fell behind) checkpoints in place, as SQLite's auto-checkpoint.
+  int checkpoint_pages = 4000;
+  int checkpoint_in_place_pages = 32000;
 };
 
 class SqliteConn;                            // engine/store/sqlite_connection.h
+class SqliteCheckpointer;                    // engine/store/sqlite_checkpointer.h
 extern template class SqlStore<SqliteConn>;  // compiled once, in sqlite_store.cpp
 
 class SqliteStore final : public SqlStore<SqliteConn> {
@@ -55,6 +57,13 @@ class SqliteStore final : public SqlStore<SqliteConn> {
   // EXPLAIN QUERY PLAN of claim_delivery: proves that a claim seeks the lane heads instead of scanning the backlog.
   Result<std::string> claim_delivery_plan();
 
+  // The checkpoint thread's rounds so far, those that copied the log to its end, and the commits that checkpointed
+  // in place (tests and benchmarks).
+  struct CheckpointCounts {
+    std::uint64_t rounds = 0, restarts = 0, in_place = 0;
+  };
+  CheckpointCounts checkpoints() const;
+
   Result<std::optional<DeliveryRow>> claim_delivery(const std::string& claimer, TimePoint now, Millis lease,
                                                     std::stop_token stop = {}) override;
 
@@ -69,6 +78,8 @@ class SqliteStore final : public SqlStore<SqliteConn> {
   // Serialises this process's writers before they reach SQLite's file lock: they queue here instead of polling the
   // lock through the busy handler's sleeps, acknowledging writes first. Other processes still meet us at the file lock.
   WriteGate write_gate_;
+  // Started once the file exists (open()); every connection reports its commits to it.
+  std::unique_ptr<SqliteCheckpointer> checkpointer_;
 };
 
 }  // namespace orch

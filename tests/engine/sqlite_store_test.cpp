@@ -158,32 +158,73 @@ TEST_CASE("sqlite store: a claim seeks the lane heads through the partial index,
   CHECK(plan->find("USING INDEX deliveries_status") == std::string::npos);  // the old walk in arrival order
 }
 
-TEST_CASE("sqlite store: the commit that crosses checkpoint_pages checkpoints the WAL, and the log starts over") {
+NewDelivery bulky_delivery(int i) {
+  NewDelivery d;
+  d.source = Source::kGitea;
+  d.delivery_id = "ck-" + std::to_string(i);
+  d.event = "push";
+  d.body_digest = "h-" + std::to_string(i);
+  d.body = std::string(3000, 'x');
+  d.received_at = testing::kMonday9am;
+  d.lane = "project:a";
+  return d;
+}
+
+int rows_in_file_alone(TempDir& dir, const std::string& path) {
+  const std::string copy = dir.file("copy.db");
+  std::filesystem::remove(copy);
+  std::filesystem::copy_file(path, copy);
+  SQLite::Database alone(copy, SQLite::OPEN_READWRITE);
+  return alone.execAndGet("SELECT count(*) FROM deliveries").getInt();
+}
+
+TEST_CASE("sqlite store: the checkpoint thread, not the commits, copies the WAL into the database file") {
   TempDir dir;
   const std::string path = dir.file("orch.db");
   // The schema's commit writes ~34 pages, each delivery below ~9 with these bodies: ~400 pages in all.
-  auto store = open_store(path, {.checkpoint_pages = 64});
-  const std::string body(3000, 'x');
-  for (int i = 0; i < 48; ++i) {
-    NewDelivery d;
-    d.source = Source::kGitea;
-    d.delivery_id = "ck-" + std::to_string(i);
-    d.event = "push";
-    d.body_digest = "h-" + std::to_string(i);
-    d.body = body;
-    d.received_at = testing::kMonday9am;
-    d.lane = "project:a";
-    REQUIRE(store->insert_delivery(d, false).ok());
-  }
-  // The rows reached the database file itself: a copy of that file alone, without its log, holds most of them.
-  const std::string copy = dir.file("copy.db");
-  std::filesystem::copy_file(path, copy);
-  SQLite::Database alone(copy, SQLite::OPEN_READWRITE);
-  CHECK(alone.execAndGet("SELECT count(*) FROM deliveries").getInt() >= 24);
+  auto store = open_store(path, {.checkpoint_pages = 64, .checkpoint_in_place_pages = 1'000'000});
+  for (int i = 0; i < 48; ++i) REQUIRE(store->insert_delivery(bulky_delivery(i), false).ok());
+  // The rows reach the database file itself: a copy of that file alone, without its log, holds them (all but the
+  // last few, if a round copied the log to its end and the commits after it left less than 64 pages).
+  CHECK(testing::eventually([&] { return rows_in_file_alone(dir, path) >= 40; }));
+  CHECK(store->checkpoints().restarts >= 1);
+  CHECK(store->checkpoints().in_place == 0);  // no commit checkpointed
+  CHECK(store->inbox_counts().value().received == 48);
+}
+
+TEST_CASE(
+    "sqlite store: under writes that never pause, the thread keeps the log short (its last copy runs between "
+    "two commits, so the log starts over)") {
+  TempDir dir;
+  const std::string path = dir.file("orch.db");
+  // The gate lets a normal writer (the thread's last phase) in right after the current commit: this test is about
+  // the phase, not about how long the gate makes it wait behind acknowledging writes (write_gate_test.cpp).
+  auto store = open_store(
+      path,
+      {.writers = {.anticipation = 0us, .max_yield = 0us}, .checkpoint_pages = 64, .checkpoint_in_place_pages = 2000});
+  // One writer that never waits for the thread, ~18 000 pages in all: without the short gated phase each of the
+  // thread's checkpoints would end behind it, the log would never start over, and commits would reach the in-place
+  // threshold.
+  for (int i = 0; i < 2000; ++i) REQUIRE(store->insert_delivery(bulky_delivery(i), false).ok());
+  MESSAGE("checkpoints: " << store->checkpoints().rounds << " rounds, " << store->checkpoints().restarts
+                          << " restarts, " << store->checkpoints().in_place << " in place");
+  CHECK(store->checkpoints().restarts >= 1);
+  CHECK(store->checkpoints().in_place == 0);
+  CHECK(rows_in_file_alone(dir, path) > 0);
+}
+
+TEST_CASE("sqlite store: a commit that finds the log at checkpoint_in_place_pages checkpoints in place") {
+  TempDir dir;
+  const std::string path = dir.file("orch.db");
+  // The thread is never woken (its threshold is out of reach): only the in-place fallback copies.
+  auto store = open_store(path, {.checkpoint_pages = 1'000'000, .checkpoint_in_place_pages = 64});
+  for (int i = 0; i < 48; ++i) REQUIRE(store->insert_delivery(bulky_delivery(i), false).ok());
+  CHECK(store->checkpoints().in_place >= 1);
+  CHECK(store->checkpoints().rounds == 0);
+  CHECK(rows_in_file_alone(dir, path) >= 24);
   // The log was written from its start again after each checkpoint: its file stays near the threshold plus one
   // commit instead of holding all ~400 pages.
   CHECK(std::filesystem::file_size(path + "-wal") < 100u * 4096);
-  CHECK(store->inbox_counts().value().received == 48);
 }
 
 TEST_CASE("sqlite store: a write lock held past the busy timeout is kUnavailable, and the store recovers") {

@@ -1,0 +1,80 @@
+// engine/store/sqlite_checkpointer.cpp: SqliteCheckpointer (see the header for the two phases).
+#include "engine/store/sqlite_checkpointer.h"
+
+#include <utility>
+
+namespace orch {
+
+SqliteCheckpointer::SqliteCheckpointer(const std::string& path, Options options, WriteGate& gate)
+    : options_(options), gate_(gate), conn_(path, SQLite::OPEN_READWRITE | SQLite::OPEN_NOMUTEX) {
+  // FULL, as every other connection of the store: the database file is fsynced before the log may start over.
+  conn_.exec("PRAGMA synchronous = FULL");
+  thread_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
+}
+
+SqliteCheckpointer::~SqliteCheckpointer() {
+  thread_.request_stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void SqliteCheckpointer::watch(sqlite3* db) { sqlite3_wal_hook(db, &SqliteCheckpointer::on_commit, this); }
+
+SqliteCheckpointer::Counts SqliteCheckpointer::counts() const {
+  return {rounds_.load(), restarts_.load(), in_place_.load()};
+}
+
+int SqliteCheckpointer::on_commit(void* self, sqlite3* db, const char* schema, int log_pages) {
+  auto* c = static_cast<SqliteCheckpointer*>(self);
+  if (log_pages >= c->options_.in_place_pages) {
+    // The thread fell behind: this commit copies the log itself, as SQLite's auto-checkpoint would. A checkpoint
+    // under way elsewhere makes this one SQLITE_BUSY, which is not the commit's error: it already succeeded.
+    sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    c->in_place_.fetch_add(1);
+  } else if (log_pages >= c->options_.start_pages) {
+    {
+      std::lock_guard lock(c->mu_);
+      c->pending_ = true;
+    }
+    c->wake_.notify_one();
+  }
+  return SQLITE_OK;
+}
+
+int SqliteCheckpointer::checkpoint_passive() {
+  // A connection that has not read the database yet has not opened its log either: its checkpoint would find no
+  // log and copy nothing (pnLog = -1). A read first.
+  sqlite3_exec(conn_.getHandle(), "SELECT 1 FROM sqlite_master LIMIT 1", nullptr, nullptr, nullptr);
+  int log = -1;
+  int copied = -1;
+  const int rc = sqlite3_wal_checkpoint_v2(conn_.getHandle(), "main", SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+  if (rc != SQLITE_OK || log < 0 || copied < 0) return -1;
+  return log - copied;
+}
+
+void SqliteCheckpointer::run(std::stop_token stop) {
+  while (!stop.stop_requested()) {
+    {
+      std::unique_lock lock(mu_);
+      if (!wake_.wait(lock, stop, [&] { return pending_; })) return;
+      pending_ = false;
+    }
+    rounds_.fetch_add(1);
+    // Phase 1, beside the writers.
+    int left = checkpoint_passive();
+    for (int pass = 1; pass < options_.passes && left > options_.finish_pages; ++pass) {
+      const int before = left;
+      left = checkpoint_passive();
+      if (left < 0 || left >= before) break;  // not catching up: the commits' own threshold is the fallback
+    }
+    // Phase 2, between two commits: only once the rest is short, so that no writer waits behind a long copy (if it
+    // is still long, the next commit wakes the thread again). Even when phase 1 left nothing to copy: the log starts
+    // over only for a writer whose transaction *begins* with every frame copied, and a commit may have begun before
+    // phase 1 ended; with the gate held none has.
+    if (left >= 0 && left <= options_.finish_pages) {
+      WriteGate::Hold hold = gate_.enter(WriteGate::Priority::kNormal);
+      if (checkpoint_passive() == 0) restarts_.fetch_add(1);
+    }
+  }
+}
+
+}  // namespace orch
