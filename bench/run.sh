@@ -5,11 +5,14 @@
 #                                print a summary and append a dated section to bench/RESULTS.md
 #   bench/run.sh --tiny          each benchmark once at a tiny size; checks only that they work (exit codes, the
 #                                exactly-once check); records nothing. CTest runs this as `bench: smoke`.
-# Options: --repeat N, --only ingest,ceiling,replicas,handling,reconcile,tracker,startup,routes,nogzip, --build-dir DIR (default
+# Options: --repeat N, --only ingest,ceiling,replicas,handling,reconcile,tracker,startup,routes,nogzip,peer, --build-dir DIR (default
 # build/release), --no-build, --work DIR (default <build-dir>/bench-work; generated databases are cached there),
 # --no-record (full run without touching RESULTS.md), --no-diagnostics (skip the A/B variants below).
 # A full run also runs diagnostics, in the same rounds: ingest at c=64 against a process with only the webhook
 # routes (no inbox processor, reconciler or workers), ingest without Accept-Encoding, and the ceiling's what-ifs.
+# And `peer`: the FastAPI peer's side-by-side script (../shared/peer/side_by_side.sh, if that folder is there; it
+# needs wrk, python3-fastapi and uvicorn, installed here) against orch and the tuned peer, --repeat rounds, after
+# the others; its table (both rates, both p99s, the ratio) goes into the same section.
 # Times are never asserted: the machine is shared and noisy; compare ratios within one run.
 set -euo pipefail
 
@@ -26,7 +29,7 @@ while [ $# -gt 0 ]; do
     --no-record) record=0 ;;
     --no-diagnostics) diagnostics=0 ;;
     --work) work="$2"; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -116,6 +119,42 @@ for ((r = 1; r <= repeat; r++)); do
     run nogzip
   fi
 done
+peer_script="$(dirname "$root")/shared/peer/side_by_side.sh"
+peer_table=""
+if [ "$tiny" = 0 ] && want peer; then
+  if [ -x "$peer_script" ] || [ -f "$peer_script" ]; then
+    "$root/scripts/install-deps.sh" --with-peer
+    peer_out="$work/peer-$stamp"
+    echo "== peer: ROUNDS=$repeat SERVERS=\"peer-inline orch\" ORCH=$build_dir/orch OUT_DIR=$peer_out $peer_script" | tee -a "$log"
+    set +e
+    (cd "$root" && ROUNDS="$repeat" SERVERS="peer-inline orch" ORCH="$build_dir/orch" OUT_DIR="$peer_out" \
+        bash "$peer_script") >> "$log" 2>&1
+    rc=$?
+    set -e
+    if [ "$rc" != 0 ] || [ ! -s "$peer_out/summary.tsv" ]; then
+      echo "!! peer exited $rc" | tee -a "$log"
+      failures+=(peer)
+    else
+      # One row per round and concurrency: orch beside the peer of the same round.
+      peer_table="$(python3 - "$peer_out/summary.tsv" <<'PYEOF'
+import csv, sys
+rows = {(r["round"], int(r["conns"]), r["server"]): r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t")}
+print("| round | c | orch req/s | peer req/s | ratio | orch p99 ms | peer p99 ms | orch stored |")
+print("|---:|---:|---:|---:|---:|---:|---:|---|")
+for rnd, c in sorted({(k[0], k[1]) for k in rows}):
+    o, q = rows.get((rnd, c, "orch")), rows.get((rnd, c, "peer-inline"))
+    if not o or not q:
+        continue
+    ratio = float(o["req_s"]) / max(1.0, float(q["req_s"]))
+    print(f"| {rnd} | {c} | {o['req_s']} | {q['req_s']} | {ratio:.2f} | {o['p99_ms']} | {q['p99_ms']} | {o['db_check']} |")
+PYEOF
+)"
+      echo "$peer_table"
+    fi
+  else
+    echo "== peer: skipped ($peer_script is not there)" | tee -a "$log"
+  fi
+fi
 elapsed=$(( $(date +%s) - started ))
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -161,9 +200,18 @@ if [ "$record" = 1 ]; then
       v="cmd_$n"
       echo "${!v//$root\//}"
     done
+    if [ -n "$peer_table" ]; then
+      echo "ROUNDS=$repeat SERVERS=\"peer-inline orch\" ORCH=${build_dir//$root\//}/orch ../shared/peer/side_by_side.sh"
+    fi
     echo '```'
     echo
     echo "$section"
+    if [ -n "$peer_table" ]; then
+      echo
+      echo "### Beside the peer (the same wrk load, the tuned FastAPI peer and orch in turn, each round)"
+      echo
+      echo "$peer_table"
+    fi
   } >> "$here/RESULTS.md"
   echo "bench/run.sh: appended a section to bench/RESULTS.md"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages orch needs to build, run and test, and only those that are missing.
-# Usage: scripts/install-deps.sh [--with-browser]   (run as root, or with sudo available)
+# Usage: scripts/install-deps.sh [--with-browser] [--with-peer]   (run as root, or with sudo available)
+# --with-peer: what bench/run.sh's side-by-side run with the FastAPI peer needs (../shared/peer/).
 set -euo pipefail
 
 packages=(
@@ -12,6 +13,7 @@ packages=(
 for arg in "$@"; do
   case "$arg" in
     --with-browser) packages+=(chromium) ;;
+    --with-peer) packages+=(wrk python3-fastapi uvicorn sqlite3 curl) ;;
     *) echo "install-deps: unknown option $arg" >&2; exit 2 ;;
   esac
 done
