@@ -63,6 +63,7 @@ class SqliteCheckpointer {
   const Options options_;
   WriteGate& gate_;
   SQLite::Database conn_;  // the thread's only; opened before it starts, closed after it ends
+  const int db_fd_;        // the database file, to flush phase 1's copies before phase 2
 
   mutable std::mutex mu_;
   std::condition_variable_any wake_;
