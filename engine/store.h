@@ -111,7 +111,7 @@ struct JobStore {
   virtual Result<std::vector<JobRow>> recent_failed_jobs(int limit) = 0;  // newest first
   // Spend (docs/adr/0021). One run's usage added to its job, its task and its (project, stage) in one transaction;
   // returns the spends after it, as spend_of does.
-  virtual Result<Spend> record_usage(JobId id, const AgentUsage& usage, TimePoint now) = 0;
+  virtual Result<Spend> record_usage(JobId id, const AgentUsage& usage) = 0;
   // The task's spend, `agent`'s runs on it, and its project's. kNotFound: no task.
   virtual Result<Spend> spend_of(TaskId task, const std::string& agent) = 0;
   virtual Result<std::vector<StageSpend>> spend_by_stage() = 0;  // by project, then stage

@@ -53,13 +53,7 @@ Result<std::optional<AgentUsage>> read_agent_usage(const std::filesystem::path& 
   usage.tokens_out = out_tokens.value();
   if (doc.contains("model") && !doc["model"].is_null()) {
     if (!doc["model"].is_string()) return invalid("usage.json: 'model' must be a string");
-    std::string model = valid_utf8(doc["model"].get<std::string>());
-    if (model.size() > kMaxModelBytes) {
-      std::size_t cut = kMaxModelBytes;
-      while (cut > 0 && (static_cast<unsigned char>(model[cut]) & 0xC0) == 0x80) --cut;  // a character boundary
-      model.resize(cut);
-    }
-    usage.model = std::move(model);
+    usage.model = std::string(utf8_prefix(valid_utf8(doc["model"].get<std::string>()), kMaxModelBytes));
   }
   if (doc.contains("cost_usd") && !doc["cost_usd"].is_null()) {
     const json& cost = doc["cost_usd"];

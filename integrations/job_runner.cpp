@@ -242,7 +242,7 @@ std::optional<Spend> JobRunner::record_usage(const JobRow& job) {
     return std::nullopt;
   }
   if (!usage.value()) return std::nullopt;
-  auto spend = deps_.store.record_usage(job.id, *usage.value(), deps_.clock.now());
+  auto spend = deps_.store.record_usage(job.id, *usage.value());
   if (!spend.ok()) {
     deps_.log.warn("jobs: cannot record the usage of job {}: {}", job.id, spend.status().to_string());
     return std::nullopt;

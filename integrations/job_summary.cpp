@@ -61,13 +61,6 @@ std::optional<std::string> read_regular(int fd, std::size_t limit, bool from_end
 
 constexpr int kOpenFlags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
 
-// The first `n` bytes of valid UTF-8 `s`, cut back to a character boundary.
-std::string_view cut_at_boundary(std::string_view s, std::size_t n) {
-  if (n >= s.size()) return s;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return s.substr(0, n);
-}
-
 // The last `n` bytes of valid UTF-8 `s`, cut forward to a character boundary.
 std::string_view tail_at_boundary(std::string_view s, std::size_t n) {
   if (n >= s.size()) return s;
@@ -99,7 +92,7 @@ std::optional<std::string> summary_file(const std::filesystem::path& output_dir)
   }
   std::string text = valid_utf8(*raw);
   if (!cut && text.size() <= kMaxSummaryBytes) return text;
-  std::string out(cut_at_boundary(text, kMaxSummaryBytes - kCutNote.size() - 1));
+  std::string out(utf8_prefix(text, kMaxSummaryBytes - kCutNote.size() - 1));
   if (!out.empty() && out.back() != '\n') out += '\n';
   out += kCutNote;
   return out;

@@ -67,7 +67,7 @@ class SqlStore : public Store {
   Result<std::vector<JobRow>> jobs_with_status(JobStatus status, int limit) override;
   Result<std::vector<JobRow>> current_visit_jobs() override;
   Result<std::vector<JobRow>> recent_failed_jobs(int limit) override;
-  Result<Spend> record_usage(JobId id, const AgentUsage& usage, TimePoint now) override;
+  Result<Spend> record_usage(JobId id, const AgentUsage& usage) override;
   Result<Spend> spend_of(TaskId task, const std::string& agent) override;
   Result<std::vector<StageSpend>> spend_by_stage() override;
   Result<std::vector<JobRow>> fail_stale_running(TimePoint heartbeat_before, int limit, const std::string& reason,

@@ -211,6 +211,19 @@ Result<std::vector<TaskRow>> SqlStore<Conn>::idle_tasks(TimePoint idle_before, I
   });
 }
 
+// One row of the audit log, its id returned (messages point at it). A hold or a resume keeps the task in its stage:
+// from = to.
+template <class Conn>
+std::int64_t insert_transition(Conn& c, TaskId id, const std::string& from, const std::string& to, Cause cause,
+                               const std::string& detail, TimePoint at) {
+  return c
+      .one(
+          "INSERT INTO transitions (task_id, from_stage, to_stage, cause, detail, at) "
+          "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+          read_int0, id, from, to, cause_name(cause), detail, at)
+      .value();
+}
+
 template <class Conn>
 Result<TaskRow> SqlStore<Conn>::apply_transition(const TransitionRequest& r) {
   if (r.from.empty() || r.to.empty()) return invalid("apply_transition: empty stage name");
@@ -227,11 +240,7 @@ Result<TaskRow> SqlStore<Conn>::apply_transition(const TransitionRequest& r) {
       if (!stage) return not_found("task " + std::to_string(r.task_id) + " not found");
       return conflict("task " + std::to_string(r.task_id) + " is in " + *stage + ", not " + r.from);
     }
-    std::int64_t transition_id = c.one(
-                                      "INSERT INTO transitions (task_id, from_stage, to_stage, cause, detail, at) "
-                                      "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                                      read_int0, r.task_id, r.from, r.to, cause_name(r.cause), r.detail, r.now)
-                                     .value();
+    const std::int64_t transition_id = insert_transition(c, r.task_id, r.from, r.to, r.cause, r.detail, r.now);
     insert_messages(c, r.outbox, r.now, transition_id);
     return std::move(*row);
   });
@@ -270,18 +279,6 @@ Status SqlStore<Conn>::block_task(TaskId id, const std::string& reason, TimePoin
   });
 }
 
-// The audit row of a hold or a resume: the task stays in its stage (from = to), the visit is not bumped.
-template <class Conn>
-std::int64_t insert_audit_row(Conn& c, TaskId id, const std::string& stage, Cause cause, const std::string& detail,
-                              TimePoint now) {
-  return c
-      .one(
-          "INSERT INTO transitions (task_id, from_stage, to_stage, cause, detail, at) "
-          "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-          read_int0, id, stage, stage, cause_name(cause), detail, now)
-      .value();
-}
-
 template <class Conn>
 Result<bool> SqlStore<Conn>::hold_task(TaskId id, const std::string& reason, TimePoint now,
                                        const std::vector<OutboxMessage>& outbox) {
@@ -296,7 +293,7 @@ Result<bool> SqlStore<Conn>::hold_task(TaskId id, const std::string& reason, Tim
         return not_found("task " + std::to_string(id) + " not found");
       return false;  // held already
     }
-    const std::int64_t transition_id = insert_audit_row(c, id, *stage, Cause::kAgent, "held: " + reason, now);
+    const std::int64_t transition_id = insert_transition(c, id, *stage, *stage, Cause::kAgent, "held: " + reason, now);
     insert_messages(c, outbox, now, transition_id);
     return true;
   });
@@ -311,7 +308,7 @@ Result<TaskRow> SqlStore<Conn>::resume_task(TaskId id, MicroUsd raise, const std
         "updated_at = $2 WHERE id = $3 RETURNING " ORCH_TASK_COLUMNS,
         read_task, raise, now, id);
     if (!row) return not_found("task " + std::to_string(id) + " not found");
-    insert_audit_row(c, id, row->stage, Cause::kManual, detail, now);
+    insert_transition(c, id, row->stage, row->stage, Cause::kManual, detail, now);
     // The hold was no wait for a worker: the queued TTL of its jobs starts again.
     c.exec("UPDATE jobs SET created_at = $1 WHERE task_id = $2 AND status = 'queued'", now, id);
     return std::move(*row);
@@ -569,8 +566,7 @@ std::optional<Spend> read_spend(Conn& c, TaskId task, const std::string& agent) 
 }
 
 template <class Conn>
-Result<Spend> SqlStore<Conn>::record_usage(JobId id, const AgentUsage& u, TimePoint now) {
-  (void)now;
+Result<Spend> SqlStore<Conn>::record_usage(JobId id, const AgentUsage& u) {
   if (u.cost < 0 || u.tokens_in < 0 || u.tokens_out < 0) return invalid("record_usage: usage cannot be negative");
   return write("record_usage", [&](Conn& c) -> Result<Spend> {
     std::optional<JobRow> job = c.one(

@@ -37,8 +37,8 @@ int SqliteCheckpointer::on_commit(void* self, sqlite3* db, const char* schema, i
   if (log_pages >= c->options_.in_place_pages) {
     // The thread fell behind: this commit copies the log itself, as SQLite's auto-checkpoint would. A checkpoint
     // under way elsewhere makes this one SQLITE_BUSY, which is not the commit's error: it already succeeded.
-    sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-    c->in_place_.fetch_add(1);
+    if (sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) == SQLITE_OK)
+      c->in_place_.fetch_add(1);
   } else if (log_pages >= c->options_.start_pages) {
     {
       std::lock_guard lock(c->mu_);

@@ -276,7 +276,7 @@ TEST_CASE("orch explain and orch status say why a task waits, from the database,
   RunningApp app;
   TaskRow task = app.add_task("SHOP-7", "Explain \x1b[2Jme", {"analysis", "development"});  // an escape
   const JobRow failed = app.add_failed_job(task, "boom\n");
-  REQUIRE(app.store().record_usage(failed.id, AgentUsage{900, 80, "large \x1b[1m", 420'000}, SystemClock().now()).ok());
+  REQUIRE(app.store().record_usage(failed.id, AgentUsage{900, 80, "large \x1b[1m", 420'000}).ok());
   REQUIRE(app.store().set_blocked(task.id, true, "agent failed", SystemClock().now()).ok());
   // Deliveries about it (one handled, then re-sent: a duplicate) and one about nothing, which it does not list.
   const TimePoint now = SystemClock().now();
@@ -489,7 +489,7 @@ TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs,
   seed(app);
   const std::vector<JobRow> failed = app.store().recent_failed_jobs(1).value();  // SHOP-3's, in development
   REQUIRE(failed.size() == 1);
-  REQUIRE(app.store().record_usage(failed[0].id, AgentUsage{1, 1, "", 750'000}, SystemClock().now()).ok());
+  REQUIRE(app.store().record_usage(failed[0].id, AgentUsage{1, 1, "", 750'000}).ok());
   app.start();
   auto c = app.client();
   auto stored =

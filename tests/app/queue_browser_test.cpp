@@ -278,7 +278,7 @@ TEST_CASE("a task held for its budget in chromium: its reason, its spend, the sp
   const Seeded s = seed_every_stage(app);
   const TaskRow held = app.add_task("SHOP-7", kHostileTitle, {"analysis", "development"});
   const JobRow job = app.add_failed_job(held, "spent\n");
-  REQUIRE(app.store().record_usage(job.id, AgentUsage{100, 10, "large", 1'250'000}, SystemClock().now()).ok());
+  REQUIRE(app.store().record_usage(job.id, AgentUsage{100, 10, "large", 1'250'000}).ok());
   REQUIRE(app.store()
               .hold_task(held.id, "spent 1.25 USD of developer's budget per task (1.00 USD)", SystemClock().now(), {})
               .ok());

@@ -1775,16 +1775,16 @@ TEST_CASE_TEMPLATE(
   REQUIRE(claim_under(*store, {}, clock.now()) != 0);
   REQUIRE(claim_under(*store, {}, clock.now()) != 0);
 
-  auto first = store->record_usage(a.id, AgentUsage{1000, 200, "large", 500'000}, clock.now());
+  auto first = store->record_usage(a.id, AgentUsage{1000, 200, "large", 500'000});
   REQUIRE_MESSAGE(first.ok(), first.status().message);
   CHECK(first.value().task == 500'000);
   CHECK(first.value().task_agent == 500'000);
   CHECK(first.value().project == 500'000);
   // A second run of the same job (after a restart) adds; an empty model keeps the last one.
-  auto second = store->record_usage(a.id, AgentUsage{10, 2, "", 250'000}, clock.now()).value();
+  auto second = store->record_usage(a.id, AgentUsage{10, 2, "", 250'000}).value();
   CHECK(second.task == 750'000);
-  REQUIRE(store->record_usage(other.id, AgentUsage{0, 0, "small", 125'000}, clock.now()).ok());
-  REQUIRE(store->record_usage(elsewhere.id, AgentUsage{0, 0, "", 1'000'000}, clock.now()).ok());
+  REQUIRE(store->record_usage(other.id, AgentUsage{0, 0, "small", 125'000}).ok());
+  REQUIRE(store->record_usage(elsewhere.id, AgentUsage{0, 0, "", 1'000'000}).ok());
   const JobRow job = *store->find_job(a.id).value();
   CHECK(job.tokens_in == 1010);
   CHECK(job.tokens_out == 202);
@@ -1800,8 +1800,8 @@ TEST_CASE_TEMPLATE(
   REQUIRE(stages.size() == 2);
   CHECK((stages[0].project == "mill" && stages[0].stage == "analysis" && stages[0].spend == 1'000'000));
   CHECK((stages[1].project == "shop" && stages[1].spend == 875'000));
-  CHECK(store->record_usage(a.id, AgentUsage{-1, 0, "", 0}, clock.now()).status().code == Code::kInvalid);
-  CHECK(store->record_usage(9999, AgentUsage{}, clock.now()).status().code == Code::kNotFound);
+  CHECK(store->record_usage(a.id, AgentUsage{-1, 0, "", 0}).status().code == Code::kInvalid);
+  CHECK(store->record_usage(9999, AgentUsage{}).status().code == Code::kNotFound);
   CHECK(store->spend_of(9999, "analyst").status().code == Code::kNotFound);
 
   // The hold: a retry of the held task is not claimed (the other task's is), nor expired by the queued TTL.

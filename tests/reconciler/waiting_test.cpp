@@ -212,7 +212,7 @@ TEST_CASE(
   Rig f;
   TaskRow t = f.in_development("SHOP-8");
   const JobRow job = f.claim("w/1");
-  REQUIRE(f.store->record_usage(job.id, AgentUsage{10, 20, "large", 1'250'000}, f.clock.now()).ok());
+  REQUIRE(f.store->record_usage(job.id, AgentUsage{10, 20, "large", 1'250'000}).ok());
   REQUIRE(f.store->finish_job(job.id, JobStatus::kFailed, "exit 1", f.clock.now()).ok());
   REQUIRE(
       f.store->enqueue_job(NewJob{t.id, t.visit, "development", "developer", 2, f.clock.now()}, f.clock.now()).ok());
