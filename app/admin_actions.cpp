@@ -80,7 +80,8 @@ Result<TaskRow> resume_held_task(Store& store, const Config& config, TaskId id, 
   if (t.budget_hold.empty() && raise == 0)
     return Status{Code::kConflict, t.work_item_key + " is not held for its budget (--raise-budget N raises it anyway)"};
   // The limits of the agent that would run next: its current stage's.
-  const StageSpec* stage = Pipeline(config).stage(t.stage);
+  const Pipeline pipeline(config);  // it owns the stages: alive while `stage` is read
+  const StageSpec* stage = pipeline.stage(t.stage);
   const std::string agent = stage ? stage->agent : std::string();
   auto spend = store.spend_of(id, agent);
   if (!spend.ok()) return spend.status();
