@@ -141,6 +141,28 @@ Metrics::Metrics(Store& store, const Leadership& leadership)
               .Help("Deliveries written by one group-commit transaction of the webhook routes")
               .Register(*registry_)
               .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512})),
+      inbox_commit_queued_seconds_(
+          BuildHistogram()
+              .Name("orch_inbox_commit_queue_wait_seconds")
+              .Help("How long the first delivery of one group commit waited in the committer's queue before the "
+                    "transaction began (the commit before it, and the write gate, kept it waiting)")
+              .Register(*registry_)
+              .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                               0.25, 1})),
+      checkpoints_(BuildCounter()
+                       .Name("orch_store_checkpoints_total")
+                       .Help("The SQLite checkpoint thread's rounds, those that let the log start over (restart), "
+                             "and the commits that checkpointed in place because the thread fell behind (in_place)")
+                       .Register(*registry_)),
+      checkpoint_hold_seconds_(BuildCounter()
+                                   .Name("orch_store_checkpoint_hold_seconds_total")
+                                   .Help("Time the SQLite checkpoint thread held the write gate (its last phase, "
+                                         "between two commits): writers may have waited behind it")
+                                   .Register(*registry_)),
+      checkpoint_hold_max_seconds_(BuildGauge()
+                                       .Name("orch_store_checkpoint_hold_max_seconds")
+                                       .Help("The longest the SQLite checkpoint thread held the write gate")
+                                       .Register(*registry_)),
       reconcile_unblocks_(BuildCounter()
                               .Name("orch_reconcile_unblocks_total")
                               .Help("Tasks the reconciler unblocked (lost webhooks), from its snapshot")
@@ -239,8 +261,9 @@ void Metrics::unblocked(std::string_view side, std::string_view stage) {
   unblocks_by_stage_.Add({{"side", std::string(side)}, {"stage", std::string(stage)}}).Increment();
 }
 
-void Metrics::inbox_commit(std::size_t deliveries, double seconds) {
+void Metrics::inbox_commit(std::size_t deliveries, double seconds, double queued_seconds) {
   inbox_commit_seconds_.Observe(seconds);
+  inbox_commit_queued_seconds_.Observe(queued_seconds);
   inbox_commit_deliveries_.Observe(static_cast<double>(deliveries));
 }
 
@@ -352,9 +375,28 @@ void Metrics::collect_from_store() {
   }
 }
 
+void Metrics::watch_checkpoints(std::function<SqliteCheckpointer::Counts()> read) {
+  std::lock_guard lock(scrape_mu_);
+  read_checkpoints_ = std::move(read);
+}
+
+void Metrics::collect_checkpoints() {
+  if (!read_checkpoints_) return;
+  const SqliteCheckpointer::Counts now = read_checkpoints_();
+  SqliteCheckpointer::Counts& seen = checkpoints_seen_;
+  // The thread's counts only grow; the counters take what grew since the last scrape.
+  checkpoints_.Add({{"kind", "round"}}).Increment(static_cast<double>(now.rounds - seen.rounds));
+  checkpoints_.Add({{"kind", "restart"}}).Increment(static_cast<double>(now.restarts - seen.restarts));
+  checkpoints_.Add({{"kind", "in_place"}}).Increment(static_cast<double>(now.in_place - seen.in_place));
+  checkpoint_hold_seconds_.Add({}).Increment(now.held_seconds - seen.held_seconds);
+  checkpoint_hold_max_seconds_.Add({}).Set(now.max_held_seconds);
+  seen = now;
+}
+
 std::string Metrics::scrape() {
   std::lock_guard lock(scrape_mu_);
   collect_from_store();
+  collect_checkpoints();
   prometheus::TextSerializer serializer;
   return serializer.Serialize(registry_->Collect());
 }

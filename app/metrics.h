@@ -6,6 +6,7 @@
 
 #include <httplib.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -20,6 +21,7 @@
 #include "engine/secret.h"
 #include "engine/leadership.h"
 #include "engine/store.h"
+#include "engine/store/sqlite_checkpointer.h"
 #include "engine/telemetry.h"
 
 namespace orch {
@@ -38,6 +40,9 @@ class Metrics final : public Telemetry {
   // GET /metrics: open when `token` is empty (ORCH_METRICS_TOKEN unset), bearer / basic otherwise.
   void register_routes(httplib::Server& server, const Secret& token);
 
+  // The SQLite store's checkpoint thread, read at each scrape (the orch_store_checkpoint* series exist only then).
+  void watch_checkpoints(std::function<SqliteCheckpointer::Counts()> read);
+
   // The exposition text, after refreshing what is read from the store.
   std::string scrape();
 
@@ -49,11 +54,12 @@ class Metrics final : public Telemetry {
   void delivery_handled(Source source, std::string_view event, DeliveryStatus outcome, double seconds) override;
   void unblocked(std::string_view side, std::string_view stage) override;
   void reconcile_pass(std::string_view outcome, double seconds) override;
-  void inbox_commit(std::size_t deliveries, double seconds) override;
+  void inbox_commit(std::size_t deliveries, double seconds, double queued_seconds) override;
   void delivery_refused(Source source, std::string_view reason) override;
 
  private:
   void collect_from_store();
+  void collect_checkpoints();  // with scrape_mu_ held
 
   Store& store_;
   const Leadership& leadership_;
@@ -80,6 +86,10 @@ class Metrics final : public Telemetry {
   prometheus::Histogram& reconcile_pass_seconds_;
   prometheus::Histogram& inbox_commit_seconds_;
   prometheus::Histogram& inbox_commit_deliveries_;
+  prometheus::Histogram& inbox_commit_queued_seconds_;
+  prometheus::Family<prometheus::Counter>& checkpoints_;
+  prometheus::Family<prometheus::Counter>& checkpoint_hold_seconds_;
+  prometheus::Family<prometheus::Gauge>& checkpoint_hold_max_seconds_;
   prometheus::Counter& reconcile_unblocks_;
   prometheus::Gauge& store_up_;
   prometheus::Gauge& leading_;                          // labelled with this replica's id
@@ -88,6 +98,8 @@ class Metrics final : public Telemetry {
   std::mutex scrape_mu_;       // one collect at a time
   double unblocked_seen_ = 0;  // guarded by scrape_mu_
   std::string leader_seen_;    // guarded by scrape_mu_: the leader_info_ series present now
+  std::function<SqliteCheckpointer::Counts()> read_checkpoints_;  // guarded by scrape_mu_
+  SqliteCheckpointer::Counts checkpoints_seen_;                   // guarded by scrape_mu_: counted so far
 };
 
 }  // namespace orch

@@ -128,6 +128,7 @@ Result<OpenedStore> open_store(const Settings& settings) {
   opened.version_at_open = sqlite.value()->version_at_open();
   opened.schema_version = SqliteStore::kSchemaVersion;
   opened.description = "SQLite file " + path;
+  opened.checkpoints = [s = sqlite.value().get()] { return s->checkpoints(); };
   opened.store = std::move(sqlite).value();
   return opened;
 }
@@ -247,6 +248,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
   lifecycle_.subscribe_to(bus_, pool_);
   scheduler_.subscribe_to(bus_);
   metrics_.subscribe_to(bus_);
+  if (store.checkpoints) metrics_.watch_checkpoints(std::move(store.checkpoints));
   webhook_routes_.set_on_stored([this] { inbox_.poke(); });
   register_routes();
 }

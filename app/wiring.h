@@ -76,6 +76,8 @@ struct OpenedStore {
   int version_at_open = 0;  // the schema version found (0: a new database)
   int schema_version = 0;   // the version it is at now
   bool shared = false;      // several replicas may share it (PostgreSQL)
+  // The SQLite store's checkpoint thread, for /metrics (empty on PostgreSQL); valid while `store` lives.
+  std::function<SqliteCheckpointer::Counts()> checkpoints;
 };
 
 // Who runs the reconciler and the sweeper among the store's users: SoleReplica on SQLite, the advisory-lock elector

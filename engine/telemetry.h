@@ -50,10 +50,11 @@ struct Telemetry {
   // `outcome` is "ok", "error" (a side, the sweeper or the store reported an error) or "interrupted" (leadership
   // was lost during the pass).
   virtual void reconcile_pass(std::string_view outcome, double seconds) = 0;
-  // One group-commit transaction of the webhook routes: the deliveries it wrote (duplicates included) and its time
-  // from BEGIN to COMMIT's return, fsync included. Their sum over a minute is the committer's busy fraction: near 1,
-  // ingest runs at the durable-write ceiling.
-  virtual void inbox_commit(std::size_t deliveries, double seconds) = 0;
+  // One group-commit transaction of the webhook routes: the deliveries it wrote (duplicates included), its time
+  // from BEGIN to COMMIT's return (fsync and the wait for the write gate included), and how long the first of its
+  // deliveries waited in the committer's queue before that. Their sum over a minute is the committer's busy
+  // fraction: near 1, ingest runs at the durable-write ceiling.
+  virtual void inbox_commit(std::size_t deliveries, double seconds, double queued_seconds) = 0;
   // One delivery the webhook routes refused (it wrote nothing): `reason` is one of webhooks/refusals.h's names
   // ("too_large", "bad_signature", ...).
   virtual void delivery_refused(Source source, std::string_view reason) = 0;
@@ -67,7 +68,7 @@ class NoTelemetry final : public Telemetry {
   void delivery_handled(Source, std::string_view, DeliveryStatus, double) override {}
   void unblocked(std::string_view, std::string_view) override {}
   void reconcile_pass(std::string_view, double) override {}
-  void inbox_commit(std::size_t, double) override {}
+  void inbox_commit(std::size_t, double, double) override {}
   void delivery_refused(Source, std::string_view) override {}
 };
 // One shared instance (stateless, so thread-safe).

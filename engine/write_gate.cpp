@@ -10,6 +10,12 @@ WriteGate::Hold WriteGate::enter(Priority priority) {
     ++acknowledging_waiting_;
     cv_.wait(lock, [this] { return !held_ && overdue_waiting_ == 0; });
     --acknowledging_waiting_;
+  } else if (priority == Priority::kNext) {  // no reservation or waiting writer holds it back
+    ++next_waiting_;
+    ++overdue_waiting_;
+    cv_.wait(lock, [this] { return !held_; });
+    --overdue_waiting_;
+    --next_waiting_;
   } else {
     ++normal_waiting_;
     const auto deadline = SteadyClock::now() + timing_.max_yield;
@@ -42,7 +48,7 @@ void WriteGate::leave(Priority priority) {
 
 int WriteGate::waiting() const {
   std::lock_guard lock(mu_);
-  return acknowledging_waiting_ + normal_waiting_;
+  return acknowledging_waiting_ + normal_waiting_ + next_waiting_;
 }
 
 }  // namespace orch

@@ -5,7 +5,9 @@
 // halved ingest (measured in bench/RESULTS.md). The gate serves kAcknowledge writers before kNormal ones, and after an
 // acknowledging write it keeps the gate for the committer's next batch for up to `anticipation` (it is back within
 // microseconds while requests keep arriving). A kNormal writer is never held back longer than `max_yield` past its
-// arrival: then it goes next, before any acknowledging writer (handling slows under a burst, it never stops).
+// arrival: then it goes next, before any acknowledging writer (handling slows under a burst, it never stops). A kNext
+// writer goes in as soon as the holder leaves, before anyone waiting: for a write short enough to run between two
+// commits of the committer (the checkpointer's last phase, which must see no writer begin).
 // docs/adr/0008-acknowledging-writes-go-first.md.
 #pragma once
 
@@ -17,7 +19,7 @@ namespace orch {
 
 class WriteGate {
  public:
-  enum class Priority { kNormal, kAcknowledge };
+  enum class Priority { kNormal, kAcknowledge, kNext };
   struct Timing {
     std::chrono::microseconds anticipation{2000};
     std::chrono::microseconds max_yield{20000};
@@ -59,7 +61,9 @@ class WriteGate {
   bool held_ = false;                         // guarded by mu_
   int acknowledging_waiting_ = 0;             // guarded by mu_
   int normal_waiting_ = 0;                    // guarded by mu_
-  int overdue_waiting_ = 0;                   // guarded by mu_: kNormal writers past max_yield; they go before anyone
+  int next_waiting_ = 0;                      // guarded by mu_
+  int overdue_waiting_ = 0;                   // guarded by mu_: kNext writers, and kNormal ones past max_yield;
+                                              // they go before anyone
   SteadyClock::time_point reserved_until_{};  // guarded by mu_: after an acknowledging write, for the next one
 };
 

@@ -323,7 +323,7 @@ void WebhookRoutes::count_refusal(Source source, Refusal reason, const std::stri
 
 Result<InboxInsert> WebhookRoutes::store(NewDelivery delivery, bool dedup_on_digest) {
   if (!options_.group_commit) return inbox_.insert_delivery(delivery, dedup_on_digest);
-  Pending pending{std::move(delivery), dedup_on_digest, {}};
+  Pending pending{std::move(delivery), dedup_on_digest, std::chrono::steady_clock::now(), {}};
   auto done = pending.done.get_future();
   {
     std::lock_guard lock(mu_);
@@ -376,7 +376,8 @@ void WebhookRoutes::commit_loop(std::stop_token stop) {
     const auto began = std::chrono::steady_clock::now();
     auto written = inbox_.insert_deliveries(deliveries, dedup);
     options_.telemetry->inbox_commit(batch.size(),
-                                     std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+                                     std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count(),
+                                     std::chrono::duration<double>(began - batch.front()->queued_at).count());
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (!written.ok())
         batch[i]->done.set_value(written.status());

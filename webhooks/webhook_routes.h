@@ -77,6 +77,7 @@ class WebhookRoutes {
   struct Pending {
     NewDelivery delivery;
     bool dedup_on_digest = false;
+    std::chrono::steady_clock::time_point queued_at;  // for the queue-wait histogram
     std::promise<Result<InboxInsert>> done;
   };
   void serve(Source source, const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <system_error>
 #include <utility>
 
@@ -29,7 +30,13 @@ SqliteCheckpointer::~SqliteCheckpointer() {
 void SqliteCheckpointer::watch(sqlite3* db) { sqlite3_wal_hook(db, &SqliteCheckpointer::on_commit, this); }
 
 SqliteCheckpointer::Counts SqliteCheckpointer::counts() const {
-  return {rounds_.load(), restarts_.load(), in_place_.load()};
+  return {.rounds = rounds_.load(),
+          .restarts = restarts_.load(),
+          .in_place = in_place_.load(),
+          .gated = gated_.load(),
+          .held_seconds = static_cast<double>(held_ns_.load()) / 1e9,
+          .max_held_seconds = static_cast<double>(max_held_ns_.load()) / 1e9,
+          .gate_wait_seconds = static_cast<double>(gate_wait_ns_.load()) / 1e9};
 }
 
 int SqliteCheckpointer::on_commit(void* self, sqlite3* db, const char* schema, int log_pages) {
@@ -81,11 +88,29 @@ void SqliteCheckpointer::run(std::stop_token stop) {
     // phase 1 ended; with the gate held none has.
     if (left >= 0 && left <= options_.finish_pages) {
       // SQLite syncs the database file only when a checkpoint reaches the end of the log, so every page phase 1
-      // copied is still dirty: flushing them here, beside the writers, leaves phase 2's sync a few pages (it took
-      // 15 ms on average with the gate held before, bench/RESULTS.md 2026-12-06).
+      // copied is still dirty, and so are the pages of the frames appended meanwhile: flushing, copying those
+      // frames and flushing again, all beside the writers, leaves the gated copy only what one flush's time
+      // appended, and its sync a few pages (the gated phase took 15 ms with one flush before it and none after,
+      // 10 ms with one flush, 1.6-4.6 ms now: bench/RESULTS.md 2026-12-06).
       ::fdatasync(db_fd_);
-      WriteGate::Hold hold = gate_.enter(WriteGate::Priority::kNormal);
+      if (checkpoint_passive() < 0) continue;
+      ::fdatasync(db_fd_);
+      // kNext: in as soon as the commit under way ends. A kNormal writer waits out max_yield (20 ms) under load,
+      // and the log grows by what those 20 ms appended, which the gated copy then has to copy and sync.
+      const auto entered = std::chrono::steady_clock::now();
+      WriteGate::Hold hold = gate_.enter(WriteGate::Priority::kNext);
+      const auto held = std::chrono::steady_clock::now();
       if (checkpoint_passive() == 0) restarts_.fetch_add(1);
+      const auto held_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - held).count();
+      const auto waited_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(held - entered).count();
+      gated_.fetch_add(1);
+      held_ns_.fetch_add(static_cast<std::uint64_t>(held_ns));
+      gate_wait_ns_.fetch_add(static_cast<std::uint64_t>(waited_ns));
+      std::uint64_t max = max_held_ns_.load();
+      while (static_cast<std::uint64_t>(held_ns) > max &&
+             !max_held_ns_.compare_exchange_weak(max, static_cast<std::uint64_t>(held_ns))) {
+      }
     }
   }
 }

@@ -6,10 +6,12 @@
 // copy on a thread and a connection of its own, in two phases:
 // 1. beside the writers: PASSIVE checkpoints copy what the log holds while commits go on appending to it (they do
 //    not block each other); repeated while the part left to copy shrinks, at most `passes` times;
-// 2. between two commits: with this process's write gate held (as a normal writer: an acknowledging write never
-//    waits behind more than this phase), one more PASSIVE checkpoint copies the few frames appended meanwhile, to
-//    the end of the log, so that the next commit starts the log over. Without this phase the log never restarts
-//    under continuous ingest (every checkpoint ends behind the committer: ADR 0008's measurement).
+// 2. between two commits: the database file is flushed, the frames appended meanwhile copied and the file flushed
+//    again, still beside the writers; then, with this process's write gate held (entered as kNext: right after the
+//    commit under way, so an acknowledging write waits behind one short copy at most), one more PASSIVE checkpoint
+//    copies the few frames appended since, to the end of the log, so that the next commit starts the log over. Without
+//    this phase the log never restarts under continuous ingest (every checkpoint ends behind the committer: ADR 0008's
+//    measurement).
 // Connections report each commit through `wal_hook()` (sqlite3_wal_hook, which replaces SQLite's auto-checkpoint);
 // a commit that finds the log `in_place_pages` long checkpoints in place, as auto-checkpoint would, so that the log
 // stays bounded even if the thread falls behind.
@@ -42,6 +44,10 @@ class SqliteCheckpointer {
     std::uint64_t rounds = 0;    // the thread's checkpoints (both phases)
     std::uint64_t restarts = 0;  // rounds that copied the log to its end, so that the next commit starts it over
     std::uint64_t in_place = 0;  // commits that checkpointed in place
+    std::uint64_t gated = 0;     // phase 2 runs: writers waited behind each
+    double held_seconds = 0;     // phase 2's time with the gate held, in all (what writers may have waited)
+    double max_held_seconds = 0;
+    double gate_wait_seconds = 0;  // phase 2's time waiting to enter the gate, in all
   };
 
   // Opens a connection of its own to `path` (which must exist) and starts the thread. Throws SQLite::Exception.
@@ -68,7 +74,8 @@ class SqliteCheckpointer {
   mutable std::mutex mu_;
   std::condition_variable_any wake_;
   bool pending_ = false;  // guarded by mu_
-  std::atomic<std::uint64_t> rounds_{0}, restarts_{0}, in_place_{0};
+  std::atomic<std::uint64_t> rounds_{0}, restarts_{0}, in_place_{0}, gated_{0};
+  std::atomic<std::uint64_t> held_ns_{0}, max_held_ns_{0}, gate_wait_ns_{0};
   std::jthread thread_;  // last member: stopped and joined before the rest is destroyed
 };
 

@@ -150,10 +150,7 @@ std::unique_ptr<SqliteConn> SqliteStore::open_connection() {
   return conn;
 }
 
-SqliteStore::CheckpointCounts SqliteStore::checkpoints() const {
-  const SqliteCheckpointer::Counts c = checkpointer_->counts();
-  return {c.rounds, c.restarts, c.in_place};
-}
+SqliteStore::CheckpointCounts SqliteStore::checkpoints() const { return checkpointer_->counts(); }
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path, SqliteStoreOptions options) {
   if (options.max_connections < 1) return invalid("sqlite store: max_connections must be positive");

@@ -14,6 +14,7 @@
 
 #include "engine/store.h"
 #include "engine/store/sql_store.h"
+#include "engine/store/sqlite_checkpointer.h"
 #include "engine/write_gate.h"
 
 namespace orch {
@@ -33,7 +34,6 @@ struct SqliteStoreOptions {
 };
 
 class SqliteConn;                            // engine/store/sqlite_connection.h
-class SqliteCheckpointer;                    // engine/store/sqlite_checkpointer.h
 extern template class SqlStore<SqliteConn>;  // compiled once, in sqlite_store.cpp
 
 class SqliteStore final : public SqlStore<SqliteConn> {
@@ -57,11 +57,9 @@ class SqliteStore final : public SqlStore<SqliteConn> {
   // EXPLAIN QUERY PLAN of claim_delivery: proves that a claim seeks the lane heads instead of scanning the backlog.
   Result<std::string> claim_delivery_plan();
 
-  // The checkpoint thread's rounds so far, those that copied the log to its end, and the commits that checkpointed
-  // in place (tests and benchmarks).
-  struct CheckpointCounts {
-    std::uint64_t rounds = 0, restarts = 0, in_place = 0;
-  };
+  // What the checkpoint thread did so far (its rounds, the time it held writers back) and the commits that
+  // checkpointed in place: for /metrics, tests and benchmarks.
+  using CheckpointCounts = SqliteCheckpointer::Counts;
   CheckpointCounts checkpoints() const;
 
   Result<std::optional<DeliveryRow>> claim_delivery(const std::string& claimer, TimePoint now, Millis lease,

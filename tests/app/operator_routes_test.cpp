@@ -526,6 +526,15 @@ TEST_CASE("/metrics is valid exposition text with deliveries, transitions, jobs,
   CHECK(e.samples["orch_inbox_commit_duration_seconds_count"] == 1);  // the stored one; the refused one wrote nothing
   CHECK(e.samples["orch_inbox_commit_duration_seconds_sum"] > 0);
   CHECK(e.samples["orch_inbox_commit_deliveries_sum"] == 1);
+  CHECK(e.types["orch_inbox_commit_queue_wait_seconds"] == "histogram");
+  CHECK(e.samples["orch_inbox_commit_queue_wait_seconds_count"] == 1);
+  // The SQLite store's checkpoint thread (this small a run never wakes it: the series exist, at 0).
+  CHECK(e.types["orch_store_checkpoints_total"] == "counter");
+  for (const char* kind : {"round", "restart", "in_place"})
+    CHECK(e.samples.count("orch_store_checkpoints_total{kind=\"" + std::string(kind) + "\"}"));
+  CHECK(e.types["orch_store_checkpoint_hold_seconds_total"] == "counter");
+  CHECK(e.samples.count("orch_store_checkpoint_hold_seconds_total"));
+  CHECK(e.types["orch_store_checkpoint_hold_max_seconds"] == "gauge");
   CHECK(e.types["orch_transitions_total"] == "counter");
   CHECK(e.samples[R"(orch_transitions_total{cause="manual",from="created",to="analysis"})"] == 1);
   CHECK(e.types["orch_spend_usd"] == "gauge");

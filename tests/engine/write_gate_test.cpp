@@ -79,5 +79,29 @@ TEST_CASE(
   CHECK(gate.waiting() == 0);
 }
 
+TEST_CASE("write gate: a kNext writer goes in right after the holder, before an acknowledging writer that came first") {
+  WriteGate gate({.anticipation = kForever, .max_yield = kForever});
+  Order order;
+  std::optional<WriteGate::Hold> held(gate.enter(P::kAcknowledge));
+  std::thread a1 = writer(gate, P::kAcknowledge, "committer", order);
+  REQUIRE(eventually([&] { return gate.waiting() == 1; }));
+  std::thread k1 = writer(gate, P::kNext, "checkpointer", order);
+  REQUIRE(eventually([&] { return gate.waiting() == 2; }));
+  held.reset();
+  a1.join();
+  k1.join();
+  CHECK(order.names == std::vector<std::string>{"checkpointer", "committer"});
+}
+
+TEST_CASE("write gate: a kNext writer does not wait out the reservation after an acknowledging write") {
+  WriteGate gate({.anticipation = kForever, .max_yield = kForever});  // a kNormal writer would wait forever here
+  { auto batch = gate.enter(P::kAcknowledge); }
+  Order order;
+  std::thread k1 = writer(gate, P::kNext, "checkpointer", order);
+  k1.join();
+  CHECK(order.names == std::vector<std::string>{"checkpointer"});
+  CHECK(gate.waiting() == 0);
+}
+
 }  // namespace
 }  // namespace orch

@@ -361,12 +361,14 @@ struct CommitLog final : Telemetry {
   void unblocked(std::string_view, std::string_view) override {}
   void reconcile_pass(std::string_view, double) override {}
   void delivery_refused(Source, std::string_view) override {}
-  void inbox_commit(std::size_t deliveries, double seconds) override {
+  void inbox_commit(std::size_t deliveries, double seconds, double queued_seconds) override {
     std::lock_guard lock(mu);
     commits.emplace_back(deliveries, seconds);
+    queued.push_back(queued_seconds);
   }
   std::mutex mu;
   std::vector<std::pair<std::size_t, double>> commits;
+  std::vector<double> queued;  // per commit, the first delivery's wait in the queue
 };
 
 TEST_CASE(
