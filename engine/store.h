@@ -75,12 +75,20 @@ struct TaskStore {
   virtual Result<std::vector<TransitionRow>> recent_transitions(int limit) = 0;    // newest first
   virtual Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) = 0;  // oldest first
   virtual Result<std::int64_t> count_tasks() = 0;
+};
 
-  // Branch heads learned from push / pull-request events: the sha -> branch map for Gitea status events.
+// Branch heads learned from push / pull-request events: the sha -> branch map for Gitea status events (whose
+// payload names no branch). The webhook handlers and the job runner's push write it; the handlers read it.
+struct BranchHeadStore {
+  virtual ~BranchHeadStore() = default;
   virtual Status record_branch_head(const std::string& repo, const std::string& branch, const std::string& sha,
                                     TimePoint now) = 0;
   virtual Result<std::vector<std::string>> branches_with_head(const std::string& repo, const std::string& sha) = 0;
+};
 
+// The tracker side's bookmark per configured project: its horizon and its last full sweep.
+struct ProjectStore {
+  virtual ~ProjectStore() = default;
   virtual Result<std::optional<ProjectRow>> find_project(const std::string& name) = 0;
   virtual Status save_project(const ProjectRow& row) = 0;
 };
@@ -217,6 +225,14 @@ struct StoreProbe {
   virtual Result<std::vector<NotificationRow>> all_notifications() = 0;                          // oldest first
 };
 
-struct Store : TaskStore, JobStore, InboxStore, OutboxStore, GateEvaluationStore, SettingsStore, StoreProbe {};
+struct Store : TaskStore,
+               BranchHeadStore,
+               ProjectStore,
+               JobStore,
+               InboxStore,
+               OutboxStore,
+               GateEvaluationStore,
+               SettingsStore,
+               StoreProbe {};
 
 }  // namespace orch

@@ -32,14 +32,15 @@ struct TrackerSide::ProjectPass {
 };
 
 TrackerSide::TrackerSide(const std::vector<ProjectSpec>& projects, const Pipeline& pipeline, Tracker& tracker,
-                         Handlers& handlers, TaskStore& tasks, JobStore& jobs, const Clock& clock, spdlog::logger& log,
-                         GraceFn grace, TrackerSideOptions options)
+                         Handlers& handlers, TaskStore& tasks, JobStore& jobs, ProjectStore& bookmarks,
+                         const Clock& clock, spdlog::logger& log, GraceFn grace, TrackerSideOptions options)
     : projects_(projects),
       pipeline_(pipeline),
       tracker_(tracker),
       handlers_(handlers),
       tasks_(tasks),
       jobs_(jobs),
+      bookmarks_(bookmarks),
       clock_(clock),
       log_(log),
       grace_(std::move(grace)),
@@ -97,7 +98,7 @@ TrackerSideReport TrackerSide::run_once(bool dry_run, bool full_sweep, const std
 
 Status TrackerSide::reconcile_project(const ProjectSpec& project, TimePoint now, bool dry_run, bool force_full,
                                       TrackerSideReport& report) {
-  auto row = tasks_.find_project(project.name);
+  auto row = bookmarks_.find_project(project.name);
   if (!row.ok()) return row.status();
   const std::optional<ProjectRow>& old = row.value();
   const Seconds reach = longest_grace();
@@ -147,7 +148,7 @@ Status TrackerSide::reconcile_project(const ProjectSpec& project, TimePoint now,
   }
 
   // Re-read: the row may have gained its plane identifier meanwhile; only the tracker fields are ours.
-  auto fresh = tasks_.find_project(project.name);
+  auto fresh = bookmarks_.find_project(project.name);
   if (!fresh.ok()) return fresh.status();
   ProjectRow next = fresh.value().value_or(ProjectRow{project.name, "", std::nullopt, std::nullopt});
   const std::optional<TimePoint> before = next.tracker_horizon;
@@ -164,7 +165,7 @@ Status TrackerSide::reconcile_project(const ProjectSpec& project, TimePoint now,
   // Silence when in sync: an unchanged horizon is not rewritten.
   if (fresh.value() && before == next.tracker_horizon && fresh.value()->tracker_full_sweep == next.tracker_full_sweep)
     return {};
-  return tasks_.save_project(next);
+  return bookmarks_.save_project(next);
 }
 
 bool TrackerSide::reconcile_item(const ProjectSpec& project, const WorkItem& item, TrackerState state, TimePoint now,

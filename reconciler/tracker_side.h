@@ -54,8 +54,8 @@ struct TrackerSideReport {
 class TrackerSide {
  public:
   TrackerSide(const std::vector<ProjectSpec>& projects, const Pipeline& pipeline, Tracker& tracker, Handlers& handlers,
-              TaskStore& tasks, JobStore& jobs, const Clock& clock, spdlog::logger& log, GraceFn grace,
-              TrackerSideOptions options = {});
+              TaskStore& tasks, JobStore& jobs, ProjectStore& bookmarks, const Clock& clock, spdlog::logger& log,
+              GraceFn grace, TrackerSideOptions options = {});
 
   // One pass over every project. Never throws: a failing project or item is logged and skipped. full_sweep forces a
   // sweep of every project (the CLI's --once); dry_run calls no handler and saves no horizon.
@@ -83,6 +83,7 @@ class TrackerSide {
   Handlers& handlers_;
   TaskStore& tasks_;
   JobStore& jobs_;
+  ProjectStore& bookmarks_;
   const Clock& clock_;
   spdlog::logger& log_;
   const GraceFn grace_;

@@ -38,7 +38,7 @@ Result<std::vector<TaskRow>> Handlers::tasks_for_sha(const ProjectSpec& project,
   // (1) Branch heads recorded from push and pull-request events.
   {
     route = "recorded branch heads";
-    auto branches = store_.branches_with_head(project.gitea_repo, sha);
+    auto branches = heads_.branches_with_head(project.gitea_repo, sha);
     if (!branches.ok()) return branches.status();
     std::vector<TaskRow> out;
     std::set<TaskId> seen;
@@ -57,7 +57,7 @@ Result<std::vector<TaskRow>> Handlers::tasks_for_sha(const ProjectSpec& project,
       if (pr.head_sha != sha || pr.head_ref.empty()) continue;
       if (Status s = add_branch(pr.head_ref, out, seen); !s.ok()) return s;
       // Learned from the source of truth: the next status for this sha resolves through route (1).
-      if (Status s = store_.record_branch_head(project.gitea_repo, pr.head_ref, sha, clock_.now()); !s.ok()) return s;
+      if (Status s = heads_.record_branch_head(project.gitea_repo, pr.head_ref, sha, clock_.now()); !s.ok()) return s;
     }
     if (!out.empty()) return out;
   }

@@ -39,9 +39,10 @@ const char* outcome_kind_name(HandleOutcome::Kind k);
 class Handlers {
  public:
   // `write_back` stores what a red CI and a review verdict tell the people in Plane (docs/adr/0013).
-  Handlers(TaskStore& store, StageEngine& engine, Tracker& tracker, CodeHost& code_host, const Config& config,
-           const Clock& clock, spdlog::logger& log, WriteBack& write_back = WriteBack::off())
+  Handlers(TaskStore& store, BranchHeadStore& heads, StageEngine& engine, Tracker& tracker, CodeHost& code_host,
+           const Config& config, const Clock& clock, spdlog::logger& log, WriteBack& write_back = WriteBack::off())
       : store_(store),
+        heads_(heads),
         engine_(engine),
         tracker_(tracker),
         code_host_(code_host),
@@ -104,6 +105,7 @@ class Handlers {
   std::vector<std::string> ci_stages() const;
 
   TaskStore& store_;
+  BranchHeadStore& heads_;
   StageEngine& engine_;
   Tracker& tracker_;
   CodeHost& code_host_;

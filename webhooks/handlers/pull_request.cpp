@@ -26,7 +26,7 @@ PrState pr_state_of(const PullRequestInfo& pr) {
 Result<std::optional<TaskRow>> Handlers::task_for_branch(const ProjectSpec& project, const PullRequestInfo& pr) {
   if (is_branch_name(pr.head_ref)) return store_.find_task_by_branch(project.name, pr.head_ref);
   // Once its head branch is deleted, Gitea names a PR's head "refs/pull/<n>/head": find the branch by its sha.
-  auto branches = store_.branches_with_head(project.gitea_repo, pr.head_sha);
+  auto branches = heads_.branches_with_head(project.gitea_repo, pr.head_sha);
   if (!branches.ok()) return branches.status();
   std::optional<TaskRow> only;
   for (const std::string& b : branches.value()) {
@@ -44,7 +44,7 @@ Result<HandleOutcome> Handlers::handle_pull_request(const ProjectSpec& project, 
   if (action != "opened" && action != "synchronized" && action != "closed" && action != "reopened")
     return HandleOutcome::ignored("pull request action '" + action + "' changes nothing orch tracks");
   if (is_branch_name(pr.head_ref) && !pr.head_sha.empty())
-    if (Status s = store_.record_branch_head(project.gitea_repo, pr.head_ref, pr.head_sha, clock_.now()); !s.ok())
+    if (Status s = heads_.record_branch_head(project.gitea_repo, pr.head_ref, pr.head_sha, clock_.now()); !s.ok())
       return s;
   auto task = task_for_branch(project, pr);
   if (!task.ok()) return task.status();
@@ -73,7 +73,7 @@ Result<HandleOutcome> Handlers::handle_review(const ProjectSpec& project, const 
   if (!pr.head_sha.empty()) facts.head_sha = pr.head_sha;
   if (Status s = store_.record_facts(t.id, facts, clock_.now()); !s.ok()) return s;
   if (is_branch_name(pr.head_ref) && !pr.head_sha.empty())
-    if (Status s = store_.record_branch_head(project.gitea_repo, pr.head_ref, pr.head_sha, clock_.now()); !s.ok())
+    if (Status s = heads_.record_branch_head(project.gitea_repo, pr.head_ref, pr.head_sha, clock_.now()); !s.ok())
       return s;
   // Before the rollback: the verdict belongs to the visit it was given in.
   if (Status s = write_back_.review_verdict(t, pr.number, approved, reviewer); !s.ok()) return s;
@@ -95,7 +95,7 @@ Result<HandleOutcome> Handlers::handle_push(const ProjectSpec& project, const st
                                             const std::string& sha, Cause /*cause*/) {
   if (branch.empty()) return HandleOutcome::ignored("push to a ref that is not a branch");
   if (sha.empty() || is_zero_sha(sha)) return HandleOutcome::ignored("push deleted branch " + branch);
-  if (Status s = store_.record_branch_head(project.gitea_repo, branch, sha, clock_.now()); !s.ok()) return s;
+  if (Status s = heads_.record_branch_head(project.gitea_repo, branch, sha, clock_.now()); !s.ok()) return s;
   auto task = store_.find_task_by_branch(project.name, branch);
   if (!task.ok()) return task.status();
   if (!task.value()) return HandleOutcome::noop(0, "branch " + branch + " at " + sha.substr(0, 7));
