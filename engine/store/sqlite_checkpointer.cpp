@@ -56,15 +56,14 @@ int SqliteCheckpointer::on_commit(void* self, sqlite3* db, const char* schema, i
   return SQLITE_OK;
 }
 
-int SqliteCheckpointer::checkpoint_passive() {
+SqliteCheckpointer::Progress SqliteCheckpointer::checkpoint_passive() {
   // A connection that has not read the database yet has not opened its log either: its checkpoint would find no
   // log and copy nothing (pnLog = -1). A read first.
   sqlite3_exec(conn_.getHandle(), "SELECT 1 FROM sqlite_master LIMIT 1", nullptr, nullptr, nullptr);
-  int log = -1;
-  int copied = -1;
-  const int rc = sqlite3_wal_checkpoint_v2(conn_.getHandle(), "main", SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
-  if (rc != SQLITE_OK || log < 0 || copied < 0) return -1;
-  return log - copied;
+  Progress p;
+  if (sqlite3_wal_checkpoint_v2(conn_.getHandle(), "main", SQLITE_CHECKPOINT_PASSIVE, &p.log, &p.copied) != SQLITE_OK)
+    return {};
+  return p;
 }
 
 void SqliteCheckpointer::run(std::stop_token stop) {
@@ -76,31 +75,39 @@ void SqliteCheckpointer::run(std::stop_token stop) {
     }
     rounds_.fetch_add(1);
     // Phase 1, beside the writers.
-    int left = checkpoint_passive();
-    for (int pass = 1; pass < options_.passes && left > options_.finish_pages; ++pass) {
-      const int before = left;
-      left = checkpoint_passive();
-      if (left < 0 || left >= before) break;  // not catching up: the commits' own threshold is the fallback
+    Progress p = checkpoint_passive();
+    for (int pass = 1; pass < options_.passes && p.ok() && p.left() > options_.finish_pages; ++pass) {
+      const int before = p.left();
+      p = checkpoint_passive();
+      if (p.ok() && p.left() >= before) break;  // not catching up: the commits' own threshold is the fallback
     }
     // Phase 2, between two commits: only once the rest is short, so that no writer waits behind a long copy (if it
     // is still long, the next commit wakes the thread again). Even when phase 1 left nothing to copy: the log starts
     // over only for a writer whose transaction *begins* with every frame copied, and a commit may have begun before
     // phase 1 ended; with the gate held none has.
-    if (left >= 0 && left <= options_.finish_pages) {
+    if (p.ok() && p.left() <= options_.finish_pages) {
       // SQLite syncs the database file only when a checkpoint reaches the end of the log, so every page phase 1
-      // copied is still dirty, and so are the pages of the frames appended meanwhile: flushing, copying those
-      // frames and flushing again, all beside the writers, leaves the gated copy only what one flush's time
-      // appended, and its sync a few pages (the gated phase took 15 ms with one flush before it and none after,
-      // 10 ms with one flush, 1.6-4.6 ms now: bench/RESULTS.md 2026-12-06).
-      ::fdatasync(db_fd_);
-      if (checkpoint_passive() < 0) continue;
+      // copied is still dirty, and so are the pages of the frames appended meanwhile. Beside the writers: flush,
+      // copy what was appended during the flush, and again while those copies are long (each flush is shorter than
+      // the last); then flush the last copy. The gated copy is left what one short flush's time appended, and its
+      // sync a few pages (bench/RESULTS.md 2026-12-06: the gated phase took 15 ms with no flush before it, 10 ms
+      // with one, 1.6 ms at c=16 and 4.6 ms at c=64 with two).
+      for (int pass = 0; pass < options_.passes; ++pass) {
+        ::fdatasync(db_fd_);
+        const Progress next = checkpoint_passive();
+        if (!next.ok()) break;
+        const int appended = next.copied - p.copied;  // negative if the log started over meanwhile
+        p = next;
+        if (appended <= options_.flushed_frames) break;
+      }
+      if (!p.ok()) continue;
       ::fdatasync(db_fd_);
       // kNext: in as soon as the commit under way ends. A kNormal writer waits out max_yield (20 ms) under load,
       // and the log grows by what those 20 ms appended, which the gated copy then has to copy and sync.
       const auto entered = std::chrono::steady_clock::now();
       WriteGate::Hold hold = gate_.enter(WriteGate::Priority::kNext);
       const auto held = std::chrono::steady_clock::now();
-      if (checkpoint_passive() == 0) restarts_.fetch_add(1);
+      if (const Progress last = checkpoint_passive(); last.ok() && last.left() == 0) restarts_.fetch_add(1);
       const auto held_ns =
           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - held).count();
       const auto waited_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(held - entered).count();

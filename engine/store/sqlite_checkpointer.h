@@ -6,12 +6,12 @@
 // copy on a thread and a connection of its own, in two phases:
 // 1. beside the writers: PASSIVE checkpoints copy what the log holds while commits go on appending to it (they do
 //    not block each other); repeated while the part left to copy shrinks, at most `passes` times;
-// 2. between two commits: the database file is flushed, the frames appended meanwhile copied and the file flushed
-//    again, still beside the writers; then, with this process's write gate held (entered as kNext: right after the
-//    commit under way, so an acknowledging write waits behind one short copy at most), one more PASSIVE checkpoint
-//    copies the few frames appended since, to the end of the log, so that the next commit starts the log over. Without
-//    this phase the log never restarts under continuous ingest (every checkpoint ends behind the committer: ADR 0008's
-//    measurement).
+// 2. between two commits: the database file is flushed and the frames appended meanwhile copied, again while those
+//    copies are long, and the file flushed once more, still beside the writers; then, with this process's write gate
+//    held (entered as kNext: right after the commit under way, so an acknowledging write waits behind one short copy at
+//    most), one more PASSIVE checkpoint copies the few frames appended since, to the end of the log, so that the next
+//    commit starts the log over. Without this phase the log never restarts under continuous ingest (every checkpoint
+//    ends behind the committer: ADR 0008's measurement).
 // Connections report each commit through `wal_hook()` (sqlite3_wal_hook, which replaces SQLite's auto-checkpoint);
 // a commit that finds the log `in_place_pages` long checkpoints in place, as auto-checkpoint would, so that the log
 // stays bounded even if the thread falls behind.
@@ -38,7 +38,8 @@ class SqliteCheckpointer {
     int start_pages = 4000;      // a commit that leaves the log this long wakes the thread
     int in_place_pages = 32000;  // a commit that leaves it this long checkpoints in place (the fallback)
     int finish_pages = 256;      // phase 2 starts once at most this many frames are left to copy
-    int passes = 16;             // phase 1's PASSIVE checkpoints, at most, while the rest shrinks
+    int passes = 16;          // phase 1's PASSIVE checkpoints, at most, while the rest shrinks (and phase 2's flushes)
+    int flushed_frames = 64;  // phase 2 flushes again while a copy beside the writers took more frames than this
   };
   struct Counts {
     std::uint64_t rounds = 0;    // the thread's checkpoints (both phases)
@@ -63,8 +64,14 @@ class SqliteCheckpointer {
  private:
   static int on_commit(void* self, sqlite3* db, const char* schema, int log_pages);
   void run(std::stop_token stop);
-  // One PASSIVE checkpoint on conn_: the frames still to copy afterwards (0: the log is copied to its end), or -1.
-  int checkpoint_passive();
+  // One PASSIVE checkpoint on conn_: the log's frames and those copied so far (SQLite's pnLog and pnCkpt; -1 on an
+  // error). left() == 0: the log is copied to its end.
+  struct Progress {
+    int log = -1, copied = -1;
+    bool ok() const { return log >= 0 && copied >= 0; }
+    int left() const { return log - copied; }
+  };
+  Progress checkpoint_passive();
 
   const Options options_;
   WriteGate& gate_;
