@@ -90,8 +90,7 @@ void SqliteCheckpointer::run(std::stop_token stop) {
       // copied is still dirty, and so are the pages of the frames appended meanwhile. Beside the writers: flush,
       // copy what was appended during the flush, and again while those copies are long (each flush is shorter than
       // the last); then flush the last copy. The gated copy is left what one short flush's time appended, and its
-      // sync a few pages (bench/RESULTS.md 2026-12-06: the gated phase took 15 ms with no flush before it, 10 ms
-      // with one, 1.6 ms at c=16 and 4.6 ms at c=64 with two).
+      // sync a few pages: what writers wait for is that, not phase 1's flush (ADR 0022 has the measurements).
       for (int pass = 0; pass < options_.passes; ++pass) {
         ::fdatasync(db_fd_);
         const Progress next = checkpoint_passive();
