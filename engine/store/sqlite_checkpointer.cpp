@@ -91,15 +91,19 @@ void SqliteCheckpointer::run(std::stop_token stop) {
       // copy what was appended during the flush, and again while those copies are long (each flush is shorter than
       // the last); then flush the last copy. The gated copy is left what one short flush's time appended, and its
       // sync a few pages: what writers wait for is that, not phase 1's flush (ADR 0022 has the measurements).
+      bool copied = true;
       for (int pass = 0; pass < options_.passes; ++pass) {
         ::fdatasync(db_fd_);
         const Progress next = checkpoint_passive();
-        if (!next.ok()) break;
+        if (!next.ok()) {
+          copied = false;
+          break;
+        }
         const int appended = next.copied - p.copied;  // negative if the log started over meanwhile
         p = next;
         if (appended <= options_.flushed_frames) break;
       }
-      if (!p.ok()) continue;
+      if (!copied) continue;  // the checkpoint failed (a commit's in-place one under way): the next commit wakes us
       ::fdatasync(db_fd_);
       // kNext: in as soon as the commit under way ends. A kNormal writer waits out max_yield (20 ms) under load,
       // and the log grows by what those 20 ms appended, which the gated copy then has to copy and sync.
