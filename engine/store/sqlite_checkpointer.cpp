@@ -35,8 +35,7 @@ SqliteCheckpointer::Counts SqliteCheckpointer::counts() const {
           .in_place = in_place_.load(),
           .gated = gated_.load(),
           .held_seconds = static_cast<double>(held_ns_.load()) / 1e9,
-          .max_held_seconds = static_cast<double>(max_held_ns_.load()) / 1e9,
-          .gate_wait_seconds = static_cast<double>(gate_wait_ns_.load()) / 1e9};
+          .max_held_seconds = static_cast<double>(max_held_ns_.load()) / 1e9};
 }
 
 int SqliteCheckpointer::on_commit(void* self, sqlite3* db, const char* schema, int log_pages) {
@@ -107,21 +106,20 @@ void SqliteCheckpointer::run(std::stop_token stop) {
       ::fdatasync(db_fd_);
       // kNext: in as soon as the commit under way ends. A kNormal writer waits out max_yield (20 ms) under load,
       // and the log grows by what those 20 ms appended, which the gated copy then has to copy and sync.
-      const auto entered = std::chrono::steady_clock::now();
       WriteGate::Hold hold = gate_.enter(WriteGate::Priority::kNext);
       const auto held = std::chrono::steady_clock::now();
       if (const Progress last = checkpoint_passive(); last.ok() && last.left() == 0) restarts_.fetch_add(1);
-      const auto held_ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - held).count();
-      const auto waited_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(held - entered).count();
-      gated_.fetch_add(1);
-      held_ns_.fetch_add(static_cast<std::uint64_t>(held_ns));
-      gate_wait_ns_.fetch_add(static_cast<std::uint64_t>(waited_ns));
-      std::uint64_t max = max_held_ns_.load();
-      while (static_cast<std::uint64_t>(held_ns) > max &&
-             !max_held_ns_.compare_exchange_weak(max, static_cast<std::uint64_t>(held_ns))) {
-      }
+      count_hold(std::chrono::steady_clock::now() - held);
     }
+  }
+}
+
+void SqliteCheckpointer::count_hold(std::chrono::steady_clock::duration held) {
+  const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(held).count());
+  gated_.fetch_add(1);
+  held_ns_.fetch_add(ns);
+  std::uint64_t max = max_held_ns_.load();
+  while (ns > max && !max_held_ns_.compare_exchange_weak(max, ns)) {
   }
 }
 

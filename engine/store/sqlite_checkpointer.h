@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -48,7 +49,6 @@ class SqliteCheckpointer {
     std::uint64_t gated = 0;     // phase 2 runs: writers waited behind each
     double held_seconds = 0;     // phase 2's time with the gate held, in all (what writers may have waited)
     double max_held_seconds = 0;
-    double gate_wait_seconds = 0;  // phase 2's time waiting to enter the gate, in all
   };
 
   // Opens a connection of its own to `path` (which must exist) and starts the thread. Throws SQLite::Exception.
@@ -72,6 +72,7 @@ class SqliteCheckpointer {
     int left() const { return log - copied; }
   };
   Progress checkpoint_passive();
+  void count_hold(std::chrono::steady_clock::duration held);  // one phase 2 with the gate held this long
 
   const Options options_;
   WriteGate& gate_;
@@ -82,7 +83,7 @@ class SqliteCheckpointer {
   std::condition_variable_any wake_;
   bool pending_ = false;  // guarded by mu_
   std::atomic<std::uint64_t> rounds_{0}, restarts_{0}, in_place_{0}, gated_{0};
-  std::atomic<std::uint64_t> held_ns_{0}, max_held_ns_{0}, gate_wait_ns_{0};
+  std::atomic<std::uint64_t> held_ns_{0}, max_held_ns_{0};
   std::jthread thread_;  // last member: stopped and joined before the rest is destroyed
 };
 
