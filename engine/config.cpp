@@ -457,7 +457,7 @@ std::map<std::string, AgentSpec> read_agents(Reader& r, const toml::value& root,
       break;
     }
     const toml::value& a = *value;
-    r.check_keys(a, {"argv", "timeout", "max_attempts", "max_running", "budget_usd_per_task", "env"}, where);
+    r.check_keys(a, {"argv", "timeout", "max_attempts", "max_running", "budget_usd_per_task", "env", "runs_on"}, where);
     AgentSpec spec;
     spec.name = name;
     spec.argv = r.strings(a, "argv", where);
@@ -471,6 +471,7 @@ std::map<std::string, AgentSpec> read_agents(Reader& r, const toml::value& root,
     spec.max_attempts = r.small_int_or(a, "max_attempts", where, spec.max_attempts, 1);
     spec.max_running = r.small_int_or(a, "max_running", where, spec.max_running, 1);
     spec.budget_per_task = r.usd_or(a, "budget_usd_per_task", where, spec.budget_per_task);
+    spec.runs_on = r.strings(a, "runs_on", where);
     if (const toml::value* env = r.table(a, "env", "'env' in " + where)) {
       for (const auto& [key, v] : env->as_table()) {
         if (r.failed()) break;

@@ -33,6 +33,10 @@ struct AgentSpec {
   int max_running = 0;           // jobs of this agent running at once, in every process sharing the store; 0 = no limit
   MicroUsd budget_per_task = 0;  // `budget_usd_per_task`: its runs' spend on one task; 0 = no limit (engine/budget.h)
   std::map<std::string, std::string> env;
+  // `runs_on`: the runner labels that may run it (`orch runner`, docs/adr/0023). A runner whose labels include one of
+  // them claims its jobs; empty: the server's own worker pool runs them, as without runners.
+  std::vector<std::string> runs_on;
+  bool remote() const { return !runs_on.empty(); }
 };
 
 struct StageSpec {

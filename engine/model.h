@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/clock.h"
 
@@ -184,6 +185,28 @@ struct JobLimits {
   std::map<std::string, int> per_project;
   std::map<std::string, int> per_agent;
   bool any() const { return max_running > 0 || !per_project.empty() || !per_agent.empty(); }
+};
+
+// Which queued jobs a claimer may take (docs/adr/0023). A job whose agent has not run yet (step "") is `fresh`:
+// taken when `fresh` and its agent is one of `agents` (any agent when `any_agent`). A job in a follow-up step (push,
+// open_pr, gate; ADR 0010) is taken only when `steps`: those run on the server, never on a runner.
+// The server's pool: every step, and the fresh jobs of the agents without `runs_on`. A runner: the fresh jobs of the
+// agents whose `runs_on` names one of its labels, no step.
+struct ClaimScope {
+  bool fresh = true;
+  bool any_agent = true;
+  std::vector<std::string> agents;  // when !any_agent
+  bool steps = true;
+};
+
+// A registered runner (`orch runner register`). Only the SHA-256 of its token is stored.
+struct RunnerRow {
+  std::string name;
+  std::vector<std::string> labels;
+  std::string token_sha256;  // hex
+  TimePoint registered_at{};
+  std::optional<TimePoint> last_seen_at;  // its last claim, heartbeat or report
+  bool revoked = false;
 };
 
 // (task_id, visit, attempt) is unique: enqueueing the first attempt of the current visit twice, by a replay or

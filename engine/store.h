@@ -103,12 +103,23 @@ struct JobStore {
   // fewest running jobs goes first, the oldest (run_after, id) among equals, so one project's backlog cannot starve
   // another's (docs/adr/0018). One running job per task: a job whose task has another one running (a re-run's job
   // while the earlier visit's agent finishes) stays queued until it ends (docs/adr/0019).
-  virtual Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now,
-                                                  const JobLimits& limits) = 0;
+  // Only jobs within `scope` are taken (model.h ClaimScope: the server's pool or a runner).
+  virtual Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now, const JobLimits& limits,
+                                                  const ClaimScope& scope) = 0;
+  Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now, const JobLimits& limits) {
+    return claim_job(worker, now, limits, ClaimScope{});
+  }
   Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now) {
-    return claim_job(worker, now, JobLimits{});
+    return claim_job(worker, now, JobLimits{}, ClaimScope{});
   }
   virtual Status heartbeat_job(JobId id, TimePoint now) = 0;
+  // Fencing for runners (docs/adr/0023): a job's `worker` is its claim. The heartbeat of a job still running for
+  // `worker`; kConflict when it is not (finished, failed by the sweeper, claimed again by someone else).
+  virtual Status heartbeat_claim(JobId id, const std::string& worker, TimePoint now) = 0;
+  // Atomically hands a job running for `from` to `to` (and counts as a heartbeat): whoever reports a runner's result
+  // takes the job over first, so that a late or repeated report of the same claim finds it gone (kConflict).
+  virtual Status take_over_job(JobId id, const std::string& from, const std::string& to, TimePoint now) = 0;
+  virtual Result<std::optional<JobRow>> find_job(JobId id) = 0;
   // Only a running job finishes; kConflict if the sweeper (or anyone) already finished it.
   virtual Status finish_job(JobId id, JobStatus status, const std::string& error, TimePoint now) = 0;
   virtual Status requeue_job(JobId id, TimePoint now) = 0;  // running -> queued (start-up recovery)
@@ -217,10 +228,21 @@ struct SettingsStore {
   virtual Status set_setting(const std::string& key, const std::string& value) = 0;
 };
 
+// Runners (`orch runner`, docs/adr/0023): registered by name, known by the SHA-256 of their token.
+struct RunnerStore {
+  virtual ~RunnerStore() = default;
+  // kConflict when the name is taken (a revoked runner's too: names are never reused).
+  virtual Status register_runner(const RunnerRow& runner) = 0;
+  // The runner holding this token, revoked or not (the caller refuses a revoked one).
+  virtual Result<std::optional<RunnerRow>> find_runner_by_token(const std::string& token_sha256) = 0;
+  virtual Result<std::vector<RunnerRow>> runners() = 0;       // by name
+  virtual Status revoke_runner(const std::string& name) = 0;  // kNotFound when there is none
+  virtual Status runner_seen(const std::string& name, TimePoint now) = 0;
+};
+
 // Reads that only tests make (what an assertion wants to see whole); no component takes this role.
 struct StoreProbe {
   virtual ~StoreProbe() = default;
-  virtual Result<std::optional<JobRow>> find_job(JobId id) = 0;
   virtual Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) = 0;  // Telegram's
   virtual Result<std::vector<NotificationRow>> all_notifications() = 0;                          // oldest first
 };
@@ -233,6 +255,7 @@ struct Store : TaskStore,
                OutboxStore,
                GateEvaluationStore,
                SettingsStore,
+               RunnerStore,
                StoreProbe {};
 
 }  // namespace orch

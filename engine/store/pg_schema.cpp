@@ -226,6 +226,17 @@ CREATE TABLE stage_spend (
   PRIMARY KEY (project, stage)
 );
 )sql",
+    // 11: runners (docs/adr/0023): registered by name, known by the SHA-256 of their token (never the token).
+    R"sql(
+CREATE TABLE runners (
+  name          TEXT PRIMARY KEY,
+  labels        TEXT NOT NULL,
+  token_sha256  TEXT NOT NULL UNIQUE,
+  registered_at BIGINT NOT NULL,
+  last_seen_at  BIGINT,
+  revoked       INTEGER NOT NULL DEFAULT 0
+);
+)sql",
 };
 static_assert(std::size(kMigrations) == PgStore::kSchemaVersion, "one migration per schema version");
 

@@ -130,6 +130,8 @@ struct Dialect<PgConn> {
       "AND h.project = p.project AND h.run_after <= $2 AND h.agent NOT IN (SELECT agent FROM full_agents) "
       "AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.task_id = h.task_id AND r.status = 'running') "
       "AND NOT EXISTS (SELECT 1 FROM tasks held WHERE held.id = h.task_id AND held.budget_hold <> '') "
+      "AND (CASE WHEN h.step = '' THEN ($6::boolean OR h.agent IN (SELECT jsonb_array_elements_text($7::jsonb))) "
+      "ELSE $8::boolean END) "
       "ORDER BY h.run_after, h.id LIMIT 1) AS id FROM projects p WHERE p.project IS NOT NULL), "
       "pick AS (SELECT j.id FROM heads JOIN jobs j ON j.id = heads.id CROSS JOIN total "
       "LEFT JOIN by_project bp ON bp.project = heads.project "

@@ -48,6 +48,7 @@ struct Bytes {
   "SELECT tr.id, tr.task_id, t.work_item_key, tr.from_stage, tr.to_stage, tr.cause, tr.detail, tr.at " \
   "FROM transitions tr JOIN tasks t ON t.id = tr.task_id "
 #define ORCH_PROJECT_COLUMNS "name, plane_identifier, tracker_horizon, tracker_full_sweep"
+#define ORCH_RUNNER_COLUMNS "name, labels, token_sha256, registered_at, last_seen_at, revoked"
 #define ORCH_GATE_EVALUATION_COLUMNS_OF(t) t "task_id, " t "stage, " t "visit, " t "green, " t "why, " t "since"
 
 // ---- columns ----------------------------------------------------------------------------------------------------
@@ -206,6 +207,24 @@ inline constexpr auto read_project = [](const auto& r) {
   p.tracker_horizon = opt_time_at(r, 2);
   p.tracker_full_sweep = opt_time_at(r, 3);
   return p;
+};
+
+// ORCH_RUNNER_COLUMNS. Labels are stored comma-separated (a label never holds a comma: app/runner_registry.h).
+inline constexpr auto read_runner = [](const auto& r) {
+  RunnerRow row;
+  row.name = r.text(0);
+  const std::string labels = r.text(1);
+  for (std::size_t at = 0; at < labels.size();) {
+    std::size_t comma = labels.find(',', at);
+    if (comma == std::string::npos) comma = labels.size();
+    if (comma > at) row.labels.push_back(labels.substr(at, comma - at));
+    at = comma + 1;
+  }
+  row.token_sha256 = r.text(2);
+  row.registered_at = time_at(r, 3);
+  row.last_seen_at = opt_time_at(r, 4);
+  row.revoked = r.int64(5) != 0;
+  return row;
 };
 
 }  // namespace orch

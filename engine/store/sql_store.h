@@ -57,8 +57,12 @@ class SqlStore : public Store {
   // JobStore
   Result<std::optional<JobRow>> enqueue_job(const NewJob& job, TimePoint now) override;
   using JobStore::claim_job;
-  Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now, const JobLimits& limits) override;
+  Result<std::optional<JobRow>> claim_job(const std::string& worker, TimePoint now, const JobLimits& limits,
+                                          const ClaimScope& scope) override;
   Status heartbeat_job(JobId id, TimePoint now) override;
+  Status heartbeat_claim(JobId id, const std::string& worker, TimePoint now) override;
+  Status take_over_job(JobId id, const std::string& from, const std::string& to, TimePoint now) override;
+  Result<std::optional<JobRow>> find_job(JobId id) override;
   Status finish_job(JobId id, JobStatus status, const std::string& error, TimePoint now) override;
   Status requeue_job(JobId id, TimePoint now) override;
   Status begin_job_step(JobId id, const std::string& step, TimePoint now) override;
@@ -107,9 +111,15 @@ class SqlStore : public Store {
   Result<std::optional<std::string>> get_setting(const std::string& key) override;
   Status set_setting(const std::string& key, const std::string& value) override;
 
+  // RunnerStore
+  Status register_runner(const RunnerRow& runner) override;
+  Result<std::optional<RunnerRow>> find_runner_by_token(const std::string& token_sha256) override;
+  Result<std::vector<RunnerRow>> runners() override;
+  Status revoke_runner(const std::string& name) override;
+  Status runner_seen(const std::string& name, TimePoint now) override;
+
   // StoreProbe
   Result<std::vector<TransitionRow>> transitions_for_task(TaskId id) override;
-  Result<std::optional<JobRow>> find_job(JobId id) override;
   Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) override;
   Result<std::vector<NotificationRow>> all_notifications() override;
 

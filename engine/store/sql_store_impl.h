@@ -69,6 +69,14 @@ Status job_mismatch(Conn& c, JobId id, const char* expected) {
   return conflict("job " + std::to_string(id) + " is " + *status + ", not " + expected);
 }
 
+// Why a fenced job change (docs/adr/0023) matched no row: the job is gone, no longer running, or held by another claim.
+template <class Conn>
+Status claim_mismatch(Conn& c, JobId id, const std::string& worker) {
+  Status s = job_mismatch(c, id, "running");
+  if (s.code == Code::kNotFound || s.message.find(" is running,") == std::string::npos) return s;
+  return conflict("job " + std::to_string(id) + " is no longer held by " + worker);
+}
+
 // Why a notification-state change matched no row: it is not there, or it is not `expected`.
 template <class Conn>
 Status notification_mismatch(Conn& c, NotificationId id, const char* expected = "pending") {
@@ -431,7 +439,7 @@ Result<std::optional<JobRow>> SqlStore<Conn>::enqueue_job(const NewJob& job, Tim
 
 template <class Conn>
 Result<std::optional<JobRow>> SqlStore<Conn>::claim_job(const std::string& worker, TimePoint now,
-                                                        const JobLimits& limits) {
+                                                        const JobLimits& limits, const ClaimScope& scope) {
   for (const auto* per : {&limits.per_project, &limits.per_agent})
     for (const auto& [name, n] : *per)
       if (n < 1)
@@ -439,9 +447,33 @@ Result<std::optional<JobRow>> SqlStore<Conn>::claim_job(const std::string& worke
   const std::string per_project = sql_store::limits_json(limits.per_project);
   const std::string per_agent = sql_store::limits_json(limits.per_agent);
   const std::int64_t max_running = std::max(0, limits.max_running);
+  // Fresh jobs of any agent, of the listed ones, or (not fresh) of none; steps or not.
+  const bool any_agent = scope.fresh && scope.any_agent;
+  const std::string agents = scope.fresh && !scope.any_agent ? nlohmann::json(scope.agents).dump() : std::string("[]");
   return write("claim_job", [&](Conn& c) -> Result<std::optional<JobRow>> {
     Dialect<Conn>::serialize_claims(c);
-    return c.one(Dialect<Conn>::kClaimJob, read_job, worker, now, max_running, per_project, per_agent);
+    return c.one(Dialect<Conn>::kClaimJob, read_job, worker, now, max_running, per_project, per_agent, any_agent,
+                 agents, scope.steps);
+  });
+}
+
+template <class Conn>
+Status SqlStore<Conn>::heartbeat_claim(JobId id, const std::string& worker, TimePoint now) {
+  return write("heartbeat_claim", [&](Conn& c) -> Status {
+    if (c.exec("UPDATE jobs SET heartbeat_at = $1 WHERE id = $2 AND status = 'running' AND worker = $3", now, id,
+               worker))
+      return {};
+    return sql_store::claim_mismatch(c, id, worker);
+  });
+}
+
+template <class Conn>
+Status SqlStore<Conn>::take_over_job(JobId id, const std::string& from, const std::string& to, TimePoint now) {
+  return write("take_over_job", [&](Conn& c) -> Status {
+    if (c.exec("UPDATE jobs SET worker = $1, heartbeat_at = $2 WHERE id = $3 AND status = 'running' AND worker = $4",
+               to, now, id, from))
+      return {};
+    return sql_store::claim_mismatch(c, id, from);
   });
 }
 
@@ -974,6 +1006,50 @@ Result<OutboxCounts> SqlStore<Conn>::channel_counts(const std::string& channel) 
 }
 
 // ---- settings ---------------------------------------------------------------------------------------------------
+
+template <class Conn>
+Status SqlStore<Conn>::register_runner(const RunnerRow& runner) {
+  std::string labels;
+  for (const std::string& l : runner.labels) labels += (labels.empty() ? "" : ",") + l;
+  return write("register_runner", [&](Conn& c) -> Status {
+    if (c.one("SELECT 1 FROM runners WHERE name = $1", read_int0, runner.name))
+      return conflict("runner " + runner.name + " is registered already");
+    c.exec("INSERT INTO runners (name, labels, token_sha256, registered_at) VALUES ($1, $2, $3, $4)", runner.name,
+           labels, runner.token_sha256, runner.registered_at);
+    return {};
+  });
+}
+
+template <class Conn>
+Result<std::optional<RunnerRow>> SqlStore<Conn>::find_runner_by_token(const std::string& token_sha256) {
+  return run("find_runner_by_token", [&](Conn& c) -> Result<std::optional<RunnerRow>> {
+    return c.one("SELECT " ORCH_RUNNER_COLUMNS " FROM runners WHERE token_sha256 = $1", read_runner, token_sha256);
+  });
+}
+
+template <class Conn>
+Result<std::vector<RunnerRow>> SqlStore<Conn>::runners() {
+  return run("runners", [&](Conn& c) -> Result<std::vector<RunnerRow>> {
+    return c.all("SELECT " ORCH_RUNNER_COLUMNS " FROM runners ORDER BY name", read_runner);
+  });
+}
+
+template <class Conn>
+Status SqlStore<Conn>::revoke_runner(const std::string& name) {
+  return write("revoke_runner", [&](Conn& c) -> Status {
+    if (!c.one("SELECT 1 FROM runners WHERE name = $1", read_int0, name)) return not_found("no runner named " + name);
+    c.exec("UPDATE runners SET revoked = 1 WHERE name = $1", name);
+    return {};
+  });
+}
+
+template <class Conn>
+Status SqlStore<Conn>::runner_seen(const std::string& name, TimePoint now) {
+  return write("runner_seen", [&](Conn& c) -> Status {
+    if (c.exec("UPDATE runners SET last_seen_at = $1 WHERE name = $2", now, name)) return {};
+    return not_found("no runner named " + name);
+  });
+}
 
 template <class Conn>
 Result<std::optional<std::string>> SqlStore<Conn>::get_setting(const std::string& key) {

@@ -222,6 +222,17 @@ CREATE TABLE stage_spend (
   PRIMARY KEY (project, stage)
 ) STRICT;
 )sql",
+    // 11: runners (docs/adr/0023): registered by name, known by the SHA-256 of their token (never the token).
+    R"sql(
+CREATE TABLE runners (
+  name          TEXT PRIMARY KEY,
+  labels        TEXT NOT NULL,
+  token_sha256  TEXT NOT NULL UNIQUE,
+  registered_at INTEGER NOT NULL,
+  last_seen_at  INTEGER,
+  revoked       INTEGER NOT NULL DEFAULT 0
+) STRICT;
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 

@@ -569,6 +569,113 @@ JobRow queued_job(Store& store, const std::string& project, const std::string& i
   return *row.value();
 }
 
+// The job claim_job hands out within `scope`, or 0 for none.
+JobId claim_in(Store& store, const ClaimScope& scope, TimePoint now, const std::string& worker = "w/1") {
+  auto job = store.claim_job(worker, now, JobLimits{}, scope);
+  REQUIRE_MESSAGE(job.ok(), job.status().message);
+  return job.value() ? job.value()->id : 0;
+}
+
+TEST_CASE_TEMPLATE("store: a claim takes only the jobs of its scope: a runner's agents, the server's steps", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  const TimePoint t = clock.now();
+  JobRow dev = queued_job(*store, "shop", "1", "developer", t);
+  JobRow rev = queued_job(*store, "shop", "2", "reviewer", t + 1s);
+  JobRow local = queued_job(*store, "shop", "3", "analyst", t + 2s);
+  clock.advance(10s);
+  ClaimScope runner{.fresh = true, .any_agent = false, .agents = {"developer", "reviewer"}, .steps = false};
+  ClaimScope server{.fresh = true, .any_agent = false, .agents = {"analyst"}, .steps = true};
+  ClaimScope none{.fresh = false, .any_agent = true, .agents = {}, .steps = false};
+
+  CHECK(claim_in(*store, none, clock.now()) == 0);
+  CHECK(claim_in(*store, server, clock.now()) == local.id);  // the oldest due job is the runner's: skipped
+  CHECK(claim_in(*store, server, clock.now()) == 0);
+  CHECK(claim_in(*store, runner, clock.now(), "runner:a/1") == dev.id);
+
+  // A job whose agent succeeded goes back to the queue for its steps: only the server takes it.
+  REQUIRE(store->begin_job_step(dev.id, "open_pr", clock.now()).ok());
+  REQUIRE(store->requeue_job(dev.id, clock.now()).ok());
+  CHECK(claim_in(*store, runner, clock.now(), "runner:a/2") == rev.id);
+  CHECK(claim_in(*store, runner, clock.now(), "runner:a/3") == 0);
+  JobRow steps = store->claim_job("server/1", clock.now(), JobLimits{}, server).value().value();
+  CHECK(steps.id == dev.id);
+  CHECK(steps.step == "open_pr");
+}
+
+TEST_CASE_TEMPLATE("store: a runner's claim fences its heartbeat and the take-over of its result", B, SqliteBackend,
+                   PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  JobRow job = queued_job(*store, "shop", "1", "developer", clock.now());
+  REQUIRE(store->claim_job("runner:a/1", clock.now()).value()->id == job.id);
+  clock.advance(5s);
+  REQUIRE(store->heartbeat_claim(job.id, "runner:a/1", clock.now()).ok());
+  CHECK(store->find_job(job.id).value()->heartbeat_at == clock.now());
+  CHECK(store->heartbeat_claim(job.id, "runner:b/1", clock.now()).code == Code::kConflict);
+  CHECK(store->take_over_job(job.id, "runner:b/1", "server/1", clock.now()).code == Code::kConflict);
+  CHECK(store->heartbeat_claim(424242, "runner:a/1", clock.now()).code == Code::kNotFound);
+
+  clock.advance(5s);
+  REQUIRE(store->take_over_job(job.id, "runner:a/1", "server/1", clock.now()).ok());
+  JobRow taken = store->find_job(job.id).value().value();
+  CHECK(taken.worker == "server/1");
+  CHECK(taken.heartbeat_at == clock.now());
+  CHECK(taken.status == JobStatus::kRunning);
+  // The same report again, or a heartbeat of the old claim: refused, nothing changed.
+  CHECK(store->take_over_job(job.id, "runner:a/1", "server/2", clock.now()).code == Code::kConflict);
+  CHECK(store->heartbeat_claim(job.id, "runner:a/1", clock.now()).code == Code::kConflict);
+  CHECK(store->find_job(job.id).value()->worker == "server/1");
+  REQUIRE(store->finish_job(job.id, JobStatus::kSucceeded, "", clock.now()).ok());
+  CHECK(store->heartbeat_claim(job.id, "server/1", clock.now()).code == Code::kConflict);
+}
+
+TEST_CASE_TEMPLATE("store: runners are registered once by name, found by token hash, seen and revoked", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  RunnerRow a;
+  a.name = "a";
+  a.labels = {"developer", "gpu"};
+  a.token_sha256 = "aa";
+  a.registered_at = clock.now();
+  RunnerRow b;
+  b.name = "b";
+  b.token_sha256 = "bb";
+  b.registered_at = clock.now();
+  REQUIRE(store->register_runner(b).ok());
+  REQUIRE(store->register_runner(a).ok());
+  RunnerRow again = a;
+  again.token_sha256 = "cc";
+  CHECK(store->register_runner(again).code == Code::kConflict);
+  CHECK_FALSE(store->find_runner_by_token("cc").value().has_value());
+
+  auto found = store->find_runner_by_token("aa");
+  REQUIRE(found.ok());
+  REQUIRE(found->has_value());
+  CHECK(found.value()->name == "a");
+  CHECK(found.value()->labels == std::vector<std::string>{"developer", "gpu"});
+  CHECK_FALSE(found.value()->last_seen_at.has_value());
+  CHECK_FALSE(found.value()->revoked);
+
+  clock.advance(3s);
+  REQUIRE(store->runner_seen("a", clock.now()).ok());
+  CHECK(store->runner_seen("zz", clock.now()).code == Code::kNotFound);
+  REQUIRE(store->revoke_runner("b").ok());
+  CHECK(store->revoke_runner("zz").code == Code::kNotFound);
+  auto all = store->runners().value();
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].name == "a");
+  CHECK(all[0].last_seen_at == clock.now());
+  CHECK(all[1].name == "b");
+  CHECK(all[1].labels.empty());
+  CHECK(all[1].revoked);
+}
+
 // The job claim_job hands out under `limits`, or 0 for none.
 JobId claim_under(Store& store, const JobLimits& limits, TimePoint now) {
   auto job = store.claim_job("w/1", now, limits);
