@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -9,6 +10,8 @@
 #include "app/admin_actions.h"
 #include "app/logging.h"
 #include "app/queue_document.h"
+#include "app/runner_agent.h"
+#include "app/runner_registry.h"
 #include "app/settings.h"
 #include "app/wiring.h"
 #include "engine/budget.h"
@@ -364,6 +367,89 @@ int cmd_sweep_once(const CommonOptions& common) {
   SweepReport r = app.value()->sweeper().run_once();
   std::cout << "sweep: " << r.orphaned << " orphaned, " << r.timed_out << " timed out, " << r.expired << " expired\n";
   return r.errors > 0 ? kFailed : kOk;
+}
+
+int cmd_runner(const RunnerCommand& o) {
+  if (o.server.empty()) {
+    std::cerr << "orch runner: say --server URL, or register, list or revoke (see --help)\n";
+    return 2;
+  }
+  const EnvLookup env = process_env();
+  std::string token;
+  if (o.token_file) {
+    std::ifstream in(*o.token_file);
+    if (!in) return fail("runner", invalid("cannot read the token file " + *o.token_file));
+    std::getline(in, token);
+  } else if (auto t = env("ORCH_RUNNER_TOKEN")) {
+    token = *t;
+  }
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.empty()) return fail("runner", invalid("no token: pass --token-file F or set ORCH_RUNNER_TOKEN"));
+  auto labels = parse_runner_labels(o.labels);
+  if (!labels.ok()) return fail("runner", labels.status());
+  RunnerSettings s;
+  s.server = o.server;
+  s.token = Secret(token);
+  s.labels = labels.value();
+  s.capacity = o.capacity;
+  s.work_dir = o.work_dir;
+  if (auto t = env("ORCH_GITEA_TOKEN")) s.gitea_token = Secret(*t);
+  return run_runner_command(std::move(s));
+}
+
+int cmd_runner_register(const CommonOptions& common, const RunnerCommand& o) {
+  auto settings = settings_for(common);
+  if (!settings.ok()) return fail("runner register", settings.status());
+  auto labels = parse_runner_labels(o.register_labels);
+  if (!labels.ok()) return fail("runner register", labels.status());
+  auto store = open_store(settings.value());
+  if (!store.ok()) return fail("runner register", store.status());
+  SystemClock clock;
+  auto token = register_runner(*store.value().store, o.name, labels.value(), clock.now());
+  if (!token.ok()) return fail("runner register", token.status());
+  std::cerr << "runner " << o.name << " registered; its token (shown only now) follows on stdout\n";
+  std::cout << token.value() << "\n";
+  return kOk;
+}
+
+int cmd_runner_list(const CommonOptions& common, bool as_json) {
+  auto settings = settings_for(common);
+  if (!settings.ok()) return fail("runner list", settings.status());
+  auto store = open_store(settings.value());
+  if (!store.ok()) return fail("runner list", store.status());
+  Store& st = *store.value().store;
+  auto runners = st.runners();
+  if (!runners.ok()) return fail("runner list", runners.status());
+  auto running = st.jobs_with_status(JobStatus::kRunning, 5000);
+  if (!running.ok()) return fail("runner list", running.status());
+  SystemClock clock;
+  const nlohmann::json doc =
+      queue_runners_json(runners.value(), running.value(), clock.now(), settings.value().config.jobs.heartbeat_stale);
+  if (as_json) {
+    std::cout << doc.dump(2) << "\n";
+    return kOk;
+  }
+  if (doc.empty()) std::cout << "no runners registered\n";
+  for (const auto& r : doc) {
+    std::string labels;
+    for (const auto& l : r["labels"]) labels += (labels.empty() ? "" : ",") + l.get<std::string>();
+    std::cout << r["name"].get<std::string>() << "  " << r["state"].get<std::string>()
+              << (r["revoked"].get<bool>() ? " (revoked)" : "") << "  labels=" << (labels.empty() ? "-" : labels)
+              << "  last_heartbeat="
+              << (r["last_heartbeat_at"].is_null() ? "never" : r["last_heartbeat_at"].get<std::string>())
+              << "  job=" << (r["job_id"].is_null() ? "-" : std::to_string(r["job_id"].get<JobId>())) << "\n";
+  }
+  return kOk;
+}
+
+int cmd_runner_revoke(const CommonOptions& common, const std::string& name) {
+  auto settings = settings_for(common);
+  if (!settings.ok()) return fail("runner revoke", settings.status());
+  auto store = open_store(settings.value());
+  if (!store.ok()) return fail("runner revoke", store.status());
+  if (Status s = store.value().store->revoke_runner(name); !s.ok()) return fail("runner revoke", s);
+  std::cout << "runner " << name << " revoked\n";
+  return kOk;
 }
 
 }  // namespace orch

@@ -32,4 +32,20 @@ int cmd_reconcile_switch(const CommonOptions& common, bool enable, bool plane_on
 int cmd_reconcile_once(const CommonOptions& common, bool dry_run);
 int cmd_sweep_once(const CommonOptions& common);
 
+struct RunnerCommand {
+  std::string server;
+  std::optional<std::string> token_file;
+  std::string labels;
+  int capacity = 1;
+  std::string work_dir = "./runner-data";
+  std::string name;             // register, revoke
+  std::string register_labels;  // register
+  bool json = false;            // list
+};
+// `orch runner --server URL ...`: runs agents for the server until SIGTERM (app/runner_agent.h).
+int cmd_runner(const RunnerCommand& options);
+int cmd_runner_register(const CommonOptions& common, const RunnerCommand& options);
+int cmd_runner_list(const CommonOptions& common, bool json);
+int cmd_runner_revoke(const CommonOptions& common, const std::string& name);
+
 }  // namespace orch

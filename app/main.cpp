@@ -74,6 +74,27 @@ int main(int argc, char** argv) {
   add_config(sweep);
   sweep->add_flag("--once", sweep_once, "run one sweep now")->required();
 
+  // `orch runner --server URL`: a runner on this host; `orch runner register|list|revoke`: the server's registry.
+  RunnerCommand runner_opts;
+  auto* runner = cli.add_subcommand("runner", "run agents for a server on this host, or manage the registered runners");
+  runner->require_subcommand(0, 1);
+  runner->add_option("--server", runner_opts.server, "the orch server's URL, e.g. http://orch.internal:8080");
+  runner->add_option("--token-file", runner_opts.token_file,
+                     "the file holding this runner's token (else ORCH_RUNNER_TOKEN)");
+  runner->add_option("--labels", runner_opts.labels, "labels offered, comma-separated (at most the registered ones)");
+  runner->add_option("--capacity", runner_opts.capacity, "jobs at once")->check(CLI::Range(1, 64));
+  runner->add_option("--work-dir", runner_opts.work_dir, "clones, worktrees and logs (default ./runner-data)");
+  auto* runner_register = runner->add_subcommand("register", "register a runner; prints its token once");
+  add_config(runner_register);
+  runner_register->add_option("--name", runner_opts.name, "the runner's name: A-Z a-z 0-9 . _ -")->required();
+  runner_register->add_option("--labels", runner_opts.register_labels, "its labels, comma-separated");
+  auto* runner_list = runner->add_subcommand("list", "the registered runners, their state and current job");
+  add_config(runner_list);
+  runner_list->add_flag("--json", runner_opts.json, "print them as /queue.json's runners");
+  auto* runner_revoke = runner->add_subcommand("revoke", "revoke a runner's token: its next request is refused");
+  add_config(runner_revoke);
+  runner_revoke->add_option("NAME", runner_opts.name, "the runner's name")->required();
+
   try {
     cli.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -102,5 +123,11 @@ int main(int argc, char** argv) {
     return cmd_reconcile_once(common, reconcile_opts.dry_run);
   }
   if (*sweep) return cmd_sweep_once(common);
+  if (*runner) {
+    if (*runner_register) return cmd_runner_register(common, runner_opts);
+    if (*runner_list) return cmd_runner_list(common, runner_opts.json);
+    if (*runner_revoke) return cmd_runner_revoke(common, runner_opts.name);
+    return cmd_runner(runner_opts);
+  }
   return 2;
 }

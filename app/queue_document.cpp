@@ -141,7 +141,8 @@ QueueDefaults queue_defaults(const Settings& s) {
                   s.reconciler.plane_enabled,
                   static_cast<long long>(s.reconciler.interval.count()),
                   s.plane_write_back,
-                  {}};
+                  {},
+                  s.config.jobs.heartbeat_stale};
   for (const ProjectSpec& p : s.config.projects)
     if (p.budget > 0) d.project_budgets[p.name] = p.budget;
   return d;
@@ -157,6 +158,25 @@ WaitingRules waiting_rules(const Settings& settings, const Pipeline& pipeline) {
 json waiting_json(const std::optional<Waiting>& w) {
   if (!w) return nullptr;
   return {{"reason", w->reason}, {"text", w->text}, {"since", format_rfc3339(w->since)}};
+}
+
+json queue_runners_json(const std::vector<RunnerRow>& runners, const std::vector<JobRow>& running, TimePoint now,
+                        std::chrono::seconds heartbeat_stale) {
+  json out = json::array();
+  for (const RunnerRow& r : runners) {
+    const bool online = !r.revoked && r.last_seen_at && *r.last_seen_at >= now - heartbeat_stale;
+    json job = nullptr;
+    const std::string prefix = "runner:" + r.name + "/";
+    for (const JobRow& j : running)
+      if (j.worker.rfind(prefix, 0) == 0) job = j.id;
+    out.push_back({{"name", r.name},
+                   {"labels", r.labels},
+                   {"state", online ? "online" : "offline"},
+                   {"last_heartbeat_at", r.last_seen_at ? json(format_rfc3339(*r.last_seen_at)) : json(nullptr)},
+                   {"job_id", job},
+                   {"revoked", r.revoked}});
+  }
+  return out;
 }
 
 Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& defaults, const WaitingRules& rules,
@@ -200,6 +220,10 @@ Result<json> queue_document(Store& store, TimePoint now, const QueueDefaults& de
                                                   gate == gate_of.end() ? nullptr : gate->second, queue, rules, now));
     doc["tasks"].push_back(std::move(row));
   }
+  auto runners = store.runners();
+  if (!runners.ok()) return runners.status();
+  doc["runners"] = queue_runners_json(runners.value(), active[0], now, defaults.heartbeat_stale);
+
   auto failed = store.recent_failed_jobs(20);
   if (!failed.ok()) return failed.status();
   for (const JobRow& j : failed.value()) doc["jobs"].push_back(queue_job_json(j));

@@ -21,6 +21,7 @@ struct QueueDefaults {  // what the reconcile block says before the reconciler e
   long long interval_s = 60;
   bool write_back_enabled = true;                   // Settings::plane_write_back: the write_back block's `enabled`
   std::map<std::string, MicroUsd> project_budgets;  // `budget_usd` of each project that has one: the spend block's
+  std::chrono::seconds heartbeat_stale{150};        // [jobs] heartbeat_stale: a runner unseen longer is offline
 };
 
 // Each task carries `waiting` (engine/waiting.h, by `rules`). With `leadership`, the reconcile block also says which
@@ -43,6 +44,12 @@ nlohmann::json queue_transition_json(const TransitionRow& t);
 nlohmann::json queue_ledger_json(const LedgerEntry& e);
 // How many ledger entries /queue.json carries (newest first).
 inline constexpr int kQueueLedgerLimit = 100;
+
+// /queue.json's `runners`: [{name, labels, state (online|offline), last_heartbeat_at, job_id, revoked}], by name. A
+// runner is online when it was seen (a claim, heartbeat or report) within `heartbeat_stale` and is not revoked;
+// job_id is the job running on one of its claims, or null. `running` is the running jobs.
+nlohmann::json queue_runners_json(const std::vector<RunnerRow>& runners, const std::vector<JobRow>& running,
+                                  TimePoint now, std::chrono::seconds heartbeat_stale);
 
 // /queue.json's `waiting` of one task: {"reason", "text", "since"}, or null.
 nlohmann::json waiting_json(const std::optional<Waiting>& w);

@@ -71,8 +71,18 @@ WebhookRouteOptions route_options(const Settings& s, Telemetry& telemetry) {
 WorkerOptions worker_options(const Settings& s, Telemetry& telemetry) {
   WorkerOptions o = worker_options_from(s.config.jobs);
   o.limits = job_limits(s.config);
+  o.scope = server_claim_scope(s.config);
   o.telemetry = &telemetry;
   o.replica_id = s.replica_id;
+  return o;
+}
+
+RunnerRoutesOptions runner_routes_options(const Settings& s, const WorkerOptions& workers) {
+  RunnerRoutesOptions o;
+  o.replica_id = s.replica_id;
+  o.heartbeat_stale = s.config.jobs.heartbeat_stale;
+  o.heartbeat_interval = workers.heartbeat_interval;
+  o.log_cap_bytes = workers.log_cap_bytes;
   return o;
 }
 
@@ -198,7 +208,8 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                                 .log = log_},
                   with_write_back(worker_options(settings_, metrics_), write_back_, reporter_)),
       pool_(job_runner_, *store_, clock_, log_, [this](const TaskRow& task) { return lifecycle_.remove(task); }),
-      scheduler_(*store_, pipeline_, clock_, log_, pool_),
+      runner_dispatch_(pool_),
+      scheduler_(*store_, pipeline_, clock_, log_, runner_dispatch_),
       handlers_(*store_, *store_, engine_, plane_, gitea_, settings_.config, clock_, log_, write_back_),
       dispatcher_(handlers_, settings_.config),
       inbox_(*store_, dispatcher_, clock_, log_, inbox_options(settings_, metrics_)),
@@ -242,7 +253,16 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                          }),
       queue_page_(*store_, clock_, settings_.config, layout_, queue_defaults(settings_),
                   waiting_rules(settings_, pipeline_), QueueLinks{settings_.plane_base_url, settings_.gitea_base_url},
-                  leadership_.get(), &webhook_routes_.refusals()) {
+                  leadership_.get(), &webhook_routes_.refusals()),
+      runner_routes_(RunnerRoutesDeps{.store = *store_,
+                                      .runner = job_runner_,
+                                      .dispatch = runner_dispatch_,
+                                      .pool = pool_,
+                                      .git = git_,
+                                      .config = settings_.config,
+                                      .clock = clock_,
+                                      .log = log_},
+                     runner_routes_options(settings_, job_runner_.options())) {
   // Independent of one another: the scheduler wakes the pool itself, and a worker removes a done task's worktree.
   subscribe_audit_log(bus_, log_);
   lifecycle_.subscribe_to(bus_, pool_);
@@ -264,6 +284,7 @@ void App::register_routes() {
   metrics_.instrument(r);
   metrics_.register_routes(r, settings_.metrics_token);
   queue_page_.register_routes(r, settings_.admin_token);
+  runner_routes_.register_on(r);
   register_admin_routes(
       r, settings_.admin_token,
       AdminDeps{*store_, inbox_, reconciler_, pool_, pipeline_, settings_.config, engine_, clock_, log_});
@@ -362,8 +383,9 @@ Status App::check_plane_states() {
 
 void App::stop() {
   if (!started_) return;
-  http_.stop();          // nothing new arrives
-  sleeper_.interrupt();  // outbound calls give up now (a Retry-After can be a minute): their work stays durable
+  runner_dispatch_.close();  // the runners' long polls answer at once, so the HTTP server stops promptly
+  http_.stop();              // nothing new arrives
+  sleeper_.interrupt();      // outbound calls give up now (a Retry-After can be a minute): their work stays durable
   stop_threads();
   started_ = false;
   log_.info("orch stopped");

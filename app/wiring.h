@@ -16,6 +16,7 @@
 #include "app/metrics.h"
 #include "app/queue_page.h"
 #include "app/readiness.h"
+#include "app/runner_routes.h"
 #include "app/settings.h"
 #include "engine/attempt_policy.h"
 #include "engine/clock.h"
@@ -159,7 +160,8 @@ class App {
   AttemptPolicy attempts_;  // the worker's and the sweeper's rule for a failed attempt
   JobRunner job_runner_;
   WorkerPool pool_;
-  JobScheduler scheduler_;  // wakes pool_ after each enqueue
+  RunnerDispatch runner_dispatch_;  // wakes the runners' long polls, then pool_
+  JobScheduler scheduler_;          // wakes runner_dispatch_ (and so pool_) after each enqueue
   Handlers handlers_;
   Dispatcher dispatcher_;
   InboxProcessor inbox_;
@@ -178,6 +180,7 @@ class App {
   OutboxDrainer gitea_outbox_;
   Periodic write_back_thread_;  // drains the Plane and Gitea channels
   QueuePage queue_page_;
+  RunnerRoutes runner_routes_;
   HttpServer http_;
   bool started_ = false;
 };

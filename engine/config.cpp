@@ -863,4 +863,27 @@ JobLimits job_limits(const Config& config) {
   return limits;
 }
 
+ClaimScope server_claim_scope(const Config& config) {
+  ClaimScope scope;
+  for (const auto& [name, agent] : config.agents) {
+    if (agent.remote())
+      scope.any_agent = false;
+    else
+      scope.agents.push_back(name);
+  }
+  if (scope.any_agent) scope.agents.clear();
+  return scope;
+}
+
+ClaimScope runner_claim_scope(const Config& config, const std::vector<std::string>& labels) {
+  ClaimScope scope{.fresh = true, .any_agent = false, .agents = {}, .steps = false};
+  for (const auto& [name, agent] : config.agents)
+    for (const std::string& label : agent.runs_on)
+      if (std::find(labels.begin(), labels.end(), label) != labels.end()) {
+        scope.agents.push_back(name);
+        break;
+      }
+  return scope;
+}
+
 }  // namespace orch

@@ -151,6 +151,11 @@ std::vector<PlaneStateRef> plane_state_refs(const Config& config);
 
 // The `max_running` limits of [jobs], each project and each agent, as the job claim enforces them.
 JobLimits job_limits(const Config& config);
+// What the server's own pool claims: every follow-up step, and the jobs of the agents without `runs_on` (all of them
+// when no agent has it). What a runner with `labels` claims: the jobs of the agents whose `runs_on` names one of its
+// labels, and no step (docs/adr/0023).
+ClaimScope server_claim_scope(const Config& config);
+ClaimScope runner_claim_scope(const Config& config, const std::vector<std::string>& labels);
 
 // Parses and validates; every error names the file and line: "orch.toml:12: unknown key 'gaet' in [[stages]]".
 Result<Config> parse_config(const std::string& text, const std::string& filename);

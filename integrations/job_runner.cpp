@@ -7,16 +7,9 @@
 // the job row before each is done, retried on their own backoff through the queue (the job keeps its attempt, so the
 // claim that takes it up again resumes the step instead of running the agent), and resumed after a restart.
 //
-// The agent is data-driven from the outside world, so it gets nothing of ours: a fresh environment (the ORCH_*
-// variables of docs/contracts.md, its agent's `env` table, a minimal PATH, HOME = the worktree), no file descriptors
-// (the process runner closes them), its own process group (a timeout kills everything it started), and the task's
-// attacker-controlled text (title, description) only inside the JSON file named by ORCH_TASK_JSON.
-// What it may leave for us goes into ORCH_OUTPUT_DIR, emptied before each run; summary.md there is read by
-// job_summary, which trusts nothing about it (symlinks, fifos, size), and handed with the exit code to the
-// JobReporter before the follow-up steps.
-//
-// Output goes through a pipe that the process runner drains into the job's log (integrations/job_log.h) while it
-// waits for the agent, so the agent never blocks on a full log and the log never grows past its cap.
+// The agent itself is launched by the AgentLauncher (integrations/agent_launch.h): its clean environment, its process
+// group, its log. What it leaves in ORCH_OUTPUT_DIR (summary.md) is read by job_summary, which trusts nothing about
+// it (symlinks, fifos, size), and handed with the exit code to the JobReporter before the follow-up steps.
 #include "integrations/job_runner.h"
 
 #include <errno.h>
@@ -32,11 +25,11 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <variant>
 
 #include <nlohmann/json.hpp>
 
 #include "integrations/agent_usage.h"
-#include "integrations/job_log.h"
 #include "integrations/job_summary.h"
 
 namespace orch {
@@ -70,7 +63,11 @@ WorkerOptions worker_options_from(const JobsSpec& jobs) {
 }
 
 JobRunner::JobRunner(JobRunnerDeps deps, WorkerOptions options)
-    : deps_(deps), options_(options), budget_(deps.store, deps.config, deps.clock, deps.log) {}
+    : deps_(deps),
+      options_(options),
+      launcher_(deps.processes, deps.layout, deps.clock,
+                LaunchOptions{options.heartbeat_interval, options.kill_grace, options.log_cap_bytes}),
+      budget_(deps.store, deps.config, deps.clock, deps.log) {}
 
 Seconds JobRunner::step_backoff(int tries) const {
   Seconds wait = options_.step_backoff;
@@ -95,35 +92,61 @@ std::optional<JobResult> JobRunner::abandon_if_moved_on(const JobRow& job, const
   return JobResult{JobOutcome::kAbandoned, why};
 }
 
-JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive) {
+std::variant<JobRunner::Ready, JobResult> JobRunner::prepare(const JobRow& job) {
   auto found = deps_.store.find_task(job.task_id);
   if (!found.ok()) {
     // The store is failing: leave the job running; its heartbeat stops and the sweeper fails it as orphaned.
     deps_.log.warn("jobs: job {} cannot read its task: {}", job.id, found.status().to_string());
-    return {JobOutcome::kAbandoned, found.status().message};
+    return JobResult{JobOutcome::kAbandoned, found.status().message};
   }
   if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
-  const TaskRow task = *found.value();
+  Ready ready{*found.value(), nullptr, nullptr, nullptr};
   const Pipeline& pipeline = deps_.engine.pipeline();
-  const StageSpec* stage = pipeline.stage(job.stage);
-  const AgentSpec* agent = pipeline.agent_of(job.stage);
-  if (!stage || !agent || agent->name != job.agent)
+  ready.stage = pipeline.stage(job.stage);
+  ready.agent = pipeline.agent_of(job.stage);
+  if (!ready.stage || !ready.agent || ready.agent->name != job.agent)
     return attempt_failed(job, "agent " + job.agent + " is not configured for stage " + job.stage, Retry::kNo);
-  const ProjectSpec* project = deps_.config.find_project(task.project);
-  if (!project) return attempt_failed(job, "project " + task.project + " is not configured", Retry::kNo);
-  // The agent exited 0 on an earlier claim of this job: resume its step. The agent never runs twice for one success.
-  if (!job.step.empty()) return run_steps(job, *project, *agent, *stage);
+  ready.project = deps_.config.find_project(ready.task.project);
+  if (!ready.project) return attempt_failed(job, "project " + ready.task.project + " is not configured", Retry::kNo);
+  return ready;
+}
 
+std::optional<JobResult> JobRunner::hold_if_over_budget(const JobRow& job, const TaskRow& task) {
   // A spent budget: the agent is not started. The task is held until a person lifts it, and the job goes back to the
   // queue, where the claim skips it until then (docs/adr/0021).
   auto held = budget_.before_start(job, task);
   if (!held.ok()) return attempt_failed(job, "budget: " + held.status().message, Retry::kAfterBackoff);
-  if (held.value()) {
-    if (Status s = deps_.store.requeue_job(job.id, deps_.clock.now()); !s.ok())
-      deps_.log.warn("jobs: cannot put job {} of held {} back in the queue: {}", job.id, task.work_item_key,
-                     s.to_string());
-    return {JobOutcome::kHeld, "held for its budget"};
+  if (!held.value()) return std::nullopt;
+  if (Status s = deps_.store.requeue_job(job.id, deps_.clock.now()); !s.ok())
+    deps_.log.warn("jobs: cannot put job {} of held {} back in the queue: {}", job.id, task.work_item_key,
+                   s.to_string());
+  return JobResult{JobOutcome::kHeld, "held for its budget"};
+}
+
+std::variant<JobRunner::Ready, JobResult> JobRunner::before_remote_start(const JobRow& job) {
+  try {
+    auto ready = prepare(job);
+    if (auto* r = std::get_if<Ready>(&ready))
+      if (auto stopped = hold_if_over_budget(job, r->task)) return *stopped;
+    return ready;
+  } catch (const std::exception& e) {
+    deps_.log.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
+    (void)deps_.store.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), deps_.clock.now());
+    return JobResult{JobOutcome::kAbandoned, e.what()};
   }
+}
+
+JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive) {
+  auto prepared = prepare(job);
+  if (auto* result = std::get_if<JobResult>(&prepared)) return *result;
+  const Ready& ready = std::get<Ready>(prepared);
+  const TaskRow& task = ready.task;
+  const StageSpec* stage = ready.stage;
+  const AgentSpec* agent = ready.agent;
+  const ProjectSpec* project = ready.project;
+  // The agent exited 0 on an earlier claim of this job: resume its step. The agent never runs twice for one success.
+  if (!job.step.empty()) return run_steps(job, *project, *agent, *stage);
+  if (auto held = hold_if_over_budget(job, task)) return *held;
 
   auto worktree = deps_.git.ensure_worktree(*project, task);
   if (!worktree.ok())
@@ -134,29 +157,13 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
     return attempt_failed(job, "worktree: " + s.message,
                           s.code == Code::kConflict ? Retry::kNo : AttemptPolicy::retry_unless_invalid(s));
   const std::string dir = worktree.value().path.string();
-  if (Status s = write_task_json(job, task, dir); !s.ok()) return attempt_failed(job, s.message, Retry::kAfterBackoff);
-  if (Status s = prepare_output_dir(job); !s.ok()) return attempt_failed(job, s.message, Retry::kAfterBackoff);
-
-  const std::string header = "[orch] job " + std::to_string(job.id) + ": " + agent->name + " for " +
-                             task.work_item_key + " in " + job.stage + ", attempt " + std::to_string(job.attempt) +
-                             ", started " + format_rfc3339(deps_.clock.now()) + "\n";
-  auto log = JobLog::open(deps_.layout.job_log(job.id), options_.log_cap_bytes, header);
-  if (!log.ok()) return attempt_failed(job, log.status().message, Retry::kAfterBackoff);
-  JobLog& job_log = *log.value();
 
   std::stop_source halt;  // stops the agent: the pool is stopping, or the job was finished elsewhere
   std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
   std::atomic<bool> lost{false};
   std::string moved_on;  // the task left the job's stage or visit while the agent ran: its work no longer counts
-  ProcessSpec spec;
-  spec.argv = agent->argv;
-  spec.cwd = dir;
-  spec.env = agent_environment(job, task, *agent, dir);
-  spec.on_output = [&job_log](std::string_view output) { job_log.write(output); };
-  spec.timeout = agent->timeout;
-  spec.kill_grace = options_.kill_grace;
-  spec.heartbeat_interval = options_.heartbeat_interval;
-  spec.heartbeat = [&] {
+  LaunchHooks hooks;
+  hooks.heartbeat = [&] {
     if (alive) alive();
     Status s = deps_.store.heartbeat_job(job.id, deps_.clock.now());
     if (s.code == Code::kConflict || s.code == Code::kNotFound) {
@@ -179,10 +186,9 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
     moved_on = now_task.value() ? superseded(job, *now_task.value()) : "superseded: the task is gone";
     if (!moved_on.empty()) halt.request_stop();
   };
-  spec.stop = halt.get_token();
+  hooks.stop = halt.get_token();
   const auto agent_started = Steady::now();
-  Result<int> code = deps_.processes.run(spec);
-  job_log.finish("[orch] " + (code.ok() ? "exit " + std::to_string(code.value()) : code.status().message) + "\n");
+  Result<int> code = launcher_.run(job, task, *agent, dir, hooks);
   // A reviewing agent requesting changes did its job: its verdict is a success like an approval.
   const bool succeeded =
       code.ok() && (code.value() == 0 || (stage->post_review && code.value() == kExitRequestChanges));
@@ -195,12 +201,7 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
                                   std::chrono::duration<double>(Steady::now() - agent_started).count());
   }
 
-  // What the run spent counts whatever became of it; the budgets are checked when the task still waits for it.
-  if (const std::optional<Spend> spend = record_usage(job); spend && moved_on.empty() && !stop.stop_requested()) {
-    auto after = budget_.after_run(job, task, *spend, !succeeded);
-    if (!after.ok())
-      deps_.log.warn("jobs: cannot check the budgets of {}: {}", task.work_item_key, after.status().to_string());
-  }
+  account_run(job, task, succeeded, moved_on.empty() && !stop.stop_requested());
   if (!moved_on.empty()) {
     deps_.log.info("jobs: {} for {} stopped: {}", agent->name, task.work_item_key, moved_on);
     (void)deps_.store.finish_job(job.id, JobStatus::kFailed, moved_on, deps_.clock.now());
@@ -219,6 +220,74 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   return run_steps(job, *project, *agent, *stage);
 }
 
+void JobRunner::account_run(const JobRow& job, const TaskRow& task, bool succeeded, bool counts) {
+  // What the run spent counts whatever became of it; the budgets are checked when the task still waits for it.
+  if (const std::optional<Spend> spend = record_usage(job); spend && counts) {
+    auto after = budget_.after_run(job, task, *spend, !succeeded);
+    if (!after.ok())
+      deps_.log.warn("jobs: cannot check the budgets of {}: {}", task.work_item_key, after.status().to_string());
+  }
+}
+
+JobResult JobRunner::finish_remote(const JobRow& job, const RemoteRun& run) {
+  try {
+    auto found = deps_.store.find_task(job.task_id);
+    if (!found.ok()) return attempt_failed(job, "report: " + found.status().message, Retry::kAfterBackoff);
+    const Pipeline& pipeline = deps_.engine.pipeline();
+    const StageSpec* stage = pipeline.stage(job.stage);
+    const AgentSpec* agent = pipeline.agent_of(job.stage);
+    const bool succeeded = run.code.ok() && (run.code.value() == 0 ||
+                                             (stage && stage->post_review && run.code.value() == kExitRequestChanges));
+    if (agent) {
+      const AgentOutcome outcome = !run.code.ok() ? AgentOutcome::kError
+                                   : succeeded    ? AgentOutcome::kSucceeded
+                                                  : AgentOutcome::kFailed;
+      options_.telemetry->agent_run(agent->name, job.stage, outcome, run.seconds);
+    }
+    if (found.value()) account_run(job, *found.value(), succeeded, superseded(job, *found.value()).empty());
+    if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
+    const TaskRow task = *found.value();
+    if (!stage || !agent || agent->name != job.agent)
+      return attempt_failed(job, "agent " + job.agent + " is not configured for stage " + job.stage, Retry::kNo);
+    const ProjectSpec* project = deps_.config.find_project(task.project);
+    if (!project) return attempt_failed(job, "project " + task.project + " is not configured", Retry::kNo);
+    if (!run.code.ok())
+      return attempt_failed(job, run.code.status().message, AttemptPolicy::retry_unless_invalid(run.code.status()));
+    if (!succeeded)
+      return attempt_failed(job, "agent exited " + std::to_string(run.code.value()), Retry::kAfterBackoff);
+    if (run.head_sha.empty())
+      return attempt_failed(job, "push: the runner pushed no branch head", Retry::kAfterBackoff);
+    if (auto failed = report_success(job, *stage, run.code.value())) return *failed;
+    // The runner pushed: step push is done here with the head it reported; open_pr and gate run on the server.
+    Status s = deps_.store.begin_job_step(job.id, "push", deps_.clock.now());
+    if (s.code == Code::kConflict || s.code == Code::kNotFound)
+      return {JobOutcome::kAbandoned, "the job was finished elsewhere: " + s.message};
+    record_pushed_head(*project, task, run.head_sha);
+    if (s = deps_.store.begin_job_step(job.id, "open_pr", deps_.clock.now()); s.ok())
+      s = deps_.store.requeue_job(job.id, deps_.clock.now());
+    if (!s.ok()) {
+      // The job stays running for this process: the sweeper's heartbeat rule, or start-up recovery, takes it on.
+      deps_.log.warn("jobs: cannot queue the steps of job {}: {}", job.id, s.to_string());
+      return {JobOutcome::kAbandoned, s.message};
+    }
+    return {JobOutcome::kRequeued, "the agent succeeded on a runner; open_pr and gate follow here"};
+  } catch (const std::exception& e) {
+    deps_.log.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
+    (void)deps_.store.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), deps_.clock.now());
+    return {JobOutcome::kAbandoned, e.what()};
+  }
+}
+
+void JobRunner::record_pushed_head(const ProjectSpec& project, const TaskRow& task, const std::string& sha) {
+  // The sha -> branch map lets a CI status event (which names no branch) find this task.
+  if (Status s = deps_.store.record_branch_head(project.gitea_repo, task.branch, sha, deps_.clock.now()); !s.ok())
+    deps_.log.warn("jobs: cannot record the head of {}: {}", task.branch, s.to_string());
+  TaskFacts facts;
+  facts.head_sha = sha;
+  if (Status s = deps_.store.record_facts(task.id, facts, deps_.clock.now()); !s.ok())
+    deps_.log.warn("jobs: cannot record facts of {}: {}", task.work_item_key, s.to_string());
+}
+
 std::optional<JobResult> JobRunner::report_success(const JobRow& job, const StageSpec& stage, int exit_code) {
   if (!options_.reporter) return std::nullopt;
   // A fresh row: the run may have taken long, and a job whose task moved on meanwhile has nothing to report.
@@ -227,7 +296,7 @@ std::optional<JobResult> JobRunner::report_success(const JobRow& job, const Stag
   if (auto gone = abandon_if_moved_on(job, found.value())) return gone;
   AgentResult result;
   result.exit_code = exit_code;
-  result.summary = job_summary(output_dir(job), deps_.layout.job_log(job.id));
+  result.summary = job_summary(launcher_.output_dir(job.id), deps_.layout.job_log(job.id));
   if (stage.post_review) result.verdict = exit_code == kExitRequestChanges ? "REQUEST_CHANGES" : "APPROVED";
   Status s = options_.reporter->agent_succeeded(job, *found.value(), result);
   if (s.ok()) return std::nullopt;
@@ -236,7 +305,7 @@ std::optional<JobResult> JobRunner::report_success(const JobRow& job, const Stag
 }
 
 std::optional<Spend> JobRunner::record_usage(const JobRow& job) {
-  auto usage = read_agent_usage(output_dir(job));
+  auto usage = read_agent_usage(launcher_.output_dir(job.id));
   if (!usage.ok()) {
     deps_.log.warn("jobs: job {} ({}): {}; no usage recorded", job.id, job.agent, usage.status().message);
     return std::nullopt;
@@ -248,23 +317,6 @@ std::optional<Spend> JobRunner::record_usage(const JobRow& job) {
     return std::nullopt;
   }
   return spend.value();
-}
-
-fs::path JobRunner::output_dir(const JobRow& job) const {
-  std::error_code ec;
-  fs::path dir = fs::absolute(deps_.layout.job_output(job.id), ec);
-  return ec ? deps_.layout.job_output(job.id) : dir.lexically_normal();
-}
-
-Status JobRunner::prepare_output_dir(const JobRow& job) const {
-  const fs::path dir = output_dir(job);
-  std::error_code ec;
-  // remove_all removes symlinks, never what they point to: whatever an earlier attempt left there goes, nothing else.
-  fs::remove_all(dir, ec);
-  if (ec) return unavailable("cannot empty the output directory " + dir.string() + ": " + ec.message());
-  fs::create_directories(dir, ec);
-  if (ec) return unavailable("cannot create the output directory " + dir.string() + ": " + ec.message());
-  return {};
 }
 
 JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, const AgentSpec& agent,
@@ -290,17 +342,8 @@ JobResult JobRunner::run_steps(const JobRow& job, const ProjectSpec& project, co
 
     if (step == "push") {
       if (Status s = deps_.git.push_branch(project, task); !s.ok()) return step_failed(job, task, step, tries, s);
-      auto head = deps_.git.branch_head(project, task.branch);
-      if (head.ok()) {
-        // The sha -> branch map lets a CI status event (which names no branch) find this task.
-        if (Status s = deps_.store.record_branch_head(project.gitea_repo, task.branch, head.value(), deps_.clock.now());
-            !s.ok())
-          deps_.log.warn("jobs: cannot record the head of {}: {}", task.branch, s.to_string());
-        TaskFacts facts;
-        facts.head_sha = head.value();
-        if (Status s = deps_.store.record_facts(task.id, facts, deps_.clock.now()); !s.ok())
-          deps_.log.warn("jobs: cannot record facts of {}: {}", task.work_item_key, s.to_string());
-      }
+      if (auto head = deps_.git.branch_head(project, task.branch); head.ok())
+        record_pushed_head(project, task, head.value());
     } else if (step == "open_pr") {
       if (!stage.open_pr) continue;
       if (task.pr_number) {  // recorded (by this step before a crash, or by the PR's webhook): said once, by key
@@ -382,69 +425,6 @@ JobResult JobRunner::step_failed(const JobRow& job, const TaskRow& task, const s
   }
   return deps_.attempts.block(job, task,
                               "step " + step + " failed " + std::to_string(failed) + " time(s): " + s.message);
-}
-
-Status JobRunner::write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree) {
-  nlohmann::json j = {
-      {"task_id", task.id},
-      {"job_id", job.id},
-      {"project", task.project},
-      {"work_item_id", task.work_item_id},
-      {"work_item_key", task.work_item_key},
-      {"title", task.title},
-      {"description", task.description},
-      {"stage", job.stage},
-      {"visit", job.visit},
-      {"agent", job.agent},
-      {"branch", task.branch},
-      {"worktree", worktree},
-      {"attempt", job.attempt},
-      {"rejection_reason", task.rejection_reason},
-      {"pr_number", task.pr_number ? nlohmann::json(*task.pr_number) : nlohmann::json(nullptr)},
-      {"head_sha", task.head_sha.empty() ? nlohmann::json(nullptr) : nlohmann::json(task.head_sha)},
-  };
-  // Tracker text is not guaranteed to be valid UTF-8: replace bad bytes rather than fail the job.
-  const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  const fs::path path = deps_.layout.task_json(job.id);
-  std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
-  const std::string tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out) return unavailable("cannot write " + tmp + ": " + std::strerror(errno));
-  }
-  fs::rename(tmp, path, ec);  // the agent never reads a half-written file
-  if (ec) return unavailable("cannot write " + path.string() + ": " + ec.message());
-  return {};
-}
-
-std::vector<std::string> JobRunner::agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
-                                                      const std::string& worktree) const {
-  std::map<std::string, std::string> env = {
-      {"PATH", "/usr/local/bin:/usr/bin:/bin"},
-      {"HOME", worktree},
-  };
-  for (const auto& [k, v] : agent.env) env[k] = v;  // may set PATH or HOME, never an ORCH_* below
-  env["ORCH_TASK_ID"] = std::to_string(task.id);
-  env["ORCH_WORK_ITEM_ID"] = task.work_item_id;
-  env["ORCH_WORK_ITEM_KEY"] = task.work_item_key;
-  env["ORCH_PROJECT"] = task.project;
-  env["ORCH_STAGE"] = job.stage;
-  env["ORCH_BRANCH"] = task.branch;
-  env["ORCH_WORKTREE"] = worktree;
-  env["ORCH_ATTEMPT"] = std::to_string(job.attempt);
-  env["ORCH_REJECTION_REASON"] = task.rejection_reason;
-  env["ORCH_TASK_JSON"] = deps_.layout.task_json(job.id).string();
-  env["ORCH_OUTPUT_DIR"] = output_dir(job).string();
-  std::vector<std::string> out;
-  out.reserve(env.size());
-  for (const auto& [k, v] : env) {
-    std::string value = v;
-    value.erase(std::remove(value.begin(), value.end(), '\0'), value.end());
-    out.push_back(k + "=" + value);
-  }
-  return out;
 }
 
 }  // namespace orch

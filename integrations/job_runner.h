@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <variant>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "engine/store.h"
 #include "engine/telemetry.h"
 #include "engine/write_back.h"
+#include "integrations/agent_launch.h"
 #include "integrations/git.h"
 #include "integrations/process_runner.h"
 
@@ -64,6 +66,7 @@ inline constexpr int kExitRequestChanges = 3;
 struct WorkerOptions {
   int workers = 2;   // JobsSpec::workers
   JobLimits limits;  // the max_running limits every claim respects (job_limits(config)); none by default
+  ClaimScope scope;  // the jobs this pool claims (server_claim_scope(config)); every job by default
   // Heartbeats must come well inside JobsSpec::heartbeat_stale (150 s by default), or the sweeper fails the job.
   Millis heartbeat_interval{std::chrono::seconds(10)};
   // An idle worker claims again this often without a poke: jobs enqueued by other processes, backoffs coming due.
@@ -113,12 +116,37 @@ class JobRunner {
   // A stop request (pool shutdown) stops the agent and requeues the job. `alive` is called at each heartbeat.
   JobResult run(const JobRow& job, std::stop_token stop = {}, const std::function<void()>& alive = {});
 
+  // A runner's report of the agent it ran for `job` (docs/adr/0023), taken over from its claim by the caller (the
+  // job is running for this process). What it left (summary.md, usage.json) is already in the job's output directory
+  // here, its log in the job's log. The same rules as a local run: a failure is an attempt that failed; a success is
+  // reported, its pushed `head_sha` recorded, and the job goes back to the queue at its step open_pr, which only the
+  // server's pool claims (ClaimScope::steps). Never throws.
+  struct RemoteRun {
+    Result<int> code = 0;  // the agent's exit code, or why it did not run or was stopped (as AgentLauncher::run)
+    std::string head_sha;  // the head of the task's branch the runner pushed ("" when it pushed nothing)
+    double seconds = 0;    // how long the agent ran
+  };
+  JobResult finish_remote(const JobRow& job, const RemoteRun& run);
+  // What run() checks before it launches, for a job a runner has just claimed: the task still waits for it, its agent
+  // and project are configured, no spend budget is spent. A JobResult: the job was settled here (failed, abandoned,
+  // or back in the queue for a held task) and the runner is told there is nothing to run.
+  struct Ready {
+    TaskRow task;
+    const StageSpec* stage;
+    const AgentSpec* agent;
+    const ProjectSpec* project;
+  };
+  std::variant<Ready, JobResult> before_remote_start(const JobRow& job);
+
+  const AgentLauncher& launcher() const { return launcher_; }
   AttemptPolicy& attempts() { return deps_.attempts; }
   const WorkerOptions& options() const { return options_; }
 
  private:
   using Retry = AttemptPolicy::Retry;
   JobResult run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive);
+  std::variant<Ready, JobResult> prepare(const JobRow& job);
+  std::optional<JobResult> hold_if_over_budget(const JobRow& job, const TaskRow& task);
   JobResult attempt_failed(const JobRow& job, const std::string& reason, Retry retry) {
     return deps_.attempts.attempt_failed(job, reason, retry);
   }
@@ -129,22 +157,20 @@ class JobRunner {
   // A failed try of `step`, whose earlier failed tries were `tries`: queued again after the step's backoff, or, out of
   // budget (or kInvalid), the job fails with the step's error.
   JobResult step_failed(const JobRow& job, const TaskRow& task, const std::string& step, int tries, const Status& s);
-  Status write_task_json(const JobRow& job, const TaskRow& task, const std::string& worktree);
-  std::vector<std::string> agent_environment(const JobRow& job, const TaskRow& task, const AgentSpec& agent,
-                                             const std::string& worktree) const;
-  // ORCH_OUTPUT_DIR of the job, absolute (the agent runs in the worktree, not where orch was started).
-  std::filesystem::path output_dir(const JobRow& job) const;
-  // Makes it exist and be empty (an earlier attempt's files are gone) before the agent starts.
-  Status prepare_output_dir(const JobRow& job) const;
   // The agent ran successfully (exit 0, or the verdict exit on a post_review stage): the reporter is told.
   // A failure to report fails the attempt; nullopt goes on to the follow-up steps.
   std::optional<JobResult> report_success(const JobRow& job, const StageSpec& stage, int exit_code);
   Seconds step_backoff(int tries) const;
+  // The head of the task's branch after a push: the sha -> branch map and the task's head_sha.
+  void record_pushed_head(const ProjectSpec& project, const TaskRow& task, const std::string& sha);
+  // What the agent's run spent, and the budgets checked with it while the task still waits for it.
+  void account_run(const JobRow& job, const TaskRow& task, bool succeeded, bool counts);
   // The run's usage.json added to the job, its task and its project (nullopt: none reported, or it could not be).
   std::optional<Spend> record_usage(const JobRow& job);
 
   const JobRunnerDeps deps_;
   const WorkerOptions options_;
+  const AgentLauncher launcher_;
   BudgetGuard budget_;  // spend budgets: checked before the agent starts and after it ran (docs/adr/0021)
 };
 

@@ -168,7 +168,7 @@ void WorkerPool::run(std::stop_token stop, const std::string& worker, std::atomi
       std::lock_guard lock(mu_);
       seen = pokes_;  // read before the claim: a poke that lands during it is not missed
     }
-    auto claimed = jobs_.claim_job(worker, clock_.now(), runner_.options().limits);
+    auto claimed = jobs_.claim_job(worker, clock_.now(), runner_.options().limits, runner_.options().scope);
     if (claimed.ok() && claimed.value()) {
       runner_.run(*claimed.value(), stop, [&alive] { alive.store(Steady::now()); });
       continue;  // drain the queue before waiting

@@ -104,6 +104,8 @@ struct WorldOptions {
   // default: the other worlds test other things, and the writes share Plane's budget with the reconciler.
   bool write_back = false;
   int project_max_running = 0;  // issue 25: the project's `max_running` (0: not written)
+  // Issue 22: `runs_on` of every agent (e.g. "agents"): runners run them, never the server's pool. "": not written.
+  std::string runs_on;
 };
 
 class World {
@@ -210,6 +212,13 @@ class World {
     return v;
   }
   // A replica that is running (the first one), for `orch status`, /queue.json and the like.
+  // `orch ARGS... --config <the world's>` against replica 0's environment; its stdout in *out.
+  int cli(std::vector<std::string> args, std::string* out = nullptr) const {
+    args.insert(args.begin(), ORCH_BINARY);
+    args.push_back("--config");
+    args.push_back(config_path);
+    return run_capture(args, orch->env(), out);
+  }
   OrchProcess& live() {
     for (std::size_t i = 0; i < replicas.size(); ++i)
       if (alive(i)) return *replicas[i];
@@ -410,6 +419,7 @@ class World {
                           const std::map<std::string, std::string>& env) const {
     std::string s = "[agents." + name + "]\nargv = [\"/bin/sh\", \"" + agent_script(script) + "\"]\ntimeout = \"" +
                     timeout + "\"\nmax_attempts = 3\n";
+    if (!options_.runs_on.empty()) s += "runs_on = [\"" + options_.runs_on + "\"]\n";
     if (!env.empty()) {
       s += "env = {";
       bool first = true;

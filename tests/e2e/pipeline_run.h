@@ -106,6 +106,8 @@ struct RunResult {
 struct PipelineOptions {
   // The world to run in; run_pipeline sets its reconciler interval (1 s) and grace (kGraceS).
   WorldOptions world{};
+  // Called once the world has started, before the first item moves (e.g. to start runners).
+  std::function<void(World&)> on_started{};
   // Called on every round of the poll loop, once the round's webhooks were sent, with the items done so far.
   std::function<void(World&, int done)> on_round{};
   // Called once every item is done and every check below has run, while the replicas still run.
@@ -123,6 +125,7 @@ inline RunResult run_pipeline(int n, const Loss& loss, PipelineOptions run = {})
   World w(options);
   const long long grace_ms = kGraceS * 1000LL;
   REQUIRE_MESSAGE(w.start(), w.log_tails());
+  if (run.on_started) run.on_started(w);
   const auto t0 = std::chrono::steady_clock::now();
 
   std::mt19937 rng(loss.seed);

@@ -188,4 +188,58 @@ std::string OrchProcess::log_tail(std::size_t max_bytes) const {
   return s.size() > max_bytes ? s.substr(s.size() - max_bytes) : s;
 }
 
+RunnerProcess::RunnerProcess(std::vector<std::string> args, std::map<std::string, std::string> env,
+                             std::string log_path)
+    : args_(std::move(args)), env_(with_defaults(std::move(env))), log_path_(std::move(log_path)) {}
+
+RunnerProcess::~RunnerProcess() { kill_hard(); }
+
+bool RunnerProcess::start() {
+  if (pid_ > 0) return false;
+  std::vector<std::string> argv = {ORCH_BINARY, "runner"};
+  argv.insert(argv.end(), args_.begin(), args_.end());
+  int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  pid_ = spawn(argv, env_, log_fd, log_fd);
+  if (log_fd >= 0) close(log_fd);
+  return pid_ > 0;
+}
+
+void RunnerProcess::signal(int sig) const {
+  if (pid_ > 0) kill(pid_, sig);
+}
+
+std::optional<int> RunnerProcess::wait_exit(std::chrono::milliseconds deadline) {
+  if (pid_ <= 0) return std::nullopt;
+  int status = 0;
+  if (!eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, deadline)) return std::nullopt;
+  pid_ = -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return -1000;
+}
+
+std::optional<int> RunnerProcess::terminate(std::chrono::milliseconds deadline) {
+  if (pid_ <= 0) return std::nullopt;
+  kill(pid_, SIGCONT);  // a stopped runner cannot act on SIGTERM
+  kill(pid_, SIGTERM);
+  auto code = wait_exit(deadline);
+  if (!code) kill_hard();
+  return code;
+}
+
+void RunnerProcess::kill_hard() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+std::string RunnerProcess::log() const {
+  std::ifstream in(log_path_, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 }  // namespace orch::testing

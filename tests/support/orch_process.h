@@ -59,4 +59,30 @@ class OrchProcess {
   int port_ = 0;
 };
 
+// `orch runner --server URL --token-file F --work-dir D [EXTRA...]` as a child process (issue 22), its output in a
+// log file. No readiness probe: a runner has no port; tests wait for what it does.
+class RunnerProcess {
+ public:
+  RunnerProcess(std::vector<std::string> args, std::map<std::string, std::string> env, std::string log_path);
+  ~RunnerProcess();  // SIGKILLs a child still running
+  RunnerProcess(const RunnerProcess&) = delete;
+  RunnerProcess& operator=(const RunnerProcess&) = delete;
+
+  bool start();
+  pid_t pid() const { return pid_; }
+  void signal(int sig) const;  // SIGSTOP, SIGCONT, ...
+  // SIGTERM, then waits: the exit code, nullopt if it did not exit in time (then SIGKILLed), -signal if one ended it.
+  std::optional<int> terminate(std::chrono::milliseconds deadline = std::chrono::seconds(15));
+  void kill_hard();
+  // Waits for the child to exit by itself: as terminate(), without the SIGTERM.
+  std::optional<int> wait_exit(std::chrono::milliseconds deadline);
+  std::string log() const;
+
+ private:
+  std::vector<std::string> args_;
+  std::map<std::string, std::string> env_;
+  std::string log_path_;
+  pid_t pid_ = -1;
+};
+
 }  // namespace orch::testing

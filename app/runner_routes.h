@@ -1,0 +1,94 @@
+// app/runner_routes.h: the server side of `orch runner` (docs/adr/0023, docs/contracts.md "Runner API"): the job API
+// under /runner/v1/, each request authenticated by the runner's own token (Authorization: Bearer; revoked or unknown:
+// 401, nothing changed). A runner long-polls /claim for a job of its labels' agents, heartbeats it, appends its log,
+// and finishes or hands it back; every report names the claim it came with (the job's worker id), and one from a
+// claim that is no longer the job's is refused with 409 and changes nothing.
+// RunnerDispatch is the long polls' wake-up: the job scheduler pokes it after each enqueue, as it pokes the pool.
+// Handlers run on any server thread; everything they touch is thread-safe.
+#pragma once
+
+#include <httplib.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+
+#include "engine/clock.h"
+#include "engine/config.h"
+#include "engine/job_scheduler.h"
+#include "engine/store.h"
+#include "integrations/git.h"
+#include "integrations/job_log.h"
+#include "integrations/job_runner.h"
+
+namespace orch {
+
+class RunnerDispatch final : public JobWaker {
+ public:
+  explicit RunnerDispatch(JobWaker& next) : next_(next) {}
+  void jobs_enqueued() override;  // wakes every long poll, then `next` (the server's pool)
+  // Waits until a poke after `seen`, close(), or `until`; false once closed.
+  bool wait(unsigned long seen, std::chrono::steady_clock::time_point until);
+  unsigned long generation();
+  // Ends every long poll at once and makes new ones return at once: before the HTTP server stops.
+  void close();
+
+ private:
+  JobWaker& next_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  unsigned long generation_ = 0;  // guarded by mu_
+  bool closed_ = false;           // guarded by mu_
+};
+
+struct RunnerRoutesOptions {
+  std::string replica_id;                               // the server's worker ids: "<replica>/<pid>/remote"
+  std::chrono::seconds heartbeat_stale{150};            // [jobs] heartbeat_stale: a runner unseen longer is offline
+  std::chrono::milliseconds heartbeat_interval{10000};  // what runners are told to heartbeat at
+  std::chrono::seconds max_wait{30};                    // the longest long poll
+  std::chrono::milliseconds recheck{std::chrono::seconds(5)};  // a long poll claims again this often without a poke
+  std::size_t max_log_chunk = 256 * 1024;                      // a bigger log append is 413
+  std::size_t log_cap_bytes = 1024 * 1024;  // the job log's cap on the server (integrations/job_log.h)
+};
+
+struct RunnerRoutesDeps {
+  Store& store;
+  JobRunner& runner;
+  RunnerDispatch& dispatch;
+  JobWaker& pool;  // poked when a runner's success leaves the job's steps to the server
+  GitWorkspaces& git;
+  const Config& config;
+  const Clock& clock;
+  spdlog::logger& log;
+};
+
+class RunnerRoutes {
+ public:
+  RunnerRoutes(RunnerRoutesDeps deps, RunnerRoutesOptions options) : deps_(deps), options_(std::move(options)) {}
+  void register_on(httplib::Server& server);
+
+ private:
+  void claim(const RunnerRow& runner, const httplib::Request& req, httplib::Response& res);
+  void heartbeat(const RunnerRow& runner, JobId id, const std::string& claim, httplib::Response& res);
+  void append_log(JobId id, const std::string& claim, const std::string& data, httplib::Response& res);
+  void finish(JobId id, const std::string& claim, const nlohmann::json& body, httplib::Response& res);
+  void hand_back(JobId id, const std::string& claim, httplib::Response& res);
+  // The job, when it is running for `claim`; else answers 409 (404 for no such job) and returns nullopt.
+  std::optional<JobRow> held_job(JobId id, const std::string& claim, httplib::Response& res);
+  std::string server_worker() const;
+  void close_log(JobId id);
+
+  const RunnerRoutesDeps deps_;
+  const RunnerRoutesOptions options_;
+  std::mutex logs_mu_;
+  std::map<JobId, std::unique_ptr<JobLog>> logs_;  // guarded by logs_mu_: the open logs of remote runs
+};
+
+}  // namespace orch

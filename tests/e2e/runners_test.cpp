@@ -1,0 +1,254 @@
+// End to end against the real binary (issue 22): `orch runner` processes on loopback run the agents, the server runs
+// none. Two runners take the example pipeline to done; a runner SIGKILLed mid-job has its job run again on the
+// other one after the stale bound; a runner paused (SIGSTOP) past the bound finds its job taken away when it resumes,
+// stops its agent's process group and reports nothing; and the runner API refuses what it must (401, 409, 413, 204).
+#include <doctest/doctest.h>
+
+#include <errno.h>
+#include <signal.h>
+
+#include <fstream>
+
+#include "tests/e2e/pipeline_run.h"
+
+using namespace orch::testing;
+using namespace orch::testing::e2e;
+using namespace std::chrono_literals;
+
+namespace {
+
+// The runners of a world: registered through the CLI, each a process with its own work directory and log.
+struct Runners {
+  World& w;
+  std::map<std::string, std::unique_ptr<RunnerProcess>> procs;
+  std::map<std::string, std::string> tokens;
+
+  std::string register_runner(const std::string& name, const std::string& labels) {
+    std::string token;
+    REQUIRE(w.cli({"runner", "register", "--name", name, "--labels", labels}, &token) == 0);
+    while (!token.empty() && token.back() == '\n') token.pop_back();
+    REQUIRE(token.rfind("orch_rt_", 0) == 0);
+    tokens[name] = token;
+    return token;
+  }
+  RunnerProcess& add(const std::string& name, const std::string& labels = "agents") {
+    register_runner(name, labels);
+    const std::string file = w.tmp.file(name + ".token");
+    std::ofstream(file) << tokens[name] << "\n";
+    auto p = std::make_unique<RunnerProcess>(std::vector<std::string>{"--server", w.orch->base_url(), "--token-file",
+                                                                      file, "--work-dir", w.tmp.file(name + "-work")},
+                                             std::map<std::string, std::string>{}, w.tmp.file(name + ".log"));
+    REQUIRE(p->start());
+    return *(procs[name] = std::move(p));
+  }
+  std::string logs() const {
+    std::string out;
+    for (const auto& [name, p] : procs) out += "\n---- runner " + name + "\n" + p->log().substr(0, 6000);
+    return out;
+  }
+};
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+bool group_gone(pid_t pgid) { return ::kill(-pgid, 0) != 0 && errno == ESRCH; }
+
+pid_t read_pid(const std::string& file) {
+  std::ifstream in(file);
+  pid_t pid = 0;
+  in >> pid;
+  return pid;
+}
+
+// One work item moved to In Progress, its webhook delivered: its analysis job is queued.
+void start_item(World& w, const std::string& name) {
+  const std::string item = w.add_item(name);
+  w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "In Progress"));
+  REQUIRE(w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", w.plane.issue_webhook_body(item)).status == 202);
+}
+
+httplib::Result runner_post(const World& w, const std::string& token, const std::string& path,
+                            const nlohmann::json& body) {
+  httplib::Client c(w.orch->base_url());
+  c.set_read_timeout(40s);
+  httplib::Headers h;
+  if (!token.empty()) h.emplace("Authorization", "Bearer " + token);
+  return c.Post(path, h, body.dump(), "application/json");
+}
+
+}  // namespace
+
+TEST_CASE("e2e runners: two runners run the example pipeline to done / no agent runs on the server") {
+  std::unique_ptr<Runners> runners;
+  PipelineOptions run;
+  run.world.runs_on = "agents";
+  run.on_started = [&](World& w) {
+    runners = std::make_unique<Runners>(Runners{w, {}, {}});
+    runners->add("r1");
+    runners->add("r2");
+  };
+  run.at_end = [&](World& w, const RunResult& r) {
+    // The server made no worktree: every agent ran in a runner's own clone.
+    const std::filesystem::path server_worktrees = std::filesystem::path(w.data_dir) / "worktrees";
+    CHECK_MESSAGE((!std::filesystem::exists(server_worktrees) || std::filesystem::is_empty(server_worktrees)),
+                  "the server made worktrees: " << server_worktrees);
+    std::size_t reported = 0;
+    for (const auto& [name, p] : runners->procs) reported += count_of(p->log(), "reported: {\"detail\"");
+    CHECK_MESSAGE(reported == 3u * static_cast<std::size_t>(r.items), runners->logs());
+    nlohmann::json status = w.orch->status_json();
+    REQUIRE(status["runners"].size() == 2);
+    for (const auto& runner : status["runners"]) {
+      CHECK(runner["state"] == "online");
+      CHECK(runner["labels"] == nlohmann::json::array({"agents"}));
+      CHECK(runner["job_id"].is_null());
+    }
+    for (auto& [name, p] : runners->procs) CHECK(p->terminate() == std::optional<int>(0));
+  };
+  RunResult r = run_pipeline(3, Loss{}, run);
+  CHECK(r.done == 3);
+}
+
+TEST_CASE("e2e runners: a runner SIGKILLed mid-job / its job runs again on the other runner after the stale bound") {
+  TempDir scratch;
+  const std::string pid_file = scratch.file("agent.pid");
+  WorldOptions o;
+  o.runs_on = "agents";
+  o.analyst = "slow_first.sh";
+  o.analyst_env = {{"E2E_PID_FILE", pid_file}};
+  o.heartbeat_stale = "3s";
+  World w(o);
+  REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
+  Runners runners{w, {}, {}};
+  RunnerProcess& a = runners.add("a");
+  start_item(w, "Kill my runner");
+  REQUIRE_MESSAGE(eventually([&] { return read_pid(pid_file) > 0; }, 30s), w.log_tails() << runners.logs());
+  CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running' AND worker LIKE 'runner:a/%'") == 1);
+  a.kill_hard();  // as its host dies; its agent would die with the host
+  ::kill(-read_pid(pid_file), SIGKILL);
+
+  runners.add("b");
+  REQUIRE_MESSAGE(
+      eventually(
+          [&] { return w.count("SELECT COUNT(*) FROM jobs WHERE stage = 'analysis' AND status = 'succeeded'") == 1; },
+          60s),
+      w.log_tails() << runners.logs());
+  auto jobs = w.rows("SELECT attempt, status, error FROM jobs ORDER BY id");
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[0][0] == "1");
+  CHECK(jobs[0][1] == "failed");
+  CHECK(jobs[0][2].rfind("orphaned", 0) == 0);
+  CHECK(jobs[1][0] == "2");
+  CHECK(jobs[1][1] == "succeeded");
+  CHECK(count_of(runners.procs["b"]->log(), "reported") == 1);
+  nlohmann::json status = w.orch->status_json();
+  REQUIRE(status["runners"].size() == 2);
+  CHECK(status["runners"][0]["name"] == "a");
+  CHECK(status["runners"][0]["state"] == "offline");
+  CHECK(status["runners"][1]["state"] == "online");
+}
+
+TEST_CASE(
+    "e2e runners: a runner paused past the stale bound / finds its job taken away, stops its agent, reports nothing") {
+  TempDir scratch;
+  const std::string pid_file = scratch.file("agent.pid");
+  WorldOptions o;
+  o.runs_on = "agents";
+  o.analyst = "slow_first.sh";
+  o.analyst_env = {{"E2E_PID_FILE", pid_file}};
+  o.heartbeat_stale = "3s";
+  World w(o);
+  REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
+  Runners runners{w, {}, {}};
+  RunnerProcess& a = runners.add("a");
+  start_item(w, "Pause my runner");
+  REQUIRE_MESSAGE(eventually([&] { return read_pid(pid_file) > 0; }, 30s), w.log_tails() << runners.logs());
+  const pid_t agent = read_pid(pid_file);
+  a.signal(SIGSTOP);
+  REQUIRE_MESSAGE(
+      eventually([&] { return w.count("SELECT COUNT(*) FROM jobs WHERE error LIKE 'orphaned%'") == 1; }, 30s),
+      w.log_tails());
+  runners.add("b");
+  REQUIRE_MESSAGE(
+      eventually(
+          [&] { return w.count("SELECT COUNT(*) FROM jobs WHERE stage = 'analysis' AND status = 'succeeded'") == 1; },
+          60s),
+      w.log_tails() << runners.logs());
+  const auto before = w.rows("SELECT id, status, error, finished_at FROM jobs ORDER BY id");
+
+  a.signal(SIGCONT);
+  CHECK_MESSAGE(eventually([&] { return count_of(a.log(), "was taken away") == 1; }, 30s), runners.logs());
+  CHECK_MESSAGE(eventually([&] { return group_gone(agent); }, 30s), "the paused runner's agent still runs");
+  CHECK(a.terminate() == std::optional<int>(0));
+  CHECK(count_of(a.log(), "reported") == 0);
+  CHECK(w.rows("SELECT id, status, error, finished_at FROM jobs ORDER BY id") ==
+        before);  // its late word changed nothing
+}
+
+TEST_CASE("e2e runners: the runner API / 401 for a wrong or revoked token, 409 for a job not held, 413, 204") {
+  WorldOptions o;
+  o.runs_on = "agents";
+  World w(o);
+  REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
+  Runners runners{w, {}, {}};
+  const std::string a = runners.register_runner("a", "agents");
+  const std::string b = runners.register_runner("b", "agents");
+  const std::string gpu = runners.register_runner("g", "gpu");
+  const std::string revoked = runners.register_runner("old", "agents");
+  REQUIRE(w.cli({"runner", "revoke", "old"}) == 0);
+  start_item(w, "Claim me by hand");
+  REQUIRE(eventually([&] { return w.count("SELECT COUNT(*) FROM jobs WHERE status = 'queued'") == 1; }, 30s));
+
+  for (const std::string& token : {std::string(), std::string("orch_rt_wrong"), revoked}) {
+    auto r = runner_post(w, token, "/runner/v1/claim", {{"wait_seconds", 0}});
+    REQUIRE(r);
+    CHECK(r->status == 401);
+  }
+  CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'queued'") == 1);    // nothing changed
+  auto none = runner_post(w, gpu, "/runner/v1/claim", {{"wait_seconds", 1}});  // labels that match no agent
+  REQUIRE(none);
+  CHECK(none->status == 204);
+
+  auto offer_r = runner_post(w, a, "/runner/v1/claim", {{"wait_seconds", 5}});
+  REQUIRE(offer_r);
+  REQUIRE(offer_r->status == 200);
+  const nlohmann::json offer = nlohmann::json::parse(offer_r->body);
+  const std::string claim = offer["claim"];
+  const std::string job = "/runner/v1/jobs/" + std::to_string(offer["job"]["id"].get<long long>());
+  CHECK(offer["agent"]["name"] == "analyst");
+  CHECK(offer["task"]["title"] == "Claim me by hand");
+  CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running' AND worker = $1", {claim}) == 1);
+
+  // Another runner, with a's claim or with one of its own: 409, and the job is still a's.
+  for (const auto& [token, c] : std::vector<std::pair<std::string, std::string>>{{b, claim}, {b, "runner:b/00"}}) {
+    for (const char* what : {"/heartbeat", "/finish", "/handback", "/log"}) {
+      auto r = runner_post(w, token, job + what, {{"claim", c}, {"exit_code", 0}, {"data", "x"}});
+      REQUIRE(r);
+      CHECK_MESSAGE(r->status == 409, what);
+    }
+  }
+  CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running' AND worker = $1", {claim}) == 1);
+
+  auto big = runner_post(w, a, job + "/log", {{"claim", claim}, {"data", std::string(300 * 1024, 'x')}});
+  REQUIRE(big);
+  CHECK(big->status == 413);
+  auto small = runner_post(w, a, job + "/log", {{"claim", claim}, {"data", "hello from the runner\n"}});
+  REQUIRE(small);
+  CHECK(small->status == 200);
+  auto beat = runner_post(w, a, job + "/heartbeat", {{"claim", claim}});
+  REQUIRE(beat);
+  CHECK(beat->status == 200);
+  CHECK(nlohmann::json::parse(beat->body)["state"] == "running");
+
+  // Handed back: queued again, and the old claim is refused from then on.
+  auto back = runner_post(w, a, job + "/handback", {{"claim", claim}});
+  REQUIRE(back);
+  CHECK(back->status == 200);
+  CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND worker = ''") == 1);
+  auto late = runner_post(w, a, job + "/finish", {{"claim", claim}, {"exit_code", 0}, {"head_sha", w.main_sha}});
+  REQUIRE(late);
+  CHECK(late->status == 409);
+  CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'queued'") == 1);
+}
