@@ -100,4 +100,12 @@ Status retry_outbox_message(OutboxStore& outbox, NotificationId id, TimePoint no
   return outbox.retry_failed_message(id, now);
 }
 
+Result<JobRow> cancel_job(JobStore& jobs, AttemptPolicy& attempts, JobId id, const std::string& why, TimePoint now) {
+  auto row = jobs.request_cancel(id, why, now);
+  if (!row.ok()) return row.status();
+  // Queued: failed already; block its task now (the attempt policy reads the intent and never retries).
+  if (row.value().status == JobStatus::kFailed) attempts.attempt_failed(row.value(), why, AttemptPolicy::Retry::kNo);
+  return row;
+}
+
 }  // namespace orch

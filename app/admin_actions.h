@@ -3,6 +3,7 @@
 // Stateless; thread-safe as the Store is.
 #pragma once
 
+#include "engine/attempt_policy.h"
 #include "engine/clock.h"
 #include "engine/config.h"
 #include "engine/model.h"
@@ -40,6 +41,12 @@ Result<TaskRow> resume_held_task(Store& store, const Config& config, TaskId id, 
 
 // Gives a failed outbox message (a write-back, or a Telegram notification) a fresh attempt budget, due now; its
 // channel's drainer sends it on its next round. kNotFound: no such message; kConflict: not failed.
+// A person cancels job `id` (docs/adr/0023), saying `why`: a queued job fails at once and its task is blocked; a
+// running one keeps running until its worker or runner sees the intent at its next heartbeat, stops the agent's
+// process group (SIGTERM, [jobs] cancel_grace, SIGKILL), checks that nothing of the group is left, and fails it as
+// cancelled; its task is then blocked. Never retried. The job's row after the request; kConflict when it is finished.
+Result<JobRow> cancel_job(JobStore& jobs, AttemptPolicy& attempts, JobId id, const std::string& why, TimePoint now);
+
 Status retry_outbox_message(OutboxStore& outbox, NotificationId id, TimePoint now);
 
 }  // namespace orch

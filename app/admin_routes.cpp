@@ -88,6 +88,16 @@ void register_admin_routes(httplib::Server& server, const Secret& admin_token, A
                         {"detail", result.value().detail}});
               }));
 
+  server.Post(R"(/admin/jobs/(\d+)/cancel)",
+              admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
+                const auto parsed = path_id(req);
+                if (!parsed) return answer(res, 400, {{"error", "bad job id"}});
+                auto job = cancel_job(deps.store, deps.attempts, *parsed, "by a person (/admin)", deps.clock.now());
+                if (!job.ok()) return answer_error(res, job.status());
+                deps.log.info("admin: job {} cancel requested", *parsed);
+                answer(res, 200, {{"job_id", *parsed}, {"status", job_status_name(job.value().status)}});
+              }));
+
   server.Post(R"(/admin/tasks/(\d+)/retry)",
               admin_post(admin_token, [deps](const httplib::Request& req, httplib::Response& res) {
                 const auto parsed = path_id(req);

@@ -29,6 +29,7 @@ struct AdminDeps {
   InboxProcessor& inbox;
   Reconciler& reconciler;
   WorkerPool& pool;
+  AttemptPolicy& attempts;
   const Pipeline& pipeline;
   const Config& config;
   StageEngine& engine;

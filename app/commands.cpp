@@ -369,6 +369,21 @@ int cmd_sweep_once(const CommonOptions& common) {
   return r.errors > 0 ? kFailed : kOk;
 }
 
+int cmd_job_cancel(const CommonOptions& common, JobId id) {
+  std::shared_ptr<spdlog::logger> log;
+  auto app = quiet_app(common, log);
+  if (!app.ok()) return fail("job cancel", app.status());
+  SystemClock clock;
+  auto job =
+      cancel_job(app.value()->store(), app.value()->attempts(), id, "by a person (orch job cancel)", clock.now());
+  if (!job.ok()) return fail("job cancel", job.status());
+  if (job.value().status == JobStatus::kRunning)
+    std::cout << "job " << id << ": cancel requested; its worker or runner stops the agent at its next heartbeat\n";
+  else
+    std::cout << "job " << id << " cancelled (it was queued); its task is blocked\n";
+  return kOk;
+}
+
 int cmd_runner(const RunnerCommand& o) {
   if (o.server.empty()) {
     std::cerr << "orch runner: say --server URL, or register, list or revoke (see --help)\n";

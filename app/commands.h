@@ -5,6 +5,8 @@
 #include <optional>
 #include <string>
 
+#include "engine/model.h"
+
 namespace orch {
 
 struct CommonOptions {
@@ -31,6 +33,8 @@ int cmd_replay(const CommonOptions& common, const std::string& delivery_id);
 int cmd_reconcile_switch(const CommonOptions& common, bool enable, bool plane_only);
 int cmd_reconcile_once(const CommonOptions& common, bool dry_run);
 int cmd_sweep_once(const CommonOptions& common);
+// `orch job cancel ID`: cancel_job (app/admin_actions.h).
+int cmd_job_cancel(const CommonOptions& common, JobId id);
 
 struct RunnerCommand {
   std::string server;

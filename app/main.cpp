@@ -95,6 +95,13 @@ int main(int argc, char** argv) {
   add_config(runner_revoke);
   runner_revoke->add_option("NAME", runner_opts.name, "the runner's name")->required();
 
+  JobId cancel_id = 0;
+  auto* job = cli.add_subcommand("job", "act on one job (by its id, as /queue.json shows it)");
+  job->require_subcommand(1);
+  auto* job_cancel = job->add_subcommand("cancel", "stop a job: its agent's process group is stopped and checked gone");
+  add_config(job_cancel);
+  job_cancel->add_option("ID", cancel_id, "the job's id")->required()->check(CLI::PositiveNumber);
+
   try {
     cli.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -123,6 +130,7 @@ int main(int argc, char** argv) {
     return cmd_reconcile_once(common, reconcile_opts.dry_run);
   }
   if (*sweep) return cmd_sweep_once(common);
+  if (*job && *job_cancel) return cmd_job_cancel(common, cancel_id);
   if (*runner) {
     if (*runner_register) return cmd_runner_register(common, runner_opts);
     if (*runner_list) return cmd_runner_list(common, runner_opts.json);

@@ -60,7 +60,11 @@ json queue_job_json(const JobRow& j) {
           {"cost_usd", micros_to_usd(j.cost)},
           {"tokens_in", j.tokens_in},
           {"tokens_out", j.tokens_out},
-          {"model", j.model}};
+          {"model", j.model},
+          // Who holds it (a worker id, or a runner's claim "runner:<name>/…"); "" when queued.
+          {"worker", j.worker},
+          // A person's cancel (docs/adr/0023): why, or null.
+          {"cancel_requested", j.cancel_requested.empty() ? json(nullptr) : json(j.cancel_requested)}};
 }
 
 json queue_transition_json(const TransitionRow& t) {

@@ -107,6 +107,10 @@ async function post(url, label) {
 }
 function replay(id) { return post('/admin/deliveries/' + seg(id) + '/replay', 'replay ' + id); }
 function retry(taskId) { return post('/admin/tasks/' + seg(taskId) + '/retry', 'retry task ' + taskId); }
+function cancelJob(jobId) {
+  if (!window.confirm('Cancel job ' + jobId + '? Its agent is stopped and its task blocked.')) return;
+  return post('/admin/jobs/' + seg(jobId) + '/cancel', 'cancel job ' + jobId);
+}
 function rerun(taskId) { return post('/admin/tasks/' + seg(taskId) + '/rerun', 're-run task ' + taskId); }
 function resume(taskId) {
   const raise = window.prompt('Lift the budget hold of task ' + taskId + ', raising its budget by (US dollars):', '1');
@@ -167,13 +171,24 @@ function renderJobs(doc) {
   const failed = doc.jobs.filter(j => j.status === 'failed');
   setBody('jobs',
     el('h3', {}, 'Queued and running (' + active.length + ')'),
-    table(['job', 'item', 'stage', 'agent', 'status', 'attempt', 'step', 'step tries', 'step error', 'runtime / waiting'], active.map(j =>
+    table(['job', 'item', 'stage', 'agent', 'status', 'attempt', 'step', 'step tries', 'step error', 'runtime / waiting', 'where', 'log tail', ''], active.map(j =>
       el('tr', {class: 'job ' + j.status},
         el('td', {}, j.id), el('td', {}, keys.get(j.task_id) || ('task ' + j.task_id)), el('td', {}, j.stage),
         el('td', {}, j.agent), el('td', {}, j.status), el('td', {}, j.attempt),
         el('td', {class: 'step'}, j.step || ''), el('td', {}, j.step ? j.step_attempts : ''),
         el('td', {class: 'bad'}, j.step_error || ''),
-        el('td', {}, j.status === 'running' ? ago(j.started_at, doc.generated_at) : ago(j.created_at, doc.generated_at))))),
+        el('td', {}, j.status === 'running' ? ago(j.started_at, doc.generated_at) : ago(j.created_at, doc.generated_at)),
+        el('td', {class: 'worker'}, j.worker || ''),
+        el('td', {}, j.log_tail ? el('pre', {class: 'log-tail'}, j.log_tail) : ''),
+        el('td', {}, j.cancel_requested ? el('span', {class: 'bad'}, 'cancelling') :
+          el('button', {class: 'cancel-job', onclick: () => cancelJob(j.id)}, 'Cancel'))))),
+    el('h3', {}, 'Runners (' + (doc.runners || []).length + ')'),
+    table(['runner', 'labels', 'state', 'last heartbeat', 'job'], (doc.runners || []).map(r =>
+      el('tr', {class: 'runner ' + r.state},
+        el('td', {}, r.name), el('td', {}, r.labels.join(', ')),
+        el('td', {class: r.state === 'online' ? '' : 'bad'}, r.state + (r.revoked ? ' (revoked)' : '')),
+        el('td', {}, r.last_heartbeat_at ? ago(r.last_heartbeat_at, doc.generated_at) : 'never'),
+        el('td', {}, r.job_id === null ? '' : r.job_id)))),
     el('h3', {}, 'Last failures (' + failed.length + ')'),
     table(['job', 'item', 'stage', 'agent', 'attempt', 'step', 'step tries', 'finished', 'error', 'log tail'], failed.map(j =>
       el('tr', {class: 'job failed'},
@@ -350,8 +365,9 @@ Result<json> QueuePage::document() {
                                          {"last_at", format_rfc3339(r.last_at)},
                                          {"last_error", r.last_error}});
   }
+  // Failed jobs: why; running ones: what the agent prints now (a runner's arrives in chunks, docs/adr/0023).
   for (json& j : d["jobs"])
-    if (j["status"] == "failed") {
+    if (j["status"] == "failed" || j["status"] == "running") {
       std::string tail = tail_of_file(layout_.job_log(j["id"].get<JobId>()).string(), kLogTailBytes);
       j["log_tail"] = tail.empty() ? json(nullptr) : json(tail);
     }

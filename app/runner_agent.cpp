@@ -208,7 +208,8 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
 
   std::stop_source halt;  // stops the agent: SIGTERM, or the server took the job away
   std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
-  std::atomic<bool> cancelled{false};
+  std::atomic<bool> cancelled{false};     // taken away: the server refuses whatever we would say
+  std::atomic<bool> cancel_asked{false};  // a person's cancel: stop the agent, then say that its group is gone
   PendingLog pending;
   auto send_log = [&] {
     std::string data = pending.take();
@@ -221,8 +222,14 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
       send_log();
       auto answer = post(http_, jobs + "/heartbeat", {{"claim", job.worker}});
       if (answer.ok() && answer.value().status == 409) {
-        log_.warn("runner: job {} was taken away by the server: its agent is stopped", job.id);
-        cancelled = true;
+        const json why = json::parse(answer.value().body, nullptr, false);
+        if (why.is_object() && why.value("cancel", false)) {
+          log_.warn("runner: job {} was cancelled by a person: its agent is stopped", job.id);
+          cancel_asked = true;
+        } else {
+          log_.warn("runner: job {} was taken away by the server: its agent is stopped", job.id);
+          cancelled = true;
+        }
         halt.request_stop();
         return;
       }
@@ -238,7 +245,10 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
     report["error_code"] = ready.code == Code::kInvalid || ready.code == Code::kConflict ? "invalid" : "unavailable";
   } else {
     LaunchHooks hooks;
+    bool group_gone = false;
+    hooks.group_gone = &group_gone;
     hooks.stop = halt.get_token();
+    hooks.kill_grace = std::chrono::milliseconds(std::max<std::int64_t>(0, offer.value("kill_grace_ms", 10000)));
     hooks.on_output = [&pending](std::string_view s) { pending.add(s); };
     Result<int> code = launcher_.run(job, task, agent, worktree.value().path.string(), hooks);
     report["seconds"] = std::chrono::duration<double>(Steady::now() - started).count();
@@ -260,6 +270,13 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
       report["error"] = code.status().message;
       report["error_code"] = code.status().code == Code::kInvalid ? "invalid" : "unavailable";
     }
+    if (cancel_asked) {
+      report.erase("exit_code");
+      report.erase("head_sha");
+      report["error"] = std::string("cancelled: the agent was stopped; ") +
+                        (group_gone ? "no process of its group is left" : "a process of its group outlived SIGKILL");
+      report["error_code"] = "unavailable";
+    }
     report["summary"] = job_summary(launcher_.output_dir(job.id), layout_.job_log(job.id));
     auto usage = read_agent_usage(launcher_.output_dir(job.id));
     if (usage.ok() && usage.value())
@@ -273,7 +290,7 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
   send_log();
   if (cancelled) {
     // The server refuses whatever we would say.
-  } else if (stop.stop_requested()) {
+  } else if (stop.stop_requested() && !cancel_asked) {
     auto answer = post(http_, jobs + "/handback", {{"claim", job.worker}});
     log_.info("runner: job {} handed back: {}", job.id,
               answer.ok() ? "HTTP " + std::to_string(answer.value().status) : answer.status().message);

@@ -12,6 +12,7 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
@@ -205,7 +206,16 @@ void RunnerRoutes::claim(const RunnerRow& runner, const httplib::Request& req, h
   if (auto it = body->find("wait_seconds"); it != body->end() && it->is_number_integer())
     wait = std::chrono::seconds(std::max<std::int64_t>(0, it->get<std::int64_t>()));
   wait = std::min(wait, options_.max_wait);
-  const ClaimScope scope = runner_claim_scope(deps_.config, runner.labels);
+  // The labels it offers now, within those it was registered with (all of them when it offers none).
+  std::vector<std::string> labels = runner.labels;
+  if (auto it = body->find("labels"); it != body->end() && it->is_array() && !it->empty()) {
+    std::vector<std::string> offered;
+    for (const json& l : *it)
+      if (l.is_string() && std::find(labels.begin(), labels.end(), l.get<std::string>()) != labels.end())
+        offered.push_back(l.get<std::string>());
+    labels = std::move(offered);
+  }
+  const ClaimScope scope = runner_claim_scope(deps_.config, labels);
   const JobLimits limits = job_limits(deps_.config);
   const auto deadline = Steady::now() + wait;
   for (;;) {
@@ -223,6 +233,8 @@ void RunnerRoutes::claim(const RunnerRow& runner, const httplib::Request& req, h
           json offer = job_offer(job, *r, deps_.git.clone_url(*r->project));
           offer["claim"] = worker;
           offer["heartbeat_ms"] = options_.heartbeat_interval.count();
+          offer["kill_grace_ms"] =
+              std::chrono::duration_cast<std::chrono::milliseconds>(deps_.config.jobs.cancel_grace).count();
           return answer(res, 200, offer);
         }
         continue;  // settled here (superseded, misconfigured, held for its budget): look for another
@@ -258,8 +270,12 @@ void RunnerRoutes::heartbeat(const RunnerRow& runner, JobId id, const std::strin
   const TimePoint now = deps_.clock.now();
   Status s = deps_.store.heartbeat_claim(id, claim, now);
   if (s.code == Code::kConflict || s.code == Code::kNotFound) {
-    close_log(id);
-    return answer(res, 409, {{"state", "cancelled"}, {"error", s.message}});
+    // A person's cancel: the job is still this claim's, and the runner reports once its agent's group is gone.
+    auto job = deps_.store.find_job(id);
+    const bool cancel = job.ok() && job.value() && job.value()->worker == claim &&
+                        job.value()->status == JobStatus::kRunning && !job.value()->cancel_requested.empty();
+    if (!cancel) close_log(id);
+    return answer(res, 409, {{"state", "cancelled"}, {"cancel", cancel}, {"error", s.message}});
   }
   if (!s.ok()) return answer(res, 503, {{"error", s.message}});
   // The task moved on (a person, a replayed webhook): the runner stops its agent, as a local worker would.

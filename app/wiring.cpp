@@ -287,7 +287,7 @@ void App::register_routes() {
   runner_routes_.register_on(r);
   register_admin_routes(
       r, settings_.admin_token,
-      AdminDeps{*store_, inbox_, reconciler_, pool_, pipeline_, settings_.config, engine_, clock_, log_});
+      AdminDeps{*store_, inbox_, reconciler_, pool_, attempts_, pipeline_, settings_.config, engine_, clock_, log_});
   register_readiness(r, serve_readiness_checks(ReadinessSources{.store = *store_,
                                                                 .inbox = inbox_,
                                                                 .pool = pool_,

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# bench/run.sh: runs the six benchmarks of issue #9 and records their medians in bench/RESULTS.md.
+# bench/run.sh: runs every benchmark of bench/ (issue #9 and later) and records their medians in bench/RESULTS.md.
 #
 #   bench/run.sh                 build the release preset if needed, run everything --repeat times (default 3),
 #                                print a summary and append a dated section to bench/RESULTS.md
 #   bench/run.sh --tiny          each benchmark once at a tiny size; checks only that they work (exit codes, the
 #                                exactly-once check); records nothing. CTest runs this as `bench: smoke`.
-# Options: --repeat N, --only ingest,ceiling,replicas,handling,reconcile,tracker,startup,routes,nogzip,peer, --build-dir DIR (default
+# Options: --repeat N, --only ingest,ceiling,replicas,handling,reconcile,tracker,startup,runners,routes,nogzip,peer, --build-dir DIR (default
 # build/release), --no-build, --work DIR (default <build-dir>/bench-work; generated databases are cached there),
 # --no-record (full run without touching RESULTS.md), --no-diagnostics (skip the A/B variants below).
 # A full run also runs diagnostics, in the same rounds: ingest at c=64 against a process with only the webhook
@@ -49,7 +49,7 @@ if [ "$build" = 1 ]; then
   cmake --build "$build_dir" --target bench
 fi
 for b in orch bench/bench_ingest bench/bench_ceiling bench/bench_handling bench/bench_reconcile bench/bench_tracker \
-         bench/bench_startup bench/bench_report; do
+         bench/bench_startup bench/bench_runners bench/bench_report; do
   [ -x "$build_dir/$b" ] || { echo "bench/run.sh: $build_dir/$b is missing (build the 'bench' target)" >&2; exit 1; }
 done
 
@@ -73,6 +73,7 @@ if [ "$tiny" = 1 ]; then
   cmd_tracker="$B/bench_tracker --work $work --pages 2,4 --per-page 50"
   cmd_startup="$B/bench_startup --orch $O --work $work --tasks 1000 --runs 1"
   cmd_replicas="$B/bench_ingest --pg-replicas 1,2 --orch $O --work $work --concurrency 8 --requests 400 --warmup 100"
+  cmd_runners="$B/bench_runners --orch $O --work $work --runners 8 --seconds 1 --rate 10 --backlog 100"
 else
   cmd_ceiling="$B/bench_ceiling --work $work --single 3000 --batches 16,64,512 --batch-total 30000"
   cmd_ingest="$B/bench_ingest --serve --orch $O --work $work --concurrency 16,64 --requests 60000 --warmup 3000"
@@ -81,6 +82,7 @@ else
   cmd_tracker="$B/bench_tracker --work $work --pages 10,100 --per-page 100"
   cmd_startup="$B/bench_startup --orch $O --work $work --tasks 100000 --runs 1"
   cmd_replicas="$B/bench_ingest --pg-replicas 1,2,3 --orch $O --work $work --concurrency 64 --requests 60000 --warmup 3000"
+  cmd_runners="$B/bench_runners --orch $O --work $work --runners 50 --seconds 10 --rate 20 --backlog 2000"
   cmd_ceiling="$cmd_ceiling --whatif 64"
   cmd_routes="$B/bench_ingest --serve --server routes --work $work --concurrency 64 --requests 60000 --warmup 3000 --label ingest_routes_only"
   cmd_nogzip="$B/bench_ingest --serve --orch $O --work $work --concurrency 64 --requests 60000 --warmup 3000 --no-gzip --label ingest_no_gzip"
@@ -114,6 +116,7 @@ for ((r = 1; r <= repeat; r++)); do
   run reconcile
   run tracker
   run startup
+  run runners  # 50 runners long-polling one server: idle CPU, enqueue -> offer, a backlog's drain (issue 22)
   if [ "$diagnostics" = 1 ]; then
     run routes
     run nogzip
@@ -194,7 +197,7 @@ if [ "$record" = 1 ]; then
     echo "- commands (each run $repeat times, interleaved per round; paths relative to the repository):"
     echo
     echo '```sh'
-    for n in ceiling ingest replicas handling reconcile tracker startup routes nogzip; do
+    for n in ceiling ingest replicas handling reconcile tracker startup runners routes nogzip; do
       want "$n" || continue
       if [ "$diagnostics" != 1 ] && { [ "$n" = routes ] || [ "$n" = nogzip ]; }; then continue; fi
       v="cmd_$n"

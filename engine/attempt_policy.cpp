@@ -23,8 +23,15 @@ Seconds AttemptPolicy::backoff(int attempt) const {
   return std::min(wait, options_.retry_backoff_max);
 }
 
-JobResult AttemptPolicy::attempt_failed(const JobRow& job, const std::string& reason, Retry retry) {
+JobResult AttemptPolicy::attempt_failed(const JobRow& job, const std::string& failure, Retry retry) {
   const TimePoint now = clock_.now();
+  // A person cancelled it (`orch job cancel`): whatever else went wrong, it is not retried; the task is blocked for a
+  // person to decide (retry or re-run). A fresh read: the intent may have come after the caller's row was read.
+  std::string reason = failure;
+  if (auto fresh = store_.find_job(job.id); fresh.ok() && fresh.value() && !fresh.value()->cancel_requested.empty()) {
+    reason = "cancelled: " + fresh.value()->cancel_requested;
+    retry = Retry::kNo;
+  }
   if (Status s = store_.finish_job(job.id, JobStatus::kFailed, reason, now); !s.ok() && s.code != Code::kConflict)
     log_.warn("jobs: cannot finish job {}: {}", job.id, s.to_string());
   auto found = store_.find_task(job.task_id);

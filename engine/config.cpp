@@ -340,14 +340,15 @@ JobsSpec read_jobs(Reader& r, const toml::value& root) {
   const toml::value* t = r.table(root, "jobs", "'jobs'");
   if (!t) return s;
   const std::string where = "[jobs]";
-  r.check_keys(
-      *t,
-      {"workers", "max_running", "heartbeat_stale", "dispatch_timeout", "queued_ttl", "sweep_batch", "step_attempts"},
-      where);
+  r.check_keys(*t,
+               {"workers", "max_running", "heartbeat_stale", "dispatch_timeout", "queued_ttl", "sweep_batch",
+                "step_attempts", "cancel_grace"},
+               where);
   s.workers = r.small_int_or(*t, "workers", where, s.workers, 1);
   s.max_running = r.small_int_or(*t, "max_running", where, s.max_running, 1);
   s.heartbeat_stale = r.duration_or(*t, "heartbeat_stale", where, s.heartbeat_stale);
   s.dispatch_timeout = r.duration_or(*t, "dispatch_timeout", where, s.dispatch_timeout);
+  s.cancel_grace = r.duration_or(*t, "cancel_grace", where, s.cancel_grace);
   s.queued_ttl = r.duration_or(*t, "queued_ttl", where, s.queued_ttl);
   s.sweep_batch = r.small_int_or(*t, "sweep_batch", where, s.sweep_batch, 1);
   s.step_attempts = r.small_int_or(*t, "step_attempts", where, s.step_attempts, 1);

@@ -101,6 +101,9 @@ struct JobsSpec {
   int max_running = 0;
   std::chrono::seconds heartbeat_stale{150};
   std::chrono::seconds dispatch_timeout{std::chrono::minutes(5)};
+  // Between SIGTERM and SIGKILL to an agent's process group when it is stopped: a cancel, a shutdown, a task that
+  // moved on, a timeout (docs/adr/0023). Runners are told it with each job.
+  std::chrono::seconds cancel_grace{10};
   std::chrono::seconds queued_ttl{std::chrono::hours(2)};
   int sweep_batch = 500;
   // How often a follow-up step after the agent exited 0 (push, open_pr, gate; ADR 0010) may fail before its job fails.

@@ -142,6 +142,9 @@ struct JobRow {
   std::int64_t tokens_out = 0;
   std::string model;  // the last one reported, "" if none
   MicroUsd cost = 0;
+  // A person asked to cancel it (`orch job cancel`, docs/adr/0023): why, "" if nobody did. Its worker or runner stops
+  // the agent at the next heartbeat; the job then fails as cancelled and its task is blocked, never retried.
+  std::string cancel_requested;
 };
 
 // One run's usage as the agent reported it in ORCH_OUTPUT_DIR/usage.json (integrations/agent_usage.h).

@@ -120,6 +120,10 @@ struct JobStore {
   // takes the job over first, so that a late or repeated report of the same claim finds it gone (kConflict).
   virtual Status take_over_job(JobId id, const std::string& from, const std::string& to, TimePoint now) = 0;
   virtual Result<std::optional<JobRow>> find_job(JobId id) = 0;
+  // A person cancels a job: a queued one fails at once with `error`; a running one records the intent (its heartbeats
+  // fail with kConflict from then on, so its worker or runner stops the agent). The row after the change; kConflict
+  // when it is finished already, kNotFound when there is none.
+  virtual Result<JobRow> request_cancel(JobId id, const std::string& error, TimePoint now) = 0;
   // Only a running job finishes; kConflict if the sweeper (or anyone) already finished it.
   virtual Status finish_job(JobId id, JobStatus status, const std::string& error, TimePoint now) = 0;
   virtual Status requeue_job(JobId id, TimePoint now) = 0;  // running -> queued (start-up recovery)

@@ -9,11 +9,13 @@
 #include "integrations/agent_launch.h"
 
 #include <errno.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -42,14 +44,33 @@ Result<int> AgentLauncher::run(const JobRow& job, const TaskRow& task, const Age
     if (hooks.on_output) hooks.on_output(output);
   };
   spec.timeout = agent.timeout;
-  spec.kill_grace = options_.kill_grace;
+  spec.kill_grace = hooks.kill_grace.value_or(options_.kill_grace);
   spec.heartbeat_interval = options_.heartbeat_interval;
   spec.heartbeat = hooks.heartbeat;
-  spec.on_start = hooks.on_start;
+  pid_t group = 0;
+  spec.on_start = [&group, &hooks](pid_t pid) {
+    group = pid;
+    if (hooks.on_start) hooks.on_start(pid);
+  };
   spec.stop = hooks.stop;
   Result<int> code = processes_.run(spec);
+  // The process runner kills the whole group once the agent is gone; check that nothing of it was left (a process
+  // that ignored SIGTERM and outlived the reap), and kill again what was.
+  const bool gone = group <= 0 || process_group_gone(group, std::chrono::seconds(5));
+  if (!gone) job_log.write("[orch] a process of the agent's group " + std::to_string(group) + " outlived SIGKILL\n");
+  if (hooks.group_gone) *hooks.group_gone = gone;
   job_log.finish("[orch] " + (code.ok() ? "exit " + std::to_string(code.value()) : code.status().message) + "\n");
   return code;
+}
+
+bool process_group_gone(pid_t group, Millis within) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  for (;;) {
+    if (::kill(-group, 0) != 0 && errno == ESRCH) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    ::kill(-group, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a SIGKILLed process is gone within a tick
+  }
 }
 
 fs::path AgentLauncher::output_dir(JobId job) const {

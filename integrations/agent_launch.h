@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <string_view>
@@ -35,7 +36,13 @@ struct LaunchHooks {
   std::function<void()> heartbeat;                  // every heartbeat_interval while it runs
   std::function<void(std::string_view)> on_output;  // every byte it prints, after the log has it
   std::function<void(pid_t)> on_start;              // its pid, which is also its process group id
+  // Set after the run: whether no process of the agent's group was left (checked, and SIGKILLed again if one was).
+  bool* group_gone = nullptr;
+  std::optional<Millis> kill_grace;  // instead of LaunchOptions::kill_grace (a runner: the server's cancel_grace)
 };
+
+// Whether no process of `group` is left, SIGKILLing what is, for at most `within`.
+bool process_group_gone(pid_t group, Millis within);
 
 class AgentLauncher {
  public:

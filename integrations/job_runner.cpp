@@ -59,6 +59,7 @@ WorkerOptions worker_options_from(const JobsSpec& jobs) {
   o.heartbeat_interval = std::clamp<Millis>(std::chrono::duration_cast<Millis>(jobs.heartbeat_stale) / 10,
                                             std::chrono::seconds(1), std::chrono::seconds(10));
   o.step_max_attempts = std::max(1, jobs.step_attempts);
+  o.kill_grace = jobs.cancel_grace;
   return o;
 }
 

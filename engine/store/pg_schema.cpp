@@ -237,6 +237,11 @@ CREATE TABLE runners (
   revoked       INTEGER NOT NULL DEFAULT 0
 );
 )sql",
+    // 12: cancel (docs/adr/0023): a person's intent to stop a running job, read by its worker or runner at the next
+    // heartbeat, which stops the agent's process group before the job is marked cancelled.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN cancel_requested TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(std::size(kMigrations) == PgStore::kSchemaVersion, "one migration per schema version");
 

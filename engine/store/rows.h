@@ -35,7 +35,8 @@ struct Bytes {
 #define ORCH_JOB_COLUMNS_OF(t)                                                                                     \
   t "id, " t "task_id, " t "visit, " t "stage, " t "agent, " t "status, " t "attempt, " t "error, " t "worker, " t \
     "created_at, " t "run_after, " t "started_at, " t "heartbeat_at, " t "finished_at, " t "step, " t              \
-    "step_attempts, " t "step_error, " t "tokens_in, " t "tokens_out, " t "model, " t "cost_micros"
+    "step_attempts, " t "step_error, " t "tokens_in, " t "tokens_out, " t "model, " t "cost_micros, " t            \
+    "cancel_requested"
 #define ORCH_JOB_COLUMNS ORCH_JOB_COLUMNS_OF("")
 #define ORCH_DELIVERY_COLUMNS                                                                                  \
   "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at, lane, run_after, " \
@@ -133,6 +134,7 @@ inline constexpr auto read_job = [](const auto& r) {
   j.tokens_out = r.int64(18);
   j.model = r.text(19);
   j.cost = r.int64(20);
+  j.cancel_requested = r.text(21);
   return j;
 };
 

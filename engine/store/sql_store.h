@@ -63,6 +63,7 @@ class SqlStore : public Store {
   Status heartbeat_claim(JobId id, const std::string& worker, TimePoint now) override;
   Status take_over_job(JobId id, const std::string& from, const std::string& to, TimePoint now) override;
   Result<std::optional<JobRow>> find_job(JobId id) override;
+  Result<JobRow> request_cancel(JobId id, const std::string& error, TimePoint now) override;
   Status finish_job(JobId id, JobStatus status, const std::string& error, TimePoint now) override;
   Status requeue_job(JobId id, TimePoint now) override;
   Status begin_job_step(JobId id, const std::string& step, TimePoint now) override;

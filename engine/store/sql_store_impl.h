@@ -66,6 +66,10 @@ template <class Conn>
 Status job_mismatch(Conn& c, JobId id, const char* expected) {
   std::optional<std::string> status = c.one("SELECT status FROM jobs WHERE id = $1", read_text0, id);
   if (!status) return not_found("job " + std::to_string(id) + " not found");
+  if (*status == "running") {
+    std::optional<std::string> cancel = c.one("SELECT cancel_requested FROM jobs WHERE id = $1", read_text0, id);
+    if (cancel && !cancel->empty()) return conflict("job " + std::to_string(id) + " is cancelled: " + *cancel);
+  }
   return conflict("job " + std::to_string(id) + " is " + *status + ", not " + expected);
 }
 
@@ -460,8 +464,9 @@ Result<std::optional<JobRow>> SqlStore<Conn>::claim_job(const std::string& worke
 template <class Conn>
 Status SqlStore<Conn>::heartbeat_claim(JobId id, const std::string& worker, TimePoint now) {
   return write("heartbeat_claim", [&](Conn& c) -> Status {
-    if (c.exec("UPDATE jobs SET heartbeat_at = $1 WHERE id = $2 AND status = 'running' AND worker = $3", now, id,
-               worker))
+    if (c.exec("UPDATE jobs SET heartbeat_at = $1 WHERE id = $2 AND status = 'running' AND worker = $3 "
+               "AND cancel_requested = ''",
+               now, id, worker))
       return {};
     return sql_store::claim_mismatch(c, id, worker);
   });
@@ -480,8 +485,27 @@ Status SqlStore<Conn>::take_over_job(JobId id, const std::string& from, const st
 template <class Conn>
 Status SqlStore<Conn>::heartbeat_job(JobId id, TimePoint now) {
   return write("heartbeat_job", [&](Conn& c) -> Status {
-    if (c.exec("UPDATE jobs SET heartbeat_at = $1 WHERE id = $2 AND status = 'running'", now, id)) return {};
+    if (c.exec("UPDATE jobs SET heartbeat_at = $1 WHERE id = $2 AND status = 'running' AND cancel_requested = ''", now,
+               id))
+      return {};
     return sql_store::job_mismatch(c, id, "running");
+  });
+}
+
+template <class Conn>
+Result<JobRow> SqlStore<Conn>::request_cancel(JobId id, const std::string& error, TimePoint now) {
+  if (error.empty()) return invalid("request_cancel: say why");
+  return write("request_cancel", [&](Conn& c) -> Result<JobRow> {
+    std::optional<std::string> status = c.one(Dialect<Conn>::kJobStatusForUpdate, read_text0, id);
+    if (!status) return not_found("job " + std::to_string(id) + " not found");
+    if (*status == "queued")
+      c.exec("UPDATE jobs SET status = 'failed', error = $1, cancel_requested = $1, finished_at = $2 WHERE id = $3",
+             error, now, id);
+    else if (*status == "running")
+      c.exec("UPDATE jobs SET cancel_requested = $1 WHERE id = $2 AND cancel_requested = ''", error, id);
+    else
+      return conflict("job " + std::to_string(id) + " is " + *status + " already");
+    return *c.one("SELECT " ORCH_JOB_COLUMNS " FROM jobs WHERE id = $1", read_job, id);
   });
 }
 

@@ -233,6 +233,11 @@ CREATE TABLE runners (
   revoked       INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 )sql",
+    // 12: cancel (docs/adr/0023): a person's intent to stop a running job, read by its worker or runner at the next
+    // heartbeat, which stops the agent's process group before the job is marked cancelled.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN cancel_requested TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 

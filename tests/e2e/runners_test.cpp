@@ -252,3 +252,49 @@ TEST_CASE("e2e runners: the runner API / 401 for a wrong or revoked token, 409 f
   CHECK(late->status == 409);
   CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'queued'") == 1);
 }
+
+// Issue 22's cancel: `orch job cancel ID` reaches whoever holds the job within one heartbeat, the agent's process
+// group is stopped (SIGTERM, cancel_grace, SIGKILL) and checked gone, then the job fails as cancelled and its task is
+// blocked, never retried. On a runner, and on the server's own pool.
+TEST_CASE(
+    "e2e cancel: orch job cancel stops the agent's process group within one heartbeat / on a runner and locally") {
+  for (const bool on_runner : {true, false}) {
+    CAPTURE(on_runner);
+    TempDir scratch;
+    const std::string pid_file = scratch.file("agent.pid");
+    WorldOptions o;
+    o.runs_on = on_runner ? "agents" : "";
+    o.analyst = "slow_first.sh";
+    o.analyst_env = {{"E2E_PID_FILE", pid_file}};
+    o.heartbeat_stale = "10s";  // heartbeats every second
+    World w(o);
+    REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
+    Runners runners{w, {}, {}};
+    if (on_runner) runners.add("a");
+    start_item(w, "Cancel me");
+    REQUIRE_MESSAGE(eventually([&] { return read_pid(pid_file) > 0; }, 30s), w.log_tails() << runners.logs());
+    const pid_t agent = read_pid(pid_file);
+    const std::string job = w.rows("SELECT id FROM jobs WHERE status = 'running'").at(0).at(0);
+
+    std::string out;
+    REQUIRE(w.cli({"job", "cancel", job}, &out) == 0);
+    CHECK(out.find("cancel requested") != std::string::npos);
+    const auto asked = std::chrono::steady_clock::now();
+    CHECK_MESSAGE(eventually([&] { return group_gone(agent); }, 15s), w.log_tails() << runners.logs());
+    // One heartbeat (1 s) and the agent's quick exit on SIGTERM: well inside the 10 s cancel grace.
+    CHECK(std::chrono::steady_clock::now() - asked < 8s);
+    REQUIRE_MESSAGE(eventually([&] { return w.count("SELECT COUNT(*) FROM tasks WHERE blocked") == 1; }, 30s),
+                    w.log_tails() << runners.logs());
+    auto rows = w.rows("SELECT status, error FROM jobs");
+    REQUIRE(rows.size() == 1);  // never retried
+    CHECK(rows[0][0] == "failed");
+    CHECK(rows[0][1].rfind("cancelled: by a person", 0) == 0);
+    CHECK(w.count("SELECT COUNT(*) FROM tasks WHERE blocked_reason LIKE '%cancelled%'") == 1);
+    // A finished job cannot be cancelled again.
+    CHECK(w.cli({"job", "cancel", job}) == 1);
+    if (on_runner) {
+      CHECK(count_of(runners.procs["a"]->log(), "was cancelled by a person") == 1);
+      CHECK(runners.procs["a"]->terminate() == std::optional<int>(0));
+    }
+  }
+}

@@ -633,6 +633,40 @@ TEST_CASE_TEMPLATE("store: a runner's claim fences its heartbeat and the take-ov
   CHECK(store->heartbeat_claim(job.id, "server/1", clock.now()).code == Code::kConflict);
 }
 
+TEST_CASE_TEMPLATE("store: a cancel fails a queued job at once and makes a running job's heartbeats fail", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  JobRow queued = queued_job(*store, "shop", "1", "analyst", clock.now());
+  JobRow running = queued_job(*store, "shop", "2", "analyst", clock.now() + 1s);
+  clock.advance(5s);
+  REQUIRE(store->claim_job("runner:a/1", clock.now()).value()->id == queued.id);
+  // The first claimed is the one that runs; cancel the other while it is queued.
+  std::swap(queued, running);
+  auto cancelled = store->request_cancel(queued.id, "by a person", clock.now());
+  REQUIRE_MESSAGE(cancelled.ok(), cancelled.status().message);
+  CHECK(cancelled.value().status == JobStatus::kFailed);
+  CHECK(cancelled.value().error == "by a person");
+  CHECK(cancelled.value().finished_at == clock.now());
+  CHECK(store->claim_job("w/1", clock.now()).value() == std::nullopt);  // nothing else to claim
+
+  auto asked = store->request_cancel(running.id, "by a person", clock.now());
+  REQUIRE(asked.ok());
+  CHECK(asked.value().status == JobStatus::kRunning);
+  CHECK(asked.value().cancel_requested == "by a person");
+  Status beat = store->heartbeat_claim(running.id, "runner:a/1", clock.now());
+  CHECK(beat.code == Code::kConflict);
+  CHECK(beat.message.find("cancelled") != std::string::npos);
+  CHECK(store->heartbeat_job(running.id, clock.now()).code == Code::kConflict);
+  // Its holder still takes it over to report that the agent is gone.
+  REQUIRE(store->take_over_job(running.id, "runner:a/1", "server/1", clock.now()).ok());
+  REQUIRE(store->finish_job(running.id, JobStatus::kFailed, "cancelled: by a person", clock.now()).ok());
+  CHECK(store->request_cancel(running.id, "again", clock.now()).status().code == Code::kConflict);
+  CHECK(store->request_cancel(424242, "no such job", clock.now()).status().code == Code::kNotFound);
+  CHECK(store->request_cancel(running.id, "", clock.now()).status().code == Code::kInvalid);
+}
+
 TEST_CASE_TEMPLATE("store: runners are registered once by name, found by token hash, seen and revoked", B,
                    SqliteBackend, PgBackend) {
   B backend;
