@@ -8,6 +8,7 @@
 
 #include "app/admin_actions.h"
 #include "app/auth.h"
+#include "app/json_answer.h"
 #include "engine/budget.h"
 
 namespace orch {
@@ -15,33 +16,7 @@ namespace {
 
 using nlohmann::json;
 
-int http_status(Code c) {
-  switch (c) {
-    case Code::kOk: return 200;
-    case Code::kInvalid: return 400;
-    case Code::kNotFound: return 404;
-    case Code::kConflict: return 409;
-    case Code::kUnavailable: return 503;
-    case Code::kInternal: return 500;
-  }
-  return 500;
-}
-
-void answer(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(), "application/json");
-}
-
 void answer_error(httplib::Response& res, const Status& s) { answer(res, http_status(s.code), {{"error", s.message}}); }
-
-// The path's numeric {id} (its first match); nullopt when it does not fit the id's type.
-std::optional<std::int64_t> path_id(const httplib::Request& req) {
-  const std::string raw = req.matches[1];
-  std::int64_t id = 0;
-  auto [p, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), id);
-  if (ec != std::errc() || p != raw.data() + raw.size()) return std::nullopt;
-  return id;
-}
 
 // A browser that holds the admin credentials (basic auth is cached per origin) would send them with a POST that
 // another site's page makes: refuse what the browser itself marks as coming from elsewhere. curl and scripts send

@@ -30,6 +30,37 @@ int fail(const std::string& command, const Status& s) {
 
 Result<Settings> settings_for(const CommonOptions& common) { return load_settings(common.config, process_env()); }
 
+// Blocks the shutdown signals in every thread (threads inherit the mask): the command takes them with sigwait.
+sigset_t block_shutdown_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return signals;
+}
+
+// Starts a Runner, waits for SIGTERM/SIGINT (or a refused token), stops it: 0, or 1 when the token was refused.
+int run_runner_command(RunnerSettings settings) {
+  auto log = make_logger(false);
+  sigset_t signals = block_shutdown_signals();
+  ProcessRunner::become_child_subreaper();
+  Runner runner(std::move(settings), *log);
+  runner.start();
+  // Wait for a signal, waking now and then to see whether the server refused the token.
+  timespec tick{0, 200 * 1000 * 1000};
+  int sig = -1;
+  while (!runner.refused()) {
+    sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig == SIGTERM || sig == SIGINT) break;
+  }
+  if (sig == SIGTERM || sig == SIGINT)
+    log->info("runner: received {}, handing running jobs back", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  runner.stop();
+  return runner.refused() ? 1 : 0;
+}
+
 }  // namespace
 
 int cmd_check_config(const std::string& file) {
@@ -70,13 +101,7 @@ int cmd_serve(const CommonOptions& common) {
   if (!settings.ok()) return fail("serve", settings.status());
   auto log = make_logger(settings.value().log_json);
 
-  // Block the shutdown signals in every thread (threads inherit the mask), and take them here with sigwait.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  sigset_t signals = block_shutdown_signals();
 
   auto app = App::open(std::move(settings).value(), *log);
   if (!app.ok()) {

@@ -98,6 +98,11 @@ Metrics::Metrics(Store& store, const Leadership& leadership)
                  .Name("orch_spend_usd")
                  .Help("US dollars the agents' runs reported (usage.json), by project and stage")
                  .Register(*registry_)),
+      runners_(BuildGauge()
+                   .Name("orch_runners")
+                   .Help("Registered runners by state: online (seen within heartbeat_stale, not revoked) or offline")
+                   .Register(*registry_)),
+      runner_jobs_(BuildGauge().Name("orch_runner_jobs_running").Help("Running jobs by runner").Register(*registry_)),
       outbox_depth_(BuildGauge()
                         .Name("orch_notification_outbox_depth")
                         .Help("Notifications waiting to be sent")
@@ -296,12 +301,32 @@ void Metrics::register_routes(httplib::Server& server, const Secret& token) {
 
 void Metrics::collect_from_store() {
   bool up = true;
+  std::vector<JobRow> running;
   for (JobStatus s : {JobStatus::kQueued, JobStatus::kRunning}) {
     auto jobs = store_.jobs_with_status(s, 1000000);
-    if (jobs.ok())
+    if (jobs.ok()) {
       jobs_.Add({{"status", job_status_name(s)}}).Set(static_cast<double>(jobs.value().size()));
-    else
+      if (s == JobStatus::kRunning) running = std::move(jobs).value();
+    } else {
       up = false;
+    }
+  }
+  // Runners (docs/adr/0023): by state, and each one's running jobs (its claims are "runner:<name>/...").
+  if (auto runners = store_.runners(); runners.ok()) {
+    const TimePoint now = SystemClock().now();
+    double online = 0, offline = 0;
+    for (const RunnerRow& r : runners.value()) {
+      const bool up_now = !r.revoked && r.last_seen_at && *r.last_seen_at >= now - runner_stale_;
+      (up_now ? online : offline) += 1;
+      const std::string prefix = "runner:" + r.name + "/";
+      double jobs = 0;
+      for (const JobRow& j : running) jobs += j.worker.rfind(prefix, 0) == 0 ? 1 : 0;
+      runner_jobs_.Add({{"runner", r.name}}).Set(jobs);
+    }
+    runners_.Add({{"state", "online"}}).Set(online);
+    runners_.Add({{"state", "offline"}}).Set(offline);
+  } else {
+    up = false;
   }
   if (auto c = store_.inbox_counts(); c.ok()) {
     inbox_.Add({{"status", "pending"}}).Set(static_cast<double>(c.value().pending));

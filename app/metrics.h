@@ -43,6 +43,9 @@ class Metrics final : public Telemetry {
   // The SQLite store's checkpoint thread, read at each scrape (the orch_store_checkpoint* series exist only then).
   void watch_checkpoints(std::function<SqliteCheckpointer::Counts()> read);
 
+  // A runner not seen within `heartbeat_stale` counts as offline in orch_runners ([jobs] heartbeat_stale).
+  void set_runner_stale(std::chrono::seconds heartbeat_stale) { runner_stale_ = heartbeat_stale; }
+
   // The exposition text, after refreshing what is read from the store.
   std::string scrape();
 
@@ -78,6 +81,9 @@ class Metrics final : public Telemetry {
   prometheus::Family<prometheus::Gauge>& notifications_;
   prometheus::Family<prometheus::Gauge>& outbox_messages_;  // by channel and status
   prometheus::Family<prometheus::Gauge>& spend_;            // US dollars agents reported, by project and stage
+  prometheus::Family<prometheus::Gauge>& runners_;          // registered runners by state (online, offline)
+  prometheus::Family<prometheus::Gauge>& runner_jobs_;      // running jobs by runner
+  std::chrono::seconds runner_stale_{150};
   prometheus::Gauge& outbox_depth_;
   prometheus::Gauge& reconcile_enabled_;
   prometheus::Gauge& reconcile_plane_enabled_;

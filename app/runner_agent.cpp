@@ -9,12 +9,9 @@
 // the server, as follow-up steps of the job.
 #include "app/runner_agent.h"
 
-#include <signal.h>
-
 #include <condition_variable>
 #include <mutex>
 
-#include "app/logging.h"
 #include "integrations/agent_usage.h"
 #include "integrations/job_summary.h"
 
@@ -326,30 +323,6 @@ void Runner::report(std::stop_token stop, JobId id, const json& body) {
     if (!nap(stop, backoff)) return;
     backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(30));
   }
-}
-
-int run_runner_command(RunnerSettings settings) {
-  auto log = make_logger(false);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  ProcessRunner::become_child_subreaper();
-  Runner runner(std::move(settings), *log);
-  runner.start();
-  // Wait for a signal, waking now and then to see whether the server refused the token.
-  timespec tick{0, 200 * 1000 * 1000};
-  int sig = -1;
-  while (!runner.refused()) {
-    sig = sigtimedwait(&signals, nullptr, &tick);
-    if (sig == SIGTERM || sig == SIGINT) break;
-  }
-  if (sig == SIGTERM || sig == SIGINT)
-    log->info("runner: received {}, handing running jobs back", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-  runner.stop();
-  return runner.refused() ? 1 : 0;
 }
 
 }  // namespace orch

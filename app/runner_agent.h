@@ -75,7 +75,4 @@ class Runner {
   std::vector<std::jthread> slots_;  // last: stopped before the rest is destroyed
 };
 
-// `orch runner ...` as a command: starts a Runner, waits for SIGTERM/SIGINT (or a refused token), stops it.
-int run_runner_command(RunnerSettings settings);
-
 }  // namespace orch

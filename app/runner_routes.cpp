@@ -19,6 +19,7 @@
 #include <fstream>
 
 #include "app/auth.h"
+#include "app/json_answer.h"
 #include "app/runner_registry.h"
 
 namespace orch {
@@ -29,31 +30,6 @@ namespace fs = std::filesystem;
 using Steady = std::chrono::steady_clock;
 
 constexpr std::size_t kMaxSummary = 64 * 1024;  // job_summary keeps less; a bigger one is cut, not refused
-
-void answer(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(), "application/json");
-}
-
-int http_status(Code c) {
-  switch (c) {
-    case Code::kOk: return 200;
-    case Code::kInvalid: return 400;
-    case Code::kNotFound: return 404;
-    case Code::kConflict: return 409;
-    case Code::kUnavailable: return 503;
-    case Code::kInternal: return 500;
-  }
-  return 500;
-}
-
-std::optional<JobId> path_id(const httplib::Request& req) {
-  const std::string raw = req.matches[1];
-  JobId id = 0;
-  auto [p, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), id);
-  if (ec != std::errc() || p != raw.data() + raw.size()) return std::nullopt;
-  return id;
-}
 
 std::string random_hex(int bytes) {
   std::string out;

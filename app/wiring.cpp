@@ -269,6 +269,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
   scheduler_.subscribe_to(bus_);
   metrics_.subscribe_to(bus_);
   if (store.checkpoints) metrics_.watch_checkpoints(std::move(store.checkpoints));
+  metrics_.set_runner_stale(settings_.config.jobs.heartbeat_stale);
   webhook_routes_.set_on_stored([this] { inbox_.poke(); });
   register_routes();
 }

@@ -79,6 +79,17 @@ httplib::Result runner_post(const World& w, const std::string& token, const std:
   return c.Post(path, h, body.dump(), "application/json");
 }
 
+// Runners take every agent; the analyst's first attempt waits until it is stopped, recording its process group in
+// `pid_file`; heartbeats every second up to `stale`.
+WorldOptions slow_first_world(const std::string& pid_file, const std::string& runs_on, const std::string& stale) {
+  WorldOptions o;
+  o.runs_on = runs_on;
+  o.analyst = "slow_first.sh";
+  o.analyst_env = {{"E2E_PID_FILE", pid_file}};
+  o.heartbeat_stale = stale;
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("e2e runners: two runners run the example pipeline to done / no agent runs on the server") {
@@ -105,6 +116,12 @@ TEST_CASE("e2e runners: two runners run the example pipeline to done / no agent 
       CHECK(runner["labels"] == nlohmann::json::array({"agents"}));
       CHECK(runner["job_id"].is_null());
     }
+    // /metrics: both runners online, nothing running on either.
+    auto m = w.metrics(0);
+    REQUIRE(m);
+    CHECK(sum_samples(*m, "orch_runners", {"state=\"online\""}) == 2);
+    CHECK(sum_samples(*m, "orch_runners", {"state=\"offline\""}) == 0);
+    CHECK(sum_samples(*m, "orch_runner_jobs_running", {"runner=\"r1\""}) == 0);
     for (auto& [name, p] : runners->procs) CHECK(p->terminate() == std::optional<int>(0));
   };
   RunResult r = run_pipeline(3, Loss{}, run);
@@ -114,12 +131,7 @@ TEST_CASE("e2e runners: two runners run the example pipeline to done / no agent 
 TEST_CASE("e2e runners: a runner SIGKILLed mid-job / its job runs again on the other runner after the stale bound") {
   TempDir scratch;
   const std::string pid_file = scratch.file("agent.pid");
-  WorldOptions o;
-  o.runs_on = "agents";
-  o.analyst = "slow_first.sh";
-  o.analyst_env = {{"E2E_PID_FILE", pid_file}};
-  o.heartbeat_stale = "3s";
-  World w(o);
+  World w(slow_first_world(pid_file, "agents", "3s"));
   REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
   Runners runners{w, {}, {}};
   RunnerProcess& a = runners.add("a");
@@ -148,18 +160,17 @@ TEST_CASE("e2e runners: a runner SIGKILLed mid-job / its job runs again on the o
   CHECK(status["runners"][0]["name"] == "a");
   CHECK(status["runners"][0]["state"] == "offline");
   CHECK(status["runners"][1]["state"] == "online");
+  auto m = w.metrics(0);
+  REQUIRE(m);
+  CHECK(sum_samples(*m, "orch_runners", {"state=\"offline\""}) == 1);
+  CHECK(sum_samples(*m, "orch_runners", {"state=\"online\""}) == 1);
 }
 
 TEST_CASE(
     "e2e runners: a runner paused past the stale bound / finds its job taken away, stops its agent, reports nothing") {
   TempDir scratch;
   const std::string pid_file = scratch.file("agent.pid");
-  WorldOptions o;
-  o.runs_on = "agents";
-  o.analyst = "slow_first.sh";
-  o.analyst_env = {{"E2E_PID_FILE", pid_file}};
-  o.heartbeat_stale = "3s";
-  World w(o);
+  World w(slow_first_world(pid_file, "agents", "3s"));
   REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
   Runners runners{w, {}, {}};
   RunnerProcess& a = runners.add("a");
@@ -262,12 +273,7 @@ TEST_CASE(
     CAPTURE(on_runner);
     TempDir scratch;
     const std::string pid_file = scratch.file("agent.pid");
-    WorldOptions o;
-    o.runs_on = on_runner ? "agents" : "";
-    o.analyst = "slow_first.sh";
-    o.analyst_env = {{"E2E_PID_FILE", pid_file}};
-    o.heartbeat_stale = "10s";  // heartbeats every second
-    World w(o);
+    World w(slow_first_world(pid_file, on_runner ? "agents" : "", "10s"));  // heartbeats every second
     REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
     Runners runners{w, {}, {}};
     if (on_runner) runners.add("a");
