@@ -63,6 +63,25 @@ pid_t spawn(const std::vector<std::string>& argv, const std::map<std::string, st
   _exit(127);
 }
 
+// Waits for `pid` to exit: its exit code, -signal if one ended it, nullopt if it did not exit in time. Clears pid.
+std::optional<int> wait_child(pid_t& pid, std::chrono::milliseconds deadline) {
+  if (pid <= 0) return std::nullopt;
+  int status = 0;
+  if (!eventually([&] { return waitpid(pid, &status, WNOHANG) == pid; }, deadline)) return std::nullopt;
+  pid = -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return -1000;
+}
+
+void kill_child(pid_t& pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  pid = -1;
+}
+
 }  // namespace
 
 int free_loopback_port() {
@@ -141,14 +160,7 @@ bool OrchProcess::start(std::chrono::milliseconds deadline) {
          pid_ > 0;
 }
 
-std::optional<int> OrchProcess::wait_exit(std::chrono::milliseconds deadline) {
-  int status = 0;
-  if (!eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, deadline)) return std::nullopt;
-  pid_ = -1;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return -WTERMSIG(status);
-  return -1000;
-}
+std::optional<int> OrchProcess::wait_exit(std::chrono::milliseconds deadline) { return wait_child(pid_, deadline); }
 
 std::optional<int> OrchProcess::terminate(std::chrono::milliseconds deadline) {
   if (pid_ <= 0) return std::nullopt;
@@ -158,13 +170,7 @@ std::optional<int> OrchProcess::terminate(std::chrono::milliseconds deadline) {
   return code;
 }
 
-void OrchProcess::kill_hard() {
-  if (pid_ <= 0) return;
-  kill(pid_, SIGKILL);
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  pid_ = -1;
-}
+void OrchProcess::kill_hard() { kill_child(pid_); }
 
 nlohmann::json OrchProcess::status_json() const {
   std::string out;
@@ -208,15 +214,7 @@ void RunnerProcess::signal(int sig) const {
   if (pid_ > 0) kill(pid_, sig);
 }
 
-std::optional<int> RunnerProcess::wait_exit(std::chrono::milliseconds deadline) {
-  if (pid_ <= 0) return std::nullopt;
-  int status = 0;
-  if (!eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, deadline)) return std::nullopt;
-  pid_ = -1;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return -WTERMSIG(status);
-  return -1000;
-}
+std::optional<int> RunnerProcess::wait_exit(std::chrono::milliseconds deadline) { return wait_child(pid_, deadline); }
 
 std::optional<int> RunnerProcess::terminate(std::chrono::milliseconds deadline) {
   if (pid_ <= 0) return std::nullopt;
@@ -227,13 +225,7 @@ std::optional<int> RunnerProcess::terminate(std::chrono::milliseconds deadline) 
   return code;
 }
 
-void RunnerProcess::kill_hard() {
-  if (pid_ <= 0) return;
-  kill(pid_, SIGKILL);
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  pid_ = -1;
-}
+void RunnerProcess::kill_hard() { kill_child(pid_); }
 
 std::string RunnerProcess::log() const {
   std::ifstream in(log_path_, std::ios::binary);
