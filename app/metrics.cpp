@@ -11,6 +11,7 @@
 #include <prometheus/text_serializer.h>
 
 #include "app/auth.h"
+#include "app/runner_registry.h"
 #include "engine/budget.h"
 #include "engine/clock.h"
 #include "engine/setting_keys.h"
@@ -316,11 +317,9 @@ void Metrics::collect_from_store() {
     const TimePoint now = SystemClock().now();
     double online = 0, offline = 0;
     for (const RunnerRow& r : runners.value()) {
-      const bool up_now = !r.revoked && r.last_seen_at && *r.last_seen_at >= now - runner_stale_;
-      (up_now ? online : offline) += 1;
-      const std::string prefix = "runner:" + r.name + "/";
+      (runner_online(r, now, runner_stale_) ? online : offline) += 1;
       double jobs = 0;
-      for (const JobRow& j : running) jobs += j.worker.rfind(prefix, 0) == 0 ? 1 : 0;
+      for (const JobRow& j : running) jobs += is_claim_of(j.worker, r.name) ? 1 : 0;
       runner_jobs_.Add({{"runner", r.name}}).Set(jobs);
     }
     runners_.Add({{"state", "online"}}).Set(online);

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "app/runner_registry.h"
 #include "engine/budget.h"
 
 namespace orch {
@@ -168,11 +169,10 @@ json queue_runners_json(const std::vector<RunnerRow>& runners, const std::vector
                         std::chrono::seconds heartbeat_stale) {
   json out = json::array();
   for (const RunnerRow& r : runners) {
-    const bool online = !r.revoked && r.last_seen_at && *r.last_seen_at >= now - heartbeat_stale;
+    const bool online = runner_online(r, now, heartbeat_stale);
     json job = nullptr;
-    const std::string prefix = "runner:" + r.name + "/";
     for (const JobRow& j : running)
-      if (j.worker.rfind(prefix, 0) == 0) job = j.id;
+      if (is_claim_of(j.worker, r.name)) job = j.id;
     out.push_back({{"name", r.name},
                    {"labels", r.labels},
                    {"state", online ? "online" : "offline"},

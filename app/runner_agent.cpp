@@ -251,8 +251,7 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
     report["seconds"] = std::chrono::duration<double>(Steady::now() - started).count();
     if (code.ok()) {
       report["exit_code"] = code.value();
-      const bool succeeded = code.value() == 0 || (post_review && code.value() == 3);
-      if (succeeded && !halt.stop_requested()) {
+      if (agent_run_succeeded(code, post_review) && !halt.stop_requested()) {
         Status pushed = git_.push_branch(project, task);
         auto head = pushed.ok() ? git_.branch_head(project, task.branch) : Result<std::string>(pushed);
         if (head.ok()) {

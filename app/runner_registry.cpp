@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <cstdio>
+#include <vector>
 
 #include "webhooks/signature.h"
 
@@ -32,6 +33,32 @@ Result<std::vector<std::string>> parse_runner_labels(const std::string& csv) {
   return labels;
 }
 
+Result<std::string> random_hex(std::size_t bytes) {
+  std::vector<unsigned char> b(bytes);
+  if (RAND_bytes(b.data(), static_cast<int>(b.size())) != 1) return internal("cannot draw random bytes");
+  std::string out;
+  char hex[3];
+  for (unsigned char c : b) {
+    std::snprintf(hex, sizeof hex, "%02x", c);
+    out += hex;
+  }
+  return out;
+}
+
+Result<std::string> new_runner_claim(const std::string& name) {
+  auto random = random_hex(8);
+  if (!random.ok()) return random.status();
+  return "runner:" + name + "/" + random.value();
+}
+
+bool is_claim_of(const std::string& worker, const std::string& name) {
+  return worker.rfind("runner:" + name + "/", 0) == 0;
+}
+
+bool runner_online(const RunnerRow& runner, TimePoint now, std::chrono::seconds heartbeat_stale) {
+  return !runner.revoked && runner.last_seen_at && *runner.last_seen_at >= now - heartbeat_stale;
+}
+
 std::string runner_token_hash(const std::string& token) { return sha256_hex(token); }
 
 Result<std::string> register_runner(RunnerStore& store, const std::string& name, const std::vector<std::string>& labels,
@@ -39,14 +66,9 @@ Result<std::string> register_runner(RunnerStore& store, const std::string& name,
   if (!is_runner_name(name)) return invalid("runner name '" + name + "' is not 1 to 64 of A-Z a-z 0-9 . _ -");
   for (const std::string& l : labels)
     if (!is_runner_name(l)) return invalid("label '" + l + "' is not 1 to 64 of A-Z a-z 0-9 . _ -");
-  unsigned char bytes[32];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) return internal("cannot draw a random token");
-  std::string token = "orch_rt_";
-  char hex[3];
-  for (unsigned char b : bytes) {
-    std::snprintf(hex, sizeof hex, "%02x", b);
-    token += hex;
-  }
+  auto random = random_hex(32);
+  if (!random.ok()) return random.status();
+  const std::string token = "orch_rt_" + random.value();
   RunnerRow row;
   row.name = name;
   row.labels = labels;

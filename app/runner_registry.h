@@ -4,6 +4,8 @@
 // /queue.json and are never parsed back out of anything attacker-controlled.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,14 @@ bool is_runner_name(const std::string& s);
 Result<std::vector<std::string>> parse_runner_labels(const std::string& csv);
 // The SHA-256 (hex) a token is known by.
 std::string runner_token_hash(const std::string& token);
+// `bytes` random bytes (OpenSSL's generator) as lowercase hex; kInternal when the generator fails.
+Result<std::string> random_hex(std::size_t bytes);
+// A runner's claims are job worker ids "runner:<name>/<random>" (docs/adr/0023): each claim's, and whether `worker`
+// is one of `name`'s claims.
+Result<std::string> new_runner_claim(const std::string& name);
+bool is_claim_of(const std::string& worker, const std::string& name);
+// Online: not revoked, and seen (a claim, heartbeat, log or report) within `heartbeat_stale` of `now`.
+bool runner_online(const RunnerRow& runner, TimePoint now, std::chrono::seconds heartbeat_stale);
 // Registers `name` with `labels`; the new token (shown once). kConflict when the name is taken, kInvalid for a bad
 // name or label.
 Result<std::string> register_runner(RunnerStore& store, const std::string& name, const std::vector<std::string>& labels,

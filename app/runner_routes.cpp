@@ -10,11 +10,8 @@
 
 #include <unistd.h>
 
-#include <openssl/rand.h>
-
 #include <algorithm>
 #include <charconv>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -30,18 +27,6 @@ namespace fs = std::filesystem;
 using Steady = std::chrono::steady_clock;
 
 constexpr std::size_t kMaxSummary = 64 * 1024;  // job_summary keeps less; a bigger one is cut, not refused
-
-std::string random_hex(int bytes) {
-  std::string out;
-  unsigned char b[32];
-  if (bytes > 32 || RAND_bytes(b, bytes) != 1) return "";
-  char hex[3];
-  for (int i = 0; i < bytes; ++i) {
-    std::snprintf(hex, sizeof hex, "%02x", b[i]);
-    out += hex;
-  }
-  return out;
-}
 
 std::optional<json> parse_body(const httplib::Request& req, httplib::Response& res) {
   if (req.body.empty()) return json::object();
@@ -152,7 +137,7 @@ void RunnerRoutes::register_on(httplib::Server& server) {
       if (!body) return;
       const std::string claim = string_field(*body, "claim");
       // A claim names its runner: one runner can never report on another's, even with a guessed claim.
-      if (claim.rfind("runner:" + runner.name + "/", 0) != 0)
+      if (!is_claim_of(claim, runner.name))
         return answer(res, 409,
                       {{"state", "cancelled"}, {"error", "this runner does not hold job " + std::to_string(*id)}});
       fn(runner, *id, claim, *body, res);
@@ -197,7 +182,9 @@ void RunnerRoutes::claim(const RunnerRow& runner, const httplib::Request& req, h
   for (;;) {
     const unsigned long seen = deps_.dispatch.generation();
     if (!scope.agents.empty()) {  // labels that match no agent's runs_on: never a job, only the wait
-      const std::string worker = "runner:" + runner.name + "/" + random_hex(8);
+      auto drawn = new_runner_claim(runner.name);
+      if (!drawn.ok()) return answer(res, 503, {{"error", drawn.status().message}});
+      const std::string& worker = drawn.value();
       auto claimed = deps_.store.claim_job(worker, deps_.clock.now(), limits, scope);
       if (!claimed.ok()) return answer(res, 503, {{"error", claimed.status().message}});
       if (claimed.value()) {
@@ -305,11 +292,7 @@ void RunnerRoutes::close_log(JobId id) {
 void RunnerRoutes::finish(JobId id, const std::string& claim, const json& body, httplib::Response& res) {
   const TimePoint now = deps_.clock.now();
   if (Status s = deps_.store.take_over_job(id, claim, server_worker(), now); !s.ok())
-    return answer(res,
-                  s.code == Code::kNotFound   ? 404
-                  : s.code == Code::kConflict ? 409
-                                              : 503,
-                  {{"state", "cancelled"}, {"error", s.message}});
+    return answer(res, http_status(s.code), {{"state", "cancelled"}, {"error", s.message}});
   close_log(id);
   JobRunner::RemoteRun run;
   if (auto it = body.find("exit_code"); it != body.end() && it->is_number_integer()) {

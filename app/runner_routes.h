@@ -49,10 +49,9 @@ class RunnerDispatch final : public JobWaker {
 };
 
 struct RunnerRoutesOptions {
-  std::string replica_id;                               // the server's worker ids: "<replica>/<pid>/remote"
-  std::chrono::seconds heartbeat_stale{150};            // [jobs] heartbeat_stale: a runner unseen longer is offline
-  std::chrono::milliseconds heartbeat_interval{10000};  // what runners are told to heartbeat at
-  std::chrono::seconds max_wait{30};                    // the longest long poll
+  std::string replica_id;                                      // the server's worker ids: "<replica>/<pid>/remote"
+  std::chrono::milliseconds heartbeat_interval{10000};         // what runners are told to heartbeat at
+  std::chrono::seconds max_wait{30};                           // the longest long poll
   std::chrono::milliseconds recheck{std::chrono::seconds(5)};  // a long poll claims again this often without a poke
   std::size_t max_log_chunk = 256 * 1024;                      // a bigger log append is 413
   std::size_t log_cap_bytes = 1024 * 1024;  // the job log's cap on the server (integrations/job_log.h)
@@ -61,8 +60,7 @@ struct RunnerRoutesOptions {
 struct RunnerRoutesDeps {
   Store& store;
   JobRunner& runner;
-  RunnerDispatch& dispatch;
-  JobWaker& pool;  // poked when a runner's success leaves the job's steps to the server
+  RunnerDispatch& dispatch;  // poked after a finish or hand-back: it wakes the long polls and the server's pool
   GitWorkspaces& git;
   const Config& config;
   const Clock& clock;

@@ -80,7 +80,6 @@ WorkerOptions worker_options(const Settings& s, Telemetry& telemetry) {
 RunnerRoutesOptions runner_routes_options(const Settings& s, const WorkerOptions& workers) {
   RunnerRoutesOptions o;
   o.replica_id = s.replica_id;
-  o.heartbeat_stale = s.config.jobs.heartbeat_stale;
   o.heartbeat_interval = workers.heartbeat_interval;
   o.log_cap_bytes = workers.log_cap_bytes;
   return o;
@@ -257,7 +256,6 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
       runner_routes_(RunnerRoutesDeps{.store = *store_,
                                       .runner = job_runner_,
                                       .dispatch = runner_dispatch_,
-                                      .pool = pool_,
                                       .git = git_,
                                       .config = settings_.config,
                                       .clock = clock_,

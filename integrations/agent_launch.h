@@ -41,6 +41,14 @@ struct LaunchHooks {
   std::optional<Millis> kill_grace;  // instead of LaunchOptions::kill_grace (a runner: the server's cancel_grace)
 };
 
+// On a post_review stage the agent's exit code is its verdict: 0 approves, this one requests changes; both are a
+// successful run. Elsewhere it is a failure like any other non-zero exit.
+inline constexpr int kExitRequestChanges = 3;
+// Whether a launch that ended with `code` is a successful run (for the server's JobRunner and a remote runner alike).
+inline bool agent_run_succeeded(const Result<int>& code, bool post_review) {
+  return code.ok() && (code.value() == 0 || (post_review && code.value() == kExitRequestChanges));
+}
+
 // Whether no process of `group` is left, SIGKILLing what is, for at most `within`.
 bool process_group_gone(pid_t group, Millis within);
 

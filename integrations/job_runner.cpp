@@ -80,10 +80,14 @@ JobResult JobRunner::run(const JobRow& job, std::stop_token stop, const std::fun
   try {
     return run_claimed(job, stop, alive);
   } catch (const std::exception& e) {  // escaped an adapter: this job only
-    deps_.log.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
-    (void)deps_.store.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), deps_.clock.now());
-    return {JobOutcome::kAbandoned, e.what()};
+    return failed_unexpectedly(job, e);
   }
+}
+
+JobResult JobRunner::failed_unexpectedly(const JobRow& job, const std::exception& e) {
+  deps_.log.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
+  (void)deps_.store.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), deps_.clock.now());
+  return {JobOutcome::kAbandoned, e.what()};
 }
 
 std::optional<JobResult> JobRunner::abandon_if_moved_on(const JobRow& job, const std::optional<TaskRow>& task) {
@@ -101,7 +105,11 @@ std::variant<JobRunner::Ready, JobResult> JobRunner::prepare(const JobRow& job) 
     return JobResult{JobOutcome::kAbandoned, found.status().message};
   }
   if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
-  Ready ready{*found.value(), nullptr, nullptr, nullptr};
+  return configured(job, *found.value());
+}
+
+std::variant<JobRunner::Ready, JobResult> JobRunner::configured(const JobRow& job, const TaskRow& task) {
+  Ready ready{task, nullptr, nullptr, nullptr};
   const Pipeline& pipeline = deps_.engine.pipeline();
   ready.stage = pipeline.stage(job.stage);
   ready.agent = pipeline.agent_of(job.stage);
@@ -131,9 +139,7 @@ std::variant<JobRunner::Ready, JobResult> JobRunner::before_remote_start(const J
       if (auto stopped = hold_if_over_budget(job, r->task)) return *stopped;
     return ready;
   } catch (const std::exception& e) {
-    deps_.log.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
-    (void)deps_.store.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), deps_.clock.now());
-    return JobResult{JobOutcome::kAbandoned, e.what()};
+    return failed_unexpectedly(job, e);
   }
 }
 
@@ -191,8 +197,7 @@ JobResult JobRunner::run_claimed(const JobRow& job, std::stop_token stop, const 
   const auto agent_started = Steady::now();
   Result<int> code = launcher_.run(job, task, *agent, dir, hooks);
   // A reviewing agent requesting changes did its job: its verdict is a success like an approval.
-  const bool succeeded =
-      code.ok() && (code.value() == 0 || (stage->post_review && code.value() == kExitRequestChanges));
+  const bool succeeded = agent_run_succeeded(code, stage->post_review);
   {
     const AgentOutcome outcome = stop.stop_requested() || !moved_on.empty() ? AgentOutcome::kStopped
                                  : !code.ok()                               ? AgentOutcome::kError
@@ -237,8 +242,7 @@ JobResult JobRunner::finish_remote(const JobRow& job, const RemoteRun& run) {
     const Pipeline& pipeline = deps_.engine.pipeline();
     const StageSpec* stage = pipeline.stage(job.stage);
     const AgentSpec* agent = pipeline.agent_of(job.stage);
-    const bool succeeded = run.code.ok() && (run.code.value() == 0 ||
-                                             (stage && stage->post_review && run.code.value() == kExitRequestChanges));
+    const bool succeeded = agent_run_succeeded(run.code, stage && stage->post_review);
     if (agent) {
       const AgentOutcome outcome = !run.code.ok() ? AgentOutcome::kError
                                    : succeeded    ? AgentOutcome::kSucceeded
@@ -247,11 +251,10 @@ JobResult JobRunner::finish_remote(const JobRow& job, const RemoteRun& run) {
     }
     if (found.value()) account_run(job, *found.value(), succeeded, superseded(job, *found.value()).empty());
     if (auto gone = abandon_if_moved_on(job, found.value())) return *gone;
-    const TaskRow task = *found.value();
-    if (!stage || !agent || agent->name != job.agent)
-      return attempt_failed(job, "agent " + job.agent + " is not configured for stage " + job.stage, Retry::kNo);
-    const ProjectSpec* project = deps_.config.find_project(task.project);
-    if (!project) return attempt_failed(job, "project " + task.project + " is not configured", Retry::kNo);
+    auto ready = configured(job, *found.value());
+    if (auto* result = std::get_if<JobResult>(&ready)) return *result;
+    const TaskRow& task = std::get<Ready>(ready).task;
+    const ProjectSpec* project = std::get<Ready>(ready).project;
     if (!run.code.ok())
       return attempt_failed(job, run.code.status().message, AttemptPolicy::retry_unless_invalid(run.code.status()));
     if (!succeeded)
@@ -273,9 +276,7 @@ JobResult JobRunner::finish_remote(const JobRow& job, const RemoteRun& run) {
     }
     return {JobOutcome::kRequeued, "the agent succeeded on a runner; open_pr and gate follow here"};
   } catch (const std::exception& e) {
-    deps_.log.error("jobs: job {} failed unexpectedly: {}", job.id, e.what());
-    (void)deps_.store.finish_job(job.id, JobStatus::kFailed, std::string("internal: ") + e.what(), deps_.clock.now());
-    return {JobOutcome::kAbandoned, e.what()};
+    return failed_unexpectedly(job, e);
   }
 }
 

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -59,9 +60,6 @@ inline JobReporter& no_reporter() {
   static NoReporter none;
   return none;
 }
-// On a post_review stage the agent's exit code is its verdict: 0 approves, this one requests changes; both are a
-// successful run. Elsewhere it is a failure like any other non-zero exit.
-inline constexpr int kExitRequestChanges = 3;
 
 struct WorkerOptions {
   int workers = 2;   // JobsSpec::workers
@@ -146,7 +144,11 @@ class JobRunner {
   using Retry = AttemptPolicy::Retry;
   JobResult run_claimed(const JobRow& job, std::stop_token stop, const std::function<void()>& alive);
   std::variant<Ready, JobResult> prepare(const JobRow& job);
+  // The job's stage, agent and project as configured; a JobResult (blocked: retrying cannot help) when one is missing.
+  std::variant<Ready, JobResult> configured(const JobRow& job, const TaskRow& task);
   std::optional<JobResult> hold_if_over_budget(const JobRow& job, const TaskRow& task);
+  // An exception escaped an adapter while handling `job`: this job only fails ("internal: ..."), and is abandoned.
+  JobResult failed_unexpectedly(const JobRow& job, const std::exception& e);
   JobResult attempt_failed(const JobRow& job, const std::string& reason, Retry retry) {
     return deps_.attempts.attempt_failed(job, reason, retry);
   }

@@ -62,23 +62,17 @@ inline std::string limits_json(const std::map<std::string, int>& limits) {
 }
 
 // Why a job-state change matched no row: it is not there, or it is not in the state the change requires.
+// `worker`: a fenced change (docs/adr/0023), for which a running job without a cancel is held by another claim.
 template <class Conn>
-Status job_mismatch(Conn& c, JobId id, const char* expected) {
-  std::optional<std::string> status = c.one("SELECT status FROM jobs WHERE id = $1", read_text0, id);
-  if (!status) return not_found("job " + std::to_string(id) + " not found");
-  if (*status == "running") {
-    std::optional<std::string> cancel = c.one("SELECT cancel_requested FROM jobs WHERE id = $1", read_text0, id);
-    if (cancel && !cancel->empty()) return conflict("job " + std::to_string(id) + " is cancelled: " + *cancel);
-  }
-  return conflict("job " + std::to_string(id) + " is " + *status + ", not " + expected);
-}
-
-// Why a fenced job change (docs/adr/0023) matched no row: the job is gone, no longer running, or held by another claim.
-template <class Conn>
-Status claim_mismatch(Conn& c, JobId id, const std::string& worker) {
-  Status s = job_mismatch(c, id, "running");
-  if (s.code == Code::kNotFound || s.message.find(" is running,") == std::string::npos) return s;
-  return conflict("job " + std::to_string(id) + " is no longer held by " + worker);
+Status job_mismatch(Conn& c, JobId id, const char* expected, const std::string* worker = nullptr) {
+  auto row = c.one(
+      "SELECT status, cancel_requested FROM jobs WHERE id = $1",
+      [](const auto& r) { return std::pair(r.text(0), r.text(1)); }, id);
+  if (!row) return not_found("job " + std::to_string(id) + " not found");
+  const auto& [status, cancel] = *row;
+  if (status == "running" && !cancel.empty()) return conflict("job " + std::to_string(id) + " is cancelled: " + cancel);
+  if (status == "running" && worker) return conflict("job " + std::to_string(id) + " is no longer held by " + *worker);
+  return conflict("job " + std::to_string(id) + " is " + status + ", not " + expected);
 }
 
 // Why a notification-state change matched no row: it is not there, or it is not `expected`.
@@ -468,7 +462,7 @@ Status SqlStore<Conn>::heartbeat_claim(JobId id, const std::string& worker, Time
                "AND cancel_requested = ''",
                now, id, worker))
       return {};
-    return sql_store::claim_mismatch(c, id, worker);
+    return sql_store::job_mismatch(c, id, "running", &worker);
   });
 }
 
@@ -478,7 +472,7 @@ Status SqlStore<Conn>::take_over_job(JobId id, const std::string& from, const st
     if (c.exec("UPDATE jobs SET worker = $1, heartbeat_at = $2 WHERE id = $3 AND status = 'running' AND worker = $4",
                to, now, id, from))
       return {};
-    return sql_store::claim_mismatch(c, id, from);
+    return sql_store::job_mismatch(c, id, "running", &from);
   });
 }
 
