@@ -390,7 +390,8 @@ int cmd_sweep_once(const CommonOptions& common) {
   auto app = quiet_app(common, log);
   if (!app.ok()) return fail("sweep", app.status());
   SweepReport r = app.value()->sweeper().run_once();
-  std::cout << "sweep: " << r.orphaned << " orphaned, " << r.timed_out << " timed out, " << r.expired << " expired\n";
+  std::cout << "sweep: " << r.orphaned << " orphaned, " << r.timed_out << " timed out, " << r.expired << " expired, "
+            << r.requeued << " undispatched queued again\n";
   return r.errors > 0 ? kFailed : kOk;
 }
 

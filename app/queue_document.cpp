@@ -65,7 +65,9 @@ json queue_job_json(const JobRow& j) {
           // Who holds it (a worker id, or a runner's claim "runner:<name>/…"); "" when queued.
           {"worker", j.worker},
           // A person's cancel (docs/adr/0023): why, or null.
-          {"cancel_requested", j.cancel_requested.empty() ? json(nullptr) : json(j.cancel_requested)}};
+          {"cancel_requested", j.cancel_requested.empty() ? json(nullptr) : json(j.cancel_requested)},
+          // When its runner said the agent's process started (null before, and on the server's own pool).
+          {"launched_at", time_or_null(j.launched_at)}};
 }
 
 json queue_transition_json(const TransitionRow& t) {

@@ -135,10 +135,12 @@ Runner::Runner(RunnerSettings settings, spdlog::logger& log)
       launcher_(processes_, layout_, clock_, LaunchOptions{}),
       poll_http_(client_options(settings_, settings_.poll_wait + std::chrono::seconds(15)), poll_sleeper_, clock_,
                  log_),
-      http_(client_options(settings_, std::chrono::seconds(30)), report_sleeper_, clock_, log_) {}
+      http_(client_options(settings_, std::chrono::seconds(30)), report_sleeper_, clock_, log_),
+      outbox_(settings_.work_dir / "outbox") {}
 
 void Runner::start() {
   if (!slots_.empty()) return;
+  replay_ = std::jthread([this](std::stop_token stop) { replay(stop); });
   for (int i = 0; i < std::max(1, settings_.capacity); ++i)
     slots_.emplace_back([this, i](std::stop_token stop) { slot(stop, i); });
   log_.info("runner: {} slot(s) polling {}", slots_.size(), settings_.server);
@@ -146,8 +148,10 @@ void Runner::start() {
 
 void Runner::stop() {
   for (auto& t : slots_) t.request_stop();
+  replay_.request_stop();
   poll_sleeper_.interrupt();
   slots_.clear();  // joins: each slot hands its job back first
+  if (replay_.joinable()) replay_.join();
 }
 
 Result<HttpResponse> Runner::post(HttpClient& client, const std::string& target, const json& body) {
@@ -207,6 +211,7 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
   std::stop_callback forward(stop, [&halt] { halt.request_stop(); });
   std::atomic<bool> cancelled{false};     // taken away: the server refuses whatever we would say
   std::atomic<bool> cancel_asked{false};  // a person's cancel: stop the agent, then say that its group is gone
+  std::atomic<bool> launched{false};      // the agent's process started: the dispatch rule no longer applies
   PendingLog pending;
   auto send_log = [&] {
     std::string data = pending.take();
@@ -217,7 +222,7 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
   std::jthread beat([&](std::stop_token done) {
     while (nap(done, every)) {
       send_log();
-      auto answer = post(http_, jobs + "/heartbeat", {{"claim", job.worker}});
+      auto answer = post(http_, jobs + "/heartbeat", {{"claim", job.worker}, {"launched", launched.load()}});
       if (answer.ok() && answer.value().status == 409) {
         const json why = json::parse(answer.value().body, nullptr, false);
         if (why.is_object() && why.value("cancel", false)) {
@@ -247,6 +252,7 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
     hooks.stop = halt.get_token();
     hooks.kill_grace = std::chrono::milliseconds(std::max<std::int64_t>(0, offer.value("kill_grace_ms", 10000)));
     hooks.on_output = [&pending](std::string_view s) { pending.add(s); };
+    hooks.on_start = [&launched](pid_t) { launched = true; };
     Result<int> code = launcher_.run(job, task, agent, worktree.value().path.string(), hooks);
     report["seconds"] = std::chrono::duration<double>(Steady::now() - started).count();
     if (code.ok()) {
@@ -283,15 +289,19 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
   }
   beat.request_stop();
   beat.join();
-  send_log();
   if (cancelled) {
     // The server refuses whatever we would say.
   } else if (stop.stop_requested() && !cancel_asked) {
+    send_log();
     auto answer = post(http_, jobs + "/handback", {{"claim", job.worker}});
     log_.info("runner: job {} handed back: {}", job.id,
               answer.ok() ? "HTTP " + std::to_string(answer.value().status) : answer.status().message);
   } else {
-    this->report(stop, job.id, report);
+    OutboxEntry last{job.id, report, pending.take()};
+    if (Status s = outbox_.put(last); !s.ok())
+      log_.warn("runner: job {}: cannot keep its result in the outbox, so it is sent from memory only: {}", job.id,
+                s.to_string());
+    deliver(stop, std::move(last));
   }
   // What the job made is pushed (or of no use): the next stage may run on another runner, and starts from the remote
   // branch. Only the clone stays, for the next fetch.
@@ -300,27 +310,73 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
       log_.warn("runner: cannot remove the worktree of {}: {}", task.work_item_key, s.to_string());
 }
 
-void Runner::report(std::stop_token stop, JobId id, const json& body) {
+void Runner::replay(std::stop_token stop) {
+  std::vector<std::string> skipped;
+  auto entries = outbox_.pending(&skipped);
+  for (const std::string& file : skipped)
+    log_.warn("runner: outbox file {} does not parse: set aside as {}.corrupt", file, file);
+  if (!entries.ok()) {
+    log_.error("runner: cannot read the outbox: {}", entries.status().to_string());
+    return;
+  }
+  if (!entries.value().empty())
+    log_.info("runner: {} result(s) left in the outbox by an earlier run: delivering", entries.value().size());
+  for (OutboxEntry& e : entries.value()) {
+    if (stop.stop_requested() || refused_.load()) return;
+    deliver(stop, std::move(e));
+  }
+}
+
+void Runner::deliver(std::stop_token stop, OutboxEntry entry) {
+  const std::string jobs = "/runner/v1/jobs/" + std::to_string(entry.job);
+  const json claim = entry.finish.value("claim", json(""));
   std::chrono::milliseconds backoff{500};
-  const std::string target = "/runner/v1/jobs/" + std::to_string(id) + "/finish";
-  for (;;) {
-    auto answer = post(http_, target, body);
-    if (answer.ok() && answer.value().status == 200) {
-      log_.info("runner: job {} reported: {}", id, answer.value().body);
-      return;
-    }
-    if (answer.ok() && (answer.value().status == 409 || answer.value().status == 404)) {
-      log_.warn("runner: job {}: the server refused the result: {}", id, answer.value().body);
-      return;
-    }
+  // The answer when it settles the report, nullopt when it is worth trying again (after the backoff).
+  auto settled = [&](const Result<HttpResponse>& answer, const char* what) -> std::optional<int> {
+    if (answer.ok() && (answer.value().status == 200 || answer.value().status == 404 || answer.value().status == 409 ||
+                        answer.value().status == 413))
+      return answer.value().status;
     if (answer.ok() && answer.value().status == 401) {
       refused_ = true;
+      log_.error("runner: job {}: the server refused this runner's token: its result stays in the outbox", entry.job);
+      return 401;
+    }
+    log_.warn("runner: job {}: cannot send its {} yet: {}", entry.job, what,
+              answer.ok() ? "HTTP " + std::to_string(answer.value().status) : answer.status().message);
+    return std::nullopt;
+  };
+  auto wait = [&] {
+    if (!nap(stop, backoff)) return false;
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(30));
+    return true;
+  };
+  while (!entry.log.empty()) {
+    auto answer = post(http_, jobs + "/log", {{"claim", claim}, {"data", entry.log.substr(0, kLogChunk)}});
+    const std::optional<int> code = settled(answer, "log");
+    if (!code) {
+      if (!wait()) return;
+      continue;
+    }
+    if (*code == 401) return;
+    if (*code != 200) break;  // refused: the finish report says why
+    entry.log.erase(0, std::min(entry.log.size(), kLogChunk));
+    backoff = std::chrono::milliseconds(500);
+    if (Status s = outbox_.put(entry); !s.ok())  // else a restart would send that chunk again
+      log_.warn("runner: job {}: cannot update the outbox: {}", entry.job, s.to_string());
+  }
+  for (;;) {
+    auto answer = post(http_, jobs + "/finish", entry.finish);
+    const std::optional<int> code = settled(answer, "result");
+    if (code && *code == 401) return;
+    if (code) {
+      if (*code == 200)
+        log_.info("runner: job {} reported: {}", entry.job, answer.value().body);
+      else
+        log_.warn("runner: job {}: the server refused the result: {}", entry.job, answer.value().body);
+      outbox_.remove(entry.job);
       return;
     }
-    log_.warn("runner: job {}: cannot report the result yet: {}", id,
-              answer.ok() ? "HTTP " + std::to_string(answer.value().status) : answer.status().message);
-    if (!nap(stop, backoff)) return;
-    backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(30));
+    if (!wait()) return;
   }
 }
 

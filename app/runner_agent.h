@@ -2,10 +2,11 @@
 // holds `capacity` slots; each long-polls the server for a job of its labels, makes the task's worktree in its own
 // clone (integrations/git.h), launches the agent through the same AgentLauncher as the server's pool (the agent
 // environment contract of docs/contracts.md), heartbeats and streams the log while the agent runs, pushes the branch
-// after a successful run, and reports the result. A heartbeat answered "cancelled" (the job was taken away: the
-// sweeper failed it, or a person moved the task on) stops the agent's process group and drops the result. On stop()
-// (SIGTERM) the running agents are stopped and their jobs handed back.
-// The Runner owns its slot threads: start() and stop() are for its owner (cmd_runner) only.
+// after a successful run, and reports the result through its file outbox (app/runner_outbox.h): kept on disk until
+// the server answers it, and replayed by the next start if this one could not deliver it. A heartbeat answered
+// "cancelled" (the job was taken away: the sweeper failed it, or a person moved the task on) stops the agent's process
+// group and drops the result. On stop() (SIGTERM) the running agents are stopped and their jobs handed back. The Runner
+// owns its slot threads: start() and stop() are for its owner (cmd_runner) only.
 #pragma once
 
 #include <atomic>
@@ -18,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/logger.h>
 
+#include "app/runner_outbox.h"
 #include "engine/clock.h"
 #include "engine/layout.h"
 #include "engine/secret.h"
@@ -57,8 +59,11 @@ class Runner {
   // POSTs `body` to `target`; any answer as a value (never retried here). The long polls go through `poll_http_`,
   // whose transfers stop() aborts; the reports through `http_`, which still works while the slots hand jobs back.
   Result<HttpResponse> post(HttpClient& client, const std::string& target, const nlohmann::json& body);
-  // The finish report, retried with backoff until the server answers it (200), refuses it (409/404), or stop.
-  void report(std::stop_token stop, JobId id, const nlohmann::json& body);
+  // A job's last word (its log tail, then its finish report), retried with backoff until the server answers it:
+  // accepted (200) or refused for good (409/404); then it leaves the outbox. On stop it stays there for the next start.
+  void deliver(std::stop_token stop, OutboxEntry entry);
+  // What an earlier run of this runner left in the outbox: delivered at start, beside the slots.
+  void replay(std::stop_token stop);
 
   const RunnerSettings settings_;
   spdlog::logger& log_;
@@ -71,7 +76,9 @@ class Runner {
   AgentLauncher launcher_;
   HttpClient poll_http_;
   HttpClient http_;
+  RunnerOutbox outbox_;
   std::atomic<bool> refused_{false};
+  std::jthread replay_;              // stopped (and joined) before the rest is destroyed, as the slots
   std::vector<std::jthread> slots_;  // last: stopped before the rest is destroyed
 };
 

@@ -80,34 +80,6 @@ json job_offer(const JobRow& job, const JobRunner::Ready& ready, const std::stri
 
 }  // namespace
 
-void RunnerDispatch::jobs_enqueued() {
-  {
-    std::lock_guard lock(mu_);
-    ++generation_;
-  }
-  cv_.notify_all();
-  next_.jobs_enqueued();
-}
-
-unsigned long RunnerDispatch::generation() {
-  std::lock_guard lock(mu_);
-  return generation_;
-}
-
-bool RunnerDispatch::wait(unsigned long seen, Steady::time_point until) {
-  std::unique_lock lock(mu_);
-  cv_.wait_until(lock, until, [&] { return closed_ || generation_ != seen; });
-  return !closed_;
-}
-
-void RunnerDispatch::close() {
-  {
-    std::lock_guard lock(mu_);
-    closed_ = true;
-  }
-  cv_.notify_all();
-}
-
 std::string RunnerRoutes::server_worker() const {
   return (options_.replica_id.empty() ? "" : options_.replica_id + "/") + std::to_string(::getpid()) + "/remote";
 }
@@ -147,8 +119,11 @@ void RunnerRoutes::register_on(httplib::Server& server) {
   server.Post("/runner/v1/claim", authed([this](const RunnerRow& runner, const httplib::Request& req,
                                                 httplib::Response& res) { claim(runner, req, res); }));
   server.Post(R"(/runner/v1/jobs/(\d+)/heartbeat)",
-              job_route([this](const RunnerRow& runner, JobId id, const std::string& claim, const json&,
-                               httplib::Response& res) { heartbeat(runner, id, claim, res); }));
+              job_route([this](const RunnerRow& runner, JobId id, const std::string& claim, const json& body,
+                               httplib::Response& res) {
+                const auto launched = body.find("launched");
+                heartbeat(runner, id, claim, launched != body.end() && *launched == true, res);
+              }));
   server.Post(R"(/runner/v1/jobs/(\d+)/log)",
               job_route([this](const RunnerRow&, JobId id, const std::string& claim, const json& body,
                                httplib::Response& res) { append_log(id, claim, string_field(body, "data"), res); }));
@@ -229,9 +204,11 @@ std::optional<JobRow> RunnerRoutes::held_job(JobId id, const std::string& claim,
   return job.value();
 }
 
-void RunnerRoutes::heartbeat(const RunnerRow& runner, JobId id, const std::string& claim, httplib::Response& res) {
+void RunnerRoutes::heartbeat(const RunnerRow& runner, JobId id, const std::string& claim, bool launched,
+                             httplib::Response& res) {
   const TimePoint now = deps_.clock.now();
-  Status s = deps_.store.heartbeat_claim(id, claim, now);
+  // `launched`: the agent's process has started, so the dispatch rule no longer applies (docs/adr/0023).
+  Status s = launched ? deps_.store.launched_claim(id, claim, now) : deps_.store.heartbeat_claim(id, claim, now);
   if (s.code == Code::kConflict || s.code == Code::kNotFound) {
     // A person's cancel: the job is still this claim's, and the runner reports once its agent's group is gone.
     auto job = deps_.store.find_job(id);

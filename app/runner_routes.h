@@ -3,14 +3,13 @@
 // 401, nothing changed). A runner long-polls /claim for a job of its labels' agents, heartbeats it, appends its log,
 // and finishes or hands it back; every report names the claim it came with (the job's worker id), and one from a
 // claim that is no longer the job's is refused with 409 and changes nothing.
-// RunnerDispatch is the long polls' wake-up: the job scheduler pokes it after each enqueue, as it pokes the pool.
+// RunnerDispatch (app/runner_dispatch.h) is the long polls' wake-up.
 // Handlers run on any server thread; everything they touch is thread-safe.
 #pragma once
 
 #include <httplib.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <map>
 #include <memory>
@@ -20,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/logger.h>
 
+#include "app/runner_dispatch.h"
 #include "engine/clock.h"
 #include "engine/config.h"
 #include "engine/job_scheduler.h"
@@ -29,24 +29,6 @@
 #include "integrations/job_runner.h"
 
 namespace orch {
-
-class RunnerDispatch final : public JobWaker {
- public:
-  explicit RunnerDispatch(JobWaker& next) : next_(next) {}
-  void jobs_enqueued() override;  // wakes every long poll, then `next` (the server's pool)
-  // Waits until a poke after `seen`, close(), or `until`; false once closed.
-  bool wait(unsigned long seen, std::chrono::steady_clock::time_point until);
-  unsigned long generation();
-  // Ends every long poll at once and makes new ones return at once: before the HTTP server stops.
-  void close();
-
- private:
-  JobWaker& next_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  unsigned long generation_ = 0;  // guarded by mu_
-  bool closed_ = false;           // guarded by mu_
-};
 
 struct RunnerRoutesOptions {
   std::string replica_id;                                      // the server's worker ids: "<replica>/<pid>/remote"
@@ -74,7 +56,7 @@ class RunnerRoutes {
 
  private:
   void claim(const RunnerRow& runner, const httplib::Request& req, httplib::Response& res);
-  void heartbeat(const RunnerRow& runner, JobId id, const std::string& claim, httplib::Response& res);
+  void heartbeat(const RunnerRow& runner, JobId id, const std::string& claim, bool launched, httplib::Response& res);
   void append_log(JobId id, const std::string& claim, const std::string& data, httplib::Response& res);
   void finish(JobId id, const std::string& claim, const nlohmann::json& body, httplib::Response& res);
   void hand_back(JobId id, const std::string& claim, httplib::Response& res);

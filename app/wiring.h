@@ -16,6 +16,7 @@
 #include "app/metrics.h"
 #include "app/queue_page.h"
 #include "app/readiness.h"
+#include "app/runner_dispatch.h"
 #include "app/runner_routes.h"
 #include "app/settings.h"
 #include "engine/attempt_policy.h"

@@ -145,7 +145,14 @@ struct JobRow {
   // A person asked to cancel it (`orch job cancel`, docs/adr/0023): why, "" if nobody did. Its worker or runner stops
   // the agent at the next heartbeat; the job then fails as cancelled and its task is blocked, never retried.
   std::string cancel_requested;
+  // When its agent's process started, as its runner reported it; unset before, and for the server's own pool, whose
+  // workers launch in-process. The dispatch rule (reconciler/sweeper.h) requeues a runner claim that never gets here.
+  std::optional<TimePoint> launched_at;
 };
+
+// A runner's claims are job worker ids "runner:<name>/<random>" (docs/adr/0023); the server's pool's are
+// "<replica>/<pid>/<n>".
+inline constexpr std::string_view kRunnerClaimPrefix = "runner:";
 
 // One run's usage as the agent reported it in ORCH_OUTPUT_DIR/usage.json (integrations/agent_usage.h).
 struct AgentUsage {

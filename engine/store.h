@@ -116,6 +116,8 @@ struct JobStore {
   // Fencing for runners (docs/adr/0023): a job's `worker` is its claim. The heartbeat of a job still running for
   // `worker`; kConflict when it is not (finished, failed by the sweeper, claimed again by someone else).
   virtual Status heartbeat_claim(JobId id, const std::string& worker, TimePoint now) = 0;
+  // The same heartbeat, saying that the claim's agent process has started: sets launched_at once.
+  virtual Status launched_claim(JobId id, const std::string& worker, TimePoint now) = 0;
   // Atomically hands a job running for `from` to `to` (and counts as a heartbeat): whoever reports a runner's result
   // takes the job over first, so that a late or repeated report of the same claim finds it gone (kConflict).
   virtual Status take_over_job(JobId id, const std::string& from, const std::string& to, TimePoint now) = 0;
@@ -152,6 +154,11 @@ struct JobStore {
                                                          const std::string& reason, TimePoint now) = 0;
   virtual Result<std::vector<JobRow>> fail_expired_queued(TimePoint created_before, int limit,
                                                           const std::string& reason, TimePoint now) = 0;
+  // The dispatch rule (docs/adr/0023): running fresh jobs of a runner claim (kRunnerClaimPrefix) made before
+  // `claimed_before` whose agent never started (no launched_at) and that nobody cancelled go back to the queue,
+  // claimable at once, with the same attempt: the runner, not the agent, failed. Their runners' heartbeats then fail
+  // with kConflict. The rows after the change, by id.
+  virtual Result<std::vector<JobRow>> requeue_undispatched(TimePoint claimed_before, int limit, TimePoint now) = 0;
 };
 
 struct InboxStore {

@@ -32,6 +32,21 @@ SweepReport Sweeper::run_once() {
     log_.warn("sweeper: cannot fail orphaned jobs: {}", orphaned.status().to_string());
   }
 
+  // A runner that heartbeats but never starts the agent: another runner may do better. Not an attempt: the agent
+  // never ran. A runner stuck this way on every claim is bounded by queued_ttl, which counts from the job's creation.
+  auto undispatched = jobs_.requeue_undispatched(now - spec_.dispatch_timeout, batch, now);
+  if (undispatched.ok()) {
+    report.requeued = static_cast<int>(undispatched.value().size());
+    for (const JobRow& job : undispatched.value())
+      log_.warn(
+          "sweeper: job {} ({} of task {}) was claimed by a runner that did not start its agent within {}s: "
+          "queued again",
+          job.id, job.stage, job.task_id, spec_.dispatch_timeout.count());
+  } else {
+    ++report.errors;
+    log_.warn("sweeper: cannot requeue undispatched jobs: {}", undispatched.status().to_string());
+  }
+
   try {
     report.timed_out = sweep_timed_out(now, report);
   } catch (const std::exception& e) {
@@ -50,8 +65,10 @@ SweepReport Sweeper::run_once() {
   }
 
   if (report.changed() > 0)
-    log_.info("sweeper: failed {} orphaned, {} timed out, {} expired job(s); {} retried, {} blocked", report.orphaned,
-              report.timed_out, report.expired, report.retried, report.blocked);
+    log_.info(
+        "sweeper: failed {} orphaned, {} timed out, {} expired job(s); {} retried, {} blocked; {} undispatched "
+        "queued again",
+        report.orphaned, report.timed_out, report.expired, report.retried, report.blocked, report.requeued);
   return report;
 }
 

@@ -1,6 +1,8 @@
 // reconciler/sweeper.h: Sweeper fails jobs that can no longer finish on their own, so their tasks become idle and
 // visible to the reconciler again: running jobs whose heartbeat stopped ("orphaned"), running jobs past their
-// agent's timeout plus a buffer ("timed out"), queued jobs older than the queued TTL ("expired").
+// agent's timeout plus a buffer ("timed out"), queued jobs older than the queued TTL ("expired"). And it sends back
+// to the queue, without failing them, the jobs a runner claimed but whose agent it never started within
+// dispatch_timeout ("undispatched": a runner alive but stuck in git; docs/adr/0023).
 // Each rule fails at most `sweep_batch` jobs per pass, so a large backlog never holds a long transaction.
 // A failed job then goes through the same retry-or-block rule as a failure its worker saw (AttemptPolicy,
 // engine/attempt_policy.h): an orphan's next attempt is queued at once (a dead host is not the agent's fault), a
@@ -23,10 +25,11 @@ struct SweepReport {
   int orphaned = 0;   // running, heartbeat older than heartbeat_stale
   int timed_out = 0;  // running, past the agent's timeout + buffer
   int expired = 0;    // queued longer than queued_ttl
+  int requeued = 0;   // claimed by a runner, agent not started within dispatch_timeout: queued again, same attempt
   int errors = 0;     // rules or jobs that could not be swept this pass (logged; the next pass tries again)
   int retried = 0;    // of the failed ones: their next attempt is queued
   int blocked = 0;    // of the failed ones: their task is blocked (last attempt, or expired)
-  int changed() const { return orphaned + timed_out + expired; }
+  int changed() const { return orphaned + timed_out + expired + requeued; }
 };
 
 class Sweeper {
@@ -38,7 +41,7 @@ class Sweeper {
           spdlog::logger& log)
       : jobs_(jobs), pipeline_(pipeline), spec_(spec), clock_(clock), log_(log), attempts_(attempts) {}
 
-  // One pass over the three rules. Logs one info line with the counts when it failed any job, nothing otherwise
+  // One pass over the four rules. Logs one info line with the counts when it failed any job, nothing otherwise
   // (a warning per rule that could not run).
   SweepReport run_once();
 

@@ -42,7 +42,7 @@ struct PgStoreOptions {
 class PgStore final : public SqlStore<PgConn> {
  public:
   // The schema version this binary writes (the orch_schema table); migrations only ever move forward.
-  static constexpr int kSchemaVersion = 12;
+  static constexpr int kSchemaVersion = 13;
 
   // Connects to `url` (a libpq URI or key=value string) and migrates to kSchemaVersion in one transaction under an
   // advisory lock, so that replicas opening at once migrate once. kInvalid when the database's schema is newer

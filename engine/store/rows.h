@@ -36,7 +36,7 @@ struct Bytes {
   t "id, " t "task_id, " t "visit, " t "stage, " t "agent, " t "status, " t "attempt, " t "error, " t "worker, " t \
     "created_at, " t "run_after, " t "started_at, " t "heartbeat_at, " t "finished_at, " t "step, " t              \
     "step_attempts, " t "step_error, " t "tokens_in, " t "tokens_out, " t "model, " t "cost_micros, " t            \
-    "cancel_requested"
+    "cancel_requested, " t "launched_at"
 #define ORCH_JOB_COLUMNS ORCH_JOB_COLUMNS_OF("")
 #define ORCH_DELIVERY_COLUMNS                                                                                  \
   "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at, lane, run_after, " \
@@ -135,6 +135,7 @@ inline constexpr auto read_job = [](const auto& r) {
   j.model = r.text(19);
   j.cost = r.int64(20);
   j.cancel_requested = r.text(21);
+  j.launched_at = opt_time_at(r, 22);
   return j;
 };
 

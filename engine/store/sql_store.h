@@ -61,6 +61,7 @@ class SqlStore : public Store {
                                           const ClaimScope& scope) override;
   Status heartbeat_job(JobId id, TimePoint now) override;
   Status heartbeat_claim(JobId id, const std::string& worker, TimePoint now) override;
+  Status launched_claim(JobId id, const std::string& worker, TimePoint now) override;
   Status take_over_job(JobId id, const std::string& from, const std::string& to, TimePoint now) override;
   Result<std::optional<JobRow>> find_job(JobId id) override;
   Result<JobRow> request_cancel(JobId id, const std::string& error, TimePoint now) override;
@@ -79,6 +80,7 @@ class SqlStore : public Store {
                                                  TimePoint now) override;
   Result<std::vector<JobRow>> fail_expired_queued(TimePoint created_before, int limit, const std::string& reason,
                                                   TimePoint now) override;
+  Result<std::vector<JobRow>> requeue_undispatched(TimePoint claimed_before, int limit, TimePoint now) override;
 
   // InboxStore (claim_delivery is each dialect's own)
   Result<InboxInsert> insert_delivery(const NewDelivery& delivery, bool dedup_on_digest) override;

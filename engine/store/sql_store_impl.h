@@ -467,6 +467,17 @@ Status SqlStore<Conn>::heartbeat_claim(JobId id, const std::string& worker, Time
 }
 
 template <class Conn>
+Status SqlStore<Conn>::launched_claim(JobId id, const std::string& worker, TimePoint now) {
+  return write("launched_claim", [&](Conn& c) -> Status {
+    if (c.exec("UPDATE jobs SET heartbeat_at = $1, launched_at = COALESCE(launched_at, $1) WHERE id = $2 "
+               "AND status = 'running' AND worker = $3 AND cancel_requested = ''",
+               now, id, worker))
+      return {};
+    return sql_store::job_mismatch(c, id, "running", &worker);
+  });
+}
+
+template <class Conn>
 Status SqlStore<Conn>::take_over_job(JobId id, const std::string& from, const std::string& to, TimePoint now) {
   return write("take_over_job", [&](Conn& c) -> Status {
     if (c.exec("UPDATE jobs SET worker = $1, heartbeat_at = $2 WHERE id = $3 AND status = 'running' AND worker = $4",
@@ -523,8 +534,8 @@ Status SqlStore<Conn>::requeue_job(JobId id, TimePoint now) {
     if (*status == "queued") return {};  // already requeued: a second recovery pass changes nothing
     if (*status != "running") return conflict("job " + std::to_string(id) + " is " + *status + ", not running");
     c.exec(
-        "UPDATE jobs SET status = 'queued', worker = '', started_at = NULL, heartbeat_at = NULL, run_after = $1 "
-        "WHERE id = $2",
+        "UPDATE jobs SET status = 'queued', worker = '', started_at = NULL, heartbeat_at = NULL, launched_at = NULL, "
+        "run_after = $1 WHERE id = $2",
         now, id);
     return {};
   });
@@ -674,6 +685,16 @@ Result<std::vector<JobRow>> SqlStore<Conn>::fail_expired_queued(TimePoint create
   return write("fail_expired_queued", [&](Conn& c) -> Result<std::vector<JobRow>> {
     return sql_store::sorted_by_id(
         c.all(Dialect<Conn>::kFailExpiredQueued, read_job, reason, now, created_before, limit));
+  });
+}
+
+template <class Conn>
+Result<std::vector<JobRow>> SqlStore<Conn>::requeue_undispatched(TimePoint claimed_before, int limit, TimePoint now) {
+  if (Status s = sql_store::check_limit(limit, "requeue_undispatched"); !s.ok()) return s;
+  const std::string runner_claims = std::string(kRunnerClaimPrefix) + "%";
+  return write("requeue_undispatched", [&](Conn& c) -> Result<std::vector<JobRow>> {
+    return sql_store::sorted_by_id(
+        c.all(Dialect<Conn>::kRequeueUndispatched, read_job, now, claimed_before, limit, runner_claims));
   });
 }
 

@@ -238,6 +238,11 @@ CREATE TABLE runners (
     R"sql(
 ALTER TABLE jobs ADD COLUMN cancel_requested TEXT NOT NULL DEFAULT '';
 )sql",
+    // 13: dispatch (docs/adr/0023): when a runner's agent process started. A runner claim that never gets there within
+    // dispatch_timeout (a runner stuck in git) goes back to the queue.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN launched_at INTEGER;
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 

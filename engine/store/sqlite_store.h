@@ -38,7 +38,7 @@ extern template class SqlStore<SqliteConn>;  // compiled once, in sqlite_store.c
 class SqliteStore final : public SqlStore<SqliteConn> {
  public:
   // The schema version this binary writes (PRAGMA user_version); migrations only ever move forward.
-  static constexpr int kSchemaVersion = 12;
+  static constexpr int kSchemaVersion = 13;
 
   // Opens (creating the file if needed, not its directory) and migrates to kSchemaVersion in one transaction.
   // kInvalid when the file's schema is newer than this binary.

@@ -96,6 +96,8 @@ struct WorldOptions {
   std::map<std::string, std::string> analyst_env{};
   std::map<std::string, std::string> developer_env{};
   std::string heartbeat_stale = "150s";  // [jobs] heartbeat_stale: when the sweeper fails a job of a dead worker
+  std::string dispatch_timeout = "5m";   // [jobs] dispatch_timeout: a runner's claim whose agent never started
+  std::string clone_url;                 // the project's clone_url; "": the world's bare repository
   // Issue 11: `replicas` orch serve processes on one PostgreSQL database; more than one implies postgres.
   int replicas = 1;
   bool postgres = false;
@@ -441,8 +443,9 @@ class World {
       << "[reconciler]\nenabled = true\nplane_enabled = true\ninterval = \"60s\"\ngrace_default = \"15m\"\n"
       << "notify_unblock = true\nmax_candidates_per_pass = 500\n\n"
       << "[jobs]\nworkers = " << options_.workers << "\nheartbeat_stale = \"" << options_.heartbeat_stale
-      << "\"\ndispatch_timeout = \"5m\"\nqueued_ttl = \"2h\"\nsweep_batch = 500\n\n"
-      << "[[projects]]\nname = \"shop\"\ngitea_repo = \"" << kRepo << "\"\nclone_url = \"" << bare
+      << "\"\ndispatch_timeout = \"" << options_.dispatch_timeout << "\"\nqueued_ttl = \"2h\"\nsweep_batch = 500\n\n"
+      << "[[projects]]\nname = \"shop\"\ngitea_repo = \"" << kRepo << "\"\nclone_url = \""
+      << (options_.clone_url.empty() ? bare : options_.clone_url)
       << "\"\ndefault_branch = \"main\"\nplane_workspace = \"" << kWorkspace << "\"\nplane_project_id = \""
       << kProjectId
       << "\"\nplane_states = { in_progress = \"In Progress\", approved = \"Approved\", rejected = \"Rejected\" }\n"

@@ -1,7 +1,8 @@
 // End to end against the real binary (issue 22): `orch runner` processes on loopback run the agents, the server runs
 // none. Two runners take the example pipeline to done; a runner SIGKILLed mid-job has its job run again on the
-// other one after the stale bound; a runner paused (SIGSTOP) past the bound finds its job taken away when it resumes,
-// stops its agent's process group and reports nothing; and the runner API refuses what it must (401, 409, 413, 204).
+// other one after the stale bound, and its item still reaches done with nothing doubled; a runner paused (SIGSTOP) past
+// the bound finds its job taken away when it resumes, stops its agent's process group and reports nothing; and the
+// runner API refuses what it must (401, 409, 413, 204).
 #include <doctest/doctest.h>
 
 #include <errno.h>
@@ -10,49 +11,13 @@
 #include <fstream>
 
 #include "tests/e2e/pipeline_run.h"
+#include "tests/e2e/runners_rig.h"
 
 using namespace orch::testing;
 using namespace orch::testing::e2e;
 using namespace std::chrono_literals;
 
 namespace {
-
-// The runners of a world: registered through the CLI, each a process with its own work directory and log.
-struct Runners {
-  World& w;
-  std::map<std::string, std::unique_ptr<RunnerProcess>> procs;
-  std::map<std::string, std::string> tokens;
-
-  std::string register_runner(const std::string& name, const std::string& labels) {
-    std::string token;
-    REQUIRE(w.cli({"runner", "register", "--name", name, "--labels", labels}, &token) == 0);
-    while (!token.empty() && token.back() == '\n') token.pop_back();
-    REQUIRE(token.rfind("orch_rt_", 0) == 0);
-    tokens[name] = token;
-    return token;
-  }
-  RunnerProcess& add(const std::string& name, const std::string& labels = "agents") {
-    register_runner(name, labels);
-    const std::string file = w.tmp.file(name + ".token");
-    std::ofstream(file) << tokens[name] << "\n";
-    auto p = std::make_unique<RunnerProcess>(std::vector<std::string>{"--server", w.orch->base_url(), "--token-file",
-                                                                      file, "--work-dir", w.tmp.file(name + "-work")},
-                                             std::map<std::string, std::string>{}, w.tmp.file(name + ".log"));
-    REQUIRE(p->start());
-    return *(procs[name] = std::move(p));
-  }
-  std::string logs() const {
-    std::string out;
-    for (const auto& [name, p] : procs) out += "\n---- runner " + name + "\n" + p->log().substr(0, 6000);
-    return out;
-  }
-};
-
-std::size_t count_of(const std::string& text, const std::string& what) {
-  std::size_t n = 0;
-  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
 
 bool group_gone(pid_t pgid) { return ::kill(-pgid, 0) != 0 && errno == ESRCH; }
 
@@ -63,11 +28,47 @@ pid_t read_pid(const std::string& file) {
   return pid;
 }
 
-// One work item moved to In Progress, its webhook delivered: its analysis job is queued.
-void start_item(World& w, const std::string& name) {
-  const std::string item = w.add_item(name);
-  w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "In Progress"));
-  REQUIRE(w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", w.plane.issue_webhook_body(item)).status == 202);
+// Waits until the item's task is in `stage` with its agent's job of this visit succeeded and nothing queued or
+// running (the job's own look at the gate done too); false on a blocked task or at the deadline.
+bool settled_in(const World& w, const std::string& item, const std::string& stage) {
+  bool blocked = false;
+  const bool settled = eventually(
+      [&] {
+        const auto tasks = read_tasks(w);
+        const auto it = tasks.find(item);
+        if (it == tasks.end()) return false;
+        blocked = it->second.blocked;
+        return blocked || (it->second.stage == stage && it->second.active_jobs == 0 && it->second.succeeded_here == 1 &&
+                           (stage != "development" || it->second.pr > 0));
+      },
+      60s);
+  return settled && !blocked;
+}
+
+// Takes one item whose analysis succeeded on to done, as people and CI do in pipeline_run.h (each with its webhook):
+// approved in Plane, CI green on the pushed head, the pull request approved in Gitea.
+void drive_to_done(World& w, const std::string& item, const Runners& runners) {
+  REQUIRE_MESSAGE(settled_in(w, item, "analysis"), w.log_tails() << runners.logs());
+  w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "Approved"));
+  CHECK(accepted(w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", w.plane.issue_webhook_body(item))));
+
+  REQUIRE_MESSAGE(settled_in(w, item, "development"), w.log_tails() << runners.logs());
+  const TaskView dev = read_tasks(w).at(item);
+  const std::string sha = w.bare_head(dev.branch);  // what the runner pushed
+  REQUIRE(sha.size() == 40);
+  w.gitea.add_status(kRepo, sha, "ci/build", "pending");
+  w.gitea.add_status(kRepo, sha, "ci/build", "success");
+  CHECK(accepted(w.gitea.send_webhook(w.gitea_url(), kGiteaSecret, "push",
+                                      FakeGitea::push_payload(kRepo, dev.branch, w.main_sha, sha))));
+  CHECK(accepted(w.gitea.send_webhook(w.gitea_url(), kGiteaSecret, "status",
+                                      FakeGitea::status_payload(kRepo, sha, "ci/build", "success"))));
+
+  REQUIRE_MESSAGE(settled_in(w, item, "review"), w.log_tails() << runners.logs());
+  w.gitea.add_review(kRepo, dev.pr, GiteaReview{});
+  CHECK(accepted(w.gitea.send_webhook(w.gitea_url(), kGiteaSecret, "pull_request_review_approved",
+                                      w.gitea.review_payload(kRepo, dev.pr, true))));
+  const bool done = eventually([&] { return read_tasks(w).at(item).stage == "done"; }, 60s);
+  REQUIRE_MESSAGE(done, w.log_tails() << runners.logs());
 }
 
 httplib::Result runner_post(const World& w, const std::string& token, const std::string& path,
@@ -102,10 +103,7 @@ TEST_CASE("e2e runners: two runners run the example pipeline to done / no agent 
     runners->add("r2");
   };
   run.at_end = [&](World& w, const RunResult& r) {
-    // The server made no worktree: every agent ran in a runner's own clone.
-    const std::filesystem::path server_worktrees = std::filesystem::path(w.data_dir) / "worktrees";
-    CHECK_MESSAGE((!std::filesystem::exists(server_worktrees) || std::filesystem::is_empty(server_worktrees)),
-                  "the server made worktrees: " << server_worktrees);
+    check_no_server_worktree(w.data_dir);
     std::size_t reported = 0;
     for (const auto& [name, p] : runners->procs) reported += count_of(p->log(), "reported: {\"detail\"");
     CHECK_MESSAGE(reported == 3u * static_cast<std::size_t>(r.items), runners->logs());
@@ -128,14 +126,16 @@ TEST_CASE("e2e runners: two runners run the example pipeline to done / no agent 
   CHECK(r.done == 3);
 }
 
-TEST_CASE("e2e runners: a runner SIGKILLed mid-job / its job runs again on the other runner after the stale bound") {
+TEST_CASE(
+    "e2e runners: a runner SIGKILLed mid-job / its job runs again on the other runner after the stale bound and the "
+    "item reaches done, nothing doubled") {
   TempDir scratch;
   const std::string pid_file = scratch.file("agent.pid");
   World w(slow_first_world(pid_file, "agents", "3s"));
   REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
   Runners runners{w, {}, {}};
   RunnerProcess& a = runners.add("a");
-  start_item(w, "Kill my runner");
+  const std::string item = start_item(w, "Kill my runner");
   REQUIRE_MESSAGE(eventually([&] { return read_pid(pid_file) > 0; }, 30s), w.log_tails() << runners.logs());
   CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running' AND worker LIKE 'runner:a/%'") == 1);
   a.kill_hard();  // as its host dies; its agent would die with the host
@@ -164,6 +164,28 @@ TEST_CASE("e2e runners: a runner SIGKILLed mid-job / its job runs again on the o
   REQUIRE(m);
   CHECK(sum_samples(*m, "orch_runners", {"state=\"offline\""}) == 1);
   CHECK(sum_samples(*m, "orch_runners", {"state=\"online\""}) == 1);
+
+  // ---- on to done through the rest of the pipeline, every agent on the runner left ----
+  drive_to_done(w, item, runners);
+  check_nothing_doubled(w, 1);  // one task, branch and PR; one succeeded job per stage; one transition per stage
+  // The orphaned attempt is the only job that did not succeed, and the only one run twice.
+  using Row = std::vector<std::string>;
+  CHECK(w.rows("SELECT stage, attempt, status FROM jobs ORDER BY id") ==
+        std::vector<Row>{Row{"analysis", "1", "failed"}, Row{"analysis", "2", "succeeded"},
+                         Row{"development", "1", "succeeded"}, Row{"review", "1", "succeeded"}});
+  std::vector<std::string> moves;
+  for (const auto& t : w.rows("SELECT to_stage FROM transitions ORDER BY id")) moves.push_back(t[0]);
+  CHECK(moves == std::vector<std::string>{"analysis", "development", "review", "done"});
+  CHECK(w.gitea.pulls(kRepo).size() == 1);
+  // Each of the three successful runs was b's, reported once; the killed runner reported nothing.
+  const auto ids = w.rows("SELECT id FROM jobs WHERE status = 'succeeded' ORDER BY id");
+  std::map<long long, int> expected;
+  for (const auto& id : ids) expected[std::stoll(id[0])] = 1;
+  CHECK(reported_successes(*runners.procs["b"]) == expected);
+  CHECK(count_of(a.log(), "reported") == 0);
+  CHECK(w.count("SELECT COUNT(*) FROM tasks WHERE stage = 'done'") == 1);
+  check_no_server_worktree(w.data_dir);
+  CHECK(runners.procs["b"]->terminate() == std::optional<int>(0));
 }
 
 TEST_CASE(

@@ -633,6 +633,61 @@ TEST_CASE_TEMPLATE("store: a runner's claim fences its heartbeat and the take-ov
   CHECK(store->heartbeat_claim(job.id, "server/1", clock.now()).code == Code::kConflict);
 }
 
+TEST_CASE_TEMPLATE("store: a runner claim whose agent never started goes back to the queue after dispatch_timeout", B,
+                   SqliteBackend, PgBackend) {
+  B backend;
+  auto store = backend.open();
+  ManualClock clock;
+  const TimePoint t = clock.now();
+  JobRow stuck = queued_job(*store, "shop", "1", "developer", t);
+  JobRow launched = queued_job(*store, "shop", "2", "developer", t + 1ms);
+  JobRow local = queued_job(*store, "shop", "3", "developer", t + 2ms);
+  JobRow cancelled = queued_job(*store, "shop", "4", "developer", t + 3ms);
+  JobRow fresh = queued_job(*store, "shop", "5", "developer", t + 4ms);
+  clock.advance(1s);
+  REQUIRE(store->claim_job("runner:a/1", clock.now()).value()->id == stuck.id);
+  REQUIRE(store->claim_job("runner:a/2", clock.now()).value()->id == launched.id);
+  REQUIRE(store->claim_job("r0/7/1", clock.now()).value()->id == local.id);
+  REQUIRE(store->claim_job("runner:a/3", clock.now()).value()->id == cancelled.id);
+  clock.advance(5s);
+  REQUIRE(store->claim_job("runner:b/1", clock.now()).value()->id == fresh.id);
+  const TimePoint launch = clock.now();
+  REQUIRE(store->launched_claim(launched.id, "runner:a/2", launch).ok());
+  REQUIRE(store->request_cancel(cancelled.id, "by a person", clock.now()).ok());
+  // launched_at is set once and fenced as a heartbeat is.
+  clock.advance(1s);
+  REQUIRE(store->launched_claim(launched.id, "runner:a/2", clock.now()).ok());
+  CHECK(store->find_job(launched.id).value()->launched_at == launch);
+  CHECK(store->find_job(launched.id).value()->heartbeat_at == clock.now());
+  CHECK(store->launched_claim(launched.id, "runner:b/9", clock.now()).code == Code::kConflict);
+  CHECK(store->find_job(stuck.id).value()->launched_at == std::nullopt);
+
+  // Claimed before t + 4s and never launched: only the runner's claim that nobody cancelled.
+  auto requeued = store->requeue_undispatched(t + 4s, 100, clock.now());
+  REQUIRE_MESSAGE(requeued.ok(), requeued.status().message);
+  REQUIRE(requeued.value().size() == 1);
+  const JobRow& back = requeued.value()[0];
+  CHECK(back.id == stuck.id);
+  CHECK(back.status == JobStatus::kQueued);
+  CHECK(back.attempt == 1);
+  CHECK(back.worker.empty());
+  CHECK(back.started_at == std::nullopt);
+  CHECK(back.run_after == clock.now());
+  CHECK(store->heartbeat_claim(stuck.id, "runner:a/1", clock.now()).code == Code::kConflict);
+  CHECK(store->requeue_undispatched(t + 4s, 100, clock.now()).value().empty());  // a second pass changes nothing
+  for (const JobRow* j : {&launched, &local, &cancelled, &fresh})
+    CHECK(store->find_job(j->id).value()->status == JobStatus::kRunning);
+  // Claimed again, by another runner: a new claim, not yet launched.
+  JobRow again = store->claim_job("runner:b/2", clock.now()).value().value();
+  CHECK(again.id == stuck.id);
+  CHECK(again.attempt == 1);
+  CHECK(again.launched_at == std::nullopt);
+  // The cap holds.
+  clock.advance(1h);
+  CHECK(store->requeue_undispatched(clock.now(), 1, clock.now()).value().size() == 1);
+  CHECK(store->requeue_undispatched(clock.now(), 0, clock.now()).status().code == Code::kInvalid);
+}
+
 TEST_CASE_TEMPLATE("store: a cancel fails a queued job at once and makes a running job's heartbeats fail", B,
                    SqliteBackend, PgBackend) {
   B backend;

@@ -175,3 +175,39 @@ TEST_CASE("a job its worker already finished is never swept, however old") {
   CHECK(sweeper.run_once().changed() == 0);
   CHECK(job(f, j.id).status == JobStatus::kSucceeded);
 }
+
+TEST_CASE("a runner's claim whose agent never started is queued again after dispatch_timeout, not failed") {
+  EngineFixture f;
+  JobsSpec spec;
+  spec.dispatch_timeout = 5min;
+  spec.heartbeat_stale = 1h;  // the runner heartbeats (it is stuck in git, not dead): only the dispatch rule applies
+  AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
+  Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log);
+  f.task_in("analysis", "SHOP-1");
+  f.task_in("analysis", "SHOP-2");
+  f.task_in("analysis", "SHOP-3");
+  const JobId stuck = f.store->claim_job("runner:a/1", f.clock.now()).value()->id;
+  const JobId working = f.store->claim_job("runner:a/2", f.clock.now()).value()->id;
+  const JobId local = f.store->claim_job("1234/0", f.clock.now()).value()->id;
+  REQUIRE(f.store->launched_claim(working, "runner:a/2", f.clock.now()).ok());
+
+  f.clock.advance(5min);
+  REQUIRE(f.store->heartbeat_claim(stuck, "runner:a/1", f.clock.now()).ok());
+  CHECK(sweeper.run_once().changed() == 0);  // not past the bound yet
+  f.clock.advance(1s);
+  SweepReport r = sweeper.run_once();
+  CHECK(r.requeued == 1);
+  CHECK(r.orphaned + r.timed_out + r.expired + r.retried + r.blocked == 0);
+  JobRow back = job(f, stuck);
+  CHECK(back.status == JobStatus::kQueued);
+  CHECK(back.attempt == 1);  // not an attempt: the agent never ran
+  CHECK(back.error.empty());
+  CHECK(f.log.contains("was claimed by a runner that did not start its agent within 300s: queued again"));
+  CHECK(f.log.contains("1 undispatched queued again"));
+  // The runner that held it is fenced out; the others run on.
+  CHECK(f.store->heartbeat_claim(stuck, "runner:a/1", f.clock.now()).code == Code::kConflict);
+  CHECK(job(f, working).status == JobStatus::kRunning);
+  CHECK(job(f, local).status == JobStatus::kRunning);
+  CHECK(f.store->jobs_for_task(back.task_id).value().size() == 1);
+  CHECK(sweeper.run_once().changed() == 0);
+}
