@@ -48,11 +48,11 @@ Result<std::string> random_hex(std::size_t bytes) {
 Result<std::string> new_runner_claim(const std::string& name) {
   auto random = random_hex(8);
   if (!random.ok()) return random.status();
-  return "runner:" + name + "/" + random.value();
+  return std::string(kRunnerClaimPrefix) + name + "/" + random.value();
 }
 
 bool is_claim_of(const std::string& worker, const std::string& name) {
-  return worker.rfind("runner:" + name + "/", 0) == 0;
+  return worker.rfind(std::string(kRunnerClaimPrefix) + name + "/", 0) == 0;
 }
 
 bool runner_online(const RunnerRow& runner, TimePoint now, std::chrono::seconds heartbeat_stale) {
