@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
     JobScheduler scheduler(*store, pipeline, clock, log);
     subscribe_audit_log(bus, log);
     scheduler.subscribe_to(bus);
-    Handlers handlers(*store, *store, engine, tracker, gitea_client, config, clock, log);
+    Handlers handlers(*store, engine, tracker, gitea_client, config, clock, log);
     Dispatcher dispatcher(handlers, config);
     InboxProcessor inbox(*store, dispatcher, clock, log);
 

@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
       GateSideReport report;
       double first_ms = 0;
       for (int p = 0; p <= passes; ++p) {  // pass 0 warms SQLite's cache in this process
-        GateSide side(*store, *store, *store, engine, clock, st.log, grace,
+        GateSide side(*store, engine, clock, st.log, grace,
                       GateSideOptions{.max_candidates_per_pass = static_cast<int>(cand + 10)});
         const std::int64_t t0 = now_ns();
         report = side.run_once();
@@ -274,8 +274,7 @@ int main(int argc, char** argv) {
         double ms = 0;
         GateSideReport r;
         for (int pass = 0; pass < 2; ++pass) {  // pass 0 fills the proxy
-          GateSide side(*store, *store, *store, hengine, clock, hst.log, grace,
-                        GateSideOptions{.max_candidates_per_pass = 500});
+          GateSide side(*store, hengine, clock, hst.log, grace, GateSideOptions{.max_candidates_per_pass = 500});
           const std::int64_t t0 = now_ns();
           r = side.run_once();
           ms = seconds_since(t0) * 1000;

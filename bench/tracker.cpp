@@ -66,9 +66,9 @@ int child(const Flags& f) {
   GateEvaluator gates(config, gitea, plane, runner, layout);
   EventBus bus(log);
   StageEngine engine(*store, pipeline, gates, bus, clock, log);
-  Handlers handlers(*store, *store, engine, plane, gitea, config, clock, log);
+  Handlers handlers(*store, engine, plane, gitea, config, clock, log);
   auto grace = [](const std::string&) { return Seconds(std::chrono::minutes(15)); };
-  TrackerSide side(config.projects, pipeline, plane, handlers, *store, *store, *store, clock, log, grace);
+  TrackerSide side(config.projects, pipeline, plane, handlers, *store, clock, log, grace);
 
   const long rss_before = proc_status_kb(0, "VmRSS");
   const bool reset = reset_peak_rss();

@@ -3,9 +3,11 @@
 // Implementations are thread-safe: any thread may call any method concurrently.
 #pragma once
 
+#include <concepts>
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/model.h"
@@ -256,6 +258,24 @@ struct StoreProbe {
   virtual ~StoreProbe() = default;
   virtual Result<std::vector<NotificationRow>> due_notifications(TimePoint now, int limit) = 0;  // Telegram's
   virtual Result<std::vector<NotificationRow>> all_notifications() = 0;                          // oldest first
+};
+
+// A component that needs several roles takes them once: StoreRoles<TaskStore, JobStore> binds to any one object that
+// plays them all (the Store of the wiring, a test's SqliteStore) and hands each role out by type. The component still
+// keeps each role as its own typed member, so its header shows which parts of the store it reads and writes.
+template <class... Roles>
+class StoreRoles {
+ public:
+  template <class S>
+  requires(std::derived_from<S, Roles>&&...) StoreRoles(S& store)
+      : roles_(static_cast<Roles&>(store)...) {}  // implicit: call sites pass the store as it is
+  template <class Role>
+  Role& get() const {
+    return std::get<Role&>(roles_);
+  }
+
+ private:
+  std::tuple<Roles&...> roles_;
 };
 
 struct Store : TaskStore,

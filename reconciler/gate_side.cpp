@@ -43,11 +43,11 @@ void RetryBackoff::prune(TimePoint now) {
   std::erase_if(entries_, [&](const auto& kv) { return kv.second.until + cap_ < now; });
 }
 
-GateSide::GateSide(TaskStore& tasks, JobStore& jobs, GateEvaluationStore& evaluations, StageEngine& engine,
-                   const Clock& clock, spdlog::logger& log, GraceFn grace, GateSideOptions options)
-    : tasks_(tasks),
-      jobs_(jobs),
-      evaluations_(evaluations),
+GateSide::GateSide(StoreRoles<TaskStore, JobStore, GateEvaluationStore> store, StageEngine& engine, const Clock& clock,
+                   spdlog::logger& log, GraceFn grace, GateSideOptions options)
+    : tasks_(store.get<TaskStore>()),
+      jobs_(store.get<JobStore>()),
+      evaluations_(store.get<GateEvaluationStore>()),
       engine_(engine),
       pipeline_(engine.pipeline()),
       clock_(clock),

@@ -82,7 +82,7 @@ class GateSide {
  public:
   // The red verdicts of a pass are recorded in `evaluations` at its end, in one transaction (not in a dry run): what
   // /queue.json's `waiting` reports.
-  GateSide(TaskStore& tasks, JobStore& jobs, GateEvaluationStore& evaluations, StageEngine& engine, const Clock& clock,
+  GateSide(StoreRoles<TaskStore, JobStore, GateEvaluationStore> store, StageEngine& engine, const Clock& clock,
            spdlog::logger& log, GraceFn grace, GateSideOptions options = {});
 
   // One bounded pass. Never throws: a failing task is logged, backed off and skipped. With dry_run it evaluates

@@ -37,10 +37,16 @@ std::vector<std::string> PassReport::lines(bool dry_run) const {
 }
 
 ReconcilePass::ReconcilePass(ReconcileParts parts, const Clock& clock, spdlog::logger& log, ReconcileDefaults defaults)
-    : parts_(parts), clock_(clock), log_(log), defaults_(defaults) {}
+    : parts_(parts),
+      settings_(parts.store.get<SettingsStore>()),
+      outbox_(parts.store.get<OutboxStore>()),
+      inbox_(parts.store.get<InboxStore>()),
+      clock_(clock),
+      log_(log),
+      defaults_(defaults) {}
 
 bool ReconcilePass::read_switch(const char* key, bool fallback, bool& ok) {
-  auto v = parts_.settings.get_setting(key);
+  auto v = settings_.get_setting(key);
   if (!v.ok()) {
     ok = false;
     log_.warn("reconciler: cannot read {}: {}; skipping this pass", key, v.status().message);
@@ -76,7 +82,7 @@ PassReport ReconcilePass::run_once(PassOptions options) {
   // handlers. Reconciling now would race it and count its events as lost. The inbox drains on its own (a failing
   // delivery ends as failed after its retries), so this defers the sides by at most that long.
   {
-    auto counts = parts_.inbox.inbox_counts();
+    auto counts = inbox_.inbox_counts();
     if (!counts.ok()) {
       note("inbox: " + counts.status().message);
     } else if (counts.value().pending > 0) {
@@ -142,7 +148,7 @@ void ReconcilePass::report_unblock(const Unblock& u, TimePoint now, PassReport& 
   const std::string key = "unblock:" + std::to_string(u.task_id) + ":" + std::to_string(u.visit);
   // Plain text: the outbox stores it as is and the sender escapes it (integrations/telegram_notifier.h).
   const std::string text = u.work_item_key + " unblocked (lost webhook): " + u.from + " → " + u.to + " via " + u.via;
-  auto queued = parts_.outbox.enqueue_notification(key, text, now);
+  auto queued = outbox_.enqueue_notification(key, text, now);
   if (!queued.ok()) {
     log_.warn("reconciler: cannot queue the unblock notification for {}: {}", u.work_item_key, queued.status().message);
     if (report.error.empty()) report.error = "notification for " + u.work_item_key + ": " + queued.status().message;
@@ -168,17 +174,17 @@ std::optional<nlohmann::json> read_snapshot(SettingsStore& settings, spdlog::log
 // The total survives restarts and is shared with `orch reconcile --once`: read, add, write, at each unblock, so
 // that a replica killed in the middle of a pass has counted every transition it made but (at most) the one in flight.
 void ReconcilePass::count_unblock(const Unblock& u) {
-  auto snap = read_snapshot(parts_.settings, log_);
+  auto snap = read_snapshot(settings_, log_);
   if (!snap) return;
   (*snap)["unblocked_total"] = snap->value("unblocked_total", 0LL) + 1;
   (*snap)["last_unblocked"] = u.work_item_key;
-  if (Status s = parts_.settings.set_setting(kSettingReconcileSnapshot, snap->dump()); !s.ok())
+  if (Status s = settings_.set_setting(kSettingReconcileSnapshot, snap->dump()); !s.ok())
     log_.warn("reconciler: cannot count the unblock of {} in the status snapshot: {}", u.work_item_key, s.message);
 }
 
 void ReconcilePass::write_snapshot(TimePoint started, const PassReport& report) {
   using nlohmann::json;
-  auto old = read_snapshot(parts_.settings, log_);
+  auto old = read_snapshot(settings_, log_);
   if (!old) return;
   // Already counted, one by one, by count_unblock().
   const long long total = old->value("unblocked_total", 0LL);
@@ -191,7 +197,7 @@ void ReconcilePass::write_snapshot(TimePoint started, const PassReport& report) 
                {"last_unblocked", last_unblocked},
                {"last_error", report.error.empty() ? json(nullptr) : json(report.error)},
                {"interval_s", static_cast<long long>(defaults_.interval.count())}};
-  if (Status s = parts_.settings.set_setting(kSettingReconcileSnapshot, snap.dump()); !s.ok())
+  if (Status s = settings_.set_setting(kSettingReconcileSnapshot, snap.dump()); !s.ok())
     log_.warn("reconciler: cannot write the status snapshot: {}", s.message);
 }
 

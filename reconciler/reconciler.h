@@ -60,9 +60,9 @@ struct PassReport {
 
 // What a pass works with; all outlive it.
 struct ReconcileParts {
-  SettingsStore& settings;  // the kill switches, the snapshot
-  OutboxStore& outbox;      // a notification per unblock
-  InboxStore& inbox;        // deliveries acknowledged but not handled yet: while there are any, the sides wait
+  // Settings: the kill switches, the snapshot. Outbox: a notification per unblock. Inbox: deliveries acknowledged but
+  // not handled yet: while there are any, the sides wait.
+  StoreRoles<SettingsStore, OutboxStore, InboxStore> store;
   GateSide& gate;
   TrackerSide* tracker = nullptr;  // genuinely optional: no Plane configured
   Sweeper* sweeper = nullptr;      // genuinely optional: sweeping done elsewhere (tests of one side)
@@ -91,6 +91,9 @@ class ReconcilePass {
   void write_snapshot(TimePoint started, const PassReport& report);
 
   const ReconcileParts parts_;
+  SettingsStore& settings_;
+  OutboxStore& outbox_;
+  InboxStore& inbox_;
   const Clock& clock_;
   spdlog::logger& log_;
   const ReconcileDefaults defaults_;

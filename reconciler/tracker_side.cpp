@@ -32,15 +32,15 @@ struct TrackerSide::ProjectPass {
 };
 
 TrackerSide::TrackerSide(const std::vector<ProjectSpec>& projects, const Pipeline& pipeline, Tracker& tracker,
-                         Handlers& handlers, TaskStore& tasks, JobStore& jobs, ProjectStore& bookmarks,
-                         const Clock& clock, spdlog::logger& log, GraceFn grace, TrackerSideOptions options)
+                         Handlers& handlers, StoreRoles<TaskStore, JobStore, ProjectStore> store, const Clock& clock,
+                         spdlog::logger& log, GraceFn grace, TrackerSideOptions options)
     : projects_(projects),
       pipeline_(pipeline),
       tracker_(tracker),
       handlers_(handlers),
-      tasks_(tasks),
-      jobs_(jobs),
-      bookmarks_(bookmarks),
+      tasks_(store.get<TaskStore>()),
+      jobs_(store.get<JobStore>()),
+      bookmarks_(store.get<ProjectStore>()),
       clock_(clock),
       log_(log),
       grace_(std::move(grace)),

@@ -53,8 +53,9 @@ struct TrackerSideReport {
 
 class TrackerSide {
  public:
+  // `store`'s ProjectStore role keeps each project's horizon (its bookmark).
   TrackerSide(const std::vector<ProjectSpec>& projects, const Pipeline& pipeline, Tracker& tracker, Handlers& handlers,
-              TaskStore& tasks, JobStore& jobs, ProjectStore& bookmarks, const Clock& clock, spdlog::logger& log,
+              StoreRoles<TaskStore, JobStore, ProjectStore> store, const Clock& clock, spdlog::logger& log,
               GraceFn grace, TrackerSideOptions options = {});
 
   // One pass over every project. Never throws: a failing project or item is logged and skipped. full_sweep forces a

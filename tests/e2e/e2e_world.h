@@ -16,6 +16,9 @@
 #include <httplib.h>
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -83,6 +86,28 @@ inline std::string quote(const std::string& s) {
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return q + "'";
 }
+
+// The fifo that gated agents wait on (agents/gated.sh reads $E2E_RELEASE_FIFO until a writer opens and closes it).
+class AgentGate {
+ public:
+  explicit AgentGate(const TempDir& dir) : path_(dir.file("release")) { REQUIRE(::mkfifo(path_.c_str(), 0600) == 0); }
+  const std::string& path() const { return path_; }
+  // Lets every gated agent that reads the fifo now go on; false when none does (a writer can open a fifo only while
+  // a reader has it open).
+  bool release_waiting() const {
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_NONBLOCK);
+    if (fd < 0) return false;
+    ::close(fd);
+    return true;
+  }
+  // Waits until a gated agent reads the fifo, then lets it go on; false at the deadline.
+  bool release(std::chrono::milliseconds deadline = std::chrono::seconds(30)) const {
+    return eventually([this] { return release_waiting(); }, deadline);
+  }
+
+ private:
+  std::string path_;
+};
 
 struct WorldOptions {
   int workers = 4;

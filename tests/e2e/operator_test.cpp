@@ -3,10 +3,6 @@
 // re-runs a stage while its agent runs: that agent finishes, the re-run follows, never beside it.
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include "tests/e2e/e2e_world.h"
 
 using namespace orch::testing;
@@ -29,27 +25,14 @@ bool waits(World& w, const std::string& item, const std::string& reason, const s
   return t["waiting"]["text"].get<std::string>().find(needle) != std::string::npos;
 }
 
-// Lets the one gated agent that waits on the fifo finish: open for writing (only possible once it reads) and close.
-bool release(const std::string& fifo) {
-  return eventually(
-      [&] {
-        const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
-        if (fd < 0) return false;
-        ::close(fd);
-        return true;
-      },
-      30s);
-}
-
 }  // namespace
 
 TEST_CASE("e2e project limit: a second task waits behind max_running = 1, /queue.json names the limit, then it runs") {
   TempDir scratch;
-  const std::string fifo = scratch.file("release");
-  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  AgentGate gate(scratch);
   WorldOptions options;
   options.analyst = "gated.sh";
-  options.analyst_env = {{"E2E_RELEASE_FIFO", fifo}};
+  options.analyst_env = {{"E2E_RELEASE_FIFO", gate.path()}};
   options.project_max_running = 1;
   options.workers = 4;  // workers to spare: only the limit holds the second job
   World w(options);
@@ -70,13 +53,13 @@ TEST_CASE("e2e project limit: a second task waits behind max_running = 1, /queue
       w.orch->log_tail());
   CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 1);
 
-  REQUIRE(release(fifo));
+  REQUIRE(gate.release());
   REQUIRE_MESSAGE(
       eventually([&] { return waits(w, first, "awaiting_human", "to Approved or Rejected in Plane"); }, 30s),
       w.orch->log_tail());
   REQUIRE_MESSAGE(eventually([&] { return waits(w, second, "job_running", "agent analyst running"); }, 30s),
                   w.orch->log_tail());
-  REQUIRE(release(fifo));
+  REQUIRE(gate.release());
   REQUIRE_MESSAGE(eventually([&] { return waits(w, second, "awaiting_human"); }, 30s), w.orch->log_tail());
 
   // Never side by side: the second analyst started after the first had finished.
@@ -89,11 +72,10 @@ TEST_CASE("e2e project limit: a second task waits behind max_running = 1, /queue
 TEST_CASE(
     "e2e rerun: orch task rerun while the developer runs: it finishes, the re-run follows, both in the audit log") {
   TempDir scratch;
-  const std::string fifo = scratch.file("release");
-  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  AgentGate gate(scratch);
   WorldOptions options;
   options.developer = "gated.sh";
-  options.developer_env = {{"E2E_RELEASE_FIFO", fifo}, {"E2E_GATED_THEN", "developer.sh"}};
+  options.developer_env = {{"E2E_RELEASE_FIFO", gate.path()}, {"E2E_GATED_THEN", "developer.sh"}};
   World w(options);
   REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
 
@@ -116,10 +98,10 @@ TEST_CASE(
       w.orch->log_tail());
   CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE stage = 'development' AND status = 'running'") == 1);
 
-  REQUIRE(release(fifo));  // the first developer finishes (not killed); its result no longer counts
+  REQUIRE(gate.release());  // the first developer finishes (not killed); its result no longer counts
   REQUIRE_MESSAGE(eventually([&] { return waits(w, item, "job_running", "agent developer running"); }, 60s),
                   w.orch->log_tail());
-  REQUIRE(release(fifo));  // the re-run's developer
+  REQUIRE(gate.release());  // the re-run's developer
   REQUIRE_MESSAGE(eventually(
                       [&] {
                         return w.count(

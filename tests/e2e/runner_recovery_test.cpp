@@ -8,10 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <fstream>
 #include <iterator>
@@ -29,13 +26,6 @@ namespace {
 std::string slurp(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// Lets the gated agent (tests/e2e/agents/gated.sh) go on: it reads the fifo until a writer opens and closes it.
-void release(const std::string& fifo) {
-  const int fd = ::open(fifo.c_str(), O_WRONLY);
-  REQUIRE(fd >= 0);
-  ::close(fd);
 }
 
 // A git:// remote that accepts every connection and never answers: `git clone` from it waits, as a clone stuck on a
@@ -93,12 +83,11 @@ class SilentRemote {
 
 TEST_CASE("e2e runners: a result the server could not take stays in the runner's outbox / the next start delivers it") {
   TempDir scratch;
-  const std::string fifo = scratch.file("release");
-  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  AgentGate gate(scratch);
   WorldOptions o;
   o.runs_on = "agents";
   o.analyst = "gated.sh";
-  o.analyst_env = {{"E2E_RELEASE_FIFO", fifo}};
+  o.analyst_env = {{"E2E_RELEASE_FIFO", gate.path()}};
   o.heartbeat_stale = "60s";  // the server is down for a few seconds: its sweeper must not take the job meanwhile
   World w(o);
   REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
@@ -119,7 +108,7 @@ TEST_CASE("e2e runners: a result the server could not take stays in the runner's
 
   // The server goes away; the agent finishes meanwhile; the runner keeps the result on disk and is stopped too.
   REQUIRE(w.orch->terminate() == 0);
-  release(fifo);
+  REQUIRE(gate.release());
   REQUIRE_MESSAGE(eventually([&] { return std::filesystem::exists(entry); }, 30s), runners.logs());
   CHECK(slurp(entry).find("released: analysing") != std::string::npos);  // the log tail the server has not seen
   const std::string kept = slurp(entry);

@@ -5,10 +5,6 @@
 // item reaches done with nothing doubled; this test adds where each agent ran.
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <set>
 
 #include "tests/e2e/pipeline_run.h"
@@ -19,12 +15,6 @@ using namespace orch::testing::e2e;
 using namespace std::chrono_literals;
 
 namespace {
-
-// Lets every gated agent that waits on the fifo now go on: open for writing (only possible while one reads), close.
-void release_waiting(const std::string& fifo) {
-  const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
-  if (fd >= 0) ::close(fd);
-}
 
 nlohmann::json queue_json(const World& w, std::size_t replica) {
   httplib::Client c(w.replicas[replica]->base_url());
@@ -43,8 +33,7 @@ TEST_CASE(
   TempDir scratch;
   // The analyst waits on this fifo until both runners hold an analysis job at once: then each of them has run one,
   // whichever replica enqueued what (a runner's long poll is woken only by its own replica's enqueues).
-  const std::string fifo = scratch.file("release");
-  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  AgentGate gate(scratch);
 
   std::unique_ptr<Runners> runners;
   PipelineOptions run;
@@ -53,7 +42,7 @@ TEST_CASE(
   run.world.workers = 2;  // three pools of two on two cores: they run only the open_pr and gate steps
   run.world.runs_on = "agents";
   run.world.analyst = "gated.sh";
-  run.world.analyst_env = {{"E2E_RELEASE_FIFO", fifo}};
+  run.world.analyst_env = {{"E2E_RELEASE_FIFO", gate.path()}};
   run.on_started = [&](World& w) {
     runners = std::make_unique<Runners>(Runners{w, {}, {}});
     runners->add("a", "agents", w.replicas[1]->base_url());
@@ -79,7 +68,7 @@ TEST_CASE(
       // Past the deadline the gate opens anyway, so the run ends and the check below says what went wrong.
       open = both_held || std::chrono::steady_clock::now() > gate_deadline;
     }
-    if (open) release_waiting(fifo);
+    if (open) gate.release_waiting();
   };
 
   run.at_end = [&](World& w, const RunResult& r) {

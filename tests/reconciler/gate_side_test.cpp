@@ -267,7 +267,7 @@ TEST_CASE("a webhook that moves the task while its gate is being read wins clean
   });
   GateEvaluator gates(f.config, hooked, f.plane, f.runner, f.layout);
   StageEngine engine(*f.store, f.pipeline, gates, f.bus, f.clock, f.log);
-  GateSide gate_side(*f.store, *f.store, *f.store, engine, f.clock, f.log, f.grace());
+  GateSide gate_side(*f.store, engine, f.clock, f.log, f.grace());
   f.clock.advance(31min);
   const std::size_t rows = f.transitions(t.id);
   auto report = gate_side.run_once();

@@ -302,13 +302,9 @@ TEST_CASE("convergence: with no loss the reconciler never unblocks anything") {
 
 TEST_CASE("deliveries still queued in the inbox defer both sides: a queued event is not a lost one") {
   Rig f;
-  ReconcilePass pass(ReconcileParts{.settings = *f.store,
-                                    .outbox = *f.store,
-                                    .inbox = *f.store,
-                                    .gate = f.gate_side,
-                                    .tracker = &f.tracker_side,
-                                    .leadership = f.sole},
-                     f.clock, f.log, {});
+  ReconcilePass pass(
+      ReconcileParts{.store = *f.store, .gate = f.gate_side, .tracker = &f.tracker_side, .leadership = f.sole}, f.clock,
+      f.log, {});
   TaskRow t = f.stuck_in_development("SHOP-1", "abc1234");
   f.clock.advance(31min);
   // The CI webhook arrived and was acknowledged, but the inbox processor has not reached it yet.

@@ -30,7 +30,7 @@ struct Node {
         bus(log),
         engine(*store, pipeline, gates, bus, clock, log),
         scheduler(*store, pipeline, clock, log),
-        handlers(*store, *store, engine, plane, gitea, config, clock, log),
+        handlers(*store, engine, plane, gitea, config, clock, log),
         dispatcher(handlers, config),
         processor(*store, dispatcher, clock, log) {
     scheduler.subscribe_to(bus);

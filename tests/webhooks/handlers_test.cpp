@@ -21,7 +21,7 @@ const std::string kSha = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d";
 
 struct HandlerFixture {
   EngineFixture f;
-  Handlers h{*f.store, *f.store, f.engine, f.plane, f.gitea, f.config, f.clock, f.log};
+  Handlers h{*f.store, f.engine, f.plane, f.gitea, f.config, f.clock, f.log};
   const ProjectSpec& shop = f.config.projects.front();
 
   WorkItem item(const std::string& id, const std::string& state, std::int64_t seq = 42) {

@@ -277,7 +277,7 @@ inline WebhookSecrets test_secrets() {
 struct WebhookStack {
   explicit WebhookStack(WebhookSecrets secrets = test_secrets(), WebhookRouteOptions options = {},
                         HttpLimits limits = {})
-      : handlers(*f.store, *f.store, f.engine, f.plane, f.gitea, f.config, f.clock, f.log),
+      : handlers(*f.store, f.engine, f.plane, f.gitea, f.config, f.clock, f.log),
         dispatcher(handlers, f.config),
         processor(*f.store, dispatcher, f.clock, f.log),
         routes(*f.store, f.clock, f.log, std::move(secrets), options),

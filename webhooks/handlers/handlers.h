@@ -39,10 +39,10 @@ const char* outcome_kind_name(HandleOutcome::Kind k);
 class Handlers {
  public:
   // `write_back` stores what a red CI and a review verdict tell the people in Plane (docs/adr/0013).
-  Handlers(TaskStore& store, BranchHeadStore& heads, StageEngine& engine, Tracker& tracker, CodeHost& code_host,
+  Handlers(StoreRoles<TaskStore, BranchHeadStore> store, StageEngine& engine, Tracker& tracker, CodeHost& code_host,
            const Config& config, const Clock& clock, spdlog::logger& log, WriteBack& write_back = WriteBack::off())
-      : store_(store),
-        heads_(heads),
+      : store_(store.get<TaskStore>()),
+        heads_(store.get<BranchHeadStore>()),
         engine_(engine),
         tracker_(tracker),
         code_host_(code_host),
