@@ -1,35 +1,55 @@
 #include "app/runner_dispatch.h"
 
+#include <algorithm>
+#include <utility>
+
 namespace orch {
 
-using Steady = std::chrono::steady_clock;
+void RunnerDispatch::wake_one(std::list<Poll*>& polls) {
+  auto it = std::find_if(polls.begin(), polls.end(), [](const Poll* p) { return !p->woken_; });
+  if (it == polls.end()) return;  // every poll of the scope claims again anyway
+  (*it)->woken_ = true;
+  (*it)->cv_.notify_one();  // under mu_: the poll cannot end (and destroy its cv_) before this returns
+}
 
 void RunnerDispatch::jobs_enqueued() {
   {
     std::lock_guard lock(mu_);
-    ++generation_;
+    for (auto& [scope, polls] : scopes_) wake_one(polls);
   }
-  cv_.notify_all();
   next_.jobs_enqueued();
 }
 
-unsigned long RunnerDispatch::generation() {
-  std::lock_guard lock(mu_);
-  return generation_;
-}
-
-bool RunnerDispatch::wait(unsigned long seen, Steady::time_point until) {
-  std::unique_lock lock(mu_);
-  cv_.wait_until(lock, until, [&] { return closed_ || generation_ != seen; });
-  return !closed_;
-}
-
 void RunnerDispatch::close() {
-  {
-    std::lock_guard lock(mu_);
-    closed_ = true;
-  }
-  cv_.notify_all();
+  std::lock_guard lock(mu_);
+  closed_ = true;
+  for (auto& [scope, polls] : scopes_)
+    for (Poll* p : polls) p->cv_.notify_one();
+}
+
+RunnerDispatch::Poll::Poll(RunnerDispatch& dispatch, std::string scope)
+    : dispatch_(dispatch), scope_(std::move(scope)) {
+  std::lock_guard lock(dispatch_.mu_);
+  dispatch_.scopes_[scope_].push_back(this);
+}
+
+RunnerDispatch::Poll::~Poll() {
+  std::lock_guard lock(dispatch_.mu_);
+  auto group = dispatch_.scopes_.find(scope_);
+  group->second.remove(this);
+  if (woken_ || took_job_) wake_one(group->second);
+  if (group->second.empty()) dispatch_.scopes_.erase(group);
+}
+
+void RunnerDispatch::Poll::claiming() {
+  std::lock_guard lock(dispatch_.mu_);
+  woken_ = false;
+}
+
+bool RunnerDispatch::Poll::wait(std::chrono::steady_clock::time_point until) {
+  std::unique_lock lock(dispatch_.mu_);
+  cv_.wait_until(lock, until, [&] { return dispatch_.closed_ || woken_; });
+  return !dispatch_.closed_;
 }
 
 }  // namespace orch

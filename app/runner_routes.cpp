@@ -154,8 +154,13 @@ void RunnerRoutes::claim(const RunnerRow& runner, const httplib::Request& req, h
   const ClaimScope scope = runner_claim_scope(deps_.config, labels);
   const JobLimits limits = job_limits(deps_.config);
   const auto deadline = Steady::now() + wait;
+  // The poll's group in the dispatch: the agents it may run (sorted: config.agents is a map), so that a poke wakes
+  // one runner of each kind, not all of them.
+  std::string scope_key;
+  for (const std::string& a : scope.agents) scope_key += a + '\n';
+  RunnerDispatch::Poll poll(deps_.dispatch, std::move(scope_key));
   for (;;) {
-    const unsigned long seen = deps_.dispatch.generation();
+    poll.claiming();
     if (!scope.agents.empty()) {  // labels that match no agent's runs_on: never a job, only the wait
       auto drawn = new_runner_claim(runner.name);
       if (!drawn.ok()) return answer(res, 503, {{"error", drawn.status().message}});
@@ -170,6 +175,7 @@ void RunnerRoutes::claim(const RunnerRow& runner, const httplib::Request& req, h
                          r->task.work_item_key);
           json offer = job_offer(job, *r, deps_.git.clone_url(*r->project));
           offer["claim"] = worker;
+          poll.took_job();
           offer["heartbeat_ms"] = options_.heartbeat_interval.count();
           offer["kill_grace_ms"] =
               std::chrono::duration_cast<std::chrono::milliseconds>(deps_.config.jobs.cancel_grace).count();
@@ -180,7 +186,7 @@ void RunnerRoutes::claim(const RunnerRow& runner, const httplib::Request& req, h
     }
     const auto now = Steady::now();
     if (now >= deadline) break;
-    if (!deps_.dispatch.wait(seen, std::min(deadline, now + options_.recheck)))
+    if (!poll.wait(std::min(deadline, now + options_.recheck)))
       return answer(res, 503, {{"error", "the server is stopping"}});
   }
   res.status = 204;
