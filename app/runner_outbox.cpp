@@ -10,6 +10,8 @@
 #include <iterator>
 #include <regex>
 
+#include "integrations/unique_fd.h"
+
 namespace orch {
 namespace {
 
@@ -19,37 +21,25 @@ Status errno_status(const std::string& what) { return unavailable(what + ": " + 
 
 // Writes `text` to `path` and flushes it to the disk.
 Status write_synced(const fs::path& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return errno_status("cannot create " + path.string());
-  std::size_t at = 0;
-  while (at < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + at, text.size() - at);
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd.ok()) return errno_status("cannot create " + path.string());
+  for (std::size_t at = 0; at < text.size();) {
+    const ssize_t n = ::write(fd.get(), text.data() + at, text.size() - at);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      Status s = errno_status("cannot write " + path.string());
-      ::close(fd);
-      return s;
-    }
+    if (n < 0) return errno_status("cannot write " + path.string());
     at += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    Status s = errno_status("cannot sync " + path.string());
-    ::close(fd);
-    return s;
-  }
-  if (::close(fd) != 0) return errno_status("cannot close " + path.string());
+  if (::fsync(fd.get()) != 0) return errno_status("cannot sync " + path.string());
+  if (fd.close() != 0) return errno_status("cannot close " + path.string());
   return {};
 }
 
 // The rename itself is durable only once the folder is synced.
 Status sync_dir(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno_status("cannot open " + dir.string());
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  errno = err;
-  return rc == 0 ? Status{} : errno_status("cannot sync " + dir.string());
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.ok()) return errno_status("cannot open " + dir.string());
+  if (::fsync(fd.get()) != 0) return errno_status("cannot sync " + dir.string());
+  return {};
 }
 
 }  // namespace

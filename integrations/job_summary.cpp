@@ -15,23 +15,14 @@
 #include <optional>
 #include <vector>
 
+#include "integrations/unique_fd.h"
+
 namespace orch {
 namespace {
 
 constexpr std::string_view kCutNote = "[orch: the summary was cut here: summary.md is longer than 64 KiB]\n";
 // Enough of the log's end for 40 lines within 64 KiB, after orch's own lines are left out.
 constexpr std::size_t kLogTailBytes = 2 * kMaxSummaryBytes;
-
-// Closes on scope exit.
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
 
 // Up to `limit` bytes of the regular file `fd`, its first ones or (from_end) its last ones starting at a line;
 // nullopt when it is not a regular file or cannot be read.
@@ -74,11 +65,11 @@ bool blank(std::string_view s) {
 }
 
 std::optional<std::string> summary_file(const std::filesystem::path& output_dir) {
-  Fd dir(::open(output_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (dir.fd < 0) return std::nullopt;
-  Fd file(::openat(dir.fd, "summary.md", kOpenFlags));
-  if (file.fd < 0) return std::nullopt;  // absent, or a symlink (ELOOP)
-  auto raw = read_regular(file.fd, kMaxSummaryBytes + 1, /*from_end=*/false);
+  UniqueFd dir(::open(output_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir.ok()) return std::nullopt;
+  UniqueFd file(::openat(dir.get(), "summary.md", kOpenFlags));
+  if (!file.ok()) return std::nullopt;  // absent, or a symlink (ELOOP)
+  auto raw = read_regular(file.get(), kMaxSummaryBytes + 1, /*from_end=*/false);
   if (!raw || blank(*raw)) return std::nullopt;
   const bool cut = raw->size() > kMaxSummaryBytes;
   if (cut) {
@@ -99,9 +90,9 @@ std::optional<std::string> summary_file(const std::filesystem::path& output_dir)
 }
 
 std::string log_tail(const std::filesystem::path& log_file) {
-  Fd file(::open(log_file.c_str(), kOpenFlags));
-  if (file.fd < 0) return "";
-  auto raw = read_regular(file.fd, kLogTailBytes, /*from_end=*/true);
+  UniqueFd file(::open(log_file.c_str(), kOpenFlags));
+  if (!file.ok()) return "";
+  auto raw = read_regular(file.get(), kLogTailBytes, /*from_end=*/true);
   if (!raw) return "";
   std::vector<std::string_view> lines;
   std::string_view rest = *raw;

@@ -21,6 +21,8 @@
 #include <algorithm>
 #include <thread>
 
+#include "integrations/unique_fd.h"
+
 extern char** environ;
 
 namespace orch {
@@ -28,20 +30,6 @@ namespace orch {
 namespace {
 
 using Steady = std::chrono::steady_clock;
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 std::string errno_text(int err) { return strerror(err); }
 
@@ -213,8 +201,8 @@ Result<int> ProcessRunner::run(const ProcessSpec& spec) {
                    errno_text(err));
   if (spec.on_start) spec.on_start(pid);
 
-  Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-  Fd stopfd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  UniqueFd stopfd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   std::stop_callback on_stop(spec.stop, [&stopfd] {
     uint64_t one = 1;
     [[maybe_unused]] auto n = write(stopfd.get(), &one, sizeof one);
