@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <iterator>
 #include <mutex>
 #include <thread>
 
@@ -22,11 +21,6 @@ using namespace orch::testing::e2e;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 // A git:// remote that accepts every connection and never answers: `git clone` from it waits, as a clone stuck on a
 // dead network would. Its thread is its own; release() closes every connection (git then fails at once).
@@ -110,8 +104,8 @@ TEST_CASE("e2e runners: a result the server could not take stays in the runner's
   REQUIRE(w.orch->terminate() == 0);
   REQUIRE(gate.release());
   REQUIRE_MESSAGE(eventually([&] { return std::filesystem::exists(entry); }, 30s), runners.logs());
-  CHECK(slurp(entry).find("released: analysing") != std::string::npos);  // the log tail the server has not seen
-  const std::string kept = slurp(entry);
+  CHECK(read_file(entry).find("released: analysing") != std::string::npos);  // the log tail the server has not seen
+  const std::string kept = read_file(entry);
   REQUIRE(runners.procs["a"]->terminate() == 0);
   CHECK(std::filesystem::exists(entry));
   CHECK(w.count("SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 1);
@@ -139,7 +133,7 @@ TEST_CASE("e2e runners: a result the server could not take stays in the runner's
   REQUIRE(jobs.size() == 1);  // the agent ran once: no second attempt
   CHECK(jobs[0][0] == "1");
   CHECK(jobs[0][1] == "");
-  const std::string server_log = slurp(std::filesystem::path(w.data_dir) / "logs" / ("job-" + job_id + ".log"));
+  const std::string server_log = read_file(std::filesystem::path(w.data_dir) / "logs" / ("job-" + job_id + ".log"));
   CHECK_MESSAGE(server_log.find("released: analysing") != std::string::npos, server_log);
   REQUIRE(again->terminate() == 0);
 

@@ -33,13 +33,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // scripts/serve.sh as a child with exactly `env`, stdout and stderr to files.
 class ServeScript {
  public:

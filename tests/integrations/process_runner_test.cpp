@@ -5,8 +5,6 @@
 #include <signal.h>
 
 #include <atomic>
-#include <fstream>
-#include <sstream>
 
 #include "tests/support/temp_dir.h"
 
@@ -15,13 +13,6 @@ using namespace orch::testing;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 bool group_gone(pid_t pgid) { return kill(-pgid, 0) == -1 && errno == ESRCH; }
 
@@ -45,7 +36,7 @@ TEST_CASE("argv is passed as is, never through a shell") {
   spec.argv = {"printf", "%s|", "a b", "$HOME", "; rm -rf /"};
   spec.log_path = dir.file("out.log");
   REQUIRE(runner.run(spec).value() == 0);
-  CHECK(slurp(spec.log_path) == "a b|$HOME|; rm -rf /|");
+  CHECK(read_file(spec.log_path) == "a b|$HOME|; rm -rf /|");
 }
 
 TEST_CASE("the command runs in cwd with exactly the given environment, output to the log file") {
@@ -57,7 +48,7 @@ TEST_CASE("the command runs in cwd with exactly the given environment, output to
   spec.env = std::vector<std::string>{"FOO=bar", "PATH=/usr/bin:/bin"};
   spec.log_path = dir.file("job.log");
   REQUIRE(runner.run(spec).value() == 0);
-  std::string log = slurp(spec.log_path);
+  std::string log = read_file(spec.log_path);
   CHECK(log.find(std::filesystem::canonical(dir.path()).string() + "\n") == 0);
   CHECK(log.find("FOO=bar HOME=unset") != std::string::npos);
   CHECK(log.find("oops") != std::string::npos);
@@ -102,7 +93,7 @@ TEST_CASE("a timeout kills the whole process group, background children included
   CHECK(took < 5s);
   REQUIRE(pgid > 0);
   CHECK(eventually([&] { return group_gone(pgid); }, 5s));
-  pid_t child = std::stoi(slurp(dir.file("child.pid")));
+  pid_t child = std::stoi(read_file(dir.file("child.pid")));
   CHECK((kill(child, 0) == -1 && errno == ESRCH));
 }
 

@@ -36,11 +36,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
 fs::path write_script(const fs::path& dir, const std::string& name, const std::string& body) {
   fs::create_directories(dir);
   fs::path p = dir / name;

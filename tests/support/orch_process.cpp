@@ -10,8 +10,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "tests/support/temp_dir.h"
@@ -187,10 +185,7 @@ nlohmann::json OrchProcess::explain_json(const std::string& work_item_key) const
 }
 
 std::string OrchProcess::log_tail(std::size_t max_bytes) const {
-  std::ifstream in(log_path_, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
+  const std::string s = read_file(log_path_);
   return s.size() > max_bytes ? s.substr(s.size() - max_bytes) : s;
 }
 
@@ -227,11 +222,6 @@ std::optional<int> RunnerProcess::terminate(std::chrono::milliseconds deadline) 
 
 void RunnerProcess::kill_hard() { kill_child(pid_); }
 
-std::string RunnerProcess::log() const {
-  std::ifstream in(log_path_, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string RunnerProcess::log() const { return read_file(log_path_); }
 
 }  // namespace orch::testing

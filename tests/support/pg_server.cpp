@@ -17,8 +17,9 @@
 #include <fstream>
 #include <map>
 #include <random>
-#include <sstream>
 #include <stdexcept>
+
+#include "tests/support/temp_dir.h"
 
 extern char** environ;
 
@@ -66,11 +67,8 @@ fs::path find_bin_dir() {
   return found.back().second;
 }
 
-std::string read_file(const fs::path& path, size_t max_bytes = 6000) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
+std::string read_tail(const fs::path& path, size_t max_bytes = 6000) {
+  std::string s = read_file(path);
   if (s.size() > max_bytes) s = "..." + s.substr(s.size() - max_bytes);
   return s;
 }
@@ -169,8 +167,8 @@ std::unique_ptr<PgServer> PgServer::start() {
   const fs::path data = root / "data";
   const fs::path log = root / "setup.log";
   auto fail = [&](const std::string& what) -> std::runtime_error {
-    std::string message = "pg server: " + what + "\n--- " + log.string() + " (removed):\n" + read_file(log);
-    if (fs::exists(root / "server.log")) message += "\n--- server.log:\n" + read_file(root / "server.log");
+    std::string message = "pg server: " + what + "\n--- " + log.string() + " (removed):\n" + read_tail(log);
+    if (fs::exists(root / "server.log")) message += "\n--- server.log:\n" + read_tail(root / "server.log");
     return std::runtime_error(message);
   };
   if (int code = run_program({(bin / "initdb").string(), "-D", data.string(), "-U", "postgres", "-A", "trust", "-E",

@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 namespace orch::testing {
@@ -22,6 +24,11 @@ TempDir::~TempDir() {
   if (std::getenv("ORCH_KEEP_TEST_TMP")) return;
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds deadline) {

@@ -21,6 +21,9 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// The whole file, as bytes; "" when it cannot be read (not there yet).
+std::string read_file(const std::filesystem::path& path);
+
 // Waits on a predicate until it holds or the deadline passes, polling with a short backoff. For threads and
 // processes we do not own (a server under test); our own threads are tested through their run_once().
 bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds deadline = std::chrono::seconds(20));
