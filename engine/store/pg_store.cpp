@@ -164,8 +164,8 @@ struct Dialect<PgConn> {
       "WITH batch AS MATERIALIZED (SELECT id FROM jobs WHERE status = 'running' AND started_at < $2 AND step = '' "
       "AND launched_at IS NULL AND cancel_requested = '' AND worker LIKE $4 ORDER BY started_at, id LIMIT $3 "
       "FOR UPDATE SKIP LOCKED) "
-      "UPDATE jobs SET status = 'queued', worker = '', started_at = NULL, heartbeat_at = NULL, launched_at = NULL, "
-      "run_after = $1 FROM batch WHERE jobs.id = batch.id RETURNING " ORCH_JOB_COLUMNS_OF("jobs.");
+      "UPDATE jobs SET " ORCH_JOB_UNCLAIMED
+      ", run_after = $1 FROM batch WHERE jobs.id = batch.id RETURNING " ORCH_JOB_COLUMNS_OF("jobs.");
   // One round trip fewer: the insert's ON CONFLICT answers a repeated attempt as well as a read would.
   static constexpr bool kEnqueueReadsFirst = false;
 

@@ -38,6 +38,10 @@ struct Bytes {
     "step_attempts, " t "step_error, " t "tokens_in, " t "tokens_out, " t "model, " t "cost_micros, " t            \
     "cancel_requested, " t "launched_at"
 #define ORCH_JOB_COLUMNS ORCH_JOB_COLUMNS_OF("")
+// A running job back in the queue as if never claimed (a hand-back, start-up recovery, the dispatch rule): its claim,
+// its run's times and its launch cleared, in every statement that does it.
+#define ORCH_JOB_UNCLAIMED "status = 'queued', worker = '', started_at = NULL, heartbeat_at = NULL, launched_at = NULL"
+
 #define ORCH_DELIVERY_COLUMNS                                                                                  \
   "seq, source, delivery_id, event, body, status, error, attempts, received_at, handled_at, lane, run_after, " \
   "claimed_by, claim_expires_at"

@@ -533,10 +533,7 @@ Status SqlStore<Conn>::requeue_job(JobId id, TimePoint now) {
     if (!status) return not_found("job " + std::to_string(id) + " not found");
     if (*status == "queued") return {};  // already requeued: a second recovery pass changes nothing
     if (*status != "running") return conflict("job " + std::to_string(id) + " is " + *status + ", not running");
-    c.exec(
-        "UPDATE jobs SET status = 'queued', worker = '', started_at = NULL, heartbeat_at = NULL, launched_at = NULL, "
-        "run_after = $1 WHERE id = $2",
-        now, id);
+    c.exec("UPDATE jobs SET " ORCH_JOB_UNCLAIMED ", run_after = $1 WHERE id = $2", now, id);
     return {};
   });
 }

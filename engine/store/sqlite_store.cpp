@@ -106,8 +106,8 @@ struct Dialect<SqliteConn> {
       "ORDER BY created_at, id LIMIT $4) "
       "RETURNING " ORCH_JOB_COLUMNS;
   static constexpr const char* kRequeueUndispatched =
-      "UPDATE jobs SET status = 'queued', worker = '', started_at = NULL, heartbeat_at = NULL, launched_at = NULL, "
-      "run_after = $1 WHERE id IN (SELECT id FROM jobs WHERE status = 'running' AND started_at < $2 AND step = '' "
+      "UPDATE jobs SET " ORCH_JOB_UNCLAIMED
+      ", run_after = $1 WHERE id IN (SELECT id FROM jobs WHERE status = 'running' AND started_at < $2 AND step = '' "
       "AND launched_at IS NULL AND cancel_requested = '' AND worker LIKE $4 ORDER BY started_at, id LIMIT $3) "
       "RETURNING " ORCH_JOB_COLUMNS;
   // Enqueueing is idempotent and most calls find their attempt there: a read answers those without the write lock.
