@@ -1,5 +1,5 @@
 // tests/e2e/pipeline_run.h: the convergence scenario of issue 7, shared by the end-to-end tests that run it (one
-// replica on SQLite in convergence_test.cpp, three on PostgreSQL with the leader killed in replicas_test.cpp).
+// replica on SQLite in convergence_test.cpp, three on PostgreSQL with the leader killed in pg/replicas_test.cpp).
 // N Plane work items go through the whole pipeline (analysis -> human approval -> development -> CI -> review ->
 // done) with script agents and a local bare repository as the remote, while the test plays Plane and Gitea: it
 // changes the fakes' tables (the truth) and sends the matching signed webhook — or drops it, sends it twice, or

@@ -1,5 +1,5 @@
 // tests/e2e/runners_rig.h: the `orch runner` processes of an end-to-end world (issue 22), shared by runners_test.cpp
-// (one server on SQLite) and runners_pg_test.cpp (replicas on PostgreSQL): registered through the CLI, each a
+// (one server on SQLite) and pg/runners_pg_test.cpp (replicas on PostgreSQL): registered through the CLI, each a
 // process with its own work directory and log, polling the server it is given; what their logs say they reported;
 // and the check that a server made no agent worktree.
 #pragma once

@@ -56,6 +56,13 @@ struct PgBackend {
 TYPE_TO_STRING_AS("sqlite", orch::SqliteBackend);
 TYPE_TO_STRING_AS("pg", orch::PgBackend);
 
+// This file is compiled twice (CMakeLists.txt): into engine_tests with the SQLite backend and into engine_pg_tests,
+// the executable whose tests need the shared PostgreSQL server, with the PostgreSQL one. The names stay
+// "store: ...<sqlite>" and "store: ...<pg>".
+#ifndef ORCH_CONTRACT_BACKENDS
+#define ORCH_CONTRACT_BACKENDS orch::SqliteBackend
+#endif
+
 namespace orch {
 namespace {
 
@@ -150,7 +157,7 @@ std::vector<TaskId> ids_of(const std::vector<TaskRow>& rows) {
 }
 
 TEST_CASE_TEMPLATE("store: create_task_atomic creates a task once and returns the existing one afterwards", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -186,8 +193,8 @@ TEST_CASE_TEMPLATE("store: create_task_atomic creates a task once and returns th
   CHECK(store->create_task_atomic(empty, clock.now()).status().code == Code::kInvalid);
 }
 
-TEST_CASE_TEMPLATE("store: 16 threads racing for the same work items create each exactly once", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: 16 threads racing for the same work items create each exactly once", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   constexpr int kThreads = 16;
@@ -223,8 +230,7 @@ TEST_CASE_TEMPLATE("store: 16 threads racing for the same work items create each
   CHECK(store->count_tasks().value() == kRounds);
 }
 
-TEST_CASE_TEMPLATE("store: idle_tasks lists live tasks past the cutoff with no active job", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: idle_tasks lists live tasks past the cutoff with no active job", B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -266,8 +272,7 @@ TEST_CASE_TEMPLATE("store: idle_tasks lists live tasks past the cutoff with no a
   SUBCASE("limit must be positive") { CHECK(store->idle_tasks(t0 + 1h, {}, 0).status().code == Code::kInvalid); }
 }
 
-TEST_CASE_TEMPLATE("store: idle_tasks pages by (updated_at, id) strictly after the cursor", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: idle_tasks pages by (updated_at, id) strictly after the cursor", B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -291,8 +296,8 @@ TEST_CASE_TEMPLATE("store: idle_tasks pages by (updated_at, id) strictly after t
   CHECK(seen == expected);
 }
 
-TEST_CASE_TEMPLATE("store: apply_transition is a compare-and-set that writes the audit row", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: apply_transition is a compare-and-set that writes the audit row", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -354,8 +359,8 @@ TEST_CASE_TEMPLATE("store: apply_transition is a compare-and-set that writes the
   }
 }
 
-TEST_CASE_TEMPLATE("store: record_facts overwrites only the facts it carries and bumps updated_at", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: record_facts overwrites only the facts it carries and bumps updated_at", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -387,7 +392,7 @@ TEST_CASE_TEMPLATE("store: record_facts overwrites only the facts it carries and
   CHECK(store->set_blocked(999, true, "x", clock.now()).code == Code::kNotFound);
 }
 
-TEST_CASE_TEMPLATE("store: task listings for the queue, the replay and branch lookups", B, SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: task listings for the queue, the replay and branch lookups", B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -416,7 +421,7 @@ TEST_CASE_TEMPLATE("store: task listings for the queue, the replay and branch lo
 TEST_CASE_TEMPLATE(
     "store: gate evaluations are kept per task, their since held while the reason stays, and only the "
     "current visit's are read",
-    B, SqliteBackend, PgBackend) {
+    B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -461,8 +466,8 @@ TEST_CASE_TEMPLATE(
   CHECK(store->record_gate_evaluations({}).ok());
 }
 
-TEST_CASE_TEMPLATE("store: current_visit_jobs reads the jobs of each live task's current visit", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: current_visit_jobs reads the jobs of each live task's current visit", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -485,7 +490,7 @@ TEST_CASE_TEMPLATE("store: current_visit_jobs reads the jobs of each live task's
   CHECK(ids() == std::vector<JobId>{first.id, retry.id});
 }
 
-TEST_CASE_TEMPLATE("store: enqueue_job is idempotent per (task, visit, attempt)", B, SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: enqueue_job is idempotent per (task, visit, attempt)", B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -507,8 +512,8 @@ TEST_CASE_TEMPLATE("store: enqueue_job is idempotent per (task, visit, attempt)"
         Code::kNotFound);
 }
 
-TEST_CASE_TEMPLATE("store: claim_job takes the oldest due job, and a job finishes only from running", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: claim_job takes the oldest due job, and a job finishes only from running", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -577,7 +582,7 @@ JobId claim_in(Store& store, const ClaimScope& scope, TimePoint now, const std::
 }
 
 TEST_CASE_TEMPLATE("store: a claim takes only the jobs of its scope: a runner's agents, the server's steps", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -605,8 +610,8 @@ TEST_CASE_TEMPLATE("store: a claim takes only the jobs of its scope: a runner's 
   CHECK(steps.step == "open_pr");
 }
 
-TEST_CASE_TEMPLATE("store: a runner's claim fences its heartbeat and the take-over of its result", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: a runner's claim fences its heartbeat and the take-over of its result", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -634,7 +639,7 @@ TEST_CASE_TEMPLATE("store: a runner's claim fences its heartbeat and the take-ov
 }
 
 TEST_CASE_TEMPLATE("store: a runner claim whose agent never started goes back to the queue after dispatch_timeout", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -689,7 +694,7 @@ TEST_CASE_TEMPLATE("store: a runner claim whose agent never started goes back to
 }
 
 TEST_CASE_TEMPLATE("store: a cancel fails a queued job at once and makes a running job's heartbeats fail", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -723,7 +728,7 @@ TEST_CASE_TEMPLATE("store: a cancel fails a queued job at once and makes a runni
 }
 
 TEST_CASE_TEMPLATE("store: runners are registered once by name, found by token hash, seen and revoked", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -773,7 +778,7 @@ JobId claim_under(Store& store, const JobLimits& limits, TimePoint now) {
 }
 
 TEST_CASE_TEMPLATE("store: claim_job runs one job per task: a later visit's job waits for the running one", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -793,7 +798,7 @@ TEST_CASE_TEMPLATE("store: claim_job runs one job per task: a later visit's job 
 }
 
 TEST_CASE_TEMPLATE("store: claim_job keeps a job queued while the store, its project or its agent is at max_running", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -845,7 +850,7 @@ TEST_CASE_TEMPLATE("store: claim_job keeps a job queued while the store, its pro
 }
 
 TEST_CASE_TEMPLATE("store: claims are fair between projects: 2 queued jobs start within one slot of a backlog of 50", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -875,7 +880,7 @@ TEST_CASE_TEMPLATE("store: claims are fair between projects: 2 queued jobs start
   CHECK(std::count_if(order.begin(), order.end(), [&](JobId id) { return small.count(id) == 1; }) == 2);
 }
 
-TEST_CASE_TEMPLATE("store: 8 threads claiming 200 jobs claim each exactly once", B, SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: 8 threads claiming 200 jobs claim each exactly once", B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   constexpr int kJobs = 200;
@@ -911,8 +916,8 @@ TEST_CASE_TEMPLATE("store: 8 threads claiming 200 jobs claim each exactly once",
   CHECK(store->jobs_with_status(JobStatus::kRunning, 1000).value().size() == kJobs);
 }
 
-TEST_CASE_TEMPLATE("store: the sweeper rules fail only stale or expired jobs, in capped batches", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: the sweeper rules fail only stale or expired jobs, in capped batches", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -956,8 +961,8 @@ TEST_CASE_TEMPLATE("store: the sweeper rules fail only stale or expired jobs, in
   CHECK(store->fail_expired_queued(clock.now(), 0, "x", clock.now()).status().code == Code::kInvalid);
 }
 
-TEST_CASE_TEMPLATE("store: the inbox deduplicates by delivery id, and by body digest when asked", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: the inbox deduplicates by delivery id, and by body digest when asked", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -995,8 +1000,8 @@ TEST_CASE_TEMPLATE("store: the inbox deduplicates by delivery id, and by body di
   }
 }
 
-TEST_CASE_TEMPLATE("store: a batch of deliveries is one transaction that sees its own duplicates", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: a batch of deliveries is one transaction that sees its own duplicates", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1033,7 +1038,7 @@ TEST_CASE_TEMPLATE("store: a batch of deliveries is one transaction that sees it
 }
 
 TEST_CASE_TEMPLATE("store: deliveries are processed in arrival order and a failed one can be replayed", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1084,7 +1089,7 @@ TEST_CASE_TEMPLATE("store: deliveries are processed in arrival order and a faile
 }
 
 TEST_CASE_TEMPLATE("store: the delivery ledger lists outcomes, tasks and refused duplicates, newest first", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1160,7 +1165,7 @@ TEST_CASE_TEMPLATE("store: the delivery ledger lists outcomes, tasks and refused
   CHECK(store->delivery_ledger(0, 0).status().code == Code::kInvalid);
 }
 
-TEST_CASE_TEMPLATE("store: the outbox deduplicates by key and schedules retries", B, SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: the outbox deduplicates by key and schedules retries", B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1202,7 +1207,7 @@ TEST_CASE_TEMPLATE("store: the outbox deduplicates by key and schedules retries"
   CHECK(counts.failed == 1);
 }
 
-TEST_CASE_TEMPLATE("store: settings, projects and branch heads are upserts", B, SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: settings, projects and branch heads are upserts", B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1231,7 +1236,7 @@ TEST_CASE_TEMPLATE("store: settings, projects and branch heads are upserts", B, 
 // ---- inbox claims -----------------------------------------------------------------------------------------------
 
 TEST_CASE_TEMPLATE("store: claim_delivery hands out deliveries in arrival order, one at a time per lane", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1273,7 +1278,7 @@ TEST_CASE_TEMPLATE("store: claim_delivery hands out deliveries in arrival order,
 }
 
 TEST_CASE_TEMPLATE("store: a lane whose head waits for its retry is skipped whole, and the other lanes go on", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1309,7 +1314,7 @@ TEST_CASE_TEMPLATE("store: a lane whose head waits for its retry is skipped whol
 }
 
 TEST_CASE_TEMPLATE("store: an unexpired claim is only its holder's to take back, a lapsed one anyone's", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1334,7 +1339,7 @@ TEST_CASE_TEMPLATE("store: an unexpired claim is only its holder's to take back,
   CHECK(claim(*store, "r1", clock.now(), 1min) == "a2");
 }
 
-TEST_CASE_TEMPLATE("store: a delivery is not claimable before its run_after", B, SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: a delivery is not claimable before its run_after", B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1346,8 +1351,8 @@ TEST_CASE_TEMPLATE("store: a delivery is not claimable before its run_after", B,
   CHECK(claim(*store, "r2", clock.now()) == "later");
 }
 
-TEST_CASE_TEMPLATE("store: a failed delivery, requeued, is claimable again at the head of its lane", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: a failed delivery, requeued, is claimable again at the head of its lane", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1385,7 +1390,7 @@ TEST_CASE_TEMPLATE("store: a failed delivery, requeued, is claimable again at th
 // ---- outbox claims ----------------------------------------------------------------------------------------------
 
 TEST_CASE_TEMPLATE("store: claim_due_notifications leases due notifications to one drainer until marked", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1448,7 +1453,7 @@ std::string next_message(Store& store, const std::string& channel, TimePoint now
 }
 
 TEST_CASE_TEMPLATE("store: messages stored with a transition or a block share its transaction and name it", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1502,7 +1507,7 @@ TEST_CASE_TEMPLATE("store: messages stored with a transition or a block share it
 }
 
 TEST_CASE_TEMPLATE("store: claim_next_message sends a lane in order, lanes past one another, and a retry waits", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1587,7 +1592,7 @@ std::vector<std::unique_ptr<Store>> open_stores(B& backend, int n = kStores) {
 }
 
 TEST_CASE_TEMPLATE("store: 50 racing create_task_atomic calls for one work item on several stores create it once", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto stores = open_stores(backend);
   constexpr int kThreads = 50;
@@ -1624,7 +1629,7 @@ TEST_CASE_TEMPLATE("store: 50 racing create_task_atomic calls for one work item 
   CHECK(stores[0]->count_tasks().value() == kRounds);
 }
 
-TEST_CASE_TEMPLATE("store: claimers on several stores never get one job twice", B, SqliteBackend, PgBackend) {
+TEST_CASE_TEMPLATE("store: claimers on several stores never get one job twice", B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto stores = open_stores(backend);
   constexpr int kJobs = 120;
@@ -1662,8 +1667,8 @@ TEST_CASE_TEMPLATE("store: claimers on several stores never get one job twice", 
   CHECK(stores[0]->jobs_with_status(JobStatus::kRunning, 1000).value().size() == kJobs);
 }
 
-TEST_CASE_TEMPLATE("store: claimers on several stores never run more jobs than max_running allows", B, SqliteBackend,
-                   PgBackend) {
+TEST_CASE_TEMPLATE("store: claimers on several stores never run more jobs than max_running allows", B,
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto stores = open_stores(backend);
   constexpr int kThreads = 8;
@@ -1745,7 +1750,7 @@ TEST_CASE_TEMPLATE("store: claimers on several stores never run more jobs than m
 }
 
 TEST_CASE_TEMPLATE("store: concurrent claimers never get one delivery twice nor two of one lane at once", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto stores = open_stores(backend);
   constexpr int kLanes = 4;
@@ -1807,7 +1812,7 @@ TEST_CASE_TEMPLATE("store: concurrent claimers never get one delivery twice nor 
 }
 
 TEST_CASE_TEMPLATE("store: one Plane delivery received at once under different delivery ids is stored once", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto stores = open_stores(backend);
   constexpr int kThreads = 12;
@@ -1859,7 +1864,7 @@ TEST_CASE_TEMPLATE("store: one Plane delivery received at once under different d
 }
 
 TEST_CASE_TEMPLATE("store: group commits of the same deliveries in opposite orders neither fail nor duplicate", B,
-                   SqliteBackend, PgBackend) {
+                   ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto stores = open_stores(backend, 2);
   constexpr int kBatch = 10;
@@ -1891,7 +1896,7 @@ TEST_CASE_TEMPLATE("store: group commits of the same deliveries in opposite orde
 TEST_CASE_TEMPLATE(
     "store: a job's follow-up step is recorded, retried from the queue without a new attempt, and "
     "failed with its error",
-    B, SqliteBackend, PgBackend) {
+    B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;
@@ -1960,7 +1965,7 @@ TEST_CASE_TEMPLATE(
     "store: usage adds up per job, task, agent, stage and project, and a held task's jobs are neither claimed nor "
     "expired "
     "until it is resumed, with an audit row each",
-    B, SqliteBackend, PgBackend) {
+    B, ORCH_CONTRACT_BACKENDS) {
   B backend;
   auto store = backend.open();
   ManualClock clock;

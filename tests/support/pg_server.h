@@ -6,10 +6,10 @@
 // user (Debian's postgresql package creates it), each child switching user between fork() and exec().
 //
 // One server serves a whole ctest run: the CTest fixture "orch_pg" starts it (`orch_pg_fixture start`, which writes
-// the state file $ORCH_TEST_TMP/pg-server.state) before the first test whose name holds the word "pg", and stops it
-// after the last one (`orch_pg_fixture stop`). A test process uses that server when the state file names one that
-// answers, and otherwise (a test binary run by hand) starts a private server of its own, stopped when it exits.
-// Every test takes a fresh database of its own, so tests run in parallel safely. A fresh database's URL (socket
+// the state file $ORCH_TEST_TMP/pg-server.state) before the first test of a *_pg_tests executable (tests/<suite>/pg/),
+// and stops it after the last one (`orch_pg_fixture stop`). A test process uses that server when the state file names
+// one that answers, and otherwise (a test binary run by hand) starts a private server of its own, stopped when it
+// exits. Every test takes a fresh database of its own, so tests run in parallel safely. A fresh database's URL (socket
 // directory, user postgres, trust) serves child processes too: pass it as ORCH_DATABASE_URL to `orch` replicas.
 // Thread-safe: fresh_database() and test_pg_server() may be called from any thread.
 #pragma once

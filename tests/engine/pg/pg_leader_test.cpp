@@ -1,4 +1,4 @@
-// tests/engine/pg_leader_test.cpp: PgLeaderElector, two (or three) electors on one fresh database of the test
+// tests/engine/pg/pg_leader_test.cpp: PgLeaderElector, two (or three) electors on one fresh database of the test
 // PostgreSQL server, with intervals of tens of milliseconds. The electors' threads are real; the test waits on what
 // they report with eventually(), and never sleeps.
 #include "engine/store/pg_leader.h"

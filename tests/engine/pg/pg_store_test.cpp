@@ -1,4 +1,4 @@
-// tests/engine/pg_store_test.cpp: what only PgStore does, on fresh databases of the test PostgreSQL server
+// tests/engine/pg/pg_store_test.cpp: what only PgStore does, on fresh databases of the test PostgreSQL server
 // (tests/support/pg_server.h): migrations in the database, concurrent opens, lost connections, timeouts, the query
 // plan, redaction, and the inbox rule that a single SQLite writer never needs. The Store contract itself, run on
 // SQLite and PostgreSQL alike, is in store_contract_test.cpp. Waits for the server use eventually(); nothing sleeps.
