@@ -14,6 +14,7 @@
 #include "engine/store/sqlite_connection.h"
 #include "tests/support/manual_clock.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/new_task.h"
 
 namespace orch {
 namespace {
@@ -28,16 +29,7 @@ std::unique_ptr<SqliteStore> open_store(const std::string& path, SqliteStoreOpti
   return std::move(store).value();
 }
 
-NewTask new_task(const std::string& id) {
-  NewTask t;
-  t.project = "shop";
-  t.work_item_id = "wi-" + id;
-  t.work_item_key = "SHOP-" + id;
-  t.title = "title " + id;
-  t.description = "description " + id;
-  t.branch = "orch/shop-" + id;
-  return t;
-}
+using testing::new_task;
 
 TaskId make_task(SqliteStore& store, const std::string& id, TimePoint now) {
   auto claim = store.create_task_atomic(new_task(id), now);

@@ -22,6 +22,7 @@
 #include "tests/support/manual_clock.h"
 #include "tests/support/pg_server.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/new_task.h"
 
 namespace orch {
 namespace {
@@ -66,16 +67,7 @@ TYPE_TO_STRING_AS("pg", orch::PgBackend);
 namespace orch {
 namespace {
 
-NewTask new_task(const std::string& id) {
-  NewTask t;
-  t.project = "shop";
-  t.work_item_id = "wi-" + id;
-  t.work_item_key = "SHOP-" + id;
-  t.title = "title " + id;
-  t.description = "description " + id;
-  t.branch = "orch/shop-" + id;
-  return t;
-}
+using testing::new_task;
 
 TaskId make_task(Store& store, const std::string& id, TimePoint now) {
   auto claim = store.create_task_atomic(new_task(id), now);

@@ -14,6 +14,7 @@
 #include "tests/support/manual_clock.h"
 #include "tests/support/pg_server.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/new_task.h"
 
 namespace orch {
 namespace {
@@ -29,16 +30,7 @@ std::unique_ptr<PgStore> open_store(const std::string& url, PgStoreOptions optio
   return std::move(store).value();
 }
 
-NewTask new_task(const std::string& id) {
-  NewTask t;
-  t.project = "shop";
-  t.work_item_id = "wi-" + id;
-  t.work_item_key = "SHOP-" + id;
-  t.title = "title " + id;
-  t.description = "description " + id;
-  t.branch = "orch/shop-" + id;
-  return t;
-}
+using testing::new_task;
 
 NewDelivery lane_delivery(const std::string& id, const std::string& lane, TimePoint at) {
   NewDelivery d;
