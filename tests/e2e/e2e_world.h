@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <latch>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -66,6 +67,22 @@ inline std::vector<std::string> distinct_copies(const std::string& body, int n) 
     copies.push_back(python_json_dumps(b));
   }
   return copies;
+}
+
+// Delivers every body as a Plane "issue" webhook to `url`, all at once: one thread each, released together by a
+// latch, one attempt each. The results are in the order of `bodies`.
+inline std::vector<DeliveryResult> deliver_at_once(FakePlane& plane, const std::string& url,
+                                                   const std::vector<std::string>& bodies) {
+  std::vector<DeliveryResult> results(bodies.size());
+  std::latch go(static_cast<std::ptrdiff_t>(bodies.size()));
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < bodies.size(); ++i)
+    threads.emplace_back([&, i] {
+      go.arrive_and_wait();
+      results[i] = plane.deliver(url, kPlaneSecret, "issue", bodies[i]);
+    });
+  for (auto& t : threads) t.join();
+  return results;
 }
 
 inline std::string agent_script(const std::string& name) {

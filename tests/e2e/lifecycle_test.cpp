@@ -6,7 +6,6 @@
 #include <signal.h>
 
 #include <fstream>
-#include <latch>
 #include <set>
 
 #include "tests/e2e/e2e_world.h"
@@ -31,15 +30,7 @@ TEST_CASE("e2e start race: 50 concurrent In Progress deliveries make one task / 
   // delivery-id nor the body-digest dedup hides the race: every copy reaches the handler.
   constexpr int kCopies = 50;
   const std::vector<std::string> bodies = distinct_copies(w.plane.issue_webhook_body(item), kCopies);
-  std::vector<DeliveryResult> results(kCopies);
-  std::latch go(kCopies);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kCopies; ++i)
-    threads.emplace_back([&, i] {
-      go.arrive_and_wait();
-      results[i] = w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", bodies[i]);
-    });
-  for (auto& t : threads) t.join();
+  const std::vector<DeliveryResult> results = deliver_at_once(w.plane, w.plane_url(), bodies);
   int accepted = 0;
   for (const auto& r : results) accepted += r.status == 202 ? 1 : 0;
   CHECK(accepted == kCopies);

@@ -6,7 +6,6 @@
 // replica keeps in its own data directory say who ran what).
 #include <doctest/doctest.h>
 
-#include <latch>
 #include <regex>
 #include <set>
 
@@ -96,17 +95,9 @@ TEST_CASE(
   // delivery-id nor the body-digest dedup hides the race: every copy reaches a handler, on whichever replica.
   constexpr int kCopies = 50;
   const std::vector<std::string> bodies = distinct_copies(w.plane.issue_webhook_body(item), kCopies);
-  std::vector<DeliveryResult> results(kCopies);
-  std::latch go(kCopies);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kCopies; ++i)
-    threads.emplace_back([&, i] {
-      go.arrive_and_wait();
-      // One attempt each: the burst of 50 connects fits the load balancer's accept queue (tests/e2e/load_balancer.h
-      // raises cpp-httplib's backlog of 5; before that, the connects it dropped came back as resets).
-      results[i] = w.plane.deliver(w.plane_url(), kPlaneSecret, "issue", bodies[i]);
-    });
-  for (auto& t : threads) t.join();
+  // One attempt each: the burst of 50 connects fits the load balancer's accept queue (tests/e2e/load_balancer.h
+  // raises cpp-httplib's backlog of 5; before that, the connects it dropped came back as resets).
+  const std::vector<DeliveryResult> results = deliver_at_once(w.plane, w.plane_url(), bodies);
   int accepted = 0;
   for (const auto& r : results) {
     accepted += r.status == 202 ? 1 : 0;
