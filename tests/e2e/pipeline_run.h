@@ -266,6 +266,26 @@ inline RunResult run_pipeline(int n, const Loss& loss, PipelineOptions run = {})
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   CHECK_MESSAGE(failed_sends == 0, (send_errors.empty() ? std::string() : send_errors.front()));
+  if (result.done < n) {  // which items, and where each one stands: a log tail rarely names the one left behind
+    const char* kStepNames[] = {"start", "approve", "ci", "review", "finished"};
+    const auto tasks = read_tasks(w);
+    std::string stuck;
+    for (const Item& item : items) {
+      auto it = tasks.find(item.id);
+      if (it != tasks.end() && it->second.stage == "done") continue;
+      stuck += "  item " + item.id + ": the test's next step " + kStepNames[item.next];
+      for (int step = kStart; step <= kReview; ++step)
+        if (item.dropped[step]) stuck += std::string(", dropped ") + kStepNames[step];
+      if (it == tasks.end()) {
+        stuck += "; no task\n";
+        continue;
+      }
+      const TaskView& t = it->second;
+      stuck += "; task " + std::to_string(t.id) + " in " + t.stage + ", active jobs " + std::to_string(t.active_jobs) +
+               ", succeeded here " + std::to_string(t.succeeded_here) + ", pr " + std::to_string(t.pr) + "\n";
+    }
+    FAIL_CHECK("not done:\n" << stuck);
+  }
   REQUIRE_MESSAGE(result.done == n, "only " << result.done << " of " << n << " items reached done\n" << w.log_tails());
 
   // ---- every item once: tasks, branches, pull requests, jobs, transitions ----
