@@ -8,6 +8,8 @@
 
 #include <sys/socket.h>
 
+#include "engine/thread_name.h"
+
 namespace orch {
 namespace {
 
@@ -45,6 +47,7 @@ class ElasticThreadPool final : public httplib::TaskQueue {
   }
 
   void work() {
+    name_this_thread("http-worker");
     std::unique_lock lock(mu_);
     while (true) {
       if (!jobs_.empty()) {
@@ -107,7 +110,10 @@ Status HttpServer::start(const std::string& host, int port) {
     port_ = port;
   }
   if (listen_fd_ >= 0 && listen_backlog_ > 0) ::listen(listen_fd_, listen_backlog_);  // Linux: updates the backlog
-  thread_ = std::thread([this] { server_.listen_after_bind(); });
+  thread_ = std::thread([this] {
+    name_this_thread("http-accept");
+    server_.listen_after_bind();
+  });
   // httplib's stop() does nothing until the loop has marked itself running: a stop() right after start() would
   // leave the thread listening forever and its join() hanging. The loop gets there at once; wait for it, bounded.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);

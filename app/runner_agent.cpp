@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "engine/thread_name.h"
 #include "integrations/agent_usage.h"
 #include "integrations/job_summary.h"
 
@@ -162,6 +163,7 @@ Result<HttpResponse> Runner::post(HttpClient& client, const std::string& target,
 }
 
 void Runner::slot(std::stop_token stop, int n) {
+  name_this_thread("runner-slot");
   std::chrono::milliseconds backoff{500};
   while (!stop.stop_requested() && !refused_.load()) {
     auto answer = post(poll_http_, "/runner/v1/claim",
@@ -311,6 +313,7 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
 }
 
 void Runner::replay(std::stop_token stop) {
+  name_this_thread("runner-replay");
   std::vector<std::string> skipped;
   auto entries = outbox_.pending(&skipped);
   for (const std::string& file : skipped)

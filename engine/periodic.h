@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 
+#include "engine/thread_name.h"
+
 namespace orch {
 
 class Periodic {
@@ -48,6 +50,7 @@ class Periodic {
 
  private:
   void run(std::stop_token stop) {
+    name_this_thread(name_);
     while (!stop.stop_requested()) {
       last_tick_.store(std::chrono::steady_clock::now());
       tick_();  // contains its own failures; never throws

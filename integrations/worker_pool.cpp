@@ -12,6 +12,8 @@
 #include <optional>
 #include <string_view>
 
+#include "engine/thread_name.h"
+
 namespace orch {
 namespace {
 
@@ -160,6 +162,7 @@ void WorkerPool::remove_pending_worktrees() {
 }
 
 void WorkerPool::run(std::stop_token stop, const std::string& worker, std::atomic<Steady::time_point>& alive) {
+  name_this_thread("job-worker");
   while (!stop.stop_requested()) {
     alive.store(Steady::now());
     remove_pending_worktrees();

@@ -15,6 +15,8 @@
 #include <iomanip>
 #include <sstream>
 
+#include "engine/thread_name.h"
+
 namespace orch::sandbox {
 
 namespace fs = std::filesystem;
@@ -195,6 +197,7 @@ void Sandbox::enqueue(Outgoing o) {
 }
 
 void Sandbox::run_sender(std::stop_token stop) {
+  name_this_thread("sandbox-send");
   std::unique_lock lock(mu_);
   while (!stop.stop_requested()) {
     // Every 2 s, or after each delivery: the saved state follows what orch's database will hold.

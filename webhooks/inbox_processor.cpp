@@ -11,6 +11,8 @@
 #include <chrono>
 #include <exception>
 
+#include "engine/thread_name.h"
+
 namespace orch {
 
 Result<HandleOutcome> InboxProcessor::handle_guarded(const DeliveryRow& row) {
@@ -159,6 +161,7 @@ void InboxProcessor::poke() {
 }
 
 void InboxProcessor::run(std::stop_token stop) {
+  name_this_thread("inbox-handle");
   while (!stop.stop_requested()) {
     last_progress_.store(std::chrono::steady_clock::now());
     InboxPass pass = run_once(stop);  // contains its own failures; never throws

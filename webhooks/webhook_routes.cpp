@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "webhooks/signature.h"
+#include "engine/thread_name.h"
 
 namespace orch {
 namespace {
@@ -356,6 +357,7 @@ void WebhookRoutes::stop() {
 // takes all of them (up to max_batch). An idle server commits a lone delivery at once: there is no timer to wait
 // for, so group commit costs no latency and turns concurrency into fewer fsyncs.
 void WebhookRoutes::commit_loop(std::stop_token stop) {
+  name_this_thread("inbox-commit");
   while (true) {
     std::vector<Pending*> batch;
     {

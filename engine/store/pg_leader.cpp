@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "engine/thread_name.h"
+
 namespace orch {
 namespace {
 
@@ -224,6 +226,7 @@ void PgLeaderElector::change(bool leading) {
 }
 
 void PgLeaderElector::run() {
+  name_this_thread("pg-leader");
   const milliseconds retry = options_.retry_interval.count() > 0
                                  ? options_.retry_interval
                                  : std::max(milliseconds(1), options_.takeover_within / 3);

@@ -8,6 +8,8 @@
 #include <system_error>
 #include <utility>
 
+#include "engine/thread_name.h"
+
 namespace orch {
 
 SqliteCheckpointer::SqliteCheckpointer(const std::string& path, Options options, WriteGate& gate)
@@ -66,6 +68,7 @@ SqliteCheckpointer::Progress SqliteCheckpointer::checkpoint_passive() {
 }
 
 void SqliteCheckpointer::run(std::stop_token stop) {
+  name_this_thread("wal-checkpoint");
   while (!stop.stop_requested()) {
     {
       std::unique_lock lock(mu_);

@@ -2,8 +2,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
 
 #include "engine/periodic.h"
+#include "engine/thread_name.h"
 #include "tests/support/temp_dir.h"
 
 using namespace orch;
@@ -21,4 +25,27 @@ TEST_CASE("a periodic thread runs at start, wakes promptly on poke, and stops pr
   CHECK(std::chrono::steady_clock::now() - before < std::chrono::seconds(5));
   CHECK_FALSE(p.running());
   p.stop();  // idempotent
+}
+
+TEST_CASE("a periodic thread carries its name, and a thread's name is cut to what Linux keeps") {
+  std::mutex mu;
+  std::string seen;
+  Periodic p("reconciler", std::chrono::hours(1), [&] {
+    std::lock_guard lock(mu);
+    seen = this_thread_name();
+  });
+  p.start();
+  CHECK(testing::eventually([&] {
+    std::lock_guard lock(mu);
+    return !seen.empty();
+  }));
+  p.stop();
+  CHECK(seen == "reconciler");
+
+  std::string inner;
+  std::thread([&] {
+    name_this_thread("a-name-longer-than-fifteen-bytes");
+    inner = this_thread_name();
+  }).join();
+  CHECK(inner == "a-name-longer-t");
 }

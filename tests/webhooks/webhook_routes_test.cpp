@@ -8,11 +8,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <set>
+#include <string>
 #include <mutex>
 #include <utility>
 #include <vector>
 #include <thread>
 
+#include "tests/support/temp_dir.h"
 #include "tests/webhooks/webhook_harness.h"
 
 using namespace orch;
@@ -582,4 +586,32 @@ TEST_CASE("every refusal is counted by source and reason, with its last message,
   CHECK(rows[2].reason == Refusal::kUnsupportedMediaType);
   CHECK(rows[3].reason == Refusal::kMalformed);
   CHECK(rows[3].last_error == "malformed JSON at byte 2");
+}
+
+namespace {
+
+// The names of this process's threads, from /proc (what `top -H` and bench/peer_once.sh show).
+std::multiset<std::string> thread_names() {
+  std::multiset<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::string comm = read_file(task.path() / "comm");
+    if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    names.insert(comm);
+  }
+  return names;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "the group committer and the HTTP threads are named for what they do, and the committer thread ends with stop()") {
+  WebhookStack s;
+  const std::string body = plane_issue_body(PlaneHook{});
+  REQUIRE(s.plane(body, "named-1").status == 202);
+  std::multiset<std::string> names = thread_names();
+  CHECK(names.count("inbox-commit") == 1);
+  CHECK(names.count("http-accept") == 1);
+  CHECK(names.count("http-worker") >= 1);
+  s.routes.stop();
+  CHECK(thread_names().count("inbox-commit") == 0);
 }
