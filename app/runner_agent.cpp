@@ -222,6 +222,7 @@ void Runner::run_job(std::stop_token stop, const json& offer) {
   };
   // Heartbeats from the claim on, through git and the agent, until the result is reported.
   std::jthread beat([&](std::stop_token done) {
+    name_this_thread("runner-beat");
     while (nap(done, every)) {
       send_log();
       auto answer = post(http_, jobs + "/heartbeat", {{"claim", job.worker}, {"launched", launched.load()}});
