@@ -3,6 +3,7 @@
 // its number: bench/peer_once.sh reports CPU time and run-queue wait per name. Linux keeps the first 15 bytes.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
