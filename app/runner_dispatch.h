@@ -1,6 +1,7 @@
 // app/runner_dispatch.h: the wake-up of the runners' long polls (docs/adr/0023). The job scheduler pokes it after each
-// enqueue (and the runner routes after a finish or hand-back), as it pokes the pool; the claim handler
-// (app/runner_routes.cpp) holds a RunnerDispatch::Poll for each long poll and waits on it between claims.
+// enqueue (the runner routes after a finish or hand-back, the sweeper after a pass that queued jobs again), as it
+// pokes the pool; the claim handler (app/runner_routes.cpp) holds a RunnerDispatch::Poll for each long poll and waits
+// on it between claims.
 //
 // Why not notify_all: every poke woke every waiting long poll and each ran a claim statement, so with 50 runners a new
 // job cost the server ~50 claims (bench/RESULTS.md, 2026-12-07). A poke says only "something may be claimable", not

@@ -220,7 +220,7 @@ App::App(Settings settings, spdlog::logger& log, OpenedStore store)
                  GateSideOptions{.max_candidates_per_pass = settings_.reconciler.max_candidates_per_pass}),
       tracker_side_(settings_.config.projects, pipeline_, plane_, handlers_, *store_, clock_, log_,
                     grace_fn(settings_)),
-      sweeper_(*store_, attempts_, pipeline_, settings_.config.jobs, clock_, log_),
+      sweeper_(*store_, attempts_, pipeline_, settings_.config.jobs, clock_, log_, runner_dispatch_),
       pass_(ReconcileParts{.store = *store_,
                            .gate = gate_side_,
                            .tracker = &tracker_side_,

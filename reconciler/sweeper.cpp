@@ -64,6 +64,7 @@ SweepReport Sweeper::run_once() {
     log_.warn("sweeper: cannot fail expired jobs: {}", expired.status().to_string());
   }
 
+  if (report.requeued + report.retried > 0) waker_.jobs_enqueued();
   if (report.changed() > 0)
     log_.info(
         "sweeper: failed {} orphaned, {} timed out, {} expired job(s); {} retried, {} blocked; {} undispatched "

@@ -18,6 +18,7 @@
 #include "engine/pipeline.h"
 #include "engine/store.h"
 #include "engine/attempt_policy.h"
+#include "engine/job_scheduler.h"
 
 namespace orch {
 
@@ -36,10 +37,12 @@ class Sweeper {
  public:
   // The running-past-timeout buffer is jobs.dispatch_timeout: time for a worker to notice its agent's timeout,
   // kill the process group (SIGTERM, grace, SIGKILL) and report, before the sweeper overrules it.
-  // `attempts` decides what becomes of each failed job's task.
+  // `attempts` decides what becomes of each failed job's task. `waker` is told once after a pass that queued a job
+  // again (an undispatched claim, or a failed job's next attempt), so that an idle worker or a runner's long poll
+  // claims it now rather than at its next poll: the server's RunnerDispatch, which wakes its pool too.
   Sweeper(JobStore& jobs, AttemptPolicy& attempts, const Pipeline& pipeline, const JobsSpec& spec, const Clock& clock,
-          spdlog::logger& log)
-      : jobs_(jobs), pipeline_(pipeline), spec_(spec), clock_(clock), log_(log), attempts_(attempts) {}
+          spdlog::logger& log, JobWaker& waker = no_waker())
+      : jobs_(jobs), pipeline_(pipeline), spec_(spec), clock_(clock), log_(log), attempts_(attempts), waker_(waker) {}
 
   // One pass over the four rules. Logs one info line with the counts when it failed any job, nothing otherwise
   // (a warning per rule that could not run).
@@ -55,6 +58,7 @@ class Sweeper {
   const Clock& clock_;
   spdlog::logger& log_;
   AttemptPolicy& attempts_;
+  JobWaker& waker_;
 };
 
 }  // namespace orch

@@ -24,6 +24,12 @@ std::vector<JobRow> running_jobs(EngineFixture& f, int n) {
 
 JobRow job(EngineFixture& f, JobId id) { return *f.store->find_job(id).value(); }
 
+// How often the sweeper told its waker that a job is queued again.
+struct CountingWaker final : JobWaker {
+  int wakes = 0;
+  void jobs_enqueued() override { ++wakes; }
+};
+
 int sweeper_lines(const TestLog& log) {
   int n = 0;
   for (const auto& l : log.lines())
@@ -33,11 +39,14 @@ int sweeper_lines(const TestLog& log) {
 
 }  // namespace
 
-TEST_CASE("a running job whose heartbeat stopped is failed as orphaned, once, with one log line") {
+TEST_CASE(
+    "a running job whose heartbeat stopped is failed as orphaned, once, with one log line, and its retry wakes the "
+    "claimers") {
   EngineFixture f;
   JobsSpec spec;  // heartbeat_stale 150 s
   AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
-  Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log);
+  CountingWaker waker;
+  Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log, waker);
   JobRow j = running_jobs(f, 1)[0];
 
   f.clock.advance(149s);
@@ -60,9 +69,13 @@ TEST_CASE("a running job whose heartbeat stopped is failed as orphaned, once, wi
   CHECK(after.error.find("orphaned") != std::string::npos);
   CHECK(f.log.contains("sweeper: failed 1 orphaned, 0 timed out, 0 expired job(s)"));
   CHECK(sweeper_lines(f.log) == 1);
+  // Its next attempt is queued: the waker (the server's runners and pool) is told once, not at every pass.
+  CHECK(r.retried == 1);
+  CHECK(waker.wakes == 1);
 
   CHECK(sweeper.run_once().changed() == 0);
   CHECK(sweeper_lines(f.log) == 1);
+  CHECK(waker.wakes == 1);
 }
 
 TEST_CASE("a running job past its agent's timeout plus the buffer is failed as timed out, even with heartbeats") {
@@ -176,13 +189,16 @@ TEST_CASE("a job its worker already finished is never swept, however old") {
   CHECK(job(f, j.id).status == JobStatus::kSucceeded);
 }
 
-TEST_CASE("a runner's claim whose agent never started is queued again after dispatch_timeout, not failed") {
+TEST_CASE(
+    "a runner's claim whose agent never started is queued again after dispatch_timeout, not failed, and the claimers "
+    "are woken") {
   EngineFixture f;
   JobsSpec spec;
   spec.dispatch_timeout = 5min;
   spec.heartbeat_stale = 1h;  // the runner heartbeats (it is stuck in git, not dead): only the dispatch rule applies
   AttemptPolicy attempts(*f.store, f.pipeline, WriteBack::off(), f.clock, f.log);
-  Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log);
+  CountingWaker waker;
+  Sweeper sweeper(*f.store, attempts, f.pipeline, spec, f.clock, f.log, waker);
   f.task_in("analysis", "SHOP-1");
   f.task_in("analysis", "SHOP-2");
   f.task_in("analysis", "SHOP-3");
@@ -194,9 +210,11 @@ TEST_CASE("a runner's claim whose agent never started is queued again after disp
   f.clock.advance(5min);
   REQUIRE(f.store->heartbeat_claim(stuck, "runner:a/1", f.clock.now()).ok());
   CHECK(sweeper.run_once().changed() == 0);  // not past the bound yet
+  CHECK(waker.wakes == 0);
   f.clock.advance(1s);
   SweepReport r = sweeper.run_once();
   CHECK(r.requeued == 1);
+  CHECK(waker.wakes == 1);  // another runner's long poll, or the pool, may take it now
   CHECK(r.orphaned + r.timed_out + r.expired + r.retried + r.blocked == 0);
   JobRow back = job(f, stuck);
   CHECK(back.status == JobStatus::kQueued);
