@@ -13,7 +13,7 @@ packages=(
 for arg in "$@"; do
   case "$arg" in
     --with-browser) packages+=(chromium) ;;
-    --with-peer) packages+=(wrk python3-fastapi uvicorn sqlite3 curl) ;;
+    --with-peer) packages+=(wrk python3-fastapi uvicorn sqlite3 curl iproute2) ;;  # iproute2: ss, for bench/peer_once.sh
     *) echo "install-deps: unknown option $arg" >&2; exit 2 ;;
   esac
 done
