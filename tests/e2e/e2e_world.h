@@ -518,4 +518,46 @@ class World {
   std::atomic<int> pushes_{0};
 };
 
+// A start race on a started world: one new work item moved to In Progress, and `copies` distinct deliveries of that
+// event (distinct_copies) sent all at once (deliver_at_once), so that every copy reaches a handler, on whichever
+// replica. The results are in the order of the copies.
+inline std::vector<DeliveryResult> deliver_start_race(World& w, int copies) {
+  const std::string item = w.add_item("Race me");
+  w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "In Progress"));
+  return deliver_at_once(w.plane, w.plane_url(), distinct_copies(w.plane.issue_webhook_body(item), copies));
+}
+
+// The outcome of a start race (deliver_start_race), on one node or on replicas: `copies` distinct deliveries of one In
+// Progress event, all acknowledged, are stored and handled without a failure, and made one task, one branch, one first
+// job; that job succeeds and pushes exactly one task branch, and the CLI's status document says so. Returns that
+// document.
+inline nlohmann::json check_one_start(World& w, int copies) {
+  REQUIRE_MESSAGE(eventually([&] { return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'") == 0; },
+                             std::chrono::seconds(30)),
+                  w.log_tails());
+  CHECK(w.count("SELECT COUNT(*) FROM deliveries") == copies);
+  CHECK(w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'failed'") == 0);
+  CHECK(w.count("SELECT COUNT(*) FROM tasks") == 1);
+  CHECK(w.count("SELECT COUNT(DISTINCT branch) FROM tasks") == 1);
+  CHECK(w.count("SELECT COUNT(*) FROM jobs") == 1);
+  CHECK(w.count("SELECT COUNT(*) FROM transitions WHERE to_stage = 'analysis'") == 1);
+
+  // The one analyst job runs, and its push leaves exactly one task branch on the remote.
+  REQUIRE_MESSAGE(eventually([&] { return w.count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") == 1; },
+                             std::chrono::seconds(60)),
+                  w.log_tails());
+  std::vector<std::string> task_branches;
+  for (const auto& b : w.bare_branches())
+    if (b != "main") task_branches.push_back(b);
+  CHECK(task_branches == std::vector<std::string>{"orch/shop-1"});
+  CHECK(w.count("SELECT COUNT(*) FROM jobs") == 1);
+  auto status = w.live().status_json();
+  REQUIRE(status.is_object());
+  REQUIRE(status["tasks"].size() == 1);
+  CHECK(status["tasks"][0]["stage"] == "analysis");
+  CHECK(status["tasks"][0]["branch"] == "orch/shop-1");
+  CHECK(status["inbox"]["received"] == copies);
+  return status;
+}
+
 }  // namespace orch::testing::e2e

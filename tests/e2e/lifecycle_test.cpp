@@ -23,40 +23,13 @@ long long inbox_pending(World& w) { return w.count("SELECT COUNT(*) FROM deliver
 TEST_CASE("e2e start race: 50 concurrent In Progress deliveries make one task / one branch / one first job") {
   World w;
   REQUIRE_MESSAGE(w.orch->start(), w.orch->log_tail());
-  const std::string item = w.add_item("Race me");
-  w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "In Progress"));
-
-  // The same event, each copy with another delivery id and a different harmless field, so that neither the
-  // delivery-id nor the body-digest dedup hides the race: every copy reaches the handler.
   constexpr int kCopies = 50;
-  const std::vector<std::string> bodies = distinct_copies(w.plane.issue_webhook_body(item), kCopies);
-  const std::vector<DeliveryResult> results = deliver_at_once(w.plane, w.plane_url(), bodies);
+  const std::vector<DeliveryResult> results = deliver_start_race(w, kCopies);
   int accepted = 0;
   for (const auto& r : results) accepted += r.status == 202 ? 1 : 0;
   CHECK(accepted == kCopies);
 
-  REQUIRE_MESSAGE(eventually([&] { return inbox_pending(w) == 0; }, 30s), w.orch->log_tail());
-  CHECK(w.count("SELECT COUNT(*) FROM deliveries") == kCopies);
-  CHECK(w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'failed'") == 0);
-  CHECK(w.count("SELECT COUNT(*) FROM tasks") == 1);
-  CHECK(w.count("SELECT COUNT(DISTINCT branch) FROM tasks") == 1);
-  CHECK(w.count("SELECT COUNT(*) FROM jobs") == 1);
-  CHECK(w.count("SELECT COUNT(*) FROM transitions WHERE to_stage = 'analysis'") == 1);
-
-  // The one analyst job runs, and its push leaves exactly one task branch on the remote.
-  REQUIRE_MESSAGE(eventually([&] { return w.count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") == 1; }, 60s),
-                  w.orch->log_tail());
-  std::vector<std::string> task_branches;
-  for (const auto& b : w.bare_branches())
-    if (b != "main") task_branches.push_back(b);
-  CHECK(task_branches == std::vector<std::string>{"orch/shop-1"});
-  CHECK(w.count("SELECT COUNT(*) FROM jobs") == 1);
-  auto status = w.orch->status_json();
-  REQUIRE(status.is_object());
-  REQUIRE(status["tasks"].size() == 1);
-  CHECK(status["tasks"][0]["stage"] == "analysis");
-  CHECK(status["tasks"][0]["branch"] == "orch/shop-1");
-  CHECK(status["inbox"]["received"] == kCopies);
+  check_one_start(w, kCopies);
   CHECK(w.orch->terminate() == std::optional<int>(0));
 }
 

@@ -88,16 +88,10 @@ TEST_CASE(
     "branch, one first job") {
   World w(three_replicas());
   REQUIRE_MESSAGE(w.start(), w.log_tails());
-  const std::string item = w.add_item("Race me");
-  w.plane.set_work_item_state(item, w.plane.state_id(kProjectId, "In Progress"));
-
-  // The same event, each copy with another delivery id and a different harmless field, so that neither the
-  // delivery-id nor the body-digest dedup hides the race: every copy reaches a handler, on whichever replica.
   constexpr int kCopies = 50;
-  const std::vector<std::string> bodies = distinct_copies(w.plane.issue_webhook_body(item), kCopies);
   // One attempt each: the burst of 50 connects fits the load balancer's accept queue (tests/e2e/load_balancer.h
   // raises cpp-httplib's backlog of 5; before that, the connects it dropped came back as resets).
-  const std::vector<DeliveryResult> results = deliver_at_once(w.plane, w.plane_url(), bodies);
+  const std::vector<DeliveryResult> results = deliver_start_race(w, kCopies);
   int accepted = 0;
   for (const auto& r : results) {
     accepted += r.status == 202 ? 1 : 0;
@@ -114,33 +108,10 @@ TEST_CASE(
   for (std::size_t i = 0; i < w.replica_count(); ++i)
     CHECK_MESSAGE(answered_by[i] >= kCopies / 3, w.replica_ids[i] << " stored " << answered_by[i]);
 
-  REQUIRE_MESSAGE(
-      eventually([&] { return w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'") == 0; }, 30s),
-      w.log_tails());
-  CHECK(w.count("SELECT COUNT(*) FROM deliveries") == kCopies);
-  CHECK(w.count("SELECT COUNT(*) FROM deliveries WHERE status = 'failed'") == 0);
-  CHECK(w.count("SELECT COUNT(*) FROM tasks") == 1);
-  CHECK(w.count("SELECT COUNT(DISTINCT branch) FROM tasks") == 1);
-  CHECK(w.count("SELECT COUNT(*) FROM jobs") == 1);
-  CHECK(w.count("SELECT COUNT(*) FROM transitions WHERE to_stage = 'analysis'") == 1);
-
-  // The one analyst job runs on one replica, and its push leaves exactly one task branch on the remote.
-  REQUIRE_MESSAGE(eventually([&] { return w.count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") == 1; }, 60s),
-                  w.log_tails());
-  std::vector<std::string> task_branches;
-  for (const auto& b : w.bare_branches())
-    if (b != "main") task_branches.push_back(b);
-  CHECK(task_branches == std::vector<std::string>{"orch/shop-1"});
-  CHECK(w.count("SELECT COUNT(*) FROM jobs") == 1);
-  check_each_job_ran_on_one_replica(w);
   std::optional<std::size_t> leader;
   REQUIRE_MESSAGE(eventually([&] { return (leader = w.leader()).has_value(); }, 30s), w.log_tails());
-  auto status = w.live().status_json();
-  REQUIRE(status.is_object());
-  REQUIRE(status["tasks"].size() == 1);
-  CHECK(status["tasks"][0]["stage"] == "analysis");
-  CHECK(status["tasks"][0]["branch"] == "orch/shop-1");
-  CHECK(status["inbox"]["received"] == kCopies);
+  auto status = check_one_start(w, kCopies);
+  check_each_job_ran_on_one_replica(w);  // the one analyst job ran on one replica
   // The CLI runs no elector: it asks the database, and names the replica that leads (never itself).
   CHECK(status["reconciler"]["leader"] == w.replica_ids[*leader]);
   CHECK(status["reconciler"]["leading"] == false);
